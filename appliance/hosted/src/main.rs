@@ -1,0 +1,2 @@
+//! The `understudy` command-line program.
+fn main() {}
