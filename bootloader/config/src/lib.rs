@@ -1,0 +1,2 @@
+//! The appliance role config.
+#![no_std]
