@@ -19,6 +19,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+extern crate std;
+
 mod arith;
 mod compare;
 mod convert;
