@@ -1,3 +1,524 @@
 //! One deterministic RV64GC hart: decode, execute, privilege, traps, Sv39 and guest RAM.
+//!
+//! The hart runs an exact number of instructions per call (`Hart::run`), takes interrupts
+//! only at instruction boundaries determined by architectural state, and reaches the outside
+//! world only through the `Platform` trait (MMIO and the `time` CSR). Speed comes from a
+//! decode cache of straight-line blocks keyed by physical address and direct-mapped soft TLBs
+//! per access kind that cover RAM only (the TinyEMU/RVVM shape).
 #![no_std]
+#![warn(missing_docs)]
 extern crate alloc;
+
+mod block;
+mod csr;
+mod exec;
+mod fp;
+pub mod inst;
+mod mmu;
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use csr::numbers as csr_numbers;
+pub use inst::{decode, decode_compressed, encode, Instruction, Op};
+
+/// A guest physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GuestPhysAddr(pub u64);
+
+/// A number of retired guest instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct InstructionCount(pub u64);
+
+/// A RISC-V privilege mode (privileged spec 1.2); the value is the `mstatus.MPP` encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Privilege {
+    /// U-mode.
+    User = 0,
+    /// S-mode.
+    Supervisor = 1,
+    /// M-mode.
+    Machine = 3,
+}
+
+impl Privilege {
+    fn from_bits(bits: u64) -> Privilege {
+        match bits & 3 {
+            0 => Privilege::User,
+            1 => Privilege::Supervisor,
+            _ => Privilege::Machine,
+        }
+    }
+}
+
+/// Everything outside RAM that the hart reaches. Called only from inside `Hart::run`.
+pub trait Platform {
+    /// A load from a physical address outside RAM; `None` = access fault for the guest.
+    fn mmio_load(&mut self, addr: GuestPhysAddr, size_bytes: u8) -> Option<u64>;
+    /// A store outside RAM; `false` = access fault for the guest.
+    fn mmio_store(&mut self, addr: GuestPhysAddr, size_bytes: u8, value: u64) -> bool;
+    /// The value of the `time` CSR when the hart has retired `instret` instructions.
+    fn time(&mut self, instret: InstructionCount) -> u64;
+}
+
+/// How to build a hart.
+#[derive(Clone, Debug)]
+pub struct HartConfig {
+    /// Where RAM starts in the physical address space (0x8000_0000 on `virt`).
+    pub ram_base: GuestPhysAddr,
+    /// RAM size; rounded up to a whole number of 4 KiB pages.
+    pub ram_size_bytes: u64,
+    /// true when the monitor (SBI) is implemented by the host, as for Linux `Image` guests:
+    /// an `ecall` from S-mode stops `run` with `StopReason::SupervisorEcall` (pc already
+    /// advanced past the ecall, the ecall counted as one retired instruction), and any other
+    /// trap that would enter M-mode stops `run` with `StopReason::MonitorTrap{cause, tval, pc}`
+    /// instead of jumping to mtvec (the hart state is left as it was before the trap).
+    pub host_monitor: bool,
+}
+
+/// Why `Hart::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The budget of instructions was used up.
+    BudgetExhausted,
+    /// `wfi` retired and no enabled interrupt is pending: the caller may skip time forward.
+    WaitForInterrupt,
+    /// An MMIO store retired; device state (and so interrupt lines) may have changed.
+    MmioStore,
+    /// An `ecall` from S-mode retired while `host_monitor` is set.
+    SupervisorEcall,
+    /// A trap would have entered M-mode while `host_monitor` is set. `cause` is the `mcause`
+    /// value (bit 63 set for interrupts), `pc` the address of the trapping instruction.
+    MonitorTrap {
+        /// The `mcause` value the trap would have written.
+        cause: u64,
+        /// The `mtval` value the trap would have written.
+        tval: u64,
+        /// The `mepc` value the trap would have written.
+        pc: u64,
+    },
+}
+
+/// The result of `Hart::run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Instructions retired by this call.
+    pub executed: InstructionCount,
+    /// Why the call returned.
+    pub stop: StopReason,
+}
+
+/// A physical range that is not (entirely) guest RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// Start of the requested range.
+    pub addr: GuestPhysAddr,
+    /// Length of the requested range.
+    pub len_bytes: u64,
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "guest physical range {:#x}+{:#x} is outside RAM; use an address inside the RAM window",
+            self.addr.0, self.len_bytes
+        )
+    }
+}
+
+impl core::error::Error for OutOfRange {}
+
+/// A synchronous exception: `mcause` code and `mtval` value (privileged spec 3.1.15-16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exception {
+    pub cause: u64,
+    pub tval: u64,
+}
+
+/// Exception codes (privileged spec table 3.6).
+pub(crate) mod cause {
+    pub const INSTRUCTION_ACCESS_FAULT: u64 = 1;
+    pub const ILLEGAL_INSTRUCTION: u64 = 2;
+    pub const BREAKPOINT: u64 = 3;
+    pub const LOAD_ADDRESS_MISALIGNED: u64 = 4;
+    pub const LOAD_ACCESS_FAULT: u64 = 5;
+    pub const STORE_ADDRESS_MISALIGNED: u64 = 6;
+    pub const STORE_ACCESS_FAULT: u64 = 7;
+    pub const ECALL_FROM_U: u64 = 8;
+    pub const INSTRUCTION_PAGE_FAULT: u64 = 12;
+    pub const LOAD_PAGE_FAULT: u64 = 13;
+    pub const STORE_PAGE_FAULT: u64 = 15;
+}
+
+/// Size of a guest page (Sv39 base page).
+pub const PAGE_SIZE_BYTES: u64 = 4096;
+
+/// Result of executing one instruction successfully.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Fall through to pc + length.
+    Next,
+    /// The instruction set `pc` itself; end the block.
+    Jumped,
+    /// Fall through, but end the block (state that affects interrupts, translation or the
+    /// decode cache may have changed).
+    EndBlock,
+    /// Fall through and stop `run` with this reason.
+    Stop(StopReason),
+}
+
+/// The load-reservation set by LR (unprivileged spec 8.2). Like QEMU, SC succeeds when the
+/// address matches and memory still holds the value LR read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    pub vaddr: u64,
+    pub value: u64,
+}
+
+/// One RV64GC hart with its guest RAM.
+pub struct Hart {
+    pub(crate) x: [u64; 32],
+    pub(crate) f: [u64; 32],
+    pub(crate) pc: u64,
+    pub(crate) privilege: Privilege,
+    pub(crate) instret: u64,
+    pub(crate) csr: csr::CsrFile,
+    /// Interrupt lines driven by the machine (MSIP, MTIP, MEIP, SEIP, STIP).
+    pub(crate) lines: u64,
+    pub(crate) reservation: Option<Reservation>,
+    pub(crate) host_monitor: bool,
+    pub(crate) ram: Vec<u8>,
+    pub(crate) ram_base: u64,
+    pub(crate) ram_size_bytes: u64,
+    pub(crate) mmu: mmu::Tlbs,
+    /// One bit per RAM page written since the last `take_dirty_pages`.
+    pub(crate) dirty: Vec<u64>,
+    pub(crate) blocks: block::BlockCache,
+}
+
+impl fmt::Debug for Hart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hart")
+            .field("pc", &format_args!("{:#x}", self.pc))
+            .field("privilege", &self.privilege)
+            .field("instret", &self.instret)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hart {
+    /// Creates a hart in M-mode at pc 0 with zeroed RAM of `config.ram_size_bytes`.
+    pub fn new(config: HartConfig) -> Hart {
+        let pages = config.ram_size_bytes.div_ceil(PAGE_SIZE_BYTES);
+        let ram_size_bytes = pages * PAGE_SIZE_BYTES;
+        assert!(
+            config.ram_base.0 % PAGE_SIZE_BYTES == 0,
+            "RAM base must be page aligned"
+        );
+        assert!(
+            config.ram_base.0.checked_add(ram_size_bytes).is_some(),
+            "RAM window overflows"
+        );
+        let mut hart = Hart {
+            x: [0; 32],
+            f: [0; 32],
+            pc: 0,
+            privilege: Privilege::Machine,
+            instret: 0,
+            csr: csr::CsrFile::default(),
+            lines: 0,
+            reservation: None,
+            host_monitor: config.host_monitor,
+            ram: vec![0u8; ram_size_bytes as usize],
+            ram_base: config.ram_base.0,
+            ram_size_bytes,
+            mmu: mmu::Tlbs::new(),
+            dirty: vec![0u64; (pages as usize).div_ceil(64)],
+            blocks: block::BlockCache::new(pages as usize),
+        };
+        hart.update_tlb_keys();
+        hart
+    }
+
+    /// Sets pc, privilege and a0/a1 as a loader would. Other state keeps its value.
+    pub fn reset(&mut self, pc: u64, privilege: Privilege, a0: u64, a1: u64) {
+        self.pc = pc;
+        self.privilege = privilege;
+        self.x[10] = a0;
+        self.x[11] = a1;
+        self.reservation = None;
+        self.update_tlb_keys();
+    }
+
+    /// Execute exactly `budget` instructions, or fewer if a `StopReason` other than
+    /// `BudgetExhausted` occurs; returns the exact count retired. A trap is not a retired
+    /// instruction. An enabled pending interrupt is taken before the next instruction.
+    pub fn run(&mut self, platform: &mut impl Platform, budget: u64) -> RunOutcome {
+        let start = self.instret;
+        let end = start.saturating_add(budget);
+        let stop = loop {
+            if self.instret >= end {
+                break StopReason::BudgetExhausted;
+            }
+            if let Some(interrupt) = self.pending_interrupt() {
+                if let Some(stop) = self.take_trap(interrupt, 0, true) {
+                    break stop;
+                }
+            }
+            if let Some(stop) = self.run_block(platform, end) {
+                break stop;
+            }
+        };
+        RunOutcome {
+            executed: InstructionCount(self.instret - start),
+            stop,
+        }
+    }
+
+    /// Bits of mip driven by the machine: MSIP(3), MTIP(7), MEIP(11), SEIP(9), STIP(5).
+    pub fn set_interrupt_lines(&mut self, mip_bits: u64) {
+        self.lines = mip_bits & csr::LINE_BITS;
+    }
+
+    /// Instructions retired since creation.
+    pub fn instret(&self) -> InstructionCount {
+        InstructionCount(self.instret)
+    }
+
+    /// The program counter.
+    pub fn pc(&self) -> u64 {
+        self.pc
+    }
+
+    /// The current privilege mode.
+    pub fn privilege(&self) -> Privilege {
+        self.privilege
+    }
+
+    /// Integer register `i` (0..32); x0 reads 0, out-of-range reads 0.
+    pub fn x(&self, i: usize) -> u64 {
+        self.x.get(i).copied().unwrap_or(0)
+    }
+
+    /// Sets integer register `i`; writes to x0 or out of range are ignored.
+    pub fn set_x(&mut self, i: usize, v: u64) {
+        if i != 0 && i < 32 {
+            self.x[i] = v;
+        }
+    }
+
+    /// Floating-point register `i` as raw bits (NaN-boxed singles included).
+    pub fn f(&self, i: usize) -> u64 {
+        self.f.get(i).copied().unwrap_or(0)
+    }
+
+    /// Sets the program counter (for a monitor emulating an instruction).
+    pub fn set_pc(&mut self, pc: u64) {
+        self.pc = pc;
+    }
+
+    /// Reads a CSR with no privilege check (for the monitor). `None` if it does not exist;
+    /// `time` is not readable here (it belongs to the platform).
+    pub fn read_csr(&self, csr: u16) -> Option<u64> {
+        self.csr_read_raw(csr)
+    }
+
+    /// Writes a CSR with no privilege check (for the monitor). `false` if it does not exist
+    /// or is read-only.
+    pub fn write_csr(&mut self, csr: u16, v: u64) -> bool {
+        let ok = self.csr_write_raw(csr, v);
+        self.update_tlb_keys();
+        ok
+    }
+
+    /// Copies guest RAM at `addr` into `buf`.
+    pub fn read_phys(&self, addr: GuestPhysAddr, buf: &mut [u8]) -> Result<(), OutOfRange> {
+        let offset = self.ram_range(addr, buf.len() as u64)?;
+        buf.copy_from_slice(&self.ram[offset..offset + buf.len()]);
+        Ok(())
+    }
+
+    /// Writes guest RAM at `addr` (loaders, device DMA between runs). Keeps the decode cache
+    /// coherent and marks the pages dirty.
+    pub fn write_phys(&mut self, addr: GuestPhysAddr, data: &[u8]) -> Result<(), OutOfRange> {
+        let offset = self.ram_range(addr, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let first = offset as u64 / PAGE_SIZE_BYTES;
+        let last = (offset + data.len() - 1) as u64 / PAGE_SIZE_BYTES;
+        for page in first..=last {
+            self.note_ram_write(page as usize);
+        }
+        self.ram[offset..offset + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// All of guest RAM.
+    pub fn ram(&self) -> &[u8] {
+        &self.ram
+    }
+
+    /// Page numbers (4 KiB, relative to the RAM base) written since the last call, in
+    /// increasing order; clears the set.
+    pub fn take_dirty_pages(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (word_index, word) in self.dirty.iter_mut().enumerate() {
+            let mut w = *word;
+            while w != 0 {
+                let bit = w.trailing_zeros();
+                out.push((word_index * 64) as u32 + bit);
+                w &= w - 1;
+            }
+            *word = 0;
+        }
+        // Writable TLB entries exist only for dirty pages; drop them so the next store to
+        // each page marks it again.
+        self.mmu.store.flush();
+        out
+    }
+
+    /// Appends every architectural register and CSR in a fixed order (little endian u64s)
+    /// for the state digest: pc, privilege, instret, x0..x31, f0..f31, the CSR file, the
+    /// interrupt lines and the reservation.
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        let mut put = |v: u64| out.extend_from_slice(&v.to_le_bytes());
+        put(self.pc);
+        put(self.privilege as u64);
+        put(self.instret);
+        for v in self.x {
+            put(v);
+        }
+        for v in self.f {
+            put(v);
+        }
+        self.csr.write_state(&mut put);
+        put(self.lines);
+        match self.reservation {
+            Some(r) => {
+                put(1);
+                put(r.vaddr);
+                put(r.value);
+            }
+            None => put(0),
+        }
+    }
+
+    fn ram_range(&self, addr: GuestPhysAddr, len: u64) -> Result<usize, OutOfRange> {
+        let err = OutOfRange {
+            addr,
+            len_bytes: len,
+        };
+        let offset = addr.0.checked_sub(self.ram_base).ok_or(err)?;
+        let end = offset.checked_add(len).ok_or(err)?;
+        if end > self.ram_size_bytes {
+            return Err(err);
+        }
+        Ok(offset as usize)
+    }
+
+    /// Records a write to RAM page `page`: dirty bit, and invalidation of decoded blocks on
+    /// it. Returns true when decoded code was invalidated.
+    pub(crate) fn note_ram_write(&mut self, page: usize) -> bool {
+        self.dirty[page / 64] |= 1 << (page % 64);
+        self.blocks.invalidate_page(page)
+    }
+
+    /// The interrupt to take now, if any (privileged spec 3.1.9: priority MEI, MSI, MTI,
+    /// SEI, SSI, STI; M-level before S-level).
+    pub(crate) fn pending_interrupt(&self) -> Option<u64> {
+        let pending = self.mip() & self.csr.mie;
+        if pending == 0 {
+            return None;
+        }
+        let mstatus = self.csr.mstatus;
+        let m_enabled = self.privilege != Privilege::Machine || mstatus & csr::MSTATUS_MIE != 0;
+        let s_enabled = match self.privilege {
+            Privilege::User => true,
+            Privilege::Supervisor => mstatus & csr::MSTATUS_SIE != 0,
+            Privilege::Machine => false,
+        };
+        let m_set = if m_enabled {
+            pending & !self.csr.mideleg
+        } else {
+            0
+        };
+        let s_set = if s_enabled {
+            pending & self.csr.mideleg
+        } else {
+            0
+        };
+        let set = if m_set != 0 { m_set } else { s_set };
+        [11u64, 3, 7, 9, 1, 5]
+            .into_iter()
+            .find(|&bit| set & (1 << bit) != 0)
+    }
+
+    /// Enters a trap (privileged spec 3.1.6.1, 3.1.8, 4.1.1). Returns a stop reason when the
+    /// trap would enter M-mode and the monitor is on the host.
+    pub(crate) fn take_trap(
+        &mut self,
+        code: u64,
+        tval: u64,
+        interrupt: bool,
+    ) -> Option<StopReason> {
+        let cause_value = code | (interrupt as u64) << 63;
+        let delegation = if interrupt {
+            self.csr.mideleg
+        } else {
+            self.csr.medeleg
+        };
+        let to_supervisor = self.privilege != Privilege::Machine && (delegation >> code) & 1 != 0;
+        let mstatus = self.csr.mstatus;
+        if to_supervisor {
+            self.csr.scause = cause_value;
+            self.csr.sepc = self.pc;
+            self.csr.stval = tval;
+            let sie = (mstatus >> 1) & 1;
+            let mut m = mstatus & !(csr::MSTATUS_SPIE | csr::MSTATUS_SIE | csr::MSTATUS_SPP);
+            m |= sie << 5;
+            if self.privilege == Privilege::Supervisor {
+                m |= csr::MSTATUS_SPP;
+            }
+            self.csr.mstatus = m;
+            self.privilege = Privilege::Supervisor;
+            self.pc = trap_vector(self.csr.stvec, code, interrupt);
+        } else {
+            if self.host_monitor {
+                return Some(StopReason::MonitorTrap {
+                    cause: cause_value,
+                    tval,
+                    pc: self.pc,
+                });
+            }
+            self.csr.mcause = cause_value;
+            self.csr.mepc = self.pc;
+            self.csr.mtval = tval;
+            let mie = (mstatus >> 3) & 1;
+            let mut m = mstatus & !(csr::MSTATUS_MPIE | csr::MSTATUS_MIE | csr::MSTATUS_MPP);
+            m |= mie << 7;
+            m |= (self.privilege as u64) << 11;
+            self.csr.mstatus = m;
+            self.privilege = Privilege::Machine;
+            self.pc = trap_vector(self.csr.mtvec, code, interrupt);
+        }
+        self.update_tlb_keys();
+        None
+    }
+}
+
+/// The handler address for a trap (privileged spec 3.1.7: vectored mode only for interrupts).
+fn trap_vector(tvec: u64, code: u64, interrupt: bool) -> u64 {
+    let base = tvec & !3;
+    if tvec & 3 == 1 && interrupt {
+        base.wrapping_add(4 * code)
+    } else {
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,386 @@
+//! Instruction semantics for RV64I, M, A, Zicsr, Zifencei and the privileged instructions.
+
+use crate::csr::{
+    MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
+    MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
+};
+use crate::inst::{Instruction, Op};
+use crate::{cause, Exception, Flow, Hart, Platform, Privilege, Reservation, StopReason};
+
+impl Hart {
+    #[inline(always)]
+    pub(crate) fn reg(&self, r: u8) -> u64 {
+        self.x[r as usize & 31]
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_reg(&mut self, r: u8, v: u64) {
+        self.x[r as usize & 31] = v;
+        self.x[0] = 0;
+    }
+
+    /// The illegal-instruction exception for the instruction at pc; `mtval` holds its bits,
+    /// as QEMU does.
+    #[cold]
+    pub(crate) fn illegal(&mut self) -> Exception {
+        let bits = self.fetch_raw(self.pc).unwrap_or(0);
+        Exception {
+            cause: cause::ILLEGAL_INSTRUCTION,
+            tval: bits as u64,
+        }
+    }
+
+    /// Executes one instruction. On `Flow::Next`/`EndBlock`/`Stop` the caller advances pc.
+    #[inline(always)]
+    pub(crate) fn execute(
+        &mut self,
+        p: &mut impl Platform,
+        inst: &Instruction,
+    ) -> Result<Flow, Exception> {
+        use Op::*;
+        let rd = inst.rd;
+        let a = self.reg(inst.rs1);
+        let b = self.reg(inst.rs2);
+        let imm = inst.imm as i64 as u64;
+        let v = match inst.op {
+            Lui => imm,
+            Auipc => self.pc.wrapping_add(imm),
+            Addi => a.wrapping_add(imm),
+            Slti => ((a as i64) < (imm as i64)) as u64,
+            Sltiu => (a < imm) as u64,
+            Xori => a ^ imm,
+            Ori => a | imm,
+            Andi => a & imm,
+            Slli => a << (imm & 63),
+            Srli => a >> (imm & 63),
+            Srai => ((a as i64) >> (imm & 63)) as u64,
+            Add => a.wrapping_add(b),
+            Sub => a.wrapping_sub(b),
+            Sll => a << (b & 63),
+            Slt => ((a as i64) < (b as i64)) as u64,
+            Sltu => (a < b) as u64,
+            Xor => a ^ b,
+            Srl => a >> (b & 63),
+            Sra => ((a as i64) >> (b & 63)) as u64,
+            Or => a | b,
+            And => a & b,
+            Addiw => sext32(a.wrapping_add(imm)),
+            Slliw => sext32(a << (imm & 31)),
+            Srliw => sext32((a as u32 >> (imm & 31)) as u64),
+            Sraiw => ((a as i32) >> (imm & 31)) as i64 as u64,
+            Addw => sext32(a.wrapping_add(b)),
+            Subw => sext32(a.wrapping_sub(b)),
+            Sllw => sext32(a << (b & 31)),
+            Srlw => sext32((a as u32 >> (b & 31)) as u64),
+            Sraw => ((a as i32) >> (b & 31)) as i64 as u64,
+            Mul => a.wrapping_mul(b),
+            Mulh => ((a as i64 as i128 * b as i64 as i128) >> 64) as u64,
+            Mulhsu => ((a as i64 as i128).wrapping_mul(b as i128) >> 64) as u64,
+            Mulhu => ((a as u128 * b as u128) >> 64) as u64,
+            Div => div_signed(a as i64, b as i64) as u64,
+            Divu => a.checked_div(b).unwrap_or(u64::MAX),
+            Rem => rem_signed(a as i64, b as i64) as u64,
+            Remu => {
+                if b == 0 {
+                    a
+                } else {
+                    a % b
+                }
+            }
+            Mulw => sext32(a.wrapping_mul(b)),
+            Divw => div_signed(a as i32 as i64, b as i32 as i64) as i32 as i64 as u64,
+            Divuw => sext32((a as u32).checked_div(b as u32).unwrap_or(u32::MAX) as u64),
+            Remw => rem_signed(a as i32 as i64, b as i32 as i64) as i32 as i64 as u64,
+            Remuw => {
+                let (a, b) = (a as u32, b as u32);
+                sext32(if b == 0 { a } else { a % b } as u64)
+            }
+            Lb => self.load(p, a.wrapping_add(imm), 1)? as i8 as i64 as u64,
+            Lh => self.load(p, a.wrapping_add(imm), 2)? as i16 as i64 as u64,
+            Lw => self.load(p, a.wrapping_add(imm), 4)? as i32 as i64 as u64,
+            Ld => self.load(p, a.wrapping_add(imm), 8)?,
+            Lbu => self.load(p, a.wrapping_add(imm), 1)?,
+            Lhu => self.load(p, a.wrapping_add(imm), 2)?,
+            Lwu => self.load(p, a.wrapping_add(imm), 4)?,
+            Sb => return self.store(p, a.wrapping_add(imm), 1, b),
+            Sh => return self.store(p, a.wrapping_add(imm), 2, b),
+            Sw => return self.store(p, a.wrapping_add(imm), 4, b),
+            Sd => return self.store(p, a.wrapping_add(imm), 8, b),
+            Jal => {
+                let link = self.pc.wrapping_add(inst.length_bytes as u64);
+                self.pc = self.pc.wrapping_add(imm);
+                self.set_reg(rd, link);
+                return Ok(Flow::Jumped);
+            }
+            Jalr => {
+                let link = self.pc.wrapping_add(inst.length_bytes as u64);
+                self.pc = a.wrapping_add(imm) & !1;
+                self.set_reg(rd, link);
+                return Ok(Flow::Jumped);
+            }
+            Beq => return Ok(self.branch(inst, a == b)),
+            Bne => return Ok(self.branch(inst, a != b)),
+            Blt => return Ok(self.branch(inst, (a as i64) < (b as i64))),
+            Bge => return Ok(self.branch(inst, (a as i64) >= (b as i64))),
+            Bltu => return Ok(self.branch(inst, a < b)),
+            Bgeu => return Ok(self.branch(inst, a >= b)),
+            Fence => return Ok(Flow::Next),
+            // Stores keep the decode cache coherent, so fence.i only ends the block.
+            FenceI => return Ok(Flow::EndBlock),
+            _ => return self.execute_rare(p, inst),
+        };
+        self.set_reg(rd, v);
+        Ok(Flow::Next)
+    }
+
+    #[inline(always)]
+    fn branch(&mut self, inst: &Instruction, taken: bool) -> Flow {
+        let step = if taken {
+            inst.imm as i64 as u64
+        } else {
+            inst.length_bytes as u64
+        };
+        self.pc = self.pc.wrapping_add(step);
+        Flow::Jumped
+    }
+
+    /// System, atomic and floating-point instructions.
+    #[inline(never)]
+    fn execute_rare(
+        &mut self,
+        p: &mut impl Platform,
+        inst: &Instruction,
+    ) -> Result<Flow, Exception> {
+        use Op::*;
+        match inst.op {
+            Ecall => {
+                if self.privilege == Privilege::Supervisor && self.host_monitor {
+                    return Ok(Flow::Stop(StopReason::SupervisorEcall));
+                }
+                Err(Exception {
+                    cause: cause::ECALL_FROM_U + self.privilege as u64,
+                    tval: 0,
+                })
+            }
+            Ebreak => Err(Exception {
+                cause: cause::BREAKPOINT,
+                tval: self.pc,
+            }),
+            Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.execute_csr(p, inst),
+            Mret => {
+                if self.privilege != Privilege::Machine {
+                    return Err(self.illegal());
+                }
+                let m = self.csr.mstatus;
+                let previous = Privilege::from_bits(m >> 11);
+                let mut new = m & !(MSTATUS_MIE | MSTATUS_MPP);
+                new |= ((m & MSTATUS_MPIE) >> 7) << 3 | MSTATUS_MPIE;
+                if previous != Privilege::Machine {
+                    new &= !MSTATUS_MPRV;
+                }
+                self.csr.mstatus = new;
+                self.privilege = previous;
+                self.pc = self.csr.mepc;
+                self.update_tlb_keys();
+                Ok(Flow::Jumped)
+            }
+            Sret => {
+                let trapped = match self.privilege {
+                    Privilege::User => true,
+                    Privilege::Supervisor => self.csr.mstatus & MSTATUS_TSR != 0,
+                    Privilege::Machine => false,
+                };
+                if trapped {
+                    return Err(self.illegal());
+                }
+                let m = self.csr.mstatus;
+                let previous = if m & MSTATUS_SPP != 0 {
+                    Privilege::Supervisor
+                } else {
+                    Privilege::User
+                };
+                let mut new = m & !(MSTATUS_SIE | MSTATUS_SPP | MSTATUS_MPRV);
+                new |= ((m & MSTATUS_SPIE) >> 5) << 1 | MSTATUS_SPIE;
+                self.csr.mstatus = new;
+                self.privilege = previous;
+                self.pc = self.csr.sepc;
+                self.update_tlb_keys();
+                Ok(Flow::Jumped)
+            }
+            Wfi => {
+                let trapped = match self.privilege {
+                    Privilege::User => true,
+                    Privilege::Supervisor => self.csr.mstatus & MSTATUS_TW != 0,
+                    Privilege::Machine => false,
+                };
+                if trapped {
+                    return Err(self.illegal());
+                }
+                // wfi resumes when any locally enabled interrupt is pending, even if it is
+                // globally disabled (privileged spec 3.3.3).
+                if self.mip() & self.csr.mie == 0 {
+                    Ok(Flow::Stop(StopReason::WaitForInterrupt))
+                } else {
+                    Ok(Flow::EndBlock)
+                }
+            }
+            SfenceVma => {
+                let trapped = match self.privilege {
+                    Privilege::User => true,
+                    Privilege::Supervisor => self.csr.mstatus & MSTATUS_TVM != 0,
+                    Privilege::Machine => false,
+                };
+                if trapped {
+                    return Err(self.illegal());
+                }
+                self.mmu.flush_all();
+                Ok(Flow::EndBlock)
+            }
+            LrW | LrD => {
+                let size = if inst.op == LrW { 4 } else { 8 };
+                let vaddr = self.reg(inst.rs1);
+                if vaddr & (size - 1) != 0 {
+                    return Err(Exception {
+                        cause: cause::LOAD_ADDRESS_MISALIGNED,
+                        tval: vaddr,
+                    });
+                }
+                let raw = self.load(p, vaddr, size)?;
+                self.reservation = Some(Reservation { vaddr, value: raw });
+                let v = if size == 4 { sext32(raw) } else { raw };
+                self.set_reg(inst.rd, v);
+                Ok(Flow::Next)
+            }
+            ScW | ScD => {
+                let size = if inst.op == ScW { 4 } else { 8 };
+                let vaddr = self.reg(inst.rs1);
+                let src = self.reg(inst.rs2);
+                if vaddr & (size - 1) != 0 {
+                    return Err(Exception {
+                        cause: cause::STORE_ADDRESS_MISALIGNED,
+                        tval: vaddr,
+                    });
+                }
+                let reservation = self.reservation.take();
+                let mut flow = Flow::Next;
+                let mut failed = 1;
+                if let Some(r) = reservation.filter(|r| r.vaddr == vaddr) {
+                    let mask = if size == 4 { 0xffff_ffff } else { u64::MAX };
+                    let (old, f) = self.atomic_rmw(vaddr, size, |old| {
+                        if old == r.value & mask {
+                            Some(src)
+                        } else {
+                            None
+                        }
+                    })?;
+                    flow = f;
+                    failed = (old != r.value & mask) as u64;
+                }
+                self.set_reg(inst.rd, failed);
+                Ok(flow)
+            }
+            AmoswapW | AmoaddW | AmoxorW | AmoandW | AmoorW | AmominW | AmomaxW | AmominuW
+            | AmomaxuW => {
+                let src = self.reg(inst.rs2);
+                let op = inst.op;
+                let (old, flow) = self.atomic_rmw(self.reg(inst.rs1), 4, |old| {
+                    let (x, y) = (old as u32, src as u32);
+                    Some(match op {
+                        AmoswapW => y,
+                        AmoaddW => x.wrapping_add(y),
+                        AmoxorW => x ^ y,
+                        AmoandW => x & y,
+                        AmoorW => x | y,
+                        AmominW => (x as i32).min(y as i32) as u32,
+                        AmomaxW => (x as i32).max(y as i32) as u32,
+                        AmominuW => x.min(y),
+                        _ => x.max(y),
+                    } as u64)
+                })?;
+                self.set_reg(inst.rd, sext32(old));
+                Ok(flow)
+            }
+            AmoswapD | AmoaddD | AmoxorD | AmoandD | AmoorD | AmominD | AmomaxD | AmominuD
+            | AmomaxuD => {
+                let y = self.reg(inst.rs2);
+                let op = inst.op;
+                let (old, flow) = self.atomic_rmw(self.reg(inst.rs1), 8, |x| {
+                    Some(match op {
+                        AmoswapD => y,
+                        AmoaddD => x.wrapping_add(y),
+                        AmoxorD => x ^ y,
+                        AmoandD => x & y,
+                        AmoorD => x | y,
+                        AmominD => (x as i64).min(y as i64) as u64,
+                        AmomaxD => (x as i64).max(y as i64) as u64,
+                        AmominuD => x.min(y),
+                        _ => x.max(y),
+                    })
+                })?;
+                self.set_reg(inst.rd, old);
+                Ok(flow)
+            }
+            Illegal => Err(Exception {
+                cause: cause::ILLEGAL_INSTRUCTION,
+                tval: inst.imm as u32 as u64,
+            }),
+            _ => self.execute_fp(p, inst),
+        }
+    }
+
+    /// Zicsr (unprivileged spec 9.1): csrrw with rd=x0 does not read, csrrs/csrrc with
+    /// rs1=x0 (or zimm=0) do not write; both still check access.
+    fn execute_csr(
+        &mut self,
+        p: &mut impl Platform,
+        inst: &Instruction,
+    ) -> Result<Flow, Exception> {
+        use Op::*;
+        let csr = (inst.imm as u32 & 0xfff) as u16;
+        let source = match inst.op {
+            Csrrw | Csrrs | Csrrc => self.reg(inst.rs1),
+            _ => inst.rs1 as u64,
+        };
+        let writes = matches!(inst.op, Csrrw | Csrrwi) || inst.rs1 != 0;
+        let old = match self.csr_read(p, csr, writes) {
+            Ok(v) => v,
+            Err(_) => return Err(self.illegal()),
+        };
+        if writes {
+            let new = match inst.op {
+                Csrrw | Csrrwi => source,
+                Csrrs | Csrrsi => old | source,
+                _ => old & !source,
+            };
+            if !self.csr_write_raw(csr, new) {
+                return Err(self.illegal());
+            }
+        }
+        self.set_reg(inst.rd, old);
+        Ok(Flow::EndBlock)
+    }
+}
+
+#[inline(always)]
+fn sext32(v: u64) -> u64 {
+    v as i32 as i64 as u64
+}
+
+/// Signed division with the RISC-V results for division by zero and overflow (M 7.2).
+#[inline(always)]
+fn div_signed(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        -1
+    } else {
+        a.wrapping_div(b)
+    }
+}
+
+#[inline(always)]
+fn rem_signed(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        a.wrapping_rem(b)
+    }
+}

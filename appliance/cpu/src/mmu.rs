@@ -1,0 +1,447 @@
+//! Sv39 translation (privileged spec 4.3-4.4), the soft TLBs and guest memory accesses.
+//!
+//! One page walker serves all access kinds. Each kind (fetch, load, store) has its own
+//! direct-mapped TLB that caches only translations to RAM, so a hit is a host memory access
+//! with no Platform call. A TLB tag combines the virtual page number with a key for the
+//! state that decides permissions (effective privilege, SUM, MXR), so privilege changes
+//! need no flush. A/D bits are set by the hart, like QEMU: the walker writes the PTE back.
+//! Store TLB entries are created only for pages already marked dirty and not holding
+//! decoded code, so the fast store path needs no bookkeeping.
+
+use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
+use crate::{cause, Exception, Flow, GuestPhysAddr, Hart, Platform, Privilege, StopReason};
+
+/// Entries per TLB (direct mapped).
+const TLB_ENTRIES: usize = 256;
+const TLB_INVALID: u64 = u64::MAX;
+/// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
+const KEY_SHIFT: u32 = 52;
+
+const PTE_V: u64 = 1 << 0;
+const PTE_R: u64 = 1 << 1;
+const PTE_W: u64 = 1 << 2;
+const PTE_X: u64 = 1 << 3;
+const PTE_U: u64 = 1 << 4;
+const PTE_A: u64 = 1 << 6;
+const PTE_D: u64 = 1 << 7;
+const PPN_MASK: u64 = (1 << 44) - 1;
+/// Sv39 levels (privileged spec 4.4.1).
+const SV39_LEVELS: u32 = 3;
+
+/// The kind of a memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Fetch,
+    Load,
+    Store,
+}
+
+impl Access {
+    fn page_fault(self, vaddr: u64) -> Exception {
+        let cause = match self {
+            Access::Fetch => cause::INSTRUCTION_PAGE_FAULT,
+            Access::Load => cause::LOAD_PAGE_FAULT,
+            Access::Store => cause::STORE_PAGE_FAULT,
+        };
+        Exception { cause, tval: vaddr }
+    }
+    pub(crate) fn access_fault(self, vaddr: u64) -> Exception {
+        let cause = match self {
+            Access::Fetch => cause::INSTRUCTION_ACCESS_FAULT,
+            Access::Load => cause::LOAD_ACCESS_FAULT,
+            Access::Store => cause::STORE_ACCESS_FAULT,
+        };
+        Exception { cause, tval: vaddr }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlbEntry {
+    tag: u64,
+    /// Offset of the page's first byte in guest RAM.
+    ram_offset: u64,
+}
+
+pub(crate) struct Tlb {
+    entries: [TlbEntry; TLB_ENTRIES],
+}
+
+impl Tlb {
+    fn new() -> Tlb {
+        Tlb {
+            entries: [TlbEntry {
+                tag: TLB_INVALID,
+                ram_offset: 0,
+            }; TLB_ENTRIES],
+        }
+    }
+    pub fn flush(&mut self) {
+        for e in self.entries.iter_mut() {
+            e.tag = TLB_INVALID;
+        }
+    }
+    /// Drops every entry that maps RAM page `page`.
+    pub fn flush_ram_page(&mut self, page: usize) {
+        for e in self.entries.iter_mut() {
+            if e.ram_offset >> 12 == page as u64 {
+                e.tag = TLB_INVALID;
+            }
+        }
+    }
+    #[inline(always)]
+    fn lookup(&self, tag: u64, vaddr: u64) -> Option<u64> {
+        let e = &self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)];
+        if e.tag == tag {
+            Some(e.ram_offset)
+        } else {
+            None
+        }
+    }
+    fn fill(&mut self, tag: u64, vaddr: u64, ram_offset: u64) {
+        self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)] = TlbEntry {
+            tag,
+            ram_offset: ram_offset & !0xfff,
+        };
+    }
+}
+
+pub(crate) struct Tlbs {
+    pub fetch: Tlb,
+    pub load: Tlb,
+    pub store: Tlb,
+    fetch_key: u64,
+    load_key: u64,
+    store_key: u64,
+}
+
+impl Tlbs {
+    pub fn new() -> Tlbs {
+        Tlbs {
+            fetch: Tlb::new(),
+            load: Tlb::new(),
+            store: Tlb::new(),
+            fetch_key: 0,
+            load_key: 0,
+            store_key: 0,
+        }
+    }
+    pub fn flush_all(&mut self) {
+        self.fetch.flush();
+        self.load.flush();
+        self.store.flush();
+    }
+}
+
+#[inline(always)]
+fn read_le(ram: &[u8], offset: usize, size: u64) -> u64 {
+    match size {
+        1 => ram[offset] as u64,
+        2 => u16::from_le_bytes([ram[offset], ram[offset + 1]]) as u64,
+        4 => u32::from_le_bytes(ram[offset..offset + 4].try_into().unwrap()) as u64,
+        _ => u64::from_le_bytes(ram[offset..offset + 8].try_into().unwrap()),
+    }
+}
+
+#[inline(always)]
+fn write_le(ram: &mut [u8], offset: usize, size: u64, value: u64) {
+    match size {
+        1 => ram[offset] = value as u8,
+        2 => ram[offset..offset + 2].copy_from_slice(&(value as u16).to_le_bytes()),
+        4 => ram[offset..offset + 4].copy_from_slice(&(value as u32).to_le_bytes()),
+        _ => ram[offset..offset + 8].copy_from_slice(&value.to_le_bytes()),
+    }
+}
+
+fn merge(a: Flow, b: Flow) -> Flow {
+    match (a, b) {
+        (Flow::Stop(r), _) | (_, Flow::Stop(r)) => Flow::Stop(r),
+        (Flow::EndBlock, _) | (_, Flow::EndBlock) => Flow::EndBlock,
+        _ => Flow::Next,
+    }
+}
+
+impl Hart {
+    /// Recomputes the TLB keys after a change of privilege or mstatus.
+    pub(crate) fn update_tlb_keys(&mut self) {
+        let privilege = self.privilege as u64;
+        let mstatus = self.csr.mstatus;
+        let effective = if mstatus & MSTATUS_MPRV != 0 && self.privilege == Privilege::Machine {
+            (mstatus >> 11) & 3
+        } else {
+            privilege
+        };
+        let sum = (mstatus & MSTATUS_SUM != 0) as u64;
+        let mxr = (mstatus & MSTATUS_MXR != 0) as u64;
+        let (load, store) = if effective == 3 {
+            (3, 3)
+        } else {
+            (effective | sum << 2 | mxr << 3, effective | sum << 2)
+        };
+        self.mmu.fetch_key = privilege << KEY_SHIFT;
+        self.mmu.load_key = load << KEY_SHIFT;
+        self.mmu.store_key = store << KEY_SHIFT;
+    }
+
+    /// Offset into RAM of `[paddr, paddr + size)`, if that range is entirely RAM.
+    #[inline]
+    pub(crate) fn ram_offset(&self, paddr: u64, size: u64) -> Option<usize> {
+        let offset = paddr.wrapping_sub(self.ram_base);
+        if offset < self.ram_size_bytes && size <= self.ram_size_bytes - offset {
+            Some(offset as usize)
+        } else {
+            None
+        }
+    }
+
+    fn effective_privilege(&self, access: Access) -> Privilege {
+        if access != Access::Fetch
+            && self.privilege == Privilege::Machine
+            && self.csr.mstatus & MSTATUS_MPRV != 0
+        {
+            Privilege::from_bits(self.csr.mstatus >> 11)
+        } else {
+            self.privilege
+        }
+    }
+
+    /// Translates `vaddr` for `access` (privileged spec 4.3.2), setting A/D in the PTE.
+    pub(crate) fn translate(&mut self, vaddr: u64, access: Access) -> Result<u64, Exception> {
+        let privilege = self.effective_privilege(access);
+        if privilege == Privilege::Machine || !self.csr.satp_sv39() {
+            return Ok(vaddr);
+        }
+        // Bits 63:39 must equal bit 38 (4.4.1).
+        if (((vaddr as i64) << 25) >> 25) as u64 != vaddr {
+            return Err(access.page_fault(vaddr));
+        }
+        let mstatus = self.csr.mstatus;
+        let mut table = (self.csr.satp & PPN_MASK) << 12;
+        for level in (0..SV39_LEVELS).rev() {
+            let vpn = (vaddr >> (12 + 9 * level)) & 0x1ff;
+            let pte_addr = table.wrapping_add(vpn * 8);
+            let Some(pte_offset) = self.ram_offset(pte_addr, 8) else {
+                return Err(access.access_fault(vaddr));
+            };
+            let pte = read_le(&self.ram, pte_offset, 8);
+            // Bits 63:54 are reserved (no Svpbmt/Svnapot); W without R is reserved.
+            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte >> 54 != 0 {
+                return Err(access.page_fault(vaddr));
+            }
+            let ppn = (pte >> 10) & PPN_MASK;
+            if pte & (PTE_R | PTE_X) == 0 {
+                table = ppn << 12;
+                continue;
+            }
+            // A leaf: check permissions (4.3.1, 4.3.2 step 5).
+            let allowed = match access {
+                Access::Fetch => pte & PTE_X != 0,
+                Access::Load => {
+                    pte & PTE_R != 0 || (mstatus & MSTATUS_MXR != 0 && pte & PTE_X != 0)
+                }
+                Access::Store => pte & PTE_W != 0,
+            };
+            let user_ok = match privilege {
+                Privilege::User => pte & PTE_U != 0,
+                _ => pte & PTE_U == 0 || (access != Access::Fetch && mstatus & MSTATUS_SUM != 0),
+            };
+            if !allowed || !user_ok {
+                return Err(access.page_fault(vaddr));
+            }
+            let low_bits = 12 + 9 * level;
+            // A misaligned superpage (step 6).
+            if level > 0 && ppn & ((1 << (9 * level)) - 1) != 0 {
+                return Err(access.page_fault(vaddr));
+            }
+            let wanted = PTE_A | if access == Access::Store { PTE_D } else { 0 };
+            if pte & wanted != wanted {
+                write_le(&mut self.ram, pte_offset, 8, pte | wanted);
+                self.note_ram_write(pte_offset / crate::PAGE_SIZE_BYTES as usize);
+            }
+            let mask = (1u64 << low_bits) - 1;
+            return Ok(((ppn << 12) & !mask) | (vaddr & mask));
+        }
+        Err(access.page_fault(vaddr))
+    }
+
+    /// RAM offset of the instruction parcel at `vaddr` (fetches from outside RAM fault).
+    #[inline(always)]
+    pub(crate) fn fetch_offset(&mut self, vaddr: u64) -> Result<usize, Exception> {
+        let tag = (vaddr >> 12) | self.mmu.fetch_key;
+        if let Some(page) = self.mmu.fetch.lookup(tag, vaddr) {
+            return Ok((page + (vaddr & 0xfff)) as usize);
+        }
+        let paddr = self.translate(vaddr, Access::Fetch)?;
+        let Some(offset) = self.ram_offset(paddr, 2) else {
+            return Err(Access::Fetch.access_fault(vaddr));
+        };
+        self.mmu.fetch.fill(tag, vaddr, offset as u64);
+        Ok(offset)
+    }
+
+    /// Loads `size` (1, 2, 4 or 8) bytes, zero-extended. Misaligned accesses are performed.
+    #[inline(always)]
+    pub(crate) fn load(
+        &mut self,
+        platform: &mut impl Platform,
+        vaddr: u64,
+        size: u64,
+    ) -> Result<u64, Exception> {
+        let tag = (vaddr >> 12) | self.mmu.load_key;
+        if let Some(page) = self.mmu.load.lookup(tag, vaddr) {
+            let in_page = vaddr & 0xfff;
+            if in_page <= 0x1000 - size {
+                return Ok(read_le(&self.ram, (page + in_page) as usize, size));
+            }
+        }
+        self.load_slow(platform, vaddr, size)
+    }
+
+    #[inline(never)]
+    fn load_slow(
+        &mut self,
+        platform: &mut impl Platform,
+        vaddr: u64,
+        size: u64,
+    ) -> Result<u64, Exception> {
+        if (vaddr & 0xfff) + size > 0x1000 {
+            // Crosses a page: byte by byte, so a fault on the second page reports its first
+            // address, as QEMU does.
+            let mut value = 0;
+            for i in 0..size {
+                value |= self.load_slow(platform, vaddr.wrapping_add(i), 1)? << (8 * i);
+            }
+            return Ok(value);
+        }
+        let paddr = self.translate(vaddr, Access::Load)?;
+        if let Some(offset) = self.ram_offset(paddr, size) {
+            let tag = (vaddr >> 12) | self.mmu.load_key;
+            self.mmu.load.fill(tag, vaddr, offset as u64);
+            return Ok(read_le(&self.ram, offset, size));
+        }
+        platform
+            .mmio_load(GuestPhysAddr(paddr), size as u8)
+            .ok_or(Access::Load.access_fault(vaddr))
+    }
+
+    /// Stores the low `size` bytes of `value`. Misaligned accesses are performed.
+    #[inline(always)]
+    pub(crate) fn store(
+        &mut self,
+        platform: &mut impl Platform,
+        vaddr: u64,
+        size: u64,
+        value: u64,
+    ) -> Result<Flow, Exception> {
+        let tag = (vaddr >> 12) | self.mmu.store_key;
+        if let Some(page) = self.mmu.store.lookup(tag, vaddr) {
+            let in_page = vaddr & 0xfff;
+            if in_page <= 0x1000 - size {
+                write_le(&mut self.ram, (page + in_page) as usize, size, value);
+                return Ok(Flow::Next);
+            }
+        }
+        self.store_slow(platform, vaddr, size, value)
+    }
+
+    #[inline(never)]
+    fn store_slow(
+        &mut self,
+        platform: &mut impl Platform,
+        vaddr: u64,
+        size: u64,
+        value: u64,
+    ) -> Result<Flow, Exception> {
+        if (vaddr & 0xfff) + size > 0x1000 {
+            // Translate both pages first so a fault leaves memory unchanged.
+            let next_page = (vaddr | 0xfff).wrapping_add(1);
+            let first = self.translate(vaddr, Access::Store)?;
+            let second = self.translate(next_page, Access::Store)?;
+            let mut flow = Flow::Next;
+            for i in 0..size {
+                let va = vaddr.wrapping_add(i);
+                let pa = if va.wrapping_sub(vaddr) < next_page.wrapping_sub(vaddr) {
+                    first.wrapping_add(i)
+                } else {
+                    second.wrapping_add(va.wrapping_sub(next_page))
+                };
+                flow = merge(
+                    flow,
+                    self.store_phys(platform, va, pa, 1, value >> (8 * i))?,
+                );
+            }
+            return Ok(flow);
+        }
+        let paddr = self.translate(vaddr, Access::Store)?;
+        self.store_phys(platform, vaddr, paddr, size, value)
+    }
+
+    fn store_phys(
+        &mut self,
+        platform: &mut impl Platform,
+        vaddr: u64,
+        paddr: u64,
+        size: u64,
+        value: u64,
+    ) -> Result<Flow, Exception> {
+        if let Some(offset) = self.ram_offset(paddr, size) {
+            let invalidated = self.note_ram_write(offset / crate::PAGE_SIZE_BYTES as usize);
+            write_le(&mut self.ram, offset, size, value);
+            if (paddr & 0xfff) + size <= 0x1000 && (vaddr & 0xfff) == (paddr & 0xfff) {
+                let tag = (vaddr >> 12) | self.mmu.store_key;
+                self.mmu.store.fill(tag, vaddr, offset as u64);
+            }
+            return Ok(if invalidated {
+                Flow::EndBlock
+            } else {
+                Flow::Next
+            });
+        }
+        if platform.mmio_store(GuestPhysAddr(paddr), size as u8, value) {
+            Ok(Flow::Stop(StopReason::MmioStore))
+        } else {
+            Err(Access::Store.access_fault(vaddr))
+        }
+    }
+
+    /// Read-modify-write of an aligned word in RAM for an AMO or SC (unprivileged spec 8.4).
+    /// `op` maps the old value to the value to store, or `None` to store nothing. Returns
+    /// the old value. AMOs outside RAM are store/AMO access faults.
+    #[inline]
+    pub(crate) fn atomic_rmw(
+        &mut self,
+        vaddr: u64,
+        size: u64,
+        op: impl FnOnce(u64) -> Option<u64>,
+    ) -> Result<(u64, Flow), Exception> {
+        if vaddr & (size - 1) != 0 {
+            return Err(Exception {
+                cause: cause::STORE_ADDRESS_MISALIGNED,
+                tval: vaddr,
+            });
+        }
+        let tag = (vaddr >> 12) | self.mmu.store_key;
+        let (offset, flow) = if let Some(page) = self.mmu.store.lookup(tag, vaddr) {
+            ((page + (vaddr & 0xfff)) as usize, Flow::Next)
+        } else {
+            let paddr = self.translate(vaddr, Access::Store)?;
+            let Some(offset) = self.ram_offset(paddr, size) else {
+                return Err(Access::Store.access_fault(vaddr));
+            };
+            let invalidated = self.note_ram_write(offset / crate::PAGE_SIZE_BYTES as usize);
+            self.mmu.store.fill(tag, vaddr, offset as u64);
+            (
+                offset,
+                if invalidated {
+                    Flow::EndBlock
+                } else {
+                    Flow::Next
+                },
+            )
+        };
+        let old = read_le(&self.ram, offset, size);
+        if let Some(new) = op(old) {
+            write_le(&mut self.ram, offset, size, new);
+        }
+        Ok((old, flow))
+    }
+}
