@@ -1,0 +1,440 @@
+//! The arbiter: an atomic test-and-set on the next epoch that persists before it answers.
+//!
+//! A replica that lost its peer sends `Claim { epoch: current + 1 }`. The first claim for an
+//! epoch newer than the arbiter's record wins: the arbiter records (epoch, claimant), asks the
+//! driver to persist the record, and only after the driver reports the write durable does it
+//! answer. Every answer states the persisted record; a claimant won exactly when the record
+//! names it with the epoch it asked for. A write lost in a crash was never answered, so no
+//! replica acted on it.
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::limits::Limits;
+use crate::node::RoleKind;
+use crate::types::{Epoch, Incarnation, Key, NodeId};
+use crate::wire::{Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit};
+
+/// The arbiter's durable decision: the newest granted epoch and its owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArbiterRecord {
+    /// The newest epoch granted (0: none yet).
+    pub epoch: Epoch,
+    /// Its owner (meaningless while `epoch` is 0).
+    pub owner: NodeId,
+}
+
+/// Size of an encoded `ArbiterRecord` in storage.
+pub const ARBITER_RECORD_BYTES: usize = 1 + 8 + 1 + 4;
+const ARBITER_RECORD_VERSION: u8 = 1;
+
+/// Why stored bytes are not an arbiter record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// Wrong length for a record.
+    WrongLength {
+        /// Bytes found.
+        length: usize,
+    },
+    /// Unknown record version.
+    UnsupportedVersion {
+        /// The version byte found.
+        received: u8,
+    },
+    /// The checksum does not match: a torn or corrupt write.
+    Corrupt,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::WrongLength { length } => write!(
+                f,
+                "arbiter record has {length} bytes, expected {ARBITER_RECORD_BYTES}; the storage is not an arbiter record"
+            ),
+            StorageError::UnsupportedVersion { received } => {
+                write!(f, "arbiter record version {received} is not {ARBITER_RECORD_VERSION}")
+            }
+            StorageError::Corrupt => {
+                f.write_str("arbiter record checksum mismatch; refuse to start and restore the record")
+            }
+        }
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+impl ArbiterRecord {
+    /// The storage encoding: version, epoch (little-endian), owner, then the first four bytes
+    /// of SHA-256 over the preceding bytes, so a torn write is detected.
+    pub fn to_bytes(&self) -> [u8; ARBITER_RECORD_BYTES] {
+        let mut out = [0u8; ARBITER_RECORD_BYTES];
+        out[0] = ARBITER_RECORD_VERSION;
+        out[1..9].copy_from_slice(&self.epoch.0.to_le_bytes());
+        out[9] = self.owner.0;
+        let check = Sha256::digest(&out[..10]);
+        out[10..].copy_from_slice(&check[..4]);
+        out
+    }
+
+    /// Decodes `to_bytes` output; never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ArbiterRecord, StorageError> {
+        if bytes.len() != ARBITER_RECORD_BYTES {
+            return Err(StorageError::WrongLength {
+                length: bytes.len(),
+            });
+        }
+        if bytes[0] != ARBITER_RECORD_VERSION {
+            return Err(StorageError::UnsupportedVersion { received: bytes[0] });
+        }
+        let check = Sha256::digest(&bytes[..10]);
+        if check[..4] != bytes[10..] {
+            return Err(StorageError::Corrupt);
+        }
+        let mut epoch = [0u8; 8];
+        epoch.copy_from_slice(&bytes[1..9]);
+        Ok(ArbiterRecord {
+            epoch: Epoch(u64::from_le_bytes(epoch)),
+            owner: NodeId(bytes[9]),
+        })
+    }
+}
+
+/// How an arbiter is set up.
+#[derive(Clone, Debug)]
+pub struct ArbiterConfig {
+    /// The arbiter's own id.
+    pub me: NodeId,
+    /// The two replicas allowed to claim.
+    pub replicas: [NodeId; 2],
+    /// The pre-shared key.
+    pub key: Key,
+    /// Shared limits.
+    pub limits: Limits,
+    /// This start's incarnation (grows across restarts).
+    pub incarnation: Incarnation,
+}
+
+/// The arbiter state machine (sans-IO).
+#[derive(Debug)]
+pub struct Arbiter {
+    config: ArbiterConfig,
+    writer: FrameWriter,
+    windows: [ReplayWindow; 2],
+    /// The decision in memory; may be ahead of `persisted`.
+    decided: ArbiterRecord,
+    /// What the driver confirmed durable.
+    persisted: ArbiterRecord,
+    /// A write handed to the driver and not yet confirmed.
+    write_in_flight: Option<ArbiterRecord>,
+    /// Claimants waiting for `decided` to become durable before they get an answer.
+    waiting: Vec<NodeId>,
+    transmits: VecDeque<Transmit>,
+}
+
+impl Arbiter {
+    /// Starts an arbiter from the record the driver read from storage (the default record if
+    /// the storage is empty).
+    pub fn new(config: ArbiterConfig, stored: ArbiterRecord) -> Arbiter {
+        let writer = FrameWriter::new(config.me, config.incarnation);
+        Arbiter {
+            config,
+            writer,
+            windows: [ReplayWindow::default(); 2],
+            decided: stored,
+            persisted: stored,
+            write_in_flight: None,
+            waiting: Vec::new(),
+            transmits: VecDeque::new(),
+        }
+    }
+
+    /// The record confirmed durable.
+    pub fn persisted(&self) -> ArbiterRecord {
+        self.persisted
+    }
+
+    /// Handles one received frame.
+    pub fn handle_frame(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
+        let frame = Frame::decode(bytes, &self.config.key, &self.config.limits)?;
+        let sender = frame.header.sender;
+        let Some(index) = self
+            .config
+            .replicas
+            .iter()
+            .position(|&replica| replica == sender)
+        else {
+            return Err(ReceiveError::UnknownSender { sender });
+        };
+        self.windows[index].accept(frame.header.incarnation, frame.header.sequence)?;
+        let Message::Claim { epoch } = frame.message else {
+            return Err(ReceiveError::UnexpectedMessage {
+                kind: frame.message.kind(),
+                role: RoleKind::Arbiter,
+            });
+        };
+        if epoch > self.decided.epoch {
+            // The test-and-set: the first claim for a newer epoch takes it.
+            self.decided = ArbiterRecord {
+                epoch,
+                owner: sender,
+            };
+        }
+        if !self.waiting.contains(&sender) {
+            self.waiting.push(sender);
+        }
+        self.answer_if_durable();
+        Ok(())
+    }
+
+    /// The record the driver must write durably next, if any. The driver calls
+    /// `storage_written` with it once the write is durable; until then no claimant is answered.
+    pub fn poll_storage_write(&mut self) -> Option<ArbiterRecord> {
+        if self.write_in_flight.is_none() && self.decided != self.persisted {
+            self.write_in_flight = Some(self.decided);
+            return self.write_in_flight;
+        }
+        None
+    }
+
+    /// The driver reports that `record` is durable.
+    pub fn storage_written(&mut self, record: ArbiterRecord) {
+        if self.write_in_flight == Some(record) {
+            self.write_in_flight = None;
+        }
+        if record.epoch > self.persisted.epoch {
+            self.persisted = record;
+        }
+        self.answer_if_durable();
+    }
+
+    fn answer_if_durable(&mut self) {
+        if self.decided != self.persisted {
+            return;
+        }
+        let record = self.persisted;
+        for claimant in core::mem::take(&mut self.waiting) {
+            let message = Message::ClaimReply {
+                epoch: record.epoch,
+                owner: record.owner,
+            };
+            // A reply is a few bytes; it always fits a frame.
+            if let Ok(bytes) =
+                self.writer
+                    .write(record.epoch, message, &self.config.key, &self.config.limits)
+            {
+                self.transmits.push_back(Transmit {
+                    to: claimant,
+                    bytes,
+                });
+            }
+        }
+    }
+
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FrameSequence, InstructionCount};
+    use crate::wire::FrameHeader;
+
+    const ARBITER: NodeId = NodeId(0);
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+
+    fn arbiter(stored: ArbiterRecord) -> Arbiter {
+        Arbiter::new(
+            ArbiterConfig {
+                me: ARBITER,
+                replicas: [A, B],
+                key: Key([1; 32]),
+                limits: Limits::default(),
+                incarnation: Incarnation(1),
+            },
+            stored,
+        )
+    }
+
+    fn claim(sender: NodeId, sequence: u64, epoch: u64) -> alloc::vec::Vec<u8> {
+        message(
+            sender,
+            sequence,
+            Message::Claim {
+                epoch: Epoch(epoch),
+            },
+        )
+    }
+
+    fn message(sender: NodeId, sequence: u64, message: Message) -> alloc::vec::Vec<u8> {
+        Frame {
+            header: FrameHeader {
+                sender,
+                incarnation: Incarnation(1),
+                epoch: Epoch(1),
+                sequence: FrameSequence(sequence),
+            },
+            message,
+        }
+        .encode(&Key([1; 32]), &Limits::default())
+        .unwrap()
+    }
+
+    fn reply(arbiter: &mut Arbiter) -> Option<(NodeId, Message)> {
+        let transmit = arbiter.poll_transmit()?;
+        let frame = Frame::decode(&transmit.bytes, &Key([1; 32]), &Limits::default()).unwrap();
+        Some((transmit.to, frame.message))
+    }
+
+    #[test]
+    fn first_claim_wins_and_is_answered_only_after_the_write_is_durable() {
+        let mut arbiter = arbiter(ArbiterRecord::default());
+        arbiter.handle_frame(&claim(B, 1, 2)).unwrap();
+        assert_eq!(reply(&mut arbiter), None, "no answer before persistence");
+        let write = arbiter.poll_storage_write().unwrap();
+        assert_eq!(
+            write,
+            ArbiterRecord {
+                epoch: Epoch(2),
+                owner: B
+            }
+        );
+        assert_eq!(
+            arbiter.poll_storage_write(),
+            None,
+            "one write in flight at a time"
+        );
+        arbiter.handle_frame(&claim(A, 1, 2)).unwrap();
+        assert_eq!(reply(&mut arbiter), None);
+        arbiter.storage_written(write);
+        let mut replies = alloc::vec![reply(&mut arbiter).unwrap(), reply(&mut arbiter).unwrap()];
+        replies.sort_by_key(|(to, _)| *to);
+        assert_eq!(
+            replies[0],
+            (
+                A,
+                Message::ClaimReply {
+                    epoch: Epoch(2),
+                    owner: B
+                }
+            )
+        );
+        assert_eq!(
+            replies[1],
+            (
+                B,
+                Message::ClaimReply {
+                    epoch: Epoch(2),
+                    owner: B
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn repeated_claim_by_the_owner_is_granted_again_and_older_claims_see_the_newer_record() {
+        let mut arbiter = arbiter(ArbiterRecord {
+            epoch: Epoch(5),
+            owner: A,
+        });
+        arbiter.handle_frame(&claim(A, 1, 5)).unwrap();
+        assert_eq!(
+            reply(&mut arbiter),
+            Some((
+                A,
+                Message::ClaimReply {
+                    epoch: Epoch(5),
+                    owner: A
+                }
+            ))
+        );
+        arbiter.handle_frame(&claim(B, 1, 3)).unwrap();
+        assert_eq!(
+            reply(&mut arbiter),
+            Some((
+                B,
+                Message::ClaimReply {
+                    epoch: Epoch(5),
+                    owner: A
+                }
+            ))
+        );
+        assert_eq!(arbiter.poll_storage_write(), None);
+    }
+
+    #[test]
+    fn a_lost_write_means_the_decision_never_happened() {
+        let mut arbiter_before_crash = arbiter(ArbiterRecord::default());
+        arbiter_before_crash.handle_frame(&claim(A, 1, 2)).unwrap();
+        let _lost = arbiter_before_crash.poll_storage_write().unwrap();
+        assert_eq!(reply(&mut arbiter_before_crash), None);
+        // Restart from storage that never saw the write: B may now win epoch 2.
+        let mut restarted = arbiter(ArbiterRecord::default());
+        restarted.handle_frame(&claim(B, 1, 2)).unwrap();
+        let write = restarted.poll_storage_write().unwrap();
+        restarted.storage_written(write);
+        assert_eq!(
+            reply(&mut restarted),
+            Some((
+                B,
+                Message::ClaimReply {
+                    epoch: Epoch(2),
+                    owner: B
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn non_claim_messages_unknown_senders_and_replays_are_rejected() {
+        let mut arbiter = arbiter(ArbiterRecord::default());
+        let join = message(A, 1, Message::Join);
+        assert!(matches!(
+            arbiter.handle_frame(&join),
+            Err(ReceiveError::UnexpectedMessage { .. })
+        ));
+        let stranger = claim(NodeId(9), 1, 2);
+        assert_eq!(
+            arbiter.handle_frame(&stranger),
+            Err(ReceiveError::UnknownSender { sender: NodeId(9) })
+        );
+        let first = claim(A, 2, 2);
+        arbiter.handle_frame(&first).unwrap();
+        assert_eq!(
+            arbiter.handle_frame(&first),
+            Err(ReceiveError::Duplicate {
+                sequence: FrameSequence(2)
+            })
+        );
+        let _ = InstructionCount(0);
+    }
+
+    #[test]
+    fn record_storage_round_trips_and_detects_corruption() {
+        let record = ArbiterRecord {
+            epoch: Epoch(77),
+            owner: B,
+        };
+        let bytes = record.to_bytes();
+        assert_eq!(ArbiterRecord::from_bytes(&bytes), Ok(record));
+        let mut torn = bytes;
+        torn[3] ^= 1;
+        assert_eq!(ArbiterRecord::from_bytes(&torn), Err(StorageError::Corrupt));
+        assert_eq!(
+            ArbiterRecord::from_bytes(&bytes[..5]),
+            Err(StorageError::WrongLength { length: 5 })
+        );
+        let mut other_version = bytes;
+        other_version[0] = 9;
+        assert_eq!(
+            ArbiterRecord::from_bytes(&other_version),
+            Err(StorageError::UnsupportedVersion { received: 9 })
+        );
+    }
+}

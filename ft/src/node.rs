@@ -1,0 +1,1303 @@
+//! A replica: primary or backup roles, the output rule, flow control, failure detection, the
+//! arbiter client and go-live, as one sans-IO state machine.
+//!
+//! Role transitions (PROTOCOL.md has the diagram; every edge and the illegal ones are tested
+//! in `tests::transitions`):
+//!
+//! ```text
+//! Primary  --peer silent / acks stuck-->  ClaimingAsPrimary --granted--> Solo
+//! Backup   --peer silent--------------->  ClaimingAsBackup  --granted--> GoingLive --drained--> Solo
+//! Claiming* --denied / newer epoch seen--> Halted
+//! Solo     --join, snapshot sent------->  Primary
+//! Joining  --snapshot------------------>  Backup
+//! Primary, Solo, Backup, GoingLive --newer epoch seen / fenced--> Halted
+//! Backup   --digest mismatch----------->  Halted (diverged)
+//! ```
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::limits::Limits;
+use crate::record::{LogEntry, Record};
+use crate::types::{
+    DeviceId, Epoch, Incarnation, Instant, InstructionCount, Key, LogSequence, NodeId, StateDigest,
+};
+use crate::wire::{EncodeError, Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit};
+
+/// How a replica is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This replica.
+    pub me: NodeId,
+    /// The other replica.
+    pub peer: NodeId,
+    /// The arbiter.
+    pub arbiter: NodeId,
+    /// The pre-shared key.
+    pub key: Key,
+    /// Shared limits.
+    pub limits: Limits,
+    /// This start's incarnation; must grow across restarts.
+    pub incarnation: Incarnation,
+}
+
+/// The role a node is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleKind {
+    /// Live with a backup: outputs wait for acknowledgements.
+    Primary,
+    /// Live without a backup (after a failover, until a replica joins).
+    Solo,
+    /// Replaying the primary's log; outputs suppressed.
+    Backup,
+    /// A primary that lost its backup and asked the arbiter for the next epoch.
+    ClaimingAsPrimary,
+    /// A backup that lost its primary and asked the arbiter for the next epoch.
+    ClaimingAsBackup,
+    /// A backup that won the next epoch and is replaying what it has left.
+    GoingLive,
+    /// Restarted without state; asking the live primary for a snapshot.
+    Joining,
+    /// Stopped for good; the driver restarts it as a joining replica.
+    Halted,
+    /// The arbiter (used only in errors).
+    Arbiter,
+}
+
+impl fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            RoleKind::Primary => "primary",
+            RoleKind::Solo => "solo primary",
+            RoleKind::Backup => "backup",
+            RoleKind::ClaimingAsPrimary => "claiming primary",
+            RoleKind::ClaimingAsBackup => "claiming backup",
+            RoleKind::GoingLive => "going-live backup",
+            RoleKind::Joining => "joining replica",
+            RoleKind::Halted => "halted replica",
+            RoleKind::Arbiter => "arbiter",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Why a node halted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaltReason {
+    /// The arbiter gave the epoch to someone else.
+    LostArbitration {
+        /// The arbiter's newest epoch.
+        epoch: Epoch,
+        /// Its owner.
+        owner: NodeId,
+    },
+    /// A frame showed a newer epoch exists.
+    Fenced {
+        /// That epoch.
+        epoch: Epoch,
+    },
+    /// This backup's state digest differed from the primary's.
+    Diverged {
+        /// The instruction count of the first differing digest.
+        first_diverged: InstructionCount,
+    },
+}
+
+/// Something the runtime must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The role changed.
+    RoleChanged {
+        /// Old role.
+        from: RoleKind,
+        /// New role.
+        to: RoleKind,
+        /// The epoch after the change.
+        epoch: Epoch,
+    },
+    /// A replica wants to join: call `Node::send_snapshot` with the current state.
+    SnapshotWanted,
+    /// Replace the machine state with this snapshot, then replay from `position + 1`.
+    InstallSnapshot {
+        /// The last log position the state includes.
+        position: LogSequence,
+        /// Its instruction count.
+        at: InstructionCount,
+        /// The runtime's serialized state.
+        state: Vec<u8>,
+    },
+    /// Go-live: stop replaying and run freely from here.
+    LeaveReplay {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The last replayed position.
+        position: LogSequence,
+        /// The instruction count reached.
+        at: InstructionCount,
+    },
+    /// Go-live: announce the guest's MAC address on the service network.
+    AnnounceMac,
+    /// Go-live: reissue device requests that were in flight (disk I/O) at the failure.
+    ReissueInFlightIo,
+    /// The backup's digest differs from the primary's.
+    Divergence {
+        /// The log position of the primary's digest entry.
+        position: LogSequence,
+        /// The instruction count of the last digest that agreed.
+        last_agreed: Option<InstructionCount>,
+        /// The instruction count of the first digest that differed.
+        first_diverged: InstructionCount,
+    },
+    /// The node halted; restart it as a joining replica.
+    Halted {
+        /// Why.
+        reason: HaltReason,
+    },
+}
+
+/// An output the runtime may now let out of the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasedOutput {
+    /// The epoch in which it was released.
+    pub epoch: Epoch,
+    /// The log position that produced it.
+    pub position: LogSequence,
+    /// The emitting device.
+    pub device: DeviceId,
+    /// The output bytes.
+    pub payload: Vec<u8>,
+    /// True when a backup had acknowledged `position` (false for a solo primary).
+    pub acknowledged: bool,
+    /// True for an output a backup suppressed and reissues at go-live.
+    pub reissued: bool,
+}
+
+/// Which flow-control limit throttles the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LagLimit {
+    /// `Limits::lag_entries_max`.
+    Entries,
+    /// `Limits::lag_bytes_max`.
+    Bytes,
+    /// `Limits::lag_instructions_max`.
+    Instructions,
+}
+
+/// A misuse of the node by its runtime (not a peer fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    /// The operation needs a live primary.
+    NotLive {
+        /// The current role.
+        role: RoleKind,
+    },
+    /// The operation is not valid in this role.
+    WrongRole {
+        /// The current role.
+        role: RoleKind,
+    },
+    /// Flow control: the backup is too far behind; pause execution and inputs.
+    Throttled {
+        /// The limit reached.
+        limit: LagLimit,
+    },
+    /// Instruction counts must not go backwards.
+    InstructionCountWentBack {
+        /// The newest count recorded.
+        newest: InstructionCount,
+        /// The count offered.
+        offered: InstructionCount,
+    },
+    /// One entry is larger than `Limits::batch_bytes_max`.
+    EntryTooLarge {
+        /// Its encoded size.
+        bytes: usize,
+    },
+    /// Go-live asked before every handed-out entry was taken.
+    ReplayNotDrained {
+        /// Entries left.
+        remaining: usize,
+    },
+    /// No digest entry at that position is awaiting comparison.
+    UnknownDigest {
+        /// The position given.
+        position: LogSequence,
+    },
+    /// A frame could not be built (a snapshot too large for a frame).
+    Encode(EncodeError),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::NotLive { role } => write!(
+                f,
+                "a {role} cannot record or release; only a live primary can"
+            ),
+            NodeError::WrongRole { role } => write!(f, "not valid for a {role}"),
+            NodeError::Throttled { limit } => write!(
+                f,
+                "backup lag limit reached ({limit:?}); pause until acknowledged"
+            ),
+            NodeError::InstructionCountWentBack { newest, offered } => {
+                write!(f, "instruction count went back from {newest} to {offered}")
+            }
+            NodeError::EntryTooLarge { bytes } => {
+                write!(f, "a {bytes}-byte entry exceeds the batch limit; split it")
+            }
+            NodeError::ReplayNotDrained { remaining } => {
+                write!(f, "{remaining} log entries still to replay before go-live")
+            }
+            NodeError::UnknownDigest { position } => {
+                write!(f, "no digest awaiting comparison at {position}")
+            }
+            NodeError::Encode(error) => error.fmt(f),
+        }
+    }
+}
+
+impl core::error::Error for NodeError {}
+
+/// Counters for the runtime to export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames handed to the driver.
+    pub frames_sent: u64,
+    /// Frames accepted.
+    pub frames_accepted: u64,
+    /// Frames rejected (any `ReceiveError`).
+    pub frames_rejected: u64,
+    /// Log entries resent after a timeout or resend request.
+    pub retransmissions: u64,
+    /// Outputs released.
+    pub outputs_released: u64,
+    /// Suppressed outputs forgotten because `suppressed_outputs_max` was reached.
+    pub suppressed_outputs_dropped: u64,
+}
+
+#[derive(Clone, Debug)]
+struct HeldOutput {
+    position: LogSequence,
+    device: DeviceId,
+    payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct LoggedEntry {
+    position: LogSequence,
+    entry: LogEntry,
+    bytes: usize,
+}
+
+/// One replica's protocol state.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    role: RoleKind,
+    epoch: Epoch,
+    halt_reason: Option<HaltReason>,
+    writer: FrameWriter,
+    peer_window: ReplayWindow,
+    arbiter_window: ReplayWindow,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    releases: VecDeque<ReleasedOutput>,
+    counters: Counters,
+
+    // Failure detection.
+    last_heard: Instant,
+    last_sent: Instant,
+    next_claim_at: Instant,
+    next_join_at: Instant,
+
+    // The log, both roles: the last position appended (primary) or received (backup).
+    end: LogSequence,
+    end_at: InstructionCount,
+
+    // Primary side.
+    log: VecDeque<LoggedEntry>,
+    log_start: LogSequence,
+    log_bytes: u64,
+    acked: LogSequence,
+    acked_at: InstructionCount,
+    next_to_send: LogSequence,
+    last_ack_progress: Instant,
+    last_retransmit: Instant,
+    last_snapshot_request: Option<Instant>,
+    lease_until: Option<Instant>,
+    held: VecDeque<HeldOutput>,
+    released_through: LogSequence,
+
+    // Backup side.
+    newest_sent_at: Instant,
+    replay: VecDeque<(LogSequence, LogEntry)>,
+    handed_out: LogSequence,
+    pending_digests: VecDeque<(LogSequence, InstructionCount, StateDigest)>,
+    last_agreed: Option<InstructionCount>,
+    suppressed: VecDeque<HeldOutput>,
+    primary_released_through: LogSequence,
+    last_resend_request: Option<Instant>,
+    last_ack_sent: Instant,
+}
+
+/// An entry for the backup's runtime to inject at its instruction count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayItem {
+    /// The entry's log position.
+    pub position: LogSequence,
+    /// The entry.
+    pub entry: LogEntry,
+}
+
+impl Node {
+    fn blank(config: NodeConfig, role: RoleKind, epoch: Epoch, now: Instant) -> Node {
+        let writer = FrameWriter::new(config.me, config.incarnation);
+        Node {
+            config,
+            role,
+            epoch,
+            halt_reason: None,
+            writer,
+            peer_window: ReplayWindow::default(),
+            arbiter_window: ReplayWindow::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            releases: VecDeque::new(),
+            counters: Counters::default(),
+            last_heard: now,
+            last_sent: now,
+            next_claim_at: now,
+            next_join_at: now,
+            end: LogSequence(0),
+            end_at: InstructionCount(0),
+            log: VecDeque::new(),
+            log_start: LogSequence(1),
+            log_bytes: 0,
+            acked: LogSequence(0),
+            acked_at: InstructionCount(0),
+            next_to_send: LogSequence(1),
+            last_ack_progress: now,
+            last_retransmit: now,
+            last_snapshot_request: None,
+            lease_until: None,
+            held: VecDeque::new(),
+            released_through: LogSequence(0),
+            newest_sent_at: Instant(0),
+            replay: VecDeque::new(),
+            handed_out: LogSequence(0),
+            pending_digests: VecDeque::new(),
+            last_agreed: None,
+            suppressed: VecDeque::new(),
+            primary_released_through: LogSequence(0),
+            last_resend_request: None,
+            last_ack_sent: now,
+        }
+    }
+
+    /// The first start of a pair: both replicas boot the same image in epoch 1, one as primary.
+    pub fn primary(config: NodeConfig, now: Instant) -> Node {
+        Node::blank(config, RoleKind::Primary, Epoch(1), now)
+    }
+
+    /// The first start of a pair: the backup half.
+    pub fn backup(config: NodeConfig, now: Instant) -> Node {
+        Node::blank(config, RoleKind::Backup, Epoch(1), now)
+    }
+
+    /// A restart (after a crash or a halt): no state; asks the live primary to be synced.
+    pub fn joining(config: NodeConfig, now: Instant) -> Node {
+        Node::blank(config, RoleKind::Joining, Epoch(0), now)
+    }
+
+    /// The current role.
+    pub fn role(&self) -> RoleKind {
+        self.role
+    }
+
+    /// The current epoch (0 while joining).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Why the node halted, if it did.
+    pub fn halt_reason(&self) -> Option<HaltReason> {
+        self.halt_reason
+    }
+
+    /// The last log position appended (primary) or received in order (backup).
+    pub fn log_end(&self) -> LogSequence {
+        self.end
+    }
+
+    /// The highest position the backup has acknowledged (primary side).
+    pub fn acknowledged(&self) -> LogSequence {
+        self.acked
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Backup: the instruction count up to which the runtime may execute: no input before it
+    /// is missing.
+    pub fn horizon(&self) -> InstructionCount {
+        self.end_at
+    }
+
+    fn is_live(&self) -> bool {
+        matches!(
+            self.role,
+            RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary
+        )
+    }
+
+    fn is_replaying(&self) -> bool {
+        matches!(
+            self.role,
+            RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive
+        )
+    }
+
+    fn keeps_log(&self) -> bool {
+        matches!(self.role, RoleKind::Primary | RoleKind::ClaimingAsPrimary)
+    }
+
+    fn set_role(&mut self, to: RoleKind) {
+        let from = self.role;
+        self.role = to;
+        self.events.push_back(Event::RoleChanged {
+            from,
+            to,
+            epoch: self.epoch,
+        });
+    }
+
+    fn halt(&mut self, reason: HaltReason) {
+        if self.role == RoleKind::Halted {
+            return;
+        }
+        self.halt_reason = Some(reason);
+        self.set_role(RoleKind::Halted);
+        // Nothing held may leave a halted node: it is no longer the primary of any epoch.
+        self.held.clear();
+        self.releases.clear();
+        self.log.clear();
+        self.replay.clear();
+        self.transmits.clear();
+        self.events.push_back(Event::Halted { reason });
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) -> Result<(), EncodeError> {
+        let bytes =
+            self.writer
+                .write(self.epoch, message, &self.config.key, &self.config.limits)?;
+        self.counters.frames_sent += 1;
+        self.transmits.push_back(Transmit { to, bytes });
+        Ok(())
+    }
+
+    /// Sends a small control message; these always fit a frame, so an encoding failure can
+    /// only come from a `frame_bytes_max` too small to be usable, which `send_small` reports by
+    /// not sending (the peer's timeouts then take over).
+    fn send_small(&mut self, to: NodeId, message: Message) {
+        let _ = self.send(to, message);
+    }
+
+    // ----- Primary: recording, outputs, flow control -----
+
+    /// How many instructions the primary may execute past `at` before flow control stops it
+    /// (`u64::MAX` when no backup limits it). Append a `Horizon` entry before this reaches 0
+    /// so the backup can acknowledge progress.
+    pub fn execution_budget(&self, at: InstructionCount) -> u64 {
+        if !self.keeps_log() {
+            return if self.is_live() { u64::MAX } else { 0 };
+        }
+        self.config
+            .limits
+            .lag_instructions_max
+            .saturating_sub(at.since(self.acked_at))
+    }
+
+    /// Why recording one more entry now would be throttled, if it would.
+    pub fn throttled(&self, at: InstructionCount) -> Option<LagLimit> {
+        if !self.keeps_log() {
+            return None;
+        }
+        let limits = &self.config.limits;
+        if self.end.0.saturating_sub(self.acked.0) >= limits.lag_entries_max {
+            Some(LagLimit::Entries)
+        } else if self.log_bytes >= limits.lag_bytes_max {
+            Some(LagLimit::Bytes)
+        } else if at.since(self.acked_at) > limits.lag_instructions_max {
+            Some(LagLimit::Instructions)
+        } else {
+            None
+        }
+    }
+
+    /// Primary: appends a nondeterministic input or marker at its instruction count and
+    /// returns its log position. Never waits; fails with `Throttled` when the backup is too far
+    /// behind, so the runtime pauses execution and leaves the input in its device queue.
+    pub fn record(&mut self, now: Instant, entry: LogEntry) -> Result<LogSequence, NodeError> {
+        if !self.is_live() {
+            return Err(NodeError::NotLive { role: self.role });
+        }
+        if entry.at < self.end_at {
+            return Err(NodeError::InstructionCountWentBack {
+                newest: self.end_at,
+                offered: entry.at,
+            });
+        }
+        let bytes = entry.encoded_len();
+        if bytes > self.config.limits.batch_bytes_max {
+            return Err(NodeError::EntryTooLarge { bytes });
+        }
+        if let Some(limit) = self.throttled(entry.at) {
+            return Err(NodeError::Throttled { limit });
+        }
+        self.end = self.end.next();
+        self.end_at = entry.at;
+        if self.keeps_log() {
+            if self.log.is_empty() {
+                self.last_ack_progress = now;
+            }
+            self.log_bytes += bytes as u64;
+            self.log.push_back(LoggedEntry {
+                position: self.end,
+                entry,
+                bytes,
+            });
+        }
+        Ok(self.end)
+    }
+
+    /// Any role: the guest produced an output at `at`. A primary logs an output marker and
+    /// holds the output until the backup acknowledges its position (the output rule); a solo
+    /// primary releases it at once; a backup suppresses it but keeps it for reissue at
+    /// go-live. Returns the log position the output belongs to.
+    pub fn submit_output(
+        &mut self,
+        now: Instant,
+        at: InstructionCount,
+        device: DeviceId,
+        payload: Vec<u8>,
+    ) -> Result<LogSequence, NodeError> {
+        if self.is_replaying() {
+            // The primary logged its marker right after the entry that caused the output.
+            let position = self.handed_out.next();
+            if self.suppressed.len() >= self.config.limits.suppressed_outputs_max {
+                self.suppressed.pop_front();
+                self.counters.suppressed_outputs_dropped += 1;
+            }
+            self.suppressed.push_back(HeldOutput {
+                position,
+                device,
+                payload,
+            });
+            return Ok(position);
+        }
+        let length = payload.len().min(u32::MAX as usize) as u32;
+        let position = self.record(
+            now,
+            LogEntry {
+                at,
+                record: Record::Output { device, length },
+            },
+        )?;
+        let output = HeldOutput {
+            position,
+            device,
+            payload,
+        };
+        if self.role == RoleKind::Solo {
+            self.release(output, false, false);
+        } else {
+            self.held.push_back(output);
+        }
+        Ok(position)
+    }
+
+    fn release(&mut self, output: HeldOutput, acknowledged: bool, reissued: bool) {
+        self.released_through = self.released_through.max(output.position);
+        self.counters.outputs_released += 1;
+        self.releases.push_back(ReleasedOutput {
+            epoch: self.epoch,
+            position: output.position,
+            device: output.device,
+            payload: output.payload,
+            acknowledged,
+            reissued,
+        });
+    }
+
+    /// The next output allowed to leave the machine. A primary releases an output only when
+    /// the backup has acknowledged its position and the lease from that acknowledgement is
+    /// still valid at `now` (so a backup that may be going live has not had time to).
+    pub fn poll_release(&mut self, now: Instant) -> Option<ReleasedOutput> {
+        if let Some(output) = self.releases.pop_front() {
+            return Some(output);
+        }
+        if self.role != RoleKind::Primary {
+            return None;
+        }
+        let lease_valid = self.lease_until.is_some_and(|until| now < until);
+        let front = self.held.front()?;
+        if front.position <= self.acked && lease_valid {
+            let output = self.held.pop_front()?;
+            self.release(output, true, false);
+            return self.releases.pop_front();
+        }
+        None
+    }
+
+    /// Primary or solo: answers `Event::SnapshotWanted` with the runtime's current state. The
+    /// node becomes (or stays) a protected primary; outputs from here on wait for the new
+    /// backup's acknowledgement.
+    pub fn send_snapshot(
+        &mut self,
+        now: Instant,
+        at: InstructionCount,
+        state: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        if !matches!(self.role, RoleKind::Primary | RoleKind::Solo) {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        let message = Message::Snapshot {
+            sent_at: now,
+            position: self.end,
+            at,
+            state,
+        };
+        self.send(self.config.peer, message)
+            .map_err(NodeError::Encode)?;
+        self.last_sent = now;
+        if self.role == RoleKind::Solo {
+            // No log was kept while solo: the snapshot covers everything so far.
+            self.log.clear();
+            self.log_bytes = 0;
+            self.log_start = self.end.next();
+            self.acked = self.end;
+            self.acked_at = self.end_at.max(at);
+            self.lease_until = None;
+            self.last_heard = now;
+            self.last_ack_progress = now;
+            self.set_role(RoleKind::Primary);
+        }
+        self.next_to_send = self.end.next();
+        Ok(())
+    }
+
+    // ----- Backup: replay -----
+
+    /// Backup: the next entry to inject, in log order. While going live, call
+    /// `finish_go_live` once this returns `None` and every entry has been executed.
+    pub fn poll_replay(&mut self) -> Option<ReplayItem> {
+        if !self.is_replaying() {
+            return None;
+        }
+        let (position, entry) = self.replay.pop_front()?;
+        self.handed_out = position;
+        if let Record::Digest { digest } = entry.record {
+            if self.pending_digests.len() >= self.config.limits.pending_digests_max {
+                self.pending_digests.pop_front();
+            }
+            self.pending_digests.push_back((position, entry.at, digest));
+        }
+        Some(ReplayItem { position, entry })
+    }
+
+    /// Backup: the runtime's own digest at the digest entry `position`. A mismatch raises
+    /// `Event::Divergence` with the first differing instruction count and halts this backup
+    /// (it must never go live with a different state); it rejoins through a snapshot.
+    pub fn check_digest(
+        &mut self,
+        position: LogSequence,
+        computed: StateDigest,
+    ) -> Result<bool, NodeError> {
+        let Some(index) = self
+            .pending_digests
+            .iter()
+            .position(|(p, _, _)| *p == position)
+        else {
+            return Err(NodeError::UnknownDigest { position });
+        };
+        let Some((_, at, expected)) = self.pending_digests.remove(index) else {
+            return Err(NodeError::UnknownDigest { position });
+        };
+        if expected == computed {
+            self.last_agreed = Some(at);
+            return Ok(true);
+        }
+        self.events.push_back(Event::Divergence {
+            position,
+            last_agreed: self.last_agreed,
+            first_diverged: at,
+        });
+        self.halt(HaltReason::Diverged { first_diverged: at });
+        Ok(false)
+    }
+
+    /// Going live: the runtime executed every entry `poll_replay` handed out. The node becomes
+    /// the solo primary of its new epoch, emits the go-live events and reissues the outputs
+    /// the old primary may not have released.
+    pub fn finish_go_live(&mut self, now: Instant) -> Result<(), NodeError> {
+        if self.role != RoleKind::GoingLive {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        if !self.replay.is_empty() {
+            return Err(NodeError::ReplayNotDrained {
+                remaining: self.replay.len(),
+            });
+        }
+        self.set_role(RoleKind::Solo);
+        self.events.push_back(Event::LeaveReplay {
+            epoch: self.epoch,
+            position: self.end,
+            at: self.end_at,
+        });
+        self.events.push_back(Event::AnnounceMac);
+        self.events.push_back(Event::ReissueInFlightIo);
+        self.released_through = self.primary_released_through;
+        let suppressed = core::mem::take(&mut self.suppressed);
+        for output in suppressed {
+            if output.position > self.primary_released_through && output.position <= self.end {
+                self.release(output, false, true);
+            }
+        }
+        self.pending_digests.clear();
+        self.last_heard = now;
+        Ok(())
+    }
+
+    // ----- Frames in -----
+
+    /// Handles one received datagram. Errors say why the frame was rejected; the node has
+    /// already taken the error's `action()` (fence replies, resend requests).
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ReceiveError> {
+        let result = self.handle_frame_inner(now, bytes);
+        match result {
+            Ok(()) => self.counters.frames_accepted += 1,
+            Err(_) => self.counters.frames_rejected += 1,
+        }
+        result
+    }
+
+    fn handle_frame_inner(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ReceiveError> {
+        let frame = Frame::decode(bytes, &self.config.key, &self.config.limits)?;
+        let header = frame.header;
+        let unexpected = |node: &Node, message: &Message| ReceiveError::UnexpectedMessage {
+            kind: message.kind(),
+            role: node.role,
+        };
+        if header.sender == self.config.arbiter {
+            self.arbiter_window
+                .accept(header.incarnation, header.sequence)?;
+            let Message::ClaimReply { epoch, owner } = frame.message else {
+                return Err(unexpected(self, &frame.message));
+            };
+            return self.handle_claim_reply(now, epoch, owner, &frame.message);
+        }
+        if header.sender != self.config.peer {
+            return Err(ReceiveError::UnknownSender {
+                sender: header.sender,
+            });
+        }
+        self.peer_window
+            .accept(header.incarnation, header.sequence)?;
+        if self.role == RoleKind::Halted {
+            return Err(unexpected(self, &frame.message));
+        }
+        // A joining peer has no epoch yet; its join carries no authority, so it is exempt.
+        if let Message::Join = frame.message {
+            return self.handle_join(now);
+        }
+        if self.role == RoleKind::Joining {
+            return match frame.message {
+                Message::Snapshot {
+                    sent_at,
+                    position,
+                    at,
+                    state,
+                } => {
+                    self.epoch = header.epoch;
+                    self.install_snapshot(now, sent_at, position, at, state);
+                    Ok(())
+                }
+                other => Err(unexpected(self, &other)),
+            };
+        }
+        if header.epoch < self.epoch {
+            self.send_small(header.sender, Message::Fence { epoch: self.epoch });
+            return Err(ReceiveError::StaleEpoch {
+                expected: self.epoch,
+                received: header.epoch,
+            });
+        }
+        if header.epoch > self.epoch {
+            // Someone won a newer epoch: whatever this node was, it is stale.
+            self.halt(HaltReason::Fenced {
+                epoch: header.epoch,
+            });
+            return Ok(());
+        }
+        match frame.message {
+            Message::Log {
+                sent_at,
+                released_through,
+                first,
+                entries,
+            } => self.handle_log(now, sent_at, released_through, first, entries),
+            Message::Heartbeat {
+                sent_at,
+                log_end,
+                released_through,
+            } => {
+                if !self.is_replaying() {
+                    return Err(unexpected(self, &frame.message));
+                }
+                self.heard_from_primary(now, sent_at, released_through);
+                let resend = log_end > self.end;
+                self.send_ack(now, resend);
+                Ok(())
+            }
+            Message::Ack {
+                echo,
+                through,
+                resend,
+            } => self.handle_ack(now, echo, through, resend, &frame.message),
+            Message::Snapshot {
+                sent_at,
+                position,
+                at,
+                state,
+            } => {
+                if self.role != RoleKind::Backup {
+                    return Err(ReceiveError::UnexpectedMessage {
+                        kind: "snapshot",
+                        role: self.role,
+                    });
+                }
+                if position > self.end {
+                    self.install_snapshot(now, sent_at, position, at, state);
+                } else {
+                    self.heard_from_primary(now, sent_at, LogSequence(0));
+                    self.send_ack(now, false);
+                }
+                Ok(())
+            }
+            Message::Fence { epoch } => {
+                if epoch > self.epoch {
+                    self.halt(HaltReason::Fenced { epoch });
+                }
+                Ok(())
+            }
+            other => Err(unexpected(self, &other)),
+        }
+    }
+
+    fn heard_from_primary(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        released_through: LogSequence,
+    ) {
+        if self.role == RoleKind::Backup {
+            // A claiming backup has stopped listening: it may already hold the next epoch.
+            self.last_heard = now;
+        }
+        self.newest_sent_at = self.newest_sent_at.max(sent_at);
+        if released_through > self.primary_released_through {
+            self.primary_released_through = released_through;
+            while self
+                .suppressed
+                .front()
+                .is_some_and(|output| output.position <= released_through)
+            {
+                self.suppressed.pop_front();
+            }
+        }
+    }
+
+    fn send_ack(&mut self, now: Instant, resend: bool) {
+        // Only a backup acknowledges: an acknowledgement extends the primary's output lease,
+        // and a claiming backup must not promise to stay a backup.
+        if self.role != RoleKind::Backup {
+            return;
+        }
+        let resend = resend
+            && self
+                .last_resend_request
+                .is_none_or(|last| now >= last + self.config.limits.retransmit_timeout);
+        if resend {
+            self.last_resend_request = Some(now);
+        }
+        let message = Message::Ack {
+            echo: self.newest_sent_at,
+            through: self.end,
+            resend,
+        };
+        self.send_small(self.config.peer, message);
+        self.last_ack_sent = now;
+    }
+
+    fn install_snapshot(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        position: LogSequence,
+        at: InstructionCount,
+        state: Vec<u8>,
+    ) {
+        let from = self.role;
+        self.end = position;
+        self.end_at = at;
+        self.handed_out = position;
+        self.replay.clear();
+        self.pending_digests.clear();
+        self.suppressed.clear();
+        self.last_agreed = None;
+        self.primary_released_through = position;
+        self.last_heard = now;
+        self.role = RoleKind::Backup;
+        if from != RoleKind::Backup {
+            self.events.push_back(Event::RoleChanged {
+                from,
+                to: RoleKind::Backup,
+                epoch: self.epoch,
+            });
+        }
+        self.events.push_back(Event::InstallSnapshot {
+            position,
+            at,
+            state,
+        });
+        self.heard_from_primary(now, sent_at, position);
+        self.send_ack(now, false);
+    }
+
+    fn handle_log(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        released_through: LogSequence,
+        first: LogSequence,
+        entries: Vec<LogEntry>,
+    ) -> Result<(), ReceiveError> {
+        if !self.is_replaying() || self.role == RoleKind::GoingLive {
+            return Err(ReceiveError::UnexpectedMessage {
+                kind: "log",
+                role: self.role,
+            });
+        }
+        self.heard_from_primary(now, sent_at, released_through);
+        let expected = self.end.next();
+        if first > expected {
+            self.send_ack(now, true);
+            return Err(ReceiveError::LogGap {
+                expected,
+                received: first,
+            });
+        }
+        let mut position = first;
+        for entry in entries {
+            if position == self.end.next() {
+                if self.replay.len() >= self.config.limits.replay_entries_max {
+                    // Backpressure: stop here, do not acknowledge the rest.
+                    break;
+                }
+                if entry.at < self.end_at {
+                    // A primary never records a count that goes back; treat as a gap so it
+                    // resends rather than trusting this batch.
+                    break;
+                }
+                self.end = position;
+                self.end_at = entry.at;
+                self.replay.push_back((position, entry));
+            }
+            position = position.next();
+        }
+        self.send_ack(now, false);
+        Ok(())
+    }
+
+    fn handle_ack(
+        &mut self,
+        now: Instant,
+        echo: Instant,
+        through: LogSequence,
+        resend: bool,
+        message: &Message,
+    ) -> Result<(), ReceiveError> {
+        match self.role {
+            RoleKind::Primary => {}
+            // A claiming primary has stopped releasing; late acknowledgements change nothing.
+            RoleKind::ClaimingAsPrimary => return Ok(()),
+            role => {
+                return Err(ReceiveError::UnexpectedMessage {
+                    kind: message.kind(),
+                    role,
+                })
+            }
+        }
+        self.last_heard = now;
+        // The echo is our own clock reading; never let it extend the lease past one lease
+        // from now.
+        let echo = echo.min(now);
+        let until = echo + self.config.limits.output_lease();
+        self.lease_until = Some(self.lease_until.map_or(until, |current| current.max(until)));
+        let through = through.min(self.end);
+        if through > self.acked {
+            self.acked = through;
+            while self
+                .log
+                .front()
+                .is_some_and(|logged| logged.position <= through)
+            {
+                if let Some(logged) = self.log.pop_front() {
+                    self.log_bytes -= logged.bytes as u64;
+                    self.acked_at = logged.entry.at;
+                    self.log_start = logged.position.next();
+                }
+            }
+            self.last_ack_progress = now;
+            if self.next_to_send <= through {
+                self.next_to_send = through.next();
+            }
+        }
+        if resend {
+            if through.next() < self.log_start {
+                // The backup needs entries this primary no longer keeps: only a snapshot helps.
+                let due = self
+                    .last_snapshot_request
+                    .is_none_or(|last| now >= last + self.config.limits.retransmit_timeout);
+                if due {
+                    self.last_snapshot_request = Some(now);
+                    self.events.push_back(Event::SnapshotWanted);
+                }
+            } else if through.next() < self.next_to_send {
+                self.next_to_send = through.next();
+                self.counters.retransmissions += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_join(&mut self, now: Instant) -> Result<(), ReceiveError> {
+        match self.role {
+            RoleKind::Primary | RoleKind::Solo => {
+                let due = self
+                    .last_snapshot_request
+                    .is_none_or(|last| now >= last + self.config.limits.retransmit_timeout);
+                if due {
+                    self.last_snapshot_request = Some(now);
+                    self.events.push_back(Event::SnapshotWanted);
+                }
+                Ok(())
+            }
+            role => Err(ReceiveError::UnexpectedMessage { kind: "join", role }),
+        }
+    }
+
+    fn handle_claim_reply(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        owner: NodeId,
+        message: &Message,
+    ) -> Result<(), ReceiveError> {
+        let asked = self.epoch.next();
+        match self.role {
+            RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => {}
+            role => {
+                return Err(ReceiveError::UnexpectedMessage {
+                    kind: message.kind(),
+                    role,
+                })
+            }
+        }
+        if epoch < asked {
+            // An answer to an older claim; the arbiter has not seen this one yet.
+            return Ok(());
+        }
+        if epoch > asked || owner != self.config.me {
+            self.halt(HaltReason::LostArbitration { epoch, owner });
+            return Ok(());
+        }
+        self.epoch = epoch;
+        if self.role == RoleKind::ClaimingAsPrimary {
+            // Won as the primary: no backup any more, so everything held may go out.
+            self.set_role(RoleKind::Solo);
+            self.log.clear();
+            self.log_bytes = 0;
+            self.lease_until = None;
+            let held = core::mem::take(&mut self.held);
+            for output in held {
+                self.release(output, false, false);
+            }
+        } else {
+            self.set_role(RoleKind::GoingLive);
+        }
+        self.last_heard = now;
+        Ok(())
+    }
+
+    // ----- Time -----
+
+    fn start_claim(&mut self, now: Instant) {
+        let to = if self.role == RoleKind::Primary {
+            RoleKind::ClaimingAsPrimary
+        } else {
+            RoleKind::ClaimingAsBackup
+        };
+        self.set_role(to);
+        self.lease_until = None;
+        self.next_claim_at = now;
+        self.send_claim_if_due(now);
+    }
+
+    fn send_claim_if_due(&mut self, now: Instant) {
+        if now >= self.next_claim_at {
+            self.send_small(
+                self.config.arbiter,
+                Message::Claim {
+                    epoch: self.epoch.next(),
+                },
+            );
+            self.next_claim_at = now + self.config.limits.claim_retry_interval;
+        }
+    }
+
+    /// Runs timers: heartbeats, acknowledgements, retransmission, failure detection, claim and
+    /// join retries. Call at `poll_at()` (calling more often is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limits = self.config.limits.clone();
+        match self.role {
+            RoleKind::Primary => {
+                let silent = now >= self.last_heard + limits.peer_timeout;
+                let stuck = !self.log.is_empty()
+                    && now >= self.last_ack_progress + limits.ack_progress_timeout;
+                if silent || stuck {
+                    self.start_claim(now);
+                    return;
+                }
+                if !self.log.is_empty()
+                    && now
+                        >= self.last_ack_progress.max(self.last_retransmit)
+                            + limits.retransmit_timeout
+                {
+                    self.next_to_send = self.log_start;
+                    self.last_retransmit = now;
+                    self.counters.retransmissions += 1;
+                }
+                if now >= self.last_sent + limits.heartbeat_interval {
+                    let message = Message::Heartbeat {
+                        sent_at: now,
+                        log_end: self.end,
+                        released_through: self.released_through,
+                    };
+                    self.send_small(self.config.peer, message);
+                    self.last_sent = now;
+                }
+            }
+            RoleKind::Backup => {
+                if now >= self.last_heard + limits.peer_timeout {
+                    self.start_claim(now);
+                    return;
+                }
+                if now >= self.last_ack_sent + limits.heartbeat_interval {
+                    self.send_ack(now, false);
+                }
+            }
+            RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => self.send_claim_if_due(now),
+            RoleKind::Joining => {
+                if now >= self.next_join_at {
+                    self.send_small(self.config.peer, Message::Join);
+                    self.next_join_at = now + limits.join_retry_interval;
+                }
+            }
+            RoleKind::Solo | RoleKind::GoingLive | RoleKind::Halted | RoleKind::Arbiter => {}
+        }
+    }
+
+    /// The next time `handle_timeout` has work, if any.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let limits = &self.config.limits;
+        match self.role {
+            RoleKind::Primary => {
+                let mut at = (self.last_heard + limits.peer_timeout)
+                    .min(self.last_sent + limits.heartbeat_interval);
+                if !self.log.is_empty() {
+                    at = at
+                        .min(self.last_ack_progress + limits.ack_progress_timeout)
+                        .min(
+                            self.last_ack_progress.max(self.last_retransmit)
+                                + limits.retransmit_timeout,
+                        );
+                }
+                Some(at)
+            }
+            RoleKind::Backup => Some(
+                (self.last_heard + limits.peer_timeout)
+                    .min(self.last_ack_sent + limits.heartbeat_interval),
+            ),
+            RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => Some(self.next_claim_at),
+            RoleKind::Joining => Some(self.next_join_at),
+            RoleKind::Solo | RoleKind::GoingLive | RoleKind::Halted | RoleKind::Arbiter => None,
+        }
+    }
+
+    // ----- Frames out, events -----
+
+    /// The next frame to send. A primary packs unsent log entries into batches here, so
+    /// entries recorded between two polls travel together.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(transmit) = self.transmits.pop_front() {
+            return Some(transmit);
+        }
+        if self.role != RoleKind::Primary || self.next_to_send > self.end {
+            return None;
+        }
+        let start = self.next_to_send.0.checked_sub(self.log_start.0)? as usize;
+        let limits = &self.config.limits;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for logged in self.log.iter().skip(start) {
+            if entries.len() >= limits.batch_entries_max
+                || (bytes + logged.bytes > limits.batch_bytes_max && !entries.is_empty())
+            {
+                break;
+            }
+            bytes += logged.bytes;
+            entries.push(logged.entry.clone());
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        let count = entries.len() as u64;
+        let message = Message::Log {
+            sent_at: now,
+            released_through: self.released_through,
+            first: self.next_to_send,
+            entries,
+        };
+        match self.send(self.config.peer, message) {
+            Ok(()) => {
+                self.next_to_send = LogSequence(self.next_to_send.0 + count);
+                self.last_sent = now;
+            }
+            // Batch limits keep batches well under the frame limit; if a configuration breaks
+            // that, the backup stops acknowledging and failure detection takes over.
+            Err(_) => return None,
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the runtime.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;
