@@ -188,6 +188,17 @@ void clear_traps(void)
     s_last.count = s_last.cause = s_last.epc = s_last.tval = s_last.previous_mode = 0;
 }
 
+extern char __m_trap_stack_top[], __s_trap_stack_top[];
+void m_trap_entry(void);
+
+void restore_trap_csrs(void)
+{
+    CSR_WRITE(mtvec, (u64)m_trap_entry);
+    CSR_WRITE(stvec, (u64)s_trap_entry);
+    CSR_WRITE(mscratch, (u64)__m_trap_stack_top);
+    CSR_WRITE(sscratch, (u64)__s_trap_stack_top);
+}
+
 /* The compiler may emit calls to these for struct copies and array initialisers. */
 void *memset(void *d, int c, unsigned long n)
 {

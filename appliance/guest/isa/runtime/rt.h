@@ -79,5 +79,8 @@ _Noreturn void s_return_to_m(long value);
 void print_m_trap(const char *name);
 void print_s_trap(const char *name);
 void clear_traps(void);
+/* Puts mtvec, stvec, mscratch and sscratch back to the runtime's values (the trap entry
+   points rely on them); for programs that test those CSRs. */
+void restore_trap_csrs(void);
 
 #endif

@@ -13,6 +13,10 @@ _start:
     csrw mtvec, t0
     la t0, __m_trap_stack_top
     csrw mscratch, t0
+    la t0, s_trap_entry
+    csrw stvec, t0
+    la t0, __s_trap_stack_top
+    csrw sscratch, t0
     /* mstatus.FS = Initial so F/D instructions do not trap (privileged spec 3.1.6.6). */
     li t0, (1 << 13)
     csrs mstatus, t0
