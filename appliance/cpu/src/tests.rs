@@ -1,1 +1,1341 @@
 //! Unit tests for the hart: instruction classes, traps, interrupts, Sv39, counters, cache.
+
+extern crate std;
+
+use std::collections::BTreeMap;
+use std::format;
+use std::vec::Vec;
+
+use crate::inst::{format_of, Format, TABLE};
+use crate::mmu::Access;
+use crate::*;
+
+pub(crate) const RAM_BASE: u64 = 0x8000_0000;
+const RAM_SIZE: u64 = 1 << 20;
+const MMIO_BASE: u64 = 0x1000_0000;
+
+/// A deterministic pseudo-random generator (xorshift64*) for property tests.
+pub(crate) struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A platform with 256 bytes of MMIO scratch at MMIO_BASE; time = 10 * instret.
+#[derive(Default)]
+pub(crate) struct Bus {
+    pub mmio: BTreeMap<u64, u8>,
+    pub stores: Vec<(u64, u8, u64)>,
+}
+impl Platform for Bus {
+    fn mmio_load(&mut self, addr: GuestPhysAddr, size_bytes: u8) -> Option<u64> {
+        if !(MMIO_BASE..MMIO_BASE + 0x100).contains(&addr.0) {
+            return None;
+        }
+        let mut v = 0;
+        for i in 0..size_bytes as u64 {
+            v |= (*self.mmio.get(&(addr.0 + i)).unwrap_or(&0) as u64) << (8 * i);
+        }
+        Some(v)
+    }
+    fn mmio_store(&mut self, addr: GuestPhysAddr, size_bytes: u8, value: u64) -> bool {
+        if !(MMIO_BASE..MMIO_BASE + 0x100).contains(&addr.0) {
+            return false;
+        }
+        for i in 0..size_bytes as u64 {
+            self.mmio.insert(addr.0 + i, (value >> (8 * i)) as u8);
+        }
+        self.stores.push((addr.0, size_bytes, value));
+        true
+    }
+    fn time(&mut self, instret: InstructionCount) -> u64 {
+        instret.0 * 10
+    }
+}
+
+pub(crate) fn ins(op: Op, rd: u8, rs1: u8, rs2: u8, imm: i32) -> Instruction {
+    Instruction {
+        op,
+        rd,
+        rs1,
+        rs2,
+        rs3: 0,
+        rm: 0,
+        length_bytes: 4,
+        imm,
+    }
+}
+/// An FP instruction with a rounding mode.
+fn fpr(op: Op, rd: u8, rs1: u8, rs2: u8, rm: u8) -> Instruction {
+    Instruction {
+        op,
+        rd,
+        rs1,
+        rs2,
+        rs3: 0,
+        rm,
+        length_bytes: 4,
+        imm: 0,
+    }
+}
+fn csr(op: Op, rd: u8, rs1: u8, csr: u16) -> Instruction {
+    ins(op, rd, rs1, 0, csr as i32)
+}
+fn ebreak() -> Instruction {
+    ins(Op::Ebreak, 0, 0, 0, 0)
+}
+
+pub(crate) fn assemble(program: &[Instruction]) -> Vec<u8> {
+    program
+        .iter()
+        .flat_map(|i| encode(i).expect("encodable").to_le_bytes())
+        .collect()
+}
+
+pub(crate) fn hart(host_monitor: bool) -> Hart {
+    Hart::new(HartConfig {
+        ram_base: GuestPhysAddr(RAM_BASE),
+        ram_size_bytes: RAM_SIZE,
+        host_monitor,
+    })
+}
+
+/// A host-monitor hart in M-mode with `program` at the RAM base; ebreak ends a test.
+fn boot(program: &[Instruction]) -> (Hart, Bus) {
+    let mut h = hart(true);
+    h.write_phys(GuestPhysAddr(RAM_BASE), &assemble(program))
+        .unwrap();
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    (h, Bus::default())
+}
+
+/// Runs until the test's final ebreak (a MonitorTrap with cause 3).
+fn run_to_break(h: &mut Hart, bus: &mut Bus) -> RunOutcome {
+    let out = h.run(bus, 100_000);
+    match out.stop {
+        StopReason::MonitorTrap { cause: 3, .. } => out,
+        other => panic!("expected ebreak, got {other:?} at pc {:#x}", h.pc()),
+    }
+}
+
+// ---------------------------------------------------------------- decode / encode
+
+/// (encoding, operation) pairs produced by GNU as 2.40 for rv64gc.
+const GOLDEN: &[(u32, Op)] = &[
+    (0x12345537, Op::Lui),
+    (0xfffff317, Op::Auipc),
+    (0x001000ef, Op::Jal),
+    (0xff4582e7, Op::Jalr),
+    (0x80b50063, Op::Beq),
+    (0x7e941fe3, Op::Bne),
+    (0x00d64463, Op::Blt),
+    (0xfef75ce3, Op::Bge),
+    (0x01de6863, Op::Bltu),
+    (0x01ff7a63, Op::Bgeu),
+    (0x80010503, Op::Lb),
+    (0x7ff11583, Op::Lh),
+    (0x00452603, Op::Lw),
+    (0xff853683, Op::Ld),
+    (0x0015c703, Op::Lbu),
+    (0x0025d783, Op::Lhu),
+    (0x0035e803, Op::Lwu),
+    (0xfea10fa3, Op::Sb),
+    (0x7eb41fa3, Op::Sh),
+    (0x80c4a023, Op::Sw),
+    (0x00d13823, Op::Sd),
+    (0xfff58513, Op::Addi),
+    (0x0055a513, Op::Slti),
+    (0xffb5b513, Op::Sltiu),
+    (0x7ff5c513, Op::Xori),
+    (0x8005e513, Op::Ori),
+    (0x0ff5f513, Op::Andi),
+    (0x03f59513, Op::Slli),
+    (0x0215d513, Op::Srli),
+    (0x4015d513, Op::Srai),
+    (0x00c58533, Op::Add),
+    (0x40c58533, Op::Sub),
+    (0x00c59533, Op::Sll),
+    (0x00c5a533, Op::Slt),
+    (0x00c5b533, Op::Sltu),
+    (0x00c5c533, Op::Xor),
+    (0x00c5d533, Op::Srl),
+    (0x40c5d533, Op::Sra),
+    (0x00c5e533, Op::Or),
+    (0x00c5f533, Op::And),
+    (0xff95851b, Op::Addiw),
+    (0x01f5951b, Op::Slliw),
+    (0x0035d51b, Op::Srliw),
+    (0x41e5d51b, Op::Sraiw),
+    (0x00c5853b, Op::Addw),
+    (0x40c5853b, Op::Subw),
+    (0x00c5953b, Op::Sllw),
+    (0x00c5d53b, Op::Srlw),
+    (0x40c5d53b, Op::Sraw),
+    (0x0310000f, Op::Fence),
+    (0x0000100f, Op::FenceI),
+    (0x00000073, Op::Ecall),
+    (0x00100073, Op::Ebreak),
+    (0x30059573, Op::Csrrw),
+    (0x1005a573, Op::Csrrs),
+    (0xfff5b573, Op::Csrrc),
+    (0x305fd573, Op::Csrrwi),
+    (0x1800e573, Op::Csrrsi),
+    (0x00317573, Op::Csrrci),
+    (0x02c58533, Op::Mul),
+    (0x02c59533, Op::Mulh),
+    (0x02c5a533, Op::Mulhsu),
+    (0x02c5b533, Op::Mulhu),
+    (0x02c5c533, Op::Div),
+    (0x02c5d533, Op::Divu),
+    (0x02c5e533, Op::Rem),
+    (0x02c5f533, Op::Remu),
+    (0x02c5853b, Op::Mulw),
+    (0x02c5c53b, Op::Divw),
+    (0x02c5d53b, Op::Divuw),
+    (0x02c5e53b, Op::Remw),
+    (0x02c5f53b, Op::Remuw),
+    (0x1405a52f, Op::LrW),
+    (0x1ac5a52f, Op::ScW),
+    (0x0ec5a52f, Op::AmoswapW),
+    (0x00c5a52f, Op::AmoaddW),
+    (0x20c5a52f, Op::AmoxorW),
+    (0x60c5a52f, Op::AmoandW),
+    (0x40c5a52f, Op::AmoorW),
+    (0x80c5a52f, Op::AmominW),
+    (0xa0c5a52f, Op::AmomaxW),
+    (0xc0c5a52f, Op::AmominuW),
+    (0xe0c5a52f, Op::AmomaxuW),
+    (0x1005b52f, Op::LrD),
+    (0x18c5b52f, Op::ScD),
+    (0x08c5b52f, Op::AmoswapD),
+    (0x00c5b52f, Op::AmoaddD),
+    (0x20c5b52f, Op::AmoxorD),
+    (0x60c5b52f, Op::AmoandD),
+    (0x40c5b52f, Op::AmoorD),
+    (0x80c5b52f, Op::AmominD),
+    (0xa0c5b52f, Op::AmomaxD),
+    (0xc0c5b52f, Op::AmominuD),
+    (0xe0c5b52f, Op::AmomaxuD),
+    (0x30200073, Op::Mret),
+    (0x10200073, Op::Sret),
+    (0x10500073, Op::Wfi),
+    (0x12b50073, Op::SfenceVma),
+    (0x00c52507, Op::Flw),
+    (0xfeb5ae27, Op::Fsw),
+    (0x68c58543, Op::FmaddS),
+    (0x68c59547, Op::FmsubS),
+    (0x68c5a54b, Op::FnmsubS),
+    (0x68c5b54f, Op::FnmaddS),
+    (0x00c5c553, Op::FaddS),
+    (0x08c5f553, Op::FsubS),
+    (0x10c5f553, Op::FmulS),
+    (0x18c5f553, Op::FdivS),
+    (0x5805f553, Op::FsqrtS),
+    (0x20c58553, Op::FsgnjS),
+    (0x20c59553, Op::FsgnjnS),
+    (0x20c5a553, Op::FsgnjxS),
+    (0x28c58553, Op::FminS),
+    (0x28c59553, Op::FmaxS),
+    (0xc0059553, Op::FcvtWS),
+    (0xc015f553, Op::FcvtWuS),
+    (0xc025f553, Op::FcvtLS),
+    (0xc035f553, Op::FcvtLuS),
+    (0xe0058553, Op::FmvXW),
+    (0xa0c5a553, Op::FeqS),
+    (0xa0c59553, Op::FltS),
+    (0xa0c58553, Op::FleS),
+    (0xe0059553, Op::FclassS),
+    (0xd005f553, Op::FcvtSW),
+    (0xd015f553, Op::FcvtSWu),
+    (0xd025f553, Op::FcvtSL),
+    (0xd035f553, Op::FcvtSLu),
+    (0xf0058553, Op::FmvWX),
+    (0x00813507, Op::Fld),
+    (0xfeb13827, Op::Fsd),
+    (0x6ac5f543, Op::FmaddD),
+    (0x6ac5f547, Op::FmsubD),
+    (0x6ac5f54b, Op::FnmsubD),
+    (0x6ac5f54f, Op::FnmaddD),
+    (0x02c5f553, Op::FaddD),
+    (0x0ac5f553, Op::FsubD),
+    (0x12c5f553, Op::FmulD),
+    (0x1ac5f553, Op::FdivD),
+    (0x5a05f553, Op::FsqrtD),
+    (0x22c58553, Op::FsgnjD),
+    (0x22c59553, Op::FsgnjnD),
+    (0x22c5a553, Op::FsgnjxD),
+    (0x2ac58553, Op::FminD),
+    (0x2ac59553, Op::FmaxD),
+    (0x4015f553, Op::FcvtSD),
+    (0x42058553, Op::FcvtDS),
+    (0xa2c5a553, Op::FeqD),
+    (0xa2c59553, Op::FltD),
+    (0xa2c58553, Op::FleD),
+    (0xe2059553, Op::FclassD),
+    (0xc205f553, Op::FcvtWD),
+    (0xc215f553, Op::FcvtWuD),
+    (0xc225f553, Op::FcvtLD),
+    (0xc235f553, Op::FcvtLuD),
+    (0xe2058553, Op::FmvXD),
+    (0xd2058553, Op::FcvtDW),
+    (0xd2158553, Op::FcvtDWu),
+    (0xd225f553, Op::FcvtDL),
+    (0xd235f553, Op::FcvtDLu),
+    (0xf2058553, Op::FmvDX),
+];
+
+/// (compressed encoding, its 32-bit expansion) pairs produced by GNU as 2.40.
+const GOLDEN_COMPRESSED: &[(u16, u32)] = &[
+    (0x1fe0, 0x3fc10413), // c.addi4spn s0, sp, 1020
+    (0x3de8, 0x0f85b507), // c.fld fa0, 248(a1)
+    (0x5ef0, 0x07c6a603), // c.lw a2, 124(a3)
+    (0x7ff8, 0x0f87b703), // c.ld a4, 248(a5)
+    (0xa40c, 0x00b43427), // c.fsd fa1, 8(s0)
+    (0xc124, 0x04952023), // c.sw s1, 64(a0)
+    (0xe0dc, 0x08f4b023), // c.sd a5, 128(s1)
+    (0x0001, 0x00000013), // c.nop
+    (0x1501, 0xfe050513), // c.addi a0, -32
+    (0x25fd, 0x01f5859b), // c.addiw a1, 31
+    (0x52fd, 0xfff00293), // c.li t0, -1
+    (0x7101, 0xe0010113), // c.addi16sp sp, -512
+    (0x617d, 0x1f010113), // c.addi16sp sp, 496
+    (0x7301, 0xfffe0337), // c.lui t1, 0xfffe0
+    (0x697d, 0x0001f937), // c.lui s2, 31
+    (0x917d, 0x03f55513), // c.srli a0, 63
+    (0x8585, 0x4015d593), // c.srai a1, 1
+    (0x9a3d, 0xfef67613), // c.andi a2, -17
+    (0x8c05, 0x40940433), // c.sub s0, s1
+    (0x8eb9, 0x00e6c6b3), // c.xor a3, a4
+    (0x8fc1, 0x0087e7b3), // c.or a5, s0
+    (0x8ce9, 0x00a4f4b3), // c.and s1, a0
+    (0x9d0d, 0x40b5053b), // c.subw a0, a1
+    (0x9e35, 0x00d6063b), // c.addw a2, a3
+    (0xb001, 0x801ff06f), // c.j .-2048
+    (0xaffd, 0x7fe0006f), // c.j .+2046
+    (0xd101, 0xf00500e3), // c.beqz a0, .-256
+    (0xecfd, 0x0e049f63), // c.bnez s1, .+254
+    (0x03c6, 0x01139393), // c.slli t2, 17
+    (0x347e, 0x1f813407), // c.fldsp fs0, 504(sp)
+    (0x50fe, 0x0fc12083), // c.lwsp ra, 252(sp)
+    (0x7dfe, 0x1f813d83), // c.ldsp s11, 504(sp)
+    (0x8782, 0x00078067), // c.jr a5
+    (0x8e76, 0x01d00e33), // c.mv t3, t4
+    (0x9002, 0x00100073), // c.ebreak
+    (0x9f02, 0x000f00e7), // c.jalr t5
+    (0x9fce, 0x013f8fb3), // c.add t6, s3
+    (0xbfa6, 0x1e913c27), // c.fsdsp fs1, 504(sp)
+    (0xdfd2, 0x0f412e23), // c.swsp s4, 252(sp)
+    (0xffd6, 0x1f513c23), // c.sdsp s5, 504(sp)
+];
+
+#[test]
+fn decode_matches_gnu_as_for_every_operation() {
+    for &(bits, op) in GOLDEN {
+        let inst = decode(bits);
+        assert_eq!(inst.op, op, "{bits:#010x}");
+        assert_eq!(encode(&inst), Some(bits), "{op:?}");
+    }
+    // Every operation in the table appears in the golden list.
+    for &(op, _, _) in TABLE {
+        assert!(
+            GOLDEN.iter().any(|g| g.1 == op),
+            "{op:?} missing from golden list"
+        );
+    }
+}
+
+#[test]
+fn compressed_instructions_expand_like_gnu_as_16_3_to_16_8() {
+    for &(half, word) in GOLDEN_COMPRESSED {
+        let c = decode_compressed(half);
+        let mut full = decode(word);
+        assert_ne!(full.op, Op::Illegal);
+        full.length_bytes = 2;
+        assert_eq!(c, full, "{half:#06x} vs {word:#010x}");
+    }
+}
+
+#[test]
+fn reserved_compressed_encodings_are_illegal() {
+    // All-zero parcel, c.addi4spn with zero immediate, c.lwsp rd=0, c.jr x0, c.addiw rd=0,
+    // c.lui with zero immediate, c.addi16sp with zero immediate.
+    for half in [0x0000u16, 0x0004, 0x4002, 0x8002, 0x2001, 0x6281, 0x6101] {
+        let i = decode_compressed(half);
+        assert_eq!(i.op, Op::Illegal, "{half:#06x} decoded as {i:?}");
+        assert_eq!(i.imm as u32, half as u32);
+    }
+}
+
+fn random_instruction(rng: &mut Rng, op: Op, format: Format) -> Instruction {
+    let reg = |rng: &mut Rng| rng.below(32) as u8;
+    let simm = |rng: &mut Rng, bits: u32| {
+        let v = rng.below(1 << bits) as i64 - (1 << (bits - 1));
+        v as i32
+    };
+    let mut i = Instruction::new(op);
+    match format {
+        Format::R => (i.rd, i.rs1, i.rs2) = (reg(rng), reg(rng), reg(rng)),
+        Format::RRoundingMode => {
+            (i.rd, i.rs1, i.rs2, i.rm) = (reg(rng), reg(rng), reg(rng), rng.below(8) as u8)
+        }
+        Format::R4 => {
+            (i.rd, i.rs1, i.rs2, i.rs3, i.rm) =
+                (reg(rng), reg(rng), reg(rng), reg(rng), rng.below(8) as u8)
+        }
+        Format::R1RoundingMode => (i.rd, i.rs1, i.rm) = (reg(rng), reg(rng), rng.below(8) as u8),
+        Format::R1 => (i.rd, i.rs1) = (reg(rng), reg(rng)),
+        Format::Amo => {
+            (i.rd, i.rs1, i.rs2, i.rm) = (reg(rng), reg(rng), reg(rng), rng.below(4) as u8)
+        }
+        Format::LoadReserved => (i.rd, i.rs1, i.rm) = (reg(rng), reg(rng), rng.below(4) as u8),
+        Format::I => (i.rd, i.rs1, i.imm) = (reg(rng), reg(rng), simm(rng, 12)),
+        Format::Shift64 => (i.rd, i.rs1, i.imm) = (reg(rng), reg(rng), rng.below(64) as i32),
+        Format::Shift32 => (i.rd, i.rs1, i.imm) = (reg(rng), reg(rng), rng.below(32) as i32),
+        Format::S => (i.rs1, i.rs2, i.imm) = (reg(rng), reg(rng), simm(rng, 12)),
+        Format::B => (i.rs1, i.rs2, i.imm) = (reg(rng), reg(rng), simm(rng, 13) & !1),
+        Format::U => (i.rd, i.imm) = (reg(rng), (rng.next() as i32) & !0xfff),
+        Format::J => (i.rd, i.imm) = (reg(rng), simm(rng, 21) & !1),
+        Format::Csr => (i.rd, i.rs1, i.imm) = (reg(rng), reg(rng), rng.below(4096) as i32),
+        Format::Fixed => {}
+        Format::Rs1Rs2 => (i.rs1, i.rs2) = (reg(rng), reg(rng)),
+    }
+    i
+}
+
+#[test]
+fn decode_of_encode_is_identity_for_all_instruction_kinds() {
+    let mut rng = Rng(0x5eed_0001);
+    for &(op, format, _) in TABLE {
+        for _ in 0..2000 {
+            let i = random_instruction(&mut rng, op, format);
+            let bits = encode(&i).unwrap_or_else(|| panic!("cannot encode {i:?}"));
+            assert_eq!(decode(bits), i, "{bits:#010x}");
+        }
+    }
+}
+
+#[test]
+fn encode_of_decode_is_identity_for_random_words() {
+    let mut rng = Rng(0x5eed_0002);
+    for _ in 0..200_000 {
+        let bits = rng.next() as u32 | 3;
+        let i = decode(bits);
+        if i.op == Op::Illegal {
+            assert_eq!(i.imm as u32, bits);
+            continue;
+        }
+        assert_eq!(encode(&i), Some(bits), "{i:?}");
+        assert!(format_of(i.op).is_some());
+    }
+}
+
+// ---------------------------------------------------------------- RV64I and M
+
+fn run_alu(op: Op, a: u64, b: u64, imm: i32) -> u64 {
+    let (mut h, mut bus) = boot(&[ins(op, 10, 11, 12, imm), ebreak()]);
+    h.set_x(11, a);
+    h.set_x(12, b);
+    run_to_break(&mut h, &mut bus);
+    h.x(10)
+}
+
+#[test]
+fn integer_register_instructions_compute_rv64i_results() {
+    use Op::*;
+    let m1 = u64::MAX;
+    let cases: &[(Op, u64, u64, i32, u64)] = &[
+        (Add, 5, m1, 0, 4),
+        (Sub, 5, 7, 0, (-2i64) as u64),
+        (Sll, 1, 65, 0, 2),
+        (Slt, m1, 0, 0, 1),
+        (Sltu, m1, 0, 0, 0),
+        (Xor, 0xf0, 0xff, 0, 0x0f),
+        (Srl, 1 << 63, 63, 0, 1),
+        (Sra, 1 << 63, 63, 0, m1),
+        (Or, 0xf0, 0x0f, 0, 0xff),
+        (And, 0xf0, 0x3c, 0, 0x30),
+        (Addi, 5, 0, -6, m1),
+        (Slti, (-5i64) as u64, 0, -4, 1),
+        (Sltiu, 5, 0, -1, 1),
+        (Xori, 0, 0, -1, m1),
+        (Ori, 0x100, 0, 1, 0x101),
+        (Andi, m1, 0, 0x7f, 0x7f),
+        (Slli, 1, 0, 63, 1 << 63),
+        (Srli, m1, 0, 60, 0xf),
+        (Srai, 1 << 63, 0, 62, (-2i64) as u64),
+        (Addiw, 0x7fff_ffff, 0, 1, 0xffff_ffff_8000_0000),
+        (Slliw, 1, 0, 31, 0xffff_ffff_8000_0000),
+        (Srliw, 0xffff_ffff_8000_0000, 0, 31, 1),
+        (Sraiw, 0x8000_0000, 0, 31, m1),
+        (Addw, 0xffff_ffff, 1, 0, 0),
+        (Subw, 0, 1, 0, m1),
+        (Sllw, 1, 32 + 4, 0, 16),
+        (Srlw, 0x8000_0000, 31, 0, 1),
+        (Sraw, 0x8000_0000, 31, 0, m1),
+        (Lui, 0, 0, -4096, 0xffff_ffff_ffff_f000),
+        (Auipc, 0, 0, 0x1000, RAM_BASE + 0x1000),
+    ];
+    for &(op, a, b, imm, want) in cases {
+        assert_eq!(run_alu(op, a, b, imm), want, "{op:?} {a:#x} {b:#x} {imm}");
+    }
+}
+
+#[test]
+fn multiply_and_divide_follow_m_extension_table_7_1() {
+    use Op::*;
+    let m1 = u64::MAX;
+    let min = 1u64 << 63;
+    let cases: &[(Op, u64, u64, u64)] = &[
+        (Mul, 3, m1, (-3i64) as u64),
+        (Mulh, m1, m1, 0),
+        (Mulh, min, min, 1 << 62),
+        (Mulhu, m1, m1, m1 - 1),
+        (Mulhsu, m1, m1, m1),
+        (Div, 7, 0, m1),
+        (Divu, 7, 0, m1),
+        (Rem, 7, 0, 7),
+        (Remu, 7, 0, 7),
+        (Div, min, m1, min),
+        (Rem, min, m1, 0),
+        (Div, (-7i64) as u64, 2, (-3i64) as u64),
+        (Rem, (-7i64) as u64, 2, m1),
+        (Mulw, 0x1_0000_0003, 0x7fff_ffff, 0x7fff_fffd),
+        (Divw, 0x8000_0000, m1, 0xffff_ffff_8000_0000),
+        (Remw, 0x8000_0000, m1, 0),
+        (Divuw, 0xffff_fffe, 0, m1),
+        (Remuw, 0xffff_fffe, 0, 0xffff_ffff_ffff_fffe),
+        (Divw, 7, 0, m1),
+    ];
+    for &(op, a, b, want) in cases {
+        assert_eq!(run_alu(op, a, b, 0), want, "{op:?} {a:#x} {b:#x}");
+    }
+}
+
+#[test]
+fn x0_stays_zero() {
+    let (mut h, mut bus) = boot(&[
+        ins(Op::Addi, 0, 0, 0, 5),
+        ins(Op::Add, 10, 0, 0, 0),
+        ebreak(),
+    ]);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(0), 0);
+    assert_eq!(h.x(10), 0);
+}
+
+#[test]
+fn loads_and_stores_sign_and_zero_extend() {
+    use Op::*;
+    let program = [
+        ins(Sd, 0, 11, 12, 0),
+        ins(Lb, 13, 11, 0, 7),
+        ins(Lbu, 14, 11, 0, 7),
+        ins(Lh, 15, 11, 0, 6),
+        ins(Lhu, 16, 11, 0, 6),
+        ins(Lw, 17, 11, 0, 4),
+        ins(Lwu, 18, 11, 0, 4),
+        ins(Ld, 19, 11, 0, 0),
+        ins(Sb, 0, 11, 0, 0),
+        ins(Sh, 0, 11, 0, 2),
+        ins(Ld, 20, 11, 0, 0),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(11, RAM_BASE + 0x8000);
+    h.set_x(12, 0x8123_4567_89ab_cdef);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(13), 0xffff_ffff_ffff_ff81);
+    assert_eq!(h.x(14), 0x81);
+    assert_eq!(h.x(15), 0xffff_ffff_ffff_8123);
+    assert_eq!(h.x(16), 0x8123);
+    assert_eq!(h.x(17), 0xffff_ffff_8123_4567);
+    assert_eq!(h.x(18), 0x8123_4567);
+    assert_eq!(h.x(19), 0x8123_4567_89ab_cdef);
+    assert_eq!(h.x(20), 0x8123_4567_0000_cd00);
+}
+
+#[test]
+fn misaligned_loads_and_stores_are_performed_even_across_pages() {
+    use Op::*;
+    let program = [
+        ins(Sd, 0, 11, 12, 0),
+        ins(Ld, 13, 11, 0, 0),
+        ins(Lw, 14, 11, 0, 1),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(11, RAM_BASE + 0x8ffd);
+    h.set_x(12, 0x1122_3344_5566_7788);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(13), 0x1122_3344_5566_7788);
+    assert_eq!(h.x(14), 0x4455_6677);
+    let mut buf = [0u8; 8];
+    h.read_phys(GuestPhysAddr(RAM_BASE + 0x8ffd), &mut buf)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(buf), 0x1122_3344_5566_7788);
+}
+
+#[test]
+fn branches_and_jumps_link_and_redirect() {
+    use Op::*;
+    // 0: beq x0,x0,+8 ; 4: addi a0,a0,1 (skipped) ; 8: jal ra,+8 ; 12: addi a0,a0,100 (skipped)
+    // 16: bne a0,x0,+8 (not taken) ; 20: addi a1,x0,7 ; 24: jalr t0, 0(a2) -> 32 ; 28: skipped
+    // 32: ebreak
+    let program = [
+        ins(Beq, 0, 0, 0, 8),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Jal, 1, 0, 0, 8),
+        ins(Addi, 10, 10, 0, 100),
+        ins(Bne, 0, 10, 0, 8),
+        ins(Addi, 11, 0, 0, 7),
+        ins(Jalr, 5, 12, 0, 1),
+        ins(Addi, 10, 10, 0, 1000),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(12, RAM_BASE + 31);
+    let out = run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0);
+    assert_eq!(h.x(11), 7);
+    assert_eq!(h.x(1), RAM_BASE + 12);
+    assert_eq!(h.x(5), RAM_BASE + 28);
+    assert_eq!(h.pc(), RAM_BASE + 32);
+    assert_eq!(out.executed.0, 5);
+}
+
+#[test]
+fn compressed_program_runs_with_two_byte_steps() {
+    // c.li a0, 5; c.addi a0, -1; c.bnez a0, -2; c.ebreak
+    let halves: [u16; 4] = [0x4515, 0x157d, 0xfd7d, 0x9002];
+    let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let mut h = hart(true);
+    h.write_phys(GuestPhysAddr(RAM_BASE), &bytes).unwrap();
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    let mut bus = Bus::default();
+    let out = run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0);
+    assert_eq!(out.executed.0, 1 + 5 * 2);
+    assert_eq!(h.pc(), RAM_BASE + 6);
+}
+
+// ---------------------------------------------------------------- A
+
+#[test]
+fn lr_sc_succeeds_with_reservation_and_fails_without() {
+    use Op::*;
+    let program = [
+        ins(LrD, 10, 11, 0, 0),
+        ins(ScD, 12, 11, 13, 0), // succeeds: 0
+        ins(ScD, 14, 11, 13, 0), // no reservation: 1
+        ins(LrW, 15, 11, 0, 0),
+        ins(Sw, 0, 11, 16, 0),   // changes the reserved word
+        ins(ScW, 17, 11, 13, 0), // value changed: fails
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(11, RAM_BASE + 0x4000);
+    h.set_x(13, 0x1234);
+    h.set_x(16, 0x99);
+    h.write_phys(
+        GuestPhysAddr(RAM_BASE + 0x4000),
+        &0xffff_ffff_8000_0007u64.to_le_bytes(),
+    )
+    .unwrap();
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0xffff_ffff_8000_0007);
+    assert_eq!(h.x(12), 0);
+    assert_eq!(h.x(14), 1);
+    assert_eq!(h.x(15), 0x1234);
+    assert_eq!(h.x(17), 1);
+    let mut buf = [0u8; 8];
+    h.read_phys(GuestPhysAddr(RAM_BASE + 0x4000), &mut buf)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(buf), 0x99);
+}
+
+#[test]
+fn amos_return_old_value_and_store_result() {
+    use Op::*;
+    let cases: &[(Op, u64, u64, u64, u64)] = &[
+        // op, memory, rs2, rd expected, memory expected
+        (AmoaddW, 0x7fff_ffff, 1, 0x7fff_ffff, 0x8000_0000),
+        (AmoswapD, 5, 9, 5, 9),
+        (AmominW, 0xffff_fffe, 3, 0xffff_ffff_ffff_fffe, 0xffff_fffe),
+        (AmominuW, 0xffff_fffe, 3, 0xffff_ffff_ffff_fffe, 3),
+        (AmomaxD, u64::MAX, 0, u64::MAX, 0),
+        (AmomaxuD, u64::MAX, 0, u64::MAX, u64::MAX),
+        (AmoxorD, 0xff, 0x0f, 0xff, 0xf0),
+        (AmoandW, 0xff, 0x0f, 0xff, 0x0f),
+        (AmoorW, 0xf0, 0x0f, 0xf0, 0xff),
+    ];
+    for &(op, mem, src, want_rd, want_mem) in cases {
+        let (mut h, mut bus) = boot(&[ins(op, 10, 11, 12, 0), ebreak()]);
+        h.set_x(11, RAM_BASE + 0x4000);
+        h.set_x(12, src);
+        h.write_phys(GuestPhysAddr(RAM_BASE + 0x4000), &mem.to_le_bytes())
+            .unwrap();
+        run_to_break(&mut h, &mut bus);
+        assert_eq!(h.x(10), want_rd, "{op:?}");
+        let mut buf = [0u8; 8];
+        h.read_phys(GuestPhysAddr(RAM_BASE + 0x4000), &mut buf)
+            .unwrap();
+        let size_mask = if matches!(format!("{op:?}").chars().last(), Some('W')) {
+            0xffff_ffff
+        } else {
+            u64::MAX
+        };
+        assert_eq!(u64::from_le_bytes(buf) & size_mask, want_mem, "{op:?}");
+    }
+}
+
+#[test]
+fn misaligned_amo_and_sc_raise_store_misaligned_and_lr_load_misaligned() {
+    for (op, cause) in [
+        (Op::AmoaddW, 6),
+        (Op::ScD, 6),
+        (Op::LrW, 4),
+        (Op::AmoswapD, 6),
+    ] {
+        let (mut h, mut bus) = boot(&[ins(op, 10, 11, 12, 0), ebreak()]);
+        h.set_x(11, RAM_BASE + 0x4002);
+        let out = h.run(&mut bus, 10);
+        assert_eq!(
+            out.stop,
+            StopReason::MonitorTrap {
+                cause,
+                tval: RAM_BASE + 0x4002,
+                pc: RAM_BASE
+            },
+            "{op:?}"
+        );
+        assert_eq!(out.executed.0, 0);
+    }
+}
+
+#[test]
+fn amo_outside_ram_is_a_store_access_fault() {
+    let (mut h, mut bus) = boot(&[ins(Op::AmoaddW, 10, 11, 12, 0), ebreak()]);
+    h.set_x(11, MMIO_BASE);
+    let out = h.run(&mut bus, 10);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 7,
+            tval: MMIO_BASE,
+            pc: RAM_BASE
+        }
+    );
+}
+
+// ---------------------------------------------------------------- CSRs, traps, interrupts
+
+const MTVEC_HANDLER: u64 = RAM_BASE + 0x2000;
+
+/// A hart without a host monitor, whose M-mode handler at MTVEC_HANDLER is an ebreak-free
+/// `wfi` loop; tests inspect the CSRs after the trap.
+fn boot_native(program: &[Instruction]) -> (Hart, Bus) {
+    let mut h = hart(false);
+    h.write_phys(GuestPhysAddr(RAM_BASE), &assemble(program))
+        .unwrap();
+    let handler = assemble(&[ins(Op::Wfi, 0, 0, 0, 0), ins(Op::Jal, 0, 0, 0, -4)]);
+    h.write_phys(GuestPhysAddr(MTVEC_HANDLER), &handler)
+        .unwrap();
+    h.write_phys(GuestPhysAddr(MTVEC_HANDLER + 0x1000), &handler)
+        .unwrap();
+    h.write_csr(csr_numbers::MTVEC, MTVEC_HANDLER);
+    h.write_csr(csr_numbers::STVEC, MTVEC_HANDLER + 0x1000);
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    (h, Bus::default())
+}
+
+#[test]
+fn illegal_instruction_traps_to_mtvec_with_bits_in_mtval() {
+    let (mut h, mut bus) = boot_native(&[ins(Op::Addi, 10, 0, 0, 1), ins(Op::Addi, 10, 0, 0, 2)]);
+    h.write_phys(GuestPhysAddr(RAM_BASE + 4), &0xffff_ffffu32.to_le_bytes())
+        .unwrap();
+    h.write_csr(csr_numbers::MSTATUS, 1 << 3);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(out.stop, StopReason::WaitForInterrupt);
+    assert_eq!(
+        out.executed.0, 2,
+        "addi and the handler's wfi retire; the trap does not"
+    );
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(2));
+    assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(0xffff_ffff));
+    assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE + 4));
+    let mstatus = h.read_csr(csr_numbers::MSTATUS).unwrap();
+    assert_eq!(mstatus & (1 << 3), 0, "MIE cleared");
+    assert_ne!(mstatus & (1 << 7), 0, "MPIE = old MIE");
+    assert_eq!((mstatus >> 11) & 3, 3, "MPP = M");
+}
+
+#[test]
+fn ecall_from_user_is_delegated_to_supervisor_per_medeleg() {
+    let (mut h, mut bus) = boot_native(&[ins(Op::Ecall, 0, 0, 0, 0)]);
+    h.write_csr(csr_numbers::MEDELEG, 1 << 8);
+    h.reset(RAM_BASE, Privilege::User, 0, 0);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(out.stop, StopReason::WaitForInterrupt);
+    assert_eq!(h.privilege(), Privilege::Supervisor);
+    assert_eq!(h.read_csr(csr_numbers::SCAUSE), Some(8));
+    assert_eq!(h.read_csr(csr_numbers::SEPC), Some(RAM_BASE));
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(0));
+    assert_eq!(
+        h.read_csr(csr_numbers::SSTATUS).unwrap() & (1 << 8),
+        0,
+        "SPP = U"
+    );
+}
+
+#[test]
+fn mret_and_sret_restore_privilege_and_interrupt_enables() {
+    use Op::*;
+    // M: mret to S at RAM_BASE+8; S: sret to U at RAM_BASE+16; U: ecall (to M, not delegated).
+    let program = [
+        ins(Mret, 0, 0, 0, 0),
+        ins(Addi, 0, 0, 0, 0),
+        ins(Sret, 0, 0, 0, 0),
+        ins(Addi, 0, 0, 0, 0),
+        ins(Ecall, 0, 0, 0, 0),
+    ];
+    let (mut h, mut bus) = boot_native(&program);
+    h.write_csr(csr_numbers::MEPC, RAM_BASE + 8);
+    h.write_csr(csr_numbers::SEPC, RAM_BASE + 16);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 11 | 1 << 7 | 1 << 5 | 1 << 17);
+    h.run(&mut bus, 2);
+    assert_eq!(h.privilege(), Privilege::User);
+    assert_eq!(h.pc(), RAM_BASE + 16);
+    let m = h.read_csr(csr_numbers::MSTATUS).unwrap();
+    assert_ne!(m & (1 << 3), 0, "MIE = old MPIE");
+    assert_ne!(m & (1 << 1), 0, "SIE = old SPIE");
+    assert_eq!(m & (1 << 17), 0, "MPRV cleared when leaving M");
+    assert_eq!((m >> 11) & 3, 0, "MPP = U after mret");
+    h.run(&mut bus, 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(8));
+    assert_eq!(h.privilege(), Privilege::Machine);
+}
+
+#[test]
+fn sret_in_supervisor_with_tsr_and_wfi_in_user_are_illegal() {
+    let (mut h, mut bus) = boot_native(&[ins(Op::Sret, 0, 0, 0, 0)]);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 22);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    h.run(&mut bus, 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(2));
+    let (mut h, mut bus) = boot_native(&[ins(Op::Wfi, 0, 0, 0, 0)]);
+    h.reset(RAM_BASE, Privilege::User, 0, 0);
+    h.run(&mut bus, 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(2));
+    assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(0x1050_0073));
+}
+
+#[test]
+fn interrupts_are_taken_in_priority_order_and_vectored() {
+    let (mut h, mut bus) = boot_native(&[ins(Op::Jal, 0, 0, 0, 0)]);
+    h.write_csr(csr_numbers::MTVEC, MTVEC_HANDLER | 1);
+    h.write_csr(csr_numbers::MIE, 0xaaa);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 3);
+    h.set_interrupt_lines(1 << 7 | 1 << 3 | 1 << 11);
+    let wfi = assemble(&[ins(Op::Wfi, 0, 0, 0, 0)]);
+    h.write_phys(GuestPhysAddr(MTVEC_HANDLER + 4 * 11), &wfi)
+        .unwrap();
+    // The interrupt is taken before the first instruction; the one retired instruction is
+    // the wfi in the vector slot base + 4 * 11.
+    let out = h.run(&mut bus, 1);
+    assert_eq!(out.executed.0, 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(1 << 63 | 11));
+    assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE));
+    assert_eq!(h.pc(), MTVEC_HANDLER + 4 * 12);
+}
+
+#[test]
+fn interrupt_priority_is_mei_msi_mti_sei_ssi_sti() {
+    let order = [11u64, 3, 7, 9, 1, 5];
+    for (k, &expected) in order.iter().enumerate() {
+        let (mut h, mut bus) = boot_native(&[ins(Op::Jal, 0, 0, 0, 0)]);
+        h.write_csr(csr_numbers::MIE, 0xaaa);
+        h.write_csr(csr_numbers::MSTATUS, 1 << 3);
+        let lines: u64 = order[k..]
+            .iter()
+            .filter(|&&b| b != 1)
+            .map(|&b| 1 << b)
+            .sum();
+        h.set_interrupt_lines(lines);
+        if order[k..].contains(&1) {
+            h.write_csr(csr_numbers::MIP, 1 << 1);
+        }
+        h.run(&mut bus, 0);
+        h.run(&mut bus, 1);
+        assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(1 << 63 | expected));
+    }
+}
+
+#[test]
+fn delegated_supervisor_timer_interrupt_goes_to_stvec_and_not_in_m_mode() {
+    let (mut h, mut bus) = boot_native(&[ins(Op::Jal, 0, 0, 0, 0)]);
+    h.write_csr(csr_numbers::MIDELEG, 1 << 5);
+    h.write_csr(csr_numbers::MIE, 1 << 5);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 1 | 1 << 3);
+    h.set_interrupt_lines(1 << 5);
+    // In M-mode a delegated interrupt is never taken.
+    let out = h.run(&mut bus, 10);
+    assert_eq!(out.executed.0, 10);
+    assert_eq!(h.read_csr(csr_numbers::SCAUSE), Some(0));
+    assert_eq!(h.read_csr(csr_numbers::SIP), Some(1 << 5));
+    // In S-mode with SIE it is taken.
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    h.run(&mut bus, 1);
+    assert_eq!(h.read_csr(csr_numbers::SCAUSE), Some(1 << 63 | 5));
+    assert_eq!(h.privilege(), Privilege::Supervisor);
+    assert_eq!(
+        h.read_csr(csr_numbers::SSTATUS).unwrap() & 2,
+        0,
+        "SIE cleared"
+    );
+    // With SIE clear, S-mode does not take it, but U-mode always would.
+    let (mut h2, mut bus2) = boot_native(&[ins(Op::Jal, 0, 0, 0, 0)]);
+    h2.write_csr(csr_numbers::MIDELEG, 1 << 5);
+    h2.write_csr(csr_numbers::MIE, 1 << 5);
+    h2.set_interrupt_lines(1 << 5);
+    h2.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    assert_eq!(h2.run(&mut bus2, 5).executed.0, 5);
+    h2.reset(RAM_BASE, Privilege::User, 0, 0);
+    h2.run(&mut bus2, 1);
+    assert_eq!(h2.read_csr(csr_numbers::SCAUSE), Some(1 << 63 | 5));
+}
+
+#[test]
+fn wfi_stops_run_only_when_no_enabled_interrupt_is_pending() {
+    let (mut h, mut bus) = boot_native(&[
+        ins(Op::Wfi, 0, 0, 0, 0),
+        ins(Op::Addi, 10, 10, 0, 1),
+        ebreak(),
+    ]);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(
+        out,
+        RunOutcome {
+            executed: InstructionCount(1),
+            stop: StopReason::WaitForInterrupt
+        }
+    );
+    assert_eq!(h.pc(), RAM_BASE + 4);
+    // Pending and enabled in mie, but MIE=0: wfi retires as a nop and execution continues.
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    h.write_csr(csr_numbers::MIE, 1 << 7);
+    h.set_interrupt_lines(1 << 7);
+    let out = h.run(&mut bus, 2);
+    assert_eq!(out.stop, StopReason::BudgetExhausted);
+    assert_eq!(h.x(10), 1);
+}
+
+#[test]
+fn supervisor_ecall_stops_for_host_monitor_after_retiring() {
+    let (mut h, mut bus) = boot(&[
+        ins(Op::Addi, 17, 0, 0, 1),
+        ins(Op::Ecall, 0, 0, 0, 0),
+        ebreak(),
+    ]);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(
+        out,
+        RunOutcome {
+            executed: InstructionCount(2),
+            stop: StopReason::SupervisorEcall
+        }
+    );
+    assert_eq!(h.pc(), RAM_BASE + 8);
+    assert_eq!(h.instret(), InstructionCount(2));
+}
+
+#[test]
+fn monitor_trap_leaves_state_untouched() {
+    let (mut h, mut bus) = boot(&[ins(Op::Csrrw, 10, 0, 0, 0x300)]);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 2,
+            tval: 0x3000_1573,
+            pc: RAM_BASE
+        }
+    );
+    assert_eq!(h.privilege(), Privilege::Supervisor);
+    assert_eq!(h.pc(), RAM_BASE);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(0));
+}
+
+#[test]
+fn csr_access_checks_privilege_and_read_only_bits() {
+    use Op::*;
+    // From M: write to mvendorid (read-only) is illegal; reading it is fine.
+    let (mut h, mut bus) = boot(&[csr(Csrrs, 10, 0, 0xf11), csr(Csrrw, 0, 10, 0xf11)]);
+    let out = h.run(&mut bus, 10);
+    assert_eq!(out.executed.0, 1);
+    assert!(matches!(out.stop, StopReason::MonitorTrap { cause: 2, .. }));
+    // csrrs with rs1=x0 on a read-only CSR does not write, so it is legal.
+    let (mut h, mut bus) = boot(&[
+        csr(Csrrs, 10, 0, 0xc00),
+        csr(Csrrsi, 11, 0, 0xf14),
+        ebreak(),
+    ]);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(11), 0);
+    // misa reads RV64 IMAFDC + S + U.
+    let (mut h, mut bus) = boot(&[csr(Csrrs, 10, 0, 0x301), ebreak()]);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0x8000_0000_0014_112d);
+}
+
+#[test]
+fn pmp_and_envcfg_csrs_exist_and_read_zero() {
+    use Op::*;
+    let (mut h, mut bus) = boot(&[
+        csr(Csrrw, 10, 11, 0x3a0),
+        csr(Csrrw, 12, 11, 0x3b0),
+        csr(Csrrs, 13, 0, 0x3a0),
+        csr(Csrrw, 14, 11, 0x30a),
+        csr(Csrrs, 15, 0, 0x30a),
+        csr(Csrrs, 16, 0, 0x3ef),
+        ebreak(),
+    ]);
+    h.set_x(11, u64::MAX);
+    h.set_x(13, 7);
+    run_to_break(&mut h, &mut bus);
+    for r in [10, 12, 13, 14, 15, 16] {
+        assert_eq!(h.x(r), 0);
+    }
+    // pmpcfg1 does not exist on RV64.
+    let (mut h, mut bus) = boot(&[csr(Csrrs, 10, 0, 0x3a1)]);
+    assert!(matches!(
+        h.run(&mut bus, 1).stop,
+        StopReason::MonitorTrap { cause: 2, .. }
+    ));
+}
+
+#[test]
+fn sstatus_sie_and_sip_are_views_of_machine_registers() {
+    let mut h = hart(false);
+    h.write_csr(csr_numbers::MSTATUS, u64::MAX);
+    let sstatus = h.read_csr(csr_numbers::SSTATUS).unwrap();
+    assert_eq!(
+        sstatus,
+        1 << 63 | 2 << 32 | 1 << 19 | 1 << 18 | 3 << 13 | 1 << 8 | 1 << 5 | 1 << 1
+    );
+    h.write_csr(csr_numbers::SSTATUS, 0);
+    let m = h.read_csr(csr_numbers::MSTATUS).unwrap();
+    assert_eq!(
+        m & (1 << 3 | 3 << 11 | 1 << 7),
+        1 << 3 | 3 << 11 | 1 << 7,
+        "M bits untouched"
+    );
+    assert_eq!(m & (1 << 1), 0);
+    h.write_csr(csr_numbers::MIE, 0xaaa);
+    h.write_csr(csr_numbers::MIDELEG, 0x222);
+    assert_eq!(h.read_csr(csr_numbers::SIE), Some(0x222));
+    h.write_csr(csr_numbers::SIE, 0);
+    assert_eq!(h.read_csr(csr_numbers::MIE), Some(0x888));
+    h.set_interrupt_lines(1 << 9 | 1 << 11);
+    h.write_csr(csr_numbers::SIP, 0x222);
+    assert_eq!(
+        h.read_csr(csr_numbers::SIP),
+        Some(0x202),
+        "only SSIP is writable via sip"
+    );
+    assert_eq!(h.read_csr(csr_numbers::MIP), Some(0xa02));
+}
+
+#[test]
+fn fs_dirty_sets_sd_and_fs_off_makes_fp_illegal() {
+    let (mut h, mut bus) = boot(&[ins(Op::FmvWX, 1, 10, 0, 0), ebreak()]);
+    let out = h.run(&mut bus, 10);
+    assert!(
+        matches!(out.stop, StopReason::MonitorTrap { cause: 2, .. }),
+        "FS=Off"
+    );
+    assert_eq!(out.executed.0, 0);
+    // fcsr is illegal too with FS=Off.
+    let (mut h2, mut bus2) = boot(&[csr(Op::Csrrs, 10, 0, 0x003)]);
+    assert!(matches!(
+        h2.run(&mut bus2, 1).stop,
+        StopReason::MonitorTrap { cause: 2, .. }
+    ));
+    h.write_csr(csr_numbers::MSTATUS, 1 << 13);
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    run_to_break(&mut h, &mut bus);
+    let m = h.read_csr(csr_numbers::MSTATUS).unwrap();
+    assert_eq!((m >> 13) & 3, 3);
+    assert_ne!(m & (1 << 63), 0);
+}
+
+// ---------------------------------------------------------------- counters
+
+#[test]
+fn run_executes_exactly_the_budget_and_counters_equal_instret() {
+    use Op::*;
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 11, 11, 0, 1),
+        ins(Beq, 0, 0, 0, -8),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    let mut total = 0;
+    for budget in [0u64, 1, 2, 3, 7, 100, 1001, 5] {
+        let out = h.run(&mut bus, budget);
+        assert_eq!(
+            out,
+            RunOutcome {
+                executed: InstructionCount(budget),
+                stop: StopReason::BudgetExhausted
+            }
+        );
+        total += budget;
+        assert_eq!(h.instret().0, total);
+    }
+    assert_eq!(h.x(10) + h.x(11) + (total - h.x(10) - h.x(11)), total);
+    assert_eq!(h.read_csr(csr_numbers::MINSTRET), Some(total));
+    assert_eq!(h.read_csr(csr_numbers::MCYCLE), Some(total));
+}
+
+#[test]
+fn cycle_instret_and_time_read_the_retired_count_and_platform_time() {
+    use Op::*;
+    let program = [
+        ins(Addi, 0, 0, 0, 0),
+        csr(Csrrs, 10, 0, 0xc02),
+        csr(Csrrs, 11, 0, 0xc00),
+        csr(Csrrs, 12, 0, 0xc01),
+        csr(Csrrw, 0, 13, 0xb02),
+        csr(Csrrs, 14, 0, 0xb02),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(13, 1000);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 1);
+    assert_eq!(h.x(11), 2);
+    assert_eq!(h.x(12), 30);
+    assert_eq!(
+        h.x(14),
+        1000,
+        "the next instruction reads the written minstret"
+    );
+    assert_eq!(
+        h.instret().0,
+        6,
+        "writing minstret does not disturb the replay clock"
+    );
+}
+
+#[test]
+fn counter_access_from_lower_privilege_is_gated_by_counteren() {
+    let program = [csr(Op::Csrrs, 10, 0, 0xc01)];
+    let (mut h, mut bus) = boot(&program);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    assert!(matches!(
+        h.run(&mut bus, 1).stop,
+        StopReason::MonitorTrap { cause: 2, .. }
+    ));
+    h.write_csr(csr_numbers::MCOUNTEREN, 2);
+    assert_eq!(h.run(&mut bus, 1).executed.0, 1);
+    h.reset(RAM_BASE, Privilege::User, 0, 0);
+    assert!(matches!(
+        h.run(&mut bus, 1).stop,
+        StopReason::MonitorTrap { cause: 2, .. }
+    ));
+    h.write_csr(csr_numbers::SCOUNTEREN, 2);
+    assert_eq!(h.run(&mut bus, 1).executed.0, 1);
+}
+
+#[test]
+fn a_trap_in_the_middle_of_a_block_counts_only_retired_instructions() {
+    use Op::*;
+    let program = [
+        ins(Addi, 10, 0, 0, 1),
+        ins(Addi, 11, 0, 0, 2),
+        ins(Ld, 12, 0, 0, 0),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(out.executed.0, 2);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 5,
+            tval: 0,
+            pc: RAM_BASE + 8
+        }
+    );
+    assert_eq!(h.instret().0, 2);
+}
+
+// ---------------------------------------------------------------- MMIO, decode cache, dirty pages
+
+#[test]
+fn mmio_loads_and_stores_reach_the_platform_and_stores_stop_run() {
+    use Op::*;
+    let program = [
+        ins(Sw, 0, 11, 12, 4),
+        ins(Lw, 13, 11, 0, 4),
+        ins(Lw, 14, 0, 0, 16),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(11, MMIO_BASE);
+    h.set_x(12, 0xdead_beef);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(
+        out,
+        RunOutcome {
+            executed: InstructionCount(1),
+            stop: StopReason::MmioStore
+        }
+    );
+    assert_eq!(bus.stores, [(MMIO_BASE + 4, 4, 0xdead_beef)]);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(h.x(13), 0xffff_ffff_dead_beef);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 5,
+            tval: 16,
+            pc: RAM_BASE + 8
+        }
+    );
+}
+
+#[test]
+fn self_modifying_code_in_the_same_block_sees_the_new_instruction() {
+    use Op::*;
+    let new = encode(&ins(Addi, 10, 0, 0, 42)).unwrap();
+    let program = [
+        ins(Sw, 0, 11, 12, 12),
+        ins(Addi, 0, 0, 0, 0),
+        ins(Addi, 0, 0, 0, 0),
+        ins(Addi, 10, 0, 0, 1),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(11, RAM_BASE);
+    h.set_x(12, new as u64);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 42);
+    // Once more after fence.i-free rewriting by the host (write_phys): the cache follows.
+    let newer = encode(&ins(Addi, 10, 0, 0, 7)).unwrap();
+    h.write_phys(GuestPhysAddr(RAM_BASE + 12), &newer.to_le_bytes())
+        .unwrap();
+    h.set_x(12, newer as u64);
+    h.reset(RAM_BASE + 4, Privilege::Machine, 0, 0);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 7);
+}
+
+#[test]
+fn code_written_by_a_store_then_fence_i_executes() {
+    use Op::*;
+    // Runs the block at 0x100 once (caching it), rewrites it, fence.i, jumps again.
+    let program = [
+        ins(Jal, 1, 0, 0, 0x100),
+        ins(Sw, 0, 11, 12, 0x100),
+        ins(FenceI, 0, 0, 0, 0),
+        ins(Jal, 1, 0, 0, 0x100 - 12),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    let body = assemble(&[ins(Addi, 10, 10, 0, 1), ins(Jalr, 0, 1, 0, 0)]);
+    h.write_phys(GuestPhysAddr(RAM_BASE + 0x100), &body)
+        .unwrap();
+    h.set_x(11, RAM_BASE);
+    h.set_x(12, encode(&ins(Addi, 10, 10, 0, 100)).unwrap() as u64);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 101);
+}
+
+#[test]
+fn an_instruction_straddling_a_page_boundary_executes() {
+    // A 32-bit addi at offset 0xffe of the first page, then ebreak.
+    let mut h = hart(true);
+    let mut code = Vec::new();
+    for _ in 0..(0xffe / 2) {
+        code.extend_from_slice(&0x0001u16.to_le_bytes()); // c.nop
+    }
+    code.extend_from_slice(&assemble(&[ins(Op::Addi, 10, 0, 0, 9), ebreak()]));
+    h.write_phys(GuestPhysAddr(RAM_BASE), &code).unwrap();
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    let mut bus = Bus::default();
+    let out = run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 9);
+    assert_eq!(out.executed.0, 0xffe / 2 + 1);
+}
+
+#[test]
+fn dirty_pages_are_reported_once_in_order() {
+    use Op::*;
+    let program = [ins(Sd, 0, 13, 0, 0), ins(Sb, 0, 12, 0, 0), ebreak()];
+    let (mut h, mut bus) = boot(&program);
+    assert_eq!(h.take_dirty_pages(), [0]);
+    h.set_x(13, RAM_BASE + 9 * 4096);
+    h.set_x(12, RAM_BASE + 3 * 4096 + 5);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.take_dirty_pages(), [3, 9]);
+    assert_eq!(h.take_dirty_pages(), Vec::<u32>::new());
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(
+        h.take_dirty_pages(),
+        [3, 9],
+        "the store TLB was flushed, so pages are marked again"
+    );
+}
+
+#[test]
+fn write_phys_and_read_phys_reject_ranges_outside_ram() {
+    let mut h = hart(false);
+    assert!(h.write_phys(GuestPhysAddr(RAM_BASE - 1), &[0]).is_err());
+    assert!(h
+        .write_phys(GuestPhysAddr(RAM_BASE + RAM_SIZE - 1), &[0, 0])
+        .is_err());
+    assert!(h.read_phys(GuestPhysAddr(u64::MAX), &mut [0]).is_err());
+    assert!(h
+        .write_phys(GuestPhysAddr(RAM_BASE + RAM_SIZE - 2), &[1, 2])
+        .is_ok());
+}
+
+#[test]
+fn write_state_is_deterministic_and_reflects_registers() {
+    let mut a = hart(false);
+    let mut b = hart(false);
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    a.write_state(&mut sa);
+    b.write_state(&mut sb);
+    assert_eq!(sa, sb);
+    b.set_x(5, 1);
+    sb.clear();
+    b.write_state(&mut sb);
+    assert_ne!(sa, sb);
+}
+
+#[test]
+fn fetch_outside_ram_is_an_instruction_access_fault() {
+    let mut h = hart(true);
+    h.reset(0x1000, Privilege::Machine, 0, 0);
+    let out = h.run(&mut Bus::default(), 10);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 1,
+            tval: 0x1000,
+            pc: 0x1000
+        }
+    );
+}
