@@ -163,28 +163,88 @@ pub(crate) fn div<F: Format>(a: u64, b: u64, rm: RoundingMode) -> (u64, u8) {
     round_pack::<F>(sign, exp, quotient | sticky, rm)
 }
 
-/// Floor of the square root of `n`, for `n >= 2^62`.
-#[inline]
-fn isqrt_u64(n: u64) -> u64 {
-    // Newton's iteration from above decreases monotonically to floor(sqrt(n)).
-    let mut x: u64 = 1 << 32;
-    loop {
-        let y = (x + n / x) >> 1;
-        if y >= x {
-            return x;
+/// Floor of the square root of `n`, for any `n` (compile-time table construction only).
+const fn isqrt_const(n: u64) -> u64 {
+    let mut root = 0u64;
+    let mut bit = 1u64 << 31;
+    while bit != 0 {
+        let candidate = root | bit;
+        if candidate * candidate <= n {
+            root = candidate;
         }
-        x = y;
+        bit >>= 1;
     }
+    root
 }
+
+/// Reciprocal square root seeds: entry `i - 32` is `2^14 / sqrt((i + 1/2) / 128)` for the
+/// top seven bits `i` (32..128) of a value in `[1/4, 1)`, good to about 8 bits.
+static RSQRT_SEED: [u16; 96] = {
+    let mut table = [0u16; 96];
+    let mut i = 0;
+    while i < 96 {
+        // 2^14 / sqrt((2 (i + 32) + 1) / 256) = sqrt(2^36 / (2 (i + 32) + 1)).
+        table[i] = isqrt_const((1u64 << 36) / (2 * (i as u64 + 32) + 1)) as u16;
+        i += 1;
+    }
+    table
+};
 
 /// Floor of the square root of `n`, for `n` in `[2^126, 2^128)`; the root is in
 /// `[2^63, 2^64)`.
+///
+/// A reciprocal square root `r ~ 1/sqrt(t)` of the top 64 bits (`t` in `[1/4, 1)`) is
+/// refined by three multiplication-only Newton steps, one residual step turns it into a
+/// root estimate within a few units, and a final exact correction against `n` makes the
+/// result exact whatever the approximation error was.
 #[inline]
 fn isqrt_u128(n: u128) -> u64 {
-    let root_hi = isqrt_u64((n >> 64) as u64);
-    // (root_hi + 1) * 2^32 is at least sqrt(n) and within a relative 2^-31 of it, so Newton's
-    // iteration from above needs one or two steps.
-    let mut x: u128 = (root_hi as u128 + 1) << 32;
+    debug_assert!(n >> 126 != 0);
+    let a = (n >> 64) as u64;
+    // r in fixed point with 62 fraction bits.
+    let mut r = (RSQRT_SEED[(a >> 57) as usize - 32] as u64) << 48;
+    for _ in 0..3 {
+        // r' = r (3 - t r^2) / 2
+        let t_r = ((a as u128 * r as u128) >> 64) as u64;
+        let t_r2 = ((t_r as u128 * r as u128) >> 62) as u64;
+        let factor = (3u64 << 62).wrapping_sub(t_r2);
+        r = ((r as u128 * factor as u128) >> 63) as u64;
+    }
+    // sqrt(n) ~ sqrt(t) * 2^64 = t r * 2^64.
+    let sqrt_t = ((a as u128 * r as u128) >> 64).min((1 << 62) - 1) as u64;
+    let estimate = sqrt_t << 2;
+    // One Newton step on the residual: q += (n - q^2) / (2 q), with 1/(2q) = r / 2^127.
+    let residual = n.wrapping_sub(estimate as u128 * estimate as u128) as i128;
+    let magnitude = residual.unsigned_abs();
+    let mut q = if magnitude >> 96 == 0 {
+        let step = ((((magnitude >> 32) as u64) as u128 * r as u128) >> 95) as u64;
+        if residual >= 0 {
+            estimate.saturating_add(step)
+        } else {
+            estimate - step.min(estimate)
+        }
+    } else {
+        // Not reachable with the seed accuracy above; the slow path keeps the result exact.
+        return isqrt_u128_newton(n);
+    };
+    // Exact correction to q = floor(sqrt(n)), i.e. q^2 <= n < (q + 1)^2. The estimate is
+    // within a unit or two, so these loops run at most a couple of times.
+    while q as u128 * q as u128 > n {
+        q -= 1;
+    }
+    let mut remainder = n - q as u128 * q as u128;
+    // (q + 1)^2 = q^2 + 2q + 1.
+    while remainder > 2 * q as u128 {
+        remainder -= 2 * q as u128 + 1;
+        q += 1;
+    }
+    q
+}
+
+/// Reference integer square root by Newton's iteration from above (division based); used as
+/// a fallback and to test [`isqrt_u128`].
+fn isqrt_u128_newton(n: u128) -> u64 {
+    let mut x: u128 = 1 << 64;
     loop {
         let y = (x + n / x) >> 1;
         if y >= x {
@@ -303,4 +363,37 @@ pub(crate) fn mul_add<F: Format>(a: u64, b: u64, c: u64, rm: RoundingMode) -> (u
         return (signed::<F>(exact_zero_sign(rm), 0), 0);
     };
     normalize_round_pack128::<F>(sign, exp - 124, magnitude, rm)
+}
+
+#[cfg(test)]
+mod isqrt_tests {
+    use super::*;
+
+    #[test]
+    fn fast_integer_square_root_matches_newton_reference() {
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let mut inputs = std::vec![1u128 << 126, u128::MAX, (1u128 << 127) - 1, 1u128 << 127];
+        for root in [1u64 << 63, u64::MAX, (1 << 63) + 1, 0xb504_f333_f9de_6484] {
+            let square = root as u128 * root as u128;
+            inputs.extend([square, square - 1, square + 1]);
+        }
+        for _ in 0..200_000 {
+            let n = ((next() as u128) << 64 | next() as u128) | 1 << 126;
+            inputs.push(n);
+            inputs.push(n >> 1 | 1 << 126);
+        }
+        for n in inputs {
+            if n >> 126 == 0 {
+                continue;
+            }
+            assert_eq!(isqrt_u128(n), isqrt_u128_newton(n), "n = {n:#x}");
+        }
+    }
 }
