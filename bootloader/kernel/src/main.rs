@@ -1,4 +1,8 @@
 //! The Understudy appliance kernel: boots by PVH, brings up the machine, prints `ready`.
+//!
+//! Boot order: serial, GDT/IDT, boot info, heap, TSC, role config, PCI and virtio devices,
+//! the replication network, then `understudy ready role=<role>`. The hypervisor and the
+//! replication protocol (the `appliance/` and `ft/` crates) will be driven from `run`.
 #![no_std]
 #![no_main]
 
@@ -6,14 +10,67 @@ extern crate alloc;
 
 mod arch;
 mod boot;
+mod hal;
 mod heap;
+mod net;
+mod paging;
+mod pci;
 mod pvh;
 mod runtime;
+mod selftest;
 mod serial;
 mod tsc;
 
+use alloc::vec::Vec;
 use core::panic::PanicInfo;
-use pvh::PhysRange;
+use hal::KernelHal;
+use net::NetDevice;
+use pvh::{BootInfo, PhysRange};
+use smoltcp::iface::{Config as InterfaceConfig, Interface};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use understudy_boot_config::{self as config, Config};
+use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::transport::pci::bus::PciRoot;
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::{DeviceType, Transport};
+
+/// Options for the kernel itself on the command line, as `understudy.<name>=<value>`.
+#[derive(Default)]
+struct BootOptions {
+    selftest_disk: bool,
+    selftest_replication: bool,
+    /// Panic after `ready`, to test the panic epitaph.
+    selftest_panic: bool,
+    /// Touch unmapped memory after `ready`, to test the exception epitaph on its IST stack.
+    selftest_fault: bool,
+}
+
+impl BootOptions {
+    fn parse(command_line: &str) -> Result<Self, &str> {
+        let mut options = BootOptions::default();
+        for word in command_line.split_ascii_whitespace() {
+            let Some(option) = word.strip_prefix("understudy.") else {
+                continue;
+            };
+            match option.split_once('=') {
+                Some(("selftest", tests)) => {
+                    for test in tests.split(',') {
+                        match test {
+                            "disk" => options.selftest_disk = true,
+                            "replication" => options.selftest_replication = true,
+                            "panic" => options.selftest_panic = true,
+                            "fault" => options.selftest_fault = true,
+                            _ => return Err(word),
+                        }
+                    }
+                }
+                _ => return Err(word),
+            }
+        }
+        Ok(options)
+    }
+}
 
 #[no_mangle]
 extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
@@ -24,16 +81,137 @@ extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
     );
     arch::init();
     arch::mask_legacy_pic();
-    let boot = match pvh::BootInfo::parse(start_info_paddr) {
+    let boot = match BootInfo::parse(start_info_paddr) {
         Ok(boot) => boot,
         Err(error) => fail(format_args!("{error}")),
     };
+    init_heap(&boot);
+    let (tsc_hz, source) = tsc::calibrate();
+    println!("understudy: tsc {} kHz ({:?})", tsc_hz / 1000, source);
+
+    // SAFETY: the command line is boot-loader memory that the heap excludes and nothing writes.
+    let command_line = boot
+        .command_line
+        .map(|range| unsafe { pvh::bytes(range) })
+        .unwrap_or(&[]);
+    let command_line = core::str::from_utf8(command_line).unwrap_or("");
+    let options = match BootOptions::parse(command_line) {
+        Ok(options) => options,
+        Err(word) => fail(format_args!(
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,panic,fault"
+        )),
+    };
+    let config = load_config(&boot, command_line);
+    println!(
+        "understudy: role {} address {} peer {} arbiter {} disk {}",
+        config.role,
+        config.own_address(),
+        config
+            .peer()
+            .map_or(alloc::string::String::from("none"), |p| alloc::format!(
+                "{p}"
+            )),
+        config.arbiter,
+        config.disk
+    );
+
+    let mut root = PciRoot::new(pci::PortConfigurationAccess);
+    let functions = pci::enumerate(&mut root);
+    let mut disk = None;
+    let mut replication_nic = None;
+    for function in &functions {
+        let transport = match PciTransport::new::<KernelHal, _>(&mut root, function.device_function)
+        {
+            Ok(transport) => transport,
+            Err(error) => {
+                println!("understudy: virtio {}: {}", function.device_function, error);
+                continue;
+            }
+        };
+        match transport.device_type() {
+            DeviceType::Block if disk.is_none() => {
+                match VirtIOBlk::<KernelHal, _>::new(transport) {
+                    Ok(blk) => {
+                        println!("understudy: disk {} sectors of 512 bytes", blk.capacity());
+                        disk = Some(blk);
+                    }
+                    Err(error) => println!("understudy: virtio-blk: {error}"),
+                }
+            }
+            DeviceType::Network if replication_nic.is_none() => {
+                match VirtIONetRaw::<KernelHal, _, { net::QUEUE_SIZE }>::new(transport) {
+                    Ok(raw) => replication_nic = Some(NetDevice::new(raw)),
+                    Err(error) => println!("understudy: virtio-net: {error}"),
+                }
+            }
+            other => println!("understudy: virtio {:?} not used", other),
+        }
+    }
+    let mut network = replication_nic.map(|mut device| {
+        let iface = replication_interface(&config, &mut device);
+        (device, iface)
+    });
+
+    println!("understudy: heap in use {} KiB", heap::used_bytes() >> 10);
+    println!("understudy ready role={}", config.role);
+
+    if options.selftest_panic {
+        panic!("selftest asked for a panic");
+    }
+    if options.selftest_fault {
+        // Above the 4 GiB identity map and never mapped: a page fault (vector 14).
+        let unmapped = 0x7f_0000_0000u64 as *const u64;
+        // SAFETY: deliberately unsound: the read must fault, and the fault handler halts.
+        let value = unsafe { unmapped.read_volatile() };
+        println!("understudy: read {value:#x} from unmapped memory, no fault taken");
+    }
+    let mut passed = true;
+    if options.selftest_disk {
+        passed &= match disk.as_mut() {
+            Some(blk) => selftest::disk(blk),
+            None => {
+                println!("understudy: disk selftest failed: no virtio-blk disk");
+                false
+            }
+        };
+    }
+    if options.selftest_replication {
+        passed &= match network.as_mut() {
+            Some((device, iface)) => {
+                let ok = selftest::replication(&config, iface, device);
+                let counters = device.counters();
+                println!(
+                    "understudy: nic frames received {} sent {} errors rx {} tx {}",
+                    counters.frames_received,
+                    counters.frames_sent,
+                    counters.receive_errors,
+                    counters.transmit_errors
+                );
+                ok
+            }
+            None => {
+                println!("understudy: replication selftest failed: no virtio-net nic");
+                false
+            }
+        };
+    }
+    if options.selftest_disk || options.selftest_replication {
+        println!(
+            "understudy selftest {}",
+            if passed { "passed" } else { "failed" }
+        );
+    }
+    arch::halt_forever()
+}
+
+/// Takes the heap from the boot memory map, avoiding the kernel image and boot structures.
+fn init_heap(boot: &BootInfo) {
     let (kernel_start, kernel_end) = boot::kernel_image_range();
     let kernel = PhysRange {
         start: kernel_start,
         end: kernel_end,
     };
-    let Some(heap_range) = heap::choose(&boot, kernel) else {
+    let Some(heap_range) = heap::choose(boot, kernel) else {
         fail(format_args!("no usable ram in the boot memory map"))
     };
     if heap_range.len() < heap::HEAP_BYTES_MIN {
@@ -43,8 +221,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
             heap::HEAP_BYTES_MIN >> 20
         ));
     }
-    // SAFETY: `choose` excluded the kernel image and every boot structure, and this is the
-    // only call.
+    // SAFETY: `choose` excluded the kernel image and every boot structure; called once.
     unsafe { heap::init(heap_range) };
     println!(
         "understudy: heap {:#x}..{:#x} ({} MiB), kernel {:#x}..{:#x}",
@@ -54,10 +231,67 @@ extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
         kernel_start,
         kernel_end
     );
-    let (tsc_hz, source) = tsc::calibrate();
-    println!("understudy: tsc {} kHz ({:?})", tsc_hz / 1000, source);
-    println!("understudy ready role=primary");
-    arch::halt_forever()
+}
+
+/// The role config comes from the first boot module (QEMU `-initrd`), or else from
+/// `key=value` words on the kernel command line. Any error is fatal and says what to fix.
+fn load_config(boot: &BootInfo, command_line: &str) -> Config {
+    if let Some(initrd) = boot.initrd {
+        // SAFETY: the module is boot-loader memory that the heap excludes and nothing writes.
+        let bytes = unsafe { pvh::bytes(initrd) };
+        return match config::parse_bytes(bytes) {
+            Ok(config) => config,
+            Err(error) => fail(format_args!("config (initrd): {error}")),
+        };
+    }
+    let has_config_words = command_line.split_ascii_whitespace().any(|word| {
+        word.split_once('=')
+            .is_some_and(|(key, _)| !key.contains('.'))
+    });
+    if !has_config_words {
+        fail(format_args!(
+            "no role config: pass the config file as the initrd, or its keys as key=value words on the command line"
+        ));
+    }
+    match config::parse_command_line(command_line) {
+        Ok(config) => config,
+        Err(error) => fail(format_args!("config (command line, word numbers): {error}")),
+    }
+}
+
+/// Configures smoltcp on the replication NIC with the address the role selects.
+fn replication_interface(config: &Config, device: &mut NetDevice) -> Interface {
+    let mac = device.mac_address();
+    let mut interface_config =
+        InterfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    // The initial TCP sequence numbers of the appliance's own connections; never guest-visible.
+    interface_config.random_seed = tsc::read().0;
+    let now = smoltcp::time::Instant::from_micros(tsc::now().0 as i64);
+    let mut iface = Interface::new(interface_config, device, now);
+    let own = config.own_address();
+    let [a, b, c, d] = own.address.0;
+    iface.update_ip_addrs(|addresses| {
+        addresses
+            .push(IpCidr::new(IpAddress::v4(a, b, c, d), own.prefix_len))
+            .expect("an empty address list has room for one");
+    });
+    if let Some(gateway) = config.gateway {
+        let [a, b, c, d] = gateway.0;
+        if iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(a, b, c, d))
+            .is_err()
+        {
+            println!("understudy: cannot add default route");
+        }
+    }
+    let mac: Vec<alloc::string::String> = mac.iter().map(|b| alloc::format!("{b:02x}")).collect();
+    println!(
+        "understudy: replication nic {} address {}",
+        mac.join(":"),
+        own
+    );
+    iface
 }
 
 /// Prints a fatal boot error as an epitaph and halts.
@@ -68,6 +302,18 @@ fn fail(message: core::fmt::Arguments) -> ! {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    serial::force_print(format_args!("understudy epitaph: {}\n", info));
+    // One line, so that a log scraper sees the location and message together.
+    match info.location() {
+        Some(location) => serial::force_print(format_args!(
+            "understudy epitaph: panic at {}:{}: {}\n",
+            location.file(),
+            location.line(),
+            info.message()
+        )),
+        None => serial::force_print(format_args!(
+            "understudy epitaph: panic: {}\n",
+            info.message()
+        )),
+    }
     arch::halt_forever()
 }
