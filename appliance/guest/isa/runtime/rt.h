@@ -71,6 +71,9 @@ extern volatile struct trap_record m_last, s_last;
 extern volatile int m_skip, s_skip;
 
 long enter_mode(long mode, long (*fn)(long), long arg);
+/* Enters entry (valid in that mode) with a0 = arg; the code ends with li a7, MAGIC_RETURN;
+   ecall, whose a0 is returned. */
+long enter_mode_direct(long mode, u64 entry, long arg);
 void s_trap_entry(void);
 /* From S-mode: hands a value back to M-mode, ending the enter_mode that started S-mode. */
 _Noreturn void s_return_to_m(long value);

@@ -163,6 +163,36 @@ lower_trampoline:
     ecall
 1:  j 1b
 
+/* long enter_mode_direct(long mode, u64 entry, long arg): like enter_mode, but enters the
+   code at entry (an address valid in that mode, e.g. a virtual one) directly with a0 = arg;
+   that code must itself end with `li a7, MAGIC_RETURN; ecall`. */
+    .globl enter_mode_direct
+enter_mode_direct:
+    la t0, enter_mode_jmpbuf
+    sd ra, 0(t0)
+    sd sp, 8(t0)
+    sd s0, 16(t0)
+    sd s1, 24(t0)
+    sd s2, 32(t0)
+    sd s3, 40(t0)
+    sd s4, 48(t0)
+    sd s5, 56(t0)
+    sd s6, 64(t0)
+    sd s7, 72(t0)
+    sd s8, 80(t0)
+    sd s9, 88(t0)
+    sd s10, 96(t0)
+    sd s11, 104(t0)
+    li t0, (3 << 11)
+    csrc mstatus, t0
+    andi a0, a0, 3
+    slli a0, a0, 11
+    csrs mstatus, a0
+    csrw mepc, a1
+    mv a0, a2
+    la sp, __lower_stack_top
+    mret
+
 /* void resume_m(long value): called from m_trap in M-mode; abandons the trap frame and
    returns value from the pending enter_mode. */
     .globl resume_m
