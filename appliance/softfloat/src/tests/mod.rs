@@ -5,3 +5,5 @@ mod corner_cases;
 mod host;
 #[cfg(target_arch = "x86_64")]
 mod oracle;
+#[cfg(target_arch = "x86_64")]
+mod rmm;
