@@ -1065,20 +1065,11 @@ impl Node {
                 self.next_to_send = through.next();
             }
         }
-        if resend {
-            if through.next() < self.log_start {
-                // The backup needs entries this primary no longer keeps: only a snapshot helps.
-                let due = self
-                    .last_snapshot_request
-                    .is_none_or(|last| now >= last + self.config.limits.retransmit_timeout);
-                if due {
-                    self.last_snapshot_request = Some(now);
-                    self.events.push_back(Event::SnapshotWanted);
-                }
-            } else if through.next() < self.next_to_send {
-                self.next_to_send = through.next();
-                self.counters.retransmissions += 1;
-            }
+        // A resend request older than what the backup already acknowledged was overtaken by
+        // a newer acknowledgement and asks for nothing.
+        if resend && through >= self.acked && through.next() < self.next_to_send {
+            self.next_to_send = through.next().max(self.log_start);
+            self.counters.retransmissions += 1;
         }
         Ok(())
     }
