@@ -47,10 +47,10 @@ fn seed(test_salt: u64) -> u64 {
 }
 
 /// SplitMix64: small, fast, and reproducible from its seed.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -62,23 +62,23 @@ impl Rng {
         self.next() % n
     }
 
-    fn chance(&mut self, one_in: u64) -> bool {
+    pub(super) fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }
 }
 
 /// Field widths of a format, for building edge-case bit patterns.
 #[derive(Clone, Copy)]
-struct Layout {
+pub(super) struct Layout {
     frac_bits: u32,
     exp_bits: u32,
 }
 
-const LAYOUT32: Layout = Layout {
+pub(super) const LAYOUT32: Layout = Layout {
     frac_bits: 23,
     exp_bits: 8,
 };
-const LAYOUT64: Layout = Layout {
+pub(super) const LAYOUT64: Layout = Layout {
     frac_bits: 52,
     exp_bits: 11,
 };
@@ -127,7 +127,7 @@ impl Layout {
     }
 
     /// An edge-biased value: any class, exponent often near a threshold.
-    fn random(self, rng: &mut Rng) -> u64 {
+    pub(super) fn random(self, rng: &mut Rng) -> u64 {
         let sign = rng.next() & 1 == 1;
         let all_ones = self.exp_all_ones();
         let exp = match rng.below(12) {
@@ -154,7 +154,7 @@ impl Layout {
 
     /// A value close to `a`: same magnitude with either sign, a few ulps away, or a nearby
     /// exponent, so additions cancel and comparisons see near-ties.
-    fn related(self, rng: &mut Rng, a: u64) -> u64 {
+    pub(super) fn related(self, rng: &mut Rng, a: u64) -> u64 {
         let width_mask = (self.sign_bit() << 1).wrapping_sub(1);
         match rng.below(5) {
             0 => a ^ self.sign_bit(),

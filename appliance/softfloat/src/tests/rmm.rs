@@ -54,6 +54,10 @@ fn random_single(rng: &mut Rng) -> u32 {
     sign << 31 | exp << 23 | frac
 }
 
+/// One operation: its name, our RMM result, and the host's double result truncated (RTZ)
+/// with its inexact flag as the sticky bit.
+type SingleCase = (&'static str, (F32, Flags), (f64, Flags));
+
 /// The single-precision RMM rounding of `value + sticky` (sticky: the exact value is a
 /// little larger in magnitude than `value`), with RISC-V flags, tininess after rounding.
 fn reference_rmm_single(value: f64, sticky: bool) -> (u32, Flags) {
@@ -106,7 +110,7 @@ fn single_precision_rmm_matches_reference_rounding_of_wider_host_result() {
             random_single(&mut rng)
         };
         let (x, y) = (f32::from_bits(a) as f64, f32::from_bits(b) as f64);
-        let ops: [(&str, (F32, Flags), (f64, Flags)); 3] = [
+        let ops: [SingleCase; 3] = [
             ("add", F32(a).add(F32(b), RMM), host::add_f64(x, y, RTZ)),
             ("sub", F32(a).sub(F32(b), RMM), host::sub_f64(x, y, RTZ)),
             ("mul", F32(a).mul(F32(b), RMM), host::mul_f64(x, y, RTZ)),
