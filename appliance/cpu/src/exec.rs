@@ -95,13 +95,34 @@ impl Hart {
                 let (a, b) = (a as u32, b as u32);
                 sext32(if b == 0 { a } else { a % b } as u64)
             }
-            Lb => self.load(p, a.wrapping_add(imm), 1)? as i8 as i64 as u64,
-            Lh => self.load(p, a.wrapping_add(imm), 2)? as i16 as i64 as u64,
-            Lw => self.load(p, a.wrapping_add(imm), 4)? as i32 as i64 as u64,
-            Ld => self.load(p, a.wrapping_add(imm), 8)?,
-            Lbu => self.load(p, a.wrapping_add(imm), 1)?,
-            Lhu => self.load(p, a.wrapping_add(imm), 2)?,
-            Lwu => self.load(p, a.wrapping_add(imm), 4)?,
+            Lb => {
+                let v = self.load(p, a.wrapping_add(imm), 1)? as i8 as i64 as u64;
+                return Ok(self.finish_load(rd, v));
+            }
+            Lh => {
+                let v = self.load(p, a.wrapping_add(imm), 2)? as i16 as i64 as u64;
+                return Ok(self.finish_load(rd, v));
+            }
+            Lw => {
+                let v = self.load(p, a.wrapping_add(imm), 4)? as i32 as i64 as u64;
+                return Ok(self.finish_load(rd, v));
+            }
+            Ld => {
+                let v = self.load(p, a.wrapping_add(imm), 8)?;
+                return Ok(self.finish_load(rd, v));
+            }
+            Lbu => {
+                let v = self.load(p, a.wrapping_add(imm), 1)?;
+                return Ok(self.finish_load(rd, v));
+            }
+            Lhu => {
+                let v = self.load(p, a.wrapping_add(imm), 2)?;
+                return Ok(self.finish_load(rd, v));
+            }
+            Lwu => {
+                let v = self.load(p, a.wrapping_add(imm), 4)?;
+                return Ok(self.finish_load(rd, v));
+            }
             Sb => return self.store(p, a.wrapping_add(imm), 1, b),
             Sh => return self.store(p, a.wrapping_add(imm), 2, b),
             Sw => return self.store(p, a.wrapping_add(imm), 4, b),
@@ -131,6 +152,18 @@ impl Hart {
         };
         self.set_reg(rd, v);
         Ok(Flow::Next)
+    }
+
+    /// Writes a loaded value; a load from MMIO ends the run so the machine can update the
+    /// interrupt lines before the next instruction (reads can change device state).
+    #[inline(always)]
+    pub(crate) fn finish_load(&mut self, rd: u8, value: u64) -> Flow {
+        self.set_reg(rd, value);
+        if self.mmio_loaded {
+            self.mmio_loaded = false;
+            return Flow::Stop(StopReason::MmioAccess);
+        }
+        Flow::Next
     }
 
     #[inline(always)]

@@ -56,9 +56,22 @@ impl Privilege {
 /// Everything outside RAM that the hart reaches. Called only from inside `Hart::run`.
 pub trait Platform {
     /// A load from a physical address outside RAM; `None` = access fault for the guest.
-    fn mmio_load(&mut self, addr: GuestPhysAddr, size_bytes: u8) -> Option<u64>;
+    /// `now` is the instruction count before the loading instruction retires, so a device
+    /// that derives a register from the count (the CLINT's `mtime`) reads exactly.
+    fn mmio_load(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        now: InstructionCount,
+    ) -> Option<u64>;
     /// A store outside RAM; `false` = access fault for the guest.
-    fn mmio_store(&mut self, addr: GuestPhysAddr, size_bytes: u8, value: u64) -> bool;
+    fn mmio_store(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        value: u64,
+        now: InstructionCount,
+    ) -> bool;
     /// The value of the `time` CSR when the hart has retired `instret` instructions.
     fn time(&mut self, instret: InstructionCount) -> u64;
 }
@@ -85,8 +98,10 @@ pub enum StopReason {
     BudgetExhausted,
     /// `wfi` retired and no enabled interrupt is pending: the caller may skip time forward.
     WaitForInterrupt,
-    /// An MMIO store retired; device state (and so interrupt lines) may have changed.
-    MmioStore,
+    /// An instruction that accessed MMIO (load or store) retired; device state, and so the
+    /// interrupt lines, may have changed (reading a UART or a PLIC claim register changes
+    /// them too), so the caller recomputes the lines before the next instruction.
+    MmioAccess,
     /// An `ecall` from S-mode retired while `host_monitor` is set.
     SupervisorEcall,
     /// A trap would have entered M-mode while `host_monitor` is set. `cause` is the `mcause`
@@ -189,6 +204,8 @@ pub struct Hart {
     /// Interrupt lines driven by the machine (MSIP, MTIP, MEIP, SEIP, STIP).
     pub(crate) lines: u64,
     pub(crate) reservation: Option<Reservation>,
+    /// Set by an MMIO load; the loading instruction then ends the run (`MmioAccess`).
+    pub(crate) mmio_loaded: bool,
     pub(crate) host_monitor: bool,
     pub(crate) ram: Vec<u8>,
     pub(crate) ram_base: u64,
@@ -231,6 +248,7 @@ impl Hart {
             csr: csr::CsrFile::default(),
             lines: 0,
             reservation: None,
+            mmio_loaded: false,
             host_monitor: config.host_monitor,
             ram: vec![0u8; ram_size_bytes as usize],
             ram_base: config.ram_base.0,
@@ -241,6 +259,12 @@ impl Hart {
         };
         hart.update_tlb_keys();
         hart
+    }
+
+    /// Drops every cached translation (SBI remote fences land here). Decoded blocks are
+    /// keyed by physical address and kept coherent by stores, so they stay.
+    pub fn flush_translations(&mut self) {
+        self.mmu.flush_all();
     }
 
     /// Sets pc, privilege and a0/a1 as a loader would. Other state keeps its value.

@@ -9,7 +9,9 @@
 //! decoded code, so the fast store path needs no bookkeeping.
 
 use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
-use crate::{cause, Exception, Flow, GuestPhysAddr, Hart, Platform, Privilege, StopReason};
+use crate::{
+    cause, Exception, Flow, GuestPhysAddr, Hart, InstructionCount, Platform, Privilege, StopReason,
+};
 
 /// Entries per TLB (direct mapped).
 const TLB_ENTRIES: usize = 256;
@@ -318,9 +320,15 @@ impl Hart {
             self.mmu.load.fill(tag, vaddr, offset as u64);
             return Ok(read_le(&self.ram, offset, size));
         }
-        platform
-            .mmio_load(GuestPhysAddr(paddr), size as u8)
-            .ok_or(Access::Load.access_fault(vaddr))
+        let value = platform
+            .mmio_load(
+                GuestPhysAddr(paddr),
+                size as u8,
+                InstructionCount(self.instret),
+            )
+            .ok_or(Access::Load.access_fault(vaddr))?;
+        self.mmio_loaded = true;
+        Ok(value)
     }
 
     /// Stores the low `size` bytes of `value`. Misaligned accesses are performed.
@@ -396,8 +404,13 @@ impl Hart {
                 Flow::Next
             });
         }
-        if platform.mmio_store(GuestPhysAddr(paddr), size as u8, value) {
-            Ok(Flow::Stop(StopReason::MmioStore))
+        if platform.mmio_store(
+            GuestPhysAddr(paddr),
+            size as u8,
+            value,
+            InstructionCount(self.instret),
+        ) {
+            Ok(Flow::Stop(StopReason::MmioAccess))
         } else {
             Err(Access::Store.access_fault(vaddr))
         }

@@ -35,7 +35,12 @@ pub(crate) struct Bus {
     pub stores: Vec<(u64, u8, u64)>,
 }
 impl Platform for Bus {
-    fn mmio_load(&mut self, addr: GuestPhysAddr, size_bytes: u8) -> Option<u64> {
+    fn mmio_load(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        _now: InstructionCount,
+    ) -> Option<u64> {
         if !(MMIO_BASE..MMIO_BASE + 0x100).contains(&addr.0) {
             return None;
         }
@@ -45,7 +50,13 @@ impl Platform for Bus {
         }
         Some(v)
     }
-    fn mmio_store(&mut self, addr: GuestPhysAddr, size_bytes: u8, value: u64) -> bool {
+    fn mmio_store(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        value: u64,
+        _now: InstructionCount,
+    ) -> bool {
         if !(MMIO_BASE..MMIO_BASE + 0x100).contains(&addr.0) {
             return false;
         }
@@ -1182,7 +1193,7 @@ fn a_trap_in_the_middle_of_a_block_counts_only_retired_instructions() {
 // ---------------------------------------------------------------- MMIO, decode cache, dirty pages
 
 #[test]
-fn mmio_loads_and_stores_reach_the_platform_and_stores_stop_run() {
+fn mmio_loads_and_stores_reach_the_platform_and_each_stops_run() {
     use Op::*;
     let program = [
         ins(Sw, 0, 11, 12, 4),
@@ -1198,12 +1209,21 @@ fn mmio_loads_and_stores_reach_the_platform_and_stores_stop_run() {
         out,
         RunOutcome {
             executed: InstructionCount(1),
-            stop: StopReason::MmioStore
+            stop: StopReason::MmioAccess
         }
     );
     assert_eq!(bus.stores, [(MMIO_BASE + 4, 4, 0xdead_beef)]);
     let out = h.run(&mut bus, 100);
     assert_eq!(h.x(13), 0xffff_ffff_dead_beef);
+    assert_eq!(
+        out,
+        RunOutcome {
+            executed: InstructionCount(1),
+            stop: StopReason::MmioAccess
+        },
+        "an MMIO load ends the run too: reads can change device state"
+    );
+    let out = h.run(&mut bus, 100);
     assert_eq!(
         out.stop,
         StopReason::MonitorTrap {
@@ -1338,4 +1358,663 @@ fn fetch_outside_ram_is_an_instruction_access_fault() {
             pc: 0x1000
         }
     );
+}
+
+// ---------------------------------------------------------------- Sv39
+
+const PTE_V: u64 = 1;
+const PTE_R: u64 = 2;
+const PTE_W: u64 = 4;
+const PTE_X: u64 = 8;
+const PTE_U: u64 = 16;
+const PTE_A: u64 = 64;
+const PTE_D: u64 = 128;
+const ROOT: u64 = RAM_BASE + 0x40000;
+
+fn write_u64(h: &mut Hart, pa: u64, v: u64) {
+    h.write_phys(GuestPhysAddr(pa), &v.to_le_bytes()).unwrap();
+}
+fn read_u64(h: &Hart, pa: u64) -> u64 {
+    let mut b = [0u8; 8];
+    h.read_phys(GuestPhysAddr(pa), &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Maps one 4 KiB page using tables at ROOT, ROOT+0x1000 (level 1), ROOT+0x2000 (level 0);
+/// code at RAM_BASE is identity-mapped by a 1 GiB gigapage (vpn2 = 2).
+fn sv39_hart(va: u64, pa: u64, flags: u64) -> Hart {
+    let mut h = hart(true);
+    write_u64(
+        &mut h,
+        ROOT + 2 * 8,
+        (RAM_BASE >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D,
+    );
+    let l1 = ROOT + 0x1000;
+    let l0 = ROOT + 0x2000;
+    write_u64(
+        &mut h,
+        ROOT + ((va >> 30) & 0x1ff) * 8,
+        (l1 >> 12) << 10 | PTE_V,
+    );
+    write_u64(
+        &mut h,
+        l1 + ((va >> 21) & 0x1ff) * 8,
+        (l0 >> 12) << 10 | PTE_V,
+    );
+    write_u64(
+        &mut h,
+        l0 + ((va >> 12) & 0x1ff) * 8,
+        (pa >> 12) << 10 | flags,
+    );
+    assert!(h.write_csr(csr_numbers::SATP, 8 << 60 | ROOT >> 12));
+    h
+}
+
+fn sv39_run(h: &mut Hart, program: &[Instruction], privilege: Privilege) -> RunOutcome {
+    h.write_phys(GuestPhysAddr(RAM_BASE), &assemble(program))
+        .unwrap();
+    h.reset(RAM_BASE, privilege, 0, 0);
+    h.run(&mut Bus::default(), 1000)
+}
+
+const VA: u64 = 0x4000_3000;
+const PA: u64 = RAM_BASE + 0x9000;
+
+#[test]
+fn sv39_load_sets_accessed_and_store_sets_dirty_in_the_pte() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W);
+    let l0_pte = ROOT + 0x2000 + 3 * 8;
+    h.set_x(13, VA);
+    let out = sv39_run(
+        &mut h,
+        &[ins(Op::Ld, 10, 13, 0, 8), ebreak()],
+        Privilege::Supervisor,
+    );
+    assert!(matches!(out.stop, StopReason::MonitorTrap { cause: 3, .. }));
+    assert_eq!(read_u64(&h, l0_pte) & (PTE_A | PTE_D), PTE_A);
+    h.set_x(13, VA);
+    h.set_x(12, 0x77);
+    sv39_run(
+        &mut h,
+        &[ins(Op::Sd, 0, 13, 12, 8), ebreak()],
+        Privilege::Supervisor,
+    );
+    assert_eq!(read_u64(&h, l0_pte) & (PTE_A | PTE_D), PTE_A | PTE_D);
+    assert_eq!(read_u64(&h, PA + 8), 0x77);
+}
+
+#[test]
+fn sv39_faults_report_the_virtual_address_in_stval() {
+    // Unmapped page: load page fault.
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R);
+    h.set_x(13, VA + 0x1000);
+    let out = sv39_run(&mut h, &[ins(Op::Lw, 10, 13, 0, 4)], Privilege::Supervisor);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 13,
+            tval: VA + 0x1004,
+            pc: RAM_BASE
+        }
+    );
+    // Read-only page: store page fault.
+    h.set_x(13, VA);
+    let out = sv39_run(&mut h, &[ins(Op::Sw, 0, 13, 0, 4)], Privilege::Supervisor);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 15,
+            tval: VA + 4,
+            pc: RAM_BASE
+        }
+    );
+    // Non-canonical address.
+    h.set_x(13, 1 << 40);
+    let out = sv39_run(&mut h, &[ins(Op::Ld, 10, 13, 0, 0)], Privilege::Supervisor);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 13,
+            tval: 1 << 40,
+            pc: RAM_BASE
+        }
+    );
+    // Fetch from a non-executable page: instruction page fault.
+    h.reset(VA, Privilege::Supervisor, 0, 0);
+    let out = h.run(&mut Bus::default(), 10);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 12,
+            tval: VA,
+            pc: VA
+        }
+    );
+}
+
+#[test]
+fn sv39_misaligned_access_across_pages_faults_on_the_second_page_start() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W | PTE_A | PTE_D);
+    h.set_x(13, VA + 0xffc);
+    let out = sv39_run(&mut h, &[ins(Op::Sd, 0, 13, 12, 0)], Privilege::Supervisor);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 15,
+            tval: VA + 0x1000,
+            pc: RAM_BASE
+        }
+    );
+    assert_eq!(
+        read_u64(&h, PA + 0xff8),
+        0,
+        "nothing written when the second page faults"
+    );
+}
+
+#[test]
+fn sv39_sum_gates_supervisor_access_to_user_pages_and_fetch_is_never_allowed() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_X | PTE_U);
+    h.set_x(13, VA);
+    let out = sv39_run(&mut h, &[ins(Op::Ld, 10, 13, 0, 0)], Privilege::Supervisor);
+    assert!(matches!(
+        out.stop,
+        StopReason::MonitorTrap { cause: 13, .. }
+    ));
+    h.write_csr(csr_numbers::SSTATUS, 1 << 18);
+    h.set_x(13, VA);
+    let out = sv39_run(
+        &mut h,
+        &[ins(Op::Ld, 10, 13, 0, 0), ebreak()],
+        Privilege::Supervisor,
+    );
+    assert!(matches!(out.stop, StopReason::MonitorTrap { cause: 3, .. }));
+    h.reset(VA, Privilege::Supervisor, 0, 0);
+    let out = h.run(&mut Bus::default(), 1);
+    assert!(matches!(
+        out.stop,
+        StopReason::MonitorTrap { cause: 12, .. }
+    ));
+}
+
+#[test]
+fn sv39_mxr_makes_execute_only_pages_readable() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_X);
+    h.set_x(13, VA);
+    let out = sv39_run(&mut h, &[ins(Op::Ld, 10, 13, 0, 0)], Privilege::Supervisor);
+    assert!(matches!(
+        out.stop,
+        StopReason::MonitorTrap { cause: 13, .. }
+    ));
+    h.write_csr(csr_numbers::SSTATUS, 1 << 19);
+    h.set_x(13, VA);
+    let out = sv39_run(
+        &mut h,
+        &[ins(Op::Ld, 10, 13, 0, 0), ebreak()],
+        Privilege::Supervisor,
+    );
+    assert!(matches!(out.stop, StopReason::MonitorTrap { cause: 3, .. }));
+}
+
+#[test]
+fn sv39_user_mode_cannot_touch_supervisor_pages() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W | PTE_X);
+    // The code gigapage is not a user page either, so U-mode faults on its first fetch.
+    let out = sv39_run(&mut h, &[ebreak()], Privilege::User);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 12,
+            tval: RAM_BASE,
+            pc: RAM_BASE
+        }
+    );
+}
+
+#[test]
+fn mprv_translates_machine_mode_data_accesses_with_mpp() {
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W);
+    write_u64(&mut h, PA, 0x1234);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 17 | 1 << 11);
+    h.set_x(13, VA);
+    let out = sv39_run(
+        &mut h,
+        &[ins(Op::Ld, 10, 13, 0, 0), ebreak()],
+        Privilege::Machine,
+    );
+    assert!(
+        matches!(out.stop, StopReason::MonitorTrap { cause: 3, .. }),
+        "fetch stays untranslated"
+    );
+    assert_eq!(h.x(10), 0x1234);
+    // MPP = U: the supervisor page is not accessible.
+    h.write_csr(csr_numbers::MSTATUS, 1 << 17);
+    h.set_x(13, VA);
+    let out = sv39_run(
+        &mut h,
+        &[ins(Op::Ld, 10, 13, 0, 0), ebreak()],
+        Privilege::Machine,
+    );
+    assert!(matches!(
+        out.stop,
+        StopReason::MonitorTrap { cause: 13, .. }
+    ));
+}
+
+#[test]
+fn satp_writes_with_unsupported_modes_are_ignored() {
+    use Op::*;
+    let program = [
+        csr(Csrrw, 0, 11, 0x180),
+        csr(Csrrs, 10, 0, 0x180),
+        csr(Csrrw, 0, 12, 0x180),
+        csr(Csrrs, 13, 0, 0x180),
+        csr(Csrrw, 0, 14, 0x180),
+        csr(Csrrs, 15, 0, 0x180),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(13, 10 << 60 | 0x1234); // Sv57
+    h.set_x(12, 9 << 60 | 0x1234); // Sv48
+    h.set_x(14, 8 << 60 | 0x1234); // Sv39
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0);
+    assert_eq!(h.x(13), 0);
+    assert_eq!(h.x(15), 8 << 60 | 0x1234);
+}
+
+#[test]
+fn sv39_misaligned_superpage_is_a_page_fault() {
+    let mut h = hart(true);
+    // Megapage at vpn2=1, vpn1=0 whose PPN is not 2 MiB aligned.
+    write_u64(
+        &mut h,
+        ROOT + 2 * 8,
+        (RAM_BASE >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D,
+    );
+    write_u64(&mut h, ROOT + 8, ((ROOT + 0x1000) >> 12) << 10 | PTE_V);
+    write_u64(
+        &mut h,
+        ROOT + 0x1000,
+        ((RAM_BASE + 0x1000) >> 12) << 10 | PTE_V | PTE_R | PTE_A,
+    );
+    h.write_csr(csr_numbers::SATP, 8 << 60 | ROOT >> 12);
+    h.set_x(13, 0x4000_0000);
+    let out = sv39_run(&mut h, &[ins(Op::Ld, 10, 13, 0, 0)], Privilege::Supervisor);
+    assert!(matches!(
+        out.stop,
+        StopReason::MonitorTrap { cause: 13, .. }
+    ));
+}
+
+/// An independent Sv39 walker (privileged spec 4.3.2) without A/D updates: Ok(paddr) or
+/// Err(cause).
+fn reference_walk(
+    h: &Hart,
+    va: u64,
+    access: Access,
+    privilege: u64,
+    sum: bool,
+    mxr: bool,
+) -> Result<u64, u64> {
+    let (page_fault, access_fault) = match access {
+        Access::Fetch => (12, 1),
+        Access::Load => (13, 5),
+        Access::Store => (15, 7),
+    };
+    let top = va >> 38;
+    if top != 0 && top != (1 << 26) - 1 {
+        return Err(page_fault);
+    }
+    let mut a = ROOT;
+    let mut level = 2i32;
+    loop {
+        let pte_addr = a + ((va >> (12 + 9 * level)) & 0x1ff) * 8;
+        if !(RAM_BASE..RAM_BASE + RAM_SIZE).contains(&pte_addr) {
+            return Err(access_fault);
+        }
+        let pte = read_u64(h, pte_addr);
+        let (v, r, w, x, u) = (
+            pte & PTE_V != 0,
+            pte & PTE_R != 0,
+            pte & PTE_W != 0,
+            pte & PTE_X != 0,
+            pte & PTE_U != 0,
+        );
+        if !v || (!r && w) || pte >> 54 != 0 {
+            return Err(page_fault);
+        }
+        if r || x {
+            let ok = match access {
+                Access::Fetch => x && if privilege == 0 { u } else { !u },
+                Access::Load => (r || (mxr && x)) && if privilege == 0 { u } else { !u || sum },
+                Access::Store => w && if privilege == 0 { u } else { !u || sum },
+            };
+            if !ok {
+                return Err(page_fault);
+            }
+            let ppn = (pte >> 10) & ((1 << 44) - 1);
+            for i in 0..level {
+                if (ppn >> (9 * i)) & 0x1ff != 0 {
+                    return Err(page_fault);
+                }
+            }
+            let mask = (1u64 << (12 + 9 * level)) - 1;
+            return Ok((ppn << 12) & !mask | va & mask);
+        }
+        level -= 1;
+        if level < 0 {
+            return Err(page_fault);
+        }
+        a = ((pte >> 10) & ((1 << 44) - 1)) << 12;
+    }
+}
+
+fn random_pte(rng: &mut Rng, next_table: Option<u64>, level: u32) -> u64 {
+    let flags = rng.next() & 0xff | PTE_V;
+    match rng.below(8) {
+        0 => 0,
+        1 | 2 | 3 if next_table.is_some() => (next_table.unwrap() >> 12) << 10 | PTE_V,
+        4 => flags | 1 << 60, // reserved bits set
+        _ => {
+            let page = if rng.below(12) == 0 {
+                // Outside RAM: MMIO or nothing.
+                if rng.below(2) == 0 {
+                    MMIO_BASE
+                } else {
+                    0x2000_0000
+                }
+            } else if level > 0 {
+                // A superpage, aligned or not.
+                if rng.below(2) == 0 {
+                    RAM_BASE
+                } else {
+                    RAM_BASE + 0x1000 * rng.below(256)
+                }
+            } else {
+                RAM_BASE + 0x80000 + 0x1000 * rng.below(0x80)
+            };
+            (page >> 12) << 10 | flags
+        }
+    }
+}
+
+#[test]
+fn tlb_path_agrees_with_a_reference_page_walk_over_random_tables() {
+    let seed = 0x5eed_0003;
+    let mut rng = Rng(seed);
+    for round in 0..40 {
+        let mut h = hart(true);
+        let mut bus = Bus::default();
+        // Tables: root at ROOT; level-1 tables at ROOT + 0x1000 * (1..=4); level-0 tables at
+        // ROOT + 0x1000 * (5..=12). Entries 0..4 of each table are populated.
+        for e in 0..4u64 {
+            let pte = random_pte(&mut rng, Some(ROOT + 0x1000 * (1 + e)), 2);
+            write_u64(&mut h, ROOT + e * 8, pte);
+            write_u64(
+                &mut h,
+                ROOT + (508 + e) * 8,
+                random_pte(&mut rng, Some(ROOT + 0x1000 * (1 + e)), 2),
+            );
+            for f in 0..4u64 {
+                let l0 = ROOT + 0x1000 * (5 + (e * 4 + f) % 8);
+                write_u64(
+                    &mut h,
+                    ROOT + 0x1000 * (1 + e) + f * 8,
+                    random_pte(&mut rng, Some(l0), 1),
+                );
+                for g in 0..4u64 {
+                    write_u64(&mut h, l0 + g * 8, random_pte(&mut rng, None, 0));
+                }
+            }
+        }
+        h.write_csr(csr_numbers::SATP, 8 << 60 | ROOT >> 12);
+        for _ in 0..400 {
+            let vpn2 = match rng.below(3) {
+                0 => rng.below(4),
+                1 => 508 + rng.below(4),
+                _ => rng.below(512),
+            };
+            let mut va =
+                vpn2 << 30 | rng.below(4) << 21 | rng.below(4) << 12 | (rng.below(512) * 8);
+            if vpn2 >= 256 {
+                va |= !((1u64 << 39) - 1);
+            }
+            if rng.below(20) == 0 {
+                va ^= 1 << 50; // non-canonical
+            }
+            let (privilege, mprv) = match rng.below(4) {
+                0 => (Privilege::User, false),
+                1 | 2 => (Privilege::Supervisor, false),
+                _ => (Privilege::Machine, true),
+            };
+            let sum = rng.below(2) == 0;
+            let mxr = rng.below(2) == 0;
+            let mpp = if rng.below(2) == 0 { 1u64 } else { 0 };
+            let mstatus =
+                (sum as u64) << 18 | (mxr as u64) << 19 | (mprv as u64) << 17 | mpp << 11 | 1 << 13;
+            h.write_csr(csr_numbers::MSTATUS, mstatus);
+            h.reset(0, privilege, 0, 0);
+            let effective = if mprv { mpp } else { privilege as u64 };
+            let mut access = match rng.below(3) {
+                0 => Access::Fetch,
+                1 => Access::Load,
+                _ => Access::Store,
+            };
+            if access == Access::Fetch && mprv {
+                access = Access::Load; // M-mode fetches are never translated
+            }
+            let expected = reference_walk(&h, va, access, effective, sum, mxr);
+            // Stores into the page tables would legitimately leave stale TLB entries; skip.
+            if access == Access::Store
+                && matches!(expected, Ok(pa) if pa < RAM_BASE + 0x80000 && pa >= RAM_BASE)
+            {
+                access = Access::Load;
+            }
+            let expected = reference_walk(&h, va, access, effective, sum, mxr);
+            for attempt in 0..2 {
+                let context = format!("seed {seed:#x} round {round} va {va:#x} {access:?} {privilege:?} mprv {mprv} mpp {mpp} sum {sum} mxr {mxr} attempt {attempt}");
+                let value = rng.next();
+                let got: Result<u64, Exception> = match access {
+                    Access::Fetch => h.fetch_offset(va).map(|o| RAM_BASE + o as u64),
+                    Access::Load => h.load(&mut bus, va, 8),
+                    Access::Store => h.store(&mut bus, va, 8, value).map(|_| 0),
+                };
+                match (expected, got) {
+                    (Err(cause), Err(e)) => {
+                        assert_eq!(e, Exception { cause, tval: va }, "{context}");
+                    }
+                    (Ok(pa), got) => {
+                        let in_ram = (RAM_BASE..RAM_BASE + RAM_SIZE).contains(&pa);
+                        let in_mmio = (MMIO_BASE..MMIO_BASE + 0x100).contains(&pa);
+                        match (access, got) {
+                            (_, Err(e)) => {
+                                // Instructions are fetched from RAM only.
+                                let fetch_from_mmio = access == Access::Fetch && in_mmio;
+                                assert!(
+                                    !in_ram && (!in_mmio || fetch_from_mmio),
+                                    "{context}: unexpected {e:?}"
+                                );
+                                let cause = match access {
+                                    Access::Fetch => 1,
+                                    Access::Load => 5,
+                                    Access::Store => 7,
+                                };
+                                assert_eq!(e, Exception { cause, tval: va }, "{context}");
+                            }
+                            (Access::Fetch, Ok(got_pa)) => assert_eq!(got_pa, pa, "{context}"),
+                            (Access::Load, Ok(v)) => {
+                                if in_ram {
+                                    assert_eq!(v, read_u64(&h, pa), "{context}");
+                                }
+                            }
+                            (Access::Store, Ok(_)) => {
+                                if in_ram {
+                                    assert_eq!(read_u64(&h, pa), value, "{context}");
+                                }
+                            }
+                        }
+                    }
+                    (Err(cause), Ok(v)) => {
+                        panic!("{context}: expected cause {cause}, got Ok({v:#x})")
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- F and D
+
+fn fp_hart(program: &[Instruction]) -> (Hart, Bus) {
+    let (mut h, bus) = boot(program);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 13);
+    (h, bus)
+}
+
+const BOXED: u64 = 0xffff_ffff_0000_0000;
+
+#[test]
+fn single_arithmetic_nan_boxes_results_and_accrues_flags() {
+    use Op::*;
+    let program = [
+        fpr(FaddS, 3, 1, 2, 0),
+        fpr(FaddS, 4, 5, 2, 0), // f5 improperly boxed: reads as canonical NaN
+        fpr(FdivD, 6, 7, 8, 7), // 1.0 / 0.0 with dynamic rounding
+        ebreak(),
+    ];
+    let (mut h, mut bus) = fp_hart(&program);
+    h.f[1] = BOXED | 1.5f32.to_bits() as u64;
+    h.f[2] = BOXED | 2.25f32.to_bits() as u64;
+    h.f[5] = 1.0f32.to_bits() as u64;
+    h.f[7] = 1.0f64.to_bits();
+    h.f[8] = 0;
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.f(3), BOXED | 3.75f32.to_bits() as u64);
+    assert_eq!(h.f(4), BOXED | 0x7fc0_0000);
+    assert_eq!(h.f(6), f64::INFINITY.to_bits());
+    assert_eq!(h.read_csr(csr_numbers::FFLAGS), Some(0x08));
+    let m = h.read_csr(csr_numbers::MSTATUS).unwrap();
+    assert_eq!((m >> 13) & 3, 3, "FS dirty");
+}
+
+#[test]
+fn reserved_rounding_modes_are_illegal_and_dynamic_uses_frm() {
+    use Op::*;
+    for rm in [5u8, 6] {
+        let (mut h, mut bus) = fp_hart(&[fpr(FaddD, 1, 2, 3, rm)]);
+        assert!(
+            matches!(
+                h.run(&mut bus, 1).stop,
+                StopReason::MonitorTrap { cause: 2, .. }
+            ),
+            "rm {rm}"
+        );
+    }
+    let (mut h, mut bus) = fp_hart(&[fpr(FdivS, 1, 2, 3, 7), ebreak()]);
+    h.write_csr(csr_numbers::FRM, 5);
+    assert!(matches!(
+        h.run(&mut bus, 1).stop,
+        StopReason::MonitorTrap { cause: 2, .. }
+    ));
+    // frm = RTZ: 1/3 rounds down in the last place; RNE rounds up.
+    h.write_csr(csr_numbers::FRM, 1);
+    h.f[2] = BOXED | 1.0f32.to_bits() as u64;
+    h.f[3] = BOXED | 3.0f32.to_bits() as u64;
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.f(1), BOXED | 0x3eaa_aaaa);
+    assert_eq!(h.read_csr(csr_numbers::FCSR), Some(1 << 5 | 0x01));
+}
+
+#[test]
+fn moves_sign_injection_class_and_conversions() {
+    use Op::*;
+    let program = [
+        ins(FmvXW, 10, 1, 0, 0),
+        ins(FsgnjnS, 2, 1, 1, 0),
+        ins(FclassS, 11, 2, 0, 0),
+        ins(FclassS, 12, 9, 0, 0),
+        fpr(FcvtWuS, 13, 3, 0, 1),
+        fpr(FcvtWS, 14, 4, 0, 0),
+        ins(FmvDX, 5, 15, 0, 0),
+        ins(FmvXD, 16, 5, 0, 0),
+        fpr(FcvtDL, 6, 17, 0, 0),
+        fpr(FcvtSD, 7, 6, 0, 0),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = fp_hart(&program);
+    h.f[1] = BOXED | 0x8000_0000; // -0.0
+    h.f[3] = BOXED | 3.0e9f32.to_bits() as u64;
+    h.f[4] = BOXED | 0x7fc0_0000; // NaN
+    h.f[9] = BOXED | f32::NEG_INFINITY.to_bits() as u64;
+    h.set_x(15, 0x0123_4567_89ab_cdef);
+    h.set_x(17, (-3i64) as u64);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 0xffff_ffff_8000_0000, "fmv.x.w sign-extends");
+    assert_eq!(h.f(2), BOXED, "fsgnjn of -0 with itself is +0");
+    assert_eq!(h.x(11), 1 << 4, "+0 class");
+    assert_eq!(h.x(12), 1 << 0, "-inf class");
+    assert_eq!(
+        h.x(13),
+        3_000_000_000u32 as i32 as i64 as u64,
+        "fcvt.wu.s sign-extends"
+    );
+    assert_eq!(h.x(14), 0x7fff_ffff, "NaN converts to the maximum");
+    assert_eq!(h.x(16), 0x0123_4567_89ab_cdef);
+    assert_eq!(h.f(6), (-3.0f64).to_bits());
+    assert_eq!(h.f(7), BOXED | (-3.0f32).to_bits() as u64);
+    assert_eq!(
+        h.read_csr(csr_numbers::FFLAGS),
+        Some(0x10),
+        "NV from the NaN conversion"
+    );
+}
+
+#[test]
+fn fp_loads_box_singles_and_stores_move_raw_bits() {
+    use Op::*;
+    let program = [
+        ins(Flw, 1, 11, 0, 0),
+        ins(Fsd, 0, 11, 1, 8),
+        ins(Fsw, 0, 11, 2, 16),
+        ins(Fld, 3, 11, 0, 8),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = fp_hart(&program);
+    h.set_x(11, RAM_BASE + 0x5000);
+    write_u64(&mut h, RAM_BASE + 0x5000, 0x3f80_0000);
+    h.f[2] = 0x1234_5678_9abc_def0;
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.f(1), BOXED | 0x3f80_0000);
+    assert_eq!(read_u64(&h, RAM_BASE + 0x5008), BOXED | 0x3f80_0000);
+    assert_eq!(read_u64(&h, RAM_BASE + 0x5010), 0x9abc_def0);
+    assert_eq!(h.f(3), BOXED | 0x3f80_0000);
+}
+
+#[test]
+fn fused_multiply_add_variants_negate_the_right_terms() {
+    use Op::*;
+    let f = |op| Instruction {
+        op,
+        rd: 4,
+        rs1: 1,
+        rs2: 2,
+        rs3: 3,
+        rm: 0,
+        length_bytes: 4,
+        imm: 0,
+    };
+    for (op, want) in [
+        (FmaddD, 7.0),
+        (FmsubD, -1.0),
+        (FnmsubD, 1.0),
+        (FnmaddD, -7.0),
+    ] {
+        let (mut h, mut bus) = fp_hart(&[f(op), ebreak()]);
+        h.f[1] = 2.0f64.to_bits();
+        h.f[2] = 1.5f64.to_bits();
+        h.f[3] = 4.0f64.to_bits();
+        run_to_break(&mut h, &mut bus);
+        assert_eq!(f64::from_bits(h.f(4)), want, "{op:?}");
+    }
 }
