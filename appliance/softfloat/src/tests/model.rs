@@ -150,3 +150,90 @@ fn single_fmin_fmax_fclass_match_model() {
         assert_eq!(F32(a).classify(), expected, "class {a:#x}");
     }
 }
+
+/// Every operation, in every rounding mode including RMM, on edge-biased inputs (which also
+/// exercises the arithmetic overflow checks of debug builds): NaN results are always
+/// canonical and only the five `fflags` bits are ever set.
+#[test]
+fn nan_results_are_canonical_in_every_mode_and_operation() {
+    use crate::RoundingMode;
+    let modes = [
+        RoundingMode::NearestEven,
+        RoundingMode::TowardZero,
+        RoundingMode::Down,
+        RoundingMode::Up,
+        RoundingMode::NearestMaxMagnitude,
+    ];
+    let mut rng = Rng(0x0ca0_0b1c);
+    for _ in 0..CASES / 4 {
+        let (a, b, c) = (
+            LAYOUT64.random(&mut rng),
+            LAYOUT64.random(&mut rng),
+            LAYOUT64.random(&mut rng),
+        );
+        let (sa, sb, sc) = (
+            LAYOUT32.random(&mut rng) as u32,
+            LAYOUT32.random(&mut rng) as u32,
+            LAYOUT32.random(&mut rng) as u32,
+        );
+        for rm in modes {
+            let doubles = [
+                F64(a).add(F64(b), rm),
+                F64(a).sub(F64(b), rm),
+                F64(a).mul(F64(b), rm),
+                F64(a).div(F64(b), rm),
+                F64(a).sqrt(rm),
+                F64(a).mul_add(F64(b), F64(c), rm),
+                F64(a).min(F64(b)),
+                F64(a).max(F64(b)),
+                F32(sa).to_f64(),
+            ];
+            for (index, (result, flags)) in doubles.into_iter().enumerate() {
+                if result.is_nan() {
+                    assert_eq!(
+                        result,
+                        F64::CANONICAL_NAN,
+                        "op {index} {a:#x} {b:#x} {c:#x} {rm:?}"
+                    );
+                }
+                assert_eq!(flags.0 & !0x1f, 0);
+            }
+            let singles = [
+                F32(sa).add(F32(sb), rm),
+                F32(sa).sub(F32(sb), rm),
+                F32(sa).mul(F32(sb), rm),
+                F32(sa).div(F32(sb), rm),
+                F32(sa).sqrt(rm),
+                F32(sa).mul_add(F32(sb), F32(sc), rm),
+                F32(sa).min(F32(sb)),
+                F32(sa).max(F32(sb)),
+                F64(a).to_f32(rm),
+            ];
+            for (index, (result, flags)) in singles.into_iter().enumerate() {
+                if result.is_nan() {
+                    assert_eq!(
+                        result,
+                        F32::CANONICAL_NAN,
+                        "op {index} {sa:#x} {sb:#x} {sc:#x} {rm:?}"
+                    );
+                }
+                assert_eq!(flags.0 & !0x1f, 0);
+            }
+            // Conversions to integers raise NV or NX, never both and nothing else.
+            let conversion_flags = [
+                F64(a).to_i32(rm).1,
+                F64(a).to_u32(rm).1,
+                F64(a).to_i64(rm).1,
+                F64(a).to_u64(rm).1,
+                F32(sa).to_i32(rm).1,
+                F32(sa).to_u64(rm).1,
+            ];
+            for flags in conversion_flags {
+                assert!(
+                    flags == Flags::NONE || flags == Flags::NV || flags == Flags::NX,
+                    "{flags}"
+                );
+            }
+        }
+    }
+}

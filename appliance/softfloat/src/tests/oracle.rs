@@ -733,3 +733,71 @@ fn format_conversions_match_host_sse() {
     check.finish();
     check_narrow.finish();
 }
+
+/// Every single-precision bit pattern through sqrt (RNE), widening, and conversion to i32
+/// (RTZ, the C cast). Takes minutes: run with `cargo test --release -- --ignored`.
+#[test]
+#[ignore]
+fn exhaustive_single_precision_unary_operations_match_host_sse() {
+    let mut check = Checker::new("exhaustive f32 unary", F32::CANONICAL_NAN.0 as u64);
+    let rm = RoundingMode::NearestEven;
+    for a in 0..=u32::MAX {
+        let x = f32::from_bits(a);
+        if a >> 31 == 0 {
+            let (ours, flags) = F32(a).sqrt(rm);
+            let (host, host_flags) = host::sqrt_f32(x, rm);
+            check.float(
+                "sqrt",
+                &[a as u64],
+                rm,
+                Outcome {
+                    bits: ours.0 as u64,
+                    nan: ours.is_nan(),
+                    flags: flags.0,
+                },
+                Outcome {
+                    bits: host.to_bits() as u64,
+                    nan: host.is_nan(),
+                    flags: host_flags.0,
+                },
+            );
+        }
+        let (ours, flags) = F32(a).to_f64();
+        let (host, host_flags) = host::f32_to_f64(x);
+        check.float(
+            "to_f64",
+            &[a as u64],
+            rm,
+            Outcome {
+                bits: ours.0,
+                nan: ours.is_nan(),
+                flags: flags.0,
+            },
+            Outcome {
+                bits: host.to_bits(),
+                nan: host.is_nan(),
+                flags: host_flags.0,
+            },
+        );
+        let (ours, flags) = F32(a).to_i32(RoundingMode::TowardZero);
+        let (host, host_flags) = host::f32_to_i32(x, RoundingMode::TowardZero);
+        let expected = if host_flags.contains(Flags::NV) {
+            saturated(
+                x.is_nan(),
+                a >> 31 != 0,
+                i32::MAX as u64,
+                i32::MIN as u32 as u64,
+            )
+        } else {
+            int_outcome(host as u32 as u64, host_flags)
+        };
+        check.exact(
+            "to_i32",
+            &[a as u64],
+            RoundingMode::TowardZero,
+            int_outcome(ours as u32 as u64, flags),
+            expected,
+        );
+    }
+    check.finish();
+}
