@@ -201,6 +201,40 @@ impl Layout {
         self.pack(rng.next() & 1 == 1, biased as u64, self.random_frac(rng))
     }
 
+    /// A pair whose product (or quotient, when `for_division`) lies within a factor of two
+    /// of the smallest normal number, with significands just below 2 or just above 1 so
+    /// that rounding often carries across 2^emin: the case where tininess after rounding
+    /// differs from tininess before rounding.
+    fn underflow_threshold_pair(self, rng: &mut Rng, for_division: bool) -> (u64, u64) {
+        let near_one = |rng: &mut Rng| -> u64 {
+            if rng.chance(2) {
+                rng.below(4)
+            } else {
+                // Just below 2: 1.111...1 minus a few ulps.
+                self.frac_mask() - rng.below(4)
+            }
+        };
+        let frac_a = near_one(rng);
+        let frac_b = near_one(rng);
+        let bias = self.bias() as i64;
+        let emin = 1 - bias;
+        // Spread the exponents between the operands; the result exponent is emin - 1 or emin.
+        let target = emin - rng.below(2) as i64;
+        let exp_a = rng.below(bias as u64) as i64 - bias / 2;
+        let exp_b = if for_division {
+            exp_a - target
+        } else {
+            target - exp_a
+        };
+        let pack = |sign: bool, exp: i64, frac: u64| {
+            self.pack(sign, (exp + bias).clamp(1, 2 * bias) as u64, frac)
+        };
+        (
+            pack(rng.chance(2), exp_a, frac_a),
+            pack(rng.chance(2), exp_b, frac_b),
+        )
+    }
+
     /// A value near an integer-conversion boundary: magnitudes from 2^-3 to 2^66.
     fn near_integer_range(self, rng: &mut Rng) -> u64 {
         if rng.chance(4) {
@@ -421,6 +455,14 @@ macro_rules! format_oracle {
                         let ours = soft_outcome(soft(a).mul(soft(b), rm));
                         let host = host_outcome($host_mul(host_value(a), host_value(b), rm));
                         check.float("mul", &[a, b], rm, ours, host);
+                        let (x, y) = $layout.underflow_threshold_pair(&mut rng, false);
+                        let ours = soft_outcome(soft(x).mul(soft(y), rm));
+                        let host = host_outcome($host_mul(host_value(x), host_value(y), rm));
+                        check.float("mul", &[x, y], rm, ours, host);
+                        let (x, y) = $layout.underflow_threshold_pair(&mut rng, true);
+                        let ours = soft_outcome(soft(x).div(soft(y), rm));
+                        let host = host_outcome($host_div(host_value(x), host_value(y), rm));
+                        check.float("div", &[x, y], rm, ours, host);
                         let b = if rng.chance(3) {
                             $layout.threshold_partner(&mut rng, a, true)
                         } else {
