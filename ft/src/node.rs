@@ -690,6 +690,15 @@ impl Node {
 
     // ----- Backup: replay -----
 
+    /// Backup: the instruction count of the next entry to inject, so the runtime can execute
+    /// up to it first.
+    pub fn next_replay_at(&self) -> Option<InstructionCount> {
+        if !self.is_replaying() {
+            return None;
+        }
+        self.replay.front().map(|(_, entry)| entry.at)
+    }
+
     /// Backup: the next entry to inject, in log order. While going live, call
     /// `finish_go_live` once this returns `None` and every entry has been executed.
     pub fn poll_replay(&mut self) -> Option<ReplayItem> {

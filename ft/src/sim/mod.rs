@@ -421,6 +421,7 @@ struct FaultProfile {
     duplicate_ppm: u64,
     reorder_ppm: u64,
     corrupt_ppm: u64,
+    long_delay_ppm: u64,
     partition_mean_gap_us: u64,
     crash_mean_gap_us: u64,
     arbiter_write_us_max: u64,
@@ -522,6 +523,7 @@ impl World {
             duplicate_ppm: pick(&mut rng, &[0, 10_000, 50_000]),
             reorder_ppm: pick(&mut rng, &[0, 20_000, 100_000]),
             corrupt_ppm: pick(&mut rng, &[0, 0, 5_000]),
+            long_delay_ppm: pick(&mut rng, &[0, 0, 2_000, 20_000]),
             partition_mean_gap_us: pick(&mut rng, &[0, 3_000_000, 1_000_000, 400_000]),
             crash_mean_gap_us: pick(&mut rng, &[0, 3_000_000, 1_500_000, 600_000]),
             arbiter_write_us_max: pick(&mut rng, &[1_000, 20_000, 200_000]),
@@ -803,6 +805,11 @@ impl World {
             if active && self.rng.chance(faults.reorder_ppm) {
                 delay += self.rng.range(0, 80_000);
             }
+            if active && self.rng.chance(faults.long_delay_ppm) {
+                // Longer than the failure-detection timeout: the frame arrives after the
+                // receiver may have given up on its sender.
+                delay += self.rng.range(500_000, 3_000_000);
+            }
             self.schedule(
                 delay,
                 SimEvent::Deliver {
@@ -875,15 +882,16 @@ impl World {
         let Some(state) = replica.node.as_ref() else {
             return;
         };
-        if matches!(
-            state.role(),
-            RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary
-        ) {
-            let wanted = (now - replica.last_executed)
-                .0
-                .saturating_mul(INSTRUCTIONS_PER_MICROSECOND);
+        let elapsed = (now - replica.last_executed).0;
+        if matches!(state.role(), RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary) {
+            let wanted = elapsed.saturating_mul(INSTRUCTIONS_PER_MICROSECOND);
             let allowed = wanted.min(state.execution_budget(InstructionCount(replica.icount)));
             replica.icount += allowed;
+        } else if matches!(state.role(), RoleKind::Backup | RoleKind::ClaimingAsBackup) {
+            // The backup executes at a finite speed (a little faster than the primary) and
+            // never past its horizon, so it lags and has entries queued at a failover.
+            let wanted = elapsed.saturating_mul(2 * INSTRUCTIONS_PER_MICROSECOND);
+            replica.icount = (replica.icount + wanted).min(state.horizon().0.max(replica.icount));
         }
         replica.last_executed = now;
     }
@@ -1010,6 +1018,7 @@ impl World {
         if !self.up[node] {
             return;
         }
+        self.execute(node);
         loop {
             if self.failure.is_some() {
                 return;
@@ -1031,7 +1040,14 @@ impl World {
                 self.released(node, output);
                 continue;
             }
-            if let Some(item) = state.poll_replay() {
+            let icount = self.replicas[slot].icount;
+            let Some(state) = self.replicas[slot].node.as_mut() else {
+                return;
+            };
+            let due = state
+                .next_replay_at()
+                .is_some_and(|at| state.role() == RoleKind::GoingLive || at.0 <= icount);
+            if let Some(item) = due.then(|| state.poll_replay()).flatten() {
                 self.replay(node, item.position, item.entry);
                 continue;
             }
