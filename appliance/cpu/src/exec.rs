@@ -281,8 +281,7 @@ impl Hart {
                 let raw = self.load(p, vaddr, size)?;
                 self.reservation = Some(Reservation { vaddr, value: raw });
                 let v = if size == 4 { sext32(raw) } else { raw };
-                self.set_reg(inst.rd, v);
-                Ok(Flow::Next)
+                Ok(self.finish_load(inst.rd, v))
             }
             ScW | ScD => {
                 let size = if inst.op == ScW { 4 } else { 8 };

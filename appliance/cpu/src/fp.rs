@@ -63,6 +63,15 @@ impl Hart {
         }
     }
 
+    /// An FP load from MMIO ends the run like an integer one (see `finish_load`).
+    fn finish_fp_load(&mut self) -> Flow {
+        if self.mmio_loaded {
+            self.mmio_loaded = false;
+            return Flow::Stop(crate::StopReason::MmioAccess);
+        }
+        Flow::Next
+    }
+
     fn put_s(&mut self, rd: u8, (v, flags): (F32, Flags)) {
         self.accrue(flags);
         self.set_fs(rd, v);
@@ -94,10 +103,12 @@ impl Hart {
             Flw => {
                 let v = self.load(p, address, 4)?;
                 self.set_fs(rd, F32(v as u32));
+                return Ok(self.finish_fp_load());
             }
             Fld => {
                 let v = self.load(p, address, 8)?;
                 self.set_fd(rd, F64(v));
+                return Ok(self.finish_fp_load());
             }
             // Stores move the raw register bits (no unboxing).
             Fsw => return self.store(p, address, 4, self.f[rs2 as usize & 31]),

@@ -489,6 +489,9 @@ impl Hart {
         tval: u64,
         interrupt: bool,
     ) -> Option<StopReason> {
+        // A faulting instruction does not retire, so an MMIO read it made does not stop
+        // the run by itself.
+        self.mmio_loaded = false;
         let cause_value = code | (interrupt as u64) << 63;
         let delegation = if interrupt {
             self.csr.mideleg

@@ -2018,3 +2018,17 @@ fn fused_multiply_add_variants_negate_the_right_terms() {
         assert_eq!(f64::from_bits(h.f(4)), want, "{op:?}");
     }
 }
+
+#[test]
+fn fp_loads_and_lr_from_mmio_also_end_the_run() {
+    for op in [Op::Flw, Op::Fld, Op::LrW] {
+        let (mut h, mut bus) = fp_hart(&[ins(op, 1, 13, 0, 0), ins(Op::Ld, 2, 14, 0, 0), ebreak()]);
+        h.set_x(13, MMIO_BASE);
+        h.set_x(14, RAM_BASE);
+        let out = h.run(&mut bus, 100);
+        assert_eq!(out.stop, StopReason::MmioAccess, "{op:?}");
+        assert_eq!(out.executed.0, 1);
+        // The following RAM load does not inherit the stop.
+        assert_eq!(run_to_break(&mut h, &mut bus).executed.0, 1);
+    }
+}
