@@ -1,0 +1,315 @@
+//! Shared host-side harness of the differential tests and the CPU benchmark: builds the guest
+//! programs, runs them under QEMU (the reference) and under `understudy run-guest`, and
+//! compares console output and exit status line by line.
+//!
+//! Included by path from `tests/isa_differential.rs`, `tests/fuzz_differential.rs` and
+//! `benches/cpu_vs_qemu.rs`, so every user sees the same QEMU configuration.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The reference CPU: QEMU 7.2's `rv64` with everything beyond RV64GC + Zicsr + Zifencei
+/// turned off, so that WARL registers and feature probes read like our machine's
+/// (QEMU enables H, Sstc, Zb*, Svpbmt, Svinval, Svnapot and others by default).
+pub const QEMU_CPU: &str = "rv64,h=false,sstc=false,zba=false,zbb=false,zbc=false,zbs=false,\
+svpbmt=false,svinval=false,svnapot=false,Zihintpause=false,Zfh=false,Zfhmin=false,debug=false,\
+sscofpmf=false";
+
+/// What a guest run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The process exit status; `None` when it was killed (timeout or signal).
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn describe_status(&self) -> String {
+        if self.timed_out {
+            "timed out".to_string()
+        } else {
+            match self.status {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_string(),
+            }
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn isa_dir() -> PathBuf {
+    repo_root().join("appliance/guest/isa")
+}
+
+/// `${UNDERSTUDY_CACHE:-$HOME/.cache/understudy}`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("UNDERSTUDY_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache/understudy")
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// Fails (never skips) when the guest toolchain or QEMU is missing.
+pub fn require_tools(tools: &[&str]) {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !on_path(tool))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {}: run tools/install-prerequisites (it installs gcc-riscv64-unknown-elf, \
+         picolibc-riscv64-unknown-elf and qemu-system-misc)",
+        missing.join(", ")
+    );
+}
+
+/// Builds (or reuses) the ISA programs and benchmark guests; returns their directory.
+pub fn build_programs() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        require_tools(&["riscv64-unknown-elf-gcc"]);
+        let output = Command::new("bash")
+            .arg(isa_dir().join("build.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run appliance/guest/isa/build.sh");
+        assert!(
+            output.status.success(),
+            "appliance/guest/isa/build.sh failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let dir = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+        let dir = PathBuf::from(dir);
+        assert!(dir.is_dir(), "build.sh printed no output directory");
+        dir
+    })
+    .clone()
+}
+
+/// Names of the ISA test programs (sources in appliance/guest/isa/programs), sorted.
+pub fn program_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(isa_dir().join("programs"))
+        .expect("cannot list appliance/guest/isa/programs")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let ext = path.extension()?.to_str()?;
+            if ext == "c" || ext == "S" {
+                Some(path.file_stem()?.to_str()?.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs a command with stdin closed, capturing output, killing it after `timeout`.
+pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+    // Drain both pipes on threads so a chatty guest cannot block on a full pipe.
+    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut buffer);
+        buffer
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut buffer);
+        buffer
+    });
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait().expect("cannot wait for child") {
+            Some(status) => break status,
+            None if start.elapsed() > timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("cannot wait for killed child");
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let elapsed = start.elapsed();
+    Outcome {
+        stdout: stdout_reader.join().unwrap_or_default(),
+        stderr: stderr_reader.join().unwrap_or_default(),
+        status: if timed_out { None } else { status.code() },
+        timed_out,
+        elapsed,
+    }
+}
+
+/// QEMU `virt`, M-mode entry at the ELF entry point (`-bios none`). With `icount`, one
+/// instruction is one virtual nanosecond, so instret and mtime are exact functions of the
+/// instruction stream (the programs print instret deltas).
+pub fn run_qemu(elf: &Path, icount: bool, timeout: Duration) -> Outcome {
+    require_tools(&["qemu-system-riscv64"]);
+    let mut command = Command::new("qemu-system-riscv64");
+    command.args([
+        "-M",
+        "virt",
+        "-cpu",
+        QEMU_CPU,
+        "-bios",
+        "none",
+        "-nographic",
+        "-kernel",
+    ]);
+    command.arg(elf);
+    if icount {
+        command.args(["-icount", "shift=0"]);
+    }
+    run_with_timeout(&mut command, timeout)
+}
+
+/// Our machine, with guest time derived from the instruction count.
+pub fn run_understudy(
+    binary: &Path,
+    elf: &Path,
+    max_instructions: u64,
+    stats: bool,
+    timeout: Duration,
+) -> Outcome {
+    let mut command = Command::new(binary);
+    command.arg("run-guest").arg("--kernel").arg(elf);
+    command.args(["--clock", "virtual", "--max-instructions"]);
+    command.arg(max_instructions.to_string());
+    if stats {
+        command.arg("--stats");
+    }
+    run_with_timeout(&mut command, timeout)
+}
+
+/// Lines of context printed around a difference, and the most differing lines shown.
+const DIFF_CONTEXT_LINES: usize = 3;
+const DIFF_LINES_MAX: usize = 40;
+
+/// A unified-diff-like report of the first differing region (common prefix and suffix
+/// trimmed): enough to see which `name value` lines differ.
+pub fn diff_report(expected: &str, actual: &str) -> String {
+    let left: Vec<&str> = expected.lines().collect();
+    let right: Vec<&str> = actual.lines().collect();
+    let prefix = left.iter().zip(&right).take_while(|(a, b)| a == b).count();
+    let suffix = left[prefix..]
+        .iter()
+        .rev()
+        .zip(right[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let left_changed = &left[prefix..left.len() - suffix];
+    let right_changed = &right[prefix..right.len() - suffix];
+    let context_start = prefix.saturating_sub(DIFF_CONTEXT_LINES);
+    let mut report = format!(
+        "@@ -{},{} +{},{} @@ (qemu lines {}, understudy lines {})\n",
+        prefix + 1,
+        left_changed.len(),
+        prefix + 1,
+        right_changed.len(),
+        left.len(),
+        right.len()
+    );
+    for line in &left[context_start..prefix] {
+        report.push_str(&format!(" {line}\n"));
+    }
+    // Pair lines up so `name value` differences sit next to each other.
+    let paired = left_changed
+        .len()
+        .max(right_changed.len())
+        .min(DIFF_LINES_MAX);
+    for index in 0..paired {
+        match (left_changed.get(index), right_changed.get(index)) {
+            (Some(left_line), Some(right_line)) if left_line == right_line => {
+                report.push_str(&format!(" {left_line}\n"));
+            }
+            (left_line, right_line) => {
+                if let Some(line) = left_line {
+                    report.push_str(&format!("-{line}\n"));
+                }
+                if let Some(line) = right_line {
+                    report.push_str(&format!("+{line}\n"));
+                }
+            }
+        }
+    }
+    if left_changed.len().max(right_changed.len()) > DIFF_LINES_MAX {
+        report.push_str(&format!(
+            "... ({} more differing lines)\n",
+            left_changed.len().max(right_changed.len()) - DIFF_LINES_MAX
+        ));
+    }
+    let context_end = (left.len() - suffix + DIFF_CONTEXT_LINES).min(left.len());
+    for line in &left[left.len() - suffix..context_end] {
+        report.push_str(&format!(" {line}\n"));
+    }
+    report
+}
+
+/// Compares our run against QEMU's: stdout byte for byte and the exit status.
+pub fn compare(name: &str, qemu: &Outcome, ours: &Outcome) -> Result<(), String> {
+    let expected = String::from_utf8_lossy(&qemu.stdout);
+    let actual = String::from_utf8_lossy(&ours.stdout);
+    let mut problems = String::new();
+    if qemu.status != Some(0) {
+        problems.push_str(&format!(
+            "{name}: the reference run under QEMU failed ({}): the program itself is wrong\n",
+            qemu.describe_status()
+        ));
+    }
+    if qemu.status != ours.status || qemu.timed_out != ours.timed_out {
+        problems.push_str(&format!(
+            "{name}: qemu {} but understudy {}\n",
+            qemu.describe_status(),
+            ours.describe_status()
+        ));
+    }
+    if expected != actual {
+        problems.push_str(&format!("{name}: console output differs\n"));
+        problems.push_str(&diff_report(&expected, &actual));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&ours.stderr);
+        if !stderr.trim().is_empty() {
+            let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
+            problems.push_str("understudy stderr (last lines):\n");
+            for line in tail.iter().rev() {
+                problems.push_str(&format!("  {line}\n"));
+            }
+        }
+        Err(problems)
+    }
+}

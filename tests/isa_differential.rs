@@ -1,0 +1,71 @@
+//! Differential tests of the hart against QEMU: every ISA test program in
+//! appliance/guest/isa/programs runs under `qemu-system-riscv64 -M virt` and under
+//! `understudy run-guest`; console output and exit status must be identical.
+
+#[path = "../appliance/guest/isa/harness.rs"]
+mod harness;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Wall-clock limit of one run (the largest program, fp, takes a few seconds under QEMU).
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Instruction limit of one run on our machine: far above what any program needs.
+const INSTRUCTIONS_MAX: u64 = 2_000_000_000;
+
+fn differential(name: &str) {
+    let dir = harness::build_programs();
+    let elf: PathBuf = dir.join(format!("{name}.elf"));
+    assert!(elf.is_file(), "{} was not built", elf.display());
+    let qemu = harness::run_qemu(&elf, true, RUN_TIMEOUT);
+    let ours = harness::run_understudy(
+        env!("CARGO_BIN_EXE_understudy").as_ref(),
+        &elf,
+        INSTRUCTIONS_MAX,
+        false,
+        RUN_TIMEOUT,
+    );
+    if let Err(report) = harness::compare(name, &qemu, &ours) {
+        panic!(
+            "{report}\nreproduce: qemu-system-riscv64 -M virt -cpu {} -bios none -nographic -icount shift=0 -kernel {}\n\
+             and: target/release/understudy run-guest --clock virtual --kernel {}",
+            harness::QEMU_CPU,
+            elf.display(),
+            elf.display()
+        );
+    }
+}
+
+macro_rules! differential_tests {
+    ($($test:ident => $program:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                differential($program);
+            }
+        )*
+
+        /// Every program in the directory has a test above.
+        #[test]
+        fn every_isa_program_has_a_differential_test() {
+            let listed = [$($program),*];
+            for name in harness::program_names() {
+                assert!(listed.contains(&name.as_str()), "programs/{name} has no test in tests/isa_differential.rs");
+            }
+        }
+    };
+}
+
+differential_tests! {
+    rv64i_arithmetic_shifts_branches_jumps_loads_stores_match_qemu => "rv64i",
+    rv64m_multiply_divide_and_division_corner_cases_match_qemu => "rv64m",
+    rv64a_lr_sc_and_every_amo_match_qemu => "rv64a",
+    f_and_d_arithmetic_rounding_nan_boxing_conversions_flags_match_qemu => "fp",
+    every_compressed_form_matches_qemu => "compressed",
+    zicsr_instructions_read_only_traps_and_counters_match_qemu => "zicsr",
+    fence_i_makes_self_modifying_code_visible_like_qemu => "fencei",
+    synchronous_traps_in_each_mode_match_qemu => "traps",
+    medeleg_delegation_and_sret_mret_match_qemu => "delegation",
+    clint_and_supervisor_interrupts_and_wfi_match_qemu => "interrupts",
+    sv39_paging_faults_ad_bits_sum_mxr_mprv_sfence_match_qemu => "sv39",
+}
