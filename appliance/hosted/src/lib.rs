@@ -1,1 +1,4 @@
-//! The hosted platform: runs the machine as a Linux process (console, clock, files).
+//! The hosted platform: runs the machine as a Linux process with a console and a clock.
+
+pub mod demo;
+pub mod live;

@@ -1,3 +1,615 @@
 //! The machine around the hart: bus, devices, SBI monitor, device tree, loaders and digest.
+//!
+//! A `virt`-like RISC-V machine (same addresses as QEMU's `virt`, so programs built for it run
+//! unchanged) with one exact rule: everything the guest can observe is a function of its
+//! starting images and of the `Input`s passed to `Machine::inject`, the one nondeterminism
+//! port. `Machine::run(budget)` executes exactly `budget` instructions or stops earlier at a
+//! guest event, so a caller that injects the same inputs at the same instruction counts gets
+//! the same machine, whatever budgets it runs with.
 #![no_std]
 extern crate alloc;
+
+pub mod clock;
+pub mod devices;
+pub mod digest;
+pub mod fdt;
+pub mod loader;
+pub mod program;
+mod sbi;
+pub mod state;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use understudy_cpu::{GuestPhysAddr, InstructionCount};
+use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
+
+use clock::{Clock, TIMEBASE_HZ};
+use devices::clint::{Clint, CLINT_BASE, CLINT_SIZE};
+use devices::finisher::{self, FinisherRequest, FINISHER_BASE, FINISHER_SIZE};
+use devices::plic::{Plic, CONTEXT_MACHINE, CONTEXT_SUPERVISOR, PLIC_BASE, PLIC_SIZE};
+use devices::uart::{Uart, UART_BASE, UART_IRQ, UART_SIZE};
+use digest::Digest;
+use fdt::FdtWriter;
+use loader::{GuestImage, ImageError};
+use state::StateWriter;
+
+pub const RAM_BASE: u64 = 0x8000_0000;
+pub const PAGE_BYTES: u64 = 4096;
+/// The device tree goes at the top of RAM, aligned as QEMU aligns it.
+const FDT_ALIGN_BYTES: u64 = 2 * 1024 * 1024;
+/// QEMU `virt` puts the initrd at half of RAM, but no higher than 128 MiB into it.
+const INITRD_OFFSET_MAX_BYTES: u64 = 128 * 1024 * 1024;
+pub const MEMORY_MIN_BYTES: u64 = 4 * 1024 * 1024;
+pub const MEMORY_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+const MIP_SSIP: u64 = 1 << 1;
+const MIP_MSIP: u64 = 1 << 3;
+const MIP_STIP: u64 = 1 << 5;
+const MIP_MTIP: u64 = 1 << 7;
+const MIP_SEIP: u64 = 1 << 9;
+const MIP_MEIP: u64 = 1 << 11;
+const CSR_MEDELEG: u16 = 0x302;
+const CSR_MIDELEG: u16 = 0x303;
+const CSR_MCOUNTEREN: u16 = 0x306;
+/// What OpenSBI delegates to S-mode: every exception except ecalls from S and M (they are
+/// the monitor's), so Linux handles its own faults (privileged spec 3.1.8).
+const MEDELEG_FOR_LINUX: u64 = 0xb1ff;
+const MIDELEG_FOR_LINUX: u64 = MIP_SSIP | MIP_STIP | MIP_SEIP;
+
+/// How the machine is built. The same configuration and images give the same machine.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    pub memory_bytes: u64,
+    /// Guest time advances one timebase tick (100 ns) per this many instructions, plus any
+    /// `Input::AdvanceTime`.
+    pub instructions_per_tick: u64,
+    /// The kernel command line (`/chosen/bootargs`).
+    pub bootargs: String,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            memory_bytes: 128 * 1024 * 1024,
+            instructions_per_tick: 10,
+            bootargs: String::new(),
+        }
+    }
+}
+
+/// A nondeterministic input: the only way the outside world reaches the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Guest time jumps forward (an idle guest skipping to its next timer, or live time
+    /// catching up with the wall clock).
+    AdvanceTime { ticks: u64 },
+    /// A byte arrives at the console UART.
+    ConsoleByte(u8),
+}
+
+/// Why `Machine::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    BudgetExhausted,
+    /// The guest waits for an interrupt and none can arrive until guest time reaches
+    /// `wake_at_ticks` (`None`: only an input can wake it).
+    Idle {
+        wake_at_ticks: Option<u64>,
+    },
+    /// The console output buffer is full: take it, then run again.
+    ConsoleOutputFull,
+    /// The guest powered off or passed (status 0) or failed with a code.
+    PowerOff {
+        code: u16,
+    },
+    Reset,
+    /// The guest trapped into a monitor that does not exist (an S-mode guest took a trap
+    /// that was not delegated to it): the guest is dead.
+    GuestCrashed {
+        cause: u64,
+        tval: u64,
+        pc: u64,
+    },
+}
+
+/// Why a machine could not be built. The configuration or the images are to blame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BootError {
+    Image(ImageError),
+    MemorySize {
+        bytes: u64,
+    },
+    DoesNotFit {
+        what: &'static str,
+        address: u64,
+        bytes: u64,
+        memory_bytes: u64,
+    },
+    Overlap {
+        first: &'static str,
+        second: &'static str,
+    },
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Image(error) => write!(f, "{error}"),
+            BootError::MemorySize { bytes } => write!(
+                f,
+                "memory size {} MiB is out of range ({}..={} MiB)",
+                bytes >> 20,
+                MEMORY_MIN_BYTES >> 20,
+                MEMORY_MAX_BYTES >> 20
+            ),
+            BootError::DoesNotFit { what, address, bytes, memory_bytes } => write!(
+                f,
+                "{what} ({bytes} bytes at {address:#x}) does not fit in {} MiB of guest memory at {RAM_BASE:#x}; give the guest more memory",
+                memory_bytes >> 20
+            ),
+            BootError::Overlap { first, second } => {
+                write!(f, "{first} and {second} overlap in guest memory; give the guest more memory")
+            }
+        }
+    }
+}
+
+impl core::error::Error for BootError {}
+
+/// Why an input could not be delivered now. Nothing was lost: deliver it later.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InjectError {
+    ConsoleFull,
+}
+
+/// The devices and the monitor's state: everything outside the hart and its RAM.
+pub struct Devices {
+    clock: Clock,
+    clint: Clint,
+    plic: Plic,
+    uart: Uart,
+    /// The S-mode timer set through SBI TIME (host monitor only).
+    sbi_timer_ticks: u64,
+    finisher_request: Option<FinisherRequest>,
+}
+
+impl Platform for Devices {
+    fn mmio_load(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        now: InstructionCount,
+    ) -> Option<u64> {
+        let address = addr.0;
+        if in_range(address, CLINT_BASE, CLINT_SIZE) {
+            self.clint
+                .load(address - CLINT_BASE, size_bytes, &self.clock, now)
+        } else if in_range(address, PLIC_BASE, PLIC_SIZE) {
+            self.plic.load(address - PLIC_BASE, size_bytes)
+        } else if in_range(address, UART_BASE, UART_SIZE) {
+            self.uart.load(address - UART_BASE, size_bytes)
+        } else if in_range(address, FINISHER_BASE, FINISHER_SIZE) {
+            Some(0)
+        } else {
+            None
+        }
+    }
+
+    fn mmio_store(
+        &mut self,
+        addr: GuestPhysAddr,
+        size_bytes: u8,
+        value: u64,
+        _now: InstructionCount,
+    ) -> bool {
+        let address = addr.0;
+        if in_range(address, CLINT_BASE, CLINT_SIZE) {
+            self.clint.store(address - CLINT_BASE, size_bytes, value)
+        } else if in_range(address, PLIC_BASE, PLIC_SIZE) {
+            self.plic.store(address - PLIC_BASE, size_bytes, value)
+        } else if in_range(address, UART_BASE, UART_SIZE) {
+            self.uart.store(address - UART_BASE, size_bytes, value)
+        } else if in_range(address, FINISHER_BASE, FINISHER_SIZE) {
+            if let Some(request) = finisher::decode(address - FINISHER_BASE, value) {
+                self.finisher_request = Some(request);
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    fn time(&mut self, instret: InstructionCount) -> u64 {
+        self.clock.ticks(instret)
+    }
+}
+
+fn in_range(address: u64, base: u64, size: u64) -> bool {
+    address.wrapping_sub(base) < size
+}
+
+impl Devices {
+    fn write_state(&self, out: &mut StateWriter) {
+        out.u64(self.clock.offset_ticks());
+        self.clint.write_state(out);
+        self.plic.write_state(out);
+        self.uart.write_state(out);
+        out.u64(self.sbi_timer_ticks);
+    }
+}
+
+/// One RISC-V machine: a hart, its RAM and its devices.
+pub struct Machine {
+    hart: Hart,
+    devices: Devices,
+    /// True for Linux `Image` guests: SBI is implemented here, not by guest firmware.
+    host_monitor: bool,
+    digest: Digest,
+}
+
+impl Machine {
+    /// Builds the machine and loads `kernel` (an ELF executable or a Linux `Image`), the
+    /// optional `initrd`, and a device tree describing it all.
+    pub fn new(
+        config: &MachineConfig,
+        kernel: &[u8],
+        initrd: Option<&[u8]>,
+    ) -> Result<Machine, BootError> {
+        let memory_bytes = config.memory_bytes;
+        if !(MEMORY_MIN_BYTES..=MEMORY_MAX_BYTES).contains(&memory_bytes)
+            || memory_bytes % PAGE_BYTES != 0
+        {
+            return Err(BootError::MemorySize {
+                bytes: memory_bytes,
+            });
+        }
+        let image = GuestImage::parse(kernel).map_err(BootError::Image)?;
+        let host_monitor = matches!(image, GuestImage::LinuxImage { .. });
+        let mut hart = Hart::new(HartConfig {
+            ram_base: GuestPhysAddr(RAM_BASE),
+            ram_size_bytes: memory_bytes,
+            host_monitor,
+        });
+        let ram_end = RAM_BASE + memory_bytes;
+        let mut regions: Vec<(&'static str, u64, u64)> = Vec::new();
+        let mut place =
+            |hart: &mut Hart, what: &'static str, address: u64, data: &[u8], bytes: u64| {
+                let fits = address >= RAM_BASE
+                    && address.checked_add(bytes).is_some_and(|end| end <= ram_end);
+                if !fits {
+                    return Err(BootError::DoesNotFit {
+                        what,
+                        address,
+                        bytes,
+                        memory_bytes,
+                    });
+                }
+                for &(other, start, len) in &regions {
+                    if address < start + len && start < address + bytes {
+                        return Err(BootError::Overlap {
+                            first: other,
+                            second: what,
+                        });
+                    }
+                }
+                regions.push((what, address, bytes));
+                hart.write_phys(GuestPhysAddr(address), data)
+                    .expect("range checked above");
+                Ok(())
+            };
+        let entry = match &image {
+            GuestImage::Elf { entry, segments } => {
+                for segment in segments {
+                    place(
+                        &mut hart,
+                        "kernel segment",
+                        segment.address,
+                        segment.data,
+                        segment.memory_bytes,
+                    )?;
+                }
+                *entry
+            }
+            GuestImage::LinuxImage { text_offset, image } => {
+                let address = RAM_BASE + text_offset;
+                place(&mut hart, "kernel", address, image.data, image.memory_bytes)?;
+                address
+            }
+        };
+        let initrd_range = match initrd {
+            Some(initrd) => {
+                let start = RAM_BASE + (memory_bytes / 2).min(INITRD_OFFSET_MAX_BYTES);
+                place(&mut hart, "initrd", start, initrd, initrd.len() as u64)?;
+                Some((start, start + initrd.len() as u64))
+            }
+            None => None,
+        };
+        let device_tree = device_tree(config, initrd_range);
+        let fdt_address = (ram_end - device_tree.len() as u64) & !(FDT_ALIGN_BYTES - 1);
+        place(
+            &mut hart,
+            "device tree",
+            fdt_address,
+            &device_tree,
+            device_tree.len() as u64,
+        )?;
+
+        if host_monitor {
+            // The state OpenSBI leaves behind when it enters the kernel (SBI 2.0, 4.x).
+            hart.write_csr(CSR_MEDELEG, MEDELEG_FOR_LINUX);
+            hart.write_csr(CSR_MIDELEG, MIDELEG_FOR_LINUX);
+            hart.write_csr(CSR_MCOUNTEREN, 0x7);
+            hart.reset(entry, Privilege::Supervisor, 0, fdt_address);
+        } else {
+            hart.reset(entry, Privilege::Machine, 0, fdt_address);
+        }
+        let devices = Devices {
+            clock: Clock::new(config.instructions_per_tick),
+            clint: Clint::new(),
+            plic: Plic::new(),
+            uart: Uart::new(),
+            sbi_timer_ticks: u64::MAX,
+            finisher_request: None,
+        };
+        let digest = Digest::new(memory_bytes);
+        Ok(Machine {
+            hart,
+            devices,
+            host_monitor,
+            digest,
+        })
+    }
+
+    /// Runs until `budget` instructions retired or the guest needs the host; returns the
+    /// exact number retired and why it stopped.
+    pub fn run(&mut self, budget: u64) -> (InstructionCount, Exit) {
+        let mut executed = 0;
+        while executed < budget {
+            self.update_interrupt_lines();
+            let now = self.hart.instret();
+            let slice = match self.instructions_until_next_timer(now) {
+                Some(wait) => wait.min(budget - executed),
+                None => budget - executed,
+            };
+            let outcome = self.hart.run(&mut self.devices, slice);
+            executed += outcome.executed.0;
+            let exit = match outcome.stop {
+                StopReason::BudgetExhausted => None,
+                StopReason::MmioAccess => None,
+                StopReason::SupervisorEcall => {
+                    sbi::call(&mut self.hart, &mut self.devices);
+                    None
+                }
+                StopReason::WaitForInterrupt => Some(Exit::Idle {
+                    wake_at_ticks: self.next_timer_ticks(),
+                }),
+                StopReason::MonitorTrap { cause, tval, pc } => {
+                    Some(Exit::GuestCrashed { cause, tval, pc })
+                }
+            };
+            if let Some(request) = self.devices.finisher_request.take() {
+                return (InstructionCount(executed), finisher_exit(request));
+            }
+            if let Some(exit) = exit {
+                return (InstructionCount(executed), exit);
+            }
+            if self.devices.uart.output_full() {
+                return (InstructionCount(executed), Exit::ConsoleOutputFull);
+            }
+        }
+        (InstructionCount(executed), Exit::BudgetExhausted)
+    }
+
+    /// Delivers one input at the current instruction boundary.
+    pub fn inject(&mut self, input: &Input) -> Result<(), InjectError> {
+        match *input {
+            Input::AdvanceTime { ticks } => self.devices.clock.advance(ticks),
+            Input::ConsoleByte(byte) => {
+                if !self.devices.uart.receive(byte) {
+                    return Err(InjectError::ConsoleFull);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an `Input::ConsoleByte` would be accepted now.
+    pub fn console_can_receive(&self) -> bool {
+        self.devices.uart.can_receive()
+    }
+
+    pub fn take_console_output(&mut self) -> Vec<u8> {
+        self.devices.uart.take_output()
+    }
+
+    pub fn instret(&self) -> InstructionCount {
+        self.hart.instret()
+    }
+
+    /// Guest time in timebase ticks (`TIMEBASE_HZ` per second).
+    pub fn time_ticks(&self) -> u64 {
+        self.devices.clock.ticks(self.hart.instret())
+    }
+
+    pub fn hart(&self) -> &Hart {
+        &self.hart
+    }
+
+    /// SHA-256 over hart state, device state and RAM, at the current boundary. Cheap: only
+    /// pages written since the last digest are hashed again.
+    pub fn digest(&mut self) -> [u8; 32] {
+        let mut state = Vec::new();
+        self.hart.write_state(&mut state);
+        let mut devices = StateWriter::default();
+        self.devices.write_state(&mut devices);
+        let dirty = self.hart.take_dirty_pages();
+        self.digest
+            .update(self.hart.ram(), &dirty, &state, &devices.bytes)
+    }
+
+    fn update_interrupt_lines(&mut self) {
+        let now = self.hart.instret();
+        let ticks = self.devices.clock.ticks(now);
+        let uart_line = self.devices.uart.interrupt();
+        self.devices.plic.set_level(UART_IRQ, uart_line);
+        let mut lines = 0;
+        if self.devices.clint.msip() {
+            lines |= MIP_MSIP;
+        }
+        if ticks >= self.devices.clint.mtimecmp {
+            lines |= MIP_MTIP;
+        }
+        if self.host_monitor && ticks >= self.devices.sbi_timer_ticks {
+            lines |= MIP_STIP;
+        }
+        if self.devices.plic.interrupt(CONTEXT_MACHINE) {
+            lines |= MIP_MEIP;
+        }
+        if self.devices.plic.interrupt(CONTEXT_SUPERVISOR) {
+            lines |= MIP_SEIP;
+        }
+        self.hart.set_interrupt_lines(lines);
+    }
+
+    /// The nearest timer compare value still in the future, in ticks.
+    fn next_timer_ticks(&self) -> Option<u64> {
+        let now = self.devices.clock.ticks(self.hart.instret());
+        let mut deadlines = [self.devices.clint.mtimecmp, u64::MAX];
+        if self.host_monitor {
+            deadlines[1] = self.devices.sbi_timer_ticks;
+        }
+        deadlines
+            .into_iter()
+            .filter(|&d| d > now && d != u64::MAX)
+            .min()
+    }
+
+    fn instructions_until_next_timer(&self, now: InstructionCount) -> Option<u64> {
+        let deadline = self.next_timer_ticks()?;
+        self.devices.clock.instructions_until(now, deadline)
+    }
+}
+
+fn finisher_exit(request: FinisherRequest) -> Exit {
+    match request {
+        FinisherRequest::Exit { code } => Exit::PowerOff { code },
+        FinisherRequest::Reset => Exit::Reset,
+    }
+}
+
+/// The device tree of QEMU's `virt` machine with the devices this machine has.
+fn device_tree(config: &MachineConfig, initrd: Option<(u64, u64)>) -> Vec<u8> {
+    let mut fdt = FdtWriter::new();
+    let reg = |base: u64, size: u64| {
+        [
+            (base >> 32) as u32,
+            base as u32,
+            (size >> 32) as u32,
+            size as u32,
+        ]
+    };
+    const CPU_INTC: u32 = 1;
+    const PLIC: u32 = 2;
+    const FINISHER: u32 = 3;
+    fdt.begin_node("");
+    fdt.property_u32("#address-cells", 2);
+    fdt.property_u32("#size-cells", 2);
+    fdt.property_string("compatible", "riscv-virtio");
+    fdt.property_string("model", "understudy,virt");
+
+    fdt.begin_node("chosen");
+    fdt.property_string("bootargs", &config.bootargs);
+    fdt.property_string("stdout-path", "/soc/serial@10000000");
+    if let Some((start, end)) = initrd {
+        fdt.property_u64("linux,initrd-start", start);
+        fdt.property_u64("linux,initrd-end", end);
+    }
+    fdt.end_node();
+
+    fdt.begin_node("memory@80000000");
+    fdt.property_string("device_type", "memory");
+    fdt.property_cells("reg", &reg(RAM_BASE, config.memory_bytes));
+    fdt.end_node();
+
+    fdt.begin_node("cpus");
+    fdt.property_u32("#address-cells", 1);
+    fdt.property_u32("#size-cells", 0);
+    fdt.property_u32("timebase-frequency", TIMEBASE_HZ as u32);
+    fdt.begin_node("cpu@0");
+    fdt.property_string("device_type", "cpu");
+    fdt.property_u32("reg", 0);
+    fdt.property_string("status", "okay");
+    fdt.property_string("compatible", "riscv");
+    fdt.property_string("riscv,isa", "rv64imafdc_zicsr_zifencei");
+    fdt.property_string("riscv,isa-base", "rv64i");
+    fdt.property_strings(
+        "riscv,isa-extensions",
+        &["i", "m", "a", "f", "d", "c", "zicsr", "zifencei"],
+    );
+    fdt.property_string("mmu-type", "riscv,sv39");
+    fdt.begin_node("interrupt-controller");
+    fdt.property_u32("#interrupt-cells", 1);
+    fdt.property_empty("interrupt-controller");
+    fdt.property_string("compatible", "riscv,cpu-intc");
+    fdt.property_u32("phandle", CPU_INTC);
+    fdt.end_node();
+    fdt.end_node();
+    fdt.end_node();
+
+    fdt.begin_node("soc");
+    fdt.property_u32("#address-cells", 2);
+    fdt.property_u32("#size-cells", 2);
+    fdt.property_string("compatible", "simple-bus");
+    fdt.property_empty("ranges");
+
+    fdt.begin_node("clint@2000000");
+    fdt.property_strings("compatible", &["sifive,clint0", "riscv,clint0"]);
+    fdt.property_cells("reg", &reg(CLINT_BASE, CLINT_SIZE));
+    fdt.property_cells("interrupts-extended", &[CPU_INTC, 3, CPU_INTC, 7]);
+    fdt.end_node();
+
+    fdt.begin_node("plic@c000000");
+    fdt.property_strings("compatible", &["sifive,plic-1.0.0", "riscv,plic0"]);
+    fdt.property_cells("reg", &reg(PLIC_BASE, PLIC_SIZE));
+    fdt.property_u32("#interrupt-cells", 1);
+    fdt.property_u32("#address-cells", 0);
+    fdt.property_empty("interrupt-controller");
+    fdt.property_u32("riscv,ndev", (devices::plic::PLIC_SOURCES - 1) as u32);
+    fdt.property_cells("interrupts-extended", &[CPU_INTC, 11, CPU_INTC, 9]);
+    fdt.property_u32("phandle", PLIC);
+    fdt.end_node();
+
+    fdt.begin_node("serial@10000000");
+    fdt.property_string("compatible", "ns16550a");
+    fdt.property_cells("reg", &reg(UART_BASE, UART_SIZE));
+    fdt.property_u32("clock-frequency", 3_686_400);
+    fdt.property_u32("interrupt-parent", PLIC);
+    fdt.property_u32("interrupts", UART_IRQ as u32);
+    fdt.end_node();
+
+    fdt.begin_node("test@100000");
+    fdt.property_strings("compatible", &["sifive,test1", "sifive,test0", "syscon"]);
+    fdt.property_cells("reg", &reg(FINISHER_BASE, FINISHER_SIZE));
+    fdt.property_u32("phandle", FINISHER);
+    fdt.end_node();
+
+    fdt.begin_node("poweroff");
+    fdt.property_string("compatible", "syscon-poweroff");
+    fdt.property_u32("regmap", FINISHER);
+    fdt.property_u32("offset", 0);
+    fdt.property_u32("value", 0x5555);
+    fdt.end_node();
+
+    fdt.begin_node("reboot");
+    fdt.property_string("compatible", "syscon-reboot");
+    fdt.property_u32("regmap", FINISHER);
+    fdt.property_u32("offset", 0);
+    fdt.property_u32("value", 0x7777);
+    fdt.end_node();
+
+    fdt.end_node(); // soc
+    fdt.end_node(); // root
+    fdt.finish()
+}

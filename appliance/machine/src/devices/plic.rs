@@ -1,0 +1,243 @@
+//! The PLIC (RISC-V Platform-Level Interrupt Controller specification 1.0.0), as in QEMU `virt`.
+//!
+//! Hart 0 has two contexts: 0 is machine mode, 1 is supervisor mode. Sources are level
+//! triggered: a source is pending while its device holds the line high and it is not claimed.
+
+use crate::state::StateWriter;
+
+pub const PLIC_BASE: u64 = 0xc00_0000;
+pub const PLIC_SIZE: u64 = 0x60_0000;
+/// QEMU `virt` has 95 sources (1..=95); source 0 means "no interrupt" (spec 7).
+pub const PLIC_SOURCES: usize = 96;
+pub const PLIC_CONTEXTS: usize = 2;
+pub const CONTEXT_MACHINE: usize = 0;
+pub const CONTEXT_SUPERVISOR: usize = 1;
+/// Three priority bits, as QEMU `virt` (VIRT_IRQCHIP_NUM_PRIO_BITS).
+const PRIORITY_MASK: u32 = 0x7;
+const PENDING_BASE: u64 = 0x1000;
+const ENABLE_BASE: u64 = 0x2000;
+const ENABLE_STRIDE: u64 = 0x80;
+const CONTEXT_BASE: u64 = 0x20_0000;
+const CONTEXT_STRIDE: u64 = 0x1000;
+const WORDS: usize = PLIC_SOURCES.div_ceil(32);
+
+pub struct Plic {
+    priority: [u32; PLIC_SOURCES],
+    level: [bool; PLIC_SOURCES],
+    claimed: [bool; PLIC_SOURCES],
+    enable: [[u32; WORDS]; PLIC_CONTEXTS],
+    threshold: [u32; PLIC_CONTEXTS],
+}
+
+impl Plic {
+    pub fn new() -> Self {
+        Plic {
+            priority: [0; PLIC_SOURCES],
+            level: [false; PLIC_SOURCES],
+            claimed: [false; PLIC_SOURCES],
+            enable: [[0; WORDS]; PLIC_CONTEXTS],
+            threshold: [0; PLIC_CONTEXTS],
+        }
+    }
+
+    /// A device drives its interrupt line.
+    pub fn set_level(&mut self, source: usize, high: bool) {
+        assert!(
+            source > 0 && source < PLIC_SOURCES,
+            "plic: no source {source}"
+        );
+        self.level[source] = high;
+    }
+
+    fn pending(&self, source: usize) -> bool {
+        self.level[source] && !self.claimed[source]
+    }
+
+    fn enabled(&self, context: usize, source: usize) -> bool {
+        self.enable[context][source / 32] & (1 << (source % 32)) != 0
+    }
+
+    /// The best claimable source for `context`: highest priority above the threshold, ties
+    /// to the lowest source number (spec 5).
+    fn best(&self, context: usize) -> Option<usize> {
+        let mut best: Option<(usize, u32)> = None;
+        for source in 1..PLIC_SOURCES {
+            let priority = self.priority[source];
+            if self.pending(source)
+                && self.enabled(context, source)
+                && priority > self.threshold[context]
+                && best.is_none_or(|(_, p)| priority > p)
+            {
+                best = Some((source, priority));
+            }
+        }
+        best.map(|(source, _)| source)
+    }
+
+    /// Whether the context's external interrupt line (MEIP or SEIP) is asserted.
+    pub fn interrupt(&self, context: usize) -> bool {
+        self.best(context).is_some()
+    }
+
+    pub fn load(&mut self, offset: u64, size_bytes: u8) -> Option<u64> {
+        if size_bytes != 4 {
+            return None;
+        }
+        let value = if offset < PENDING_BASE {
+            self.priority
+                .get((offset / 4) as usize)
+                .copied()
+                .unwrap_or(0)
+        } else if offset < ENABLE_BASE {
+            let word = ((offset - PENDING_BASE) / 4) as usize;
+            (0..32)
+                .filter(|bit| {
+                    let source = word * 32 + bit;
+                    source < PLIC_SOURCES && self.pending(source)
+                })
+                .fold(0, |acc, bit| acc | (1 << bit))
+        } else if offset < CONTEXT_BASE {
+            let (context, word) = enable_index(offset)?;
+            self.enable[context][word]
+        } else {
+            let context = ((offset - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
+            if context >= PLIC_CONTEXTS {
+                return Some(0);
+            }
+            match (offset - CONTEXT_BASE) % CONTEXT_STRIDE {
+                0 => self.threshold[context],
+                4 => self.claim(context) as u32,
+                _ => 0,
+            }
+        };
+        Some(u64::from(value))
+    }
+
+    pub fn store(&mut self, offset: u64, size_bytes: u8, value: u64) -> bool {
+        if size_bytes != 4 {
+            return false;
+        }
+        let value = value as u32;
+        if offset < PENDING_BASE {
+            let source = (offset / 4) as usize;
+            if source > 0 && source < PLIC_SOURCES {
+                self.priority[source] = value & PRIORITY_MASK;
+            }
+        } else if offset < ENABLE_BASE {
+            // Pending bits are read-only.
+        } else if offset < CONTEXT_BASE {
+            if let Some((context, word)) = enable_index(offset) {
+                // Source 0 does not exist: its enable bit is hardwired to zero.
+                let mask = if word == 0 { !1 } else { u32::MAX };
+                self.enable[context][word] = value & mask;
+            }
+        } else {
+            let context = ((offset - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
+            if context < PLIC_CONTEXTS {
+                match (offset - CONTEXT_BASE) % CONTEXT_STRIDE {
+                    0 => self.threshold[context] = value & PRIORITY_MASK,
+                    4 => self.complete(context, value as usize),
+                    _ => {}
+                }
+            }
+        }
+        true
+    }
+
+    fn claim(&mut self, context: usize) -> usize {
+        match self.best(context) {
+            Some(source) => {
+                self.claimed[source] = true;
+                source
+            }
+            None => 0,
+        }
+    }
+
+    /// Spec 9: a completion for a source not enabled for the context is ignored.
+    fn complete(&mut self, context: usize, source: usize) {
+        if source > 0 && source < PLIC_SOURCES && self.enabled(context, source) {
+            self.claimed[source] = false;
+        }
+    }
+
+    pub fn write_state(&self, out: &mut StateWriter) {
+        for source in 0..PLIC_SOURCES {
+            out.u32(self.priority[source]);
+            out.u8(self.level[source] as u8 | (self.claimed[source] as u8) << 1);
+        }
+        for context in 0..PLIC_CONTEXTS {
+            for word in self.enable[context] {
+                out.u32(word);
+            }
+            out.u32(self.threshold[context]);
+        }
+    }
+}
+
+fn enable_index(offset: u64) -> Option<(usize, usize)> {
+    let relative = offset - ENABLE_BASE;
+    let context = (relative / ENABLE_STRIDE) as usize;
+    let word = ((relative % ENABLE_STRIDE) / 4) as usize;
+    (context < PLIC_CONTEXTS && word < WORDS).then_some((context, word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UART: usize = 10;
+
+    fn enabled_plic() -> Plic {
+        let mut plic = Plic::new();
+        plic.store(4 * UART as u64, 4, 1);
+        plic.store(ENABLE_BASE + ENABLE_STRIDE, 4, 1 << UART);
+        plic
+    }
+
+    #[test]
+    fn claim_takes_the_source_and_complete_rearms_a_still_high_line() {
+        let mut plic = enabled_plic();
+        plic.set_level(UART, true);
+        assert!(plic.interrupt(CONTEXT_SUPERVISOR));
+        assert!(
+            !plic.interrupt(CONTEXT_MACHINE),
+            "not enabled for machine context"
+        );
+        let claim = CONTEXT_BASE + CONTEXT_STRIDE + 4;
+        assert_eq!(plic.load(claim, 4), Some(UART as u64));
+        assert!(
+            !plic.interrupt(CONTEXT_SUPERVISOR),
+            "claimed source is not pending"
+        );
+        assert_eq!(plic.load(claim, 4), Some(0));
+        plic.store(claim, 4, UART as u64);
+        assert!(
+            plic.interrupt(CONTEXT_SUPERVISOR),
+            "level still high after completion"
+        );
+        plic.set_level(UART, false);
+        assert!(!plic.interrupt(CONTEXT_SUPERVISOR));
+    }
+
+    #[test]
+    fn threshold_masks_sources_at_or_below_it() {
+        let mut plic = enabled_plic();
+        plic.set_level(UART, true);
+        plic.store(CONTEXT_BASE + CONTEXT_STRIDE, 4, 1);
+        assert!(!plic.interrupt(CONTEXT_SUPERVISOR));
+        plic.store(4 * UART as u64, 4, 2);
+        assert!(plic.interrupt(CONTEXT_SUPERVISOR));
+    }
+
+    #[test]
+    fn odd_sized_and_out_of_range_accesses_do_not_panic() {
+        let mut plic = Plic::new();
+        assert_eq!(plic.load(0x4, 1), None);
+        assert!(!plic.store(0x4, 8, 1));
+        assert_eq!(plic.load(PLIC_SIZE - 4, 4), Some(0));
+        assert!(plic.store(ENABLE_BASE + 0x1000, 4, 1));
+        assert!(plic.store(0x0, 4, 7), "source 0 priority write is ignored");
+        assert_eq!(plic.load(0x0, 4), Some(0));
+    }
+}
