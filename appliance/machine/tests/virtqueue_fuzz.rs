@@ -463,17 +463,33 @@ fn run_case(rng: &mut Prng, case: u64, coverage: &mut Coverage) {
 }
 
 fn boxed<D: VirtioDevice + 'static>(
-    mut device: VirtioMmio<D>,
+    device: VirtioMmio<D>,
     structured: bool,
     queues: usize,
 ) -> Box<dyn Target>
 where
     VirtioMmio<D>: Target,
 {
+    let mut device: Box<dyn Target> = Box::new(device);
     if structured {
-        initialise(&mut device, queues);
+        initialise(&mut *device, queues);
     }
-    Box::new(device)
+    device
+}
+
+/// Brings a device back after a reset or a protocol break: reset, initialise, empty rings.
+fn restart(
+    target: &mut dyn Target,
+    memory: &mut RecordingMemory,
+    driver: &mut Driver,
+    queues: usize,
+) {
+    initialise(target, queues);
+    for queue in 0..queues {
+        memory.put(avail_ring(queue), &[0; 4]);
+        memory.put(used_ring(queue), &[0; 4]);
+    }
+    driver.avail_idx = [0; 2];
 }
 
 #[test]

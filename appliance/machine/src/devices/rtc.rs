@@ -162,9 +162,9 @@ impl GoldfishRtc {
         out.u64(self.offset_ns);
         out.u32(self.time_high_latch);
         out.u64(self.alarm_ns);
-        out.u8(
-            self.alarm_armed as u8 | (self.irq_enabled as u8) << 1 | (self.irq_pending as u8) << 2,
-        );
+        out.u8(self.alarm_armed as u8
+            | (self.irq_enabled as u8) << 1
+            | (self.irq_pending as u8) << 2);
     }
 }
 

@@ -94,7 +94,11 @@ pub struct VecBackend {
 
 impl VecBackend {
     pub fn new(bytes: Vec<u8>) -> Self {
-        VecBackend { bytes, fail_io: false, flushes: 0 }
+        VecBackend {
+            bytes,
+            fail_io: false,
+            flushes: 0,
+        }
     }
 
     fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, BackendError> {
@@ -202,7 +206,10 @@ impl Block {
         match request_type {
             VIRTIO_BLK_T_IN if readable == REQUEST_HEADER_BYTES => {
                 match self.check_range(sector, writable_data) {
-                    Some(offset) => (self.read(chain, memory, offset, writable_data), writable_data),
+                    Some(offset) => (
+                        self.read(chain, memory, offset, writable_data),
+                        writable_data,
+                    ),
                     None => (VIRTIO_BLK_S_IOERR, 0),
                 }
             }
@@ -245,11 +252,20 @@ impl Block {
         (end_sector <= self.capacity_sectors).then_some(sector * SECTOR_BYTES)
     }
 
-    fn read(&mut self, chain: &DescriptorChain, memory: &mut dyn GuestMemory, offset: u64, len: u64) -> u8 {
+    fn read(
+        &mut self,
+        chain: &DescriptorChain,
+        memory: &mut dyn GuestMemory,
+        offset: u64,
+        len: u64,
+    ) -> u8 {
         let mut done = 0u64;
         while done < len {
             let piece = (len - done).min(BLOCK_BOUNCE_BYTES as u64) as usize;
-            if self.backend.read_at(offset + done, &mut self.bounce[..piece]).is_err()
+            if self
+                .backend
+                .read_at(offset + done, &mut self.bounce[..piece])
+                .is_err()
                 || chain.write_at(memory, done, &self.bounce[..piece]).is_err()
             {
                 return VIRTIO_BLK_S_IOERR;
@@ -259,14 +275,27 @@ impl Block {
         VIRTIO_BLK_S_OK
     }
 
-    fn write(&mut self, chain: &DescriptorChain, memory: &mut dyn GuestMemory, offset: u64, len: u64) -> u8 {
+    fn write(
+        &mut self,
+        chain: &DescriptorChain,
+        memory: &mut dyn GuestMemory,
+        offset: u64,
+        len: u64,
+    ) -> u8 {
         let mut done = 0u64;
         while done < len {
             let piece = (len - done).min(BLOCK_BOUNCE_BYTES as u64) as usize;
             if chain
-                .read_at(memory, REQUEST_HEADER_BYTES + done, &mut self.bounce[..piece])
+                .read_at(
+                    memory,
+                    REQUEST_HEADER_BYTES + done,
+                    &mut self.bounce[..piece],
+                )
                 .is_err()
-                || self.backend.write_at(offset + done, &self.bounce[..piece]).is_err()
+                || self
+                    .backend
+                    .write_at(offset + done, &self.bounce[..piece])
+                    .is_err()
             {
                 return VIRTIO_BLK_S_IOERR;
             }
@@ -293,7 +322,12 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config(), offset, data);
     }
 
-    fn process(&mut self, queues: &mut [Queue], _features: u64, memory: &mut dyn GuestMemory) -> QueueWork {
+    fn process(
+        &mut self,
+        queues: &mut [Queue],
+        _features: u64,
+        memory: &mut dyn GuestMemory,
+    ) -> QueueWork {
         let queue = &mut queues[REQUEST_QUEUE];
         let mut work = QueueWork::default();
         if !queue.has_work() {
@@ -356,7 +390,9 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod tests {
     use super::super::mmio::{VirtioMmio, CONFIG};
-    use super::super::test_driver::{acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE};
+    use super::super::test_driver::{
+        acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE,
+    };
     use super::*;
 
     const DISK_SECTORS: u64 = 64;
@@ -371,7 +407,9 @@ mod tests {
     }
 
     fn disk_pattern() -> Vec<u8> {
-        (0..DISK_SECTORS * SECTOR_BYTES).map(|i| (i * 7 % 251) as u8).collect()
+        (0..DISK_SECTORS * SECTOR_BYTES)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect()
     }
 
     fn setup_with(backend: VecBackend) -> Fixture {
@@ -379,7 +417,11 @@ mod tests {
         let memory = TestMemory::new(1 << 20);
         let queue = TestQueue::new(RAM_BASE, 16);
         initialise(&mut device, core::slice::from_ref(&queue));
-        Fixture { device, memory, queue }
+        Fixture {
+            device,
+            memory,
+            queue,
+        }
     }
 
     fn setup() -> Fixture {
@@ -409,7 +451,11 @@ mod tests {
 
     fn read_disk(device: &mut VirtioMmio<Block>, offset: u64, len: usize) -> Vec<u8> {
         let mut buf = vec![0; len];
-        device.device_mut().backend_mut().read_at(offset, &mut buf).unwrap();
+        device
+            .device_mut()
+            .backend_mut()
+            .read_at(offset, &mut buf)
+            .unwrap();
         buf
     }
 
@@ -418,8 +464,14 @@ mod tests {
         let mut f = setup();
         assert_eq!(f.device.mmio_load(CONFIG, 4), Some(DISK_SECTORS));
         assert_eq!(f.device.mmio_load(CONFIG, 8), Some(DISK_SECTORS));
-        assert_eq!(f.device.mmio_load(CONFIG + 8, 4), Some(u64::from(BLOCK_SEGMENT_BYTES_MAX)));
-        assert_eq!(f.device.mmio_load(CONFIG + 12, 4), Some(u64::from(BLOCK_SEGMENTS_MAX)));
+        assert_eq!(
+            f.device.mmio_load(CONFIG + 8, 4),
+            Some(u64::from(BLOCK_SEGMENT_BYTES_MAX))
+        );
+        assert_eq!(
+            f.device.mmio_load(CONFIG + 12, 4),
+            Some(u64::from(BLOCK_SEGMENTS_MAX))
+        );
         assert_eq!(f.device.mmio_load(CONFIG + 0x40, 4), Some(0));
     }
 
@@ -436,7 +488,10 @@ mod tests {
         assert_eq!((len, status), (1025, VIRTIO_BLK_S_OK));
         let expected = disk_pattern();
         assert_eq!(f.memory.peek(DATA, 512), &expected[3 * 512..4 * 512]);
-        assert_eq!(f.memory.peek(DATA + 0x1000, 512), &expected[4 * 512..5 * 512]);
+        assert_eq!(
+            f.memory.peek(DATA + 0x1000, 512),
+            &expected[4 * 512..5 * 512]
+        );
         assert_eq!(acknowledge_interrupt(&mut f.device), 1);
     }
 
@@ -445,11 +500,15 @@ mod tests {
         let mut f = setup();
         f.memory.poke(DATA, &[0x5a; 1024]);
         f.header(VIRTIO_BLK_T_OUT, 10);
-        let (len, status) = f.submit(&[(HEADER, 16, false), (DATA, 1024, false), (STATUS, 1, true)]);
+        let (len, status) =
+            f.submit(&[(HEADER, 16, false), (DATA, 1024, false), (STATUS, 1, true)]);
         assert_eq!((len, status), (1, VIRTIO_BLK_S_OK));
         assert_eq!(read_disk(&mut f.device, 10 * 512, 1024), vec![0x5a; 1024]);
         f.header(VIRTIO_BLK_T_FLUSH, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1, VIRTIO_BLK_S_OK);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1,
+            VIRTIO_BLK_S_OK
+        );
     }
 
     #[test]
@@ -480,7 +539,10 @@ mod tests {
     fn unknown_request_type_is_unsupported() {
         let mut f = setup();
         f.header(11, 0); // DISCARD, not offered.
-        assert_eq!(f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1, VIRTIO_BLK_S_UNSUPP);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1,
+            VIRTIO_BLK_S_UNSUPP
+        );
     }
 
     #[test]
@@ -490,14 +552,22 @@ mod tests {
         let (len, status) = f.submit(&[(HEADER, 16, false), (DATA, 1024, true), (STATUS, 1, true)]);
         assert_eq!((len, status), (1, VIRTIO_BLK_S_IOERR));
         f.header(VIRTIO_BLK_T_IN, u64::MAX);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)])
+                .1,
+            VIRTIO_BLK_S_IOERR
+        );
     }
 
     #[test]
     fn partial_sector_transfer_is_ioerr() {
         let mut f = setup();
         f.header(VIRTIO_BLK_T_IN, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (DATA, 100, true), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (DATA, 100, true), (STATUS, 1, true)])
+                .1,
+            VIRTIO_BLK_S_IOERR
+        );
     }
 
     #[test]
@@ -516,7 +586,10 @@ mod tests {
         // Exactly at the limit is allowed.
         let block = f.device.device();
         assert_eq!(block.check_range(0, BLOCK_REQUEST_DATA_BYTES_MAX), Some(0));
-        assert_eq!(block.check_range(0, BLOCK_REQUEST_DATA_BYTES_MAX + 512), None);
+        assert_eq!(
+            block.check_range(0, BLOCK_REQUEST_DATA_BYTES_MAX + 512),
+            None
+        );
     }
 
     #[test]
@@ -534,14 +607,28 @@ mod tests {
         let mut f = setup();
         // A read whose data buffer is device-readable.
         f.header(VIRTIO_BLK_T_IN, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (DATA, 512, false), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (DATA, 512, false), (STATUS, 1, true)])
+                .1,
+            VIRTIO_BLK_S_IOERR
+        );
         // A write whose data buffer is device-writable.
         f.header(VIRTIO_BLK_T_OUT, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)])
+                .1,
+            VIRTIO_BLK_S_IOERR
+        );
         // Readable after writable (2.7.4.2).
         f.header(VIRTIO_BLK_T_IN, 0);
         assert_eq!(
-            f.submit(&[(HEADER, 16, false), (DATA, 512, true), (DATA + 0x1000, 16, false), (STATUS, 1, true)]).1,
+            f.submit(&[
+                (HEADER, 16, false),
+                (DATA, 512, true),
+                (DATA + 0x1000, 16, false),
+                (STATUS, 1, true)
+            ])
+            .1,
             VIRTIO_BLK_S_IOERR
         );
     }
@@ -550,7 +637,10 @@ mod tests {
     fn short_header_is_ioerr() {
         let mut f = setup();
         f.header(VIRTIO_BLK_T_IN, 0);
-        assert_eq!(f.submit(&[(HEADER, 8, false), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 8, false), (STATUS, 1, true)]).1,
+            VIRTIO_BLK_S_IOERR
+        );
     }
 
     #[test]
@@ -559,9 +649,16 @@ mod tests {
         backend.fail_io = true;
         let mut f = setup_with(backend);
         f.header(VIRTIO_BLK_T_IN, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)])
+                .1,
+            VIRTIO_BLK_S_IOERR
+        );
         f.header(VIRTIO_BLK_T_FLUSH, 0);
-        assert_eq!(f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1, VIRTIO_BLK_S_IOERR);
+        assert_eq!(
+            f.submit(&[(HEADER, 16, false), (STATUS, 1, true)]).1,
+            VIRTIO_BLK_S_IOERR
+        );
         assert_eq!(f.device.device().errors, 2);
     }
 
@@ -580,7 +677,10 @@ mod tests {
     fn nothing_happens_until_the_driver_notifies() {
         let mut f = setup();
         f.header(VIRTIO_BLK_T_IN, 0);
-        f.queue.add_chain(&mut f.memory, &[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        f.queue.add_chain(
+            &mut f.memory,
+            &[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)],
+        );
         f.device.process(&mut f.memory);
         assert!(f.queue.used(&f.memory).is_empty(), "no notify, no work");
         notify(&mut f.device, 0);

@@ -100,9 +100,11 @@ impl DriverState {
         match (self, bits) {
             (Reset, b) if b == Acknowledged.bits() => Some(Acknowledged),
             (Acknowledged, b) if b == Driver.bits() => Some(Driver),
-            (Driver, b) if b == FeaturesOk.bits() => {
-                Some(if features_acceptable { FeaturesOk } else { Driver })
-            }
+            (Driver, b) if b == FeaturesOk.bits() => Some(if features_acceptable {
+                FeaturesOk
+            } else {
+                Driver
+            }),
             (FeaturesOk, b) if b == DriverOk.bits() => Some(DriverOk),
             _ => None,
         }
@@ -128,7 +130,11 @@ pub struct VirtioMmio<D> {
 
 impl<D: VirtioDevice> VirtioMmio<D> {
     pub fn new(device: D) -> Self {
-        let queues = device.queue_max_sizes().iter().map(|&max| Queue::new(max)).collect();
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| Queue::new(max))
+            .collect();
         VirtioMmio {
             device,
             state: DriverState::Reset,
@@ -186,7 +192,9 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         if !self.has_work() {
             return;
         }
-        let work = self.device.process(&mut self.queues, self.driver_features, memory);
+        let work = self
+            .device
+            .process(&mut self.queues, self.driver_features, memory);
         self.apply(work);
     }
 
@@ -276,7 +284,11 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             INTERRUPT_STATUS => self.interrupt_status,
             STATUS => {
                 self.state.bits()
-                    | if self.needs_reset { STATUS_DEVICE_NEEDS_RESET } else { 0 }
+                    | if self.needs_reset {
+                        STATUS_DEVICE_NEEDS_RESET
+                    } else {
+                        0
+                    }
                     | if self.failed { STATUS_FAILED } else { 0 }
             }
             // No shared memory regions: their length reads as all ones (4.2.2).
@@ -404,7 +416,11 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         out.u32(self.device.device_id());
         out.u32(
             self.state.bits()
-                | if self.needs_reset { STATUS_DEVICE_NEEDS_RESET } else { 0 }
+                | if self.needs_reset {
+                    STATUS_DEVICE_NEEDS_RESET
+                } else {
+                    0
+                }
                 | if self.failed { STATUS_FAILED } else { 0 },
         );
         out.u32(self.device_features_select);
@@ -440,11 +456,21 @@ mod tests {
         assert_eq!(device.mmio_load(MAGIC_VALUE, 4), Some(u64::from(MAGIC)));
         assert_eq!(device.mmio_load(VERSION, 4), Some(2));
         assert_eq!(device.mmio_load(DEVICE_ID, 4), Some(4));
-        assert_eq!(device.mmio_load(VENDOR_ID, 4), Some(u64::from(VENDOR_ID_QEMU)));
+        assert_eq!(
+            device.mmio_load(VENDOR_ID, 4),
+            Some(u64::from(VENDOR_ID_QEMU))
+        );
         device.mmio_store(DEVICE_FEATURES_SEL, 4, 1);
-        assert_eq!(device.mmio_load(DEVICE_FEATURES, 4), Some(1), "VIRTIO_F_VERSION_1");
+        assert_eq!(
+            device.mmio_load(DEVICE_FEATURES, 4),
+            Some(1),
+            "VIRTIO_F_VERSION_1"
+        );
         device.mmio_store(QUEUE_SEL, 4, 0);
-        assert_eq!(device.mmio_load(QUEUE_NUM_MAX, 4), Some(u64::from(super::super::rng::RNG_QUEUE_SIZE)));
+        assert_eq!(
+            device.mmio_load(QUEUE_NUM_MAX, 4),
+            Some(u64::from(super::super::rng::RNG_QUEUE_SIZE))
+        );
         device.mmio_store(QUEUE_SEL, 4, 1);
         assert_eq!(device.mmio_load(QUEUE_NUM_MAX, 4), Some(0), "no queue 1");
     }
@@ -455,7 +481,11 @@ mod tests {
         assert_eq!(device.mmio_load(MAGIC_VALUE, 1), None);
         assert_eq!(device.mmio_load(MAGIC_VALUE + 2, 4), None);
         assert!(!device.mmio_store(STATUS, 2, 1));
-        assert_eq!(device.mmio_load(CONFIG, 1), Some(0), "config space takes byte accesses");
+        assert_eq!(
+            device.mmio_load(CONFIG, 1),
+            Some(0),
+            "config space takes byte accesses"
+        );
     }
 
     #[test]
@@ -518,7 +548,11 @@ mod tests {
         device.mmio_store(QUEUE_SEL, 4, 0);
         device.mmio_store(QUEUE_NUM, 4, 4);
         device.mmio_store(QUEUE_READY, 4, 1);
-        assert_eq!(device.mmio_load(QUEUE_READY, 4), Some(0), "not before FEATURES_OK");
+        assert_eq!(
+            device.mmio_load(QUEUE_READY, 4),
+            Some(0),
+            "not before FEATURES_OK"
+        );
     }
 
     #[test]

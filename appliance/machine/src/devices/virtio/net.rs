@@ -88,7 +88,11 @@ pub struct Net {
 
 impl Net {
     pub fn new(mac: [u8; 6]) -> Self {
-        Net { mac, outbox: VecDeque::new(), tx_dropped: 0 }
+        Net {
+            mac,
+            outbox: VecDeque::new(),
+            tx_dropped: 0,
+        }
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -127,7 +131,11 @@ impl Net {
                 && frame_len >= FRAME_BYTES_MIN;
             let mut frame = vec![0; if well_formed { frame_len } else { 0 }];
             // The header is all zeros without offloads (5.1.6.2); the frame follows it.
-            if well_formed && chain.read_at(memory, NET_HEADER_BYTES as u64, &mut frame).is_ok() {
+            if well_formed
+                && chain
+                    .read_at(memory, NET_HEADER_BYTES as u64, &mut frame)
+                    .is_ok()
+            {
                 self.outbox.push_back(frame);
             } else {
                 self.tx_dropped += 1;
@@ -148,7 +156,12 @@ impl Net {
         work
     }
 
-    fn deliver(&mut self, queue: &mut Queue, frame: &[u8], memory: &mut dyn GuestMemory) -> (QueueWork, Result<RxOutcome, RxError>) {
+    fn deliver(
+        &mut self,
+        queue: &mut Queue,
+        frame: &[u8],
+        memory: &mut dyn GuestMemory,
+    ) -> (QueueWork, Result<RxOutcome, RxError>) {
         let mut work = QueueWork::default();
         let chain = match queue.pop(memory) {
             Ok(Some(chain)) => chain,
@@ -202,7 +215,12 @@ impl VirtioDevice for Net {
 
     /// Receive buffers are used only by `receive`; a notify on the receive queue just says
     /// the driver added some (the machine may retry a held frame). Transmit does the work.
-    fn process(&mut self, queues: &mut [Queue], _features: u64, memory: &mut dyn GuestMemory) -> QueueWork {
+    fn process(
+        &mut self,
+        queues: &mut [Queue],
+        _features: u64,
+        memory: &mut dyn GuestMemory,
+    ) -> QueueWork {
         queues[RECEIVE_QUEUE].clear_work();
         let queue = &mut queues[TRANSMIT_QUEUE];
         if !queue.has_work() {
@@ -225,9 +243,15 @@ impl VirtioMmio<Net> {
     /// An input: a frame from the network enters the guest at this instruction boundary.
     /// `Err` leaves guest state untouched (keep the frame for `NoBuffer`/`NotReady`); `Ok`
     /// means guest state changed and the input must be recorded.
-    pub fn receive(&mut self, frame: &[u8], memory: &mut dyn GuestMemory) -> Result<RxOutcome, RxError> {
+    pub fn receive(
+        &mut self,
+        frame: &[u8],
+        memory: &mut dyn GuestMemory,
+    ) -> Result<RxOutcome, RxError> {
         if !(FRAME_BYTES_MIN..=FRAME_BYTES_MAX).contains(&frame.len()) {
-            return Err(RxError::FrameSize { len_bytes: frame.len() });
+            return Err(RxError::FrameSize {
+                len_bytes: frame.len(),
+            });
         }
         self.with_queues(|net, queues, _| {
             let queue = &mut queues[RECEIVE_QUEUE];
@@ -254,7 +278,9 @@ impl VirtioMmio<Net> {
 #[cfg(test)]
 mod tests {
     use super::super::mmio::CONFIG;
-    use super::super::test_driver::{acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE};
+    use super::super::test_driver::{
+        acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE,
+    };
     use super::*;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -270,10 +296,18 @@ mod tests {
     fn setup_with_tx_size(tx_size: u16) -> Fixture {
         let mut device = VirtioMmio::new(Net::new(MAC));
         let memory = TestMemory::new(4 << 20);
-        let queues = [TestQueue::new(RAM_BASE, 16), TestQueue::new(RAM_BASE + 0x10000, tx_size)];
+        let queues = [
+            TestQueue::new(RAM_BASE, 16),
+            TestQueue::new(RAM_BASE + 0x10000, tx_size),
+        ];
         initialise(&mut device, &queues);
         let [rx, tx] = queues;
-        Fixture { device, memory, rx, tx }
+        Fixture {
+            device,
+            memory,
+            rx,
+            tx,
+        }
     }
 
     fn setup() -> Fixture {
@@ -290,7 +324,10 @@ mod tests {
     fn mac_is_in_config_space_5_1_4() {
         let mut f = setup();
         for (i, byte) in MAC.iter().enumerate() {
-            assert_eq!(f.device.mmio_load(CONFIG + i as u64, 1), Some(u64::from(*byte)));
+            assert_eq!(
+                f.device.mmio_load(CONFIG + i as u64, 1),
+                Some(u64::from(*byte))
+            );
         }
         assert_eq!(f.device.mmio_load(CONFIG + 6, 2), Some(0));
     }
@@ -302,9 +339,15 @@ mod tests {
         notify(&mut f.device, 0);
         f.device.process(&mut f.memory);
         let data = frame(60, 0xab);
-        assert_eq!(f.device.receive(&data, &mut f.memory), Ok(RxOutcome::Delivered));
+        assert_eq!(
+            f.device.receive(&data, &mut f.memory),
+            Ok(RxOutcome::Delivered)
+        );
         assert_eq!(f.rx.used(&f.memory), vec![(u32::from(head), 72)]);
-        assert_eq!(f.memory.peek(BUFFERS, 12), &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(
+            f.memory.peek(BUFFERS, 12),
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
         assert_eq!(f.memory.peek(BUFFERS + 12, 60), &data[..]);
         assert_eq!(acknowledge_interrupt(&mut f.device), 1);
     }
@@ -312,7 +355,10 @@ mod tests {
     #[test]
     fn no_receive_buffer_leaves_the_frame_with_the_caller() {
         let mut f = setup();
-        assert_eq!(f.device.receive(&frame(60, 1), &mut f.memory), Err(RxError::NoBuffer));
+        assert_eq!(
+            f.device.receive(&frame(60, 1), &mut f.memory),
+            Err(RxError::NoBuffer)
+        );
         assert!(!f.device.interrupt());
     }
 
@@ -320,17 +366,26 @@ mod tests {
     fn receive_before_driver_ok_is_refused() {
         let mut device = VirtioMmio::new(Net::new(MAC));
         let mut memory = TestMemory::new(1 << 16);
-        assert_eq!(device.receive(&frame(60, 1), &mut memory), Err(RxError::NotReady));
+        assert_eq!(
+            device.receive(&frame(60, 1), &mut memory),
+            Err(RxError::NotReady)
+        );
     }
 
     #[test]
     fn oversized_and_runt_frames_are_refused() {
         let mut f = setup();
         assert_eq!(
-            f.device.receive(&vec![0; FRAME_BYTES_MAX + 1], &mut f.memory),
-            Err(RxError::FrameSize { len_bytes: FRAME_BYTES_MAX + 1 })
+            f.device
+                .receive(&vec![0; FRAME_BYTES_MAX + 1], &mut f.memory),
+            Err(RxError::FrameSize {
+                len_bytes: FRAME_BYTES_MAX + 1
+            })
         );
-        assert_eq!(f.device.receive(&[0; 10], &mut f.memory), Err(RxError::FrameSize { len_bytes: 10 }));
+        assert_eq!(
+            f.device.receive(&[0; 10], &mut f.memory),
+            Err(RxError::FrameSize { len_bytes: 10 })
+        );
     }
 
     #[test]
@@ -340,10 +395,20 @@ mod tests {
         f.rx.add_chain(&mut f.memory, &[(BUFFERS, 1526, false)]);
         f.rx.add_chain(&mut f.memory, &[(0x10, 1526, true)]);
         for _ in 0..3 {
-            assert_eq!(f.device.receive(&frame(100, 2), &mut f.memory), Ok(RxOutcome::DroppedBadBuffer));
+            assert_eq!(
+                f.device.receive(&frame(100, 2), &mut f.memory),
+                Ok(RxOutcome::DroppedBadBuffer)
+            );
         }
-        assert_eq!(f.rx.used(&f.memory).iter().map(|u| u.1).collect::<Vec<_>>(), vec![0, 0, 0]);
-        assert_eq!(f.memory.peek(BUFFERS, 12), &[0; 12], "nothing written into the small buffer");
+        assert_eq!(
+            f.rx.used(&f.memory).iter().map(|u| u.1).collect::<Vec<_>>(),
+            vec![0, 0, 0]
+        );
+        assert_eq!(
+            f.memory.peek(BUFFERS, 12),
+            &[0; 12],
+            "nothing written into the small buffer"
+        );
         assert!(!f.device.needs_reset());
     }
 
@@ -351,9 +416,15 @@ mod tests {
     fn broken_receive_ring_sets_needs_reset() {
         let mut f = setup();
         f.rx.set_avail_idx(&mut f.memory, 40);
-        assert_eq!(f.device.receive(&frame(60, 1), &mut f.memory), Ok(RxOutcome::DeviceNeedsReset));
+        assert_eq!(
+            f.device.receive(&frame(60, 1), &mut f.memory),
+            Ok(RxOutcome::DeviceNeedsReset)
+        );
         assert!(f.device.needs_reset());
-        assert_eq!(f.device.receive(&frame(60, 1), &mut f.memory), Err(RxError::NotReady));
+        assert_eq!(
+            f.device.receive(&frame(60, 1), &mut f.memory),
+            Err(RxError::NotReady)
+        );
     }
 
     #[test]
@@ -362,7 +433,10 @@ mod tests {
         let data = frame(100, 0xcd);
         f.memory.poke(BUFFERS, &[0; 12]);
         f.memory.poke(BUFFERS + 0x100, &data);
-        let head = f.tx.add_chain(&mut f.memory, &[(BUFFERS, 12, false), (BUFFERS + 0x100, 100, false)]);
+        let head = f.tx.add_chain(
+            &mut f.memory,
+            &[(BUFFERS, 12, false), (BUFFERS + 0x100, 100, false)],
+        );
         notify(&mut f.device, 1);
         f.device.process(&mut f.memory);
         assert_eq!(f.device.take_transmitted(), vec![data]);
@@ -375,7 +449,14 @@ mod tests {
         let mut f = setup();
         // Writable buffer, oversized frame, runt frame, address outside memory.
         f.tx.add_chain(&mut f.memory, &[(BUFFERS, 100, true)]);
-        f.tx.add_chain(&mut f.memory, &[(BUFFERS, (NET_HEADER_BYTES + FRAME_BYTES_MAX + 1) as u32, false)]);
+        f.tx.add_chain(
+            &mut f.memory,
+            &[(
+                BUFFERS,
+                (NET_HEADER_BYTES + FRAME_BYTES_MAX + 1) as u32,
+                false,
+            )],
+        );
         f.tx.add_chain(&mut f.memory, &[(BUFFERS, 20, false)]);
         f.tx.add_chain(&mut f.memory, &[(0x10, 100, false)]);
         notify(&mut f.device, 1);
@@ -407,7 +488,10 @@ mod tests {
         assert!(!f.device.transmit_blocked());
         f.device.process(&mut f.memory);
         assert_eq!(f.tx.used(&f.memory).len(), 300 - NET_OUTBOX_FRAMES_MAX);
-        assert_eq!(f.device.take_transmitted().len(), 300 - NET_OUTBOX_FRAMES_MAX);
+        assert_eq!(
+            f.device.take_transmitted().len(),
+            300 - NET_OUTBOX_FRAMES_MAX
+        );
         assert!(!f.device.has_work());
     }
 }

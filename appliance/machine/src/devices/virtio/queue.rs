@@ -52,18 +52,30 @@ impl fmt::Display for ChainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChainError::Memory(error) => write!(f, "virtqueue ring: {error}"),
-            ChainError::AvailIndex { avail_idx, next_avail } => write!(
+            ChainError::AvailIndex {
+                avail_idx,
+                next_avail,
+            } => write!(
                 f,
                 "available index {avail_idx} is more than a queue ahead of {next_avail}"
             ),
             ChainError::IndexOutOfRange { index, queue_size } => {
-                write!(f, "descriptor index {index} is outside a queue of {queue_size}")
+                write!(
+                    f,
+                    "descriptor index {index} is outside a queue of {queue_size}"
+                )
             }
             ChainError::TooLong { queue_size } => {
-                write!(f, "descriptor chain is longer than the queue ({queue_size}): a loop")
+                write!(
+                    f,
+                    "descriptor chain is longer than the queue ({queue_size}): a loop"
+                )
             }
             ChainError::IndirectNotNegotiated { index } => {
-                write!(f, "descriptor {index} is indirect, which was not negotiated")
+                write!(
+                    f,
+                    "descriptor {index} is indirect, which was not negotiated"
+                )
             }
         }
     }
@@ -120,7 +132,9 @@ impl DescriptorChain {
             .iter()
             .position(|d| d.writable)
             .unwrap_or(self.descriptors.len());
-        self.descriptors[first_writable..].iter().all(|d| d.writable)
+        self.descriptors[first_writable..]
+            .iter()
+            .all(|d| d.writable)
     }
 
     /// Reads `buf.len()` bytes at `offset` of the readable stream.
@@ -162,9 +176,7 @@ impl DescriptorChain {
         len: usize,
         mut f: impl FnMut(GuestPhysAddr, usize, usize) -> Result<(), MemoryError>,
     ) -> Result<(), BufferError> {
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or(BufferError::PastEnd)?;
+        let end = offset.checked_add(len as u64).ok_or(BufferError::PastEnd)?;
         if end > self.len(writable) {
             return Err(BufferError::PastEnd);
         }
@@ -179,11 +191,10 @@ impl DescriptorChain {
             if want_at < descriptor_end {
                 let skip = want_at - stream_at;
                 let piece = ((descriptor_end - want_at) as usize).min(len - done);
-                let addr = descriptor
-                    .addr
-                    .0
-                    .checked_add(skip)
-                    .ok_or(MemoryError { addr: descriptor.addr, len_bytes: piece as u64 })?;
+                let addr = descriptor.addr.0.checked_add(skip).ok_or(MemoryError {
+                    addr: descriptor.addr,
+                    len_bytes: piece as u64,
+                })?;
                 f(GuestPhysAddr(addr), done, piece)?;
                 done += piece;
             }
@@ -300,7 +311,10 @@ impl Queue {
         let avail_idx = read_u16(memory, self.avail_ring.wrapping_add(2))?;
         let count = avail_idx.wrapping_sub(self.next_avail);
         if count > self.size {
-            return Err(ChainError::AvailIndex { avail_idx, next_avail: self.next_avail });
+            return Err(ChainError::AvailIndex {
+                avail_idx,
+                next_avail: self.next_avail,
+            });
         }
         Ok(count)
     }
@@ -333,10 +347,15 @@ impl Queue {
         let mut index = head;
         loop {
             if index >= self.size {
-                return Err(ChainError::IndexOutOfRange { index, queue_size: self.size });
+                return Err(ChainError::IndexOutOfRange {
+                    index,
+                    queue_size: self.size,
+                });
             }
             if descriptors.len() == usize::from(self.size) {
-                return Err(ChainError::TooLong { queue_size: self.size });
+                return Err(ChainError::TooLong {
+                    queue_size: self.size,
+                });
             }
             let at = self
                 .desc_table
@@ -460,8 +479,14 @@ mod tests {
         chain.write_at(&mut memory, 1, b"XYZ").unwrap();
         assert_eq!(memory.peek(RAM_BASE + 0x9001, 1), b"X");
         assert_eq!(memory.peek(RAM_BASE + 0x9100, 2), b"YZ");
-        assert_eq!(chain.read_at(&memory, 5, &mut buf), Err(BufferError::PastEnd));
-        assert_eq!(chain.write_at(&mut memory, 6, b"ab"), Err(BufferError::PastEnd));
+        assert_eq!(
+            chain.read_at(&memory, 5, &mut buf),
+            Err(BufferError::PastEnd)
+        );
+        assert_eq!(
+            chain.write_at(&mut memory, 6, b"ab"),
+            Err(BufferError::PastEnd)
+        );
     }
 
     #[test]
@@ -472,18 +497,38 @@ mod tests {
             &[(RAM_BASE + 0x8000, 4, false), (RAM_BASE + 0x8000, 4, false)],
         );
         // Point the last descriptor back at the head.
-        driver.set_descriptor(&mut memory, head + 1, RAM_BASE + 0x8000, 4, VIRTQ_DESC_F_NEXT, head);
-        assert_eq!(queue.pop(&memory), Err(ChainError::TooLong { queue_size: 4 }));
+        driver.set_descriptor(
+            &mut memory,
+            head + 1,
+            RAM_BASE + 0x8000,
+            4,
+            VIRTQ_DESC_F_NEXT,
+            head,
+        );
+        assert_eq!(
+            queue.pop(&memory),
+            Err(ChainError::TooLong { queue_size: 4 })
+        );
     }
 
     #[test]
     fn next_index_past_the_queue_is_an_error() {
         let (mut memory, mut driver, mut queue) = setup(4);
         let head = driver.add_chain(&mut memory, &[(RAM_BASE + 0x8000, 4, false)]);
-        driver.set_descriptor(&mut memory, head, RAM_BASE + 0x8000, 4, VIRTQ_DESC_F_NEXT, 9);
+        driver.set_descriptor(
+            &mut memory,
+            head,
+            RAM_BASE + 0x8000,
+            4,
+            VIRTQ_DESC_F_NEXT,
+            9,
+        );
         assert_eq!(
             queue.pop(&memory),
-            Err(ChainError::IndexOutOfRange { index: 9, queue_size: 4 })
+            Err(ChainError::IndexOutOfRange {
+                index: 9,
+                queue_size: 4
+            })
         );
     }
 
@@ -491,7 +536,14 @@ mod tests {
     fn indirect_descriptors_are_refused_when_not_offered() {
         let (mut memory, mut driver, mut queue) = setup(4);
         let head = driver.add_chain(&mut memory, &[(RAM_BASE + 0x8000, 16, false)]);
-        driver.set_descriptor(&mut memory, head, RAM_BASE + 0x8000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+        driver.set_descriptor(
+            &mut memory,
+            head,
+            RAM_BASE + 0x8000,
+            16,
+            VIRTQ_DESC_F_INDIRECT,
+            0,
+        );
         assert_eq!(
             queue.pop(&memory),
             Err(ChainError::IndirectNotNegotiated { index: head })
@@ -502,7 +554,10 @@ mod tests {
     fn avail_index_running_too_far_ahead_is_an_error_2_7_13_3() {
         let (mut memory, driver, mut queue) = setup(4);
         driver.set_avail_idx(&mut memory, 5);
-        assert!(matches!(queue.pop(&memory), Err(ChainError::AvailIndex { .. })));
+        assert!(matches!(
+            queue.pop(&memory),
+            Err(ChainError::AvailIndex { .. })
+        ));
     }
 
     #[test]
@@ -514,7 +569,11 @@ mod tests {
         queue.used_ring = 0x1000;
         assert!(matches!(queue.pop(&memory), Err(ChainError::Memory(_))));
         assert!(queue.add_used(&mut memory, 0, 0).is_err());
-        assert_eq!(memory.refused_writes(), 1, "the used-ring write was refused, not done");
+        assert_eq!(
+            memory.refused_writes(),
+            1,
+            "the used-ring write was refused, not done"
+        );
     }
 
     #[test]
@@ -542,7 +601,10 @@ mod tests {
         assert!(!queue.is_valid(), "larger than QueueNumMax");
         queue.size = 16;
         queue.desc_table = 0x1008;
-        assert!(!queue.is_valid(), "descriptor table needs 16-byte alignment");
+        assert!(
+            !queue.is_valid(),
+            "descriptor table needs 16-byte alignment"
+        );
         queue.desc_table = 0x1000;
         queue.used_ring = 0x3002;
         assert!(!queue.is_valid(), "used ring needs 4-byte alignment");

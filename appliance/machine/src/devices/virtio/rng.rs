@@ -39,7 +39,10 @@ impl Default for Rng {
 
 impl Rng {
     pub fn new() -> Self {
-        Rng { pool: VecDeque::new(), wanted_bytes: 0 }
+        Rng {
+            pool: VecDeque::new(),
+            wanted_bytes: 0,
+        }
     }
 
     pub fn pool_len(&self) -> usize {
@@ -125,7 +128,12 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn process(&mut self, queues: &mut [Queue], _features: u64, memory: &mut dyn GuestMemory) -> QueueWork {
+    fn process(
+        &mut self,
+        queues: &mut [Queue],
+        _features: u64,
+        memory: &mut dyn GuestMemory,
+    ) -> QueueWork {
         let queue = &mut queues[REQUEST_QUEUE];
         if !queue.has_work() {
             return QueueWork::default();
@@ -163,7 +171,11 @@ impl VirtioMmio<Rng> {
         rng.pool.extend(&bytes[..take]);
         self.with_queues(|rng, queues, _| {
             let queue = &mut queues[REQUEST_QUEUE];
-            let work = if queue.has_work() { rng.serve(queue, memory) } else { QueueWork::default() };
+            let work = if queue.has_work() {
+                rng.serve(queue, memory)
+            } else {
+                QueueWork::default()
+            };
             (work, ())
         });
         take
@@ -172,7 +184,9 @@ impl VirtioMmio<Rng> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_driver::{acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE};
+    use super::super::test_driver::{
+        acknowledge_interrupt, initialise, notify, TestMemory, TestQueue, RAM_BASE,
+    };
     use super::*;
     use alloc::vec;
 
@@ -192,12 +206,22 @@ mod tests {
         notify(&mut device, 0);
         device.process(&mut memory);
         assert_eq!(device.wants_entropy(), 16);
-        assert!(queue.used(&memory).is_empty(), "nothing served without entropy");
+        assert!(
+            queue.used(&memory).is_empty(),
+            "nothing served without entropy"
+        );
         assert!(!device.interrupt());
 
         assert_eq!(device.supply_entropy(&[0xa5; 10], &mut memory), 10);
-        assert_eq!(queue.used(&memory), vec![(u32::from(head), 10)], "a partial fill is allowed");
-        assert_eq!(memory.peek(buffer, 11), &[0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0]);
+        assert_eq!(
+            queue.used(&memory),
+            vec![(u32::from(head), 10)],
+            "a partial fill is allowed"
+        );
+        assert_eq!(
+            memory.peek(buffer, 11),
+            &[0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0]
+        );
         assert_eq!(device.wants_entropy(), 0);
         assert_eq!(acknowledge_interrupt(&mut device), 1);
     }
@@ -253,7 +277,11 @@ mod tests {
         device.process(&mut memory);
         assert!(device.needs_reset());
         assert!(!device.has_work());
-        assert_eq!(acknowledge_interrupt(&mut device), 2, "configuration change");
+        assert_eq!(
+            acknowledge_interrupt(&mut device),
+            2,
+            "configuration change"
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub struct TestMemory {
 
 impl TestMemory {
     pub fn new(len_bytes: usize) -> Self {
-        TestMemory { bytes: vec![0; len_bytes], refused: Vec::new() }
+        TestMemory {
+            bytes: vec![0; len_bytes],
+            refused: Vec::new(),
+        }
     }
 
     fn range(&self, addr: u64, len: usize) -> Option<core::ops::Range<usize>> {
@@ -49,7 +52,10 @@ impl GuestMemory for TestMemory {
                 buf.copy_from_slice(&self.bytes[range]);
                 Ok(())
             }
-            None => Err(MemoryError { addr, len_bytes: buf.len() as u64 }),
+            None => Err(MemoryError {
+                addr,
+                len_bytes: buf.len() as u64,
+            }),
         }
     }
 
@@ -61,7 +67,10 @@ impl GuestMemory for TestMemory {
             }
             None => {
                 self.refused.push((addr.0, data.len(), true));
-                Err(MemoryError { addr, len_bytes: data.len() as u64 })
+                Err(MemoryError {
+                    addr,
+                    len_bytes: data.len() as u64,
+                })
             }
         }
     }
@@ -162,7 +171,10 @@ impl TestQueue {
 }
 
 fn store<D: VirtioDevice>(device: &mut VirtioMmio<D>, offset: u64, value: u32) {
-    assert!(device.mmio_store(offset, 4, u64::from(value)), "store to {offset:#x}");
+    assert!(
+        device.mmio_store(offset, 4, u64::from(value)),
+        "store to {offset:#x}"
+    );
 }
 
 fn load<D: VirtioDevice>(device: &mut VirtioMmio<D>, offset: u64) -> u32 {
@@ -174,7 +186,11 @@ fn load<D: VirtioDevice>(device: &mut VirtioMmio<D>, offset: u64) -> u32 {
 pub fn initialise<D: VirtioDevice>(device: &mut VirtioMmio<D>, queues: &[TestQueue]) -> u64 {
     store(device, mmio::STATUS, 0);
     store(device, mmio::STATUS, mmio::STATUS_ACKNOWLEDGE);
-    store(device, mmio::STATUS, mmio::STATUS_ACKNOWLEDGE | mmio::STATUS_DRIVER);
+    store(
+        device,
+        mmio::STATUS,
+        mmio::STATUS_ACKNOWLEDGE | mmio::STATUS_DRIVER,
+    );
     let mut features = 0u64;
     for select in 0..2 {
         store(device, mmio::DEVICE_FEATURES_SEL, select);
@@ -183,11 +199,19 @@ pub fn initialise<D: VirtioDevice>(device: &mut VirtioMmio<D>, queues: &[TestQue
     assert!(features & VIRTIO_F_VERSION_1 != 0);
     for select in 0..2 {
         store(device, mmio::DRIVER_FEATURES_SEL, select);
-        store(device, mmio::DRIVER_FEATURES, (features >> (32 * select)) as u32);
+        store(
+            device,
+            mmio::DRIVER_FEATURES,
+            (features >> (32 * select)) as u32,
+        );
     }
     let features_ok = mmio::STATUS_ACKNOWLEDGE | mmio::STATUS_DRIVER | mmio::STATUS_FEATURES_OK;
     store(device, mmio::STATUS, features_ok);
-    assert_eq!(load(device, mmio::STATUS), features_ok, "device accepted the features");
+    assert_eq!(
+        load(device, mmio::STATUS),
+        features_ok,
+        "device accepted the features"
+    );
     for (index, queue) in queues.iter().enumerate() {
         store(device, mmio::QUEUE_SEL, index as u32);
         assert_eq!(load(device, mmio::QUEUE_READY), 0);
