@@ -483,6 +483,10 @@ struct World {
     wake_at: [Option<u64>; 3],
     /// `blocked[from][to]`: frames from `from` to `to` are dropped.
     blocked: [[bool; 3]; 3],
+    /// `slowed[from][to]`: extra delay of frames from `from` to `to`, in microseconds.
+    slowed: [[u64; 3]; 3],
+    /// A replica's runtime makes no progress before this global time (a host stall).
+    stalled_until: [u64; 3],
     replicas: [Replica; 2],
     arbiter: Option<Arbiter>,
     arbiter_stored: [u8; crate::arbiter::ARBITER_RECORD_BYTES],
@@ -564,6 +568,8 @@ impl World {
             up: [true; 3],
             wake_at: [None; 3],
             blocked: [[false; 3]; 3],
+            slowed: [[0; 3]; 3],
+            stalled_until: [0; 3],
             replicas: [replica(), replica()],
             arbiter: None,
             arbiter_stored: ArbiterRecord::default().to_bytes(),
@@ -756,6 +762,7 @@ impl World {
             SimEvent::Partition => self.inject_partition(),
             SimEvent::Heal => {
                 self.blocked = [[false; 3]; 3];
+                self.slowed = [[0; 3]; 3];
                 self.note(|| String::from("network healed"));
             }
             SimEvent::Quiesce => self.quiesce(),
@@ -801,7 +808,7 @@ impl World {
             1
         };
         for _ in 0..copies {
-            let mut delay = self.rng.range(200, 2_000);
+            let mut delay = self.rng.range(200, 2_000) + self.slowed[from][to];
             if active && self.rng.chance(faults.reorder_ppm) {
                 delay += self.rng.range(0, 80_000);
             }
@@ -882,7 +889,8 @@ impl World {
         let Some(state) = replica.node.as_ref() else {
             return;
         };
-        let elapsed = (now - replica.last_executed).0;
+        let stalled = self.now < self.stalled_until[node];
+        let elapsed = if stalled { 0 } else { (now - replica.last_executed).0 };
         if matches!(state.role(), RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary) {
             let wanted = elapsed.saturating_mul(INSTRUCTIONS_PER_MICROSECOND);
             let allowed = wanted.min(state.execution_budget(InstructionCount(replica.icount)));
@@ -1385,7 +1393,7 @@ impl World {
             return;
         }
         self.stats.partitions += 1;
-        let kind = self.rng.range(0, 3);
+        let kind = self.rng.range(0, 3 + u64::from(self.faults.long_delay_ppm > 0));
         let a = self.rng.index(3);
         let b = (a + 1 + self.rng.index(2)) % 3;
         match kind {
@@ -1402,9 +1410,17 @@ impl World {
                 self.blocked[b][a] = true;
                 self.note(|| format!("partition: {a} <-> {b} cut"));
             }
-            _ => {
+            2 => {
                 self.blocked[a][b] = true;
                 self.note(|| format!("partition: {a} -> {b} cut (asymmetric)"));
+            }
+            _ => {
+                // One way cut, the other way slow: the receiver of the slow direction keeps
+                // hearing old news after the other side may have moved on.
+                let delay = self.rng.range(200_000, 2_500_000);
+                self.blocked[a][b] = true;
+                self.slowed[b][a] = delay;
+                self.note(|| format!("partition: {a} -> {b} cut, {b} -> {a} delayed {} ms", delay / 1000));
             }
         }
         let heal = self.rng.range(50_000, 3_000_000);
@@ -1458,7 +1474,12 @@ impl World {
             return;
         }
         let node = self.rng.index(3);
-        if self.up[node] && self.may_crash(node) {
+        if node != ARBITER && self.rng.chance(300_000) {
+            // A host stall: the runtime stops executing for a while; the protocol keeps going.
+            let stall = self.rng.range(300_000, 3_000_000);
+            self.stalled_until[node] = self.now + stall;
+            self.note(|| format!("node {node} runtime stalls for {} ms", stall / 1000));
+        } else if self.up[node] && self.may_crash(node) {
             self.crash(node);
             let restart = self.rng.range(100_000, 2_000_000);
             self.schedule(restart, SimEvent::Restart { node });
@@ -1525,6 +1546,7 @@ impl World {
     fn quiesce(&mut self) {
         self.faults_active = false;
         self.blocked = [[false; 3]; 3];
+        self.slowed = [[0; 3]; 3];
         self.note(|| String::from("faults stop: network healed, crashed nodes restart"));
         for node in 0..3 {
             if !self.up[node] {
