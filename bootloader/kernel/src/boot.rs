@@ -18,31 +18,16 @@ core::arch::global_asm!(
     .long pvh_start32
     .p2align 2
 
-    .section .text.boot, "ax"
-    .code32
-    .global pvh_start32
-pvh_start32:
-    cli
-    cld
-    movl %ebx, %ebp                       /* hvm_start_info, kept while .bss is zeroed */
-
-    movl $__bss_start, %edi
-    movl $__bss_end, %ecx
-    subl %edi, %ecx
-    xorl %eax, %eax
-    rep stosb
-
-    movl %ebp, pvh_start_info_paddr
-    movl $boot_stack_top, %esp
-
+    /* Shared by the 32-bit and 64-bit entries: the same text assembles in both modes. */
+    .macro enable_sse ax
     /* SSE (SDM 3A 13.1.3): CR0.MP|NE on, CR0.EM|TS off; CR4.OSFXSR|OSXMMEXCPT, plus PAE. */
-    movl %cr0, %eax
-    andl $0xFFFFFFF3, %eax
-    orl $0x22, %eax
-    movl %eax, %cr0
-    movl %cr4, %eax
-    orl $0x620, %eax
-    movl %eax, %cr4
+    mov %cr0, \ax
+    and $-13, \ax
+    or $0x22, \ax
+    mov \ax, %cr0
+    mov %cr4, \ax
+    or $0x620, \ax
+    mov \ax, %cr4
     fninit
 
     /* XSAVE present (CPUID.1:ECX[26]): CR4.OSXSAVE and XCR0 = x87|SSE. */
@@ -50,14 +35,17 @@ pvh_start32:
     cpuid
     testl $0x04000000, %ecx
     jz 1f
-    movl %cr4, %eax
-    orl $0x40000, %eax
-    movl %eax, %cr4
+    mov %cr4, \ax
+    or $0x40000, \ax
+    mov \ax, %cr4
     xorl %ecx, %ecx
     xorl %edx, %edx
     movl $3, %eax
     xsetbv
 1:
+    .endm
+
+    .macro build_identity_map
     /* PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages: 0..4 GiB. */
     movl $boot_pdpt, %eax
     orl $3, %eax
@@ -79,6 +67,29 @@ pvh_start32:
     addl $0x200000, %eax
     addl $8, %edi
     loop 3b
+
+    .endm
+
+    .section .text.boot, "ax"
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cli
+    cld
+    movl %ebx, %ebp                       /* hvm_start_info, kept while .bss is zeroed */
+
+    movl $__bss_start, %edi
+    movl $__bss_end, %ecx
+    subl %edi, %ecx
+    xorl %eax, %eax
+    rep stosb
+
+    movl %ebp, pvh_start_info_paddr
+    movl $1, boot_protocol                /* BootProtocol::Pvh */
+    movl $boot_stack_top, %esp
+
+    enable_sse %eax
+    build_identity_map
 
     movl $boot_pml4, %eax
     movl %eax, %cr3
@@ -104,11 +115,48 @@ long_mode_entry:
     movq $boot_stack_top, %rsp
     xorl %ebp, %ebp
     movl pvh_start_info_paddr, %edi
+    movl boot_protocol, %esi
     call kernel_entry
 4:
     cli
     hlt
     jmp 4b
+
+    /* The 64-bit entry for our own UEFI loader, found through the "Understudy" ELF note:
+       long mode, interrupts off, the low 4 GiB identity-mapped by the firmware's tables, %rdi
+       holding an hvm_start_info the loader built. We switch to our own tables, GDT and stack. */
+    .global understudy_start64
+understudy_start64:
+    cli
+    cld
+    movq %rdi, %rbp
+    movl $__bss_start, %edi
+    movl $__bss_end, %ecx
+    subl %edi, %ecx
+    xorl %eax, %eax
+    rep stosb
+    movq %rbp, pvh_start_info_paddr
+    movl $2, boot_protocol                /* BootProtocol::UnderstudyLoader */
+    movq $boot_stack_top, %rsp
+    enable_sse %rax
+    build_identity_map
+    movq $boot_pml4, %rax
+    movq %rax, %cr3
+    lgdt boot_gdt_pointer64
+    pushq $0x08
+    leaq long_mode_entry(%rip), %rax
+    pushq %rax
+    lretq
+
+    .section .note.understudy, "a", @note
+    .p2align 2
+    .long 11                /* name size: "Understudy\0" */
+    .long 8                 /* descriptor size: a 64-bit entry address */
+    .long 1                 /* UNDERSTUDY_NOTE_START64 */
+    .asciz "Understudy"
+    .p2align 2
+    .quad understudy_start64
+    .p2align 2
 
     .section .rodata.boot_gdt, "a"
     .p2align 3
@@ -120,12 +168,18 @@ boot_gdt_end:
 boot_gdt_pointer:
     .word boot_gdt_end - boot_gdt - 1
     .long boot_gdt
+    .p2align 3
+boot_gdt_pointer64:
+    .word boot_gdt_end - boot_gdt - 1
+    .quad boot_gdt
 
     .section .data.pvh_start_info, "aw"
     .p2align 3
     .global pvh_start_info_paddr
 pvh_start_info_paddr:
     .quad 0
+boot_protocol:
+    .long 0
 
     .section .bss.boot, "aw", @nobits
     .p2align 12

@@ -72,11 +72,40 @@ impl BootOptions {
     }
 }
 
+/// How the kernel was entered; the boot assembly passes it to `kernel_entry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BootProtocol {
+    /// The 32-bit PVH entry (QEMU `-kernel`, Firecracker, cloud-hypervisor).
+    Pvh,
+    /// The 64-bit entry, from our own UEFI loader.
+    UnderstudyLoader,
+    Unknown(u32),
+}
+
+impl BootProtocol {
+    fn from_boot_code(value: u32) -> Self {
+        match value {
+            1 => Self::Pvh,
+            2 => Self::UnderstudyLoader,
+            other => Self::Unknown(other),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pvh => "pvh",
+            Self::UnderstudyLoader => "the understudy uefi loader",
+            Self::Unknown(_) => "an unknown boot path",
+        }
+    }
+}
+
 #[no_mangle]
-extern "C" fn kernel_entry(start_info_paddr: u64) -> ! {
+extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     serial::init();
     println!(
-        "understudy: kernel entered by pvh, start info at {:#x}",
+        "understudy: kernel entered by {}, start info at {:#x}",
+        BootProtocol::from_boot_code(protocol).name(),
         start_info_paddr
     );
     arch::init();

@@ -1,4 +1,5 @@
 //! What a hosted toolchain's C runtime would supply: `mem*` functions and unwinding stubs.
+//! Shared by the kernel and the UEFI loader (the loader includes this file by path).
 //!
 //! The prebuilt `compiler_builtins` for the linux-gnu target has no `mem` feature, so these
 //! symbols are ours. They use `rep movsb`/`rep stosb` and volatile loops so that LLVM cannot
@@ -104,7 +105,10 @@ pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
 /// with `panic = "abort"` it is never called.
 #[no_mangle]
 pub extern "C" fn _Unwind_Resume() -> ! {
-    crate::arch::halt_forever()
+    loop {
+        // SAFETY: `cli; hlt` stops the CPU; nothing is left to run.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
 }
 
 /// Referenced by the prebuilt unwinding metadata; never called with `panic = "abort"`.
