@@ -1,0 +1,133 @@
+//! The `understudy` command line: guests run with console I/O, and bad input gets one clear
+//! line and a non-zero exit, never a panic.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use understudy_machine::program::echo_guest;
+
+fn understudy(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("understudy starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("understudy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "exit status must be non-zero; stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line, got: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn run_guest_feeds_stdin_to_the_uart_and_prints_the_console() {
+    let kernel = temp_file("echo.elf", &echo_guest(5));
+    let output = understudy(
+        &["run-guest", "--kernel", kernel.to_str().unwrap()],
+        b"hello",
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn max_instructions_stops_a_guest_still_waiting_for_input() {
+    // Waits for 5 bytes; stdin closes after 2, and the echo guest polls (no wfi) forever.
+    let kernel = temp_file("echo2.elf", &echo_guest(5));
+    let output = understudy(
+        &[
+            "run-guest",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--max-instructions",
+            "200000",
+        ],
+        b"hi",
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi");
+    assert_eq!(output.status.code(), Some(124));
+}
+
+#[test]
+fn a_file_that_is_not_a_guest_image_is_refused() {
+    let kernel = temp_file("script.sh", b"#!/bin/sh\necho hi\n");
+    let output = understudy(&["run-guest", "--kernel", kernel.to_str().unwrap()], b"");
+    assert_one_line_error(&output, "not a RISC-V ELF executable or Linux Image");
+}
+
+#[test]
+fn a_missing_kernel_file_is_named() {
+    let output = understudy(&["run-guest", "--kernel", "/nonexistent/kernel"], b"");
+    assert_one_line_error(&output, "/nonexistent/kernel");
+}
+
+#[test]
+fn a_guest_larger_than_memory_is_refused() {
+    let mut big = echo_guest(5);
+    // Grow the single segment's memory size to 8 MiB: too large for 4 MiB of RAM.
+    let memory_bytes_offset = 64 + 40;
+    big[memory_bytes_offset..memory_bytes_offset + 8].copy_from_slice(&(8u64 << 20).to_le_bytes());
+    let kernel = temp_file("big.elf", &big);
+    let output = understudy(
+        &[
+            "run-guest",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory-mib",
+            "4",
+        ],
+        b"",
+    );
+    assert_one_line_error(&output, "does not fit");
+}
+
+#[test]
+fn bad_options_get_one_line_and_usage_status() {
+    let output = understudy(&["run-guest", "--kernel", "x", "--memory-mib", "lots"], b"");
+    assert_one_line_error(&output, "--memory-mib");
+    assert_eq!(output.status.code(), Some(2));
+    let output = understudy(&["run-guest", "--frobnicate"], b"");
+    assert_one_line_error(&output, "--frobnicate");
+    let output = understudy(&["run-guest", "--kernel", "x", "--memory-mib", "0"], b"");
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn demo_replays_the_built_in_guest_and_detects_a_flipped_bit() {
+    let output = understudy(&["demo"], b"");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("guest echoed \"understudy\""), "{stdout}");
+    assert!(!stdout.contains("DIFFERENT"), "{stdout}");
+    assert!(
+        stdout.contains("digests agree up to the flip and part"),
+        "{stdout}"
+    );
+}
