@@ -143,7 +143,7 @@ impl BlockBackend for VecBackend {
 
 /// The block device model.
 pub struct Block {
-    backend: Box<dyn BlockBackend>,
+    backend: Box<dyn BlockBackend + Send>,
     capacity_sectors: u64,
     id: [u8; BLOCK_ID_BYTES],
     bounce: Vec<u8>,
@@ -154,7 +154,7 @@ pub struct Block {
 impl Block {
     /// A disk of `backend.len_bytes() / 512` sectors (a trailing partial sector is not
     /// visible) answering GET_ID with `id` (truncated to 20 bytes).
-    pub fn new(backend: Box<dyn BlockBackend>, id: &[u8]) -> Self {
+    pub fn new(backend: Box<dyn BlockBackend + Send>, id: &[u8]) -> Self {
         let capacity_sectors = backend.len_bytes() / SECTOR_BYTES;
         let mut id_bytes = [0u8; BLOCK_ID_BYTES];
         let len = id.len().min(BLOCK_ID_BYTES);

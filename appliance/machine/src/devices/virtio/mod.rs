@@ -169,3 +169,69 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
             .unwrap_or(0);
     }
 }
+
+/// Devices reach guest RAM through the hart, which keeps its decoded-block cache coherent
+/// and marks the pages dirty for the digest.
+impl GuestMemory for understudy_cpu::Hart {
+    fn read(&self, addr: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.read_phys(addr, buf).map_err(|error| MemoryError {
+            addr: error.addr,
+            len_bytes: error.len_bytes,
+        })
+    }
+
+    fn write(&mut self, addr: GuestPhysAddr, data: &[u8]) -> Result<(), MemoryError> {
+        self.write_phys(addr, data).map_err(|error| MemoryError {
+            addr: error.addr,
+            len_bytes: error.len_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use understudy_cpu::{Hart, HartConfig};
+
+    #[test]
+    fn hart_memory_refuses_ranges_outside_ram_and_marks_written_pages_dirty() {
+        let base = 0x8000_0000;
+        let mut hart = Hart::new(HartConfig {
+            ram_base: GuestPhysAddr(base),
+            ram_size_bytes: 1 << 20,
+            host_monitor: false,
+        });
+        let _ = hart.take_dirty_pages();
+        let memory: &mut dyn GuestMemory = &mut hart;
+        memory
+            .write(GuestPhysAddr(base + 0x2000), &[1, 2, 3])
+            .unwrap();
+        let mut buf = [0u8; 3];
+        memory.read(GuestPhysAddr(base + 0x2000), &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3]);
+        let end = GuestPhysAddr(base + (1 << 20) - 2);
+        assert_eq!(
+            memory.write(end, &[0; 4]),
+            Err(MemoryError {
+                addr: end,
+                len_bytes: 4
+            })
+        );
+        assert!(memory.read(GuestPhysAddr(0x1000), &mut buf).is_err());
+        assert_eq!(hart.take_dirty_pages(), alloc::vec![2]);
+    }
+
+    #[test]
+    fn fdt_node_names_the_slot_and_its_interrupt() {
+        let (base, irq) = slot_address(2);
+        assert_eq!((base, irq), (0x1000_3000, 3));
+        let mut fdt = FdtWriter::new();
+        fdt.begin_node("");
+        write_fdt_node(&mut fdt, base, irq, 9);
+        fdt.end_node();
+        let blob = fdt.finish();
+        let find = |needle: &[u8]| blob.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"virtio_mmio@10003000\0"));
+        assert!(find(b"virtio,mmio\0"));
+    }
+}
