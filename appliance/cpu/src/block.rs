@@ -22,17 +22,25 @@ const SLOT_INVALID: u64 = u64::MAX;
 pub(crate) struct BlockCache {
     /// RAM offset of each slot's first instruction, or `SLOT_INVALID`.
     tags: Vec<u64>,
+    /// The generation of the slot's page when the slot was decoded.
+    generations: Vec<u64>,
     ops: Vec<Vec<Instruction>>,
-    /// One bit per RAM page that has decoded blocks.
-    code_pages: Vec<u64>,
+    /// Per RAM page: bit i is set when bytes [64 i, 64 i + 64) of the page hold decoded
+    /// instructions. Stores elsewhere in the page leave its blocks alone.
+    pub(crate) code_chunks: Vec<u64>,
+    /// Per RAM page: bumped when the page's blocks are invalidated, which makes every slot
+    /// decoded from it stale at once.
+    pub(crate) page_generations: Vec<u64>,
 }
 
 impl BlockCache {
     pub fn new(pages: usize) -> BlockCache {
         BlockCache {
             tags: vec![SLOT_INVALID; BLOCK_SLOTS],
+            generations: vec![0; BLOCK_SLOTS],
             ops: (0..BLOCK_SLOTS).map(|_| Vec::new()).collect(),
-            code_pages: vec![0; pages.div_ceil(64)],
+            code_chunks: vec![0; pages],
+            page_generations: vec![0; pages],
         }
     }
 
@@ -41,26 +49,30 @@ impl BlockCache {
         ((ram_offset >> 1) ^ (ram_offset >> 15)) as usize & (BLOCK_SLOTS - 1)
     }
 
-    /// Drops every block decoded from RAM page `page`; true if there were any.
-    pub fn invalidate_page(&mut self, page: usize) -> bool {
-        let word = &mut self.code_pages[page / 64];
-        let bit = 1u64 << (page % 64);
-        if *word & bit == 0 {
-            return false;
-        }
-        *word &= !bit;
-        for tag in self.tags.iter_mut() {
-            if *tag >> 12 == page as u64 && *tag != SLOT_INVALID {
-                *tag = SLOT_INVALID;
-            }
-        }
-        true
+    /// Whether RAM page `page` holds decoded instructions (it then has no store TLB entries).
+    #[inline]
+    pub fn is_code_page(&self, page: usize) -> bool {
+        self.code_chunks[page] != 0
     }
 
-    /// Drops every block (fence.i needs nothing more, since stores keep blocks coherent).
-    #[cfg(test)]
-    pub fn block_count(&self) -> usize {
-        self.tags.iter().filter(|&&t| t != SLOT_INVALID).count()
+    /// Notes a write of `len_bytes` (1..=4096, within one page) at RAM offset `offset`; if
+    /// it overlaps decoded instructions, drops every block of the page and returns true.
+    #[inline]
+    pub fn invalidate_range(&mut self, offset: usize, len_bytes: usize) -> bool {
+        let page = offset / PAGE_SIZE_BYTES as usize;
+        let mask = self.code_chunks[page];
+        if mask == 0 {
+            return false;
+        }
+        let first = (offset % PAGE_SIZE_BYTES as usize) / 64;
+        let last = ((offset + len_bytes - 1) % PAGE_SIZE_BYTES as usize) / 64;
+        let touched = (u64::MAX >> (63 - last)) & (u64::MAX << first);
+        if mask & touched == 0 {
+            return false;
+        }
+        self.code_chunks[page] = 0;
+        self.page_generations[page] = self.page_generations[page].wrapping_add(1);
+        true
     }
 }
 
@@ -106,7 +118,10 @@ impl Hart {
             Err(e) => return self.take_trap(e.cause, e.tval, false),
         };
         let slot = BlockCache::slot(offset);
-        if self.blocks.tags[slot] != offset && !self.build_block(offset, slot) {
+        let generation = self.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
+        let cached =
+            self.blocks.tags[slot] == offset && self.blocks.generations[slot] == generation;
+        if !cached && !self.build_block(offset, slot) {
             return self.step_slow(platform);
         }
         let ops = core::mem::take(&mut self.blocks.ops[slot]);
@@ -184,13 +199,15 @@ impl Hart {
         self.blocks.ops[slot] = ops;
         if built {
             self.blocks.tags[slot] = start;
-            let word = &mut self.blocks.code_pages[page / 64];
-            let bit = 1u64 << (page % 64);
-            if *word & bit == 0 {
-                *word |= bit;
+            self.blocks.generations[slot] = self.blocks.page_generations[page];
+            let first = (start % PAGE_SIZE_BYTES) / 64;
+            let last = ((at - 1) % PAGE_SIZE_BYTES) / 64;
+            let chunks = (u64::MAX >> (63 - last)) & (u64::MAX << first);
+            if self.blocks.code_chunks[page] == 0 {
                 // From now on stores to this page must take the slow path.
                 self.mmu.store.flush_ram_page(page);
             }
+            self.blocks.code_chunks[page] |= chunks;
         }
         built
     }

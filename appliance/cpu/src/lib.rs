@@ -372,10 +372,13 @@ impl Hart {
         if data.is_empty() {
             return Ok(());
         }
-        let first = offset as u64 / PAGE_SIZE_BYTES;
-        let last = (offset + data.len() - 1) as u64 / PAGE_SIZE_BYTES;
-        for page in first..=last {
-            self.note_ram_write(page as usize);
+        let end = offset + data.len();
+        let mut at = offset;
+        while at < end {
+            let page_end = (at / PAGE_SIZE_BYTES as usize + 1) * PAGE_SIZE_BYTES as usize;
+            let chunk_end = page_end.min(end);
+            self.note_ram_write(at, chunk_end - at);
+            at = chunk_end;
         }
         self.ram[offset..offset + data.len()].copy_from_slice(data);
         Ok(())
@@ -444,11 +447,14 @@ impl Hart {
         Ok(offset as usize)
     }
 
-    /// Records a write to RAM page `page`: dirty bit, and invalidation of decoded blocks on
-    /// it. Returns true when decoded code was invalidated.
-    pub(crate) fn note_ram_write(&mut self, page: usize) -> bool {
+    /// Records a write of `len_bytes` (within one page) at RAM offset `offset`: the page's
+    /// dirty bit, and invalidation of decoded blocks it overlaps. Returns true when decoded
+    /// code was invalidated.
+    #[inline]
+    pub(crate) fn note_ram_write(&mut self, offset: usize, len_bytes: usize) -> bool {
+        let page = offset / PAGE_SIZE_BYTES as usize;
         self.dirty[page / 64] |= 1 << (page % 64);
-        self.blocks.invalidate_page(page)
+        self.blocks.invalidate_range(offset, len_bytes)
     }
 
     /// The interrupt to take now, if any (privileged spec 3.1.9: priority MEI, MSI, MTI,

@@ -257,7 +257,7 @@ impl Hart {
             let wanted = PTE_A | if access == Access::Store { PTE_D } else { 0 };
             if pte & wanted != wanted {
                 write_le(&mut self.ram, pte_offset, 8, pte | wanted);
-                self.note_ram_write(pte_offset / crate::PAGE_SIZE_BYTES as usize);
+                self.note_ram_write(pte_offset, 8);
             }
             let mask = (1u64 << low_bits) - 1;
             return Ok(((ppn << 12) & !mask) | (vaddr & mask));
@@ -392,9 +392,12 @@ impl Hart {
         value: u64,
     ) -> Result<Flow, Exception> {
         if let Some(offset) = self.ram_offset(paddr, size) {
-            let invalidated = self.note_ram_write(offset / crate::PAGE_SIZE_BYTES as usize);
+            let invalidated = self.note_ram_write(offset, size as usize);
             write_le(&mut self.ram, offset, size, value);
-            if (paddr & 0xfff) + size <= 0x1000 && (vaddr & 0xfff) == (paddr & 0xfff) {
+            // Writable entries only for pages without decoded code, so the fast path never
+            // needs to check for self-modifying code.
+            let page = offset / crate::PAGE_SIZE_BYTES as usize;
+            if (paddr & 0xfff) + size <= 0x1000 && !self.blocks.is_code_page(page) {
                 let tag = (vaddr >> 12) | self.mmu.store_key;
                 self.mmu.store.fill(tag, vaddr, offset as u64);
             }
@@ -440,8 +443,13 @@ impl Hart {
             let Some(offset) = self.ram_offset(paddr, size) else {
                 return Err(Access::Store.access_fault(vaddr));
             };
-            let invalidated = self.note_ram_write(offset / crate::PAGE_SIZE_BYTES as usize);
-            self.mmu.store.fill(tag, vaddr, offset as u64);
+            let invalidated = self.note_ram_write(offset, size as usize);
+            if !self
+                .blocks
+                .is_code_page(offset / crate::PAGE_SIZE_BYTES as usize)
+            {
+                self.mmu.store.fill(tag, vaddr, offset as u64);
+            }
             (
                 offset,
                 if invalidated {

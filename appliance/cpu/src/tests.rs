@@ -1333,7 +1333,7 @@ fn write_phys_and_read_phys_reject_ranges_outside_ram() {
 
 #[test]
 fn write_state_is_deterministic_and_reflects_registers() {
-    let mut a = hart(false);
+    let a = hart(false);
     let mut b = hart(false);
     let (mut sa, mut sb) = (Vec::new(), Vec::new());
     a.write_state(&mut sa);
@@ -2031,4 +2031,37 @@ fn fp_loads_and_lr_from_mmio_also_end_the_run() {
         // The following RAM load does not inherit the stop.
         assert_eq!(run_to_break(&mut h, &mut bus).executed.0, 1);
     }
+}
+
+#[test]
+fn stores_next_to_code_in_the_same_page_keep_its_blocks_and_stores_into_it_drop_them() {
+    use Op::*;
+    // A loop that stores to a data word in its own page, 0x800 bytes away from the code.
+    let program = [
+        ins(Sd, 0, 13, 10, 0x7f8),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Blt, 0, 10, 12, -8),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(12, 1000);
+    h.set_x(13, RAM_BASE + 8);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 1000);
+    assert_eq!(read_u64(&h, RAM_BASE + 0x800), 999);
+    let page_generation = h.blocks.page_generations[0];
+    assert!(h.blocks.is_code_page(0));
+    // A store into the code chunk bumps the page generation.
+    h.write_phys(
+        GuestPhysAddr(RAM_BASE + 4),
+        &encode(&ins(Addi, 10, 10, 0, 2)).unwrap().to_le_bytes(),
+    )
+    .unwrap();
+    assert_eq!(h.blocks.page_generations[0], page_generation + 1);
+    assert!(!h.blocks.is_code_page(0));
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    h.set_x(13, RAM_BASE + 8);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 1000);
+    assert_eq!(read_u64(&h, RAM_BASE + 0x800), 998);
 }
