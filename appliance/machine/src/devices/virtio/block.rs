@@ -580,7 +580,7 @@ mod tests {
         let mut buffers = vec![(HEADER, 16, false)];
         buffers.extend([(RAM_BASE, 2 << 20, false); 14]);
         buffers.push((STATUS, 1, true));
-        assert!(14 * (2 << 20) > BLOCK_REQUEST_DATA_BYTES_MAX);
+        const { assert!(14 * (2 << 20) > BLOCK_REQUEST_DATA_BYTES_MAX) };
         assert_eq!(f.submit(&buffers).1, VIRTIO_BLK_S_IOERR);
         assert_eq!(read_disk(&mut f.device, 0, 4096), vec![0; 4096]);
         // Exactly at the limit is allowed.

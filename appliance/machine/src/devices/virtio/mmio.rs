@@ -319,17 +319,15 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         let queue_setup = self.state == DriverState::FeaturesOk;
         match offset {
             DEVICE_FEATURES_SEL => self.device_features_select = value,
-            DRIVER_FEATURES => {
-                // 3.1.1 step 4: features are written after DRIVER and before FEATURES_OK.
-                if self.state == DriverState::Driver {
-                    let shift = match self.driver_features_select {
-                        0 => 0,
-                        1 => 32,
-                        _ => return true,
-                    };
-                    self.driver_features = (self.driver_features & !(0xffff_ffff << shift))
-                        | (u64::from(value) << shift);
-                }
+            // 3.1.1 step 4: features are written after DRIVER and before FEATURES_OK.
+            DRIVER_FEATURES if self.state == DriverState::Driver => {
+                let shift = match self.driver_features_select {
+                    0 => 0,
+                    1 => 32,
+                    _ => return true,
+                };
+                self.driver_features = (self.driver_features & !(0xffff_ffff << shift))
+                    | (u64::from(value) << shift);
             }
             DRIVER_FEATURES_SEL => self.driver_features_select = value,
             QUEUE_SEL => self.queue_select = value,
