@@ -326,8 +326,8 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                     1 => 32,
                     _ => return true,
                 };
-                self.driver_features = (self.driver_features & !(0xffff_ffff << shift))
-                    | (u64::from(value) << shift);
+                self.driver_features =
+                    (self.driver_features & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
             }
             DRIVER_FEATURES_SEL => self.driver_features_select = value,
             QUEUE_SEL => self.queue_select = value,

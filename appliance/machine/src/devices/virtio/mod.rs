@@ -12,6 +12,7 @@
 //! a device writes is a function of guest memory, its own state and those explicit inputs.
 
 pub mod block;
+pub mod bus;
 pub mod mmio;
 pub mod net;
 pub mod queue;
@@ -26,6 +27,7 @@ use crate::state::StateWriter;
 use crate::GuestPhysAddr;
 
 pub use block::{BackendError, Block, BlockBackend, VecBackend};
+pub use bus::{Slot, VirtioBus};
 pub use mmio::VirtioMmio;
 pub use net::{Net, RxError, RxOutcome};
 pub use queue::Queue;
