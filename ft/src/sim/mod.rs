@@ -384,6 +384,10 @@ enum SimEvent {
         node: usize,
     },
     Partition,
+    Cut {
+        from: usize,
+        to: usize,
+    },
     Heal,
     Quiesce,
     End,
@@ -760,6 +764,12 @@ impl World {
             SimEvent::Crash => self.inject_crash(),
             SimEvent::Restart { node } => self.restart(node),
             SimEvent::Partition => self.inject_partition(),
+            SimEvent::Cut { from, to } => {
+                if self.faults_active {
+                    self.blocked[from][to] = true;
+                    self.note(|| format!("partition: {from} -> {to} cut"));
+                }
+            }
             SimEvent::Heal => {
                 self.blocked = [[false; 3]; 3];
                 self.slowed = [[0; 3]; 3];
@@ -890,8 +900,15 @@ impl World {
             return;
         };
         let stalled = self.now < self.stalled_until[node];
-        let elapsed = if stalled { 0 } else { (now - replica.last_executed).0 };
-        if matches!(state.role(), RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary) {
+        let elapsed = if stalled {
+            0
+        } else {
+            (now - replica.last_executed).0
+        };
+        if matches!(
+            state.role(),
+            RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary
+        ) {
             let wanted = elapsed.saturating_mul(INSTRUCTIONS_PER_MICROSECOND);
             let allowed = wanted.min(state.execution_budget(InstructionCount(replica.icount)));
             replica.icount += allowed;
@@ -1393,7 +1410,9 @@ impl World {
             return;
         }
         self.stats.partitions += 1;
-        let kind = self.rng.range(0, 3 + u64::from(self.faults.long_delay_ppm > 0));
+        let kind = self
+            .rng
+            .range(0, 3 + u64::from(self.faults.long_delay_ppm > 0));
         let a = self.rng.index(3);
         let b = (a + 1 + self.rng.index(2)) % 3;
         match kind {
@@ -1415,12 +1434,19 @@ impl World {
                 self.note(|| format!("partition: {a} -> {b} cut (asymmetric)"));
             }
             _ => {
-                // One way cut, the other way slow: the receiver of the slow direction keeps
-                // hearing old news after the other side may have moved on.
+                // The link slows one way, then the other way is cut: the receiver of the slow
+                // direction keeps hearing old news, steadily, after the other side has given
+                // up on it. This is what the output lease is for.
                 let delay = self.rng.range(200_000, 2_500_000);
-                self.blocked[a][b] = true;
                 self.slowed[b][a] = delay;
-                self.note(|| format!("partition: {a} -> {b} cut, {b} -> {a} delayed {} ms", delay / 1000));
+                let cut_after = delay + self.rng.range(0, 500_000);
+                self.schedule(cut_after, SimEvent::Cut { from: a, to: b });
+                self.note(|| format!("partition: {b} -> {a} delayed {} ms", delay / 1000));
+                let heal = cut_after + self.rng.range(1_000_000, 3_000_000);
+                self.schedule(heal, SimEvent::Heal);
+                let next = self.rng.range(0, 2 * self.faults.partition_mean_gap_us);
+                self.schedule(heal + next, SimEvent::Partition);
+                return;
             }
         }
         let heal = self.rng.range(50_000, 3_000_000);
