@@ -1,1 +1,956 @@
-//! Node state-machine tests.
+//! Node state-machine tests: the full transition table (legal and illegal edges), the output
+//! rule, flow control, replay, divergence and go-live.
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::types::{Duration, FrameSequence};
+use crate::wire::FrameHeader;
+
+const ARBITER: NodeId = NodeId(0);
+const A: NodeId = NodeId(1);
+const B: NodeId = NodeId(2);
+const T0: Instant = Instant(1_000_000);
+
+fn key() -> Key {
+    Key([3; 32])
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn config(me: NodeId) -> NodeConfig {
+    NodeConfig {
+        me,
+        peer: if me == A { B } else { A },
+        arbiter: ARBITER,
+        key: key(),
+        limits: limits(),
+        incarnation: Incarnation(1),
+    }
+}
+
+/// Builds authentic frames from any participant with any header.
+struct Forge {
+    sequence: u64,
+}
+
+impl Forge {
+    fn new() -> Forge {
+        Forge { sequence: 0 }
+    }
+
+    fn frame(&mut self, sender: NodeId, epoch: Epoch, message: Message) -> Vec<u8> {
+        self.sequence += 1;
+        Frame {
+            header: FrameHeader {
+                sender,
+                incarnation: Incarnation(1),
+                epoch,
+                sequence: FrameSequence(self.sequence),
+            },
+            message,
+        }
+        .encode(&key(), &limits())
+        .unwrap()
+    }
+}
+
+fn peer_of(node: &Node) -> NodeId {
+    node.config.peer
+}
+
+fn drain_transmits(node: &mut Node, now: Instant) -> Vec<(NodeId, Message)> {
+    let mut out = Vec::new();
+    while let Some(transmit) = node.poll_transmit(now) {
+        let frame = Frame::decode(&transmit.bytes, &key(), &limits()).unwrap();
+        out.push((transmit.to, frame.message));
+    }
+    out
+}
+
+fn drain_events(node: &mut Node) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(event) = node.poll_event() {
+        out.push(event);
+    }
+    out
+}
+
+fn input(at: u64, byte: u8) -> LogEntry {
+    LogEntry {
+        at: InstructionCount(at),
+        record: Record::DeviceInput {
+            device: DeviceId(1),
+            bytes: vec![byte],
+        },
+    }
+}
+
+fn after_timeout() -> Instant {
+    T0 + limits().peer_timeout + Duration(1)
+}
+
+// ----- Nodes in every role -----
+
+fn primary() -> Node {
+    Node::primary(config(A), T0)
+}
+
+fn backup() -> Node {
+    Node::backup(config(B), T0)
+}
+
+fn claiming_as_primary() -> Node {
+    let mut node = primary();
+    node.handle_timeout(after_timeout());
+    assert_eq!(node.role(), RoleKind::ClaimingAsPrimary);
+    node
+}
+
+fn claiming_as_backup() -> Node {
+    let mut node = backup();
+    node.handle_timeout(after_timeout());
+    assert_eq!(node.role(), RoleKind::ClaimingAsBackup);
+    node
+}
+
+fn grant(node: &mut Node, forge: &mut Forge) {
+    let me = node.config.me;
+    let epoch = node.epoch().next();
+    let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: me });
+    node.handle_frame(after_timeout(), &bytes).unwrap();
+}
+
+fn solo() -> Node {
+    let mut node = claiming_as_primary();
+    grant(&mut node, &mut Forge::new());
+    assert_eq!(node.role(), RoleKind::Solo);
+    node
+}
+
+fn going_live() -> Node {
+    let mut node = claiming_as_backup();
+    grant(&mut node, &mut Forge::new());
+    assert_eq!(node.role(), RoleKind::GoingLive);
+    node
+}
+
+fn joining() -> Node {
+    Node::joining(config(B), T0)
+}
+
+fn halted() -> Node {
+    let mut node = claiming_as_backup();
+    let bytes = Forge::new().frame(
+        ARBITER,
+        Epoch(2),
+        Message::ClaimReply {
+            epoch: Epoch(2),
+            owner: A,
+        },
+    );
+    node.handle_frame(after_timeout(), &bytes).unwrap();
+    assert_eq!(node.role(), RoleKind::Halted);
+    node
+}
+
+const ROLES: [RoleKind; 8] = [
+    RoleKind::Primary,
+    RoleKind::Solo,
+    RoleKind::Backup,
+    RoleKind::ClaimingAsPrimary,
+    RoleKind::ClaimingAsBackup,
+    RoleKind::GoingLive,
+    RoleKind::Joining,
+    RoleKind::Halted,
+];
+
+fn node_in(role: RoleKind) -> Node {
+    let node = match role {
+        RoleKind::Primary => primary(),
+        RoleKind::Solo => solo(),
+        RoleKind::Backup => backup(),
+        RoleKind::ClaimingAsPrimary => claiming_as_primary(),
+        RoleKind::ClaimingAsBackup => claiming_as_backup(),
+        RoleKind::GoingLive => going_live(),
+        RoleKind::Joining => joining(),
+        RoleKind::Halted => halted(),
+        RoleKind::Arbiter => unreachable!("not a replica role"),
+    };
+    assert_eq!(node.role(), role);
+    node
+}
+
+/// The stimuli of the transition table.
+#[derive(Clone, Copy, Debug)]
+enum Stimulus {
+    PeerSilent,
+    Granted,
+    Denied,
+    NewerEpochHeartbeat,
+    FenceFromNewerEpoch,
+    Snapshot,
+    Join,
+    Ack,
+    Log,
+    Record,
+    FinishGoLive,
+    SendSnapshot,
+}
+
+const STIMULI: [Stimulus; 12] = [
+    Stimulus::PeerSilent,
+    Stimulus::Granted,
+    Stimulus::Denied,
+    Stimulus::NewerEpochHeartbeat,
+    Stimulus::FenceFromNewerEpoch,
+    Stimulus::Snapshot,
+    Stimulus::Join,
+    Stimulus::Ack,
+    Stimulus::Log,
+    Stimulus::Record,
+    Stimulus::FinishGoLive,
+    Stimulus::SendSnapshot,
+];
+
+/// Applies a stimulus; returns whether the node accepted it (Ok) or refused it (Err).
+fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
+    let mut forge = Forge::new();
+    let now = after_timeout();
+    let epoch = node.epoch();
+    let peer = peer_of(node);
+    let me = node.config.me;
+    match stimulus {
+        Stimulus::PeerSilent => {
+            node.handle_timeout(now);
+            true
+        }
+        Stimulus::Granted => {
+            let epoch = epoch.next();
+            let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: me });
+            node.handle_frame(now, &bytes).is_ok()
+        }
+        Stimulus::Denied => {
+            let epoch = epoch.next();
+            let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: peer });
+            node.handle_frame(now, &bytes).is_ok()
+        }
+        Stimulus::NewerEpochHeartbeat => {
+            let message = Message::Heartbeat {
+                sent_at: now,
+                log_end: LogSequence(0),
+                released_through: LogSequence(0),
+            };
+            node.handle_frame(now, &forge.frame(peer, Epoch(epoch.0 + 5), message))
+                .is_ok()
+        }
+        Stimulus::FenceFromNewerEpoch => {
+            let newer = Epoch(epoch.0.max(1) + 5);
+            node.handle_frame(
+                now,
+                &forge.frame(peer, newer, Message::Fence { epoch: newer }),
+            )
+            .is_ok()
+        }
+        Stimulus::Snapshot => {
+            let target = if epoch == Epoch(0) { Epoch(2) } else { epoch };
+            let message = Message::Snapshot {
+                sent_at: now,
+                position: LogSequence(10),
+                at: InstructionCount(500),
+                state: vec![1, 2],
+            };
+            node.handle_frame(now, &forge.frame(peer, target, message))
+                .is_ok()
+        }
+        Stimulus::Join => node
+            .handle_frame(now, &forge.frame(peer, Epoch(0), Message::Join))
+            .is_ok(),
+        Stimulus::Ack => {
+            let message = Message::Ack {
+                echo: now,
+                through: LogSequence(0),
+                resend: false,
+            };
+            node.handle_frame(now, &forge.frame(peer, epoch, message))
+                .is_ok()
+        }
+        Stimulus::Log => {
+            let message = Message::Log {
+                sent_at: now,
+                released_through: LogSequence(0),
+                first: LogSequence(1),
+                entries: vec![input(10, 1)],
+            };
+            node.handle_frame(now, &forge.frame(peer, epoch, message))
+                .is_ok()
+        }
+        Stimulus::Record => node.record(now, input(10, 1)).is_ok(),
+        Stimulus::FinishGoLive => node.finish_go_live(now).is_ok(),
+        Stimulus::SendSnapshot => node
+            .send_snapshot(now, InstructionCount(10), vec![0])
+            .is_ok(),
+    }
+}
+
+/// The expected (accepted, role after) for every role and stimulus. Entries that keep the
+/// role and refuse the stimulus are the illegal edges.
+fn expected(role: RoleKind, stimulus: Stimulus) -> (bool, RoleKind) {
+    use RoleKind::*;
+    use Stimulus as S;
+    match (role, stimulus) {
+        (Primary, S::PeerSilent) => (true, ClaimingAsPrimary),
+        (Backup, S::PeerSilent) => (true, ClaimingAsBackup),
+        (role, S::PeerSilent) => (true, role),
+
+        (ClaimingAsPrimary, S::Granted) => (true, Solo),
+        (ClaimingAsBackup, S::Granted) => (true, GoingLive),
+        (role, S::Granted) => (false, role),
+
+        (ClaimingAsPrimary | ClaimingAsBackup, S::Denied) => (true, Halted),
+        (role, S::Denied) => (false, role),
+
+        (
+            Primary | Solo | Backup | ClaimingAsPrimary | ClaimingAsBackup | GoingLive,
+            S::NewerEpochHeartbeat,
+        ) => (true, Halted),
+        (role, S::NewerEpochHeartbeat) => (false, role),
+
+        (
+            Primary | Solo | Backup | ClaimingAsPrimary | ClaimingAsBackup | GoingLive,
+            S::FenceFromNewerEpoch,
+        ) => (true, Halted),
+        (role, S::FenceFromNewerEpoch) => (false, role),
+
+        (Joining | Backup, S::Snapshot) => (true, Backup),
+        (role, S::Snapshot) => (false, role),
+
+        (Primary | Solo, S::Join) => (true, role),
+        (role, S::Join) => (false, role),
+
+        (Primary | ClaimingAsPrimary, S::Ack) => (true, role),
+        (role, S::Ack) => (false, role),
+
+        (Backup | ClaimingAsBackup, S::Log) => (true, role),
+        (role, S::Log) => (false, role),
+
+        (Primary | Solo | ClaimingAsPrimary, S::Record) => (true, role),
+        (role, S::Record) => (false, role),
+
+        (GoingLive, S::FinishGoLive) => (true, Solo),
+        (role, S::FinishGoLive) => (false, role),
+
+        (Primary | Solo, S::SendSnapshot) => (true, Primary),
+        (role, S::SendSnapshot) => (false, role),
+    }
+}
+
+#[test]
+fn transitions_every_role_and_stimulus_match_the_table() {
+    let mut checked = 0;
+    for role in ROLES {
+        for stimulus in STIMULI {
+            let mut node = node_in(role);
+            let accepted = apply(&mut node, stimulus);
+            let (expect_accepted, expect_role) = expected(role, stimulus);
+            assert_eq!(
+                (accepted, node.role()),
+                (expect_accepted, expect_role),
+                "{role:?} + {stimulus:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, ROLES.len() * STIMULI.len());
+}
+
+#[test]
+fn transitions_diverged_backup_halts_with_the_first_diverging_count() {
+    let mut node = backup();
+    let mut forge = Forge::new();
+    let entries = vec![
+        LogEntry {
+            at: InstructionCount(100),
+            record: Record::Digest {
+                digest: StateDigest([1; 32]),
+            },
+        },
+        LogEntry {
+            at: InstructionCount(200),
+            record: Record::Digest {
+                digest: StateDigest([2; 32]),
+            },
+        },
+    ];
+    let message = Message::Log {
+        sent_at: T0,
+        released_through: LogSequence(0),
+        first: LogSequence(1),
+        entries,
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), message))
+        .unwrap();
+    let first = node.poll_replay().unwrap();
+    assert_eq!(
+        node.check_digest(first.position, StateDigest([1; 32])),
+        Ok(true)
+    );
+    let second = node.poll_replay().unwrap();
+    assert_eq!(
+        node.check_digest(second.position, StateDigest([9; 32])),
+        Ok(false)
+    );
+    let events = drain_events(&mut node);
+    assert!(events.contains(&Event::Divergence {
+        position: LogSequence(2),
+        last_agreed: Some(InstructionCount(100)),
+        first_diverged: InstructionCount(200),
+    }));
+    assert_eq!(node.role(), RoleKind::Halted);
+    assert_eq!(
+        node.halt_reason(),
+        Some(HaltReason::Diverged {
+            first_diverged: InstructionCount(200)
+        })
+    );
+    assert_eq!(
+        node.check_digest(LogSequence(7), StateDigest([0; 32])),
+        Err(NodeError::UnknownDigest {
+            position: LogSequence(7)
+        })
+    );
+}
+
+#[test]
+fn transitions_stale_epoch_frames_are_fenced_and_leave_the_role_alone() {
+    let mut node = solo();
+    drain_transmits(&mut node, after_timeout());
+    let mut forge = Forge::new();
+    let message = Message::Ack {
+        echo: T0,
+        through: LogSequence(0),
+        resend: false,
+    };
+    let result = node.handle_frame(after_timeout(), &forge.frame(B, Epoch(1), message));
+    assert_eq!(
+        result,
+        Err(ReceiveError::StaleEpoch {
+            expected: Epoch(2),
+            received: Epoch(1)
+        })
+    );
+    assert_eq!(result.unwrap_err().action(), crate::wire::Action::Fence);
+    assert_eq!(node.role(), RoleKind::Solo);
+    let sent = drain_transmits(&mut node, after_timeout());
+    assert_eq!(sent, vec![(B, Message::Fence { epoch: Epoch(2) })]);
+}
+
+// ----- The output rule -----
+
+#[test]
+fn primary_holds_output_until_the_backup_acknowledges_its_position() {
+    let mut node = primary();
+    let mut forge = Forge::new();
+    let position = node
+        .submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    assert_eq!(position, LogSequence(1));
+    assert_eq!(node.poll_release(T0), None, "no acknowledgement yet");
+    let sent = drain_transmits(&mut node, T0);
+    assert!(
+        matches!(&sent[0].1, Message::Log { first: LogSequence(1), entries, .. } if entries.len() == 1)
+    );
+    // Execution does not stall: more entries can be recorded meanwhile.
+    node.record(T0, input(20, 2)).unwrap();
+    let ack = Message::Ack {
+        echo: T0,
+        through: LogSequence(1),
+        resend: false,
+    };
+    let now = T0 + Duration::from_millis(1);
+    node.handle_frame(now, &forge.frame(B, Epoch(1), ack))
+        .unwrap();
+    let released = node.poll_release(now).unwrap();
+    assert_eq!(
+        (released.position, released.acknowledged, released.payload),
+        (LogSequence(1), true, vec![7])
+    );
+    assert_eq!(node.poll_release(now), None);
+}
+
+#[test]
+fn primary_does_not_release_on_an_acknowledgement_whose_lease_has_expired() {
+    let mut node = primary();
+    let mut forge = Forge::new();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    // The acknowledgement echoes a frame sent at T0 but arrives after the lease: the backup
+    // may already be claiming, so the output must stay held.
+    let late = T0 + limits().output_lease() + Duration(1);
+    let ack = Message::Ack {
+        echo: T0,
+        through: LogSequence(1),
+        resend: false,
+    };
+    node.handle_frame(late, &forge.frame(B, Epoch(1), ack))
+        .unwrap();
+    assert_eq!(node.poll_release(late), None);
+    let fresh = Message::Ack {
+        echo: late,
+        through: LogSequence(1),
+        resend: false,
+    };
+    node.handle_frame(late, &forge.frame(B, Epoch(1), fresh))
+        .unwrap();
+    assert!(node.poll_release(late).is_some());
+}
+
+#[test]
+fn output_lease_is_shorter_than_the_peer_timeout_by_the_drift_allowance() {
+    let limits = limits();
+    let lease = limits.output_lease();
+    assert!(lease < limits.peer_timeout);
+    // L / (1 - r) < T / (1 + r) with r = 1000 ppm.
+    let r = limits.clock_drift_ppm_max as f64 / 1e6;
+    assert!(lease.0 as f64 / (1.0 - r) < limits.peer_timeout.0 as f64 / (1.0 + r));
+}
+
+#[test]
+fn claiming_primary_releases_nothing_and_a_fenced_former_primary_never_does() {
+    let mut node = primary();
+    let mut forge = Forge::new();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    node.handle_timeout(after_timeout());
+    assert_eq!(node.role(), RoleKind::ClaimingAsPrimary);
+    let ack = Message::Ack {
+        echo: after_timeout(),
+        through: LogSequence(1),
+        resend: false,
+    };
+    node.handle_frame(after_timeout(), &forge.frame(B, Epoch(1), ack))
+        .unwrap();
+    assert_eq!(node.poll_release(after_timeout()), None);
+    // The backup won epoch 2 and tells us.
+    node.handle_frame(
+        after_timeout(),
+        &forge.frame(B, Epoch(2), Message::Fence { epoch: Epoch(2) }),
+    )
+    .unwrap();
+    assert_eq!(node.role(), RoleKind::Halted);
+    assert_eq!(node.poll_release(after_timeout()), None);
+    assert_eq!(
+        node.submit_output(after_timeout(), InstructionCount(20), DeviceId(1), vec![8]),
+        Err(NodeError::NotLive {
+            role: RoleKind::Halted
+        })
+    );
+}
+
+#[test]
+fn primary_that_wins_the_claim_releases_what_it_held_unacknowledged() {
+    let mut node = primary();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    node.handle_timeout(after_timeout());
+    grant(&mut node, &mut Forge::new());
+    assert_eq!(node.role(), RoleKind::Solo);
+    assert_eq!(node.epoch(), Epoch(2));
+    let released = node.poll_release(after_timeout()).unwrap();
+    assert_eq!((released.epoch, released.acknowledged), (Epoch(2), false));
+}
+
+#[test]
+fn claimant_that_cannot_reach_the_arbiter_waits_and_retries_without_going_live() {
+    let mut node = claiming_as_backup();
+    let first = drain_transmits(&mut node, after_timeout());
+    assert_eq!(first, vec![(ARBITER, Message::Claim { epoch: Epoch(2) })]);
+    let mut now = after_timeout();
+    for _ in 0..50 {
+        now = node.poll_at().unwrap();
+        node.handle_timeout(now);
+        assert_eq!(node.role(), RoleKind::ClaimingAsBackup);
+        assert_eq!(
+            drain_transmits(&mut node, now),
+            vec![(ARBITER, Message::Claim { epoch: Epoch(2) })]
+        );
+    }
+    assert!(now >= after_timeout() + Duration(limits().claim_retry_interval.0 * 50));
+}
+
+// ----- Flow control -----
+
+#[test]
+fn primary_is_throttled_at_each_lag_limit() {
+    let small = Limits {
+        lag_entries_max: 3,
+        lag_instructions_max: 1000,
+        ..limits()
+    };
+    let mut node = Node::primary(
+        NodeConfig {
+            limits: small.clone(),
+            ..config(A)
+        },
+        T0,
+    );
+    for at in 0..3 {
+        node.record(T0, input(at, 0)).unwrap();
+    }
+    assert_eq!(
+        node.record(T0, input(4, 0)),
+        Err(NodeError::Throttled {
+            limit: LagLimit::Entries
+        })
+    );
+    assert_eq!(node.execution_budget(InstructionCount(400)), 600);
+    let mut node = Node::primary(
+        NodeConfig {
+            limits: small,
+            ..config(A)
+        },
+        T0,
+    );
+    assert_eq!(
+        node.record(T0, input(5000, 0)),
+        Err(NodeError::Throttled {
+            limit: LagLimit::Instructions
+        })
+    );
+    let mut node = Node::primary(
+        NodeConfig {
+            limits: Limits {
+                lag_bytes_max: 10,
+                ..limits()
+            },
+            ..config(A)
+        },
+        T0,
+    );
+    node.record(
+        T0,
+        LogEntry {
+            at: InstructionCount(1),
+            record: Record::Entropy { bytes: vec![0; 16] },
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        node.record(T0, input(2, 0)),
+        Err(NodeError::Throttled {
+            limit: LagLimit::Bytes
+        })
+    );
+    assert_eq!(
+        node.record(T0, input(0, 0)),
+        Err(NodeError::InstructionCountWentBack {
+            newest: InstructionCount(1),
+            offered: InstructionCount(0)
+        })
+    );
+}
+
+#[test]
+fn acknowledgement_frees_the_lag_and_batches_respect_their_limits() {
+    let small = Limits {
+        batch_entries_max: 2,
+        ..limits()
+    };
+    let mut node = Node::primary(
+        NodeConfig {
+            limits: small,
+            ..config(A)
+        },
+        T0,
+    );
+    let mut forge = Forge::new();
+    for at in 0..5 {
+        node.record(T0, input(at, 0)).unwrap();
+    }
+    let sent = drain_transmits(&mut node, T0);
+    let firsts: Vec<u64> = sent
+        .iter()
+        .map(|(_, message)| match message {
+            Message::Log { first, entries, .. } => {
+                assert!(entries.len() <= 2);
+                first.0
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(firsts, vec![1, 3, 5]);
+    let ack = Message::Ack {
+        echo: T0,
+        through: LogSequence(5),
+        resend: false,
+    };
+    node.handle_frame(T0, &forge.frame(B, Epoch(1), ack))
+        .unwrap();
+    assert_eq!(node.acknowledged(), LogSequence(5));
+    assert_eq!(node.throttled(InstructionCount(4)), None);
+}
+
+#[test]
+fn primary_resends_after_a_resend_request_and_after_the_retransmit_timeout() {
+    let mut node = primary();
+    let mut forge = Forge::new();
+    for at in 0..3 {
+        node.record(T0, input(at, 0)).unwrap();
+    }
+    drain_transmits(&mut node, T0);
+    let nack = Message::Ack {
+        echo: T0,
+        through: LogSequence(1),
+        resend: true,
+    };
+    node.handle_frame(T0, &forge.frame(B, Epoch(1), nack))
+        .unwrap();
+    let resent = drain_transmits(&mut node, T0);
+    assert!(
+        matches!(&resent[0].1, Message::Log { first: LogSequence(2), entries, .. } if entries.len() == 2)
+    );
+    let later = T0 + limits().retransmit_timeout + Duration(1);
+    node.handle_timeout(later);
+    let resent = drain_transmits(&mut node, later);
+    assert!(resent.iter().any(|(_, message)| matches!(
+        message,
+        Message::Log {
+            first: LogSequence(2),
+            ..
+        }
+    )));
+}
+
+// ----- Backup -----
+
+#[test]
+fn backup_acknowledges_in_order_and_asks_for_resend_on_a_gap() {
+    let mut node = backup();
+    let mut forge = Forge::new();
+    let log = |first: u64, at: u64| Message::Log {
+        sent_at: T0,
+        released_through: LogSequence(0),
+        first: LogSequence(first),
+        entries: vec![input(at, 0)],
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log(1, 10)))
+        .unwrap();
+    assert_eq!(
+        drain_transmits(&mut node, T0),
+        vec![(
+            A,
+            Message::Ack {
+                echo: T0,
+                through: LogSequence(1),
+                resend: false
+            }
+        )]
+    );
+    let gap = node.handle_frame(T0, &forge.frame(A, Epoch(1), log(3, 30)));
+    assert_eq!(
+        gap,
+        Err(ReceiveError::LogGap {
+            expected: LogSequence(2),
+            received: LogSequence(3)
+        })
+    );
+    assert_eq!(gap.unwrap_err().action(), crate::wire::Action::AskResend);
+    assert_eq!(
+        drain_transmits(&mut node, T0),
+        vec![(
+            A,
+            Message::Ack {
+                echo: T0,
+                through: LogSequence(1),
+                resend: true
+            }
+        )]
+    );
+    // A duplicate of an entry already held is harmless and acknowledged again.
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log(1, 10)))
+        .unwrap();
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log(2, 20)))
+        .unwrap();
+    assert_eq!(node.horizon(), InstructionCount(20));
+    assert_eq!(node.next_replay_at(), Some(InstructionCount(10)));
+    let replayed: Vec<u64> = core::iter::from_fn(|| node.poll_replay())
+        .map(|item| item.position.0)
+        .collect();
+    assert_eq!(replayed, vec![1, 2]);
+}
+
+#[test]
+fn backup_suppresses_outputs_and_forgets_those_the_primary_released() {
+    let mut node = backup();
+    let mut forge = Forge::new();
+    let log = Message::Log {
+        sent_at: T0,
+        released_through: LogSequence(0),
+        first: LogSequence(1),
+        entries: vec![input(10, 0)],
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log))
+        .unwrap();
+    node.poll_replay().unwrap();
+    assert_eq!(
+        node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![1]),
+        Ok(LogSequence(2))
+    );
+    assert_eq!(node.poll_release(T0), None, "a backup never releases");
+    assert_eq!(node.suppressed.len(), 1);
+    let heartbeat = Message::Heartbeat {
+        sent_at: T0,
+        log_end: LogSequence(2),
+        released_through: LogSequence(2),
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), heartbeat))
+        .unwrap();
+    assert!(node.suppressed.is_empty());
+}
+
+// ----- Go-live -----
+
+#[test]
+fn backup_goes_live_after_draining_and_reissues_outputs_not_known_released() {
+    let mut node = backup();
+    let mut forge = Forge::new();
+    let log = Message::Log {
+        sent_at: T0,
+        released_through: LogSequence(0),
+        first: LogSequence(1),
+        entries: vec![
+            input(10, 0),
+            LogEntry {
+                at: InstructionCount(10),
+                record: Record::Output {
+                    device: DeviceId(1),
+                    length: 1,
+                },
+            },
+            input(20, 1),
+        ],
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log))
+        .unwrap();
+    node.poll_replay().unwrap();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![42])
+        .unwrap();
+    node.handle_timeout(after_timeout());
+    grant(&mut node, &mut forge);
+    assert_eq!(node.role(), RoleKind::GoingLive);
+    assert_eq!(
+        node.finish_go_live(after_timeout()),
+        Err(NodeError::ReplayNotDrained { remaining: 2 })
+    );
+    while node.poll_replay().is_some() {}
+    drain_events(&mut node);
+    node.finish_go_live(after_timeout()).unwrap();
+    let events = drain_events(&mut node);
+    assert_eq!(
+        events,
+        vec![
+            Event::RoleChanged {
+                from: RoleKind::GoingLive,
+                to: RoleKind::Solo,
+                epoch: Epoch(2)
+            },
+            Event::LeaveReplay {
+                epoch: Epoch(2),
+                position: LogSequence(3),
+                at: InstructionCount(20)
+            },
+            Event::AnnounceMac,
+            Event::ReissueInFlightIo,
+        ]
+    );
+    let reissued = node.poll_release(after_timeout()).unwrap();
+    assert_eq!(
+        (reissued.position, reissued.reissued, reissued.epoch),
+        (LogSequence(2), true, Epoch(2))
+    );
+    // Live now: new inputs continue the log after what was replayed.
+    assert_eq!(
+        node.record(after_timeout(), input(30, 2)),
+        Ok(LogSequence(4))
+    );
+}
+
+#[test]
+fn joining_replica_becomes_backup_from_a_snapshot_and_the_primary_protects_again() {
+    let mut live = solo();
+    drain_transmits(&mut live, after_timeout());
+    let mut joiner = Node::joining(config(B), after_timeout());
+    joiner.handle_timeout(after_timeout());
+    let join = drain_transmits(&mut joiner, after_timeout());
+    assert_eq!(join, vec![(A, Message::Join)]);
+    let now = after_timeout();
+    live.record(now, input(5, 0)).unwrap();
+    // Deliver the join for real.
+    let mut forge = Forge::new();
+    live.handle_frame(now, &forge.frame(B, Epoch(0), Message::Join))
+        .unwrap();
+    assert!(drain_events(&mut live).contains(&Event::SnapshotWanted));
+    live.send_snapshot(now, InstructionCount(5), vec![9, 9])
+        .unwrap();
+    assert_eq!(live.role(), RoleKind::Primary);
+    let sent = live.poll_transmit(now).unwrap();
+    joiner.handle_frame(now, &sent.bytes).unwrap();
+    assert_eq!(joiner.role(), RoleKind::Backup);
+    assert_eq!(joiner.epoch(), Epoch(2));
+    let events = drain_events(&mut joiner);
+    assert!(events.contains(&Event::InstallSnapshot {
+        position: LogSequence(1),
+        at: InstructionCount(5),
+        state: vec![9, 9]
+    }));
+    // Outputs after the snapshot wait for the new backup's acknowledgement.
+    live.submit_output(now, InstructionCount(6), DeviceId(1), vec![1])
+        .unwrap();
+    assert_eq!(live.poll_release(now), None);
+    let ack = joiner.poll_transmit(now).unwrap();
+    live.handle_frame(now, &ack.bytes).unwrap();
+    assert_eq!(
+        live.poll_release(now),
+        None,
+        "the ack covers the snapshot, not the new output"
+    );
+    let log = live.poll_transmit(now).unwrap();
+    joiner.handle_frame(now, &log.bytes).unwrap();
+    let ack = joiner.poll_transmit(now).unwrap();
+    live.handle_frame(now, &ack.bytes).unwrap();
+    assert_eq!(
+        live.poll_release(now).map(|output| output.position),
+        Some(LogSequence(2))
+    );
+}
+
+#[test]
+fn frames_from_strangers_replays_and_restarted_peers_are_dropped() {
+    let mut node = backup();
+    let mut forge = Forge::new();
+    let heartbeat = Message::Heartbeat {
+        sent_at: T0,
+        log_end: LogSequence(0),
+        released_through: LogSequence(0),
+    };
+    let stranger = forge.frame(NodeId(9), Epoch(1), heartbeat.clone());
+    assert_eq!(
+        node.handle_frame(T0, &stranger),
+        Err(ReceiveError::UnknownSender { sender: NodeId(9) })
+    );
+    let bytes = forge.frame(A, Epoch(1), heartbeat);
+    node.handle_frame(T0, &bytes).unwrap();
+    assert!(matches!(
+        node.handle_frame(T0, &bytes),
+        Err(ReceiveError::Duplicate { .. })
+    ));
+    assert_eq!(node.counters().frames_rejected, 2);
+    assert_eq!(
+        node.handle_frame(T0, &bytes[..10]),
+        Err(ReceiveError::Decode(crate::wire::DecodeError::Truncated {
+            length: 10
+        }))
+    );
+}

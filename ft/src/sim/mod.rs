@@ -446,8 +446,9 @@ impl Clock {
     /// The first global time at which the local clock reads at least `local`.
     fn global(&self, local: Instant, now: u64) -> u64 {
         let relative = i128::from(local.0) - i128::from(self.offset_us);
-        let mut global = (relative * 1_000_000 / (1_000_000 + i128::from(self.drift_ppm)))
-            .max(now as i128) as u64;
+        // The estimate can be off by a microsecond or two either way from integer rounding.
+        let estimate = relative * 1_000_000 / (1_000_000 + i128::from(self.drift_ppm)) - 2;
+        let mut global = estimate.max(now as i128) as u64;
         while self.local(global) < local {
             global += 1;
         }
