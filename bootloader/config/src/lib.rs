@@ -13,6 +13,7 @@
 //! gateway = 10.0.0.254            # optional; needed when the machines are in different subnets
 //! disk = shared                   # shared | separate
 //! channel_key = <64 hex digits>   # the 256-bit key that authenticates the log channel
+//! guest_memory_mib = 256          # optional: RAM of the protected guest, MiB (default 256)
 //! ```
 //!
 //! The kernel command line carries the same keys as `key=value` words separated by spaces.
@@ -25,6 +26,12 @@ use core::fmt;
 pub const CONFIG_BYTES_MAX: usize = 16 * 1024;
 /// The replication port when `port` is absent.
 pub const DEFAULT_REPLICATION_PORT: u16 = 7000;
+/// Guest RAM when `guest_memory_mib` is absent, in MiB.
+pub const DEFAULT_GUEST_MEMORY_MIB: u32 = 256;
+/// Accepted range of `guest_memory_mib`: Linux needs some room, and the appliance must keep
+/// memory for itself.
+pub const GUEST_MEMORY_MIB_MIN: u32 = 16;
+pub const GUEST_MEMORY_MIB_MAX: u32 = 64 * 1024;
 /// Bytes in the channel key.
 pub const CHANNEL_KEY_BYTES: usize = 32;
 
@@ -144,6 +151,7 @@ pub struct Config {
     pub gateway: Option<Ipv4>,
     pub disk: DiskMode,
     pub channel_key: ChannelKey,
+    pub guest_memory_mib: u32,
 }
 
 impl Config {
@@ -177,7 +185,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "role",
     "primary",
     "backup",
@@ -186,6 +194,7 @@ pub const KEYS: [&str; 8] = [
     "gateway",
     "disk",
     "channel_key",
+    "guest_memory_mib",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -229,6 +238,9 @@ pub enum ConfigError {
     BadChannelKey {
         line: usize,
     },
+    BadGuestMemory {
+        line: usize,
+    },
     MissingKey {
         key: &'static str,
     },
@@ -248,7 +260,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -266,6 +278,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "line {line}: `channel_key` must be {} hex digits ({CHANNEL_KEY_BYTES} bytes)",
                 CHANNEL_KEY_BYTES * 2
+            ),
+            Self::BadGuestMemory { line } => write!(
+                f,
+                "line {line}: `guest_memory_mib` must be a number {GUEST_MEMORY_MIB_MIN}..{GUEST_MEMORY_MIB_MAX}"
             ),
             Self::MissingKey { key } => write!(f, "`{key}` is missing"),
             Self::SameAddress => write!(f, "`primary` and `backup` have the same address"),
@@ -465,6 +481,12 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
     };
     let (line, value) = require("channel_key")?;
     let channel_key = parse_channel_key(value).ok_or(ConfigError::BadChannelKey { line })?;
+    let guest_memory_mib = match get("guest_memory_mib") {
+        Some((line, value)) => parse_decimal(value, GUEST_MEMORY_MIB_MAX)
+            .filter(|mib| *mib >= GUEST_MEMORY_MIB_MIN)
+            .ok_or(ConfigError::BadGuestMemory { line })?,
+        None => DEFAULT_GUEST_MEMORY_MIB,
+    };
 
     if primary.address == backup.address
         || arbiter.address == primary.address
@@ -485,6 +507,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         gateway,
         disk,
         channel_key,
+        guest_memory_mib,
     })
 }
 
@@ -648,6 +671,14 @@ mod tests {
             &format!("channel_key = {}", KEY.replace('0', "g")),
         );
         assert_eq!(parse(&text), Err(ConfigError::BadChannelKey { line: 7 }));
+        let text = format!("{}guest_memory_mib = 8\n", example("primary"));
+        assert_eq!(parse(&text), Err(ConfigError::BadGuestMemory { line: 8 }));
+        let text = format!("{}guest_memory_mib = 1024\n", example("primary"));
+        assert_eq!(parse(&text).unwrap().guest_memory_mib, 1024);
+        assert_eq!(
+            parse(&example("primary")).unwrap().guest_memory_mib,
+            DEFAULT_GUEST_MEMORY_MIB
+        );
         let text = format!("{}port = 70000\n", example("primary"));
         assert_eq!(parse(&text), Err(ConfigError::BadPort { line: 8 }));
         let text = format!("{}just words\n", example("primary"));
