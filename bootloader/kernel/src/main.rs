@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod arch;
 mod boot;
+mod dhcp;
 mod hal;
 mod heap;
 mod net;
@@ -35,11 +36,16 @@ use virtio_drivers::transport::pci::bus::PciRoot;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
+/// How long the DHCP self test waits for a lease.
+const DHCP_TIMEOUT_MS: u64 = 20_000;
+
 /// Options for the kernel itself on the command line, as `understudy.<name>=<value>`.
 #[derive(Default)]
 struct BootOptions {
     selftest_disk: bool,
     selftest_replication: bool,
+    /// Acquire a DHCP lease on the replication NIC.
+    selftest_dhcp: bool,
     /// Panic after `ready`, to test the panic epitaph.
     selftest_panic: bool,
     /// Touch unmapped memory after `ready`, to test the exception epitaph on its IST stack.
@@ -59,6 +65,7 @@ impl BootOptions {
                         match test {
                             "disk" => options.selftest_disk = true,
                             "replication" => options.selftest_replication = true,
+                            "dhcp" => options.selftest_dhcp = true,
                             "panic" => options.selftest_panic = true,
                             "fault" => options.selftest_fault = true,
                             _ => return Err(word),
@@ -127,7 +134,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,panic,fault"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault"
         )),
     };
     let config = load_config(&boot, command_line);
@@ -224,7 +231,34 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
             }
         };
     }
-    if options.selftest_disk || options.selftest_replication {
+    if options.selftest_dhcp {
+        passed &= match network.as_mut() {
+            Some((device, iface)) => match dhcp::acquire_lease(iface, device, DHCP_TIMEOUT_MS) {
+                Ok(lease) => {
+                    println!(
+                        "understudy: dhcp lease {} router {} from {}",
+                        lease.address,
+                        lease
+                            .router
+                            .map_or(alloc::string::String::from("none"), |r| alloc::format!(
+                                "{r}"
+                            )),
+                        lease.server
+                    );
+                    true
+                }
+                Err(error) => {
+                    println!("understudy: dhcp selftest failed: {error}");
+                    false
+                }
+            },
+            None => {
+                println!("understudy: dhcp selftest failed: no virtio-net nic");
+                false
+            }
+        };
+    }
+    if options.selftest_disk || options.selftest_replication || options.selftest_dhcp {
         println!(
             "understudy selftest {}",
             if passed { "passed" } else { "failed" }
