@@ -1,4 +1,5 @@
-//! The PVH entry: 32-bit protected mode to long mode with SSE on, then `kernel_entry`.
+//! The boot entries: PVH and multiboot2 (32-bit protected mode, one shared entry) and our UEFI
+//! loader's 64-bit entry; all reach long mode with SSE on and call `kernel_entry`.
 //!
 //! The PVH boot protocol (Xen `docs/misc/pvh.pandoc`, "x86/HVM direct boot ABI") enters at the
 //! 32-bit address in the ELF note `XEN_ELFNOTE_PHYS32_ENTRY` (type 18) with paging off, flat
@@ -70,13 +71,28 @@ core::arch::global_asm!(
 
     .endm
 
+    /* Multiboot2 header (Multiboot2 specification 3.1): within the file's first 32 KiB,
+       8-byte aligned. GRUB loads the ELF segments and enters at e_entry, pvh_start32, with
+       %eax = 0x36d76289 and %ebx = the multiboot2 information structure. */
+    .section .text.multiboot2, "a"
+    .p2align 3
+multiboot2_header:
+    .long 0xe85250d6                      /* magic */
+    .long 0                               /* architecture: i386 protected mode */
+    .long multiboot2_header_end - multiboot2_header
+    .long -(0xe85250d6 + 0 + (multiboot2_header_end - multiboot2_header))
+    .word 0, 0                            /* end tag: type 0, flags 0, size 8 */
+    .long 8
+multiboot2_header_end:
+
     .section .text.boot, "ax"
     .code32
     .global pvh_start32
 pvh_start32:
     cli
     cld
-    movl %ebx, %ebp                       /* hvm_start_info, kept while .bss is zeroed */
+    movl %ebx, %ebp                       /* hvm_start_info or multiboot2 info, kept while .bss is zeroed */
+    movl %eax, %esi                       /* multiboot2 magic, if entered by a multiboot2 loader */
 
     movl $__bss_start, %edi
     movl $__bss_end, %ecx
@@ -86,6 +102,10 @@ pvh_start32:
 
     movl %ebp, pvh_start_info_paddr
     movl $1, boot_protocol                /* BootProtocol::Pvh */
+    cmpl $0x36d76289, %esi
+    jne 5f
+    movl $3, boot_protocol                /* BootProtocol::Multiboot2 */
+5:
     movl $boot_stack_top, %esp
 
     enable_sse %eax

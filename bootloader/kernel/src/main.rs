@@ -86,6 +86,8 @@ enum BootProtocol {
     Pvh,
     /// The 64-bit entry, from our own UEFI loader.
     UnderstudyLoader,
+    /// The 32-bit entry shared with PVH, from a multiboot2 loader such as GRUB.
+    Multiboot2,
     Unknown(u32),
 }
 
@@ -94,6 +96,7 @@ impl BootProtocol {
         match value {
             1 => Self::Pvh,
             2 => Self::UnderstudyLoader,
+            3 => Self::Multiboot2,
             other => Self::Unknown(other),
         }
     }
@@ -102,6 +105,7 @@ impl BootProtocol {
         match self {
             Self::Pvh => "pvh",
             Self::UnderstudyLoader => "the understudy uefi loader",
+            Self::Multiboot2 => "multiboot2",
             Self::Unknown(_) => "an unknown boot path",
         }
     }
@@ -110,14 +114,19 @@ impl BootProtocol {
 #[no_mangle]
 extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     serial::init();
+    let protocol = BootProtocol::from_boot_code(protocol);
     println!(
         "understudy: kernel entered by {}, start info at {:#x}",
-        BootProtocol::from_boot_code(protocol).name(),
+        protocol.name(),
         start_info_paddr
     );
     arch::init();
     arch::mask_legacy_pic();
-    let boot = match BootInfo::parse(start_info_paddr) {
+    let boot_info = match protocol {
+        BootProtocol::Multiboot2 => BootInfo::from_multiboot2(start_info_paddr),
+        _ => BootInfo::parse(start_info_paddr),
+    };
+    let boot = match boot_info {
         Ok(boot) => boot,
         Err(error) => fail(format_args!("{error}")),
     };

@@ -1,4 +1,6 @@
-//! The PVH start-of-day structure `hvm_start_info` (Xen `public/arch-x86/hvm/start_info.h`).
+//! What the boot loader tells the kernel: the PVH start-of-day structure `hvm_start_info`
+//! (Xen `public/arch-x86/hvm/start_info.h`, also built by our UEFI loader) or the multiboot2
+//! information structure (Multiboot2 specification section 3.6).
 
 use core::fmt;
 
@@ -61,6 +63,8 @@ pub enum StartInfoError {
     NoStartInfo,
     BadMagic(u32),
     NoMemoryMap { version: u32 },
+    Multiboot2TooLarge { bytes: u32 },
+    Multiboot2NoMemoryMap,
 }
 
 impl fmt::Display for StartInfoError {
@@ -73,6 +77,15 @@ impl fmt::Display for StartInfoError {
                     f,
                     "hvm_start_info version {version} has no memory map (need version 1)"
                 )
+            }
+            Self::Multiboot2TooLarge { bytes } => {
+                write!(
+                    f,
+                    "multiboot2 information of {bytes} bytes is implausibly large"
+                )
+            }
+            Self::Multiboot2NoMemoryMap => {
+                write!(f, "multiboot2 information has no memory map tag (type 6)")
             }
         }
     }
@@ -167,6 +180,103 @@ impl BootInfo {
                 start,
                 end: start + length as u64,
             });
+        }
+        Ok(boot)
+    }
+
+    /// Reads a multiboot2 information structure at `paddr` (identity-mapped): the memory map
+    /// (tag 6), the first module (tag 3, where the role config may arrive) and the command line
+    /// (tag 1).
+    pub fn from_multiboot2(paddr: u64) -> Result<Self, StartInfoError> {
+        /// Bounds the walk over a corrupt structure.
+        const MULTIBOOT2_BYTES_MAX: u32 = 1 << 20;
+        const TAG_END: u32 = 0;
+        const TAG_COMMAND_LINE: u32 = 1;
+        const TAG_MODULE: u32 = 3;
+        const TAG_MEMORY_MAP: u32 = 6;
+        if paddr == 0 {
+            return Err(StartInfoError::NoStartInfo);
+        }
+        let read_u32 = |at: u64| {
+            // SAFETY: `at` stays inside the information structure (every caller checks it
+            // against `end`), which is identity-mapped boot-loader memory.
+            unsafe { (at as *const u32).read_unaligned() }
+        };
+        let read_u64 = |at: u64| {
+            // SAFETY: as for `read_u32`.
+            unsafe { (at as *const u64).read_unaligned() }
+        };
+        let total = read_u32(paddr);
+        if total > MULTIBOOT2_BYTES_MAX {
+            return Err(StartInfoError::Multiboot2TooLarge { bytes: total });
+        }
+        let end = paddr + u64::from(total);
+        let mut boot = BootInfo {
+            start_info: PhysRange { start: paddr, end },
+            ram: [PhysRange { start: 0, end: 0 }; MEMORY_REGIONS_MAX],
+            ram_count: 0,
+            initrd: None,
+            command_line: None,
+            module_list: None,
+            memory_map: PhysRange { start: paddr, end },
+        };
+        let mut seen_memory_map = false;
+        let mut tag = paddr + 8;
+        while tag + 8 <= end {
+            let (kind, size) = (read_u32(tag), u64::from(read_u32(tag + 4)));
+            if kind == TAG_END || size < 8 || tag + size > end {
+                break;
+            }
+            match kind {
+                TAG_COMMAND_LINE if size > 8 => {
+                    // A NUL-terminated string fills the rest of the tag.
+                    let start = tag + 8;
+                    let mut length = 0;
+                    // SAFETY: bounded by the tag, inside the structure.
+                    while start + length < tag + size
+                        && unsafe { ((start + length) as *const u8).read_volatile() } != 0
+                    {
+                        length += 1;
+                    }
+                    boot.command_line = Some(PhysRange {
+                        start,
+                        end: start + length,
+                    });
+                }
+                TAG_MODULE if size >= 16 && boot.initrd.is_none() => {
+                    let start = u64::from(read_u32(tag + 8));
+                    let module_end = u64::from(read_u32(tag + 12));
+                    if module_end > start {
+                        boot.initrd = Some(PhysRange {
+                            start,
+                            end: module_end,
+                        });
+                    }
+                }
+                TAG_MEMORY_MAP if size >= 16 => {
+                    seen_memory_map = true;
+                    let entry_bytes = u64::from(read_u32(tag + 8)).max(24);
+                    let mut entry = tag + 16;
+                    while entry + 24 <= tag + size {
+                        let (address, length) = (read_u64(entry), read_u64(entry + 8));
+                        if read_u32(entry + 16) == MEMORY_TYPE_RAM
+                            && boot.ram_count < MEMORY_REGIONS_MAX
+                        {
+                            boot.ram[boot.ram_count] = PhysRange {
+                                start: address,
+                                end: address.saturating_add(length),
+                            };
+                            boot.ram_count += 1;
+                        }
+                        entry += entry_bytes;
+                    }
+                }
+                _ => {}
+            }
+            tag += (size + 7) & !7;
+        }
+        if !seen_memory_map {
+            return Err(StartInfoError::Multiboot2NoMemoryMap);
         }
         Ok(boot)
     }
