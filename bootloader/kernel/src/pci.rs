@@ -14,9 +14,10 @@ use x86_64::instructions::port::Port;
 
 const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
 const CONFIG_DATA_PORT: u16 = 0xcfc;
-/// Buses scanned. QEMU `pc` and most single-socket machines put devices on bus 0; bridges are
-/// not followed yet.
-const BUSES_SCANNED: u8 = 1;
+/// Buses scanned: all of them, by brute force, so devices behind PCI-to-PCI bridges (as on
+/// real machines and QEMU `q35` root ports) are found without walking the bridge hierarchy.
+/// An absent function answers vendor 0xffff at once, so the scan costs milliseconds.
+const BUSES_SCANNED: u16 = 256;
 
 /// Configuration access through the legacy I/O ports.
 pub struct PortConfigurationAccess;
@@ -61,7 +62,7 @@ pub struct VirtioFunction {
 pub fn enumerate(root: &mut PciRoot<PortConfigurationAccess>) -> Vec<VirtioFunction> {
     let mut found = Vec::new();
     for bus in 0..BUSES_SCANNED {
-        for (device_function, info) in root.enumerate_bus(bus) {
+        for (device_function, info) in root.enumerate_bus(bus as u8) {
             let Some(device_type) = virtio_device_type(&info) else {
                 println!(
                     "understudy: pci {} {:04x}:{:04x} class {:02x}.{:02x}",
