@@ -195,9 +195,10 @@ impl Hart {
                     tval: 0,
                 })
             }
+            // mtval = 0 for breakpoints, as QEMU 7.2 does (privileged spec 3.1.16 allows 0).
             Ebreak => Err(Exception {
                 cause: cause::BREAKPOINT,
-                tval: self.pc,
+                tval: 0,
             }),
             Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci => self.execute_csr(p, inst),
             Mret => {

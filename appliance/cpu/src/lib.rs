@@ -104,7 +104,9 @@ pub enum StopReason {
     MmioAccess,
     /// An `ecall` from S-mode retired while `host_monitor` is set.
     SupervisorEcall,
-    /// A trap would have entered M-mode while `host_monitor` is set. `cause` is the `mcause`
+    /// A trap would have entered M-mode while `host_monitor` is set, or the hart is caught in
+    /// a loop of traps that retires nothing (the handler's own fetch faults), which no guest
+    /// can leave (`TRAP_LOOP_TRAPS_MAX` traps in a row). `cause` is the `mcause`
     /// value (bit 63 set for interrupts), `pc` the address of the trapping instruction.
     MonitorTrap {
         /// The `mcause` value the trap would have written.
@@ -168,6 +170,11 @@ pub(crate) mod cause {
     pub const STORE_PAGE_FAULT: u64 = 15;
 }
 
+/// Traps in a row without a retired instruction after which `run` gives up: by then the
+/// handler address itself must be faulting (each trap can only reach mtvec or stvec), so
+/// the guest would spin forever without retiring anything.
+pub const TRAP_LOOP_TRAPS_MAX: u32 = 16;
+
 /// Size of a guest page (Sv39 base page).
 pub const PAGE_SIZE_BYTES: u64 = 4096;
 
@@ -204,6 +211,9 @@ pub struct Hart {
     /// Interrupt lines driven by the machine (MSIP, MTIP, MEIP, SEIP, STIP).
     pub(crate) lines: u64,
     pub(crate) reservation: Option<Reservation>,
+    /// instret at the last trap, and how many traps in a row happened at that count.
+    pub(crate) last_trap_instret: u64,
+    pub(crate) traps_without_retire: u32,
     /// Set by an MMIO load; the loading instruction then ends the run (`MmioAccess`).
     pub(crate) mmio_loaded: bool,
     pub(crate) host_monitor: bool,
@@ -249,6 +259,8 @@ impl Hart {
             lines: 0,
             reservation: None,
             mmio_loaded: false,
+            last_trap_instret: u64::MAX,
+            traps_without_retire: 0,
             host_monitor: config.host_monitor,
             ram: vec![0u8; ram_size_bytes as usize],
             ram_base: config.ram_base.0,
@@ -274,6 +286,7 @@ impl Hart {
         self.x[10] = a0;
         self.x[11] = a1;
         self.reservation = None;
+        self.traps_without_retire = 0;
         self.update_tlb_keys();
     }
 
@@ -342,6 +355,7 @@ impl Hart {
     /// Sets the program counter (for a monitor emulating an instruction).
     pub fn set_pc(&mut self, pc: u64) {
         self.pc = pc;
+        self.traps_without_retire = 0;
     }
 
     /// Reads a CSR with no privilege check (for the monitor). `None` if it does not exist;
@@ -355,6 +369,7 @@ impl Hart {
     pub fn write_csr(&mut self, csr: u16, v: u64) -> bool {
         let ok = self.csr_write_raw(csr, v);
         self.update_tlb_keys();
+        self.traps_without_retire = 0;
         ok
     }
 
@@ -499,6 +514,19 @@ impl Hart {
         // the run by itself.
         self.mmio_loaded = false;
         let cause_value = code | (interrupt as u64) << 63;
+        if self.instret == self.last_trap_instret {
+            self.traps_without_retire = self.traps_without_retire.saturating_add(1);
+            if self.traps_without_retire >= TRAP_LOOP_TRAPS_MAX {
+                return Some(StopReason::MonitorTrap {
+                    cause: cause_value,
+                    tval,
+                    pc: self.pc,
+                });
+            }
+        } else {
+            self.last_trap_instret = self.instret;
+            self.traps_without_retire = 1;
+        }
         let delegation = if interrupt {
             self.csr.mideleg
         } else {

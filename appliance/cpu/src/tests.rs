@@ -2065,3 +2065,88 @@ fn stores_next_to_code_in_the_same_page_keep_its_blocks_and_stores_into_it_drop_
     assert_eq!(h.x(10), 1000);
     assert_eq!(read_u64(&h, RAM_BASE + 0x800), 998);
 }
+
+#[test]
+fn random_programs_never_panic_the_host() {
+    let seed = 0x5eed_0004;
+    let mut rng = Rng(seed);
+    for round in 0..60 {
+        let mut h = hart(round % 2 == 0);
+        let mut bus = Bus::default();
+        let mut code = Vec::new();
+        for _ in 0..(64 * 1024 / 4) {
+            // Mostly valid-looking encodings: random words with the low bits of a 32-bit or
+            // compressed instruction.
+            code.extend_from_slice(&(rng.next() as u32).to_le_bytes());
+        }
+        h.write_phys(GuestPhysAddr(RAM_BASE), &code).unwrap();
+        // Random page tables over the same random bytes, sometimes enabled.
+        if rng.below(2) == 0 {
+            h.write_csr(
+                csr_numbers::SATP,
+                8 << 60 | (RAM_BASE + 0x1000 * rng.below(16)) >> 12,
+            );
+        }
+        h.write_csr(csr_numbers::MTVEC, RAM_BASE + rng.below(0x10000));
+        h.write_csr(csr_numbers::STVEC, RAM_BASE + rng.below(0x10000));
+        h.write_csr(csr_numbers::MEDELEG, rng.next());
+        h.write_csr(csr_numbers::MIDELEG, rng.next());
+        h.write_csr(csr_numbers::MIE, rng.next());
+        h.write_csr(csr_numbers::MSTATUS, rng.next());
+        for r in 1..32 {
+            h.set_x(
+                r,
+                if rng.below(2) == 0 {
+                    RAM_BASE + rng.below(RAM_SIZE)
+                } else {
+                    rng.next()
+                },
+            );
+        }
+        let privilege =
+            [Privilege::User, Privilege::Supervisor, Privilege::Machine][rng.below(3) as usize];
+        h.reset(
+            RAM_BASE + 2 * rng.below(0x8000),
+            privilege,
+            rng.next(),
+            rng.next(),
+        );
+        let mut executed = 0;
+        for _ in 0..50 {
+            h.set_interrupt_lines(rng.next());
+            let before = h.instret().0;
+            let out = h.run(&mut bus, rng.below(2000));
+            assert_eq!(
+                h.instret().0 - before,
+                out.executed.0,
+                "seed {seed:#x} round {round}"
+            );
+            executed += out.executed.0;
+            if let StopReason::MonitorTrap { .. } = out.stop {
+                // Resume somewhere else, as a monitor might.
+                h.reset(RAM_BASE + 2 * rng.below(0x8000), privilege, 0, 0);
+            }
+        }
+        let mut state = Vec::new();
+        h.write_state(&mut state);
+        assert!(executed > 0 || state.len() > 0);
+    }
+}
+
+#[test]
+fn a_trap_handler_that_cannot_be_fetched_stops_run_instead_of_spinning() {
+    // mtvec outside RAM: every trap faults again on the handler's fetch.
+    let (mut h, mut bus) = boot_native(&[ins(Op::Addi, 10, 0, 0, 1), ins(Op::Ecall, 0, 0, 0, 0)]);
+    h.write_csr(csr_numbers::MTVEC, 0x1000);
+    let out = h.run(&mut bus, 1_000_000);
+    assert_eq!(out.executed.0, 1);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 1,
+            tval: 0x1000,
+            pc: 0x1000
+        }
+    );
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(1));
+}
