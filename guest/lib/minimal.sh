@@ -21,11 +21,13 @@ build_minimal_initramfs() {
     stage_common "$tree"
     install -m 0755 "$busybox_dir/busybox" "$tree/bin/busybox"
     # busybox.links names every applet by its install path (/bin/sh, /usr/sbin/httpd, ...).
-    local link relative
+    local link directory relative
     while IFS= read -r link; do
         [ "$link" != /bin/busybox ] || continue
-        mkdir -p "$tree${link%/*}"
-        relative=$(realpath -m --relative-to="${link%/*}" /bin/busybox)
+        directory=${link%/*}
+        directory=${directory:-/}
+        mkdir -p "$tree$directory"
+        relative=$(realpath -m --relative-to="$directory" /bin/busybox)
         ln -sfn "$relative" "$tree$link"
     done <"$busybox_dir/busybox.links"
     mkdir -p "$out.partial"

@@ -75,6 +75,9 @@ build_trixie() {
     say "unpacked ${#wanted[@]} packages"
     local root=$work/root tree=$work/tree
     stage_common "$tree"
+    # Merged /usr like trixie itself: /lib/ld-linux-riscv64-lp64d.so.1 is usr/lib's.
+    mkdir -p "$tree/usr/lib/riscv64-linux-gnu" "$tree/usr/bin"
+    ln -s usr/lib "$tree/lib"
     mkdir -p "$trixie_dir.partial"
     printf '%s\n' "$trixie_packages" >"$trixie_dir.partial/packages"
 
@@ -104,7 +107,7 @@ build_trixie() {
         name=${name%.ko}
         module_builtin[${name//-/_}]=1
     done <"$modules_dir/modules.builtin"
-    mkdir -p "$tree/lib/modules/understudy" "$tree/etc/understudy"
+    mkdir -p "$tree/usr/lib/modules/understudy" "$tree/etc/understudy"
     local order=()
     # Depth-first, dependencies first; the state marks guard against cycles.
     add_module() {
@@ -114,7 +117,7 @@ build_trixie() {
         [ "${module_state[$name]:-}" != visiting ] || die "module dependency cycle at $name"
         [ -n "${module_path[$name]:-}" ] || die "module $name is neither built in nor shipped by $trixie_kernel_package"
         module_state[$name]=visiting
-        plain=$tree/lib/modules/understudy/$name.ko
+        plain=$tree/usr/lib/modules/understudy/$name.ko
         case ${module_path[$name]} in
         *.xz) xz -dc "${module_path[$name]}" >"$plain" ;;
         *.zst) zstd -q -dc "${module_path[$name]}" >"$plain" ;;
@@ -132,7 +135,7 @@ build_trixie() {
         add_module "$listed"
     done <"$guest_dir/trixie/modules"
     printf '%s\n' "${order[@]}" >"$tree/etc/understudy/modules"
-    chmod 0644 "$tree/etc/understudy/modules" "$tree"/lib/modules/understudy/*.ko
+    chmod 0644 "$tree/etc/understudy/modules" "$tree"/usr/lib/modules/understudy/*.ko
     cp "$tree/etc/understudy/modules" "$trixie_dir.partial/modules"
     say "kernel $kernel_version; modules in load order: ${order[*]}"
 
@@ -148,9 +151,7 @@ build_trixie() {
     local redis
     redis=$(readlink -f "$root/usr/bin/redis-server")
     [ -f "$redis" ] || die "redis-server binary not found in the unpacked packages"
-    mkdir -p "$tree/usr/bin" "$tree/usr/lib/riscv64-linux-gnu"
     install -m 0755 "$redis" "$tree/usr/bin/redis-server"
-    ln -s usr/lib "$tree/lib"
     local interpreter
     interpreter=$(riscv64-linux-gnu-readelf -l "$redis" | sed -n 's/.*program interpreter: \(.*\)]/\1/p')
     [ -n "$interpreter" ] || die "redis-server has no program interpreter"
