@@ -1,45 +1,50 @@
-//! Runs simulator seeds from the command line: `simulate FIRST COUNT [trace]`.
+//! Runs the simulator without the full CLI: `simulate --seeds N [--first F] [--soak]` or
+//! `simulate --seed S`, printing seeds per second.
+use std::process::ExitCode;
 use std::time::Instant;
 
-use understudy_ft::sim::{run_seed, SimOptions, SimStats};
+use understudy_ft::sim::{simulate, SimCommand};
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let first: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let count: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let trace = args.get(3).is_some_and(|a| a == "trace");
-    let options = SimOptions {
-        trace,
-        ..SimOptions::default()
+struct Stdout;
+
+impl core::fmt::Write for Stdout {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        print!("{text}");
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|index| args.get(index + 1))
+            .and_then(|text| text.parse::<u64>().ok())
+    };
+    let soak = args.iter().any(|arg| arg == "--soak");
+    let command = match (value("--seed"), value("--seeds")) {
+        (Some(seed), _) => SimCommand::Seed(seed),
+        (None, Some(count)) => SimCommand::Seeds {
+            first: value("--first").unwrap_or(0),
+            count,
+        },
+        (None, None) => {
+            eprintln!("usage: simulate --seeds N [--first F] [--soak] | --seed S");
+            return ExitCode::from(2);
+        }
     };
     let started = Instant::now();
-    let mut total = SimStats::default();
-    let mut failures = 0;
-    for seed in first..first + count {
-        match run_seed(seed, &options) {
-            Ok(report) => {
-                if trace {
-                    for line in &report.trace {
-                        println!("{line}");
-                    }
-                }
-                total.absorb(&report.stats);
-            }
-            Err(failure) => {
-                failures += 1;
-                if trace {
-                    for line in &failure.trace {
-                        println!("{line}");
-                    }
-                }
-                println!("{failure}");
-                if failures > 10 {
-                    break;
-                }
-            }
-        }
+    let result = simulate(command, soak, &mut Stdout);
+    if let (Ok(stats), SimCommand::Seeds { .. }) = (&result, command) {
+        println!(
+            "{:.0} seeds/s",
+            stats.seeds as f64 / started.elapsed().as_secs_f64()
+        );
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    println!("{total}");
-    println!("{failures} failures; {:.1} seeds/s", count as f64 / elapsed);
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -336,7 +336,7 @@ pub struct Node {
     last_agreed: Option<InstructionCount>,
     suppressed: VecDeque<HeldOutput>,
     primary_released_through: LogSequence,
-    last_resend_request: Option<Instant>,
+    last_resend_request: Option<(Instant, LogSequence)>,
     last_ack_sent: Instant,
 }
 
@@ -934,12 +934,14 @@ impl Node {
         if self.role != RoleKind::Backup {
             return;
         }
+        // Ask again at once for a new gap, but repeat a request for the same position no
+        // more often than the retransmit timeout, so reordering cannot cause a resend storm.
         let resend = resend
-            && self
-                .last_resend_request
-                .is_none_or(|last| now >= last + self.config.limits.retransmit_timeout);
+            && self.last_resend_request.is_none_or(|(last, position)| {
+                position != self.end || now >= last + self.config.limits.retransmit_timeout
+            });
         if resend {
-            self.last_resend_request = Some(now);
+            self.last_resend_request = Some((now, self.end));
         }
         let message = Message::Ack {
             echo: self.newest_sent_at,

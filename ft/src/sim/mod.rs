@@ -269,6 +269,89 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions) -> Result<SimStat
     Ok(total)
 }
 
+/// What `understudy simulate` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimCommand {
+    /// `--seeds N`: run seeds `first..first + count` quietly.
+    Seeds {
+        /// The first seed.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
+    /// `--seed S`: run one seed and print its event trace.
+    Seed(u64),
+}
+
+/// The body of `understudy simulate`: runs what `command` asks, writes the trace (for one seed)
+/// or a summary, and on failure the failing seed's trace tail and the command that reproduces
+/// it. `soak` uses `SimOptions::soak()`. The caller times the run for a seeds/second figure
+/// and turns `Err` into a failing exit status.
+pub fn simulate(
+    command: SimCommand,
+    soak: bool,
+    out: &mut dyn fmt::Write,
+) -> Result<SimStats, SimFailure> {
+    let options = if soak {
+        SimOptions::soak()
+    } else {
+        SimOptions::default()
+    };
+    let result = match command {
+        SimCommand::Seed(seed) => {
+            let traced = SimOptions {
+                trace: true,
+                ..options
+            };
+            let result = run_seed(seed, &traced);
+            let trace = match &result {
+                Ok(report) => &report.trace,
+                Err(failure) => &failure.trace,
+            };
+            for line in trace {
+                let _ = writeln!(out, "{line}");
+            }
+            result.map(|report| report.stats)
+        }
+        SimCommand::Seeds { first, count } => {
+            let _ = writeln!(
+                out,
+                "simulating seeds {first}..{}",
+                first.saturating_add(count)
+            );
+            let result = run_seeds(first, count, &options);
+            if let Err(failure) = &result {
+                let traced = SimOptions {
+                    trace: true,
+                    ..options
+                };
+                if let Err(again) = run_seed(failure.seed, &traced) {
+                    let start = again.trace.len().saturating_sub(200);
+                    let _ = writeln!(
+                        out,
+                        "last {} trace lines of seed {}:",
+                        again.trace.len() - start,
+                        failure.seed
+                    );
+                    for line in &again.trace[start..] {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
+            }
+            result
+        }
+    };
+    match &result {
+        Ok(stats) => {
+            let _ = writeln!(out, "ok: {stats}");
+        }
+        Err(failure) => {
+            let _ = writeln!(out, "FAILED: {failure}");
+        }
+    }
+    result
+}
+
 // ----- The stand-in workload -----
 
 /// The guest stand-in: applies client requests in log order, answering each once and
@@ -1285,7 +1368,6 @@ impl World {
             return;
         }
         let delay = self.rng.range(200, 2_000);
-        let _ = client;
         self.schedule(
             delay,
             SimEvent::Response {
