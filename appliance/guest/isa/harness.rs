@@ -29,6 +29,9 @@ pub struct Outcome {
     pub status: Option<i32>,
     pub timed_out: bool,
     pub elapsed: Duration,
+    /// User plus system CPU time of the process (all its threads), when it could be read
+    /// from /proc before the process was reaped; fairer than `elapsed` on a busy machine.
+    pub cpu_time: Option<Duration>,
 }
 
 impl Outcome {
@@ -151,7 +154,21 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Outcome {
         buffer
     });
     let mut timed_out = false;
+    let mut cpu_time = None;
     let status = loop {
+        // A finished child stays a zombie until reaped, with its final CPU times in /proc.
+        if let Some((state, time)) = proc_state_and_cpu_time(child.id()) {
+            cpu_time = Some(time);
+            if state != 'Z' {
+                if start.elapsed() > timeout {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break child.wait().expect("cannot wait for killed child");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+        }
         match child.try_wait().expect("cannot wait for child") {
             Some(status) => break status,
             None if start.elapsed() > timeout => {
@@ -169,7 +186,26 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Outcome {
         status: if timed_out { None } else { status.code() },
         timed_out,
         elapsed,
+        cpu_time,
     }
+}
+
+/// Linux reports process CPU time in clock ticks of this many per second (USER_HZ).
+const CLOCK_TICKS_PER_SECOND: u64 = 100;
+
+/// State letter and utime + stime of a process from /proc/<pid>/stat (proc(5)).
+fn proc_state_and_cpu_time(pid: u32) -> Option<(char, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let user_ticks: u64 = fields.get(11)?.parse().ok()?;
+    let system_ticks: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = user_ticks + system_ticks;
+    Some((
+        state,
+        Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SECOND),
+    ))
 }
 
 /// QEMU `virt`, M-mode entry at the ELF entry point (`-bios none`). With `icount`, one
