@@ -564,6 +564,8 @@ struct World {
     queue: BinaryHeap<Scheduled>,
     faults: FaultProfile,
     faults_active: bool,
+    /// Service resumed after faults stopped (see `note_recovery`).
+    recovered: bool,
     quiesce_at: u64,
     clocks: [Clock; 3],
     incarnations: [u64; 3],
@@ -650,6 +652,7 @@ impl World {
             queue: BinaryHeap::new(),
             faults,
             faults_active: true,
+            recovered: false,
             quiesce_at: options.fault_phase_us,
             clocks,
             incarnations: [1; 3],
@@ -1243,6 +1246,11 @@ impl World {
     }
 
     fn handle_node_event(&mut self, node: usize, event: Event) {
+        self.handle_node_event_inner(node, event);
+        self.note_recovery();
+    }
+
+    fn handle_node_event_inner(&mut self, node: usize, event: Event) {
         let now = self.local(node);
         let slot = replica_slot(node);
         match event {
@@ -1667,14 +1675,21 @@ impl World {
         }
     }
 
+    /// Records the first moment after faults stop at which every client has been served and
+    /// the pair is protected again.
     fn note_recovery(&mut self) {
+        if self.faults_active || self.recovered {
+            return;
+        }
         if self
             .clients
             .iter()
             .all(|client| client.served_after_quiesce)
             && self.protected()
         {
-            self.stats.recovery_max_us = self.stats.recovery_max_us.max(self.now - self.quiesce_at);
+            self.recovered = true;
+            self.stats.recovery_max_us = self.now - self.quiesce_at;
+            self.note(|| String::from("recovered: every client served, pair protected"));
         }
     }
 
@@ -1726,9 +1741,7 @@ impl World {
         }) {
             self.check_answered_applied(primary);
         }
-        if self.stats.recovery_max_us == 0 {
-            self.stats.recovery_max_us = 1;
-        }
+        self.note_recovery();
     }
 
     fn role_summary(&self) -> String {
