@@ -20,6 +20,8 @@ const PROGRAMS_DEFAULT: u64 = 50;
 const UNITS_PER_PROGRAM: usize = 2000;
 /// Bytes of the scratch buffer; sp points at its middle and is never written.
 const SCRATCH_BYTES: i64 = 2048;
+/// Share of integer loads and stores given an arbitrary (usually misaligned) offset.
+const MISALIGNED_PERCENT: u64 = 10;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const INSTRUCTIONS_MAX: u64 = 10_000_000;
 
@@ -239,7 +241,13 @@ impl Generator {
             ("sw", 4, true),
             ("sd", 8, true),
         ]);
-        let offset = self.offset(width);
+        // Some scalar accesses are misaligned: QEMU performs them, and so must we.
+        let alignment = if self.rng.chance(MISALIGNED_PERCENT) {
+            1
+        } else {
+            width
+        };
+        let offset = self.offset(alignment);
         if store {
             let rs = int_rs(&mut self.rng);
             self.emit(&format!("{op} x{rs}, {offset}(sp)"));
