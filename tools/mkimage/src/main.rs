@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use understudy_mkimage::{build, ImageSpec};
+use understudy_mkimage::{build, build_netboot, ImageSpec};
 
 const USAGE: &str =
     "usage: mkimage --loader BOOTX64.EFI --kernel understudy-kernel --config role.conf \
-[--guest-kernel Image [--guest-initrd initrd]] [--size-mib N] --output disk.img";
+[--guest-kernel Image [--guest-initrd initrd]] [--size-mib N] [--output disk.img] [--netboot DIRECTORY]
+  --output writes the GPT disk image (UEFI boot, e.g. a USB stick);
+  --netboot writes a TFTP directory that boots the same kernel and config by PXE through GRUB.";
 
-fn parse(arguments: &[String]) -> Result<ImageSpec, String> {
+fn parse(arguments: &[String]) -> Result<(ImageSpec, Option<PathBuf>), String> {
     let mut spec = ImageSpec {
         loader: PathBuf::new(),
         kernel: PathBuf::new(),
@@ -18,6 +20,7 @@ fn parse(arguments: &[String]) -> Result<ImageSpec, String> {
         output: PathBuf::new(),
         size_bytes: None,
     };
+    let mut netboot: Option<PathBuf> = None;
     let mut words = arguments.iter();
     while let Some(flag) = words.next() {
         let mut value = || {
@@ -33,6 +36,7 @@ fn parse(arguments: &[String]) -> Result<ImageSpec, String> {
             "--guest-kernel" => spec.guest_kernel = Some(value()?.into()),
             "--guest-initrd" => spec.guest_initrd = Some(value()?.into()),
             "--output" => spec.output = value()?.into(),
+            "--netboot" => netboot = Some(value()?.into()),
             "--size-mib" => {
                 let mib: u64 = value()?
                     .parse()
@@ -47,25 +51,36 @@ fn parse(arguments: &[String]) -> Result<ImageSpec, String> {
         ("--loader", &spec.loader),
         ("--kernel", &spec.kernel),
         ("--config", &spec.config),
-        ("--output", &spec.output),
     ] {
         if path.as_os_str().is_empty() {
             return Err(format!("{name} is required\n{USAGE}"));
         }
     }
-    Ok(spec)
+    if spec.output.as_os_str().is_empty() && netboot.is_none() {
+        return Err(format!("--output or --netboot is required\n{USAGE}"));
+    }
+    Ok((spec, netboot))
 }
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
-    let spec = match parse(&arguments) {
-        Ok(spec) => spec,
+    let (spec, netboot) = match parse(&arguments) {
+        Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("mkimage: {message}");
             return ExitCode::from(2);
         }
     };
-    match build(&spec) {
+    let image = if spec.output.as_os_str().is_empty() {
+        Ok(())
+    } else {
+        build(&spec)
+    };
+    let result = image.and_then(|()| match &netboot {
+        Some(directory) => build_netboot(&spec, directory),
+        None => Ok(()),
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mkimage: error: {error}");
