@@ -566,6 +566,8 @@ struct World {
     faults_active: bool,
     /// Service resumed after faults stopped (see `note_recovery`).
     recovered: bool,
+    /// A replica that died for good when faults stopped.
+    kept_down: Option<usize>,
     quiesce_at: u64,
     clocks: [Clock; 3],
     incarnations: [u64; 3],
@@ -653,6 +655,7 @@ impl World {
             faults,
             faults_active: true,
             recovered: false,
+            kept_down: None,
             quiesce_at: options.fault_phase_us,
             clocks,
             incarnations: [1; 3],
@@ -1629,6 +1632,9 @@ impl World {
     }
 
     fn restart(&mut self, node: usize) {
+        if self.kept_down == Some(node) {
+            return;
+        }
         if self.up[node] {
             // A halted node restarts in place (its process exits and comes back).
             let halted = self
@@ -1661,6 +1667,13 @@ impl World {
     }
 
     fn quiesce(&mut self) {
+        // In a third of the runs one replica dies for good as faults stop (when that is a
+        // single failure): the arbiter and the other replica must carry on alone.
+        let candidate = REPLICAS[self.rng.index(2)];
+        if self.rng.chance(333_333) && self.up[candidate] && self.may_crash(candidate) {
+            self.crash(candidate);
+            self.kept_down = Some(candidate);
+        }
         self.faults_active = false;
         self.blocked = [[false; 3]; 3];
         self.slowed = [[0; 3]; 3];
@@ -1685,11 +1698,22 @@ impl World {
             .clients
             .iter()
             .all(|client| client.served_after_quiesce)
-            && self.protected()
+            && self.service_restored()
         {
             self.recovered = true;
             self.stats.recovery_max_us = self.now - self.quiesce_at;
             self.note(|| String::from("recovered: every client served, pair protected"));
+        }
+    }
+
+    /// Protected again, or, when one replica died for good, the other is the solo primary.
+    fn service_restored(&self) -> bool {
+        match self.kept_down {
+            Some(gone) => self.replicas[replica_slot(peer_of(gone))]
+                .node
+                .as_ref()
+                .is_some_and(|state| state.role() == RoleKind::Solo),
+            None => self.protected(),
         }
     }
 
@@ -1724,11 +1748,11 @@ impl World {
             );
             return;
         }
-        if !self.protected() {
+        if !self.service_restored() {
             let roles = self.role_summary();
             self.fail(
                 Property::Liveness,
-                format!("pair not protected again within the bound; {roles}"),
+                format!("not protected again (or, with one replica gone, not solo) within the bound; {roles}"),
             );
             return;
         }
@@ -1737,7 +1761,7 @@ impl World {
             self.replicas[replica_slot(node)]
                 .node
                 .as_ref()
-                .is_some_and(|state| state.role() == RoleKind::Primary)
+                .is_some_and(|state| matches!(state.role(), RoleKind::Primary | RoleKind::Solo))
         }) {
             self.check_answered_applied(primary);
         }
