@@ -32,7 +32,19 @@ $simulated"
 trixie_locate() {
     trixie_config=$(trixie_apt_config)
     private_apt_update "$trixie_config"
-    trixie_resolve "$trixie_config"
+    # Resolving takes seconds (apt rebuilds its cache); the answer only changes when the
+    # indexes are refreshed or this file changes, so it is remembered per index fetch.
+    local state resolved
+    state=$(dirname "$trixie_config")/state
+    resolved=$state/resolved-$(cache_key "$state/updated" "$guest_dir/lib/trixie.sh")
+    if [ -f "$resolved" ]; then
+        trixie_kernel_package=$(sed -n 1p "$resolved")
+        trixie_packages=$(sed 1d "$resolved")
+    else
+        trixie_resolve "$trixie_config"
+        printf '%s\n%s\n' "$trixie_kernel_package" "$trixie_packages" >"$resolved.partial"
+        mv "$resolved.partial" "$resolved"
+    fi
     trixie_dir=$cache/trixie-$(cache_key "$guest_dir/lib/trixie.sh" "$guest_dir/lib/initramfs.sh" \
         "$guest_dir/init" "$guest_dir/www/index.html" "$guest_dir/trixie/modules" \
         "$trixie_packages" "linux-source-6.1=$(installed_version linux-source-6.1)")
