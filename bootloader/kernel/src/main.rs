@@ -192,14 +192,44 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
             other => println!("understudy: virtio {:?} not used", other),
         }
     }
-    let mut network = replication_nic.map(|mut device| {
+    let replication = replication_nic.map(|mut device| {
         let iface = replication_interface(&config, &mut device);
-        (device, iface)
+        Network { device, iface }
     });
 
     println!("understudy: heap in use {} KiB", heap::used_bytes() >> 10);
     println!("understudy ready role={}", config.role);
+    run(
+        Platform {
+            config,
+            disk,
+            replication,
+        },
+        &options,
+    )
+}
 
+/// The virtio-blk disk the appliance keeps (the guest's disk will be backed by it).
+type Disk = VirtIOBlk<KernelHal, PciTransport>;
+
+/// The replication NIC with its TCP/IP interface.
+struct Network {
+    device: NetDevice,
+    iface: Interface,
+}
+
+/// What the kernel brought up: the inputs of the appliance runtime.
+struct Platform {
+    config: Config,
+    disk: Option<Disk>,
+    replication: Option<Network>,
+}
+
+/// Runs the appliance on the platform. Today that is the boot-time self tests the kernel
+/// options ask for; the hypervisor and replication runtime (`appliance/`, `ft/`) will be driven
+/// from here with the same platform: their clock is `tsc::now`, their log channel a TCP socket
+/// on `replication`, the guest's disk `disk`.
+fn run(mut platform: Platform, options: &BootOptions) -> ! {
     if options.selftest_panic {
         panic!("selftest asked for a panic");
     }
@@ -212,7 +242,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     }
     let mut passed = true;
     if options.selftest_disk {
-        passed &= match disk.as_mut() {
+        passed &= match platform.disk.as_mut() {
             Some(blk) => selftest::disk(blk),
             None => {
                 println!("understudy: disk selftest failed: no virtio-blk disk");
@@ -221,9 +251,9 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         };
     }
     if options.selftest_replication {
-        passed &= match network.as_mut() {
-            Some((device, iface)) => {
-                let ok = selftest::replication(&config, iface, device);
+        passed &= match platform.replication.as_mut() {
+            Some(Network { device, iface }) => {
+                let ok = selftest::replication(&platform.config, iface, device);
                 let counters = device.counters();
                 println!(
                     "understudy: nic frames received {} sent {} errors rx {} tx {}",
@@ -241,26 +271,27 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         };
     }
     if options.selftest_dhcp {
-        passed &= match network.as_mut() {
-            Some((device, iface)) => match dhcp::acquire_lease(iface, device, DHCP_TIMEOUT_MS) {
-                Ok(lease) => {
-                    println!(
-                        "understudy: dhcp lease {} router {} from {}",
-                        lease.address,
-                        lease
+        passed &= match platform.replication.as_mut() {
+            Some(Network { device, iface }) => {
+                match dhcp::acquire_lease(iface, device, DHCP_TIMEOUT_MS) {
+                    Ok(lease) => {
+                        let router = lease
                             .router
-                            .map_or(alloc::string::String::from("none"), |r| alloc::format!(
-                                "{r}"
-                            )),
-                        lease.server
-                    );
-                    true
+                            .map_or(alloc::string::String::from("none"), |r| {
+                                alloc::format!("{r}")
+                            });
+                        println!(
+                            "understudy: dhcp lease {} router {} from {}",
+                            lease.address, router, lease.server
+                        );
+                        true
+                    }
+                    Err(error) => {
+                        println!("understudy: dhcp selftest failed: {error}");
+                        false
+                    }
                 }
-                Err(error) => {
-                    println!("understudy: dhcp selftest failed: {error}");
-                    false
-                }
-            },
+            }
             None => {
                 println!("understudy: dhcp selftest failed: no virtio-net nic");
                 false

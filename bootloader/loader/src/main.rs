@@ -242,7 +242,7 @@ unsafe fn read_file(
     root: *mut FileProtocolV1,
     path: &'static str,
     max: u64,
-) -> Result<&'static mut [u8], LoadError> {
+) -> Result<&'static [u8], LoadError> {
     let name = utf16_path(path);
     let mut file: *mut FileProtocolV1 = null_mut();
     // SAFETY (whole body): firmware protocol calls with valid pointers, per UEFI 2.10 13.5.
@@ -616,9 +616,7 @@ extern "efiapi" fn efi_main(image: Handle, system_table: *mut SystemTable) -> St
     unsafe { CONSOLE = (*system_table).stdout };
     println!("understudy loader: started");
     // SAFETY: called once with the firmware's arguments.
-    let error = match unsafe { boot(image, system_table) } {
-        Err(error) => error,
-    };
+    let Err(error) = unsafe { boot(image, system_table) };
     println!("understudy loader: error: {error}");
     Status::LOAD_ERROR
 }
