@@ -483,6 +483,7 @@ impl Node {
         self.held.clear();
         self.releases.clear();
         self.log.clear();
+        self.log_bytes = 0;
         self.replay.clear();
         self.transmits.clear();
         self.events.push_back(Event::Halted { reason });
@@ -828,7 +829,7 @@ impl Node {
                     position,
                     at,
                     state,
-                } => {
+                } if header.epoch > Epoch(0) => {
                     self.epoch = header.epoch;
                     self.install_snapshot(now, sent_at, position, at, state);
                     Ok(())

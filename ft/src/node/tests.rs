@@ -954,3 +954,20 @@ fn frames_from_strangers_replays_and_restarted_peers_are_dropped() {
         }))
     );
 }
+
+#[test]
+fn joining_replica_refuses_a_snapshot_without_an_epoch() {
+    let mut node = joining();
+    let message = Message::Snapshot {
+        sent_at: T0,
+        position: LogSequence(1),
+        at: InstructionCount(1),
+        state: vec![],
+    };
+    let result = node.handle_frame(T0, &Forge::new().frame(A, Epoch(0), message));
+    assert!(matches!(
+        result,
+        Err(ReceiveError::UnexpectedMessage { .. })
+    ));
+    assert_eq!(node.role(), RoleKind::Joining);
+}

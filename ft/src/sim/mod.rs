@@ -1059,7 +1059,10 @@ impl World {
                     record: Record::Horizon,
                 },
             );
-            if ticks % DIGEST_EVERY_TICKS == 0 {
+            // `is_multiple_of` is newer than the workspace's minimum Rust version.
+            #[allow(clippy::manual_is_multiple_of)]
+            let digest_due = ticks % DIGEST_EVERY_TICKS == 0;
+            if digest_due {
                 let digest = self.replicas[slot].workload.digest();
                 if let Some(position) = self.record(
                     node,
