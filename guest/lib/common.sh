@@ -174,9 +174,17 @@ private_apt_update() {
     local config=$1 dir
     dir=$(dirname "$config")
     if [ "$refresh" = 1 ] || [ ! -f "$dir/state/updated" ]; then
-        [ "$print_only" = 0 ] || die "package indexes under $dir are missing; run guest/build first"
+        [ "$print_only" = 0 ] || die "nothing cached under $cache yet (no package indexes in $dir); run guest/build"
         run_logged "fetching package indexes ($(sed -n 's/^Suites: //p' "$dir/etc/sources.list.d/debian.sources"))" \
             "$dir/update.log" env APT_CONFIG="$config" apt-get update
+        # apt-get update exits 0 when a fetch fails with only a warning; insist on an index.
+        if ! compgen -G "$dir/state/lists/*_Packages*" >/dev/null && ! compgen -G "$dir/state/lists/*_Sources*" >/dev/null; then
+            tail -n 20 "$dir/update.log" >&2
+            if grep -qE 'NO_PUBKEY|not signed|EXPKEYSIG' "$dir/update.log"; then
+                die "the Debian archive keyring cannot verify the suite; install a newer debian-archive-keyring"
+            fi
+            die "no package index was fetched from $mirror; check the network and the apt sources"
+        fi
         date -u +%FT%TZ >"$dir/state/updated"
     fi
 }
