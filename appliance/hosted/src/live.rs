@@ -126,7 +126,7 @@ pub fn run(
         let (_, exit) = machine.run(budget);
         output.write_all(&machine.take_console_output())?;
         match exit {
-            Exit::BudgetExhausted | Exit::ConsoleOutputFull => {}
+            Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
             Exit::PowerOff { code } => break Ending::PowerOff { code },
             Exit::Reset => break Ending::Reset,
             Exit::GuestCrashed { cause, tval, pc } => {

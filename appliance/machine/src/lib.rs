@@ -18,6 +18,7 @@ pub mod program;
 mod sbi;
 pub mod state;
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -29,7 +30,11 @@ use clock::{Clock, TIMEBASE_HZ};
 use devices::clint::{Clint, CLINT_BASE, CLINT_SIZE};
 use devices::finisher::{self, FinisherRequest, FINISHER_BASE, FINISHER_SIZE};
 use devices::plic::{Plic, CONTEXT_MACHINE, CONTEXT_SUPERVISOR, PLIC_BASE, PLIC_SIZE};
+use devices::rtc::{GoldfishRtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
 use devices::uart::{Uart, UART_BASE, UART_IRQ, UART_SIZE};
+use devices::virtio::{
+    Block, BlockBackend, Net, Rng, RxError, RxOutcome, Slot, VirtioBus, VirtioMmio,
+};
 use digest::Digest;
 use fdt::FdtWriter;
 use loader::{GuestImage, ImageError};
@@ -67,6 +72,10 @@ pub struct MachineConfig {
     pub instructions_per_tick: u64,
     /// The kernel command line (`/chosen/bootargs`).
     pub bootargs: String,
+    /// A virtio network device with this MAC address (virtio-mmio slot 1).
+    pub net_mac: Option<[u8; 6]>,
+    /// A virtio entropy device (slot 2), fed by `Input::Entropy`.
+    pub entropy: bool,
 }
 
 impl Default for MachineConfig {
@@ -75,6 +84,8 @@ impl Default for MachineConfig {
             memory_bytes: 128 * 1024 * 1024,
             instructions_per_tick: 10,
             bootargs: String::new(),
+            net_mac: None,
+            entropy: false,
         }
     }
 }
@@ -87,6 +98,12 @@ pub enum Input {
     AdvanceTime { ticks: u64 },
     /// A byte arrives at the console UART.
     ConsoleByte(u8),
+    /// An Ethernet frame arrives at the virtio network device.
+    Frame(Vec<u8>),
+    /// Entropy for the virtio entropy device.
+    Entropy(Vec<u8>),
+    /// The wall time at guest tick 0, in ns since the Unix epoch (the RTC's base).
+    WallClockBase { ns: u64 },
 }
 
 /// Why `Machine::run` returned.
@@ -100,6 +117,8 @@ pub enum Exit {
     },
     /// The console output buffer is full: take it, then run again.
     ConsoleOutputFull,
+    /// The network outbox is full: take the frames, then run again.
+    NetOutputFull,
     /// The guest powered off or passed (status 0) or failed with a code.
     PowerOff {
         code: u16,
@@ -162,6 +181,10 @@ impl core::error::Error for BootError {}
 #[derive(Debug, PartialEq, Eq)]
 pub enum InjectError {
     ConsoleFull,
+    /// The network device cannot take the frame now (no receive buffer, device down) or
+    /// ever (bad size).
+    Frame(RxError),
+    NoDevice,
 }
 
 /// The devices and the monitor's state: everything outside the hart and its RAM.
@@ -173,6 +196,8 @@ pub struct Devices {
     /// The S-mode timer set through SBI TIME (host monitor only).
     sbi_timer_ticks: u64,
     finisher_request: Option<FinisherRequest>,
+    rtc: GoldfishRtc,
+    virtio: VirtioBus,
 }
 
 impl Platform for Devices {
@@ -192,6 +217,11 @@ impl Platform for Devices {
             self.uart.load(address - UART_BASE, size_bytes)
         } else if in_range(address, FINISHER_BASE, FINISHER_SIZE) {
             Some(0)
+        } else if VirtioBus::contains(address) {
+            self.virtio.mmio_load(address, size_bytes)
+        } else if in_range(address, RTC_BASE, RTC_SIZE) {
+            let ticks = self.clock.ticks(now);
+            self.rtc.load(address - RTC_BASE, size_bytes, ticks)
         } else {
             None
         }
@@ -202,7 +232,7 @@ impl Platform for Devices {
         addr: GuestPhysAddr,
         size_bytes: u8,
         value: u64,
-        _now: InstructionCount,
+        now: InstructionCount,
     ) -> bool {
         let address = addr.0;
         if in_range(address, CLINT_BASE, CLINT_SIZE) {
@@ -216,6 +246,11 @@ impl Platform for Devices {
                 self.finisher_request = Some(request);
             }
             true
+        } else if VirtioBus::contains(address) {
+            self.virtio.mmio_store(address, size_bytes, value)
+        } else if in_range(address, RTC_BASE, RTC_SIZE) {
+            let ticks = self.clock.ticks(now);
+            self.rtc.store(address - RTC_BASE, size_bytes, value, ticks)
         } else {
             false
         }
@@ -237,6 +272,8 @@ impl Devices {
         self.plic.write_state(out);
         self.uart.write_state(out);
         out.u64(self.sbi_timer_ticks);
+        self.rtc.write_state(out);
+        self.virtio.write_state(out);
     }
 }
 
@@ -345,14 +382,26 @@ impl Machine {
         } else {
             hart.reset(entry, Privilege::Machine, 0, fdt_address);
         }
-        let devices = Devices {
+        let mut devices = Devices {
             clock: Clock::new(config.instructions_per_tick),
             clint: Clint::new(),
             plic: Plic::new(),
             uart: Uart::new(),
             sbi_timer_ticks: u64::MAX,
             finisher_request: None,
+            rtc: GoldfishRtc::new(),
+            virtio: VirtioBus::new(),
         };
+        if let Some(mac) = config.net_mac {
+            devices
+                .virtio
+                .plug(1, Slot::Net(VirtioMmio::new(Net::new(mac))));
+        }
+        if config.entropy {
+            devices
+                .virtio
+                .plug(2, Slot::Rng(VirtioMmio::new(Rng::new())));
+        }
         let digest = Digest::new(memory_bytes);
         Ok(Machine {
             hart,
@@ -367,6 +416,14 @@ impl Machine {
     pub fn run(&mut self, budget: u64) -> (InstructionCount, Exit) {
         let mut executed = 0;
         while executed < budget {
+            // Device queue work happens between slices, never inside the MMIO access that
+            // notified the device (a slice ends at every MMIO access): here, before any
+            // further instruction runs, so it lands at the same instruction whatever the
+            // budgets. A full network outbox stops the run before it executes more.
+            self.process_devices();
+            if self.transmit_blocked() {
+                return (InstructionCount(executed), Exit::NetOutputFull);
+            }
             self.update_interrupt_lines();
             let now = self.hart.instret();
             let slice = match self.instructions_until_next_timer(now) {
@@ -375,6 +432,8 @@ impl Machine {
             };
             let outcome = self.hart.run(&mut self.devices, slice);
             executed += outcome.executed.0;
+            // Also after the slice, so that state between `run` calls has it done.
+            self.process_devices();
             let exit = match outcome.stop {
                 StopReason::BudgetExhausted => None,
                 StopReason::MmioAccess => None,
@@ -398,6 +457,9 @@ impl Machine {
             if self.devices.uart.output_full() {
                 return (InstructionCount(executed), Exit::ConsoleOutputFull);
             }
+            if self.transmit_blocked() {
+                return (InstructionCount(executed), Exit::NetOutputFull);
+            }
         }
         (InstructionCount(executed), Exit::BudgetExhausted)
     }
@@ -411,8 +473,61 @@ impl Machine {
                     return Err(InjectError::ConsoleFull);
                 }
             }
+            Input::Frame(ref frame) => {
+                let net = self.devices.virtio.net().ok_or(InjectError::NoDevice)?;
+                // Ok(Delivered | Dropped..): guest state changed either way.
+                let _: RxOutcome = net
+                    .receive(frame, &mut self.hart)
+                    .map_err(InjectError::Frame)?;
+            }
+            Input::Entropy(ref bytes) => {
+                let rng = self.devices.virtio.rng().ok_or(InjectError::NoDevice)?;
+                rng.supply_entropy(bytes, &mut self.hart);
+            }
+            Input::WallClockBase { ns } => self.devices.rtc.set_wall_clock_base_ns(ns),
         }
         Ok(())
+    }
+
+    /// Plugs a disk into virtio-mmio slot 0. Call before the first `run`.
+    pub fn attach_disk(&mut self, backend: Box<dyn BlockBackend + Send>, id: &[u8]) {
+        self.devices
+            .virtio
+            .plug(0, Slot::Block(VirtioMmio::new(Block::new(backend, id))));
+    }
+
+    /// The frames the guest transmitted since the last call.
+    pub fn take_transmitted(&mut self) -> Vec<Vec<u8>> {
+        self.devices
+            .virtio
+            .net()
+            .map(|net| net.take_transmitted())
+            .unwrap_or_default()
+    }
+
+    /// Bytes of entropy the guest waits for (0: none).
+    pub fn wants_entropy(&mut self) -> usize {
+        self.devices
+            .virtio
+            .rng()
+            .map_or(0, |rng| rng.wants_entropy())
+    }
+
+    pub fn virtio(&mut self) -> &mut VirtioBus {
+        &mut self.devices.virtio
+    }
+
+    fn process_devices(&mut self) {
+        if self.devices.virtio.has_work() {
+            self.devices.virtio.process(&mut self.hart);
+        }
+    }
+
+    fn transmit_blocked(&mut self) -> bool {
+        self.devices
+            .virtio
+            .net()
+            .is_some_and(|net| net.transmit_blocked())
     }
 
     /// Whether an `Input::ConsoleByte` would be accepted now.
@@ -454,6 +569,11 @@ impl Machine {
         let ticks = self.devices.clock.ticks(now);
         let uart_line = self.devices.uart.interrupt();
         self.devices.plic.set_level(UART_IRQ, uart_line);
+        let rtc_line = self.devices.rtc.interrupt(ticks);
+        self.devices.plic.set_level(RTC_IRQ, rtc_line);
+        for (irq, level) in self.devices.virtio.interrupt_lines() {
+            self.devices.plic.set_level(irq, level);
+        }
         let mut lines = 0;
         if self.devices.clint.msip() {
             lines |= MIP_MSIP;
@@ -476,7 +596,11 @@ impl Machine {
     /// The nearest timer compare value still in the future, in ticks.
     fn next_timer_ticks(&self) -> Option<u64> {
         let now = self.devices.clock.ticks(self.hart.instret());
-        let mut deadlines = [self.devices.clint.mtimecmp, u64::MAX];
+        let mut deadlines = [
+            self.devices.clint.mtimecmp,
+            u64::MAX,
+            self.devices.rtc.next_alarm_ticks(now).unwrap_or(u64::MAX),
+        ];
         if self.host_monitor {
             deadlines[1] = self.devices.sbi_timer_ticks;
         }
@@ -588,6 +712,9 @@ fn device_tree(config: &MachineConfig, initrd: Option<(u64, u64)>) -> Vec<u8> {
     fdt.property_u32("interrupt-parent", PLIC);
     fdt.property_u32("interrupts", UART_IRQ as u32);
     fdt.end_node();
+
+    devices::rtc::write_fdt_node(&mut fdt, PLIC);
+    VirtioBus::write_fdt_nodes(&mut fdt, PLIC);
 
     fdt.begin_node("test@100000");
     fdt.property_strings("compatible", &["sifive,test1", "sifive,test0", "syscon"]);

@@ -3,4 +3,6 @@
 pub mod clint;
 pub mod finisher;
 pub mod plic;
+pub mod rtc;
 pub mod uart;
+pub mod virtio;

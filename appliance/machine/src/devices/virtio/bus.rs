@@ -145,7 +145,8 @@ impl VirtioBus {
     }
 
     /// Device tree nodes for all slots, highest address first as QEMU `virt` writes them.
-    pub fn write_fdt_nodes(&self, fdt: &mut FdtWriter, plic_phandle: u32) {
+    /// Call inside `/soc`.
+    pub fn write_fdt_nodes(fdt: &mut FdtWriter, plic_phandle: u32) {
         for index in (0..VIRTIO_MMIO_SLOTS).rev() {
             let (base, irq) = slot_address(index);
             write_fdt_node(fdt, base, irq, plic_phandle);
@@ -221,7 +222,7 @@ mod tests {
         assert!(state.bytes.len() > 8 * 4);
         let mut fdt = FdtWriter::new();
         fdt.begin_node("");
-        bus.write_fdt_nodes(&mut fdt, 2);
+        VirtioBus::write_fdt_nodes(&mut fdt, 2);
         fdt.end_node();
         let blob = fdt.finish();
         let count = blob.windows(12).filter(|w| w == b"virtio,mmio\0").count();

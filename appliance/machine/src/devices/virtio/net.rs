@@ -6,8 +6,8 @@
 //! `process` moves frames from the transmit queue into a bounded outbox that the machine
 //! drains with `take_transmitted`; while the outbox is full the remaining frames stay in the
 //! available ring (backpressure), and the machine must drain and call `process` again before
-//! it runs the hart on (as with a full console buffer), so completions happen at the same
-//! instructions in every run.
+//! it runs the hart on (as with a full console buffer). So the guest sees every transmit
+//! completion at the same instruction in every run, however often the outbox is drained.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
@@ -232,9 +232,10 @@ impl VirtioDevice for Net {
     /// Frames already in the outbox left the guest before the reset; they stay to be sent.
     fn reset(&mut self) {}
 
+    /// The outbox is not guest state: when the driver drains it varies between runs, and
+    /// a full outbox only stops the run before the guest executes on (see the module doc).
     fn write_state(&self, out: &mut StateWriter) {
         out.bytes(&self.mac);
-        out.u32(self.outbox.len() as u32);
         out.u64(self.tx_dropped);
     }
 }
