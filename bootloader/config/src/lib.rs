@@ -19,6 +19,8 @@
 //! The kernel command line carries the same keys as `key=value` words separated by spaces.
 #![cfg_attr(not(test), no_std)]
 
+pub mod payload;
+
 use core::fmt;
 
 /// Longest config text accepted, in bytes: a hand-written file is a few hundred bytes, so

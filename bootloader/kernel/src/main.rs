@@ -160,6 +160,8 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         config.disk
     );
 
+    let guest = load_guest_payload(&boot, &config);
+
     let mut root = PciRoot::new(pci::PortConfigurationAccess);
     let functions = pci::enumerate(&mut root);
     let mut disk = None;
@@ -202,6 +204,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     run(
         Platform {
             config,
+            guest,
             disk,
             replication,
         },
@@ -221,6 +224,9 @@ struct Network {
 /// What the kernel brought up: the inputs of the appliance runtime.
 struct Platform {
     config: Config,
+    /// The guest kernel and initrd the boot loader handed over, when it did.
+    #[allow(dead_code)] // read by the hypervisor runtime, which is not linked in yet
+    guest: Option<GuestPayload>,
     disk: Option<Disk>,
     replication: Option<Network>,
 }
@@ -305,6 +311,44 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
         );
     }
     arch::halt_forever()
+}
+
+/// The protected guest's kernel and initrd, in boot-loader memory the heap excludes.
+#[allow(dead_code)] // read by the hypervisor runtime, which is not linked in yet
+struct GuestPayload {
+    kernel: &'static [u8],
+    initrd: Option<&'static [u8]>,
+}
+
+/// Finds the guest payload among the boot modules (`guest-kernel`, `guest-initrd`), checks it
+/// is what it claims and fits the configured guest memory; a bad payload is fatal.
+fn load_guest_payload(boot: &BootInfo, config: &Config) -> Option<GuestPayload> {
+    let kernel_range = boot.module_named("guest-kernel")?;
+    // SAFETY (both): module memory is excluded from the heap and nothing writes it.
+    let kernel = unsafe { pvh::bytes(kernel_range) };
+    let initrd = boot
+        .module_named("guest-initrd")
+        .map(|range| unsafe { pvh::bytes(range) });
+    let kind = match config::payload::check_guest_kernel(kernel) {
+        Ok(kind) => kind,
+        Err(why) => fail(format_args!("guest kernel module: {why}")),
+    };
+    let initrd_bytes = initrd.map_or(0, |bytes| bytes.len() as u64);
+    let needed = config::payload::guest_memory_needed_bytes(kernel.len() as u64, initrd_bytes);
+    if needed > u64::from(config.guest_memory_mib) << 20 {
+        fail(format_args!(
+            "guest payload needs {} MiB of guest memory but guest_memory_mib is {}",
+            needed.div_ceil(1 << 20),
+            config.guest_memory_mib
+        ));
+    }
+    println!(
+        "understudy: guest payload {:?} kernel {} bytes, initrd {} bytes",
+        kind,
+        kernel.len(),
+        initrd_bytes
+    );
+    Some(GuestPayload { kernel, initrd })
 }
 
 /// Takes the heap from the boot memory map, avoiding the kernel image and boot structures.

@@ -12,6 +12,10 @@ pub const MEMORY_REGIONS_MAX: usize = 64;
 const MEMORY_TYPE_RAM: u32 = 1;
 /// Longest command line we read, in bytes.
 const COMMAND_LINE_BYTES_MAX: usize = 4096;
+/// Boot modules we keep: the role config, the guest kernel and the guest initrd, and one spare.
+pub const MODULES_MAX: usize = 4;
+/// Longest module name (its command line) we read, in bytes.
+const MODULE_NAME_BYTES_MAX: u64 = 256;
 
 #[repr(C)]
 struct StartInfo {
@@ -98,12 +102,42 @@ pub struct BootInfo {
     pub ram_count: usize,
     /// The first module (QEMU `-initrd`), where the role config may arrive.
     pub initrd: Option<PhysRange>,
+    /// Every module, with the range of its name string (the module's command line).
+    pub modules: [Option<BootModule>; MODULES_MAX],
     pub command_line: Option<PhysRange>,
     pub module_list: Option<PhysRange>,
     pub memory_map: PhysRange,
 }
 
+/// One module the boot loader loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct BootModule {
+    pub range: PhysRange,
+    pub name: Option<PhysRange>,
+}
+
+/// The length of the NUL-terminated string at `start`, at most `max` bytes.
+fn string_length(start: u64, max: u64) -> u64 {
+    let mut length = 0;
+    // SAFETY: boot-loader strings are NUL-terminated in identity-mapped memory; the cap bounds
+    // the walk over a missing terminator.
+    while length < max && unsafe { ((start + length) as *const u8).read_volatile() } != 0 {
+        length += 1;
+    }
+    length
+}
+
 impl BootInfo {
+    /// The module whose name is `name` (our loaders name the guest payload `guest-kernel` and
+    /// `guest-initrd`).
+    pub fn module_named(&self, name: &str) -> Option<PhysRange> {
+        self.modules.iter().flatten().find_map(|module| {
+            let range = module.name?;
+            // SAFETY: the name range was measured in boot-loader memory the heap excludes.
+            (unsafe { bytes(range) } == name.as_bytes()).then_some(module.range)
+        })
+    }
+
     /// Reads the start info at `paddr` (identity-mapped).
     pub fn parse(paddr: u64) -> Result<Self, StartInfoError> {
         if paddr == 0 {
@@ -128,6 +162,7 @@ impl BootInfo {
             ram: [PhysRange { start: 0, end: 0 }; MEMORY_REGIONS_MAX],
             ram_count: 0,
             initrd: None,
+            modules: [None; MODULES_MAX],
             command_line: None,
             module_list: None,
             memory_map: PhysRange {
@@ -153,6 +188,29 @@ impl BootInfo {
             }
         }
         if info.modules_count > 0 && info.module_list_paddr != 0 {
+            let count = (info.modules_count as usize).min(MODULES_MAX);
+            for index in 0..count {
+                // SAFETY: `modules_count` entries live at `module_list_paddr`.
+                let entry = unsafe {
+                    (info.module_list_paddr as *const ModuleEntry)
+                        .add(index)
+                        .read_unaligned()
+                };
+                let name = (entry.command_line_paddr != 0).then(|| {
+                    let start = entry.command_line_paddr;
+                    PhysRange {
+                        start,
+                        end: start + string_length(start, MODULE_NAME_BYTES_MAX),
+                    }
+                });
+                boot.modules[index] = Some(BootModule {
+                    range: PhysRange {
+                        start: entry.paddr,
+                        end: entry.paddr + entry.size,
+                    },
+                    name,
+                });
+            }
             // SAFETY: `modules_count` entries live at `module_list_paddr`; we read the first.
             let module = unsafe { (info.module_list_paddr as *const ModuleEntry).read_unaligned() };
             boot.module_list = Some(PhysRange {
@@ -216,6 +274,7 @@ impl BootInfo {
             ram: [PhysRange { start: 0, end: 0 }; MEMORY_REGIONS_MAX],
             ram_count: 0,
             initrd: None,
+            modules: [None; MODULES_MAX],
             command_line: None,
             module_list: None,
             memory_map: PhysRange { start: paddr, end },
@@ -243,13 +302,26 @@ impl BootInfo {
                         end: start + length,
                     });
                 }
-                TAG_MODULE if size >= 16 && boot.initrd.is_none() => {
+                TAG_MODULE if size >= 16 => {
                     let start = u64::from(read_u32(tag + 8));
                     let module_end = u64::from(read_u32(tag + 12));
-                    if module_end > start {
-                        boot.initrd = Some(PhysRange {
-                            start,
-                            end: module_end,
+                    let range = PhysRange {
+                        start,
+                        end: module_end.max(start),
+                    };
+                    if boot.initrd.is_none() && module_end > start {
+                        boot.initrd = Some(range);
+                    }
+                    // The module's string fills the rest of the tag.
+                    let name_start = tag + 16;
+                    let name = PhysRange {
+                        start: name_start,
+                        end: name_start + string_length(name_start, size - 16),
+                    };
+                    if let Some(slot) = boot.modules.iter_mut().find(|slot| slot.is_none()) {
+                        *slot = Some(BootModule {
+                            range,
+                            name: Some(name),
                         });
                     }
                 }
@@ -287,14 +359,20 @@ impl BootInfo {
     }
 
     /// Ranges the heap must not overlap: everything the boot loader handed us.
-    pub fn reserved(&self) -> [Option<PhysRange>; 5] {
-        [
+    pub fn reserved(&self) -> [Option<PhysRange>; 5 + 2 * MODULES_MAX] {
+        let mut reserved = [None; 5 + 2 * MODULES_MAX];
+        reserved[..5].copy_from_slice(&[
             Some(self.start_info),
             self.initrd,
             self.command_line,
             self.module_list,
             Some(self.memory_map),
-        ]
+        ]);
+        for (index, module) in self.modules.iter().flatten().enumerate() {
+            reserved[5 + 2 * index] = Some(module.range);
+            reserved[6 + 2 * index] = module.name;
+        }
+        reserved
     }
 }
 

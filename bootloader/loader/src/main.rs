@@ -22,6 +22,13 @@ use uefi_raw::{Handle, Status};
 
 const KERNEL_PATH: &str = "\\understudy\\kernel.elf";
 const CONFIG_PATH: &str = "\\understudy\\role.conf";
+const GUEST_KERNEL_PATH: &str = "\\understudy\\guest\\kernel";
+const GUEST_INITRD_PATH: &str = "\\understudy\\guest\\initrd";
+/// Largest guest kernel or initrd we read, in bytes.
+const GUEST_FILE_BYTES_MAX: u64 = 512 << 20;
+/// Module names the kernel looks for (the module's command line in `hvm_start_info`); the
+/// kernel reads module 0 as its role config whatever its name.
+const MODULE_NAMES: [&[u8]; 3] = [b"role-config\0", b"guest-kernel\0", b"guest-initrd\0"];
 /// Largest kernel ELF we read, in bytes.
 const KERNEL_BYTES_MAX: u64 = 64 << 20;
 /// Largest config we hand over (the kernel's parser refuses more than 16 KiB anyway).
@@ -243,6 +250,26 @@ unsafe fn read_file(
     path: &'static str,
     max: u64,
 ) -> Result<&'static [u8], LoadError> {
+    // SAFETY: the caller's contract.
+    match unsafe { read_optional_file(boot, root, path, max)? } {
+        Some(bytes) => Ok(bytes),
+        None => Err(LoadError::Missing {
+            path,
+            status: Status::NOT_FOUND,
+        }),
+    }
+}
+
+/// Like `read_file`, but a file that does not exist is `None`.
+///
+/// # Safety
+/// As for `read_file`.
+unsafe fn read_optional_file(
+    boot: &BootServices,
+    root: *mut FileProtocolV1,
+    path: &'static str,
+    max: u64,
+) -> Result<Option<&'static [u8]>, LoadError> {
     let name = utf16_path(path);
     let mut file: *mut FileProtocolV1 = null_mut();
     // SAFETY (whole body): firmware protocol calls with valid pointers, per UEFI 2.10 13.5.
@@ -254,6 +281,9 @@ unsafe fn read_file(
             FileMode::READ,
             FileAttribute::empty(),
         );
+        if status == Status::NOT_FOUND {
+            return Ok(None);
+        }
         if status != Status::SUCCESS {
             return Err(LoadError::Missing { path, status });
         }
@@ -292,7 +322,7 @@ unsafe fn read_file(
             done += chunk;
         }
         let _ = ((*file).close)(file);
-        Ok(buffer)
+        Ok(Some(buffer))
     }
 }
 
@@ -509,10 +539,17 @@ unsafe fn boot(
 
         let kernel = read_file(boot, root, KERNEL_PATH, KERNEL_BYTES_MAX)?;
         let config = read_file(boot, root, CONFIG_PATH, CONFIG_BYTES_MAX)?;
+        let guest_kernel = read_optional_file(boot, root, GUEST_KERNEL_PATH, GUEST_FILE_BYTES_MAX)?;
+        let guest_initrd = match guest_kernel {
+            Some(_) => read_optional_file(boot, root, GUEST_INITRD_PATH, GUEST_FILE_BYTES_MAX)?,
+            None => None,
+        };
         let entry = load_kernel(boot, kernel)?;
         println!(
-            "understudy loader: kernel loaded, entry {entry:#x}, config {} bytes",
-            config.len()
+            "understudy loader: kernel loaded, entry {entry:#x}, config {} bytes, guest kernel {} bytes, guest initrd {} bytes",
+            config.len(),
+            guest_kernel.map_or(0, |bytes| bytes.len()),
+            guest_initrd.map_or(0, |bytes| bytes.len())
         );
 
         // One page for the start info and module list, four for the memory map.
@@ -528,14 +565,28 @@ unsafe fn boot(
         )?;
         core::ptr::write_bytes(handoff as *mut u8, 0, (1 + MEMORY_MAP_PAGES) * 4096);
         let start_info = handoff as *mut StartInfo;
+        // Page layout: start info at 0, module list at 512, module names at 1024.
         let module = (handoff + 512) as *mut ModuleEntry;
+        let names = handoff + 1024;
         let memory_map = &mut *((handoff + 4096) as *mut [MemoryMapEntry; MEMORY_MAP_ENTRIES_MAX]);
-        module.write(ModuleEntry {
-            paddr: config.as_ptr() as u64,
-            size: config.len() as u64,
-            command_line_paddr: 0,
-            reserved: 0,
-        });
+        let mut modules_count = 0u32;
+        let mut name_at = names;
+        for (index, bytes) in [Some(config), guest_kernel, guest_initrd]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(bytes) = bytes else { continue };
+            let name = MODULE_NAMES[index];
+            core::ptr::copy_nonoverlapping(name.as_ptr(), name_at as *mut u8, name.len());
+            module.add(modules_count as usize).write(ModuleEntry {
+                paddr: bytes.as_ptr() as u64,
+                size: bytes.len() as u64,
+                command_line_paddr: name_at,
+                reserved: 0,
+            });
+            name_at += name.len() as u64;
+            modules_count += 1;
+        }
 
         // The firmware map, with room for the splits our own allocation causes.
         let (mut map_bytes, mut key, mut descriptor_bytes, mut version) =
@@ -576,7 +627,7 @@ unsafe fn boot(
                 magic: START_INFO_MAGIC,
                 version: 1,
                 flags: 0,
-                modules_count: 1,
+                modules_count,
                 module_list_paddr: module as u64,
                 command_line_paddr: 0,
                 rsdp_paddr: 0,

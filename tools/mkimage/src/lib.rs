@@ -29,10 +29,6 @@ const GPT_TAIL_BYTES: u64 = MIB;
 const ESP_BYTES_MIN: u64 = 64 * MIB;
 /// Free room left in the ESP beyond the files, so configs can be edited in place.
 const ESP_SLACK_BYTES: u64 = 8 * MIB;
-/// The guest kernel is placed 2 MiB into guest RAM (the RISC-V Linux boot convention).
-const GUEST_LOAD_OFFSET_BYTES: u64 = 2 * MIB;
-/// Guest RAM that must stay free beyond kernel and initrd for the guest to run at all.
-const GUEST_RUNNING_BYTES_MIN: u64 = 16 * MIB;
 /// Copy granularity, and the step of progress reports.
 const COPY_CHUNK_BYTES: usize = MIB as usize;
 /// Larger files get a progress line per 10%.
@@ -168,20 +164,9 @@ pub fn check_loader(bytes: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks the guest kernel: a riscv64 Linux `Image` (Documentation/arch/riscv/boot-image-header
-/// .rst: magic2 "RSC\x05" at offset 56) or a RISC-V ELF (e_machine 243) for bare-metal guests.
+/// Checks the guest kernel (the same check the appliance kernel makes at boot).
 pub fn check_guest_kernel(bytes: &[u8]) -> Result<(), &'static str> {
-    if bytes.get(56..60) == Some(b"RSC\x05") {
-        return Ok(());
-    }
-    if bytes.get(..4) == Some(b"\x7fELF") {
-        return if u16_at(bytes, 18) == Some(243) {
-            Ok(())
-        } else {
-            Err("an ELF file, but not for RISC-V")
-        };
-    }
-    Err("neither a riscv64 Linux Image nor a RISC-V ELF")
+    config::payload::check_guest_kernel(bytes).map(|_| ())
 }
 
 /// Everything read and validated, ready to write.
@@ -221,10 +206,11 @@ fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
         })?;
     }
     let guest_initrd = spec.guest_initrd.as_deref().map(read).transpose()?;
-    let payload = guest_kernel.as_ref().map_or(0, |b| b.len() as u64)
-        + guest_initrd.as_ref().map_or(0, |b| b.len() as u64);
-    if payload > 0 {
-        let needed = GUEST_LOAD_OFFSET_BYTES + payload + GUEST_RUNNING_BYTES_MIN;
+    if let Some(kernel_bytes) = &guest_kernel {
+        let needed = config::payload::guest_memory_needed_bytes(
+            kernel_bytes.len() as u64,
+            guest_initrd.as_ref().map_or(0, |b| b.len() as u64),
+        );
         if needed > u64::from(config.guest_memory_mib) * MIB {
             return Err(MkimageError::GuestTooLarge {
                 needed_mib: needed.div_ceil(MIB),
