@@ -5,10 +5,10 @@
 use std::sync::{Arc, Mutex};
 
 use understudy_cpu::Op;
-use understudy_machine::devices::virtio::{BackendError, BlockBackend};
+use understudy_machine::devices::virtio::{BackendError, BlockBackend, RxError};
 use understudy_machine::loader::elf_executable;
 use understudy_machine::program::{reg::*, Assembler};
-use understudy_machine::{Exit, Input, Machine, MachineConfig, RAM_BASE};
+use understudy_machine::{Exit, InjectError, Input, Machine, MachineConfig, RAM_BASE};
 
 const SLOT0: i32 = 0x1000_1000;
 const RTC: i32 = 0x10_1000;
@@ -232,4 +232,54 @@ fn device_work_happens_at_the_same_instructions_whatever_the_run_budget() {
     for slice in [1, 7, 1000] {
         assert_eq!(run(disk(), slice), reference, "slice {slice}");
     }
+}
+
+#[test]
+fn inputs_for_absent_or_unready_devices_are_refused_without_changing_the_machine() {
+    let config = MachineConfig {
+        memory_bytes: 8 << 20,
+        net_mac: Some([2, 0, 0, 0, 0, 1]),
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(&config, &guest(), None).unwrap();
+    let before = machine.digest();
+    let frame = vec![0xff; 60];
+    assert_eq!(
+        machine.inject(&Input::Frame(frame)),
+        Err(InjectError::Frame(RxError::NotReady)),
+        "the driver has not set DRIVER_OK"
+    );
+    assert_eq!(
+        machine.inject(&Input::Frame(vec![0; 9000])),
+        Err(InjectError::Frame(RxError::FrameSize { len_bytes: 9000 }))
+    );
+    assert_eq!(
+        machine.inject(&Input::Entropy(vec![1, 2, 3])),
+        Err(InjectError::NoDevice),
+        "no entropy device configured"
+    );
+    assert_eq!(machine.wants_entropy(), 0);
+    assert!(machine.take_transmitted().is_empty());
+    assert_eq!(machine.digest(), before);
+}
+
+#[test]
+fn the_device_tree_lists_eight_virtio_slots_and_the_rtc() {
+    let config = MachineConfig {
+        memory_bytes: 8 << 20,
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(&config, &guest(), None).unwrap();
+    // The blob sits at the top of RAM, 2 MiB aligned (QEMU's placement); a1 points at it.
+    let fdt_address = machine.hart().x(11);
+    let mut blob = vec![0u8; 8192];
+    machine
+        .hart()
+        .read_phys(understudy_machine::GuestPhysAddr(fdt_address), &mut blob)
+        .unwrap();
+    let count = |needle: &[u8]| blob.windows(needle.len()).filter(|w| w == &needle).count();
+    assert_eq!(count(b"virtio,mmio\0"), 8);
+    assert_eq!(count(b"virtio_mmio@10001000\0"), 1);
+    assert_eq!(count(b"google,goldfish-rtc\0"), 1);
+    let _ = machine.run(1);
 }

@@ -18,7 +18,7 @@ const MEMORY_BYTES: usize = 64 * 1024;
 const RING_AREA_BYTES: u64 = 0x2000;
 const QUEUE_STRIDE_BYTES: u64 = 0x1000;
 const QUEUE_SIZE: u16 = 16;
-const CASES: u64 = 1500;
+const CASES: u64 = 8000;
 const STEPS_PER_CASE: usize = 60;
 
 /// SplitMix64: small, seedable, and good enough to drive a fuzzer.
