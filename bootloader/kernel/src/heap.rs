@@ -12,50 +12,15 @@ const LOW_MEMORY_END: u64 = 1 << 20;
 /// A heap smaller than this cannot hold virtqueues and TCP buffers.
 pub const HEAP_BYTES_MIN: u64 = 16 << 20;
 
-/// Removes `hole` from `range`, keeping the larger remaining side.
-fn subtract(range: PhysRange, hole: PhysRange) -> PhysRange {
-    if hole.end <= range.start || hole.start >= range.end {
-        return range;
-    }
-    let below = PhysRange {
-        start: range.start,
-        end: hole.start.max(range.start),
-    };
-    let above = PhysRange {
-        start: hole.end.min(range.end),
-        end: range.end,
-    };
-    if below.len() >= above.len() {
-        below
-    } else {
-        above
-    }
-}
-
-/// Picks the heap range: for each RAM region, clip to [1 MiB, 4 GiB) and cut out the kernel
-/// image and every boot-loader structure; keep the largest result.
+/// Picks the heap range: the largest piece of RAM in [1 MiB, 4 GiB) that overlaps neither the
+/// kernel image nor anything the boot loader handed over.
 pub fn choose(boot: &BootInfo, kernel: PhysRange) -> Option<PhysRange> {
-    let mut best: Option<PhysRange> = None;
-    for region in boot.ram() {
-        let mut range = PhysRange {
-            start: region.start.max(LOW_MEMORY_END),
-            end: region.end.min(IDENTITY_MAPPED_BYTES),
-        };
-        if range.len() == 0 {
-            continue;
-        }
-        range = subtract(range, kernel);
-        for hole in boot.reserved().into_iter().flatten() {
-            range = subtract(range, hole);
-        }
-        // Page-align both ends so DMA allocations can be page-aligned inside.
-        range.start = (range.start + 0xfff) & !0xfff;
-        range.end &= !0xfff;
-        if range.len() > best.map_or(0, |b| b.len()) {
-            best = Some(range);
-        }
-    }
-    best
+    let reserved = core::iter::once(kernel).chain(boot.reserved().into_iter().flatten());
+    let window = PhysRange {
+        start: LOW_MEMORY_END,
+        end: IDENTITY_MAPPED_BYTES,
+    };
+    understudy_boot_memory::choose_heap(boot.ram(), reserved, window)
 }
 
 /// Hands `range` to the allocator.

@@ -48,18 +48,7 @@ struct MemoryMapEntry {
     reserved: u32,
 }
 
-/// A physical address range `[start, end)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PhysRange {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl PhysRange {
-    pub fn len(&self) -> u64 {
-        self.end.saturating_sub(self.start)
-    }
-}
+pub use understudy_boot_memory::PhysRange;
 
 /// Why the start info cannot be used.
 #[derive(Debug)]
