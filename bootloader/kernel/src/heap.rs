@@ -1,7 +1,7 @@
 //! The kernel heap: the largest free piece of boot-map RAM in the identity-mapped low 4 GiB.
 
 use crate::boot::IDENTITY_MAPPED_BYTES;
-use crate::pvh::{BootInfo, PhysRange};
+use crate::bootinfo::{BootInfo, PhysRange};
 use linked_list_allocator::LockedHeap;
 
 #[global_allocator]

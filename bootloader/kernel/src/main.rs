@@ -10,23 +10,23 @@ extern crate alloc;
 
 mod arch;
 mod boot;
+mod bootinfo;
 mod dhcp;
 mod hal;
 mod heap;
 mod net;
 mod paging;
 mod pci;
-mod pvh;
 mod runtime;
 mod selftest;
 mod serial;
 mod tsc;
 
 use alloc::vec::Vec;
+use bootinfo::{BootInfo, IdentityMemory, PhysRange};
 use core::panic::PanicInfo;
 use hal::KernelHal;
 use net::NetDevice;
-use pvh::{BootInfo, PhysRange};
 use smoltcp::iface::{Config as InterfaceConfig, Interface};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use understudy_boot_config::{self as config, Config};
@@ -123,8 +123,8 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     arch::init();
     arch::mask_legacy_pic();
     let boot_info = match protocol {
-        BootProtocol::Multiboot2 => BootInfo::from_multiboot2(start_info_paddr),
-        _ => BootInfo::parse(start_info_paddr),
+        BootProtocol::Multiboot2 => bootinfo::parse_multiboot2(&IdentityMemory, start_info_paddr),
+        _ => bootinfo::parse_hvm_start_info(&IdentityMemory, start_info_paddr),
     };
     let boot = match boot_info {
         Ok(boot) => boot,
@@ -137,7 +137,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     // SAFETY: the command line is boot-loader memory that the heap excludes and nothing writes.
     let command_line = boot
         .command_line
-        .map(|range| unsafe { pvh::bytes(range) })
+        .map(|range| unsafe { bootinfo::bytes(range) })
         .unwrap_or(&[]);
     let command_line = core::str::from_utf8(command_line).unwrap_or("");
     let options = match BootOptions::parse(command_line) {
@@ -323,12 +323,12 @@ struct GuestPayload {
 /// Finds the guest payload among the boot modules (`guest-kernel`, `guest-initrd`), checks it
 /// is what it claims and fits the configured guest memory; a bad payload is fatal.
 fn load_guest_payload(boot: &BootInfo, config: &Config) -> Option<GuestPayload> {
-    let kernel_range = boot.module_named("guest-kernel")?;
+    let kernel_range = boot.module_named(&IdentityMemory, "guest-kernel")?;
     // SAFETY (both): module memory is excluded from the heap and nothing writes it.
-    let kernel = unsafe { pvh::bytes(kernel_range) };
+    let kernel = unsafe { bootinfo::bytes(kernel_range) };
     let initrd = boot
-        .module_named("guest-initrd")
-        .map(|range| unsafe { pvh::bytes(range) });
+        .module_named(&IdentityMemory, "guest-initrd")
+        .map(|range| unsafe { bootinfo::bytes(range) });
     let kind = match config::payload::check_guest_kernel(kernel) {
         Ok(kind) => kind,
         Err(why) => fail(format_args!("guest kernel module: {why}")),
@@ -385,7 +385,7 @@ fn init_heap(boot: &BootInfo) {
 fn load_config(boot: &BootInfo, command_line: &str) -> Config {
     if let Some(initrd) = boot.initrd {
         // SAFETY: the module is boot-loader memory that the heap excludes and nothing writes.
-        let bytes = unsafe { pvh::bytes(initrd) };
+        let bytes = unsafe { bootinfo::bytes(initrd) };
         return match config::parse_bytes(bytes) {
             Ok(config) => config,
             Err(error) => fail(format_args!("config (initrd): {error}")),

@@ -1,9 +1,12 @@
-//! Physical address ranges and the choice of the kernel heap from a boot memory map.
+//! Physical address ranges, the boot information that describes them, and the choice of the
+//! kernel heap from the boot memory map.
 //!
 //! Pure functions, so the host can test them: the heap must never overlap the kernel image or
 //! anything the boot loader handed over (start info, memory map, modules), or the kernel would
 //! overwrite its own config or the guest payload.
 #![cfg_attr(not(test), no_std)]
+
+pub mod bootinfo;
 
 /// A physical address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
