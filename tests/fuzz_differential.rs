@@ -1,7 +1,8 @@
 //! Seeded differential fuzzing of the hart against QEMU: random valid straight-line RV64GC
-//! programs (integer, M, A on a scratch buffer, F/D in every rounding mode, compressed, and
-//! bounded forward branches) run in both machines; every x and f register, fcsr and the
-//! scratch buffer are printed at the end and must match exactly.
+//! programs (integer, M, A on a scratch buffer, F/D in every rounding mode, compressed,
+//! bounded forward branches, and instructions that trap) run in M, S or U mode in both
+//! machines; every x and f register, fcsr, the log of traps taken and the scratch buffer are
+//! printed at the end and must match exactly.
 //!
 //! `UNDERSTUDY_FUZZ_SEED` (a number, or `random`) picks the seed, `UNDERSTUDY_FUZZ_PROGRAMS`
 //! how many programs, `UNDERSTUDY_FUZZ_ONLY` a single program index to reproduce.
@@ -20,6 +21,33 @@ const PROGRAMS_DEFAULT: u64 = 50;
 const UNITS_PER_PROGRAM: usize = 2000;
 /// Bytes of the scratch buffer; sp points at its middle and is never written.
 const SCRATCH_BYTES: i64 = 2048;
+/// Privilege modes the body may run in (mstatus.MPP encodings).
+const MODE_U: u64 = 0;
+const MODE_S: u64 = 1;
+const MODE_M: u64 = 3;
+/// Traps recorded in full per program (all are counted).
+const TRAP_LOG_ENTRIES: u64 = 64;
+/// Unmapped in the QEMU virt memory map: accesses raise access faults.
+const UNMAPPED_ADDRESS: u64 = 0x0080_0000;
+
+/// Entry in M-mode: trap vector, FP on, one PMP entry opening all memory to S and U.
+const PRELUDE: &str = ".option norelax
+.section .text
+.globl _start
+_start:
+    la t0, trap
+    csrw mtvec, t0
+    la t0, trap_save
+    csrw mscratch, t0
+    li t0, 0x2000
+    csrs mstatus, t0
+    li t0, -1
+    srli t0, t0, 10
+    csrw pmpaddr0, t0
+    li t0, 0x1f
+    csrw pmpcfg0, t0
+";
+
 /// Share of integer loads and stores given an arbitrary (usually misaligned) offset.
 const MISALIGNED_PERCENT: u64 = 10;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -134,6 +162,8 @@ struct Generator {
     labels: u64,
     /// Forward branch targets still to be placed: (label, units left before it).
     pending: Vec<(u64, u32)>,
+    /// The privilege mode the body runs in.
+    mode: u64,
 }
 
 impl Generator {
@@ -160,7 +190,8 @@ impl Generator {
             44..=49 => self.atomic(),
             50..=71 => self.float(),
             72..=89 => self.compressed(),
-            90..=95 => self.forward_branch(),
+            90..=94 => self.forward_branch(),
+            95..=96 => self.trap(),
             _ => self.misc(),
         }
     }
@@ -487,6 +518,44 @@ impl Generator {
         self.pending.push((label, skip));
     }
 
+    /// An instruction that traps in some or all modes; the handler logs and skips it.
+    fn trap(&mut self) {
+        let rd = int_rd(&mut self.rng);
+        match self.rng.below(11) {
+            0 => self.emit("ecall"),
+            1 => self.emit("ebreak"),
+            2 => self.emit("c.ebreak"),
+            3 => self.emit(".4byte 0x0000000b"),
+            4 => self.emit(&format!("csrr x{rd}, mscratch")),
+            5 => self.emit(&format!("csrr x{rd}, sscratch")),
+            6 => self.emit("csrrw x0, cycle, x0"),
+            7 => {
+                let (f1, f2, f3) = (
+                    freg(&mut self.rng),
+                    freg(&mut self.rng),
+                    freg(&mut self.rng),
+                );
+                let frm = self.rng.below(5);
+                self.emit("csrwi frm, 5");
+                self.emit(&format!("fadd.d f{f1}, f{f2}, f{f3}"));
+                self.emit(&format!("csrwi frm, {frm}"));
+            }
+            8 => {
+                self.emit(&format!("li x31, {UNMAPPED_ADDRESS:#x}"));
+                if self.rng.chance(50) {
+                    self.emit(&format!("ld x{rd}, 8(x31)"));
+                } else {
+                    let rs = int_rs(&mut self.rng);
+                    self.emit(&format!("sw x{rs}, 4(x31)"));
+                }
+            }
+            // mret is illegal below M and sret in U; in higher modes they would jump.
+            9 if self.mode != MODE_M => self.emit("mret"),
+            10 if self.mode == MODE_U => self.emit("sret"),
+            _ => self.emit(&format!("csrr x{rd}, mhartid")),
+        }
+    }
+
     fn misc(&mut self) {
         match self.rng.below(4) {
             0 => {
@@ -527,18 +596,25 @@ fn program_text(seed: u64) -> String {
     let mut rng = Rng(seed);
     let mut text = String::new();
     let _ = writeln!(text, "# fuzz program, seed {seed:#x}");
-    text.push_str(
-        ".option norelax\n.section .text\n.globl _start\n_start:\n    la t0, trap\n    csrw mtvec, t0\n    \
-         li t0, 0x2000\n    csrs mstatus, t0\n",
-    );
+    // The body runs in M, S or U mode (satp = 0, so S and U see physical memory).
+    let mode = *rng.pick(&[MODE_M, MODE_S, MODE_U]);
+    let _ = writeln!(text, "# body runs in mode {mode}");
+    text.push_str(PRELUDE);
     let _ = writeln!(text, "    li t0, {}\n    csrw fcsr, t0", rng.below(5) << 5);
-    // Scratch buffer contents.
+    let _ = writeln!(
+        text,
+        "    li t0, 0x1800\n    csrc mstatus, t0\n    li t0, {}\n    csrs mstatus, t0",
+        mode << 11
+    );
+    text.push_str("    la t0, body\n    csrw mepc, t0\n");
+    // Scratch buffer contents, then the dump area right after it (reached from sp).
     let mut data = String::from(".section .data\n.balign 16\nscratch:\n");
     for _ in 0..SCRATCH_BYTES / 8 {
         let _ = writeln!(data, "    .dword {:#x}", random_int(&mut rng));
     }
     data.push_str(
-        "dump:\n    .skip 8 * 66\n.balign 16\nprint_stack:\n    .skip 256\nprint_stack_top:\n",
+        "dump:\n    .skip 8 * 66\n.balign 16\ntrap_save:\n    .skip 32\ntrap_log:\n    .skip 32 * TRAP_LOG_ENTRIES\n\
+         .balign 16\nprint_stack:\n    .skip 256\nprint_stack_top:\n",
     );
     // Registers.
     for f in 0..32 {
@@ -555,11 +631,13 @@ fn program_text(seed: u64) -> String {
         let _ = writeln!(text, "    li x{x}, {:#x}", random_int(&mut rng));
     }
     let _ = writeln!(text, "    la sp, scratch + {}", SCRATCH_BYTES / 2);
+    text.push_str("    mret\nbody:\n");
     let mut generator = Generator {
         rng,
         body: String::new(),
         labels: 0,
         pending: Vec::new(),
+        mode,
     };
     for _ in 0..UNITS_PER_PROGRAM {
         generator.unit();
@@ -569,16 +647,16 @@ fn program_text(seed: u64) -> String {
         generator.body.push_str(&format!(".Lf{label}:\n"));
     }
     text.push_str(&generator.body);
-    // Dump x1..x31, f0..f31 and fcsr, then print them and the scratch buffer.
-    text.push_str("    csrw mscratch, x31\n    la x31, dump\n");
-    for x in 1..31 {
-        let _ = writeln!(text, "    sd x{x}, {}(x31)", 8 * x);
+    // Dump x1..x31, f0..f31 and fcsr through sp (legal in every mode: the dump area follows
+    // the scratch buffer), then print them, the trap log and the scratch buffer.
+    let dump = SCRATCH_BYTES / 2;
+    for x in 1..32 {
+        let _ = writeln!(text, "    sd x{x}, {}(sp)", dump + 8 * x);
     }
-    text.push_str("    csrr x1, mscratch\n    sd x1, 248(x31)\n");
     for f in 0..32 {
-        let _ = writeln!(text, "    fsd f{f}, {}(x31)", 256 + 8 * f);
+        let _ = writeln!(text, "    fsd f{f}, {}(sp)", dump + 256 + 8 * f);
     }
-    text.push_str("    csrr x1, fcsr\n    sd x1, 512(x31)\n");
+    let _ = writeln!(text, "    csrr x1, fcsr\n    sd x1, {}(sp)", dump + 512);
     text.push_str(
         r#"    la sp, print_stack_top
     li s0, 1
@@ -608,7 +686,47 @@ fn program_text(seed: u64) -> String {
     call putc
     ld a0, 0(s1)
     call put_value
-    la s1, scratch
+    # Trap log: count, then cause, epc, tval, previous mode of the first entries.
+    la s1, trap_save
+    li a0, 'n'
+    call putc
+    ld a0, 16(s1)
+    call put_value
+    ld s2, 16(s1)
+    li t0, TRAP_LOG_ENTRIES
+    bleu s2, t0, 11f
+    mv s2, t0
+11: la s1, trap_log
+    li s0, 0
+12: bgeu s0, s2, 13f
+    li a0, 't'
+    call putc
+    mv a0, s0
+    call put_dec2
+    ld a0, 0(s1)
+    call put_value
+    li a0, 'e'
+    call putc
+    mv a0, s0
+    call put_dec2
+    ld a0, 8(s1)
+    call put_value
+    li a0, 'v'
+    call putc
+    mv a0, s0
+    call put_dec2
+    ld a0, 16(s1)
+    call put_value
+    li a0, 'p'
+    call putc
+    mv a0, s0
+    call put_dec2
+    ld a0, 24(s1)
+    call put_value
+    addi s0, s0, 1
+    addi s1, s1, 32
+    j 12b
+13: la s1, scratch
     li s0, 0
 3:  li a0, 'm'
     call putc
@@ -625,19 +743,53 @@ fn program_text(seed: u64) -> String {
     sw t1, 0(t0)
 4:  j 4b
 
-# Any trap is a failure: print mcause, mepc, mtval, then exit with code 7.
+# Synchronous traps are logged (cause, epc, tval, previous mode) and skipped, preserving
+# every register; mscratch points at trap_save. An interrupt is a failure: exit code 7.
+# mtvec needs 4-byte alignment (its low bits are the mode).
+    .balign 4
 trap:
-    li a0, 't'
+    csrrw x31, mscratch, x31
+    sd x30, 0(x31)
+    sd x29, 8(x31)
+    csrr x30, mcause
+    bltz x30, fatal
+    ld x29, 16(x31)
+    addi x30, x29, 1
+    sd x30, 16(x31)
+    li x30, TRAP_LOG_ENTRIES
+    bgeu x29, x30, 14f
+    slli x29, x29, 5
+    la x30, trap_log
+    add x29, x29, x30
+    csrr x30, mcause
+    sd x30, 0(x29)
+    csrr x30, mepc
+    sd x30, 8(x29)
+    csrr x30, mtval
+    sd x30, 16(x29)
+    csrr x30, mstatus
+    srli x30, x30, 11
+    andi x30, x30, 3
+    sd x30, 24(x29)
+14: csrr x30, mepc
+    lhu x29, 0(x30)
+    andi x29, x29, 3
+    addi x30, x30, 2
+    li x31, 3
+    bne x29, x31, 15f
+    addi x30, x30, 2
+15: csrw mepc, x30
+    la x31, trap_save
+    ld x30, 0(x31)
+    ld x29, 8(x31)
+    csrrw x31, mscratch, x31
+    mret
+
+fatal:
+    la sp, print_stack_top
+    li a0, 'i'
     call putc
     csrr a0, mcause
-    call put_value
-    li a0, 't'
-    call putc
-    csrr a0, mepc
-    call put_value
-    li a0, 't'
-    call putc
-    csrr a0, mtval
     call put_value
     li t0, 0x100000
     li t1, 0x73333
@@ -716,8 +868,9 @@ put_value:
     ret
 "#,
     );
-    text = text.replace("SCRATCH_DWORDS", &(SCRATCH_BYTES / 8).to_string());
     text.push_str(&data);
+    text = text.replace("SCRATCH_DWORDS", &(SCRATCH_BYTES / 8).to_string());
+    text = text.replace("TRAP_LOG_ENTRIES", &TRAP_LOG_ENTRIES.to_string());
     text
 }
 

@@ -4,7 +4,7 @@
 # and prints that directory. A directory that already exists is reused as is.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-cache="${UNDERSTUDY_CACHE:-$HOME/.cache/understudy}/isa"
+cache="${UNDERSTUDY_CACHE:-${HOME:-/tmp}/.cache/understudy}/isa"
 cc=riscv64-unknown-elf-gcc
 
 if ! command -v "$cc" >/dev/null; then
