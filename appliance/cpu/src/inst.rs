@@ -777,7 +777,7 @@ pub fn decode_compressed(bits: u16) -> Instruction {
                 let v = bit(bits, 12, 9)
                     | bit(bits, 6, 4)
                     | bit(bits, 5, 6)
-                    | ((bits >> 3) & 3) as u32 >> 0 << 7
+                    | (((bits >> 3) & 3) as u32) << 7
                     | bit(bits, 2, 5);
                 let imm = sext(v, 10);
                 if imm == 0 {
