@@ -330,6 +330,38 @@ fn pair_identity(config_text: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// File times in the image: a fixed, valid FAT date (FAT dates start in 1980) instead of the
+/// build time, so rebuilding gives the same bytes.
+#[derive(Debug)]
+struct FixedTime;
+
+/// The timestamp every file in the image carries.
+const IMAGE_DATE: fatfs::Date = fatfs::Date {
+    year: 2000,
+    month: 1,
+    day: 1,
+};
+
+impl fatfs::TimeProvider for FixedTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        IMAGE_DATE
+    }
+
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: IMAGE_DATE,
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static FIXED_TIME: FixedTime = FixedTime;
+
 fn progress(message: fmt::Arguments) {
     eprintln!("mkimage: {message}");
 }
@@ -429,8 +461,11 @@ pub fn build(spec: &ImageSpec) -> Result<(), MkimageError> {
         )
         .map_err(write_error)?;
         window.seek(SeekFrom::Start(0)).map_err(write_error)?;
-        let volume =
-            fatfs::FileSystem::new(&mut window, fatfs::FsOptions::new()).map_err(write_error)?;
+        let volume = fatfs::FileSystem::new(
+            &mut window,
+            fatfs::FsOptions::new().time_provider(&FIXED_TIME),
+        )
+        .map_err(write_error)?;
         let root = volume.root_dir();
         for directory in ["EFI", "EFI/BOOT", "understudy", "understudy/guest"] {
             if directory != "understudy/guest" || inputs.guest_kernel.is_some() {
