@@ -68,4 +68,5 @@ differential_tests! {
     medeleg_delegation_and_sret_mret_match_qemu => "delegation",
     clint_and_supervisor_interrupts_and_wfi_match_qemu => "interrupts",
     sv39_paging_faults_ad_bits_sum_mxr_mprv_sfence_match_qemu => "sv39",
+    plic_claim_complete_and_uart_transmit_interrupt_match_qemu => "plic_uart",
 }
