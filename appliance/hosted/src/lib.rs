@@ -1,4 +1,8 @@
 //! The hosted platform: runs the machine as a Linux process with a console and a clock.
 
 pub mod demo;
+pub mod disk;
 pub mod live;
+pub mod net;
+pub mod record;
+pub mod replay;

@@ -2,12 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use understudy::demo;
-use understudy::live::{self, ClockMode, Ending};
+use understudy::disk::{FileDisk, OverlayDisk};
+use understudy::live::{self, ClockMode, Ending, Session, World};
+use understudy::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
+use understudy::replay;
+use understudy_ft::sim::{self, SimCommand};
 use understudy_machine::{Machine, MachineConfig};
 
 /// Exit status when the guest crashed or could not wake up (a guest's own failure code is
@@ -15,6 +20,7 @@ use understudy_machine::{Machine, MachineConfig};
 const EXIT_GUEST_CRASHED: u8 = 125;
 const EXIT_INSTRUCTION_LIMIT: u8 = 124;
 const EXIT_USAGE: u8 = 2;
+const EXIT_FAILURE: u8 = 1;
 const MEMORY_MIB_DEFAULT: u64 = 128;
 
 #[derive(Parser)]
@@ -31,12 +37,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one unreplicated guest: console on stdout, stdin to the UART; the exit status is
-    /// the guest's finisher code (0 for pass or power off).
+    /// the guest's finisher code (0 for pass or power off), 124 at --max-instructions, 125
+    /// when the guest crashed or can never wake up.
     RunGuest(RunGuest),
+    /// Re-execute a recorded run with no external input and check it reaches the same
+    /// states; never writes to the recorded images.
+    Replay(Replay),
     /// Show the machine's determinism on the built-in guest: run it with console input
     /// typed at chosen instruction counts, replay it with other run budgets and compare the
     /// state digests, then change one bit of one input and watch the digests part.
     Demo,
+    /// Run the replication protocol's deterministic simulation: primary, backup and arbiter
+    /// under seeded network faults, crashes and clock drift, with safety and liveness checks.
+    Simulate(Simulate),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +63,9 @@ struct RunGuest {
     /// The kernel command line.
     #[arg(long, default_value = "")]
     append: String,
+    /// A raw disk image for the guest's virtio-blk device (/dev/vda); the guest writes to it.
+    #[arg(long)]
+    disk: Option<PathBuf>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = MEMORY_MIB_DEFAULT)]
     memory_mib: u64,
@@ -59,9 +75,44 @@ struct RunGuest {
     /// How guest time relates to the wall clock.
     #[arg(long, value_enum, default_value_t = ClockMode::Wall)]
     clock: ClockMode,
+    /// Record every nondeterministic input to this log (`understudy replay LOG` re-runs it);
+    /// the disk is then used through a copy-on-write overlay and left unchanged.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Print `digest <instruction-count> <hex>` to stderr every N instructions.
+    #[arg(long)]
+    digest_every: Option<u64>,
     /// Print instructions, seconds and MIPS to stderr at the end.
     #[arg(long)]
     stats: bool,
+}
+
+#[derive(clap::Args)]
+struct Replay {
+    /// A log written by `understudy run-guest --record`.
+    log: PathBuf,
+    /// Print `digest <instruction-count> <hex>` to stderr every N instructions.
+    #[arg(long)]
+    digest_every: Option<u64>,
+    /// Print the guest's console output to stdout.
+    #[arg(long)]
+    console: bool,
+}
+
+#[derive(clap::Args)]
+struct Simulate {
+    /// Run this many seeds (starting at --first).
+    #[arg(long, conflicts_with = "seed")]
+    seeds: Option<u64>,
+    /// The first seed of --seeds.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Run one seed and print its event trace.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Longer fault phases per seed.
+    #[arg(long)]
+    soak: bool,
 }
 
 fn main() -> ExitCode {
@@ -85,7 +136,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::RunGuest(args) => run_guest(args),
+        Command::Replay(args) => run_replay(args),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate(args),
     };
     match result {
         Ok(code) => code,
@@ -98,6 +151,18 @@ fn main() -> ExitCode {
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn image_ref(role: ImageRole, path: &Path) -> Result<ImageRef> {
+    let (sha256, bytes) =
+        file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    Ok(ImageRef {
+        role,
+        path,
+        sha256,
+        bytes,
+    })
 }
 
 fn run_guest(args: RunGuest) -> Result<ExitCode> {
@@ -113,46 +178,96 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     let config = MachineConfig {
         memory_bytes,
         bootargs: args.append.clone(),
+        net_mac: None,
+        entropy: true,
         ..MachineConfig::default()
     };
-    let console_input = live::spawn_console_reader(std::io::stdin());
-    let mut total_instructions = 0;
-    let mut total_elapsed = std::time::Duration::ZERO;
-    let mut console_input = Some(console_input);
-    let summary = loop {
-        let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
-            .with_context(|| format!("cannot start {}", args.kernel.display()))?;
-        let summary = live::run(
-            &mut machine,
-            args.clock,
-            console_input.take(),
-            &mut std::io::stdout().lock(),
-            args.max_instructions
-                .map(|limit| limit - total_instructions.min(limit)),
-        )?;
-        total_instructions += summary.instructions;
-        total_elapsed += summary.elapsed;
-        if summary.ending != Ending::Reset {
-            break summary;
+    let net: Option<Box<dyn understudy::net::NetBackend>> = None;
+    let header = match &args.record {
+        Some(_) => {
+            let mut images = vec![image_ref(ImageRole::Kernel, &args.kernel)?];
+            if let Some(path) = &args.initrd {
+                images.push(image_ref(ImageRole::Initrd, path)?);
+            }
+            if let Some(path) = &args.disk {
+                images.push(image_ref(ImageRole::Disk, path)?);
+            }
+            Some(Header {
+                version: LOG_VERSION,
+                memory_bytes,
+                instructions_per_tick: config.instructions_per_tick,
+                bootargs: config.bootargs.clone(),
+                net_mac: config.net_mac,
+                entropy: config.entropy,
+                images,
+            })
         }
-        eprintln!("understudy: guest reset; restarting from its images");
-        console_input = Some(live::spawn_console_reader(std::io::stdin()));
+        None => None,
     };
+
+    let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
+        .with_context(|| format!("cannot start {}", args.kernel.display()))?;
+    if let Some(path) = &args.disk {
+        let context = || format!("cannot open disk {}", path.display());
+        if args.record.is_some() {
+            machine.attach_disk(
+                Box::new(OverlayDisk::open(path).with_context(context)?),
+                b"understudy-disk",
+            );
+        } else {
+            machine.attach_disk(
+                Box::new(FileDisk::open(path).with_context(context)?),
+                b"understudy-disk",
+            );
+        }
+    }
+    let log = match (&args.record, header) {
+        (Some(path), Some(header)) => Some(
+            LogWriter::create(path, header)
+                .with_context(|| format!("cannot create log {}", path.display()))?,
+        ),
+        _ => None,
+    };
+    let (sender, arrivals) = live::arrival_channel();
+    live::spawn_console_reader(std::io::stdin(), sender.clone());
+    let mut net = net;
+    if let Some(backend) = &mut net {
+        backend
+            .start(sender.clone())
+            .context("cannot start the network")?;
+    }
+    drop(sender);
+    let mut world = World {
+        arrivals,
+        console_open: true,
+        net,
+        clock: args.clock,
+    };
+    let mut session = Session::new(machine, log, args.digest_every);
+    let summary = live::run(
+        &mut session,
+        &mut world,
+        &mut std::io::stdout().lock(),
+        args.max_instructions,
+    )?;
+    let final_pc = session.machine.hart().pc();
+    session
+        .finish(&summary.ending)
+        .context("cannot finish the record log")?;
     if args.stats {
-        let seconds = total_elapsed.as_secs_f64();
-        eprintln!("instructions {total_instructions}");
-        eprintln!("seconds {seconds:.3}");
-        eprintln!(
-            "mips {:.1}",
-            total_instructions as f64 / seconds.max(1e-9) / 1e6
-        );
+        print_stats(summary.instructions, summary.elapsed);
+        eprintln!("pc {final_pc:#x}");
     }
     Ok(match summary.ending {
         Ending::PowerOff { code } => ExitCode::from(code.min(255) as u8),
-        Ending::Reset => unreachable!("reset restarts the loop"),
+        Ending::Reset => {
+            eprintln!("understudy: the guest asked for a reset; run it again to restart it");
+            ExitCode::SUCCESS
+        }
         Ending::InstructionLimit => {
             eprintln!(
-                "understudy: stopped after {total_instructions} instructions (--max-instructions)"
+                "understudy: stopped after {} instructions (--max-instructions)",
+                summary.instructions
             );
             ExitCode::from(EXIT_INSTRUCTION_LIMIT)
         }
@@ -161,8 +276,69 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
             ExitCode::from(EXIT_GUEST_CRASHED)
         }
         Ending::IdleForever => {
-            eprintln!("understudy: guest waits for an interrupt that can never come (no timer armed, no console input)");
+            eprintln!("understudy: guest waits for an interrupt that can never come (no timer armed, no input)");
             ExitCode::from(EXIT_GUEST_CRASHED)
         }
     })
+}
+
+fn print_stats(instructions: u64, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    eprintln!("instructions {instructions}");
+    eprintln!("seconds {seconds:.3}");
+    eprintln!("mips {:.1}", instructions as f64 / seconds.max(1e-9) / 1e6);
+}
+
+fn run_replay(args: Replay) -> Result<ExitCode> {
+    let started = Instant::now();
+    let mut console = std::io::stdout().lock();
+    let output: Option<&mut dyn std::io::Write> = if args.console {
+        Some(&mut console)
+    } else {
+        None
+    };
+    let outcome = replay::replay(&args.log, args.digest_every, output)?;
+    eprintln!(
+        "replay: {} inputs, {} digests checked, {} instructions, same end as recorded ({:.3} s)",
+        outcome.inputs,
+        outcome.digests_checked,
+        outcome.instructions,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: Simulate) -> Result<ExitCode> {
+    let command = match (args.seed, args.seeds) {
+        (Some(seed), _) => SimCommand::Seed(seed),
+        (None, Some(count)) => SimCommand::Seeds {
+            first: args.first,
+            count,
+        },
+        (None, None) => SimCommand::Seeds {
+            first: args.first,
+            count: 1000,
+        },
+    };
+    let started = Instant::now();
+    let mut text = String::new();
+    let result = sim::simulate(command, args.soak, &mut text);
+    print!("{text}");
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(stats) => {
+            println!("{stats}");
+            if let SimCommand::Seeds { count, .. } = command {
+                println!(
+                    "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s)",
+                    count as f64 / seconds.max(1e-9)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
 }

@@ -91,7 +91,10 @@ impl Default for MachineConfig {
 }
 
 /// A nondeterministic input: the only way the outside world reaches the guest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serialised into record logs and the replication stream: appending a variant is a
+/// compatible change for readers that know it; never reorder or remove variants.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// Guest time jumps forward (an idle guest skipping to its next timer, or live time
     /// catching up with the wall clock).

@@ -1,0 +1,156 @@
+//! `run-guest --record` and `replay`: a recorded run replays to the same digests; a changed
+//! image or a damaged log is refused with a clear error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use understudy_machine::program::echo_guest;
+
+fn understudy(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("understudy starts");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("understudy-rr-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn digest_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("digest "))
+        .map(String::from)
+        .collect()
+}
+
+/// Records the echo guest typing "record" on a wall clock; returns the log path and the
+/// digest lines printed while recording.
+fn record(dir: &Path) -> (PathBuf, Vec<String>) {
+    let kernel = dir.join("echo.elf");
+    std::fs::write(&kernel, echo_guest(6)).unwrap();
+    let log = dir.join("run.log");
+    let output = understudy(
+        &[
+            "run-guest",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--record",
+            log.to_str().unwrap(),
+            "--digest-every",
+            "25",
+        ],
+        b"record",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"record");
+    let digests = digest_lines(&output.stderr);
+    assert!(
+        digests.len() >= 2,
+        "the run spans several checkpoints: {digests:?}"
+    );
+    (log, digests)
+}
+
+#[test]
+fn replay_reaches_every_recorded_digest_with_no_input() {
+    let dir = work_dir("same");
+    let (log, recorded) = record(&dir);
+    let output = understudy(
+        &[
+            "replay",
+            log.to_str().unwrap(),
+            "--digest-every",
+            "25",
+            "--console",
+        ],
+        b"ignored",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        output.stdout, b"record",
+        "the replayed guest echoes the recorded bytes"
+    );
+    assert_eq!(digest_lines(&output.stderr), recorded);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("6 inputs") || stderr.contains(" inputs,"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn replay_refuses_a_kernel_that_changed_since_the_recording() {
+    let dir = work_dir("changed");
+    let (log, _) = record(&dir);
+    let kernel = dir.join("echo.elf");
+    let mut bytes = std::fs::read(&kernel).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&kernel, bytes).unwrap();
+    let output = understudy(&["replay", log.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("has changed since the recording"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("echo.elf"), "{stderr}");
+}
+
+#[test]
+fn a_truncated_log_is_refused_naming_the_point_of_damage() {
+    let dir = work_dir("truncated");
+    let (log, _) = record(&dir);
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &bytes[..bytes.len() - 7]).unwrap();
+    let output = understudy(&["replay", log.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("truncated in frame"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_corrupted_log_is_refused_naming_the_point_of_damage() {
+    let dir = work_dir("corrupt");
+    let (log, _) = record(&dir);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+    let output = understudy(&["replay", log.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("corrupt at frame") || stderr.contains("truncated in frame"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_log_is_refused() {
+    let dir = work_dir("notlog");
+    let path = dir.join("x.log");
+    std::fs::write(&path, b"definitely not a log").unwrap();
+    let output = understudy(&["replay", path.to_str().unwrap()], b"");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an understudy record log"));
+    assert!(!output.status.success());
+}
