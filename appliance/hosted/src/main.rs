@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
 use understudy::live::{self, ClockMode, Ending, Session, World};
+use understudy::net::backend_from_spec;
 use understudy::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
 use understudy::replay;
 use understudy_ft::sim::{self, SimCommand};
@@ -22,6 +23,8 @@ const EXIT_INSTRUCTION_LIMIT: u8 = 124;
 const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 const MEMORY_MIB_DEFAULT: u64 = 128;
+/// The guest's MAC address: locally administered, fixed so the guest's view is reproducible.
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +69,10 @@ struct RunGuest {
     /// A raw disk image for the guest's virtio-blk device (/dev/vda); the guest writes to it.
     #[arg(long)]
     disk: Option<PathBuf>,
+    /// The guest's network (a virtio-net device): `user:hostfwd=tcp:HOSTPORT-GUESTPORT[,...]`
+    /// (no root needed; the guest is 10.0.2.15/24, the host 10.0.2.2) or `tap:IFNAME`.
+    #[arg(long)]
+    net: Option<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = MEMORY_MIB_DEFAULT)]
     memory_mib: u64,
@@ -178,11 +185,16 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     let config = MachineConfig {
         memory_bytes,
         bootargs: args.append.clone(),
-        net_mac: None,
+        net_mac: args.net.as_ref().map(|_| GUEST_MAC),
         entropy: true,
         ..MachineConfig::default()
     };
-    let net: Option<Box<dyn understudy::net::NetBackend>> = None;
+    let net = args
+        .net
+        .as_deref()
+        .map(backend_from_spec)
+        .transpose()
+        .context("bad --net")?;
     let header = match &args.record {
         Some(_) => {
             let mut images = vec![image_ref(ImageRole::Kernel, &args.kernel)?];
