@@ -19,6 +19,7 @@ use uefi_raw::protocol::loaded_image::LoadedImageProtocol;
 use uefi_raw::table::boot::{BootServices, MemoryDescriptor, MemoryType};
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{Handle, Status};
+use understudy_boot_memory::elf::{ElfError, KernelImage};
 
 const KERNEL_PATH: &str = "\\understudy\\kernel.elf";
 const CONFIG_PATH: &str = "\\understudy\\role.conf";
@@ -45,9 +46,6 @@ const FIRMWARE_MAP_SLACK_ENTRIES: usize = 16;
 /// `EFI_ALLOCATE_TYPE` values (UEFI 2.10 section 7.2.1).
 const ALLOCATE_MAX_ADDRESS: u32 = 1;
 const ALLOCATE_ADDRESS: u32 = 2;
-/// The kernel's note naming its 64-bit entry (see the kernel's boot.rs).
-const NOTE_NAME: &[u8] = b"Understudy\0";
-const NOTE_START64: u32 = 1;
 
 // --- PVH structures (Xen public/arch-x86/hvm/start_info.h), as the kernel reads them. ---
 
@@ -150,7 +148,7 @@ enum LoadError {
         bytes: u64,
         max: u64,
     },
-    NotKernel(&'static str),
+    NotKernel(ElfError),
     KernelPlacement {
         address: u64,
         status: Status,
@@ -326,105 +324,25 @@ unsafe fn read_optional_file(
     }
 }
 
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// One program header (ELF-64 object file format, section "Program Header").
-struct Segment {
-    kind: u32,
-    offset: u64,
-    paddr: u64,
-    file_bytes: u64,
-    memory_bytes: u64,
-}
-
-fn segments(elf: &[u8]) -> Result<impl Iterator<Item = Segment> + '_, LoadError> {
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err(LoadError::NotKernel("not a little-endian ELF64 file"));
-    }
-    if read_u16(elf, 18) != Some(62) || read_u16(elf, 16) != Some(2) {
-        return Err(LoadError::NotKernel("not an x86_64 executable"));
-    }
-    let table = read_u64(elf, 32).ok_or(LoadError::NotKernel("truncated header"))? as usize;
-    let entry_bytes = read_u16(elf, 54).ok_or(LoadError::NotKernel("truncated header"))? as usize;
-    let count = read_u16(elf, 56).ok_or(LoadError::NotKernel("truncated header"))? as usize;
-    if entry_bytes < 56
-        || table
-            .checked_add(count * entry_bytes)
-            .is_none_or(|end| end > elf.len())
-    {
-        return Err(LoadError::NotKernel("program headers outside the file"));
-    }
-    Ok((0..count).filter_map(move |index| {
-        let at = table + index * entry_bytes;
-        Some(Segment {
-            kind: read_u32(elf, at)?,
-            offset: read_u64(elf, at + 8)?,
-            paddr: read_u64(elf, at + 24)?,
-            file_bytes: read_u64(elf, at + 32)?,
-            memory_bytes: read_u64(elf, at + 40)?,
-        })
-    }))
-}
-
-/// Finds the kernel's 64-bit entry in its PT_NOTE segments.
-fn find_start64(elf: &[u8]) -> Result<u64, LoadError> {
-    const PT_NOTE: u32 = 4;
-    for segment in segments(elf)?.filter(|s| s.kind == PT_NOTE) {
-        let notes = elf
-            .get(segment.offset as usize..(segment.offset + segment.file_bytes) as usize)
-            .ok_or(LoadError::NotKernel("note segment outside the file"))?;
-        let mut at = 0usize;
-        while at + 12 <= notes.len() {
-            let (name_bytes, descriptor_bytes, kind) = (
-                read_u32(notes, at).unwrap_or(0) as usize,
-                read_u32(notes, at + 4).unwrap_or(0) as usize,
-                read_u32(notes, at + 8).unwrap_or(0),
-            );
-            let name_at = at + 12;
-            let descriptor_at = name_at + name_bytes.div_ceil(4) * 4;
-            if notes.get(name_at..name_at + name_bytes) == Some(NOTE_NAME)
-                && kind == NOTE_START64
-                && descriptor_bytes == 8
-            {
-                return read_u64(notes, descriptor_at).ok_or(LoadError::NoEntry);
-            }
-            at = descriptor_at + descriptor_bytes.div_ceil(4) * 4;
-        }
-    }
-    Err(LoadError::NoEntry)
-}
-
 /// Copies the PT_LOAD segments to their physical addresses (the kernel is linked to run
 /// identity-mapped at 1 MiB) and returns the 64-bit entry.
 ///
 /// # Safety
 /// Boot services are active.
 unsafe fn load_kernel(boot: &BootServices, elf: &[u8]) -> Result<u64, LoadError> {
-    const PT_LOAD: u32 = 1;
-    let entry = find_start64(elf)?;
-    for segment in segments(elf)?.filter(|s| s.kind == PT_LOAD && s.memory_bytes > 0) {
-        if segment.file_bytes > segment.memory_bytes
-            || segment
-                .offset
-                .checked_add(segment.file_bytes)
-                .is_none_or(|end| end > elf.len() as u64)
-            || segment
-                .paddr
-                .checked_add(segment.memory_bytes)
-                .is_none_or(|end| end > BELOW_4_GIB)
-        {
-            return Err(LoadError::NotKernel(
-                "a load segment is outside the file or above 4 GiB",
-            ));
-        }
+    let image = KernelImage::parse(elf).map_err(LoadError::NotKernel)?;
+    let entry = image
+        .entry_notes()
+        .map_err(LoadError::NotKernel)?
+        .start64
+        .ok_or(LoadError::NoEntry)?;
+    for segment in image
+        .load_segments(BELOW_4_GIB)
+        .map_err(LoadError::NotKernel)?
+    {
+        let contents = image
+            .file_bytes(&segment)
+            .ok_or(LoadError::NotKernel(ElfError::SegmentOutsideFile))?;
         let start = segment.paddr & !0xfff;
         let pages = ((segment.paddr + segment.memory_bytes - start) as usize).div_ceil(4096);
         let mut address = start;
@@ -443,16 +361,13 @@ unsafe fn load_kernel(boot: &BootServices, elf: &[u8]) -> Result<u64, LoadError>
                 status,
             });
         }
-        // SAFETY: the destination was just allocated to us and the source is inside `elf`.
+        // SAFETY: the destination was just allocated to us; `contents` is inside `elf` and no
+        // longer than the segment (`load_segments` checked both).
         unsafe {
             let destination = segment.paddr as *mut u8;
-            core::ptr::copy_nonoverlapping(
-                elf.as_ptr().add(segment.offset as usize),
-                destination,
-                segment.file_bytes as usize,
-            );
+            core::ptr::copy_nonoverlapping(contents.as_ptr(), destination, contents.len());
             core::ptr::write_bytes(
-                destination.add(segment.file_bytes as usize),
+                destination.add(contents.len()),
                 0,
                 (segment.memory_bytes - segment.file_bytes) as usize,
             );

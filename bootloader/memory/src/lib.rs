@@ -1,5 +1,7 @@
-//! Physical address ranges, the boot information that describes them, and the choice of the
-//! kernel heap from the boot memory map.
+//! Boot-time memory: physical ranges, boot information, the heap choice, the kernel's ELF layout.
+//!
+//! The boot information parsers read what PVH, multiboot2 or our UEFI loader hand over; the
+//! ELF view is what the UEFI loader loads and what mkimage checks.
 //!
 //! Pure functions, so the host can test them: the heap must never overlap the kernel image or
 //! anything the boot loader handed over (start info, memory map, modules), or the kernel would
@@ -7,6 +9,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bootinfo;
+pub mod elf;
 
 /// A physical address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use understudy_boot_config::{self as config, Config, ConfigError};
+use understudy_boot_memory::elf::{ElfError, KernelImage};
 
 /// Where the files go on the ESP. The loader reads the kernel and config from these paths.
 pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
@@ -55,7 +56,7 @@ pub enum MkimageError {
     #[error("{path}: {error}")]
     Config { path: PathBuf, error: ConfigError },
     #[error("{path}: not an understudy kernel: {why} (build bootloader/ and pass target/release/understudy-kernel)")]
-    NotKernel { path: PathBuf, why: &'static str },
+    NotKernel { path: PathBuf, why: ElfError },
     #[error("{path}: not a UEFI x86_64 application: {why} (pass the loader converted by objcopy)")]
     NotLoader { path: PathBuf, why: &'static str },
     #[error("{path}: {why}")]
@@ -94,51 +95,16 @@ fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-}
 
 /// Checks that `bytes` is our kernel: an x86_64 ELF executable carrying both the PVH note and
-/// the "Understudy" 64-bit entry note the loader needs.
-pub fn check_kernel(bytes: &[u8]) -> Result<(), &'static str> {
-    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) || bytes.get(5) != Some(&1) {
-        return Err("not a little-endian ELF64 file");
-    }
-    if u16_at(bytes, 16) != Some(2) || u16_at(bytes, 18) != Some(62) {
-        return Err("not an x86_64 executable");
-    }
-    let table = u64_at(bytes, 32).ok_or("truncated header")? as usize;
-    let entry_bytes = u16_at(bytes, 54).ok_or("truncated header")? as usize;
-    let count = u16_at(bytes, 56).ok_or("truncated header")? as usize;
-    let (mut pvh, mut start64) = (false, false);
-    for index in 0..count {
-        let at = table + index * entry_bytes;
-        if u32_at(bytes, at) != Some(4) {
-            continue; // not PT_NOTE
-        }
-        let offset = u64_at(bytes, at + 8).ok_or("truncated program header")? as usize;
-        let size = u64_at(bytes, at + 32).ok_or("truncated program header")? as usize;
-        let notes = bytes
-            .get(offset..offset + size)
-            .ok_or("note segment outside the file")?;
-        let mut cursor = 0;
-        while cursor + 12 <= notes.len() {
-            let name_bytes = u32_at(notes, cursor).unwrap_or(0) as usize;
-            let descriptor_bytes = u32_at(notes, cursor + 4).unwrap_or(0) as usize;
-            let kind = u32_at(notes, cursor + 8).unwrap_or(0);
-            let name = notes
-                .get(cursor + 12..cursor + 12 + name_bytes)
-                .unwrap_or(&[]);
-            pvh |= name == b"Xen\0" && kind == 18;
-            start64 |= name == b"Understudy\0" && kind == 1;
-            cursor += 12 + name_bytes.div_ceil(4) * 4 + descriptor_bytes.div_ceil(4) * 4;
-        }
-    }
-    match (pvh, start64) {
-        (true, true) => Ok(()),
-        (false, _) => Err("no PVH entry note"),
-        (true, false) => Err("no \"Understudy\" 64-bit entry note"),
-    }
+/// the "Understudy" 64-bit entry note the loader needs, with load segments inside the file and
+/// below 4 GiB (the same checks the UEFI loader makes).
+pub fn check_kernel(bytes: &[u8]) -> Result<(), ElfError> {
+    let image = KernelImage::parse(bytes)?;
+    image.check_understudy_kernel()?;
+    // Validation walks every segment; the iterator it returns is not needed here.
+    let _segments = image.load_segments(1 << 32)?;
+    Ok(())
 }
 
 /// Checks that `bytes` is a PE32+ EFI application for x86_64 (PE/COFF specification:
