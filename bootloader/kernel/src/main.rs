@@ -113,6 +113,7 @@ impl BootProtocol {
 
 #[no_mangle]
 extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
+    let entered = tsc::read();
     serial::init();
     let protocol = BootProtocol::from_boot_code(protocol);
     println!(
@@ -200,6 +201,8 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     });
 
     println!("understudy: heap in use {} KiB", heap::used_bytes() >> 10);
+    let kernel_ms = (tsc::read().0 - entered.0) * 1000 / tsc::hz();
+    println!("understudy: kernel entry to ready {kernel_ms} ms");
     println!("understudy ready role={}", config.role);
     run(
         Platform {
