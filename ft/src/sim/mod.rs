@@ -467,6 +467,9 @@ enum SimEvent {
         record: ArbiterRecord,
     },
     Crash,
+    CrashArbiter {
+        incarnation: u64,
+    },
     Restart {
         node: usize,
     },
@@ -856,6 +859,16 @@ impl World {
                 }
             }
             SimEvent::Crash => self.inject_crash(),
+            SimEvent::CrashArbiter { incarnation } => {
+                if self.faults_active
+                    && self.up[ARBITER]
+                    && self.incarnations[ARBITER] == incarnation
+                {
+                    self.crash(ARBITER);
+                    let restart = self.rng.range(50_000, 1_000_000);
+                    self.schedule(restart, SimEvent::Restart { node: ARBITER });
+                }
+            }
             SimEvent::Restart { node } => self.restart(node),
             SimEvent::Partition => self.inject_partition(),
             SimEvent::Cut { from, to } => {
@@ -975,6 +988,14 @@ impl World {
                         record,
                     },
                 );
+                if self.faults_active
+                    && self.faults.crash_mean_gap_us > 0
+                    && self.rng.chance(200_000)
+                {
+                    // The arbiter dies while its decision is not yet on disk.
+                    let at = self.rng.range(0, latency);
+                    self.schedule(at, SimEvent::CrashArbiter { incarnation });
+                }
                 continue;
             }
             let Some(transmit) = arbiter.poll_transmit() else {
