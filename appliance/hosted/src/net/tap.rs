@@ -182,9 +182,10 @@ impl Drop for TapNet {
 
 #[cfg(test)]
 mod tests {
-    //! These tests need root and `ip` (CI runs as root). Each works in a network namespace of
-    //! its own thread (`unshare(CLONE_NEWNET)` affects only the calling thread, and the `ip`
-    //! processes it spawns inherit it), so the host's network is never touched.
+    //! These tests need root and `ip` (CI runs as root); without them they fail and say so.
+    //! Each works in a network namespace of its own: `unshare(CLONE_NEWNET)` moves only the
+    //! calling thread, and the threads and `ip` processes it starts inherit the namespace,
+    //! so the host's network is never touched.
 
     use super::*;
     use crate::net::user::tests_support::{pattern, Guest};
@@ -212,11 +213,16 @@ mod tests {
             .args(arguments)
             .status()
             .unwrap_or_else(|e| panic!("cannot run `ip` (install iproute2): {e}"));
-        assert!(status.success(), "ip {} failed: {status}", arguments.join(" "));
+        assert!(
+            status.success(),
+            "ip {} failed: {status}",
+            arguments.join(" ")
+        );
     }
 
     #[test]
-    fn tap_in_a_private_namespace_carries_tcp_between_host_and_guest_stacks() {
+    fn tap_in_a_private_namespace_carries_tcp_between_the_host_and_a_guest_stack() {
+        const DOWNLOAD_BYTES: usize = 256 * 1024;
         std::thread::spawn(|| {
             enter_new_network_namespace();
             let mut tap = TapNet::open("ustap0").expect("create the tap interface");
@@ -227,19 +233,57 @@ mod tests {
 
             let mut guest = Guest::new([10, 0, 3, 15]);
             let listener = guest.listen(80);
-            // The client socket is made on this thread, hence inside the namespace.
-            let client = TcpStream::connect_timeout(
-                &(Ipv4Addr::new(10, 0, 3, 15), 80).into(),
-                Duration::from_millis(1),
-            );
-            // connect_timeout cannot finish before the guest answers; connect for real from a
-            // thread that is in this namespace only if spawned after unshare... threads
-            // spawned here start in the process's namespace, so drive the guest instead and
-            // connect in non-blocking steps below.
-            drop(client);
-            let _ = (listener, &mut guest, &arrivals);
+            // Spawned from this thread, the client is inside the namespace too.
+            let client = std::thread::spawn(|| {
+                let address = (Ipv4Addr::new(10, 0, 3, 15), 80).into();
+                let mut stream = TcpStream::connect_timeout(&address, TEST_TIMEOUT).unwrap();
+                stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let mut received = Vec::new();
+                stream.read_to_end(&mut received).unwrap();
+                received
+            });
+            let download = pattern(DOWNLOAD_BYTES, 5);
+            let mut request = Vec::new();
+            let mut sent = 0;
+            let deadline = Instant::now() + TEST_TIMEOUT;
+            while !client.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "transfer through the tap timed out"
+                );
+                guest.step(&mut tap, &arrivals);
+                let socket = guest.socket(listener);
+                while socket.can_recv() {
+                    socket
+                        .recv(|data| {
+                            request.extend_from_slice(data);
+                            (data.len(), ())
+                        })
+                        .unwrap();
+                }
+                if request.ends_with(b"\r\n\r\n") {
+                    while sent < download.len() && socket.can_send() {
+                        sent += socket.send_slice(&download[sent..]).unwrap();
+                    }
+                    if sent == download.len() {
+                        socket.close();
+                    }
+                }
+            }
+            assert_eq!(request, b"GET / HTTP/1.0\r\n\r\n");
+            let received = client.join().unwrap();
+            assert!(received == download, "download through the tap corrupted");
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn attaching_to_a_bad_interface_name_is_an_error_not_a_panic() {
+        for name in ["", "sixteen-bytes-xx", "a\0b"] {
+            let error = TapNet::open(name).err().expect("refused");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
     }
 }

@@ -591,15 +591,92 @@ impl Stack {
     }
 }
 
+/// A guest-side smoltcp stack for tests of every backend.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::net::NetBackend;
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration as StdDuration;
+
+    pub(crate) const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    /// A guest-side smoltcp stack wired back to back with a backend.
+    pub(crate) struct Guest {
+        interface: Interface,
+        link: Link,
+        sockets: SocketSet<'static>,
+        epoch: std::time::Instant,
+    }
+
+    impl Guest {
+        pub(crate) fn new(address: [u8; 4]) -> Guest {
+            let mut link = Link {
+                from_guest: VecDeque::new(),
+                to_guest: Vec::new(),
+            };
+            let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(GUEST_MAC)));
+            let mut interface = Interface::new(config, &mut link, Instant::from_micros(0));
+            interface.update_ip_addrs(|a| {
+                a.push(IpCidr::new(
+                    IpAddress::Ipv4(Ipv4Address::from(address)),
+                    PREFIX_LEN,
+                ))
+                .unwrap();
+            });
+            Guest {
+                interface,
+                link,
+                sockets: SocketSet::new(Vec::new()),
+                epoch: std::time::Instant::now(),
+            }
+        }
+
+        pub(crate) fn listen(&mut self, port: u16) -> SocketHandle {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 16 * 1024]),
+                tcp::SocketBuffer::new(vec![0; 16 * 1024]),
+            );
+            socket.listen(port).unwrap();
+            self.sockets.add(socket)
+        }
+
+        pub(crate) fn socket(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+            self.sockets.get_mut::<tcp::Socket>(handle)
+        }
+
+        /// Exchanges frames with the backend once (waiting briefly for the next one).
+        pub(crate) fn step(&mut self, backend: &mut dyn NetBackend, arrivals: &Receiver<Arrival>) {
+            let now = Instant::from_micros(self.epoch.elapsed().as_micros() as i64);
+            self.interface.poll(now, &mut self.link, &mut self.sockets);
+            for frame in self.link.to_guest.drain(..) {
+                backend.send(&frame).unwrap();
+            }
+            if let Ok(Arrival::Frame(frame)) = arrivals.recv_timeout(StdDuration::from_millis(2)) {
+                self.link.from_guest.push_back(frame);
+            }
+            while let Ok(Arrival::Frame(frame)) = arrivals.try_recv() {
+                self.link.from_guest.push_back(frame);
+            }
+        }
+    }
+
+    pub(crate) fn pattern(length: usize, seed: u8) -> Vec<u8> {
+        (0..length)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::tests_support::{pattern, Guest, GUEST_MAC};
     use super::*;
     use crate::net::NetBackend;
     use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
     use std::sync::mpsc::Receiver;
     use std::time::Duration as StdDuration;
 
-    const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const TEST_TIMEOUT: StdDuration = StdDuration::from_secs(20);
 
     fn started(forwards: Vec<PortForward>) -> (UserNet, Receiver<Arrival>) {
@@ -664,65 +741,6 @@ mod tests {
         ));
     }
 
-    /// A guest-side smoltcp stack at 10.0.2.15 wired back to back with the backend.
-    struct Guest {
-        interface: Interface,
-        link: Link,
-        sockets: SocketSet<'static>,
-        epoch: std::time::Instant,
-    }
-
-    impl Guest {
-        fn new() -> Guest {
-            let mut link = Link {
-                from_guest: VecDeque::new(),
-                to_guest: Vec::new(),
-            };
-            let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(GUEST_MAC)));
-            let mut interface = Interface::new(config, &mut link, Instant::from_micros(0));
-            interface.update_ip_addrs(|a| {
-                a.push(IpCidr::new(IpAddress::v4(10, 0, 2, 15), PREFIX_LEN))
-                    .unwrap();
-            });
-            Guest {
-                interface,
-                link,
-                sockets: SocketSet::new(Vec::new()),
-                epoch: std::time::Instant::now(),
-            }
-        }
-
-        fn listen(&mut self, port: u16) -> SocketHandle {
-            let mut socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; 16 * 1024]),
-                tcp::SocketBuffer::new(vec![0; 16 * 1024]),
-            );
-            socket.listen(port).unwrap();
-            self.sockets.add(socket)
-        }
-
-        /// Exchanges frames with the backend once (waiting briefly for the next one).
-        fn step(&mut self, backend: &mut UserNet, arrivals: &Receiver<Arrival>) {
-            let now = Instant::from_micros(self.epoch.elapsed().as_micros() as i64);
-            self.interface.poll(now, &mut self.link, &mut self.sockets);
-            for frame in self.link.to_guest.drain(..) {
-                backend.send(&frame).unwrap();
-            }
-            if let Ok(Arrival::Frame(frame)) = arrivals.recv_timeout(StdDuration::from_millis(2)) {
-                self.link.from_guest.push_back(frame);
-            }
-            while let Ok(Arrival::Frame(frame)) = arrivals.try_recv() {
-                self.link.from_guest.push_back(frame);
-            }
-        }
-    }
-
-    fn pattern(length: usize, seed: u8) -> Vec<u8> {
-        (0..length)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
-    }
-
     #[test]
     fn host_client_reaches_a_guest_listener_through_the_forward_both_ways() {
         const UPLOAD_BYTES: usize = 300 * 1024;
@@ -732,7 +750,7 @@ mod tests {
             guest_port: 80,
         }]);
         let address = backend.forward_addrs()[0];
-        let mut guest = Guest::new();
+        let mut guest = Guest::new([10, 0, 2, 15]);
         let listener = guest.listen(80);
 
         let client = std::thread::spawn(move || {
@@ -754,7 +772,7 @@ mod tests {
         while !client.is_finished() {
             assert!(std::time::Instant::now() < deadline, "transfer timed out");
             guest.step(&mut backend, &arrivals);
-            let socket = guest.sockets.get_mut::<tcp::Socket>(listener);
+            let socket = guest.socket(listener);
             while socket.can_recv() {
                 socket
                     .recv(|data| {
@@ -785,7 +803,7 @@ mod tests {
             guest_port: 81,
         }]);
         let address = backend.forward_addrs()[0];
-        let mut guest = Guest::new();
+        let mut guest = Guest::new([10, 0, 2, 15]);
         let _elsewhere = guest.listen(80);
         let client = std::thread::spawn(move || {
             let mut stream = TcpStream::connect(address).unwrap();
