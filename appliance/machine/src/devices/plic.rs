@@ -1,7 +1,9 @@
 //! The PLIC (RISC-V Platform-Level Interrupt Controller specification 1.0.0), as in QEMU `virt`.
 //!
 //! Hart 0 has two contexts: 0 is machine mode, 1 is supervisor mode. Sources are level
-//! triggered: a source is pending while its device holds the line high and it is not claimed.
+//! triggered through the spec's interrupt gateway (chapter 4): a high line latches the
+//! source's pending bit, which stays set until a claim even if the line drops; the gateway
+//! forwards no new request for a claimed source until its completion.
 
 use crate::state::StateWriter;
 
@@ -24,6 +26,7 @@ const WORDS: usize = PLIC_SOURCES.div_ceil(32);
 pub struct Plic {
     priority: [u32; PLIC_SOURCES],
     level: [bool; PLIC_SOURCES],
+    pending: [bool; PLIC_SOURCES],
     claimed: [bool; PLIC_SOURCES],
     enable: [[u32; WORDS]; PLIC_CONTEXTS],
     threshold: [u32; PLIC_CONTEXTS],
@@ -34,6 +37,7 @@ impl Plic {
         Plic {
             priority: [0; PLIC_SOURCES],
             level: [false; PLIC_SOURCES],
+            pending: [false; PLIC_SOURCES],
             claimed: [false; PLIC_SOURCES],
             enable: [[0; WORDS]; PLIC_CONTEXTS],
             threshold: [0; PLIC_CONTEXTS],
@@ -47,10 +51,13 @@ impl Plic {
             "plic: no source {source}"
         );
         self.level[source] = high;
+        if high && !self.claimed[source] {
+            self.pending[source] = true;
+        }
     }
 
     fn pending(&self, source: usize) -> bool {
-        self.level[source] && !self.claimed[source]
+        self.pending[source]
     }
 
     fn enabled(&self, context: usize, source: usize) -> bool {
@@ -147,6 +154,7 @@ impl Plic {
     fn claim(&mut self, context: usize) -> usize {
         match self.best(context) {
             Some(source) => {
+                self.pending[source] = false;
                 self.claimed[source] = true;
                 source
             }
@@ -158,13 +166,20 @@ impl Plic {
     fn complete(&mut self, context: usize, source: usize) {
         if source > 0 && source < PLIC_SOURCES && self.enabled(context, source) {
             self.claimed[source] = false;
+            if self.level[source] {
+                self.pending[source] = true;
+            }
         }
     }
 
     pub fn write_state(&self, out: &mut StateWriter) {
         for source in 0..PLIC_SOURCES {
             out.u32(self.priority[source]);
-            out.u8(self.level[source] as u8 | (self.claimed[source] as u8) << 1);
+            out.u8(
+                self.level[source] as u8
+                    | (self.claimed[source] as u8) << 1
+                    | (self.pending[source] as u8) << 2,
+            );
         }
         for context in 0..PLIC_CONTEXTS {
             for word in self.enable[context] {
@@ -216,7 +231,20 @@ mod tests {
             plic.interrupt(CONTEXT_SUPERVISOR),
             "level still high after completion"
         );
+        assert_eq!(plic.load(claim, 4), Some(UART as u64));
         plic.set_level(UART, false);
+        plic.store(claim, 4, UART as u64);
+        assert!(!plic.interrupt(CONTEXT_SUPERVISOR), "low line after completion: nothing pending");
+    }
+
+    #[test]
+    fn a_request_stays_pending_after_the_line_drops_until_claimed_spec_4() {
+        let mut plic = enabled_plic();
+        plic.set_level(UART, true);
+        plic.set_level(UART, false);
+        assert!(plic.interrupt(CONTEXT_SUPERVISOR));
+        let claim = CONTEXT_BASE + CONTEXT_STRIDE + 4;
+        assert_eq!(plic.load(claim, 4), Some(UART as u64));
         assert!(!plic.interrupt(CONTEXT_SUPERVISOR));
     }
 
