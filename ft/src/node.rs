@@ -686,6 +686,8 @@ impl Node {
             self.set_role(RoleKind::Primary);
         }
         self.next_to_send = self.end.next();
+        // A new backup gets a fresh chance to acknowledge before the primary gives up on it.
+        self.last_ack_progress = now;
         Ok(())
     }
 
