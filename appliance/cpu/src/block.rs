@@ -197,6 +197,11 @@ impl Hart {
         }
         let built = !ops.is_empty();
         self.blocks.ops[slot] = ops;
+        if !built {
+            // The slot's previous block just lost its instructions: forget its tag, or the
+            // next run of that block would find it cached and empty and never retire.
+            self.blocks.tags[slot] = SLOT_INVALID;
+        }
         if built {
             self.blocks.tags[slot] = start;
             self.blocks.generations[slot] = self.blocks.page_generations[page];

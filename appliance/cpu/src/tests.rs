@@ -1235,6 +1235,32 @@ fn mmio_loads_and_stores_reach_the_platform_and_each_stops_run() {
 }
 
 #[test]
+fn a_page_crossing_instruction_does_not_empty_the_cached_block_sharing_its_slot() {
+    use Op::*;
+    // A block at RAM offset 0xffc and a 32-bit instruction crossing the page boundary at
+    // 0x8ffe share a decode-cache slot; the failed build of the crossing instruction must
+    // not leave the other block cached with no instructions (the hart then spun forever).
+    let mut h = hart(true);
+    let mut put = |offset: u64, inst: Instruction| {
+        let word = encode(&inst).unwrap().to_le_bytes();
+        h.write_phys(GuestPhysAddr(RAM_BASE + offset), &word)
+            .unwrap();
+    };
+    put(0x0, ins(Jal, 0, 0, 0, 0xffc));
+    put(0xffc, ins(Addi, 10, 10, 0, 1)); // the block that shares the slot; ends at the page
+    put(0x1000, ins(Jal, 0, 0, 0, 0x8ffe - 0x1000));
+    put(0x8ffe, ins(Addi, 11, 11, 0, 1)); // crosses into the next page
+    put(0x9002, ins(Addi, 5, 0, 0, 3));
+    put(0x9006, ins(Bge, 0, 10, 5, 8));
+    put(0x900a, ins(Jal, 0, 0, 0, 0xffc - 0x900a));
+    put(0x900e, ebreak());
+    h.reset(RAM_BASE, Privilege::Machine, 0, 0);
+    let mut bus = Bus::default();
+    run_to_break(&mut h, &mut bus);
+    assert_eq!((h.x(10), h.x(11)), (3, 3));
+}
+
+#[test]
 fn self_modifying_code_in_the_same_block_sees_the_new_instruction() {
     use Op::*;
     let new = encode(&ins(Addi, 10, 0, 0, 42)).unwrap();
