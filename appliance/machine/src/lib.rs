@@ -58,6 +58,7 @@ const MIP_MEIP: u64 = 1 << 11;
 const CSR_MEDELEG: u16 = 0x302;
 const CSR_MIDELEG: u16 = 0x303;
 const CSR_MCOUNTEREN: u16 = 0x306;
+const CSR_SCOUNTEREN: u16 = 0x106;
 /// What OpenSBI delegates to S-mode: every exception except ecalls from S and M (they are
 /// the monitor's), so Linux handles its own faults (privileged spec 3.1.8).
 const MEDELEG_FOR_LINUX: u64 = 0xb1ff;
@@ -381,6 +382,9 @@ impl Machine {
             hart.write_csr(CSR_MEDELEG, MEDELEG_FOR_LINUX);
             hart.write_csr(CSR_MIDELEG, MIDELEG_FOR_LINUX);
             hart.write_csr(CSR_MCOUNTEREN, 0x7);
+            // OpenSBI also opens cycle, time and instret to U-mode (sbi_hart.c
+            // mstatus_init); without it a user `rdtime` (the vDSO clock) is illegal.
+            hart.write_csr(CSR_SCOUNTEREN, 0x7);
             hart.reset(entry, Privilege::Supervisor, 0, fdt_address);
         } else {
             hart.reset(entry, Privilege::Machine, 0, fdt_address);
