@@ -506,14 +506,15 @@ fn write_partition_table(
 
 /// The GRUB configuration of the network-boot bundle: the kernel by multiboot2, the role
 /// config as its first module (the kernel reads the first module as its config), the guest
-/// payload as further modules.
+/// payload as further modules. `--nounzip` keeps GRUB from decompressing a gzip initrd, so
+/// the kernel receives the same bytes as from the disk image.
 fn netboot_grub_config(guest_kernel: bool, guest_initrd: bool) -> String {
-    let mut modules = format!("    module2 /{CONFIG_PATH} role-config\n");
+    let mut modules = format!("    module2 --nounzip /{CONFIG_PATH} role-config\n");
     if guest_kernel {
-        modules += &format!("    module2 /{GUEST_KERNEL_PATH} guest-kernel\n");
+        modules += &format!("    module2 --nounzip /{GUEST_KERNEL_PATH} guest-kernel\n");
     }
     if guest_initrd {
-        modules += &format!("    module2 /{GUEST_INITRD_PATH} guest-initrd\n");
+        modules += &format!("    module2 --nounzip /{GUEST_INITRD_PATH} guest-initrd\n");
     }
     format!(
         "# Understudy network boot: GRUB loads the kernel by multiboot2 over TFTP.\n\
@@ -908,8 +909,12 @@ mod tests {
     fn netboot_grub_config_loads_kernel_then_config_module_first() {
         let text = netboot_grub_config(true, false);
         let kernel = text.find("multiboot2 /understudy/kernel.elf").unwrap();
-        let config = text.find("module2 /understudy/role.conf").unwrap();
-        let guest = text.find("module2 /understudy/guest/kernel").unwrap();
+        let config = text
+            .find("module2 --nounzip /understudy/role.conf")
+            .unwrap();
+        let guest = text
+            .find("module2 --nounzip /understudy/guest/kernel")
+            .unwrap();
         assert!(kernel < config && config < guest, "{text}");
         assert!(!text.contains("guest/initrd"));
     }
