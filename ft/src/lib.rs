@@ -18,7 +18,7 @@ pub mod types;
 pub mod wire;
 
 pub use arbiter::{Arbiter, ArbiterConfig, ArbiterRecord};
-pub use limits::Limits;
+pub use limits::{Limits, LimitsError};
 pub use node::{Event, Node, NodeConfig, NodeError, ReleasedOutput, RoleKind};
 pub use record::{LogEntry, Record};
 pub use types::*;

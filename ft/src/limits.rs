@@ -107,3 +107,146 @@ impl Limits {
             .saturating_sub(FRAME_HEADER_BYTES + FRAME_MAC_BYTES)
     }
 }
+
+/// A `Limits` value that cannot work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitsError {
+    /// A batch of `batch_bytes_max` entry bytes (plus its message overhead) would not fit
+    /// in `frame_bytes_max`.
+    BatchLargerThanFrame {
+        /// `batch_bytes_max`.
+        batch_bytes_max: usize,
+        /// The largest body a frame can carry.
+        body_bytes_max: usize,
+    },
+    /// Heartbeats must come several times per peer timeout, or a healthy peer looks dead.
+    HeartbeatTooSlow {
+        /// `heartbeat_interval` in microseconds.
+        heartbeat_interval_us: u64,
+        /// `peer_timeout` in microseconds.
+        peer_timeout_us: u64,
+    },
+    /// The output lease is zero: drift allowance and margin eat the whole peer timeout.
+    NoOutputLease,
+    /// A limit that must be at least 1 is 0.
+    Zero {
+        /// The field's name.
+        field: &'static str,
+    },
+}
+
+impl core::fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LimitsError::BatchLargerThanFrame { batch_bytes_max, body_bytes_max } => write!(
+                f,
+                "batch_bytes_max {batch_bytes_max} does not fit a frame body of {body_bytes_max} bytes; lower it or raise frame_bytes_max"
+            ),
+            LimitsError::HeartbeatTooSlow { heartbeat_interval_us, peer_timeout_us } => write!(
+                f,
+                "heartbeat_interval {heartbeat_interval_us} us must be at most a third of peer_timeout {peer_timeout_us} us"
+            ),
+            LimitsError::NoOutputLease => f.write_str(
+                "peer_timeout leaves no output lease after the drift allowance and lease_margin; raise peer_timeout",
+            ),
+            LimitsError::Zero { field } => write!(f, "{field} must be at least 1"),
+        }
+    }
+}
+
+impl core::error::Error for LimitsError {}
+
+/// Room kept in a frame body for a `Log` message's own fields around its entries (variant
+/// tag, three varint u64 and the entry count), in bytes.
+pub const LOG_MESSAGE_OVERHEAD_BYTES: usize = 64;
+
+impl Limits {
+    /// Checks that these limits can work; drivers call it on configuration load so a bad
+    /// configuration is a clear error rather than a pair that never syncs.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let nonzero = [
+            ("batch_entries_max", self.batch_entries_max as u64),
+            ("batch_bytes_max", self.batch_bytes_max as u64),
+            ("lag_entries_max", self.lag_entries_max),
+            ("lag_bytes_max", self.lag_bytes_max),
+            ("lag_instructions_max", self.lag_instructions_max),
+            ("heartbeat_interval", self.heartbeat_interval.0),
+            ("retransmit_timeout", self.retransmit_timeout.0),
+            ("claim_retry_interval", self.claim_retry_interval.0),
+            ("join_retry_interval", self.join_retry_interval.0),
+            ("replay_entries_max", self.replay_entries_max as u64),
+            ("pending_digests_max", self.pending_digests_max as u64),
+        ];
+        if let Some((field, _)) = nonzero.iter().find(|(_, value)| *value == 0) {
+            return Err(LimitsError::Zero { field });
+        }
+        let body_bytes_max = self.body_bytes_max();
+        if self
+            .batch_bytes_max
+            .saturating_add(LOG_MESSAGE_OVERHEAD_BYTES)
+            > body_bytes_max
+        {
+            return Err(LimitsError::BatchLargerThanFrame {
+                batch_bytes_max: self.batch_bytes_max,
+                body_bytes_max,
+            });
+        }
+        if self.heartbeat_interval.0.saturating_mul(3) > self.peer_timeout.0 {
+            return Err(LimitsError::HeartbeatTooSlow {
+                heartbeat_interval_us: self.heartbeat_interval.0,
+                peer_timeout_us: self.peer_timeout.0,
+            });
+        }
+        if self.output_lease().0 == 0 {
+            return Err(LimitsError::NoOutputLease);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn unworkable_limits_are_rejected_with_the_reason() {
+        let batch = Limits {
+            frame_bytes_max: 4096,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            batch.validate(),
+            Err(LimitsError::BatchLargerThanFrame { .. })
+        ));
+        let heartbeat = Limits {
+            heartbeat_interval: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            heartbeat.validate(),
+            Err(LimitsError::HeartbeatTooSlow { .. })
+        ));
+        let lease = Limits {
+            peer_timeout: Duration::from_millis(30),
+            heartbeat_interval: Duration::from_millis(5),
+            lease_margin: Duration::from_millis(30),
+            ..Limits::default()
+        };
+        assert_eq!(lease.validate(), Err(LimitsError::NoOutputLease));
+        let zero = Limits {
+            lag_entries_max: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            zero.validate(),
+            Err(LimitsError::Zero {
+                field: "lag_entries_max"
+            })
+        );
+    }
+}

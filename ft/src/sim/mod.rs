@@ -240,6 +240,15 @@ impl core::error::Error for SimFailure {}
 
 /// Runs one seed.
 pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SimReport, SimFailure> {
+    if let Err(error) = options.limits.validate() {
+        return Err(SimFailure {
+            seed,
+            property: Property::ProtocolError,
+            detail: format!("unusable limits: {error}"),
+            at_us: 0,
+            trace: Vec::new(),
+        });
+    }
     let mut world = World::new(seed, options);
     world.run();
     let trace = core::mem::take(&mut world.trace);
