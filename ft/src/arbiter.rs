@@ -242,7 +242,7 @@ impl Arbiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FrameSequence, InstructionCount};
+    use crate::types::FrameSequence;
     use crate::wire::FrameHeader;
 
     const ARBITER: NodeId = NodeId(0);
@@ -412,7 +412,6 @@ mod tests {
                 sequence: FrameSequence(2)
             })
         );
-        let _ = InstructionCount(0);
     }
 
     #[test]
