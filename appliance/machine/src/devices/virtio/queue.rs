@@ -308,6 +308,10 @@ impl Queue {
     }
 
     fn available_count(&self, memory: &dyn GuestMemory) -> Result<u16, ChainError> {
+        if !self.ready {
+            // Devices only serve ready queues (which have a valid size); be safe anyway.
+            return Ok(0);
+        }
         let avail_idx = read_u16(memory, self.avail_ring.wrapping_add(2))?;
         let count = avail_idx.wrapping_sub(self.next_avail);
         if count > self.size {
@@ -392,6 +396,10 @@ impl Queue {
         head: u16,
         len_bytes: u32,
     ) -> Result<(), MemoryError> {
+        assert!(
+            self.ready,
+            "virtqueue: add_used on a queue that is not ready"
+        );
         let slot = u64::from(self.next_used % self.size);
         let element_at = self
             .used_ring
@@ -564,6 +572,7 @@ mod tests {
     fn rings_outside_guest_memory_are_an_error() {
         let mut memory = TestMemory::new(1 << 16);
         let mut queue = Queue::new(4);
+        queue.ready = true;
         queue.desc_table = 0x10;
         queue.avail_ring = u64::MAX - 1;
         queue.used_ring = 0x1000;
