@@ -19,12 +19,18 @@ const BLOCK_SLOTS: usize = 1 << 14;
 const BLOCK_INSTRUCTIONS_MAX: usize = 128;
 const SLOT_INVALID: u64 = u64::MAX;
 
+/// One direct-mapped slot: tag, generation and instructions side by side, so a lookup
+/// touches one cache line.
+struct Slot {
+    /// RAM offset of the block's first instruction, or `SLOT_INVALID`.
+    tag: u64,
+    /// The generation of the block's page when it was decoded.
+    generation: u64,
+    ops: Vec<Instruction>,
+}
+
 pub(crate) struct BlockCache {
-    /// RAM offset of each slot's first instruction, or `SLOT_INVALID`.
-    tags: Vec<u64>,
-    /// The generation of the slot's page when the slot was decoded.
-    generations: Vec<u64>,
-    ops: Vec<Vec<Instruction>>,
+    slots: Vec<Slot>,
     /// Per RAM page: bit i is set when bytes [64 i, 64 i + 64) of the page hold decoded
     /// instructions. Stores elsewhere in the page leave its blocks alone.
     pub(crate) code_chunks: Vec<u64>,
@@ -36,9 +42,13 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     pub fn new(pages: usize) -> BlockCache {
         BlockCache {
-            tags: vec![SLOT_INVALID; BLOCK_SLOTS],
-            generations: vec![0; BLOCK_SLOTS],
-            ops: (0..BLOCK_SLOTS).map(|_| Vec::new()).collect(),
+            slots: (0..BLOCK_SLOTS)
+                .map(|_| Slot {
+                    tag: SLOT_INVALID,
+                    generation: 0,
+                    ops: Vec::new(),
+                })
+                .collect(),
             code_chunks: vec![0; pages],
             page_generations: vec![0; pages],
         }
@@ -119,12 +129,19 @@ impl Hart {
         };
         let slot = BlockCache::slot(offset);
         let generation = self.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
-        let cached =
-            self.blocks.tags[slot] == offset && self.blocks.generations[slot] == generation;
+        let entry = &self.blocks.slots[slot];
+        let cached = entry.tag == offset && entry.generation == generation;
         if !cached && !self.build_block(offset, slot) {
             return self.step_slow(platform);
         }
-        let ops = core::mem::take(&mut self.blocks.ops[slot]);
+        let ops = core::mem::take(&mut self.blocks.slots[slot].ops);
+        if ops.is_empty() {
+            // Cannot happen (a slot with a valid tag always holds its block), but a block
+            // that retires nothing must never be run: decode the instruction afresh.
+            self.blocks.slots[slot].ops = ops;
+            self.blocks.slots[slot].tag = SLOT_INVALID;
+            return self.step_slow(platform);
+        }
         let remaining = end - self.instret;
         let count = if (ops.len() as u64) < remaining {
             ops.len()
@@ -148,7 +165,7 @@ impl Hart {
                 }
             }
         }
-        self.blocks.ops[slot] = ops;
+        self.blocks.slots[slot].ops = ops;
         stop
     }
 
@@ -174,7 +191,7 @@ impl Hart {
     fn build_block(&mut self, start: u64, slot: usize) -> bool {
         let page = (start / PAGE_SIZE_BYTES) as usize;
         let page_end = (page as u64 + 1) * PAGE_SIZE_BYTES;
-        let mut ops = core::mem::take(&mut self.blocks.ops[slot]);
+        let mut ops = core::mem::take(&mut self.blocks.slots[slot].ops);
         ops.clear();
         let mut at = start;
         while ops.len() < BLOCK_INSTRUCTIONS_MAX && at + 2 <= page_end {
@@ -196,15 +213,16 @@ impl Hart {
             }
         }
         let built = !ops.is_empty();
-        self.blocks.ops[slot] = ops;
+        let entry = &mut self.blocks.slots[slot];
+        entry.ops = ops;
         if !built {
             // The slot's previous block just lost its instructions: forget its tag, or the
             // next run of that block would find it cached and empty and never retire.
-            self.blocks.tags[slot] = SLOT_INVALID;
+            entry.tag = SLOT_INVALID;
         }
         if built {
-            self.blocks.tags[slot] = start;
-            self.blocks.generations[slot] = self.blocks.page_generations[page];
+            entry.tag = start;
+            entry.generation = self.blocks.page_generations[page];
             let first = (start % PAGE_SIZE_BYTES) / 64;
             let last = ((at - 1) % PAGE_SIZE_BYTES) / 64;
             let chunks = (u64::MAX >> (63 - last)) & (u64::MAX << first);
