@@ -267,3 +267,15 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// The I/O port of QEMU's `isa-debug-exit` device when configured with `iobase=0xf4`.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// Ends the appliance after its guest powered off: on QEMU with an `isa-debug-exit` device at
+/// port 0xf4 the emulator exits with status `(code << 1) | 1`; elsewhere the write goes
+/// nowhere and the CPU halts.
+pub fn power_off(code: u8) -> ! {
+    // SAFETY: a port write with no memory effects; without the device it is ignored.
+    unsafe { x86_64::instructions::port::Port::<u8>::new(DEBUG_EXIT_PORT).write(code) };
+    halt_forever()
+}

@@ -40,3 +40,8 @@ pub unsafe fn init(range: PhysRange) {
 pub fn used_bytes() -> usize {
     ALLOCATOR.lock().used()
 }
+
+/// Bytes the allocator has not handed out (possibly fragmented).
+pub fn free_bytes() -> usize {
+    ALLOCATOR.lock().free()
+}

@@ -1,8 +1,8 @@
 //! The Understudy appliance kernel: boots by PVH, brings up the machine, prints `ready`.
 //!
 //! Boot order: serial, GDT/IDT, boot info, heap, TSC, role config, PCI and virtio devices,
-//! the replication network, then `understudy ready role=<role>`. The hypervisor and the
-//! replication protocol (the `appliance/` and `ft/` crates) will be driven from `run`.
+//! the replication network, then `understudy ready role=<role>`; `run` then starts the
+//! protected guest on the hypervisor (`appliance/machine`) when a payload was handed over.
 #![no_std]
 #![no_main]
 
@@ -12,6 +12,8 @@ mod arch;
 mod boot;
 mod bootinfo;
 mod dhcp;
+mod guest;
+mod guestdisk;
 mod hal;
 mod heap;
 mod net;
@@ -22,9 +24,11 @@ mod selftest;
 mod serial;
 mod tsc;
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use bootinfo::{BootInfo, IdentityMemory, PhysRange};
 use core::panic::PanicInfo;
+use guestdisk::{Disk, GuestDisk};
 use hal::KernelHal;
 use net::NetDevice;
 use smoltcp::iface::{Config as InterfaceConfig, Interface};
@@ -35,6 +39,14 @@ use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::bus::PciRoot;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
+
+/// Bytes the built-in echo guest (`understudy.guest=echo`) reads before it powers off.
+const ECHO_GUEST_BYTES: i32 = 10;
+/// RAM of the built-in echo guest.
+const ECHO_GUEST_MEMORY_BYTES: u64 = 16 << 20;
+/// Heap the appliance keeps for itself beside the guest's RAM: virtqueues, socket buffers,
+/// the hart's decode cache and device bounce buffers.
+const APPLIANCE_HEAP_RESERVE_BYTES: u64 = 32 << 20;
 
 /// How long the DHCP self test waits for a lease.
 const DHCP_TIMEOUT_MS: u64 = 20_000;
@@ -50,6 +62,8 @@ struct BootOptions {
     selftest_panic: bool,
     /// Touch unmapped memory after `ready`, to test the exception epitaph on its IST stack.
     selftest_fault: bool,
+    /// Run the built-in echo guest instead of a payload (`understudy.guest=echo`).
+    echo_guest: bool,
 }
 
 impl BootOptions {
@@ -72,6 +86,7 @@ impl BootOptions {
                         }
                     }
                 }
+                Some(("guest", "echo")) => options.echo_guest = true,
                 _ => return Err(word),
             }
         }
@@ -144,7 +159,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault understudy.guest=echo"
         )),
     };
     let config = load_config(&boot, command_line);
@@ -165,7 +180,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
 
     let mut root = PciRoot::new(pci::PortConfigurationAccess);
     let functions = pci::enumerate(&mut root);
-    let mut disk = None;
+    let mut disks = Vec::new();
     let mut replication_nic = None;
     for function in &functions {
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, function.device_function)
@@ -177,15 +192,13 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
             }
         };
         match transport.device_type() {
-            DeviceType::Block if disk.is_none() => {
-                match VirtIOBlk::<KernelHal, _>::new(transport) {
-                    Ok(blk) => {
-                        println!("understudy: disk {} sectors of 512 bytes", blk.capacity());
-                        disk = Some(blk);
-                    }
-                    Err(error) => println!("understudy: virtio-blk: {error}"),
+            DeviceType::Block => match VirtIOBlk::<KernelHal, _>::new(transport) {
+                Ok(blk) => {
+                    println!("understudy: disk {} sectors of 512 bytes", blk.capacity());
+                    disks.push(blk);
                 }
-            }
+                Err(error) => println!("understudy: virtio-blk: {error}"),
+            },
             DeviceType::Network if replication_nic.is_none() => {
                 match VirtIONetRaw::<KernelHal, _, { net::QUEUE_SIZE }>::new(transport) {
                     Ok(raw) => replication_nic = Some(NetDevice::new(raw)),
@@ -208,15 +221,12 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         Platform {
             config,
             guest,
-            disk,
+            disks,
             replication,
         },
         &options,
     )
 }
-
-/// The virtio-blk disk the appliance keeps (the guest's disk will be backed by it).
-type Disk = VirtIOBlk<KernelHal, PciTransport>;
 
 /// The replication NIC with its TCP/IP interface.
 struct Network {
@@ -228,16 +238,15 @@ struct Network {
 struct Platform {
     config: Config,
     /// The guest kernel and initrd the boot loader handed over, when it did.
-    #[allow(dead_code)] // read by the hypervisor runtime, which is not linked in yet
     guest: Option<GuestPayload>,
-    disk: Option<Disk>,
+    /// The virtio-blk disks in PCI order; the first that is not the boot disk is the guest's.
+    disks: Vec<Disk>,
     replication: Option<Network>,
 }
 
-/// Runs the appliance on the platform. Today that is the boot-time self tests the kernel
-/// options ask for; the hypervisor and replication runtime (`appliance/`, `ft/`) will be driven
-/// from here with the same platform: their clock is `tsc::now`, their log channel a TCP socket
-/// on `replication`, the guest's disk `disk`.
+/// Runs the appliance on the platform: the boot-time self tests the kernel options ask for,
+/// then the protected guest when there is one. The replication runtime (`ft/`) will be driven
+/// from here too: its clock `tsc::now`, its log channel a TCP socket on `replication`.
 fn run(mut platform: Platform, options: &BootOptions) -> ! {
     if options.selftest_panic {
         panic!("selftest asked for a panic");
@@ -251,7 +260,7 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
     }
     let mut passed = true;
     if options.selftest_disk {
-        passed &= match platform.disk.as_mut() {
+        passed &= match platform.disks.first_mut() {
             Some(blk) => selftest::disk(blk),
             None => {
                 println!("understudy: disk selftest failed: no virtio-blk disk");
@@ -313,14 +322,100 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             if passed { "passed" } else { "failed" }
         );
     }
+    if options.echo_guest {
+        let kernel = understudy_machine::program::echo_guest(ECHO_GUEST_BYTES);
+        let spec = guest::GuestSpec {
+            kernel: &kernel,
+            initrd: None,
+            bootargs: String::new(),
+            memory_bytes: ECHO_GUEST_MEMORY_BYTES,
+            disk: None,
+        };
+        run_guest(spec)
+    }
+    if let Some(payload) = platform.guest.take() {
+        let memory_bytes = u64::from(platform.config.guest_memory_mib) << 20;
+        let free = heap::free_bytes() as u64;
+        if free < memory_bytes + APPLIANCE_HEAP_RESERVE_BYTES {
+            fail(format_args!(
+                "guest_memory_mib {} needs {} MiB of free heap but {} MiB is free: give the machine more memory",
+                platform.config.guest_memory_mib,
+                (memory_bytes + APPLIANCE_HEAP_RESERVE_BYTES) >> 20,
+                free >> 20
+            ));
+        }
+        let disk = take_guest_disk(&mut platform.disks);
+        let spec = guest::GuestSpec {
+            kernel: payload.kernel,
+            initrd: payload.initrd,
+            bootargs: payload.bootargs,
+            memory_bytes,
+            disk,
+        };
+        run_guest(spec)
+    }
     arch::halt_forever()
 }
 
+/// The first disk that is not the appliance's boot disk, for the guest.
+fn take_guest_disk(disks: &mut Vec<Disk>) -> Option<GuestDisk> {
+    let index = disks.iter_mut().position(|disk| {
+        let boot = guestdisk::is_boot_disk(disk);
+        if boot {
+            println!("understudy: a disk holds an EFI system partition: kept from the guest");
+        }
+        !boot
+    })?;
+    let disk = disks.remove(index);
+    println!(
+        "understudy: guest disk {} sectors of 512 bytes",
+        disk.capacity()
+    );
+    Some(GuestDisk::new(disk))
+}
+
+/// Builds the guest's machine, runs it to its end, reports how it ended and powers off.
+fn run_guest(spec: guest::GuestSpec) -> ! {
+    println!(
+        "understudy: guest starting, {} MiB, bootargs \"{}\"",
+        spec.memory_bytes >> 20,
+        spec.bootargs
+    );
+    let mut machine = match guest::build(spec) {
+        Ok(machine) => machine,
+        Err(error) => fail(format_args!("cannot start the guest: {error}")),
+    };
+    let summary = guest::run(&mut machine);
+    let mips = summary.instructions / summary.elapsed_ms.max(1) / 1000;
+    println!();
+    let code = match summary.ending {
+        guest::Ending::PowerOff { code } => {
+            println!(
+                "understudy: guest powered off with code {code} after {} instructions in {} ms ({mips} MIPS)",
+                summary.instructions, summary.elapsed_ms
+            );
+            code
+        }
+        guest::Ending::Reset => {
+            println!("understudy: guest asked for a reset; the appliance stops");
+            0
+        }
+        guest::Ending::Crashed { cause, tval, pc } => {
+            println!(
+                "understudy: guest crashed: trap cause {cause:#x} tval {tval:#x} at pc {pc:#x} was not delegated to the guest"
+            );
+            1
+        }
+    };
+    arch::power_off(code.min(0x7f) as u8)
+}
+
 /// The protected guest's kernel and initrd, in boot-loader memory the heap excludes.
-#[allow(dead_code)] // read by the hypervisor runtime, which is not linked in yet
 struct GuestPayload {
     kernel: &'static [u8],
     initrd: Option<&'static [u8]>,
+    /// Its kernel command line: the text of the `guest-cmdline` module, else the default.
+    bootargs: String,
 }
 
 /// Finds the guest payload among the boot modules (`guest-kernel`, `guest-initrd`), checks it
@@ -351,7 +446,19 @@ fn load_guest_payload(boot: &BootInfo, config: &Config) -> Option<GuestPayload> 
         kernel.len(),
         initrd_bytes
     );
-    Some(GuestPayload { kernel, initrd })
+    let bootargs = match boot.module_named(&IdentityMemory, "guest-cmdline") {
+        // SAFETY: module memory is excluded from the heap and nothing writes it.
+        Some(range) => match core::str::from_utf8(unsafe { bootinfo::bytes(range) }) {
+            Ok(text) => String::from(text.trim()),
+            Err(_) => fail(format_args!("guest-cmdline module is not utf-8 text")),
+        },
+        None => String::from(guest::DEFAULT_BOOTARGS),
+    };
+    Some(GuestPayload {
+        kernel,
+        initrd,
+        bootargs,
+    })
 }
 
 /// Takes the heap from the boot memory map, avoiding the kernel image and boot structures.

@@ -46,6 +46,17 @@ impl Serial {
         // SAFETY: writing the transmit holding register sends one byte.
         unsafe { data.write(byte) }
     }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        // SAFETY: reading the line-status register has no side effects; reading the receive
+        // buffer register only when LSR bit 0 (data ready) is set takes one received byte.
+        unsafe {
+            if Port::<u8>::new(self.base + 5).read() & 0x01 == 0 {
+                return None;
+            }
+            Some(Port::<u8>::new(self.base).read())
+        }
+    }
 }
 
 impl Write for Serial {
@@ -80,6 +91,20 @@ pub fn force_print(args: fmt::Arguments) {
     // bytes, which is acceptable for a dying kernel.
     unsafe { CONSOLE.force_unlock() };
     print_fmt(args);
+}
+
+/// A byte COM1 has received, if any (polled: LSR data-ready).
+pub fn try_read_byte() -> Option<u8> {
+    CONSOLE.lock().read_byte()
+}
+
+/// Sends bytes as they are: the protected guest's console output, whose line endings are the
+/// guest's own business.
+pub fn write_raw(bytes: &[u8]) {
+    let mut console = CONSOLE.lock();
+    for &byte in bytes {
+        console.write_byte(byte);
+    }
 }
 
 /// Prints to the serial console.
