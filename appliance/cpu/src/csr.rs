@@ -108,6 +108,9 @@ const SATP_MODE_SV39: u64 = 8;
 /// satp.MODE (4 bits), ASID (16 bits, like QEMU), PPN (44 bits).
 const SATP_WRITABLE: u64 = 0xf << 60 | 0xffff << 44 | (1 << 44) - 1;
 
+/// Words `CsrFile::write_state` emits.
+pub(crate) const CSR_STATE_WORDS: usize = 22;
+
 /// The CSR state that is not a counter view.
 #[derive(Clone, Debug)]
 pub(crate) struct CsrFile {
@@ -193,6 +196,36 @@ impl CsrFile {
             self.mcycle_offset,
         ] {
             put(v);
+        }
+    }
+
+    /// Reads the values `write_state` wrote, in the same order.
+    pub fn read_state(&mut self, take: &mut impl FnMut() -> u64) {
+        for field in [
+            &mut self.mstatus,
+            &mut self.medeleg,
+            &mut self.mideleg,
+            &mut self.mie,
+            &mut self.mip,
+            &mut self.mtvec,
+            &mut self.mcounteren,
+            &mut self.mscratch,
+            &mut self.mepc,
+            &mut self.mcause,
+            &mut self.mtval,
+            &mut self.stvec,
+            &mut self.scounteren,
+            &mut self.sscratch,
+            &mut self.sepc,
+            &mut self.scause,
+            &mut self.stval,
+            &mut self.satp,
+            &mut self.fflags,
+            &mut self.frm,
+            &mut self.minstret_offset,
+            &mut self.mcycle_offset,
+        ] {
+            *field = take();
         }
     }
 

@@ -148,6 +148,45 @@ impl fmt::Display for OutOfRange {
 
 impl core::error::Error for OutOfRange {}
 
+/// Why `Hart::restore_state` rejected its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// The input is not as long as `write_state` output.
+    Length {
+        /// Bytes received.
+        len_bytes: usize,
+    },
+    /// The privilege word is not 0, 1 or 3.
+    Privilege {
+        /// The value found.
+        value: u64,
+    },
+    /// The reservation flag is not 0 or 1.
+    Reservation {
+        /// The value found.
+        flag: u64,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Length { len_bytes } => write!(
+                f,
+                "hart state of {len_bytes} bytes has the wrong length; send the bytes write_state produced"
+            ),
+            StateError::Privilege { value } => {
+                write!(f, "hart state names privilege {value}; expected 0, 1 or 3")
+            }
+            StateError::Reservation { flag } => {
+                write!(f, "hart state has reservation flag {flag}; expected 0 or 1")
+            }
+        }
+    }
+}
+
+impl core::error::Error for StateError {}
+
 /// A synchronous exception: `mcause` code and `mtval` value (privileged spec 3.1.15-16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Exception {
@@ -447,6 +486,74 @@ impl Hart {
             }
             None => put(0),
         }
+    }
+
+    /// Restores registers and CSRs from bytes produced by `write_state` (state transfer to
+    /// a backup; RAM travels separately through `write_phys`). All cached translations are
+    /// dropped, so the receiver starts from the architectural state alone; the sender should
+    /// call `flush_translations` at the same instruction count so both sides agree exactly.
+    /// On error nothing changes.
+    pub fn restore_state(&mut self, state: &[u8]) -> Result<(), StateError> {
+        const WORDS_WITHOUT_RESERVATION: usize = 3 + 32 + 32 + csr::CSR_STATE_WORDS + 1 + 1;
+        if state.len() % 8 != 0 {
+            return Err(StateError::Length {
+                len_bytes: state.len(),
+            });
+        }
+        let words: Vec<u64> = state
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let reservation_flag = words.get(WORDS_WITHOUT_RESERVATION - 1).copied();
+        let expected = match reservation_flag {
+            Some(0) => WORDS_WITHOUT_RESERVATION,
+            Some(1) => WORDS_WITHOUT_RESERVATION + 2,
+            Some(flag) => return Err(StateError::Reservation { flag }),
+            None => {
+                return Err(StateError::Length {
+                    len_bytes: state.len(),
+                })
+            }
+        };
+        if words.len() != expected {
+            return Err(StateError::Length {
+                len_bytes: state.len(),
+            });
+        }
+        let privilege = match words[1] {
+            0 => Privilege::User,
+            1 => Privilege::Supervisor,
+            3 => Privilege::Machine,
+            value => return Err(StateError::Privilege { value }),
+        };
+        let mut next = words.iter().copied();
+        let mut take = || next.next().unwrap_or(0);
+        self.pc = take();
+        take();
+        self.privilege = privilege;
+        self.instret = take();
+        for i in 0..32 {
+            self.x[i] = take();
+        }
+        self.x[0] = 0;
+        for i in 0..32 {
+            self.f[i] = take();
+        }
+        self.csr.read_state(&mut take);
+        self.lines = take() & csr::LINE_BITS;
+        self.reservation = match take() {
+            1 => Some(Reservation {
+                vaddr: take(),
+                value: take(),
+            }),
+            _ => None,
+        };
+        self.mmio_loaded = false;
+        self.traps_without_retire = 0;
+        self.last_trap_instret = u64::MAX;
+        self.mmu.flush_all();
+        self.update_tlb_keys();
+        Ok(())
     }
 
     fn ram_range(&self, addr: GuestPhysAddr, len: u64) -> Result<usize, OutOfRange> {

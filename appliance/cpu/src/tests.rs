@@ -2176,3 +2176,67 @@ fn a_trap_handler_that_cannot_be_fetched_stops_run_instead_of_spinning() {
     );
     assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(1));
 }
+
+#[test]
+fn restore_state_reproduces_a_running_hart_exactly() {
+    use Op::*;
+    let program = [
+        ins(Addi, 10, 10, 0, 3),
+        ins(LrD, 12, 13, 0, 0),
+        ins(Mul, 11, 10, 10, 0),
+        ins(Sd, 0, 13, 11, 8),
+        ins(Beq, 0, 0, 0, -16),
+    ];
+    let (mut a, mut bus) = fp_hart(&program);
+    a.set_x(13, RAM_BASE + 0x6000);
+    a.write_csr(csr_numbers::MSCRATCH, 0x1234);
+    a.run(&mut bus, 1002);
+    let mut state = Vec::new();
+    a.write_state(&mut state);
+    let mut b = hart(true);
+    b.write_phys(GuestPhysAddr(RAM_BASE), a.ram()).unwrap();
+    b.restore_state(&state).unwrap();
+    let mut again = Vec::new();
+    b.write_state(&mut again);
+    assert_eq!(state, again);
+    a.flush_translations();
+    a.run(&mut bus, 5000);
+    b.run(&mut Bus::default(), 5000);
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    a.write_state(&mut sa);
+    b.write_state(&mut sb);
+    assert_eq!(sa, sb);
+    assert_eq!(a.ram(), b.ram());
+}
+
+#[test]
+fn restore_state_rejects_malformed_input_and_changes_nothing() {
+    let mut h = hart(false);
+    let mut state = Vec::new();
+    h.write_state(&mut state);
+    let before = state.clone();
+    assert!(matches!(
+        h.restore_state(&state[..state.len() - 8]),
+        Err(StateError::Length { .. })
+    ));
+    assert!(matches!(
+        h.restore_state(&state[..7]),
+        Err(StateError::Length { .. })
+    ));
+    let mut bad = state.clone();
+    bad[8] = 2;
+    assert_eq!(
+        h.restore_state(&bad),
+        Err(StateError::Privilege { value: 2 })
+    );
+    let mut bad = state.clone();
+    let n = bad.len();
+    bad[n - 8] = 7;
+    assert_eq!(
+        h.restore_state(&bad),
+        Err(StateError::Reservation { flag: 7 })
+    );
+    let mut after = Vec::new();
+    h.write_state(&mut after);
+    assert_eq!(before, after);
+}
