@@ -5,6 +5,23 @@
 //! world only through the `Platform` trait (MMIO and the `time` CSR). Speed comes from a
 //! decode cache of straight-line blocks keyed by physical address and direct-mapped soft TLBs
 //! per access kind that cover RAM only (the TinyEMU/RVVM shape).
+//!
+//! Implementation choices where the specifications leave room (matching QEMU 7.2 TCG):
+//! - A and D bits are set by the hart during the page walk (the PTE is written back), not
+//!   reported as page faults (privileged spec 4.3.1, "Svadu-like" behaviour).
+//! - Misaligned loads and stores are performed; a page-crossing access faults on the second
+//!   page with `stval` = that page's first address. Misaligned LR raises load address
+//!   misaligned (4), misaligned SC and AMOs raise store/AMO address misaligned (6).
+//! - `mtval`/`stval` hold the instruction bits for illegal instructions and 0 for ebreak.
+//! - satp keeps a 16-bit ASID; writes with a MODE other than Bare or Sv39 are ignored.
+//! - SC succeeds when the reservation address matches and memory still holds the value LR
+//!   read (QEMU's compare-and-swap rule).
+//! - `run` returns after every retired MMIO access (`StopReason::MmioAccess`) so the machine
+//!   can update interrupt lines at an exact instruction boundary.
+//!
+//! Determinism: the decode cache and TLBs are not architectural state and cannot change
+//! what the guest observes (stores keep decoded code coherent at once, with or without
+//! fence.i; TLBs hold only what the page tables said when filled, as the spec permits).
 #![no_std]
 #![warn(missing_docs)]
 extern crate alloc;
