@@ -175,11 +175,9 @@ impl Plic {
     pub fn write_state(&self, out: &mut StateWriter) {
         for source in 0..PLIC_SOURCES {
             out.u32(self.priority[source]);
-            out.u8(
-                self.level[source] as u8
-                    | (self.claimed[source] as u8) << 1
-                    | (self.pending[source] as u8) << 2,
-            );
+            out.u8(self.level[source] as u8
+                | (self.claimed[source] as u8) << 1
+                | (self.pending[source] as u8) << 2);
         }
         for context in 0..PLIC_CONTEXTS {
             for word in self.enable[context] {
@@ -234,7 +232,10 @@ mod tests {
         assert_eq!(plic.load(claim, 4), Some(UART as u64));
         plic.set_level(UART, false);
         plic.store(claim, 4, UART as u64);
-        assert!(!plic.interrupt(CONTEXT_SUPERVISOR), "low line after completion: nothing pending");
+        assert!(
+            !plic.interrupt(CONTEXT_SUPERVISOR),
+            "low line after completion: nothing pending"
+        );
     }
 
     #[test]
