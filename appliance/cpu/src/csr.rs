@@ -106,7 +106,7 @@ pub const MISA_VALUE: u64 =
 const SATP_MODE_BARE: u64 = 0;
 const SATP_MODE_SV39: u64 = 8;
 /// satp.MODE (4 bits), ASID (16 bits, like QEMU), PPN (44 bits).
-const SATP_WRITABLE: u64 = 0xf << 60 | 0xffff << 44 | (1 << 44) - 1;
+const SATP_WRITABLE: u64 = 0xf << 60 | 0xffff << 44 | ((1 << 44) - 1);
 
 /// Words `CsrFile::write_state` emits.
 pub(crate) const CSR_STATE_WORDS: usize = 22;
