@@ -400,6 +400,13 @@ fn boot(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> BootResult {
     };
     let mut guest = Guest::start(machine, &spec);
     let wall = guest.wait_for(READY_MARKER, BOOT_TIMEOUT);
+    if let Ok(wall) = &wall {
+        println!(
+            "  {}: ready after {:.1} s",
+            machine.name(),
+            wall.as_secs_f64()
+        );
+    }
     let cpu = guest.cpu_time();
     let exited = guest.wait_exit(EXIT_TIMEOUT);
     let instructions = guest.stderr().lines().find_map(|line| {
@@ -429,7 +436,12 @@ fn curl_rate(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> Cell {
         forwards: vec![(port, 80)],
     };
     let mut guest = Guest::start(machine, &spec);
-    guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
+    let ready = guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
+    println!(
+        "  {}: ready after {:.1} s",
+        machine.name(),
+        ready.as_secs_f64()
+    );
     warm_up("httpd", SERVICE_WARMUP_TIMEOUT, || curl_get(port).is_ok())?;
     let started = Instant::now();
     for request in 0..CURL_REQUESTS {
@@ -462,7 +474,12 @@ fn redis_rates_inner(
         forwards: vec![(port, 6379)],
     };
     let mut guest = Guest::start(machine, &spec);
-    guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
+    let ready = guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
+    println!(
+        "  {}: ready after {:.1} s",
+        machine.name(),
+        ready.as_secs_f64()
+    );
     let port_text = port.to_string();
     warm_up("redis-server", SERVICE_WARMUP_TIMEOUT, || {
         run_bounded(
