@@ -1,0 +1,210 @@
+//! Recording real network sessions and replaying them: a Linux guest serving `curl` through
+//! busybox httpd, and the trixie guest serving `redis-benchmark`, are recorded with their
+//! network input, replayed from the log alone, and every state digest compared.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DIGEST_EVERY: &str = "5000000";
+/// How long the guest may take to boot and open its forwarded port.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn artifacts() -> HashMap<String, PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(root.join("guest/build"))
+        .arg("--print-paths")
+        .output()
+        .expect("guest/build runs");
+    assert!(
+        output.status.success(),
+        "guest artifacts are missing; run guest/build first"
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, path)| (name.to_owned(), PathBuf::from(path)))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn digests(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("digest "))
+        .map(String::from)
+        .collect()
+}
+
+/// Waits until the guest answers on the forwarded port (the forward accepts at once, so a
+/// client command is the probe).
+fn wait_for(mut probe: impl FnMut() -> bool, child: &mut Child) {
+    let started = Instant::now();
+    while !probe() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the guest stopped before serving"
+        );
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "the guest did not serve within {BOOT_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Records `kernel`+`initrd` with user networking forwarding `port` to `guest_port`; runs
+/// `session` against the port once it answers `probe`, then lets the guest power off by
+/// ending its `read` on the console. Returns the recording's output.
+fn record(
+    kernel: &Path,
+    initrd: &Path,
+    extra: &[&str],
+    log: &Path,
+    port: u16,
+    guest_port: u16,
+    mut probe: impl FnMut() -> bool,
+    session: impl FnOnce(),
+) -> Output {
+    let append = "console=ttyS0 earlycon no4lvl quiet understudy.ip=10.0.2.15/24 understudy.init='read line'";
+    let net = format!("user:hostfwd=tcp:{port}-{guest_port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args([
+            "run-guest",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ])
+        .args([
+            "--append",
+            append,
+            "--net",
+            &net,
+            "--record",
+            log.to_str().unwrap(),
+            "--digest-every",
+            DIGEST_EVERY,
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut probe, &mut child);
+    session();
+    child.stdin.as_mut().unwrap().write_all(b"done\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output
+}
+
+fn replay_matches(log: &Path, recorded: &Output) {
+    let recorded_digests = digests(&recorded.stderr);
+    assert!(recorded_digests.len() >= 5, "{recorded_digests:?}");
+    let replayed = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args([
+            "replay",
+            log.to_str().unwrap(),
+            "--digest-every",
+            DIGEST_EVERY,
+            "--console",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(digests(&replayed.stderr), recorded_digests);
+    assert_eq!(replayed.stdout, recorded.stdout);
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("understudy-rrnet-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn an_httpd_session_with_curl_is_recorded_and_replays_to_identical_digests() {
+    let paths = artifacts();
+    let dir = work_dir("httpd");
+    let log = dir.join("httpd.log");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let curl = |url: &str| {
+        Command::new("curl")
+            .args(["-s", "-f", "-m", "10", url])
+            .output()
+            .expect("curl runs (tools/install-prerequisites installs it)")
+    };
+    let recorded = record(
+        &paths["minimal_kernel"],
+        &paths["minimal_initramfs"],
+        &[],
+        &log,
+        port,
+        80,
+        || curl(&url).status.success(),
+        || {
+            for _ in 0..10 {
+                let page = curl(&url);
+                assert!(page.status.success());
+                assert!(!page.stdout.is_empty());
+            }
+        },
+    );
+    replay_matches(&log, &recorded);
+}
+
+#[test]
+fn a_redis_benchmark_session_is_recorded_and_replays_to_identical_digests() {
+    let paths = artifacts();
+    let dir = work_dir("redis");
+    let log = dir.join("redis.log");
+    let port = free_port();
+    let port_text = port.to_string();
+    let ping = || {
+        Command::new("redis-cli")
+            .args(["-p", &port_text, "ping"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    };
+    let recorded = record(
+        &paths["trixie_kernel"],
+        &paths["trixie_initramfs"],
+        &["--memory-mib", "512"],
+        &log,
+        port,
+        6379,
+        ping,
+        || {
+            let bench = Command::new("redis-benchmark")
+                .args([
+                    "-p", &port_text, "-q", "-t", "set,get", "-n", "200", "-c", "1",
+                ])
+                .output()
+                .expect("redis-benchmark runs (tools/install-prerequisites installs redis-tools)");
+            let text = String::from_utf8_lossy(&bench.stdout);
+            assert!(text.contains("SET") && text.contains("GET"), "{text}");
+        },
+    );
+    replay_matches(&log, &recorded);
+}
