@@ -10,6 +10,7 @@
 //! The stack runs on its own thread. It sleeps in `poll(2)` on a wake-up socket (written by
 //! `send` after queueing a guest frame), the listeners and the connected host sockets, with
 //! smoltcp's own next deadline as the timeout, so an idle link costs no CPU.
+//! `UNDERSTUDY_NET_TRACE=1` prints every frame on the link, decoded, to stderr.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -23,7 +24,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, HardwareAddress, IpAddress, IpCidr, Ipv4Address, PrettyPrinter,
+};
 
 use super::Arrival;
 
@@ -37,14 +40,18 @@ pub const HOST_FRAMES_BURST_MAX: usize = 64;
 pub const FRAME_BYTES_MAX: usize = 1514;
 /// Receive and send buffer of each forwarded connection's smoltcp socket, in bytes.
 pub const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
-/// Forwarded connections open at once; a host connection beyond this is closed at once.
-pub const CONNECTIONS_MAX: usize = 64;
+/// Forwarded connections open at once. Beyond this, new host connections wait in the
+/// listener's backlog (backpressure) until one closes.
+pub const CONNECTIONS_MAX: usize = 128;
 /// A connection whose peer stops acknowledging for this long is reset.
 pub const PEER_SILENCE_TIMEOUT_S: u64 = 60;
 /// Longest sleep of the stack thread when smoltcp has no deadline, in milliseconds.
 pub const IDLE_SLEEP_MS_MAX: u64 = 1000;
 /// Local ports the host side uses for its connections to the guest (RFC 6335 dynamic range).
 pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// Set in the environment, this prints every frame on the link to stderr, decoded.
+pub const TRACE_VARIABLE: &str = "UNDERSTUDY_NET_TRACE";
 
 /// The host's address on the virtual link (QEMU's user-mode gateway address).
 pub const HOST_IP_DEFAULT: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
@@ -274,6 +281,20 @@ struct Stack {
     connections: Vec<Connection>,
     next_port: u16,
     epoch: std::time::Instant,
+    trace: bool,
+}
+
+/// True if the host client closed its side: a peek reads end of file, or fails.
+fn host_hung_up(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
 }
 
 /// What a read from the host socket into the smoltcp send buffer found.
@@ -315,6 +336,15 @@ impl Stack {
             connections: Vec::new(),
             next_port: *EPHEMERAL_PORTS.start(),
             epoch,
+            trace: std::env::var_os(TRACE_VARIABLE).is_some(),
+        }
+    }
+
+    /// With `TRACE_VARIABLE` set, prints one decoded frame to stderr.
+    fn trace(&self, direction: &str, frame: &[u8]) {
+        if self.trace {
+            let decoded = PrettyPrinter::<EthernetFrame<&[u8]>>::new("", &frame);
+            eprintln!("net-user {:?} {direction}: {decoded}", self.epoch.elapsed());
         }
     }
 
@@ -346,7 +376,10 @@ impl Stack {
             }
             loop {
                 match frames.try_recv() {
-                    Ok(frame) => self.link.from_guest.push_back(frame),
+                    Ok(frame) => {
+                        self.trace("guest to host", &frame);
+                        self.link.from_guest.push_back(frame)
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         wake_closed = true;
@@ -366,8 +399,9 @@ impl Stack {
                 self.interface.poll(now, &mut self.link, &mut self.sockets);
                 let moved = self.copy_bytes();
                 let mut emitted = false;
-                for frame in self.link.to_guest.drain(..) {
+                for frame in std::mem::take(&mut self.link.to_guest) {
                     emitted = true;
+                    self.trace("host to guest", &frame);
                     if arrivals.send(Arrival::Frame(frame)).is_err() {
                         return; // The driver is gone.
                     }
@@ -413,6 +447,9 @@ impl Stack {
             if connection.host_write_blocked {
                 events |= libc::POLLOUT;
             }
+            if socket.state() == tcp::State::SynSent {
+                events |= libc::POLLRDHUP; // See `host_hung_up`.
+            }
             if events != 0 {
                 fds.push(pollfd(connection.stream.as_raw_fd(), events));
             }
@@ -425,16 +462,12 @@ impl Stack {
 
     fn accept_connections(&mut self) {
         for index in 0..self.listeners.len() {
-            loop {
+            while self.connections.len() < CONNECTIONS_MAX {
                 let (stream, _) = match self.listeners[index].0.accept() {
                     Ok(accepted) => accepted,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => break, // WouldBlock, or a transient accept error.
                 };
-                if self.connections.len() >= CONNECTIONS_MAX {
-                    drop(stream); // Refused by closing: the limit is the defined behaviour.
-                    continue;
-                }
                 let guest_port = self.listeners[index].1.guest_port;
                 if stream.set_nonblocking(true).is_err() {
                     continue;
@@ -494,6 +527,15 @@ impl Stack {
             let socket = self.sockets.get_mut::<tcp::Socket>(connection.socket);
             if socket.state() != tcp::State::SynSent && socket.state() != tcp::State::Closed {
                 connection.established = true;
+            }
+            // A client that leaves before the guest answers gives its slot back now rather
+            // than after smoltcp's SYN retries time out.
+            if socket.state() == tcp::State::SynSent && host_hung_up(&connection.stream) {
+                connection.host_read_closed = true;
+                connection.host_write_closed = true;
+                socket.abort();
+                moved = true;
+                continue;
             }
 
             // Host to guest.
@@ -605,7 +647,7 @@ pub(crate) mod tests_support {
     pub(crate) struct Guest {
         interface: Interface,
         link: Link,
-        sockets: SocketSet<'static>,
+        pub(crate) sockets: SocketSet<'static>,
         epoch: std::time::Instant,
     }
 
@@ -673,6 +715,7 @@ mod tests {
     use super::tests_support::{pattern, Guest, GUEST_MAC};
     use super::*;
     use crate::net::NetBackend;
+    use smoltcp::socket::AnySocket;
     use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
     use std::sync::mpsc::Receiver;
     use std::time::Duration as StdDuration;
@@ -828,30 +871,145 @@ mod tests {
         );
     }
 
+    /// Drives `guest` until `done` holds, closing every guest socket whose peer closed.
+    fn drive_until(
+        guest: &mut Guest,
+        backend: &mut UserNet,
+        arrivals: &Receiver<Arrival>,
+        what: &str,
+        mut done: impl FnMut(&mut Guest) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + TEST_TIMEOUT;
+        while !done(guest) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            guest.step(backend, arrivals);
+            for (_, socket) in guest.sockets.iter_mut() {
+                if let Some(socket) = tcp::Socket::downcast_mut(socket) {
+                    if socket.state() == tcp::State::CloseWait {
+                        socket.close();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bytes each guest socket received so far, by socket.
+    fn received(guest: &mut Guest, handles: &[SocketHandle]) -> Vec<Vec<u8>> {
+        handles
+            .iter()
+            .map(|&handle| {
+                let socket = guest.socket(handle);
+                let mut bytes = Vec::new();
+                while socket.can_recv() {
+                    socket
+                        .recv(|data| {
+                            bytes.extend_from_slice(data);
+                            (data.len(), ())
+                        })
+                        .unwrap();
+                }
+                bytes
+            })
+            .collect()
+    }
+
     #[test]
-    fn connections_beyond_the_limit_are_closed_at_once() {
-        let (backend, _arrivals) = started(vec![PortForward {
+    fn connections_beyond_the_limit_wait_in_the_backlog_until_one_closes() {
+        let (mut backend, arrivals) = started(vec![PortForward {
             host_port: 0,
             guest_port: 80,
         }]);
         let address = backend.forward_addrs()[0];
-        // No guest answers, so every connection stays in SYN-SENT.
-        let held: Vec<TcpStream> = (0..CONNECTIONS_MAX)
-            .map(|_| TcpStream::connect(address).unwrap())
+        let mut guest = Guest::new([10, 0, 2, 15]);
+        // One listening socket per connection, one more than the backend will carry.
+        let handles: Vec<SocketHandle> = (0..=CONNECTIONS_MAX).map(|_| guest.listen(80)).collect();
+        let mut clients: Vec<TcpStream> = (0..CONNECTIONS_MAX)
+            .map(|_| {
+                let mut stream = TcpStream::connect(address).unwrap();
+                stream.write_all(b"a").unwrap();
+                stream
+            })
             .collect();
+        let mut seen = vec![Vec::new(); handles.len()];
+        drive_until(
+            &mut guest,
+            &mut backend,
+            &arrivals,
+            "the first connections",
+            |guest| {
+                for (bytes, new) in seen.iter_mut().zip(received(guest, &handles)) {
+                    bytes.extend(new);
+                }
+                seen.iter().filter(|bytes| !bytes.is_empty()).count() == CONNECTIONS_MAX
+            },
+        );
+
         let mut extra = TcpStream::connect(address).unwrap();
-        extra.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
-        let mut buffer = [0u8; 1];
-        let closed = match extra.read(&mut buffer) {
-            Ok(n) => n == 0,
-            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
-        };
+        extra.write_all(b"b").unwrap();
+        let until = std::time::Instant::now() + StdDuration::from_millis(300);
+        drive_until(
+            &mut guest,
+            &mut backend,
+            &arrivals,
+            "a quiet moment",
+            |_| std::time::Instant::now() >= until,
+        );
+        for (bytes, new) in seen.iter_mut().zip(received(&mut guest, &handles)) {
+            bytes.extend(new);
+        }
         assert!(
-            closed,
-            "connection {} should be closed at once",
+            seen.iter().all(|bytes| bytes != b"b"),
+            "connection {} was carried beyond the limit",
             CONNECTIONS_MAX + 1
         );
-        drop(held);
+
+        drop(clients.remove(0));
+        drive_until(
+            &mut guest,
+            &mut backend,
+            &arrivals,
+            "the waiting connection",
+            |guest| {
+                for (bytes, new) in seen.iter_mut().zip(received(guest, &handles)) {
+                    bytes.extend(new);
+                }
+                seen.iter().any(|bytes| bytes == b"b")
+            },
+        );
+    }
+
+    #[test]
+    fn a_client_that_leaves_before_the_guest_answers_frees_its_slot() {
+        let (mut backend, arrivals) = started(vec![PortForward {
+            host_port: 0,
+            guest_port: 80,
+        }]);
+        let address = backend.forward_addrs()[0];
+        // Nothing answers yet: every connection stays in SYN-SENT; then all clients leave.
+        let clients: Vec<TcpStream> = (0..CONNECTIONS_MAX)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        std::thread::sleep(StdDuration::from_millis(100));
+        drop(clients);
+        // A guest that starts answering now serves a new client at once.
+        let mut guest = Guest::new([10, 0, 2, 15]);
+        let handle = guest.listen(80);
+        let mut client = TcpStream::connect(address).unwrap();
+        client.write_all(b"late").unwrap();
+        let mut seen = Vec::new();
+        drive_until(
+            &mut guest,
+            &mut backend,
+            &arrivals,
+            "the late client",
+            |guest| {
+                seen.extend(received(guest, &[handle]).remove(0));
+                seen == b"late"
+            },
+        );
     }
 
     #[test]
