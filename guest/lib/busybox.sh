@@ -59,6 +59,11 @@ build_busybox() {
         sed -i -e "/^$name=/d" -e "/^# $name is not set\$/d" "$src/.config"
         printf '%s\n' "$line" >>"$src/.config"
     done <"$guest_dir/busybox/understudy.config"
+    # Reproducible builds: the version banner's timestamp is the changelog date
+    # (SOURCE_DATE_EPOCH, which busybox's kconfig honours), not the time of the build.
+    local epoch
+    epoch=$(dpkg-parsechangelog -l "$src/debian/changelog" -STimestamp) || die "cannot read busybox's changelog date"
+    export SOURCE_DATE_EPOCH=$epoch
     (cd "$src" && { yes '' || true; } | make oldconfig) >"$work/config.log" 2>&1 || die "busybox oldconfig failed; see $work/config.log"
     run_logged "building static busybox for riscv64" "$work/build.log" \
         make -C "$src" -j"$jobs" busybox busybox.links
