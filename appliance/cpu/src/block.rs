@@ -1,11 +1,13 @@
 //! The decode cache: straight-line blocks of decoded instructions keyed by physical address.
 //!
-//! A block starts at any instruction and ends after the first instruction that transfers
-//! control or may change interrupt, translation or cache state (branches, jumps, CSR
+//! A block starts at any instruction and ends after the first unconditional jump or
+//! instruction that may change interrupt, translation or cache state (jal, jalr, CSR
 //! accesses, xRET, wfi, fences, ecall/ebreak), at the end of its 4 KiB page, or after
-//! `BLOCK_INSTRUCTIONS_MAX`. Blocks never span pages, so invalidating a page invalidates
-//! exactly the blocks decoded from it. Pages holding decoded code get no store TLB entries,
-//! so every store to them takes the slow path, which invalidates the page's blocks.
+//! `BLOCK_INSTRUCTIONS_MAX`. Conditional branches do not end a block: a taken branch leaves
+//! it, a branch not taken falls through to the next decoded instruction. Blocks never span
+//! pages, so invalidating a page invalidates exactly the blocks decoded from it. Pages
+//! holding decoded code get no store TLB entries, so every store to them takes the slow
+//! path, which invalidates the page's blocks when it touches decoded bytes.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -92,12 +94,6 @@ fn ends_block(op: Op) -> bool {
     matches!(
         op,
         Jal | Jalr
-            | Beq
-            | Bne
-            | Blt
-            | Bge
-            | Bltu
-            | Bgeu
             | FenceI
             | Ecall
             | Ebreak

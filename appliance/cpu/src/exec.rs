@@ -168,13 +168,14 @@ impl Hart {
 
     #[inline(always)]
     fn branch(&mut self, inst: &Instruction, taken: bool) -> Flow {
-        let step = if taken {
-            inst.imm as i64 as u64
+        // A branch not taken falls through inside its block (blocks continue past
+        // conditional branches); a taken one leaves the block.
+        if taken {
+            self.pc = self.pc.wrapping_add(inst.imm as i64 as u64);
+            Flow::Jumped
         } else {
-            inst.length_bytes as u64
-        };
-        self.pc = self.pc.wrapping_add(step);
-        Flow::Jumped
+            Flow::Next
+        }
     }
 
     /// System, atomic and floating-point instructions.

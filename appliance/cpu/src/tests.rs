@@ -2240,3 +2240,40 @@ fn restore_state_rejects_malformed_input_and_changes_nothing() {
     h.write_state(&mut after);
     assert_eq!(before, after);
 }
+
+#[test]
+fn blocks_continue_past_branches_not_taken_and_count_exactly() {
+    use Op::*;
+    // bne not taken, beq not taken, then a faulting load: three retire, the load traps.
+    let program = [
+        ins(Bne, 0, 0, 0, 64),
+        ins(Beq, 0, 10, 0, 64),
+        ins(Addi, 11, 0, 0, 5),
+        ins(Ld, 12, 0, 0, 0),
+        ebreak(),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    h.set_x(10, 1);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(out.executed.0, 3);
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 5,
+            tval: 0,
+            pc: RAM_BASE + 12
+        }
+    );
+    assert_eq!(h.x(11), 5);
+    // A budget that ends right after a branch not taken stops there.
+    h.reset(RAM_BASE, Privilege::Machine, 1, 0);
+    let out = h.run(&mut bus, 2);
+    assert_eq!(
+        out,
+        RunOutcome {
+            executed: InstructionCount(2),
+            stop: StopReason::BudgetExhausted
+        }
+    );
+    assert_eq!(h.pc(), RAM_BASE + 8);
+}
