@@ -29,6 +29,8 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(GUEST_SLEEP_S + 120);
 /// (see appliance/hosted/src/record.rs).
 const FRAME_LENGTH_BYTES: u64 = 4;
 const FRAME_CHAIN_BYTES: u64 = 32;
+/// Time advances shorter than this (10 us) are catch-ups, not sleeps.
+const TINY_ADVANCE_TICKS: u64 = TIMEBASE_HZ / 100_000;
 const READY_MARKER: &str = "understudy-guest: ready";
 /// Linux reports process CPU time in USER_HZ ticks (proc(5)).
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
@@ -213,6 +215,10 @@ fn main() {
     // (appliance/machine/src/clock.rs).
     let mut advanced_ticks: u64 = 0;
     let mut frames: Vec<(u64, &'static str, u64)> = Vec::new();
+    // Per AdvanceTime frame: guest time, its ticks and the instructions since the input
+    // before it, to tell a few long sleeps from many tiny catch-ups.
+    let mut advances: Vec<(u64, u64, u64)> = Vec::new();
+    let mut previous_at: u64 = 0;
     while let Some(frame) = reader.next_frame().expect("the log is intact") {
         let body = postcard::to_stdvec(&frame).expect("frames encode").len() as u64;
         let bytes = FRAME_LENGTH_BYTES + body + FRAME_CHAIN_BYTES;
@@ -220,7 +226,13 @@ fn main() {
             Frame::Input { at, input } => {
                 if let Input::AdvanceTime { ticks } = input {
                     advanced_ticks += ticks;
+                    advances.push((
+                        at / instructions_per_tick + advanced_ticks,
+                        *ticks,
+                        at - previous_at,
+                    ));
                 }
+                previous_at = *at;
                 *at
             }
             Frame::Digest { at, .. } | Frame::End { at, .. } => *at,
@@ -293,6 +305,27 @@ fn main() {
                 tally.bytes
             );
         }
+    }
+    let mut window_advances: Vec<(u64, u64)> = advances
+        .iter()
+        .filter(|&&(ticks, _, _)| ticks > window_start && ticks <= window_end)
+        .map(|&(_, advance, gap)| (advance, gap))
+        .collect();
+    if !window_advances.is_empty() {
+        let count = window_advances.len();
+        let tiny = window_advances
+            .iter()
+            .filter(|&&(advance, _)| advance < TINY_ADVANCE_TICKS)
+            .count();
+        window_advances.sort_unstable_by_key(|&(advance, _)| advance);
+        let median_ticks = window_advances[count / 2].0;
+        window_advances.sort_unstable_by_key(|&(_, gap)| gap);
+        let median_gap = window_advances[count / 2].1;
+        println!(
+            "AdvanceTime in the window: median {median_ticks} ticks ({:.1} us), median {median_gap} guest instructions since the previous input, {:.0}% advance less than {TINY_ADVANCE_TICKS} ticks",
+            median_ticks as f64 * 1e6 / TIMEBASE_HZ as f64,
+            100.0 * tiny as f64 / count as f64
+        );
     }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let used = after.saturating_sub(before);
