@@ -54,11 +54,12 @@ pub enum NetSpecError {
     BadForward(String),
     #[error("host port {0} is forwarded twice")]
     DuplicateHostPort(u16),
-    #[error("cannot start the {backend} network: {source}")]
+    // The I/O error is part of the message rather than a `source`, so that printing the
+    // error chain does not say it twice.
+    #[error("cannot start the {backend} network: {error}")]
     Open {
         backend: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -136,15 +137,15 @@ pub fn backend_from_spec(spec: &str) -> Result<Box<dyn NetBackend>, NetSpecError
     match parse_spec(spec)? {
         NetSpec::Tap { interface } => tap::TapNet::open(&interface)
             .map(|b| Box::new(b) as Box<dyn NetBackend>)
-            .map_err(|source| NetSpecError::Open {
+            .map_err(|error| NetSpecError::Open {
                 backend: "tap",
-                source,
+                error,
             }),
         NetSpec::User(config) => user::UserNet::new(config)
             .map(|b| Box::new(b) as Box<dyn NetBackend>)
-            .map_err(|source| NetSpecError::Open {
+            .map_err(|error| NetSpecError::Open {
                 backend: "user",
-                source,
+                error,
             }),
     }
 }
