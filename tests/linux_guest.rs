@@ -4,39 +4,14 @@
 //! (the test command builds them first).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-fn artifacts() -> HashMap<String, PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new(root.join("guest/build"))
-        .arg("--print-paths")
-        .output()
-        .expect("guest/build runs");
-    assert!(
-        output.status.success(),
-        "guest artifacts are missing; run guest/build first: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, path)| (name.to_owned(), PathBuf::from(path)))
-        .collect()
-}
+mod common;
+use common::{artifacts, digest_lines, ext4_image, work_dir};
 
 fn understudy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("understudy starts")
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("understudy-linux-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::understudy(args, b"")
 }
 
 fn minimal_args<'a>(paths: &'a HashMap<String, PathBuf>, append: &'a str) -> Vec<&'a str> {
@@ -80,14 +55,7 @@ fn a_file_the_guest_writes_to_its_ext4_disk_is_in_the_host_image_after_power_off
     let paths = artifacts();
     let dir = work_dir("disk");
     let disk = dir.join("disk.ext4");
-    let file = std::fs::File::create(&disk).unwrap();
-    file.set_len(16 << 20).unwrap();
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&disk)
-        .status()
-        .expect("mkfs.ext4 (e2fsprogs) runs");
-    assert!(mkfs.success());
+    ext4_image(&disk);
     let append = "console=ttyS0 understudy.init='echo written-by-the-guest > /mnt/proof && sync'";
     let mut args = minimal_args(&paths, append);
     args.extend(["--disk", disk.to_str().unwrap()]);
@@ -112,14 +80,7 @@ fn a_recorded_linux_boot_with_disk_replays_to_identical_digests_and_leaves_the_d
     let paths = artifacts();
     let dir = work_dir("record");
     let disk = dir.join("disk.ext4");
-    let file = std::fs::File::create(&disk).unwrap();
-    file.set_len(16 << 20).unwrap();
-    assert!(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&disk)
-        .status()
-        .unwrap()
-        .success());
+    ext4_image(&disk);
     let before = std::fs::read(&disk).unwrap();
     let log = dir.join("boot.log");
     // A wall clock, so time advances, the RTC base and entropy are real inputs in the log.
@@ -136,13 +97,7 @@ fn a_recorded_linux_boot_with_disk_replays_to_identical_digests_and_leaves_the_d
     ]);
     let recorded = understudy(&args);
     assert!(recorded.status.success(), "{}", console(&recorded));
-    let digests = |output: &Output| -> Vec<String> {
-        String::from_utf8_lossy(&output.stderr)
-            .lines()
-            .filter(|l| l.starts_with("digest "))
-            .map(String::from)
-            .collect()
-    };
+    let digests = |output: &Output| digest_lines(&output.stderr);
     let recorded_digests = digests(&recorded);
     assert!(recorded_digests.len() >= 5, "{recorded_digests:?}");
     assert_eq!(

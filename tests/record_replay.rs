@@ -1,37 +1,12 @@
 //! `run-guest --record` and `replay`: a recorded run replays to the same digests; a changed
 //! image or a damaged log is refused with a clear error.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use understudy_machine::program::echo_guest;
 
-fn understudy(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("understudy starts");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("understudy-rr-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn digest_lines(stderr: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| l.starts_with("digest "))
-        .map(String::from)
-        .collect()
-}
+mod common;
+use common::{digest_lines, understudy, work_dir};
 
 /// Records the echo guest typing "record" on a wall clock; returns the log path and the
 /// digest lines printed while recording.

@@ -2,48 +2,17 @@
 //! busybox httpd, and the trixie guest serving `redis-benchmark`, are recorded with their
 //! network input, replayed from the log alone, and every state digest compared.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{artifacts, digest_lines, free_port, work_dir};
 
 const DIGEST_EVERY: &str = "5000000";
 /// How long the guest may take to boot and open its forwarded port.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn artifacts() -> HashMap<String, PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new(root.join("guest/build"))
-        .arg("--print-paths")
-        .output()
-        .expect("guest/build runs");
-    assert!(
-        output.status.success(),
-        "guest artifacts are missing; run guest/build first"
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, path)| (name.to_owned(), PathBuf::from(path)))
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn digests(stderr: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| l.starts_with("digest "))
-        .map(String::from)
-        .collect()
-}
 
 /// Waits until the guest answers on the forwarded port (the forward accepts at once, so a
 /// client command is the probe).
@@ -114,7 +83,7 @@ fn record(
 }
 
 fn replay_matches(log: &Path, recorded: &Output) {
-    let recorded_digests = digests(&recorded.stderr);
+    let recorded_digests = digest_lines(&recorded.stderr);
     assert!(recorded_digests.len() >= 5, "{recorded_digests:?}");
     let replayed = Command::new(env!("CARGO_BIN_EXE_understudy"))
         .args([
@@ -132,14 +101,8 @@ fn replay_matches(log: &Path, recorded: &Output) {
         "{}",
         String::from_utf8_lossy(&replayed.stderr)
     );
-    assert_eq!(digests(&replayed.stderr), recorded_digests);
+    assert_eq!(digest_lines(&replayed.stderr), recorded_digests);
     assert_eq!(replayed.stdout, recorded.stdout);
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("understudy-rrnet-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
