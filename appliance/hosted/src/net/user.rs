@@ -45,6 +45,9 @@ pub const SOCKET_BUFFER_BYTES: usize = 64 * 1024;
 pub const CONNECTIONS_MAX: usize = 128;
 /// A connection whose peer stops acknowledging for this long is reset.
 pub const PEER_SILENCE_TIMEOUT_S: u64 = 60;
+/// Keep-alive probes on an idle forwarded connection (RFC 9293 3.8.4): together with
+/// `PEER_SILENCE_TIMEOUT_S` they free the slot of a guest that vanished (rebooted, hung).
+pub const KEEP_ALIVE_INTERVAL_S: u64 = 30;
 /// Longest sleep of the stack thread when smoltcp has no deadline, in milliseconds.
 pub const IDLE_SLEEP_MS_MAX: u64 = 1000;
 /// Local ports the host side uses for its connections to the guest (RFC 6335 dynamic range).
@@ -481,6 +484,7 @@ impl Stack {
                     tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER_BYTES]),
                 );
                 socket.set_timeout(Some(Duration::from_secs(PEER_SILENCE_TIMEOUT_S)));
+                socket.set_keep_alive(Some(Duration::from_secs(KEEP_ALIVE_INTERVAL_S)));
                 socket.set_nagle_enabled(false);
                 let endpoint = (IpAddress::Ipv4(self.guest_ip), guest_port);
                 if socket
