@@ -210,8 +210,11 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096 * 4
+    /* 2 MiB: building and running the guest's machine takes over 300 KiB of frames (the
+       machine is moved by value through a few of them), and an overflow would run into the
+       page tables just below. */
 boot_stack:
-    .skip 256 * 1024
+    .skip 2048 * 1024
 boot_stack_top:
 "#,
     options(att_syntax)

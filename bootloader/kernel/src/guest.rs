@@ -1,19 +1,25 @@
 //! Runs the protected guest on `understudy_machine::Machine`: the serial console is its
-//! console, the TSC its wall clock, an appliance disk its virtio-blk disk.
+//! console, the TSC its wall clock, an appliance disk its virtio-blk disk, and the service NIC
+//! is bridged at layer 2 to its virtio-net.
 //!
 //! The loop mirrors the hosted live driver (`appliance/hosted/src/live.rs`, wall-clock mode):
 //! every outside value (a console byte, elapsed time) enters the guest only through
 //! `Machine::inject` between `run` slices, so the guest sees a function of its images and of
 //! those inputs alone (ARCHITECTURE.md, determinism). Guest time follows the instruction count
 //! and is pushed forward when it lags the TSC; an idle guest is polled with `pause` until its
-//! next timer is due on the TSC or a console byte arrives (interrupts stay masked).
+//! next timer is due on the TSC or a console byte or frame arrives (interrupts stay masked).
+//! The bridge forwards whole Ethernet frames both ways and never answers for the guest: the
+//! guest owns its MAC and IP address.
 
 use crate::guestdisk::GuestDisk;
+use crate::net::NetDevice;
 use crate::{serial, tsc};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::vec::Vec;
 use understudy_machine::clock::TIMEBASE_HZ;
+use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{Exit, InjectError, Input, Machine, MachineConfig};
 
 /// Instructions per `Machine::run` call (the hosted driver's slice): console input and output
@@ -24,6 +30,11 @@ const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
 /// Console bytes read from COM1 but not yet taken by the guest's UART. The 16550's own FIFO
 /// is 16 bytes; beyond this the loop stops reading COM1 and the host's FIFO holds the rest.
 const PENDING_CONSOLE_BYTES_MAX: usize = 4096;
+/// Frames received on the service NIC but not yet taken by the guest (it had no receive
+/// buffer); beyond this new frames are dropped, as a NIC drops them.
+const PENDING_FRAMES_MAX: usize = 1024;
+/// The guest's MAC address on the service network (the hosted driver's too).
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The disk id the guest reads with VIRTIO_BLK_T_GET_ID (the hosted driver's too).
 const DISK_ID: &[u8] = b"understudy-disk";
 /// The kernel command line when the payload carries none.
@@ -36,6 +47,8 @@ pub struct GuestSpec<'a> {
     pub bootargs: String,
     pub memory_bytes: u64,
     pub disk: Option<GuestDisk>,
+    /// The service NIC: the guest gets a virtio-net device bridged to it.
+    pub service_nic: Option<NetDevice>,
 }
 
 /// Why the guest stopped.
@@ -51,20 +64,90 @@ pub struct Summary {
     pub ending: Ending,
     pub instructions: u64,
     pub elapsed_ms: u64,
+    /// Service-network frames dropped because the guest could not take them.
+    pub frames_dropped: u64,
+}
+
+/// The guest's machine and its bridge to the service network.
+pub struct Guest {
+    pub machine: Machine,
+    service_nic: Option<NetDevice>,
 }
 
 /// Builds the machine; a bad image or memory size is the operator's error and is returned.
-pub fn build(spec: GuestSpec) -> Result<Machine, understudy_machine::BootError> {
+pub fn build(spec: GuestSpec) -> Result<Guest, understudy_machine::BootError> {
     let config = MachineConfig {
         memory_bytes: spec.memory_bytes,
         bootargs: spec.bootargs,
+        net_mac: spec.service_nic.as_ref().map(|_| GUEST_MAC),
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(&config, spec.kernel, spec.initrd)?;
     if let Some(disk) = spec.disk {
         machine.attach_disk(Box::new(disk), DISK_ID);
     }
-    Ok(machine)
+    Ok(Guest {
+        machine,
+        service_nic: spec.service_nic,
+    })
+}
+
+/// Inputs that arrived but that the guest has not taken yet.
+#[derive(Default)]
+struct Pending {
+    console: VecDeque<u8>,
+    frames: VecDeque<Vec<u8>>,
+    frames_dropped: u64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.console.is_empty() && self.frames.is_empty()
+    }
+
+    /// Reads what COM1 and the service NIC have received (bounded).
+    fn poll(&mut self, service_nic: &mut Option<NetDevice>) {
+        poll_console(&mut self.console);
+        if let Some(nic) = service_nic {
+            while let Some(frame) = nic.receive_frame() {
+                if self.frames.len() >= PENDING_FRAMES_MAX {
+                    self.frames_dropped += 1;
+                } else {
+                    self.frames.push_back(frame);
+                }
+            }
+        }
+    }
+
+    /// Injects what the guest can take now, in arrival order per source.
+    fn deliver(&mut self, machine: &mut Machine) {
+        deliver(machine, &mut self.console);
+        while let Some(frame) = self.frames.pop_front() {
+            let input = Input::Frame(frame);
+            match machine.inject(&input) {
+                Ok(()) => {}
+                // No receive buffer yet: the guest will post some; keep the frame first.
+                Err(InjectError::Frame(RxError::NoBuffer)) => {
+                    if let Input::Frame(frame) = input {
+                        self.frames.push_front(frame);
+                    }
+                    break;
+                }
+                // Device down or a frame it can never take: dropped, as a NIC drops it.
+                Err(_) => self.frames_dropped += 1,
+            }
+        }
+    }
+}
+
+/// Sends what the guest transmitted out of the service NIC.
+fn transmit(machine: &mut Machine, service_nic: &mut Option<NetDevice>) {
+    let frames = machine.take_transmitted();
+    if let Some(nic) = service_nic {
+        for frame in frames {
+            nic.send_frame(&frame);
+        }
+    }
 }
 
 /// Guest timebase ticks since `start` on the TSC.
@@ -113,16 +196,21 @@ fn catch_up(machine: &mut Machine, start: tsc::TscTicks, start_ticks: u64, toler
 }
 
 /// Runs the guest until it powers off, resets or crashes.
-pub fn run(machine: &mut Machine) -> Summary {
+pub fn run(guest: &mut Guest) -> Summary {
+    let Guest {
+        machine,
+        service_nic,
+    } = guest;
     let start = tsc::read();
     let start_ticks = machine.time_ticks();
-    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut pending = Pending::default();
     let ending = loop {
-        poll_console(&mut pending);
-        deliver(machine, &mut pending);
+        pending.poll(service_nic);
+        pending.deliver(machine);
         catch_up(machine, start, start_ticks, CLOCK_LAG_TOLERANCE_TICKS);
         let (_, exit) = machine.run(RUN_SLICE_INSTRUCTIONS);
         serial::write_raw(&machine.take_console_output());
+        transmit(machine, service_nic);
         match exit {
             Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
             Exit::PowerOff { code } => break Ending::PowerOff { code },
@@ -130,12 +218,12 @@ pub fn run(machine: &mut Machine) -> Summary {
             Exit::GuestCrashed { cause, tval, pc } => break Ending::Crashed { cause, tval, pc },
             Exit::Idle { wake_at_ticks } => {
                 if !pending.is_empty() {
-                    continue; // The guest will make room in its UART.
+                    continue; // The guest will make room for what waits.
                 }
-                // Poll until the timer is due on the TSC or a console byte arrives; with no
-                // timer armed only a console byte can wake the guest.
+                // Poll until the timer is due on the TSC or a console byte or frame arrives;
+                // with no timer armed only an arrival can wake the guest.
                 loop {
-                    poll_console(&mut pending);
+                    pending.poll(service_nic);
                     if !pending.is_empty() {
                         break;
                     }
@@ -151,9 +239,11 @@ pub fn run(machine: &mut Machine) -> Summary {
         }
     };
     serial::write_raw(&machine.take_console_output());
+    transmit(machine, service_nic);
     Summary {
         ending,
         instructions: machine.instret().0,
         elapsed_ms: (tsc::read().0 - start.0) * 1000 / tsc::hz(),
+        frames_dropped: pending.frames_dropped,
     }
 }

@@ -182,6 +182,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let functions = pci::enumerate(&mut root);
     let mut disks = Vec::new();
     let mut replication_nic = None;
+    let mut service_nic = None;
     for function in &functions {
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, function.device_function)
         {
@@ -199,9 +200,23 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
                 }
                 Err(error) => println!("understudy: virtio-blk: {error}"),
             },
-            DeviceType::Network if replication_nic.is_none() => {
+            // The first NIC carries the appliance's own traffic (replication); the second is
+            // the service NIC, bridged to the guest.
+            DeviceType::Network if replication_nic.is_none() || service_nic.is_none() => {
                 match VirtIONetRaw::<KernelHal, _, { net::QUEUE_SIZE }>::new(transport) {
-                    Ok(raw) => replication_nic = Some(NetDevice::new(raw)),
+                    Ok(raw) if replication_nic.is_none() => {
+                        replication_nic = Some(NetDevice::new(raw))
+                    }
+                    Ok(raw) => {
+                        let device = NetDevice::new(raw);
+                        let mac: Vec<String> = device
+                            .mac_address()
+                            .iter()
+                            .map(|b| alloc::format!("{b:02x}"))
+                            .collect();
+                        println!("understudy: service nic {}", mac.join(":"));
+                        service_nic = Some(device);
+                    }
                     Err(error) => println!("understudy: virtio-net: {error}"),
                 }
             }
@@ -223,6 +238,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
             guest,
             disks,
             replication,
+            service_nic,
         },
         &options,
     )
@@ -242,6 +258,8 @@ struct Platform {
     /// The virtio-blk disks in PCI order; the first that is not the boot disk is the guest's.
     disks: Vec<Disk>,
     replication: Option<Network>,
+    /// The NIC of the guest's own network, bridged at layer 2 to its virtio-net.
+    service_nic: Option<NetDevice>,
 }
 
 /// Runs the appliance on the platform: the boot-time self tests the kernel options ask for,
@@ -330,6 +348,7 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             bootargs: String::new(),
             memory_bytes: ECHO_GUEST_MEMORY_BYTES,
             disk: None,
+            service_nic: None,
         };
         run_guest(spec)
     }
@@ -351,6 +370,7 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             bootargs: payload.bootargs,
             memory_bytes,
             disk,
+            service_nic: platform.service_nic.take(),
         };
         run_guest(spec)
     }
@@ -381,11 +401,17 @@ fn run_guest(spec: guest::GuestSpec) -> ! {
         spec.memory_bytes >> 20,
         spec.bootargs
     );
-    let mut machine = match guest::build(spec) {
-        Ok(machine) => machine,
+    let mut guest = match guest::build(spec) {
+        Ok(guest) => guest,
         Err(error) => fail(format_args!("cannot start the guest: {error}")),
     };
-    let summary = guest::run(&mut machine);
+    let summary = guest::run(&mut guest);
+    if summary.frames_dropped > 0 {
+        println!(
+            "understudy: {} service-network frames dropped (the guest could not take them)",
+            summary.frames_dropped
+        );
+    }
     let mips = summary.instructions / summary.elapsed_ms.max(1) / 1000;
     println!();
     let code = match summary.ending {

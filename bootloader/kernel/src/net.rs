@@ -19,6 +19,8 @@ use virtio_drivers::transport::pci::PciTransport;
 pub const QUEUE_SIZE: usize = 256;
 /// Ethernet MTU the stack uses, in bytes (no jumbo frames).
 pub const MTU_BYTES: usize = 1500;
+/// Destination and source MAC and EtherType (IEEE 802.3 section 3.1.1, no VLAN tag).
+const ETHERNET_HEADER_BYTES: usize = 14;
 /// One buffer holds the virtio header (12 bytes), an Ethernet header and an MTU-sized payload.
 const BUFFER_BYTES: usize = 2048;
 /// Transmit buffers in flight at most; one descriptor each, so the queue bounds it.
@@ -215,8 +217,38 @@ impl Device for NetDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ethernet;
-        capabilities.max_transmission_unit = MTU_BYTES + 14;
+        capabilities.max_transmission_unit = MTU_BYTES + ETHERNET_HEADER_BYTES;
         capabilities.max_burst_size = Some(QUEUE_SIZE / 2);
         capabilities
+    }
+}
+
+/// Raw frames for the layer-2 bridge between the service NIC and the guest's virtio-net:
+/// the appliance never parses or answers them.
+impl NetDevice {
+    /// The next received Ethernet frame, if any.
+    pub fn receive_frame(&mut self) -> Option<Vec<u8>> {
+        let (rx, _tx) = self.receive(Instant::ZERO)?;
+        Some(rx.consume(|frame| frame.to_vec()))
+    }
+
+    /// Queues one Ethernet frame for transmission. A frame longer than the NIC's MTU allows,
+    /// or one that finds every transmit buffer in flight, is dropped (as a switch port would
+    /// drop it) and counted; returns whether it was queued.
+    pub fn send_frame(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > MTU_BYTES + ETHERNET_HEADER_BYTES {
+            self.inner.get_mut().counters.transmit_errors += 1;
+            return false;
+        }
+        match self.transmit(Instant::ZERO) {
+            Some(tx) => {
+                tx.consume(frame.len(), |buffer| buffer.copy_from_slice(frame));
+                true
+            }
+            None => {
+                self.inner.get_mut().counters.transmit_errors += 1;
+                false
+            }
+        }
     }
 }
