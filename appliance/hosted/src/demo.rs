@@ -1,14 +1,22 @@
-//! `understudy demo`: record a run of the built-in guest, replay it, and compare digests.
+//! `understudy demo`: record runs of the built-in guest and of Linux, replay them from their
+//! inputs alone, and compare the state digests.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use understudy_machine::program::echo_guest;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 
+use crate::live::{self, ClockMode, Session, World};
+use crate::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
+use crate::replay;
+
 const TYPED: &[u8] = b"understudy";
 const CHECKPOINT_INSTRUCTIONS: u64 = 100_000;
 const KEYSTROKE_GAP_INSTRUCTIONS: u64 = 61_417;
+const LINUX_DIGEST_EVERY: u64 = 10_000_000;
 
 /// A recorded input: what entered the machine and at which instruction count.
 #[derive(Clone)]
@@ -69,7 +77,121 @@ fn short(digest: &[u8; 32]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Linux part of the demo: record a boot of the minimal guest on the wall clock, then
+/// replay it from the log alone and check every digest. Needs the guest artifacts.
+fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("understudy-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let log_path = dir.join("linux.log");
+    let config = MachineConfig {
+        bootargs:
+            "console=ttyS0 quiet understudy.init='uname -sm; cat /proc/cpuinfo | head -3; date'"
+                .into(),
+        entropy: true,
+        ..MachineConfig::default()
+    };
+    let header = Header {
+        version: LOG_VERSION,
+        memory_bytes: config.memory_bytes,
+        instructions_per_tick: config.instructions_per_tick,
+        bootargs: config.bootargs.clone(),
+        net_mac: None,
+        entropy: true,
+        images: vec![
+            image(ImageRole::Kernel, kernel)?,
+            image(ImageRole::Initrd, initrd)?,
+        ],
+    };
+    let machine = Machine::new(
+        &config,
+        &std::fs::read(kernel)?,
+        Some(&std::fs::read(initrd)?),
+    )?;
+    let log = LogWriter::create(&log_path, header)?;
+    let mut session = Session::new(machine, Some(log), Some(LINUX_DIGEST_EVERY));
+    let (sender, arrivals) = live::arrival_channel();
+    drop(sender);
+    let mut world = World {
+        arrivals,
+        console_open: false,
+        net: None,
+        clock: ClockMode::Wall,
+    };
+    println!(
+        "\nbooting Linux 6.1 in the machine, recording every input to {}:",
+        log_path.display()
+    );
+    let summary = live::run(
+        &mut session,
+        &mut world,
+        &mut std::io::stdout().lock(),
+        None,
+    )?;
+    let digests = session.digests.len();
+    session.finish(&summary.ending)?;
+    println!(
+        "recorded: {} instructions in {:.1} s, {} log bytes, {digests} digests",
+        summary.instructions,
+        summary.elapsed.as_secs_f64(),
+        std::fs::metadata(&log_path)?.len()
+    );
+    let started = Instant::now();
+    let outcome = replay::replay(&log_path, None, None)?;
+    println!(
+        "replayed from the log alone in {:.1} s: {} inputs re-injected, all {} digests identical, same power-off",
+        started.elapsed().as_secs_f64(),
+        outcome.inputs,
+        outcome.digests_checked
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn image(role: ImageRole, path: &Path) -> Result<ImageRef> {
+    let (sha256, bytes) = file_sha256(path)?;
+    Ok(ImageRef {
+        role,
+        path: path.to_owned(),
+        sha256,
+        bytes,
+    })
+}
+
+/// The minimal guest's kernel and initramfs, if `guest/build` has made them.
+fn linux_artifacts() -> Option<(PathBuf, PathBuf)> {
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build");
+    let output = Command::new(build)
+        .arg("--print-paths")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let find = |name: &str| {
+        text.lines().find_map(|line| {
+            line.strip_prefix(name)
+                .map(|path| PathBuf::from(path.trim()))
+        })
+    };
+    Some((find("minimal_kernel=")?, find("minimal_initramfs=")?))
+}
+
 pub fn run() -> Result<()> {
+    built_in()?;
+    match linux_artifacts() {
+        Some((kernel, initrd)) => linux(&kernel, &initrd),
+        None => {
+            println!(
+                "\n(run guest/build once to see the demo boot, record and replay Linux as well)"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn built_in() -> Result<()> {
     let log: Vec<Entry> = TYPED
         .iter()
         .enumerate()
