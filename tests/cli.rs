@@ -121,3 +121,15 @@ fn demo_replays_the_built_in_guest_and_detects_a_flipped_bit() {
         "{stdout}"
     );
 }
+
+#[test]
+fn simulate_runs_seeds_and_prints_one_seeds_trace() {
+    let output = understudy(&["simulate", "--seeds", "20"], b"");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("20 seeds passed"), "{stdout}");
+    let output = understudy(&["simulate", "--seed", "3"], b"");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(stdout.contains("seed 3"), "{stdout}");
+}

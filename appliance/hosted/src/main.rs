@@ -1,5 +1,6 @@
 //! The `understudy` command-line program.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -335,11 +336,11 @@ fn simulate(args: Simulate) -> Result<ExitCode> {
     let started = Instant::now();
     let mut text = String::new();
     let result = sim::simulate(command, args.soak, &mut text);
-    print!("{text}");
+    // A closed pipe (`| head`) is the reader's choice, not an error of the simulation.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(stats) => {
-            println!("{stats}");
+        Ok(_) => {
             if let SimCommand::Seeds { count, .. } = command {
                 println!(
                     "{count} seeds passed in {seconds:.1} s ({:.0} seeds/s)",
