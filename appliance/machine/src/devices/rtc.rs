@@ -326,6 +326,7 @@ mod tests {
                 }
             }
         }
+        assert!(future_alarms > 100, "the property test reached armed future alarms");
     }
 
     #[test]
