@@ -9,11 +9,12 @@
 //! and is pushed forward when it lags the TSC; an idle guest is polled with `pause` until its
 //! next timer is due on the TSC or a console byte or frame arrives (interrupts stay masked).
 //! The bridge forwards whole Ethernet frames both ways and never answers for the guest: the
-//! guest owns its MAC and IP address.
+//! guest owns its MAC and IP address. The guest's RTC starts from the CMOS clock and its
+//! entropy device is fed from RDRAND when the CPU has it (else the guest has none).
 
 use crate::guestdisk::GuestDisk;
 use crate::net::NetDevice;
-use crate::{serial, tsc};
+use crate::{cmos, println, serial, tsc};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -21,6 +22,7 @@ use alloc::vec::Vec;
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{Exit, InjectError, Input, Machine, MachineConfig};
+use x86_64::instructions::random::RdRand;
 
 /// Instructions per `Machine::run` call (the hosted driver's slice): console input and output
 /// stay responsive and the loop's own cost is negligible.
@@ -33,6 +35,8 @@ const PENDING_CONSOLE_BYTES_MAX: usize = 4096;
 /// Frames received on the service NIC but not yet taken by the guest (it had no receive
 /// buffer); beyond this new frames are dropped, as a NIC drops them.
 const PENDING_FRAMES_MAX: usize = 1024;
+/// Entropy is handed to the guest in pieces of at most this size (the hosted driver's too).
+const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
 /// The guest's MAC address on the service network (the hosted driver's too).
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The disk id the guest reads with VIRTIO_BLK_T_GET_ID (the hosted driver's too).
@@ -72,14 +76,18 @@ pub struct Summary {
 pub struct Guest {
     pub machine: Machine,
     service_nic: Option<NetDevice>,
+    /// The source of the guest's entropy device, when the CPU has RDRAND.
+    rdrand: Option<RdRand>,
 }
 
 /// Builds the machine; a bad image or memory size is the operator's error and is returned.
 pub fn build(spec: GuestSpec) -> Result<Guest, understudy_machine::BootError> {
+    let rdrand = RdRand::new();
     let config = MachineConfig {
         memory_bytes: spec.memory_bytes,
         bootargs: spec.bootargs,
         net_mac: spec.service_nic.as_ref().map(|_| GUEST_MAC),
+        entropy: rdrand.is_some(),
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(&config, spec.kernel, spec.initrd)?;
@@ -89,6 +97,7 @@ pub fn build(spec: GuestSpec) -> Result<Guest, understudy_machine::BootError> {
     Ok(Guest {
         machine,
         service_nic: spec.service_nic,
+        rdrand,
     })
 }
 
@@ -137,6 +146,26 @@ impl Pending {
                 Err(_) => self.frames_dropped += 1,
             }
         }
+    }
+}
+
+/// Feeds the guest's entropy device what it asks for, from RDRAND. A failed RDRAND (the CPU
+/// ran out of entropy for now) leaves the request for the next round.
+fn supply_entropy(machine: &mut Machine, rdrand: Option<RdRand>) {
+    let Some(rdrand) = rdrand else { return };
+    let wanted = machine.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
+    if wanted == 0 {
+        return;
+    }
+    let mut bytes = Vec::with_capacity(wanted);
+    while bytes.len() < wanted {
+        let Some(word) = rdrand.get_u64() else { break };
+        let take = (wanted - bytes.len()).min(8);
+        bytes.extend_from_slice(&word.to_le_bytes()[..take]);
+    }
+    if !bytes.is_empty() {
+        // The device exists (`wants_entropy` asked), so this cannot fail.
+        let _ = machine.inject(&Input::Entropy(bytes));
     }
 }
 
@@ -200,13 +229,25 @@ pub fn run(guest: &mut Guest) -> Summary {
     let Guest {
         machine,
         service_nic,
+        rdrand,
     } = guest;
+    let rdrand = *rdrand;
     let start = tsc::read();
     let start_ticks = machine.time_ticks();
+    match cmos::unix_time_ns() {
+        Some(now_ns) => machine
+            .inject(&Input::WallClockBase { ns: now_ns })
+            .expect("the RTC takes its base"),
+        None => println!("understudy: no CMOS clock; the guest's RTC starts at 1970"),
+    }
+    if rdrand.is_none() {
+        println!("understudy: the CPU has no RDRAND; the guest gets no entropy device");
+    }
     let mut pending = Pending::default();
     let ending = loop {
         pending.poll(service_nic);
         pending.deliver(machine);
+        supply_entropy(machine, rdrand);
         catch_up(machine, start, start_ticks, CLOCK_LAG_TOLERANCE_TICKS);
         let (_, exit) = machine.run(RUN_SLICE_INSTRUCTIONS);
         serial::write_raw(&machine.take_console_output());

@@ -11,6 +11,7 @@ extern crate alloc;
 mod arch;
 mod boot;
 mod bootinfo;
+mod cmos;
 mod dhcp;
 mod guest;
 mod guestdisk;
