@@ -695,7 +695,7 @@ fn main() {
     println!();
     println!("load average at end: {}", load_average());
     println!(
-        "{:<42} {:>12} {:>12} {:>18}",
+        "{:<48} {:>12} {:>12} {:>18}",
         "measure",
         Machine::Understudy.name(),
         Machine::Qemu.name(),
@@ -703,7 +703,7 @@ fn main() {
     );
     for (label, ours, qemu) in &rows {
         println!(
-            "{label:<42} {:>12} {:>12} {:>18}",
+            "{label:<48} {:>12} {:>12} {:>18}",
             cell(ours, 2),
             cell(qemu, 2),
             ratio(ours, qemu)
