@@ -14,6 +14,7 @@
 //! disk = shared                   # shared | separate
 //! channel_key = <64 hex digits>   # the 256-bit key that authenticates the log channel
 //! guest_memory_mib = 256          # optional: RAM of the protected guest, MiB (default 256)
+//! guest_cmdline = console=ttyS0   # optional: the guest kernel's command line (no '#')
 //! ```
 //!
 //! The kernel command line carries the same keys as `key=value` words separated by spaces.
@@ -34,6 +35,9 @@ pub const DEFAULT_GUEST_MEMORY_MIB: u32 = 256;
 /// memory for itself.
 pub const GUEST_MEMORY_MIB_MIN: u32 = 16;
 pub const GUEST_MEMORY_MIB_MAX: u32 = 64 * 1024;
+/// Longest guest kernel command line, in bytes (RISC-V Linux's COMMAND_LINE_SIZE is 1024,
+/// including the NUL).
+pub const GUEST_CMDLINE_BYTES_MAX: usize = 1023;
 /// Bytes in the channel key.
 pub const CHANNEL_KEY_BYTES: usize = 32;
 
@@ -142,6 +146,40 @@ impl fmt::Debug for ChannelKey {
     }
 }
 
+/// The guest kernel's command line, held inline so that `Config` stays `Copy` and `no_std`
+/// without an allocator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GuestCmdline {
+    bytes: [u8; GUEST_CMDLINE_BYTES_MAX],
+    len: usize,
+}
+
+impl GuestCmdline {
+    /// `None` when `text` is longer than `GUEST_CMDLINE_BYTES_MAX` bytes.
+    pub fn new(text: &str) -> Option<Self> {
+        if text.len() > GUEST_CMDLINE_BYTES_MAX {
+            return None;
+        }
+        let mut bytes = [0; GUEST_CMDLINE_BYTES_MAX];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Self {
+            bytes,
+            len: text.len(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // `new` copied a whole `str`, so the bytes are UTF-8.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for GuestCmdline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A validated config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -154,6 +192,8 @@ pub struct Config {
     pub disk: DiskMode,
     pub channel_key: ChannelKey,
     pub guest_memory_mib: u32,
+    /// The guest kernel's command line, when the config sets one.
+    pub guest_cmdline: Option<GuestCmdline>,
 }
 
 impl Config {
@@ -187,7 +227,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "role",
     "primary",
     "backup",
@@ -197,6 +237,7 @@ pub const KEYS: [&str; 9] = [
     "disk",
     "channel_key",
     "guest_memory_mib",
+    "guest_cmdline",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -243,6 +284,9 @@ pub enum ConfigError {
     BadGuestMemory {
         line: usize,
     },
+    GuestCmdlineTooLong {
+        line: usize,
+    },
     MissingKey {
         key: &'static str,
     },
@@ -262,7 +306,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -284,6 +328,10 @@ impl fmt::Display for ConfigError {
             Self::BadGuestMemory { line } => write!(
                 f,
                 "line {line}: `guest_memory_mib` must be a number {GUEST_MEMORY_MIB_MIN}..{GUEST_MEMORY_MIB_MAX}"
+            ),
+            Self::GuestCmdlineTooLong { line } => write!(
+                f,
+                "line {line}: `guest_cmdline` is longer than {GUEST_CMDLINE_BYTES_MAX} bytes"
             ),
             Self::MissingKey { key } => write!(f, "`{key}` is missing"),
             Self::SameAddress => write!(f, "`primary` and `backup` have the same address"),
@@ -489,6 +537,12 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
             .ok_or(ConfigError::BadGuestMemory { line })?,
         None => DEFAULT_GUEST_MEMORY_MIB,
     };
+    let guest_cmdline = match get("guest_cmdline") {
+        Some((line, value)) => {
+            Some(GuestCmdline::new(value).ok_or(ConfigError::GuestCmdlineTooLong { line })?)
+        }
+        None => None,
+    };
 
     if primary.address == backup.address
         || arbiter.address == primary.address
@@ -510,6 +564,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         disk,
         channel_key,
         guest_memory_mib,
+        guest_cmdline,
     })
 }
 
@@ -808,5 +863,29 @@ mod tests {
             format!("{:?}", ChannelKey([7; 32])),
             "ChannelKey(<redacted>)"
         );
+    }
+
+    #[test]
+    fn guest_cmdline_is_optional_and_kept_whole() {
+        assert_eq!(parse(&example("primary")).unwrap().guest_cmdline, None);
+        let text = example("primary")
+            + "guest_cmdline = console=ttyS0 understudy.init='echo a=b; ls /'   # comment\n";
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.guest_cmdline.unwrap().as_str(),
+            "console=ttyS0 understudy.init='echo a=b; ls /'"
+        );
+    }
+
+    #[test]
+    fn overlong_guest_cmdline_is_refused_with_its_line() {
+        let long = "x".repeat(GUEST_CMDLINE_BYTES_MAX + 1);
+        let text = example("primary") + &format!("guest_cmdline = {long}\n");
+        assert_eq!(
+            parse(&text),
+            Err(ConfigError::GuestCmdlineTooLong { line: 8 })
+        );
+        let fits = example("primary") + &format!("guest_cmdline = {}\n", &long[1..]);
+        assert!(parse(&fits).is_ok());
     }
 }

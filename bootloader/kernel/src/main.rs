@@ -441,7 +441,8 @@ fn run_guest(spec: guest::GuestSpec) -> ! {
 struct GuestPayload {
     kernel: &'static [u8],
     initrd: Option<&'static [u8]>,
-    /// Its kernel command line: the text of the `guest-cmdline` module, else the default.
+    /// Its kernel command line: the text of the `guest-cmdline` module, else the config's
+    /// `guest_cmdline`, else the default.
     bootargs: String,
 }
 
@@ -479,7 +480,12 @@ fn load_guest_payload(boot: &BootInfo, config: &Config) -> Option<GuestPayload> 
             Ok(text) => String::from(text.trim()),
             Err(_) => fail(format_args!("guest-cmdline module is not utf-8 text")),
         },
-        None => String::from(guest::DEFAULT_BOOTARGS),
+        None => String::from(
+            config
+                .guest_cmdline
+                .as_ref()
+                .map_or(guest::DEFAULT_BOOTARGS, |cmdline| cmdline.as_str()),
+        ),
     };
     Some(GuestPayload {
         kernel,
