@@ -402,10 +402,15 @@ fn run_guest(spec: guest::GuestSpec) -> ! {
         spec.memory_bytes >> 20,
         spec.bootargs
     );
+    let building = tsc::read();
     let mut guest = match guest::build(spec) {
         Ok(guest) => guest,
         Err(error) => fail(format_args!("cannot start the guest: {error}")),
     };
+    println!(
+        "understudy: guest machine built in {} ms",
+        (tsc::read().0 - building.0) * 1000 / tsc::hz()
+    );
     let summary = guest::run(&mut guest);
     if summary.frames_dropped > 0 {
         println!(
