@@ -57,8 +57,11 @@ fn max_instructions_stops_a_guest_still_waiting_for_input() {
         ],
         b"hi",
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "hi");
+    // How much of "hi" the guest saw before the limit depends on when the host delivered it.
+    assert!(b"hi".starts_with(&output.stdout), "{:?}", output.stdout);
     assert_eq!(output.status.code(), Some(124));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stopped after 200000 instructions"), "{stderr}");
 }
 
 #[test]
