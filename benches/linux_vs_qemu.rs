@@ -192,8 +192,11 @@ impl Guest {
         let mut command = command_for(machine, spec);
         println!("  $ {}", describe(&command));
         let started = Instant::now();
+        // The console input is an open, silent pipe (held by the `Child`), as for a guest
+        // with a terminal attached: our live driver spins in guest idle time once stdin is
+        // at end of file and no network is configured (see benches/idle_log.rs).
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
