@@ -269,9 +269,12 @@ pub fn run(
                             Ok(arrival) => pending.push_back(arrival),
                             Err(RecvTimeoutError::Timeout) => {}
                             Err(RecvTimeoutError::Disconnected) => {
+                                // Nothing can arrive any more: only the timer wakes the guest,
+                                // so sleep until it is due instead of spinning through wfi.
                                 world.console_open = false;
-                                if world.net.is_none() && wake.is_none() {
-                                    break Ending::IdleForever;
+                                match wait {
+                                    Some(wait) => std::thread::sleep(wait),
+                                    None => break Ending::IdleForever,
                                 }
                             }
                         }
