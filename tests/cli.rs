@@ -61,7 +61,10 @@ fn max_instructions_stops_a_guest_still_waiting_for_input() {
     assert!(b"hi".starts_with(&output.stdout), "{:?}", output.stdout);
     assert_eq!(output.status.code(), Some(124));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("stopped after 200000 instructions"), "{stderr}");
+    assert!(
+        stderr.contains("stopped after 200000 instructions"),
+        "{stderr}"
+    );
 }
 
 #[test]

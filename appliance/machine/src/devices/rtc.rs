@@ -326,7 +326,10 @@ mod tests {
                 }
             }
         }
-        assert!(future_alarms > 100, "the property test reached armed future alarms");
+        assert!(
+            future_alarms > 100,
+            "the property test reached armed future alarms"
+        );
     }
 
     #[test]
