@@ -352,7 +352,7 @@ impl Hart {
             MTVAL => c.mtval,
             MIP => self.mip(),
             // PMP (privileged spec 3.7): pmpcfg0,2,..,14 and pmpaddr0..63 read as zero.
-            0x3a0..=0x3af if csr % 2 == 0 => 0,
+            0x3a0..=0x3af if csr.is_multiple_of(2) => 0,
             0x3b0..=0x3ef => 0,
             _ => return None,
         })
@@ -429,7 +429,7 @@ impl Hart {
             MCAUSE => c.mcause = v,
             MTVAL => c.mtval = v,
             MIP => c.mip = (c.mip & !MIP_WRITABLE) | (v & MIP_WRITABLE),
-            0x3a0..=0x3af if csr % 2 == 0 => {}
+            0x3a0..=0x3af if csr.is_multiple_of(2) => {}
             0x3b0..=0x3ef => {}
             _ => return false,
         }

@@ -298,7 +298,7 @@ impl Hart {
         let pages = config.ram_size_bytes.div_ceil(PAGE_SIZE_BYTES);
         let ram_size_bytes = pages * PAGE_SIZE_BYTES;
         assert!(
-            config.ram_base.0 % PAGE_SIZE_BYTES == 0,
+            config.ram_base.0.is_multiple_of(PAGE_SIZE_BYTES),
             "RAM base must be page aligned"
         );
         assert!(
@@ -512,7 +512,7 @@ impl Hart {
     /// On error nothing changes.
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), StateError> {
         const WORDS_WITHOUT_RESERVATION: usize = 3 + 32 + 32 + csr::CSR_STATE_WORDS + 1 + 1;
-        if state.len() % 8 != 0 {
+        if !state.len().is_multiple_of(8) {
             return Err(StateError::Length {
                 len_bytes: state.len(),
             });

@@ -1740,7 +1740,7 @@ fn random_pte(rng: &mut Rng, next_table: Option<u64>, level: u32) -> u64 {
     let flags = rng.next() & 0xff | PTE_V;
     match rng.below(8) {
         0 => 0,
-        1 | 2 | 3 if next_table.is_some() => (next_table.unwrap() >> 12) << 10 | PTE_V,
+        1..=3 if next_table.is_some() => (next_table.unwrap() >> 12) << 10 | PTE_V,
         4 => flags | 1 << 60, // reserved bits set
         _ => {
             let page = if rng.below(12) == 0 {
@@ -1833,7 +1833,7 @@ fn tlb_path_agrees_with_a_reference_page_walk_over_random_tables() {
             let expected = reference_walk(&h, va, access, effective, sum, mxr);
             // Stores into the page tables would legitimately leave stale TLB entries; skip.
             if access == Access::Store
-                && matches!(expected, Ok(pa) if pa < RAM_BASE + 0x80000 && pa >= RAM_BASE)
+                && matches!(expected, Ok(pa) if (RAM_BASE..RAM_BASE + 0x80000).contains(&pa))
             {
                 access = Access::Load;
             }
@@ -2155,7 +2155,7 @@ fn random_programs_never_panic_the_host() {
         }
         let mut state = Vec::new();
         h.write_state(&mut state);
-        assert!(executed > 0 || state.len() > 0);
+        assert!(executed > 0 || !state.is_empty());
     }
 }
 

@@ -300,7 +300,7 @@ impl Machine {
     ) -> Result<Machine, BootError> {
         let memory_bytes = config.memory_bytes;
         if !(MEMORY_MIN_BYTES..=MEMORY_MAX_BYTES).contains(&memory_bytes)
-            || memory_bytes % PAGE_BYTES != 0
+            || !memory_bytes.is_multiple_of(PAGE_BYTES)
         {
             return Err(BootError::MemorySize {
                 bytes: memory_bytes,

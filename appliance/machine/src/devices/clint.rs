@@ -19,6 +19,12 @@ pub struct Clint {
     pub mtimecmp: u64,
 }
 
+impl Default for Clint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Clint {
     pub fn new() -> Self {
         // Reset value of mtimecmp is all ones so that no timer interrupt is pending at boot.

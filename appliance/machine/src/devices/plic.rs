@@ -32,6 +32,12 @@ pub struct Plic {
     threshold: [u32; PLIC_CONTEXTS],
 }
 
+impl Default for Plic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Plic {
     pub fn new() -> Self {
         Plic {

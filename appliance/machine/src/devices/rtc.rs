@@ -103,7 +103,7 @@ impl GoldfishRtc {
     }
 
     pub fn load(&mut self, offset: u64, size_bytes: u8, ticks: u64) -> Option<u64> {
-        if size_bytes != 4 || offset % 4 != 0 {
+        if size_bytes != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         self.settle(ticks);
@@ -124,7 +124,7 @@ impl GoldfishRtc {
     }
 
     pub fn store(&mut self, offset: u64, size_bytes: u8, value: u64, ticks: u64) -> bool {
-        if size_bytes != 4 || offset % 4 != 0 {
+        if size_bytes != 4 || !offset.is_multiple_of(4) {
             return false;
         }
         self.settle(ticks);

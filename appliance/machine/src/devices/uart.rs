@@ -43,6 +43,12 @@ pub struct Uart {
     tx_interrupt_pending: bool,
 }
 
+impl Default for Uart {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Uart {
     pub fn new() -> Self {
         Uart {

@@ -245,7 +245,7 @@ impl Block {
     /// larger than the request limit and inside the disk (5.2.6.2: the device fails such
     /// requests).
     fn check_range(&self, sector: u64, len: u64) -> Option<u64> {
-        if len % SECTOR_BYTES != 0 || len > BLOCK_REQUEST_DATA_BYTES_MAX {
+        if !len.is_multiple_of(SECTOR_BYTES) || len > BLOCK_REQUEST_DATA_BYTES_MAX {
             return None;
         }
         let end_sector = sector.checked_add(len / SECTOR_BYTES)?;

@@ -264,7 +264,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             self.device.read_config(offset - CONFIG, &mut data[..len]);
             return Some(u64::from_le_bytes(data));
         }
-        if size_bytes != 4 || offset % 4 != 0 {
+        if size_bytes != 4 || !offset.is_multiple_of(4) {
             return None;
         }
         let queue = self.queues.get(self.queue_select as usize);
@@ -312,7 +312,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                 .write_config(offset - CONFIG, &bytes[..usize::from(size_bytes)]);
             return true;
         }
-        if size_bytes != 4 || offset % 4 != 0 {
+        if size_bytes != 4 || !offset.is_multiple_of(4) {
             return false;
         }
         let value = value as u32;

@@ -283,9 +283,9 @@ impl Queue {
         self.size != 0
             && self.size.is_power_of_two()
             && self.size <= self.max_size
-            && self.desc_table % DESCRIPTOR_TABLE_ALIGN == 0
-            && self.avail_ring % AVAIL_RING_ALIGN == 0
-            && self.used_ring % USED_RING_ALIGN == 0
+            && self.desc_table.is_multiple_of(DESCRIPTOR_TABLE_ALIGN)
+            && self.avail_ring.is_multiple_of(AVAIL_RING_ALIGN)
+            && self.used_ring.is_multiple_of(USED_RING_ALIGN)
     }
 
     pub fn has_work(&self) -> bool {
