@@ -13,6 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{artifacts, free_port};
+
 /// Boot to the ready marker: the minimal kernel needs about 70 million instructions, but
 /// the test machine may be shared with other builds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -37,26 +40,10 @@ fn repository() -> &'static Path {
 
 /// `name` is `minimal` or `trixie` (guest/README.md).
 fn guest_images(name: &str) -> GuestImages {
-    let output = Command::new(repository().join("guest/build"))
-        .args(["--print-paths", name])
-        .output()
-        .expect("guest/build runs");
-    assert!(
-        output.status.success(),
-        "the {name} guest is not built; run guest/build {name} (or tools/test): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let paths = String::from_utf8(output.stdout).unwrap();
-    let path = |name: &str| -> PathBuf {
-        paths
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("guest/build printed no {name}: {paths}"))
-            .into()
-    };
+    let paths = artifacts();
     GuestImages {
-        kernel: path(&format!("{name}_kernel")),
-        initramfs: path(&format!("{name}_initramfs")),
+        kernel: paths[&format!("{name}_kernel")].clone(),
+        initramfs: paths[&format!("{name}_initramfs")].clone(),
         // The Debian kernel wants no4lvl to stay in Sv39 (guest/README.md).
         append: if name == "trixie" {
             "console=ttyS0 earlycon no4lvl"
@@ -195,12 +182,6 @@ fn fetch_pages(launcher: &[&str], url: &str, guest: &mut RunningGuest) {
         }
     }
     eprintln!("{REQUESTS} requests to {url} in {:?}", started.elapsed());
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 #[test]
