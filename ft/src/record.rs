@@ -17,24 +17,24 @@ pub struct LogEntry {
 /// `wire::PROTOCOL_VERSION` (see PROTOCOL.md, "Versioning").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
-    /// Bytes a device delivered into the guest (a received network frame, a disk read).
+    /// Bytes a device delivered into the guest (a received network frame, a console byte).
     DeviceInput {
         /// The device that produced the bytes.
         device: DeviceId,
         /// The bytes, exactly as the guest saw them.
         bytes: Vec<u8>,
     },
-    /// An interrupt line changed level and the guest took it at `at`.
-    InterruptLine {
-        /// The platform interrupt number (PLIC source).
-        line: u32,
-        /// True when asserted.
-        asserted: bool,
-    },
-    /// A value the guest read from a clock (`time` CSR, RTC) at `at`.
-    TimeRead {
-        /// The value returned to the guest, in the device's own ticks.
+    /// Guest time jumped forward by `ticks` of the 10 MHz timebase at `at` (an idle guest
+    /// skipping to its timer, or guest time catching up with the primary's wall clock).
+    AdvanceTime {
+        /// How far, in timebase ticks.
         ticks: u64,
+    },
+    /// The wall time at guest tick 0, in nanoseconds since the Unix epoch: the real-time
+    /// clock's base, set once at power-on.
+    WallClockBase {
+        /// Nanoseconds since 1970-01-01T00:00:00Z.
+        ns: u64,
     },
     /// Bytes the guest read from an entropy source.
     Entropy {

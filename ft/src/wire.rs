@@ -30,7 +30,7 @@ use crate::types::{
 pub const FRAME_MAGIC: [u8; 2] = *b"UF";
 /// The protocol version this build speaks. Receivers accept exactly this version; any change to
 /// the header layout or to the encoding of a message or record bumps it (PROTOCOL.md).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -21,9 +21,8 @@ fn record() -> impl Strategy<Value = Record> {
                 bytes
             }
         ),
-        (any::<u32>(), any::<bool>())
-            .prop_map(|(line, asserted)| Record::InterruptLine { line, asserted }),
-        any::<u64>().prop_map(|ticks| Record::TimeRead { ticks }),
+        any::<u64>().prop_map(|ticks| Record::AdvanceTime { ticks }),
+        any::<u64>().prop_map(|ns| Record::WallClockBase { ns }),
         proptest::collection::vec(any::<u8>(), 0..32).prop_map(|bytes| Record::Entropy { bytes }),
         (any::<u16>(), any::<u32>()).prop_map(|(device, length)| Record::Output {
             device: DeviceId(device),

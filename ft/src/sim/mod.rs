@@ -364,7 +364,7 @@ pub fn simulate(
 // ----- The stand-in workload -----
 
 /// The guest stand-in: applies client requests in log order, answering each once and
-/// re-answering retries from its table (as a TCP stack would), and mixes in time reads and
+/// re-answering retries from its table (as a TCP stack would), and mixes in time advances and
 /// entropy so that replay must use the logged values.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Workload {
@@ -1068,7 +1068,7 @@ impl World {
                     now,
                     LogEntry {
                         at,
-                        record: Record::TimeRead { ticks: now.0 },
+                        record: Record::AdvanceTime { ticks: now.0 },
                     },
                     now.0,
                 );
@@ -1122,7 +1122,7 @@ impl World {
         state.record(now, entry).ok()
     }
 
-    /// Records a time read or entropy input and, only if it was logged, lets the guest see it.
+    /// Records a time advance or entropy input and, only if it was logged, lets the guest see it.
     fn record_input(&mut self, node: usize, now: Instant, entry: LogEntry, value: u64) {
         if self.record(node, now, entry).is_some() {
             self.replicas[replica_slot(node)].workload.absorb(value);
@@ -1251,7 +1251,9 @@ impl World {
                     }
                 }
             }
-            Record::TimeRead { ticks } => replica.workload.absorb(ticks),
+            Record::AdvanceTime { ticks } | Record::WallClockBase { ns: ticks } => {
+                replica.workload.absorb(ticks)
+            }
             Record::Entropy { bytes } => {
                 let mut value = [0u8; 8];
                 let length = bytes.len().min(8);
@@ -1281,7 +1283,7 @@ impl World {
                     }
                 }
             }
-            Record::InterruptLine { .. } | Record::Output { .. } | Record::Horizon => {}
+            Record::Output { .. } | Record::Horizon => {}
         }
     }
 
