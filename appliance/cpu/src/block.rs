@@ -5,9 +5,10 @@
 //! accesses, xRET, wfi, fences, ecall/ebreak), at the end of its 4 KiB page, or after
 //! `BLOCK_INSTRUCTIONS_MAX`. Conditional branches do not end a block: a taken branch leaves
 //! it, a branch not taken falls through to the next decoded instruction. Blocks never span
-//! pages, so invalidating a page invalidates exactly the blocks decoded from it. Pages
-//! holding decoded code get no store TLB entries, so every store to them takes the slow
-//! path, which invalidates the page's blocks when it touches decoded bytes.
+//! pages, so invalidating a page invalidates exactly the blocks decoded from it. Store TLB
+//! entries for pages holding decoded code are flagged, so every store to them takes the slow
+//! path (through the cached translation), which invalidates the page's blocks when it
+//! touches decoded bytes.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -61,7 +62,7 @@ impl BlockCache {
         ((ram_offset >> 1) ^ (ram_offset >> 15)) as usize & (BLOCK_SLOTS - 1)
     }
 
-    /// Whether RAM page `page` holds decoded instructions (it then has no store TLB entries).
+    /// Whether RAM page `page` holds decoded instructions (its store TLB entries are flagged).
     #[inline]
     pub fn is_code_page(&self, page: usize) -> bool {
         self.code_chunks[page] != 0
@@ -224,7 +225,7 @@ impl Hart {
             let chunks = (u64::MAX >> (63 - last)) & (u64::MAX << first);
             if self.blocks.code_chunks[page] == 0 {
                 // From now on stores to this page must take the slow path.
-                self.mmu.store.flush_ram_page(page);
+                self.mmu.store.mark_ram_page_code(page);
             }
             self.blocks.code_chunks[page] |= chunks;
         }

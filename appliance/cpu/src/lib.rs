@@ -473,9 +473,9 @@ impl Hart {
             }
             *word = 0;
         }
-        // Writable TLB entries exist only for dirty pages; drop them so the next store to
-        // each page marks it again.
-        self.mmu.store.flush();
+        // The TLBs stay as they are: store TLB hits mark their page dirty themselves, and
+        // dropping entries here would make the next access walk the page table again and
+        // perhaps set an A/D bit the guest cleared, so the digest would change the guest.
         out
     }
 
@@ -591,9 +591,14 @@ impl Hart {
     /// code was invalidated.
     #[inline]
     pub(crate) fn note_ram_write(&mut self, offset: usize, len_bytes: usize) -> bool {
-        let page = offset / PAGE_SIZE_BYTES as usize;
-        self.dirty[page / 64] |= 1 << (page % 64);
+        self.mark_page_dirty(offset / PAGE_SIZE_BYTES as usize);
         self.blocks.invalidate_range(offset, len_bytes)
+    }
+
+    /// Marks RAM page `page` written, for the next `take_dirty_pages`.
+    #[inline(always)]
+    pub(crate) fn mark_page_dirty(&mut self, page: usize) {
+        self.dirty[page / 64] |= 1 << (page % 64);
     }
 
     /// The interrupt to take now, if any (privileged spec 3.1.9: priority MEI, MSI, MTI,

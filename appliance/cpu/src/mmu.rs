@@ -5,8 +5,14 @@
 //! with no Platform call. A TLB tag combines the virtual page number with a key for the
 //! state that decides permissions (effective privilege, SUM, MXR), so privilege changes
 //! need no flush. A/D bits are set by the hart, like QEMU: the walker writes the PTE back.
-//! Store TLB entries are created only for pages already marked dirty and not holding
-//! decoded code, so the fast store path needs no bookkeeping.
+//!
+//! Which translations are cached is guest-visible (a guest that clears A or D without
+//! `sfence.vma` sees whether the next access walked the table again), so entries are
+//! dropped only by the guest's own actions (`sfence.vma`, `satp` writes, SBI remote fences)
+//! and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
+//! instead: a store TLB hit marks its page dirty for the digest, and a store entry for a page
+//! holding decoded code carries `STORE_THROUGH_SLOW_PATH`, so the store still uses the cached
+//! translation but keeps the decode cache coherent.
 
 use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
 use crate::{
@@ -16,6 +22,11 @@ use crate::{
 /// Entries per TLB (direct mapped).
 const TLB_ENTRIES: usize = 256;
 const TLB_INVALID: u64 = u64::MAX;
+/// Flag in the low bits of a store TLB entry's RAM offset: the page holds decoded code, so a
+/// store must invalidate it (`Hart::store_phys`) rather than write RAM directly.
+const STORE_THROUGH_SLOW_PATH: u64 = 1;
+/// The page-offset bits of an entry's `ram_offset`, where flags live.
+const ENTRY_FLAGS: u64 = 0xfff;
 /// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
 const KEY_SHIFT: u32 = 52;
 
@@ -60,7 +71,7 @@ impl Access {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TlbEntry {
     tag: u64,
-    /// Offset of the page's first byte in guest RAM.
+    /// Offset of the page's first byte in guest RAM, with flags in the low 12 bits.
     ram_offset: u64,
 }
 
@@ -82,14 +93,17 @@ impl Tlb {
             e.tag = TLB_INVALID;
         }
     }
-    /// Drops every entry that maps RAM page `page`.
-    pub fn flush_ram_page(&mut self, page: usize) {
+    /// Sends stores through every entry that maps RAM page `page` to the slow path, which
+    /// keeps the decode cache coherent (the page now holds decoded code). The translations
+    /// stay cached: dropping them would be visible to the guest.
+    pub fn mark_ram_page_code(&mut self, page: usize) {
         for e in self.entries.iter_mut() {
-            if e.ram_offset >> 12 == page as u64 {
-                e.tag = TLB_INVALID;
+            if e.tag != TLB_INVALID && e.ram_offset >> 12 == page as u64 {
+                e.ram_offset |= STORE_THROUGH_SLOW_PATH;
             }
         }
     }
+    /// The entry's RAM offset with its flags, on a hit.
     #[inline(always)]
     fn lookup(&self, tag: u64, vaddr: u64) -> Option<u64> {
         let e = &self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)];
@@ -99,10 +113,10 @@ impl Tlb {
             None
         }
     }
-    fn fill(&mut self, tag: u64, vaddr: u64, ram_offset: u64) {
+    fn fill(&mut self, tag: u64, vaddr: u64, ram_offset: u64, flags: u64) {
         self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)] = TlbEntry {
             tag,
-            ram_offset: ram_offset & !0xfff,
+            ram_offset: (ram_offset & !ENTRY_FLAGS) | flags,
         };
     }
 }
@@ -276,7 +290,7 @@ impl Hart {
         let Some(offset) = self.ram_offset(paddr, 2) else {
             return Err(Access::Fetch.access_fault(vaddr));
         };
-        self.mmu.fetch.fill(tag, vaddr, offset as u64);
+        self.mmu.fetch.fill(tag, vaddr, offset as u64, 0);
         Ok(offset)
     }
 
@@ -317,7 +331,7 @@ impl Hart {
         let paddr = self.translate(vaddr, Access::Load)?;
         if let Some(offset) = self.ram_offset(paddr, size) {
             let tag = (vaddr >> 12) | self.mmu.load_key;
-            self.mmu.load.fill(tag, vaddr, offset as u64);
+            self.mmu.load.fill(tag, vaddr, offset as u64, 0);
             return Ok(read_le(&self.ram, offset, size));
         }
         let value = platform
@@ -341,10 +355,15 @@ impl Hart {
         value: u64,
     ) -> Result<Flow, Exception> {
         let tag = (vaddr >> 12) | self.mmu.store_key;
-        if let Some(page) = self.mmu.store.lookup(tag, vaddr) {
+        if let Some(entry) = self.mmu.store.lookup(tag, vaddr) {
             let in_page = vaddr & 0xfff;
             if in_page <= 0x1000 - size {
-                write_le(&mut self.ram, (page + in_page) as usize, size, value);
+                if entry & STORE_THROUGH_SLOW_PATH != 0 {
+                    let paddr = self.ram_base + (entry & !ENTRY_FLAGS) + in_page;
+                    return self.store_phys(platform, vaddr, paddr, size, value);
+                }
+                self.mark_page_dirty((entry >> 12) as usize);
+                write_le(&mut self.ram, (entry + in_page) as usize, size, value);
                 return Ok(Flow::Next);
             }
         }
@@ -394,12 +413,8 @@ impl Hart {
         if let Some(offset) = self.ram_offset(paddr, size) {
             let invalidated = self.note_ram_write(offset, size as usize);
             write_le(&mut self.ram, offset, size, value);
-            // Writable entries only for pages without decoded code, so the fast path never
-            // needs to check for self-modifying code.
-            let page = offset / crate::PAGE_SIZE_BYTES as usize;
-            if (paddr & 0xfff) + size <= 0x1000 && !self.blocks.is_code_page(page) {
-                let tag = (vaddr >> 12) | self.mmu.store_key;
-                self.mmu.store.fill(tag, vaddr, offset as u64);
+            if (paddr & 0xfff) + size <= 0x1000 {
+                self.fill_store_tlb(vaddr, offset);
             }
             return Ok(if invalidated {
                 Flow::EndBlock
@@ -419,6 +434,21 @@ impl Hart {
         }
     }
 
+    /// Caches the translation of `vaddr` to RAM offset `offset` for stores, flagged for the
+    /// slow path if the page holds decoded code.
+    fn fill_store_tlb(&mut self, vaddr: u64, offset: usize) {
+        let tag = (vaddr >> 12) | self.mmu.store_key;
+        let flags = if self
+            .blocks
+            .is_code_page(offset / crate::PAGE_SIZE_BYTES as usize)
+        {
+            STORE_THROUGH_SLOW_PATH
+        } else {
+            0
+        };
+        self.mmu.store.fill(tag, vaddr, offset as u64, flags);
+    }
+
     /// Read-modify-write of an aligned word in RAM for an AMO or SC (unprivileged spec 8.4).
     /// `op` maps the old value to the value to store, or `None` to store nothing. Returns
     /// the old value. AMOs outside RAM are store/AMO access faults.
@@ -436,29 +466,21 @@ impl Hart {
             });
         }
         let tag = (vaddr >> 12) | self.mmu.store_key;
-        let (offset, flow) = if let Some(page) = self.mmu.store.lookup(tag, vaddr) {
-            ((page + (vaddr & 0xfff)) as usize, Flow::Next)
+        let offset = if let Some(entry) = self.mmu.store.lookup(tag, vaddr) {
+            ((entry & !ENTRY_FLAGS) + (vaddr & 0xfff)) as usize
         } else {
             let paddr = self.translate(vaddr, Access::Store)?;
             let Some(offset) = self.ram_offset(paddr, size) else {
                 return Err(Access::Store.access_fault(vaddr));
             };
-            let invalidated = self.note_ram_write(offset, size as usize);
-            if !self
-                .blocks
-                .is_code_page(offset / crate::PAGE_SIZE_BYTES as usize)
-            {
-                self.mmu.store.fill(tag, vaddr, offset as u64);
-            }
-            (
-                offset,
-                if invalidated {
-                    Flow::EndBlock
-                } else {
-                    Flow::Next
-                },
-            )
+            offset
         };
+        let flow = if self.note_ram_write(offset, size as usize) {
+            Flow::EndBlock
+        } else {
+            Flow::Next
+        };
+        self.fill_store_tlb(vaddr, offset);
         let old = read_le(&self.ram, offset, size);
         if let Some(new) = op(old) {
             write_le(&mut self.ram, offset, size, new);
