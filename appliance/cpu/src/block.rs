@@ -68,6 +68,14 @@ impl BlockCache {
         self.code_chunks[page] != 0
     }
 
+    /// Forgets every decoded block (state restore: the receiver starts from RAM alone).
+    pub fn clear(&mut self) {
+        for slot in self.slots.iter_mut() {
+            slot.tag = SLOT_INVALID;
+        }
+        self.code_chunks.fill(0);
+    }
+
     /// Notes a write of `len_bytes` (1..=4096, within one page) at RAM offset `offset`; if
     /// it overlaps decoded instructions, drops every block of the page and returns true.
     #[inline]

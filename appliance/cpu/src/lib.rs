@@ -506,10 +506,11 @@ impl Hart {
     }
 
     /// Restores registers and CSRs from bytes produced by `write_state` (state transfer to
-    /// a backup; RAM travels separately through `write_phys`). All cached translations are
-    /// dropped, so the receiver starts from the architectural state alone; the sender should
-    /// call `flush_translations` at the same instruction count so both sides agree exactly.
-    /// On error nothing changes.
+    /// a backup; RAM travels separately through `write_phys`, before or after). All cached
+    /// translations and decoded blocks are dropped, so the receiver starts from the
+    /// architectural state and RAM alone; the sender should call `flush_translations` at the
+    /// same instruction count so both sides agree exactly (decoded blocks are invisible to
+    /// the guest, translations are not). On error nothing changes.
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), StateError> {
         const WORDS_WITHOUT_RESERVATION: usize = 3 + 32 + 32 + csr::CSR_STATE_WORDS + 1 + 1;
         if !state.len().is_multiple_of(8) {
@@ -569,6 +570,7 @@ impl Hart {
         self.traps_without_retire = 0;
         self.last_trap_instret = u64::MAX;
         self.mmu.flush_all();
+        self.blocks.clear();
         self.update_tlb_keys();
         Ok(())
     }

@@ -2330,6 +2330,27 @@ fn restore_state_reproduces_a_running_hart_exactly() {
 }
 
 #[test]
+fn restore_state_drops_decoded_code_and_runs_the_restored_ram() {
+    use Op::*;
+    // The receiver ran other code at the same address before the restore.
+    let (mut b, mut bus) = boot(&[ins(Addi, 10, 0, 0, 1), ebreak()]);
+    run_to_break(&mut b, &mut bus);
+    assert_eq!(b.x(10), 1);
+    assert!(b.blocks.is_code_page(0));
+    let (a, _) = boot(&[ins(Addi, 10, 0, 0, 2), ebreak()]);
+    let mut state = Vec::new();
+    a.write_state(&mut state);
+    b.restore_state(&state).unwrap();
+    assert!(
+        (0..(RAM_SIZE / PAGE_SIZE_BYTES) as usize).all(|page| !b.blocks.is_code_page(page)),
+        "a restored hart starts with no decoded code, whatever order RAM arrives in"
+    );
+    b.write_phys(GuestPhysAddr(RAM_BASE), a.ram()).unwrap();
+    run_to_break(&mut b, &mut bus);
+    assert_eq!(b.x(10), 2);
+}
+
+#[test]
 fn restore_state_rejects_malformed_input_and_changes_nothing() {
     let mut h = hart(false);
     let mut state = Vec::new();
