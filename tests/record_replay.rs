@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use understudy_machine::program::echo_guest;
+use understudy_cpu::Op;
+use understudy_machine::loader::elf_executable;
+use understudy_machine::program::{echo_guest, reg, Assembler};
+use understudy_machine::RAM_BASE;
 
 mod common;
 use common::{digest_lines, understudy, work_dir};
@@ -128,4 +131,53 @@ fn a_file_that_is_not_a_log_is_refused() {
     let output = understudy(&["replay", path.to_str().unwrap()], b"");
     assert!(String::from_utf8_lossy(&output.stderr).contains("not an understudy record log"));
     assert!(!output.status.success());
+}
+
+/// A guest that powers off at once: its fifth instruction is the store to the finisher.
+fn power_off_guest() -> Vec<u8> {
+    let mut a = Assembler::new();
+    a.li(reg::T0, 0x10_0000);
+    a.li(reg::T1, 0x5555);
+    a.store(Op::Sw, reg::T1, reg::T0, 0);
+    let forever = a.here();
+    a.jump(forever);
+    elf_executable(RAM_BASE, &a.finish())
+}
+
+#[test]
+fn replay_accepts_a_power_off_that_lands_on_a_digest_checkpoint() {
+    let dir = work_dir("poweroff-checkpoint");
+    let kernel = dir.join("off.elf");
+    std::fs::write(&kernel, power_off_guest()).unwrap();
+    let log = dir.join("run.log");
+    let output = understudy(
+        &[
+            "run-guest",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--record",
+            log.to_str().unwrap(),
+            "--digest-every",
+            "5",
+        ],
+        b"",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let recorded = digest_lines(&output.stderr);
+    let counts: Vec<&str> = recorded
+        .iter()
+        .map(|line| line.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(counts, ["5"], "power off at 5, a checkpoint");
+    let output = understudy(&["replay", log.to_str().unwrap()], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 digests checked, 5 instructions"),
+        "{stderr}"
+    );
 }

@@ -75,6 +75,9 @@ pub fn replay(
         digests_checked: 0,
         instructions: 0,
     };
+    // How the guest stopped (power off, reset, crash), once it has: a digest or an input
+    // logged at that same count comes before the end frame, which must still see the stop.
+    let mut stopped: Option<Exit> = None;
     loop {
         let frame = reader
             .next_frame()
@@ -85,14 +88,14 @@ pub fn replay(
         match frame {
             Frame::Header(_) => bail!("the log has a second header"),
             Frame::Input { at, input } => {
-                run_to(&mut session, at, &mut console)?;
+                run_to(&mut session, at, &mut console, &mut stopped)?;
                 session
                     .inject(input)
                     .map_err(|error| anyhow::anyhow!("replay diverged: the guest refused a recorded input at instruction {at}: {error:?}"))?;
                 outcome.inputs += 1;
             }
             Frame::Digest { at, digest } => {
-                run_to(&mut session, at, &mut console)?;
+                run_to(&mut session, at, &mut console, &mut stopped)?;
                 let found = session.machine.digest();
                 if found != digest {
                     bail!(
@@ -104,8 +107,8 @@ pub fn replay(
                 outcome.digests_checked += 1;
             }
             Frame::End { at, ending } => {
-                let exit = run_to(&mut session, at, &mut console)?;
-                match (ending, exit) {
+                run_to(&mut session, at, &mut console, &mut stopped)?;
+                match (ending, stopped) {
                     (RecordedEnding::PowerOff { code }, Some(Exit::PowerOff { code: found })) if code == found => {}
                     (RecordedEnding::Stopped, _) => {}
                     (ending, exit) => bail!("replay diverged: the recording ended with {ending:?} at instruction {at}, the replay with {exit:?}"),
@@ -117,20 +120,26 @@ pub fn replay(
     }
 }
 
-/// Runs until exactly `target` instructions have retired. Returns the exit of the last run
-/// call if the guest stopped (power off, reset, crash) exactly at `target`.
+/// Runs until exactly `target` instructions have retired. When the guest stops (power off,
+/// reset, crash) the exit goes to `stopped`; it is a divergence if that is before `target`.
 fn run_to(
     session: &mut Session,
     target: u64,
     console: &mut Option<&mut dyn Write>,
-) -> Result<Option<Exit>> {
+    stopped: &mut Option<Exit>,
+) -> Result<()> {
     loop {
         let now = session.machine.instret().0;
         if now > target {
             bail!("the log is out of order: an entry at instruction {target} follows instruction {now}");
         }
         if now == target {
-            return Ok(None);
+            return Ok(());
+        }
+        if let Some(stop) = stopped {
+            bail!(
+                "replay diverged: the guest stopped ({stop:?}) at instruction {now} before the recorded entry at {target}"
+            );
         }
         let exit = session.run(target - now);
         let output = session.machine.take_console_output();
@@ -145,13 +154,7 @@ fn run_to(
             | Exit::ConsoleOutputFull
             | Exit::NetOutputFull => {}
             stop @ (Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. }) => {
-                if session.machine.instret().0 == target {
-                    return Ok(Some(stop));
-                }
-                bail!(
-                    "replay diverged: the guest stopped ({stop:?}) at instruction {} before the recorded entry at {target}",
-                    session.machine.instret().0
-                );
+                *stopped = Some(stop);
             }
         }
     }
