@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::limits::Limits;
 use crate::node::RoleKind;
 use crate::types::{Epoch, Incarnation, Key, NodeId};
-use crate::wire::{Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit};
+use crate::wire::{
+    claimed_sender, Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit,
+};
 
 /// The arbiter's durable decision: the newest granted epoch and its owner.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,8 +111,10 @@ pub struct ArbiterConfig {
     pub me: NodeId,
     /// The two replicas allowed to claim.
     pub replicas: [NodeId; 2],
-    /// The pre-shared key.
-    pub key: Key,
+    /// `keys[i]` is shared with `replicas[i]` only (its `NodeConfig::arbiter_key`): a claim
+    /// from `replicas[i]` must verify with it, and answers to `replicas[i]` are authenticated
+    /// with it, so neither replica can forge a claim or a grant for the other.
+    pub keys: [Key; 2],
     /// Shared limits.
     pub limits: Limits,
     /// This start's incarnation (grows across restarts).
@@ -158,8 +162,9 @@ impl Arbiter {
 
     /// Handles one received frame.
     pub fn handle_frame(&mut self, bytes: &[u8]) -> Result<(), ReceiveError> {
-        let frame = Frame::decode(bytes, &self.config.key, &self.config.limits)?;
-        let sender = frame.header.sender;
+        // The sender is bound to its key: a frame claiming to come from `replicas[i]` is
+        // authentic only under `keys[i]`.
+        let sender = claimed_sender(bytes, &self.config.limits)?;
         let Some(index) = self
             .config
             .replicas
@@ -168,6 +173,7 @@ impl Arbiter {
         else {
             return Err(ReceiveError::UnknownSender { sender });
         };
+        let frame = Frame::decode(bytes, &self.config.keys[index], &self.config.limits)?;
         self.windows[index].accept(frame.header.incarnation, frame.header.sequence)?;
         let Message::Claim { epoch } = frame.message else {
             return Err(ReceiveError::UnexpectedMessage {
@@ -220,11 +226,21 @@ impl Arbiter {
                 epoch: record.epoch,
                 owner: record.owner,
             };
+            let Some(index) = self
+                .config
+                .replicas
+                .iter()
+                .position(|&replica| replica == claimant)
+            else {
+                continue;
+            };
             // A reply is a few bytes; it always fits a frame.
-            if let Ok(bytes) =
-                self.writer
-                    .write(record.epoch, message, &self.config.key, &self.config.limits)
-            {
+            if let Ok(bytes) = self.writer.write(
+                record.epoch,
+                message,
+                &self.config.keys[index],
+                &self.config.limits,
+            ) {
                 self.transmits.push_back(Transmit {
                     to: claimant,
                     bytes,
@@ -254,12 +270,17 @@ mod tests {
             ArbiterConfig {
                 me: ARBITER,
                 replicas: [A, B],
-                key: Key([1; 32]),
+                keys: [key_of(A), key_of(B)],
                 limits: Limits::default(),
                 incarnation: Incarnation(1),
             },
             stored,
         )
+    }
+
+    /// Each replica's key shared with the arbiter.
+    fn key_of(replica: NodeId) -> Key {
+        Key([replica.0; 32])
     }
 
     fn claim(sender: NodeId, sequence: u64, epoch: u64) -> alloc::vec::Vec<u8> {
@@ -273,6 +294,10 @@ mod tests {
     }
 
     fn message(sender: NodeId, sequence: u64, message: Message) -> alloc::vec::Vec<u8> {
+        signed(sender, sequence, message, &key_of(sender))
+    }
+
+    fn signed(sender: NodeId, sequence: u64, message: Message, key: &Key) -> alloc::vec::Vec<u8> {
         Frame {
             header: FrameHeader {
                 sender,
@@ -282,13 +307,14 @@ mod tests {
             },
             message,
         }
-        .encode(&Key([1; 32]), &Limits::default())
+        .encode(key, &Limits::default())
         .unwrap()
     }
 
     fn reply(arbiter: &mut Arbiter) -> Option<(NodeId, Message)> {
         let transmit = arbiter.poll_transmit()?;
-        let frame = Frame::decode(&transmit.bytes, &Key([1; 32]), &Limits::default()).unwrap();
+        let frame =
+            Frame::decode(&transmit.bytes, &key_of(transmit.to), &Limits::default()).unwrap();
         Some((transmit.to, frame.message))
     }
 
@@ -412,6 +438,27 @@ mod tests {
                 sequence: FrameSequence(2)
             })
         );
+    }
+
+    #[test]
+    fn a_claim_is_authentic_only_under_the_key_of_its_claimed_sender() {
+        let mut arbiter = arbiter(ArbiterRecord::default());
+        // A knows only its own arbiter key: it cannot claim in B's name.
+        let forged = signed(B, 1, Message::Claim { epoch: Epoch(2) }, &key_of(A));
+        assert_eq!(
+            arbiter.handle_frame(&forged),
+            Err(ReceiveError::Decode(
+                crate::wire::DecodeError::Unauthenticated
+            ))
+        );
+        assert_eq!(arbiter.poll_storage_write(), None);
+        // Answers to B verify only with B's key, so A cannot read a grant to B as its own.
+        arbiter.handle_frame(&claim(B, 1, 2)).unwrap();
+        let write = arbiter.poll_storage_write().unwrap();
+        arbiter.storage_written(write);
+        let transmit = arbiter.poll_transmit().unwrap();
+        assert_eq!(transmit.to, B);
+        assert!(Frame::decode(&transmit.bytes, &key_of(A), &Limits::default()).is_err());
     }
 
     #[test]

@@ -22,7 +22,9 @@ use crate::record::{LogEntry, Record};
 use crate::types::{
     DeviceId, Epoch, Incarnation, Instant, InstructionCount, Key, LogSequence, NodeId, StateDigest,
 };
-use crate::wire::{EncodeError, Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit};
+use crate::wire::{
+    claimed_sender, EncodeError, Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit,
+};
 
 /// How a replica is set up.
 #[derive(Clone, Debug)]
@@ -33,8 +35,12 @@ pub struct NodeConfig {
     pub peer: NodeId,
     /// The arbiter.
     pub arbiter: NodeId,
-    /// The pre-shared key.
-    pub key: Key,
+    /// The key shared by the two replicas only: authenticates every replica-to-replica frame.
+    pub channel_key: Key,
+    /// The key this replica shares with the arbiter only (the arbiter holds one per replica):
+    /// authenticates claims and the arbiter's answers, so the peer, which knows only the
+    /// channel key, cannot forge a grant.
+    pub arbiter_key: Key,
     /// Shared limits.
     pub limits: Limits,
     /// This start's incarnation; must grow across restarts.
@@ -490,9 +496,14 @@ impl Node {
     }
 
     fn send(&mut self, to: NodeId, message: Message) -> Result<(), EncodeError> {
-        let bytes =
-            self.writer
-                .write(self.epoch, message, &self.config.key, &self.config.limits)?;
+        let key = if to == self.config.arbiter {
+            &self.config.arbiter_key
+        } else {
+            &self.config.channel_key
+        };
+        let bytes = self
+            .writer
+            .write(self.epoch, message, key, &self.config.limits)?;
         self.counters.frames_sent += 1;
         self.transmits.push_back(Transmit { to, bytes });
         Ok(())
@@ -796,7 +807,17 @@ impl Node {
     }
 
     fn handle_frame_inner(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ReceiveError> {
-        let frame = Frame::decode(bytes, &self.config.key, &self.config.limits)?;
+        // The sender is bound to its key: the arbiter's frames verify only with this replica's
+        // arbiter key, the peer's only with the channel key, anything else is a stranger.
+        let sender = claimed_sender(bytes, &self.config.limits)?;
+        let key = if sender == self.config.arbiter {
+            &self.config.arbiter_key
+        } else if sender == self.config.peer {
+            &self.config.channel_key
+        } else {
+            return Err(ReceiveError::UnknownSender { sender });
+        };
+        let frame = Frame::decode(bytes, key, &self.config.limits)?;
         let header = frame.header;
         let unexpected = |node: &Node, message: &Message| ReceiveError::UnexpectedMessage {
             kind: message.kind(),
@@ -809,11 +830,6 @@ impl Node {
                 return Err(unexpected(self, &frame.message));
             };
             return self.handle_claim_reply(now, epoch, owner, &frame.message);
-        }
-        if header.sender != self.config.peer {
-            return Err(ReceiveError::UnknownSender {
-                sender: header.sender,
-            });
         }
         self.peer_window
             .accept(header.incarnation, header.sequence)?;
@@ -1301,6 +1317,36 @@ impl Node {
     /// The next event for the runtime.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The limits this node was configured with.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Backup: the guest produced the output that the primary logged as the `Output` marker
+    /// at `position` (just handed out by `poll_replay`). It is kept, suppressed, and reissued
+    /// at go-live unless the primary had released it. Unlike `submit_output`, the position is
+    /// exact, so an output is reissued exactly when the primary may not have released it.
+    pub fn suppress_output(
+        &mut self,
+        position: LogSequence,
+        device: DeviceId,
+        payload: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        if !self.is_replaying() {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        if self.suppressed.len() >= self.config.limits.suppressed_outputs_max {
+            self.suppressed.pop_front();
+            self.counters.suppressed_outputs_dropped += 1;
+        }
+        self.suppressed.push_back(HeldOutput {
+            position,
+            device,
+            payload,
+        });
+        Ok(())
     }
 }
 

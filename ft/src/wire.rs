@@ -11,8 +11,13 @@
 //! 16  8  sender epoch
 //! 24  8  frame sequence (per sender incarnation, from 1)
 //! 32  n  body: postcard `Message`
-//! 32+n 32 HMAC-SHA256 over bytes 0..32+n, keyed by the pre-shared key
+//! 32+n 32 HMAC-SHA256 over bytes 0..32+n, keyed by the key of the (sender, receiver) pair
 //! ```
+//!
+//! Keys are per pair of participants (PROTOCOL.md, "Keys"): the two replicas share the channel
+//! key, and each replica shares its own arbiter key with the arbiter only. A receiver reads the
+//! claimed sender (`claimed_sender`), picks the key bound to that sender and authenticates with
+//! it, so a frame's sender field is bound to the key that verified it.
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -356,6 +361,30 @@ pub struct Transmit {
     pub to: NodeId,
     /// A complete frame.
     pub bytes: Vec<u8>,
+}
+
+/// The sender field of a frame, after the cheap structural checks (length, magic, version)
+/// and before authentication, so the receiver can pick the key bound to that sender. The
+/// answer is not authentic until `Frame::decode` with that sender's key succeeds.
+pub fn claimed_sender(bytes: &[u8], limits: &Limits) -> Result<NodeId, DecodeError> {
+    if bytes.len() > limits.frame_bytes_max {
+        return Err(DecodeError::Oversized {
+            length: bytes.len(),
+            limit: limits.frame_bytes_max,
+        });
+    }
+    if bytes.len() < FRAME_HEADER_BYTES + FRAME_MAC_BYTES {
+        return Err(DecodeError::Truncated {
+            length: bytes.len(),
+        });
+    }
+    if bytes[0..2] != FRAME_MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[2] != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { received: bytes[2] });
+    }
+    Ok(NodeId(bytes[3]))
 }
 
 /// Numbers and encodes the frames one participant sends.

@@ -170,7 +170,8 @@ proptest! {
             me: NodeId(me),
             peer: NodeId(3 - me),
             arbiter: NodeId(0),
-            key: key(),
+            channel_key: key(),
+            arbiter_key: Key([0x33; 32]),
             limits: Limits::default(),
             incarnation: Incarnation(1),
         };
@@ -189,7 +190,10 @@ proptest! {
                 },
                 message,
             };
-            let bytes = frame.encode(&key(), &Limits::default()).unwrap();
+            // The arbiter (node 0) signs with the replicas' arbiter key, everyone else with the
+            // channel key.
+            let signing = if sender == 0 { Key([0x33; 32]) } else { key() };
+            let bytes = frame.encode(&signing, &Limits::default()).unwrap();
             let now = Instant(index as u64 * 50_000);
             for node in nodes.iter_mut() {
                 let _ = node.handle_frame(now, &bytes);

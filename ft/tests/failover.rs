@@ -12,12 +12,18 @@ fn key() -> Key {
     Key([0x42; 32])
 }
 
+/// The key `replica` shares with the arbiter only.
+fn arbiter_key(replica: NodeId) -> Key {
+    Key([0x50 + replica.0; 32])
+}
+
 fn config(me: NodeId, incarnation: u64) -> NodeConfig {
     NodeConfig {
         me,
         peer: if me == A { B } else { A },
         arbiter: ARBITER,
-        key: key(),
+        channel_key: key(),
+        arbiter_key: arbiter_key(me),
         limits: Limits::default(),
         incarnation: Incarnation(incarnation),
     }
@@ -42,7 +48,7 @@ impl Cluster {
             ArbiterConfig {
                 me: ARBITER,
                 replicas: [A, B],
-                key: key(),
+                keys: [arbiter_key(A), arbiter_key(B)],
                 limits: Limits::default(),
                 incarnation: Incarnation(1),
             },

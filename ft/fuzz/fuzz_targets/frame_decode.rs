@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         me: NodeId(2),
         peer: NodeId(1),
         arbiter: NodeId(0),
-        key,
+        channel_key: key,
+        arbiter_key: Key([0x33; 32]),
         limits,
         incarnation: Incarnation(1),
     };

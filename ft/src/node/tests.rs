@@ -16,6 +16,11 @@ fn key() -> Key {
     Key([3; 32])
 }
 
+/// The key `replica` shares with the arbiter only.
+fn arbiter_key(replica: NodeId) -> Key {
+    Key([0x40 + replica.0; 32])
+}
+
 fn limits() -> Limits {
     Limits::default()
 }
@@ -25,7 +30,8 @@ fn config(me: NodeId) -> NodeConfig {
         me,
         peer: if me == A { B } else { A },
         arbiter: ARBITER,
-        key: key(),
+        channel_key: key(),
+        arbiter_key: arbiter_key(me),
         limits: limits(),
         incarnation: Incarnation(1),
     }
@@ -41,7 +47,17 @@ impl Forge {
         Forge { sequence: 0 }
     }
 
+    /// A replica's frame, under the channel key.
     fn frame(&mut self, sender: NodeId, epoch: Epoch, message: Message) -> Vec<u8> {
+        self.signed(sender, epoch, message, &key())
+    }
+
+    /// The arbiter's frame to `to`, under `to`'s arbiter key.
+    fn arbiter_frame(&mut self, to: NodeId, epoch: Epoch, message: Message) -> Vec<u8> {
+        self.signed(ARBITER, epoch, message, &arbiter_key(to))
+    }
+
+    fn signed(&mut self, sender: NodeId, epoch: Epoch, message: Message, key: &Key) -> Vec<u8> {
         self.sequence += 1;
         Frame {
             header: FrameHeader {
@@ -52,7 +68,7 @@ impl Forge {
             },
             message,
         }
-        .encode(&key(), &limits())
+        .encode(key, &limits())
         .unwrap()
     }
 }
@@ -64,7 +80,12 @@ fn peer_of(node: &Node) -> NodeId {
 fn drain_transmits(node: &mut Node, now: Instant) -> Vec<(NodeId, Message)> {
     let mut out = Vec::new();
     while let Some(transmit) = node.poll_transmit(now) {
-        let frame = Frame::decode(&transmit.bytes, &key(), &limits()).unwrap();
+        let key = if transmit.to == ARBITER {
+            node.config.arbiter_key.clone()
+        } else {
+            key()
+        };
+        let frame = Frame::decode(&transmit.bytes, &key, &limits()).unwrap();
         out.push((transmit.to, frame.message));
     }
     out
@@ -119,7 +140,7 @@ fn claiming_as_backup() -> Node {
 fn grant(node: &mut Node, forge: &mut Forge) {
     let me = node.config.me;
     let epoch = node.epoch().next();
-    let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: me });
+    let bytes = forge.arbiter_frame(me, epoch, Message::ClaimReply { epoch, owner: me });
     node.handle_frame(after_timeout(), &bytes).unwrap();
 }
 
@@ -143,8 +164,8 @@ fn joining() -> Node {
 
 fn halted() -> Node {
     let mut node = claiming_as_backup();
-    let bytes = Forge::new().frame(
-        ARBITER,
+    let bytes = Forge::new().arbiter_frame(
+        B,
         Epoch(2),
         Message::ClaimReply {
             epoch: Epoch(2),
@@ -229,12 +250,12 @@ fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
         }
         Stimulus::Granted => {
             let epoch = epoch.next();
-            let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: me });
+            let bytes = forge.arbiter_frame(me, epoch, Message::ClaimReply { epoch, owner: me });
             node.handle_frame(now, &bytes).is_ok()
         }
         Stimulus::Denied => {
             let epoch = epoch.next();
-            let bytes = forge.frame(ARBITER, epoch, Message::ClaimReply { epoch, owner: peer });
+            let bytes = forge.arbiter_frame(me, epoch, Message::ClaimReply { epoch, owner: peer });
             node.handle_frame(now, &bytes).is_ok()
         }
         Stimulus::NewerEpochHeartbeat => {
@@ -970,4 +991,36 @@ fn joining_replica_refuses_a_snapshot_without_an_epoch() {
         Err(ReceiveError::UnexpectedMessage { .. })
     ));
     assert_eq!(node.role(), RoleKind::Joining);
+}
+
+#[test]
+fn a_replica_cannot_forge_the_arbiters_grant_or_speak_as_its_peer() {
+    let mut node = claiming_as_backup();
+    let mut forge = Forge::new();
+    let grant = Message::ClaimReply {
+        epoch: Epoch(2),
+        owner: B,
+    };
+    // The peer knows the channel key, not B's arbiter key.
+    let forged = forge.signed(ARBITER, Epoch(2), grant.clone(), &key());
+    assert_eq!(
+        node.handle_frame(after_timeout(), &forged),
+        Err(ReceiveError::Decode(
+            crate::wire::DecodeError::Unauthenticated
+        ))
+    );
+    // Nor does it know A's: a grant meant for A is not one for B.
+    let for_a = forge.signed(ARBITER, Epoch(2), grant.clone(), &arbiter_key(A));
+    assert!(node.handle_frame(after_timeout(), &for_a).is_err());
+    assert_eq!(node.role(), RoleKind::ClaimingAsBackup);
+    // A frame that claims to come from this node itself is a stranger's.
+    let fence = Message::Fence { epoch: Epoch(9) };
+    assert_eq!(
+        node.handle_frame(after_timeout(), &forge.frame(B, Epoch(9), fence)),
+        Err(ReceiveError::UnknownSender { sender: B })
+    );
+    assert_eq!(node.role(), RoleKind::ClaimingAsBackup);
+    let real = forge.arbiter_frame(B, Epoch(2), grant);
+    node.handle_frame(after_timeout(), &real).unwrap();
+    assert_eq!(node.role(), RoleKind::GoingLive);
 }

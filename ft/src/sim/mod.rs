@@ -574,7 +574,10 @@ struct Client {
 struct World {
     options: SimOptions,
     rng: Rng,
+    /// The replicas' channel key.
     key: Key,
+    /// Each replica's key shared with the arbiter (`arbiter_keys[0]` for node 1).
+    arbiter_keys: [Key; 2],
     now: u64,
     order: u64,
     queue: BinaryHeap<Scheduled>,
@@ -624,10 +627,15 @@ fn peer_of(node: usize) -> usize {
 impl World {
     fn new(seed: u64, options: &SimOptions) -> World {
         let mut rng = Rng::new(seed);
-        let mut key = [0u8; 32];
-        for chunk in key.chunks_mut(8) {
-            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-        }
+        let draw_key = |rng: &mut Rng| {
+            let mut key = [0u8; 32];
+            for chunk in key.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            Key(key)
+        };
+        let key = draw_key(&mut rng);
+        let arbiter_keys = [draw_key(&mut rng), draw_key(&mut rng)];
         // Swarm testing: each seed draws its own mix of faults, including none at all.
         let pick = |rng: &mut Rng, choices: &[u64]| choices[rng.index(choices.len())];
         let faults = FaultProfile {
@@ -664,7 +672,8 @@ impl World {
         let mut world = World {
             options: options.clone(),
             rng,
-            key: Key(key),
+            key,
+            arbiter_keys,
             now: 0,
             order: 0,
             queue: BinaryHeap::new(),
@@ -776,7 +785,8 @@ impl World {
             me: NodeId(node as u8),
             peer: NodeId(peer_of(node) as u8),
             arbiter: NodeId(ARBITER as u8),
-            key: self.key.clone(),
+            channel_key: self.key.clone(),
+            arbiter_key: self.arbiter_keys[replica_slot(node)].clone(),
             limits: self.options.limits.clone(),
             incarnation: Incarnation(self.incarnations[node]),
         }
@@ -796,7 +806,7 @@ impl World {
         let config = ArbiterConfig {
             me: NodeId(ARBITER as u8),
             replicas: [NodeId(1), NodeId(2)],
-            key: self.key.clone(),
+            keys: self.arbiter_keys.clone(),
             limits: self.options.limits.clone(),
             incarnation: Incarnation(self.incarnations[ARBITER]),
         };
