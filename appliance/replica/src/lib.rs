@@ -1,0 +1,712 @@
+//! The replica runtime: one `Machine` driven by one `ft::Node`, the same code for every driver.
+//!
+//! The hosted process, the bare-metal kernel and the tests pass time, received datagrams and
+//! outside inputs in, and take datagrams, released outputs and events out; nothing here reads
+//! a clock, opens a socket or sleeps (sans-IO, like `ft` itself).
+//!
+//! - **Primary** (and solo primary): an input enters the guest only through
+//!   [`Replica::offer_input`], which asks the node whether it can be logged *before* the
+//!   machine takes it, so an input is either injected and logged, or neither. After every run
+//!   slice the guest's outputs (console bytes, transmitted frames) are submitted with the
+//!   instruction count that produced them and leave only when [`Replica::poll_release`] hands
+//!   them out (the output rule). Execution never waits for acknowledgements; flow control
+//!   shortens the slices and at worst stops them ([`Step::Throttled`]).
+//! - **Backup**: [`Replica::run`] executes exactly up to the node's horizon, injecting each
+//!   logged input at its instruction count, computing a digest at each logged digest and
+//!   keeping its own outputs in (they are reissued at go-live if the primary may not have
+//!   released them).
+//! - **Identity**: before the guest's first instruction the primary logs two digests at count
+//!   0, the machine's (images, memory size, command line) and the disk's. A backup checks
+//!   them before it acknowledges anything, so a pair whose images or disks differ never
+//!   counts as protected; the primary runs the guest only once those two entries are
+//!   acknowledged ([`Replica::is_paired`]).
+//! - **Go-live**: the node drains the log, then the runtime leaves replay and runs as a solo
+//!   primary; [`Event::AnnounceMac`] reaches the driver, which calls [`announce_frames`].
+#![no_std]
+#![forbid(unsafe_code)]
+extern crate alloc;
+
+pub mod announce;
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use understudy_ft::node::{Counters, LagLimit};
+use understudy_ft::{
+    DeviceId, Epoch, Event, Instant, InstructionCount, LogEntry, LogSequence, Node, NodeError,
+    Record, ReleasedOutput, RoleKind, StateDigest, Transmit,
+};
+use understudy_machine::devices::virtio::RxError;
+use understudy_machine::{Exit, InjectError, Input, Machine};
+
+pub use announce::announce_frames;
+
+/// The guest's console (UART) as an `ft` device.
+pub const CONSOLE: DeviceId = DeviceId(1);
+/// The guest's network card (virtio-net) as an `ft` device.
+pub const NET: DeviceId = DeviceId(2);
+
+/// Log positions of the identity digests the primary records before the guest runs.
+const IDENTITY_MACHINE: LogSequence = LogSequence(1);
+const IDENTITY_DISK: LogSequence = LogSequence(2);
+
+/// What the driver tells the runtime about its guest, beyond the machine itself.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestIdentity {
+    /// SHA-256 of the disk's contents (all zeroes without a disk).
+    pub disk_sha256: [u8; 32],
+}
+
+/// Why an input was not taken now. Nothing changed: offer it again later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The guest cannot take it yet (full UART FIFO, no receive buffer posted).
+    GuestBusy,
+    /// The guest has no such device (or the frame is unusable); drop the input.
+    NoDevice,
+    /// Flow control: the backup is too far behind.
+    Throttled(LagLimit),
+    /// This replica is not a live primary (a backup takes inputs from the log only).
+    NotLive(RoleKind),
+    /// The input is larger than one log batch; it can never be logged.
+    TooLarge,
+}
+
+/// What one call of [`Replica::run`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Executed this many instructions; call again.
+    Ran(u64),
+    /// A live primary waits for flow control (the backup's acknowledgements).
+    Throttled,
+    /// A backup has executed everything the log allows; wait for frames.
+    WaitingForLog,
+    /// A primary waits for its backup to confirm the identity digests.
+    WaitingForBackup,
+    /// The guest waits for an interrupt; a live primary advances time or delivers an input.
+    Idle {
+        /// Guest time (ticks) at which its timer fires, if armed.
+        wake_at_ticks: Option<u64>,
+    },
+    /// The guest powered off, reset or crashed (on a backup: at the same count as the
+    /// primary). The replica runs no further.
+    GuestStopped(Exit),
+    /// The node is halted (fenced, lost arbitration, diverged); see [`Replica::halt_reason`].
+    Halted,
+}
+
+/// Why a backup stopped: it cannot be a faithful copy any more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The primary's guest images (kernel, initrd, memory size, command line) differ.
+    Images,
+    /// The disks differ by SHA-256.
+    Disks,
+    /// A state digest differed at this instruction count.
+    State {
+        /// The first differing count.
+        at: InstructionCount,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::Images => f.write_str(
+                "the primary runs other guest images (kernel, initrd, memory or command line); give both machines the same",
+            ),
+            Mismatch::Disks => f.write_str(
+                "the disks differ by SHA-256; copy the primary's disk to the backup before starting the pair",
+            ),
+            Mismatch::State { at } => {
+                write!(f, "the guest diverged from the primary's at instruction {at}")
+            }
+        }
+    }
+}
+
+/// Figures for `understudy status` and the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node's role.
+    pub role: RoleKind,
+    /// The node's epoch.
+    pub epoch: Epoch,
+    /// Instructions executed by this machine.
+    pub instructions: u64,
+    /// The last log position appended (primary) or received (backup).
+    pub log_end: LogSequence,
+    /// The last position the backup acknowledged (primary).
+    pub acknowledged: LogSequence,
+    /// Outputs submitted and not yet released (primary) or kept for reissue (backup).
+    pub outputs_held: u64,
+    /// Log entries recorded (primary) or replayed (backup).
+    pub entries: u64,
+    /// Digests compared with the primary's and found equal (backup).
+    pub digests_matched: u64,
+    /// Protocol counters.
+    pub counters: Counters,
+}
+
+/// One output the guest produced that the backup has not yet matched to the primary's marker.
+#[derive(Debug)]
+struct PendingOutput {
+    device: DeviceId,
+    payload: Vec<u8>,
+}
+
+/// A machine and its replication node.
+pub struct Replica {
+    machine: Machine,
+    node: Node,
+    identity: GuestIdentity,
+    /// Primary: digest checkpoints every this many instructions (0: none).
+    digest_every: u64,
+    next_digest: u64,
+    /// Primary: outputs taken from the machine that flow control kept from being logged yet;
+    /// the machine does not run until they are.
+    unlogged: VecDeque<PendingOutput>,
+    /// Backup: the guest's outputs, in the order the primary logs them, awaiting their marker.
+    produced: VecDeque<PendingOutput>,
+    /// Backup: console bytes produced and not yet matched (console output is a byte stream).
+    console_produced: VecDeque<u8>,
+    /// The last entry recorded (primary) was at this count.
+    last_recorded_at: Option<InstructionCount>,
+    mismatch: Option<Mismatch>,
+    stopped: Option<Exit>,
+    outputs_submitted: u64,
+    outputs_released: u64,
+    entries: u64,
+    digests_matched: u64,
+}
+
+impl Replica {
+    /// A replica around `machine` (powered on, not yet run) and `node` (a new primary or
+    /// backup of epoch 1). A primary records the identity digests at once.
+    pub fn new(
+        machine: Machine,
+        node: Node,
+        identity: GuestIdentity,
+        digest_every: u64,
+        now: Instant,
+    ) -> Replica {
+        assert_eq!(machine.instret().0, 0, "a replica starts from power-on");
+        let mut replica = Replica {
+            next_digest: if digest_every == 0 {
+                u64::MAX
+            } else {
+                digest_every
+            },
+            machine,
+            node,
+            identity,
+            digest_every,
+            unlogged: VecDeque::new(),
+            produced: VecDeque::new(),
+            console_produced: VecDeque::new(),
+            last_recorded_at: None,
+            mismatch: None,
+            stopped: None,
+            outputs_submitted: 0,
+            outputs_released: 0,
+            entries: 0,
+            digests_matched: 0,
+        };
+        if replica.node.role() == RoleKind::Primary {
+            let machine_digest = replica.identity_machine_digest();
+            for digest in [machine_digest, replica.identity.disk_sha256] {
+                replica
+                    .record(
+                        now,
+                        LogEntry {
+                            at: InstructionCount(0),
+                            record: Record::Digest {
+                                digest: StateDigest(digest),
+                            },
+                        },
+                    )
+                    .expect("an empty log takes the identity digests");
+            }
+        }
+        replica
+    }
+
+    /// The machine, for the driver's console and diagnostics.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// The protocol node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Why the backup stopped following, if it did.
+    pub fn mismatch(&self) -> Option<&Mismatch> {
+        self.mismatch.as_ref()
+    }
+
+    /// True when this replica runs the guest on its own authority (primary or solo).
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.node.role(),
+            RoleKind::Primary | RoleKind::Solo | RoleKind::ClaimingAsPrimary
+        )
+    }
+
+    /// Primary: the backup has confirmed the identity digests, so the pair is formed (a solo
+    /// primary counts as paired: it has nobody to wait for).
+    pub fn is_paired(&self) -> bool {
+        match self.node.role() {
+            RoleKind::Primary => self.node.acknowledged() >= IDENTITY_DISK,
+            _ => true,
+        }
+    }
+
+    /// The machine's instruction count, as the protocol counts it.
+    fn at(&self) -> InstructionCount {
+        InstructionCount(self.machine.instret().0)
+    }
+
+    fn identity_machine_digest(&mut self) -> [u8; 32] {
+        // Nothing ran yet: this is the digest of the power-on state, the images included.
+        self.machine.digest()
+    }
+
+    fn record(&mut self, now: Instant, entry: LogEntry) -> Result<LogSequence, NodeError> {
+        let at = entry.at;
+        let position = self.node.record(now, entry)?;
+        self.last_recorded_at = Some(at);
+        self.entries += 1;
+        Ok(position)
+    }
+
+    /// Primary: how many bytes of entropy the guest wants now.
+    pub fn wants_entropy(&mut self) -> usize {
+        if self.is_live() {
+            self.machine.wants_entropy()
+        } else {
+            0
+        }
+    }
+
+    /// Guest time in timebase ticks.
+    pub fn time_ticks(&self) -> u64 {
+        self.machine.time_ticks()
+    }
+
+    /// Primary: one input from outside enters the guest at the current instruction boundary
+    /// and is logged; or nothing happens and the reason is returned.
+    pub fn offer_input(&mut self, now: Instant, input: &Input) -> Result<(), Refused> {
+        if !self.is_live() {
+            return Err(Refused::NotLive(self.node.role()));
+        }
+        if !self.unlogged.is_empty() {
+            // Outputs wait to be logged at this count; inputs must come after them.
+            self.flush_unlogged(now);
+            if !self.unlogged.is_empty() {
+                return Err(Refused::Throttled(LagLimit::Entries));
+            }
+        }
+        let at = self.at();
+        let entry = LogEntry {
+            at,
+            record: record_of(input),
+        };
+        // Ask first, then inject, then log: `Node::record` cannot refuse an entry that fits a
+        // batch when `throttled` said no a moment ago.
+        if entry.encoded_len() > self.node_batch_bytes_max() {
+            return Err(Refused::TooLarge);
+        }
+        if let Some(limit) = self.node.throttled(at) {
+            return Err(Refused::Throttled(limit));
+        }
+        match self.machine.inject(input) {
+            Ok(()) => {}
+            Err(InjectError::NoDevice) => return Err(Refused::NoDevice),
+            Err(InjectError::Frame(RxError::FrameSize { .. })) => return Err(Refused::NoDevice),
+            Err(_) => return Err(Refused::GuestBusy),
+        }
+        self.record(now, entry)
+            .expect("fail-stop: the node refused an input it had just allowed");
+        Ok(())
+    }
+
+    fn node_batch_bytes_max(&self) -> usize {
+        self.node.limits().batch_bytes_max
+    }
+
+    /// Runs the guest one slice of at most `slice` instructions: freely on a live primary,
+    /// to the log's horizon on a backup.
+    pub fn run(&mut self, now: Instant, slice: u64) -> Step {
+        if let Some(exit) = self.stopped {
+            return Step::GuestStopped(exit);
+        }
+        match self.node.role() {
+            RoleKind::Primary | RoleKind::Solo => self.run_live(now, slice),
+            RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive => {
+                self.run_replay(now, slice)
+            }
+            // A claiming primary keeps executing: outputs are held anyway, and a grant makes
+            // it solo without losing anything. A joining replica has no state yet.
+            RoleKind::ClaimingAsPrimary => self.run_live(now, slice),
+            RoleKind::Halted | RoleKind::Joining | RoleKind::Arbiter => Step::Halted,
+        }
+    }
+
+    fn run_live(&mut self, now: Instant, slice: u64) -> Step {
+        if !self.is_paired() {
+            return Step::WaitingForBackup;
+        }
+        self.flush_unlogged(now);
+        if !self.unlogged.is_empty() {
+            return Step::Throttled;
+        }
+        let at = self.at();
+        let budget = slice
+            .min(self.node.execution_budget(at))
+            .min(self.next_digest - at.0);
+        if budget == 0 && self.next_digest != at.0 {
+            return Step::Throttled;
+        }
+        let (executed, exit) = if budget == 0 {
+            (0, Exit::BudgetExhausted)
+        } else {
+            let before = at.0;
+            let (count, exit) = self.machine.run(budget);
+            (count.0 - before, exit)
+        };
+        let at = self.at();
+        self.collect_live_outputs(now);
+        if at.0 == self.next_digest && self.unlogged.is_empty() {
+            let digest = self.machine.digest();
+            // Refused only by flow control; the backup then skips this checkpoint.
+            let _ = self.record(
+                now,
+                LogEntry {
+                    at,
+                    record: Record::Digest {
+                        digest: StateDigest(digest),
+                    },
+                },
+            );
+            self.next_digest += self.digest_every;
+        }
+        // Tell the backup how far it may execute, unless an entry at this count already did.
+        if self.node.role() == RoleKind::Primary && self.last_recorded_at != Some(at) {
+            if self.node.throttled(at).is_none() {
+                let _ = self.record(
+                    now,
+                    LogEntry {
+                        at,
+                        record: Record::Horizon,
+                    },
+                );
+            }
+        }
+        self.finish_slice(executed, exit)
+    }
+
+    fn finish_slice(&mut self, executed: u64, exit: Exit) -> Step {
+        match exit {
+            Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {
+                Step::Ran(executed)
+            }
+            Exit::Idle { wake_at_ticks } => {
+                if executed > 0 {
+                    Step::Ran(executed)
+                } else {
+                    Step::Idle { wake_at_ticks }
+                }
+            }
+            Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. } => {
+                self.stopped = Some(exit);
+                Step::GuestStopped(exit)
+            }
+        }
+    }
+
+    /// Primary: takes the guest's outputs from the machine and submits them, console first,
+    /// then frames in transmit order (the backup matches them in the same order).
+    fn collect_live_outputs(&mut self, now: Instant) {
+        let console = self.machine.take_console_output();
+        if !console.is_empty() {
+            self.unlogged.push_back(PendingOutput {
+                device: CONSOLE,
+                payload: console,
+            });
+        }
+        for frame in self.machine.take_transmitted() {
+            self.unlogged.push_back(PendingOutput {
+                device: NET,
+                payload: frame,
+            });
+        }
+        self.flush_unlogged(now);
+    }
+
+    fn flush_unlogged(&mut self, now: Instant) {
+        let at = self.at();
+        while !self.unlogged.is_empty() {
+            if self.node.role() == RoleKind::Primary && self.node.throttled(at).is_some() {
+                return;
+            }
+            let output = self.unlogged.pop_front().expect("front exists");
+            match self
+                .node
+                .submit_output(now, at, output.device, output.payload.clone())
+            {
+                Ok(_) => {
+                    self.outputs_submitted += 1;
+                    self.last_recorded_at = Some(at);
+                    self.entries += 1;
+                }
+                Err(NodeError::Throttled { .. }) => {
+                    self.unlogged.push_front(output);
+                    return;
+                }
+                Err(error) => panic!("fail-stop: an output could not be submitted: {error}"),
+            }
+        }
+    }
+
+    fn run_replay(&mut self, now: Instant, slice: u64) -> Step {
+        let mut executed = 0;
+        loop {
+            // Every entry due at this count enters now, in log order.
+            while self.node.next_replay_at() == Some(self.at()) {
+                let item = self.node.poll_replay().expect("an entry is due");
+                if !self.apply(item.position, item.entry) {
+                    return Step::Halted;
+                }
+            }
+            if let Some(at) = self.node.next_replay_at() {
+                assert!(
+                    at > self.at(),
+                    "fail-stop: the backup passed a logged input at {at}"
+                );
+            }
+            if self.node.role() == RoleKind::GoingLive
+                && self.node.next_replay_at().is_none()
+                && self.at() >= self.node.horizon()
+            {
+                self.node
+                    .finish_go_live(now)
+                    .expect("fail-stop: go-live with the log drained");
+                return Step::Ran(executed);
+            }
+            let target = match self.node.next_replay_at() {
+                Some(at) => at.min(self.node.horizon()),
+                None => self.node.horizon(),
+            };
+            let here = self.at();
+            if target <= here || executed >= slice {
+                return if executed > 0 {
+                    Step::Ran(executed)
+                } else {
+                    Step::WaitingForLog
+                };
+            }
+            let budget = (target.0 - here.0).min(slice - executed);
+            let (count, exit) = self.machine.run(budget);
+            executed += count.0 - here.0;
+            self.collect_suppressed_outputs();
+            match exit {
+                Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
+                // The primary idled at this same count and logged what woke it here.
+                Exit::Idle { .. } if self.at() == here => {
+                    if self.node.next_replay_at() != Some(here) {
+                        return if executed > 0 {
+                            Step::Ran(executed)
+                        } else {
+                            Step::WaitingForLog
+                        };
+                    }
+                }
+                Exit::Idle { .. } => {}
+                Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. } => {
+                    self.stopped = Some(exit);
+                    return Step::GuestStopped(exit);
+                }
+            }
+        }
+    }
+
+    fn collect_suppressed_outputs(&mut self) {
+        self.console_produced
+            .extend(self.machine.take_console_output());
+        for frame in self.machine.take_transmitted() {
+            self.produced.push_back(PendingOutput {
+                device: NET,
+                payload: frame,
+            });
+        }
+    }
+
+    /// Backup: applies one logged entry at its count. False when the backup must stop.
+    fn apply(&mut self, position: LogSequence, entry: LogEntry) -> bool {
+        self.entries += 1;
+        let input = match entry.record {
+            Record::Digest { digest } => return self.check(position, digest),
+            Record::Horizon => return true,
+            Record::Output { device, length } => {
+                let payload = if device == CONSOLE {
+                    let length = length as usize;
+                    assert!(
+                        self.console_produced.len() >= length,
+                        "fail-stop: the primary wrote {length} console bytes at {}, this backup {}",
+                        entry.at,
+                        self.console_produced.len()
+                    );
+                    self.console_produced.drain(..length).collect()
+                } else {
+                    let output = self.produced.pop_front().unwrap_or_else(|| {
+                        panic!(
+                            "fail-stop: the primary sent a frame at {} and this backup none",
+                            entry.at
+                        )
+                    });
+                    assert_eq!(
+                        output.payload.len(),
+                        length as usize,
+                        "fail-stop: a frame of another length than the primary's at {}",
+                        entry.at
+                    );
+                    output.payload
+                };
+                self.node
+                    .suppress_output(position, device, payload)
+                    .expect("a replaying node keeps outputs");
+                self.outputs_submitted += 1;
+                return true;
+            }
+            Record::DeviceInput { device, bytes } if device == CONSOLE => {
+                assert_eq!(bytes.len(), 1, "fail-stop: a console input is one byte");
+                Input::ConsoleByte(bytes[0])
+            }
+            Record::DeviceInput { device, bytes } if device == NET => Input::Frame(bytes),
+            Record::DeviceInput { device, .. } => {
+                panic!("fail-stop: the log names {device}, which this machine does not have")
+            }
+            Record::AdvanceTime { ticks } => Input::AdvanceTime { ticks },
+            Record::WallClockBase { ns } => Input::WallClockBase { ns },
+            Record::Entropy { bytes } => Input::Entropy(bytes),
+        };
+        if let Err(error) = self.machine.inject(&input) {
+            panic!(
+                "fail-stop: the backup's guest refused a logged input at {} ({error:?}); it has diverged",
+                entry.at
+            );
+        }
+        true
+    }
+
+    fn check(&mut self, position: LogSequence, _logged: StateDigest) -> bool {
+        let computed = match position {
+            IDENTITY_MACHINE => self.identity_machine_digest(),
+            IDENTITY_DISK => self.identity.disk_sha256,
+            _ => self.machine.digest(),
+        };
+        match self.node.check_digest(position, StateDigest(computed)) {
+            Ok(true) => {
+                self.digests_matched += 1;
+                true
+            }
+            Ok(false) => {
+                self.mismatch = Some(match position {
+                    IDENTITY_MACHINE => Mismatch::Images,
+                    IDENTITY_DISK => Mismatch::Disks,
+                    _ => Mismatch::State { at: self.at() },
+                });
+                false
+            }
+            Err(error) => panic!("fail-stop: {error}"),
+        }
+    }
+
+    /// The next output allowed out of the machine.
+    pub fn poll_release(&mut self, now: Instant) -> Option<ReleasedOutput> {
+        let output = self.node.poll_release(now)?;
+        self.outputs_released += 1;
+        Some(output)
+    }
+
+    /// A datagram from the peer or the arbiter.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<(), understudy_ft::ReceiveError> {
+        let result = self.node.handle_frame(now, bytes);
+        // A backup checks what arrived before its acknowledgement leaves (the identity
+        // digests above all): replay as far as the log allows, without running the guest.
+        if matches!(self.node.role(), RoleKind::Backup) {
+            while self.node.next_replay_at() == Some(self.at()) {
+                let item = self.node.poll_replay().expect("an entry is due");
+                if !self.apply(item.position, item.entry) {
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    /// Timers: heartbeats, acknowledgements, retransmission, failure detection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.node.handle_timeout(now);
+    }
+
+    /// When `handle_timeout` next has work.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.node.poll_at()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.node.poll_transmit(now)
+    }
+
+    /// The next protocol event (role changes, go-live steps, divergence).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.node.poll_event()
+    }
+
+    /// Figures for status reports.
+    pub fn status(&self) -> Status {
+        let counters = self.node.counters();
+        Status {
+            role: self.node.role(),
+            epoch: self.node.epoch(),
+            instructions: self.at().0,
+            log_end: self.node.log_end(),
+            acknowledged: self.node.acknowledged(),
+            outputs_held: self.outputs_submitted.saturating_sub(self.outputs_released),
+            entries: self.entries,
+            digests_matched: self.digests_matched,
+            counters,
+        }
+    }
+}
+
+/// The log record of a machine input.
+pub fn record_of(input: &Input) -> Record {
+    match input {
+        Input::AdvanceTime { ticks } => Record::AdvanceTime { ticks: *ticks },
+        Input::ConsoleByte(byte) => Record::DeviceInput {
+            device: CONSOLE,
+            bytes: alloc::vec![*byte],
+        },
+        Input::Frame(frame) => Record::DeviceInput {
+            device: NET,
+            bytes: frame.clone(),
+        },
+        Input::Entropy(bytes) => Record::Entropy {
+            bytes: bytes.clone(),
+        },
+        Input::WallClockBase { ns } => Record::WallClockBase { ns: *ns },
+    }
+}
+
+#[cfg(test)]
+mod tests;

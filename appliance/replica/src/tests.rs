@@ -1,0 +1,260 @@
+//! A primary, a backup and an arbiter in one process, on a virtual clock, running the built-in
+//! echo guest: the runtime's contract end to end without sockets.
+use alloc::vec::Vec;
+
+use understudy_ft::{
+    Arbiter, ArbiterConfig, ArbiterRecord, Incarnation, Key, Limits, NodeConfig, NodeId,
+};
+use understudy_machine::program::echo_guest;
+use understudy_machine::MachineConfig;
+
+use super::*;
+
+const PRIMARY: NodeId = NodeId(1);
+const BACKUP: NodeId = NodeId(2);
+const ARBITER: NodeId = NodeId(3);
+const CHANNEL_KEY: Key = Key([7; 32]);
+/// Each replica shares its own key with the arbiter.
+const ARBITER_KEYS: [Key; 2] = [Key([8; 32]), Key([9; 32])];
+const TYPED: &[u8] = b"understudy";
+const SLICE_INSTRUCTIONS: u64 = 50_000;
+const TICK_MICROS: u64 = 1_000;
+
+fn machine() -> Machine {
+    Machine::new(
+        &MachineConfig::default(),
+        &echo_guest(TYPED.len() as i32),
+        None,
+    )
+    .expect("the echo guest boots")
+}
+
+fn node_config(me: NodeId, peer: NodeId) -> NodeConfig {
+    NodeConfig {
+        me,
+        peer,
+        arbiter: ARBITER,
+        channel_key: CHANNEL_KEY,
+        arbiter_key: ARBITER_KEYS[usize::from(me == BACKUP)].clone(),
+        limits: Limits::default(),
+        incarnation: Incarnation(1),
+    }
+}
+
+fn replica(role: RoleKind, disk: [u8; 32]) -> Replica {
+    let now = Instant(0);
+    let node = match role {
+        RoleKind::Primary => Node::primary(node_config(PRIMARY, BACKUP), now),
+        _ => Node::backup(node_config(BACKUP, PRIMARY), now),
+    };
+    Replica::new(
+        machine(),
+        node,
+        GuestIdentity { disk_sha256: disk },
+        7_919,
+        now,
+    )
+}
+
+/// The trio on a virtual clock. `None` is a dead machine.
+struct Trio {
+    now: Instant,
+    primary: Option<Replica>,
+    backup: Option<Replica>,
+    arbiter: Arbiter,
+    /// What each replica let out of the machine, in order.
+    released: [Vec<u8>; 2],
+    /// Console bytes still to type into whichever replica is live, with the count to wait for.
+    to_type: Vec<u8>,
+}
+
+impl Trio {
+    fn new(backup_disk: [u8; 32]) -> Trio {
+        Trio {
+            now: Instant(0),
+            primary: Some(replica(RoleKind::Primary, [0; 32])),
+            backup: Some(replica(RoleKind::Backup, backup_disk)),
+            arbiter: Arbiter::new(
+                ArbiterConfig {
+                    me: ARBITER,
+                    replicas: [PRIMARY, BACKUP],
+                    keys: ARBITER_KEYS,
+                    limits: Limits::default(),
+                    incarnation: Incarnation(1),
+                },
+                ArbiterRecord::default(),
+            ),
+            released: [Vec::new(), Vec::new()],
+            to_type: TYPED.to_vec(),
+        }
+    }
+
+    fn replica(&mut self, id: NodeId) -> Option<&mut Replica> {
+        if id == PRIMARY {
+            self.primary.as_mut()
+        } else {
+            self.backup.as_mut()
+        }
+    }
+
+    /// One tick: deliver frames, run timers, type a byte into the live side, run a slice.
+    fn tick(&mut self) {
+        self.now = Instant(self.now.0 + TICK_MICROS);
+        let now = self.now;
+        let mut in_flight = Vec::new();
+        for id in [PRIMARY, BACKUP] {
+            if let Some(replica) = self.replica(id) {
+                replica.handle_timeout(now);
+                while let Some(transmit) = replica.poll_transmit(now) {
+                    in_flight.push(transmit);
+                }
+            }
+        }
+        while let Some(transmit) = self.arbiter.poll_transmit() {
+            in_flight.push(transmit);
+        }
+        for transmit in in_flight {
+            if transmit.to == ARBITER {
+                let _ = self.arbiter.handle_frame(&transmit.bytes);
+                while let Some(record) = self.arbiter.poll_storage_write() {
+                    self.arbiter.storage_written(record);
+                }
+            } else if let Some(replica) = self.replica(transmit.to) {
+                let _ = replica.handle_frame(now, &transmit.bytes);
+            }
+        }
+        for (slot, id) in [PRIMARY, BACKUP].into_iter().enumerate() {
+            let to_type = &mut self.to_type;
+            let Some(replica) = (if id == PRIMARY {
+                self.primary.as_mut()
+            } else {
+                self.backup.as_mut()
+            }) else {
+                continue;
+            };
+            while replica.poll_event().is_some() {}
+            // One byte every few ticks, offered wherever the guest runs live.
+            if replica.is_live() && replica.is_paired() && now.0 % (7 * TICK_MICROS) == 0 {
+                if let Some(&byte) = to_type.first() {
+                    if replica.offer_input(now, &Input::ConsoleByte(byte)).is_ok() {
+                        to_type.remove(0);
+                    }
+                }
+            }
+            if let Step::Idle { .. } = replica.run(now, SLICE_INSTRUCTIONS) {
+                let _ = replica.offer_input(now, &Input::AdvanceTime { ticks: 1_000 });
+            }
+            while let Some(output) = replica.poll_release(now) {
+                self.released[slot].extend_from_slice(&output.payload);
+            }
+        }
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&mut Trio) -> bool, ticks_max: u64) {
+        for _ in 0..ticks_max {
+            if done(self) {
+                return;
+            }
+            self.tick();
+        }
+        let describe = |r: &Option<Replica>| r.as_ref().map(|r| (r.status(), r.stopped));
+        panic!(
+            "not done after {ticks_max} ticks: primary {:?}, backup {:?}, left to type {}",
+            describe(&self.primary),
+            describe(&self.backup),
+            self.to_type.len()
+        );
+    }
+}
+
+fn stopped(replica: &Option<Replica>) -> bool {
+    replica.as_ref().is_some_and(|r| r.stopped.is_some())
+}
+
+#[test]
+fn backup_follows_the_primary_to_the_same_final_state() {
+    let mut trio = Trio::new([0; 32]);
+    trio.run_until(|t| stopped(&t.primary) && stopped(&t.backup), 20_000);
+    // The guest's echo left the primary, all of it, and nothing left the backup.
+    trio.run_until(|t| t.released[0].len() == TYPED.len(), 1_000);
+    assert_eq!(trio.released[0], TYPED);
+    assert_eq!(trio.released[1], b"");
+    let primary = trio.primary.as_mut().expect("alive");
+    let backup = trio.backup.as_mut().expect("alive");
+    assert_eq!(primary.stopped, Some(Exit::PowerOff { code: 0 }));
+    assert_eq!(backup.stopped, Some(Exit::PowerOff { code: 0 }));
+    assert_eq!(primary.machine.instret(), backup.machine.instret());
+    assert_eq!(primary.machine.digest(), backup.machine.digest());
+    // Two identity digests and one every 7,919 instructions of the run.
+    let expected_digests = 2 + primary.machine.instret().0 / 7_919;
+    assert_eq!(backup.digests_matched, expected_digests);
+}
+
+#[test]
+fn outputs_leave_only_after_the_backup_acknowledged_them() {
+    let mut trio = Trio::new([0; 32]);
+    // Run until the first byte was echoed, with the link to the backup cut: the primary keeps
+    // executing, but its output stays in.
+    trio.run_until(|t| t.primary.as_ref().unwrap().is_paired(), 1_000);
+    let backup = trio.backup.take();
+    trio.run_until(
+        |t| t.primary.as_ref().unwrap().status().outputs_held >= 1,
+        1_000,
+    );
+    for _ in 0..50 {
+        trio.tick();
+    }
+    assert_eq!(trio.released[0], b"");
+    let held = trio.primary.as_ref().unwrap().status().outputs_held;
+    assert!(held >= 1, "{held}");
+    // The backup comes back before the primary gave up on it: the output goes out.
+    trio.backup = backup;
+    trio.run_until(|t| !t.released[0].is_empty(), 1_000);
+    assert_eq!(trio.released[0][0], TYPED[0]);
+}
+
+#[test]
+fn backup_goes_live_when_the_primary_dies_and_no_released_output_is_lost() {
+    let mut trio = Trio::new([0; 32]);
+    trio.run_until(|t| t.to_type.len() <= TYPED.len() / 2, 20_000);
+    // Let what was typed be echoed and released (so the backup holds it), then kill the
+    // primary. An input the primary took but the backup never received dies with the primary,
+    // as a TCP segment would: its sender sends it again; this test types it only once.
+    let typed = TYPED.len() - trio.to_type.len();
+    let pending = core::mem::take(&mut trio.to_type);
+    trio.run_until(|t| t.released[0].len() == typed, 1_000);
+    trio.primary = None;
+    trio.to_type = pending;
+    trio.run_until(|t| stopped(&t.backup), 20_000);
+    let backup = trio.backup.as_ref().unwrap();
+    assert_eq!(backup.node.role(), RoleKind::Solo);
+    assert_eq!(backup.node.epoch(), Epoch(2));
+    assert_eq!(backup.stopped, Some(Exit::PowerOff { code: 0 }));
+    trio.run_until(
+        |t| t.released[0].len() + t.released[1].len() >= TYPED.len(),
+        1_000,
+    );
+    // The new primary's stream continues where the old one stopped: no gap, and a repeat
+    // only of what the backup could not know was released.
+    let tail = &trio.released[1];
+    let overlap = trio.released[0].len() + tail.len() - TYPED.len();
+    assert_eq!(trio.released[0], TYPED[..typed]);
+    assert_eq!(tail[overlap..], TYPED[typed..]);
+    assert_eq!(tail[..overlap], TYPED[typed - overlap..typed]);
+}
+
+#[test]
+fn backup_with_another_disk_refuses_the_pair_before_acknowledging() {
+    let mut trio = Trio::new([1; 32]);
+    for _ in 0..200 {
+        trio.tick();
+    }
+    let backup = trio.backup.as_ref().unwrap();
+    assert_eq!(backup.mismatch(), Some(&Mismatch::Disks));
+    assert_eq!(backup.node.role(), RoleKind::Halted);
+    assert_eq!(backup.machine.instret().0, 0);
+    let primary = trio.primary.as_ref().unwrap();
+    assert!(!primary.is_paired());
+    assert_eq!(primary.machine.instret().0, 0);
+    assert_eq!(trio.released[0], b"");
+}
