@@ -144,6 +144,10 @@ pub enum BootError {
     MemorySize {
         bytes: u64,
     },
+    /// Guest time cannot advance by one tick per zero instructions.
+    InstructionsPerTick {
+        value: u64,
+    },
     DoesNotFit {
         what: &'static str,
         address: u64,
@@ -167,6 +171,9 @@ impl fmt::Display for BootError {
                 MEMORY_MIN_BYTES >> 20,
                 MEMORY_MAX_BYTES >> 20
             ),
+            BootError::InstructionsPerTick { value } => {
+                write!(f, "{value} instructions per tick is out of range; use at least 1")
+            }
             BootError::DoesNotFit { what, address, bytes, memory_bytes } => write!(
                 f,
                 "{what} ({bytes} bytes at {address:#x}) does not fit in {} MiB of guest memory at {RAM_BASE:#x}; give the guest more memory",
@@ -304,6 +311,11 @@ impl Machine {
         {
             return Err(BootError::MemorySize {
                 bytes: memory_bytes,
+            });
+        }
+        if config.instructions_per_tick == 0 {
+            return Err(BootError::InstructionsPerTick {
+                value: config.instructions_per_tick,
             });
         }
         let image = GuestImage::parse(kernel).map_err(BootError::Image)?;
@@ -746,4 +758,29 @@ fn device_tree(config: &MachineConfig, initrd: Option<(u64, u64)>) -> Vec<u8> {
     fdt.end_node(); // soc
     fdt.end_node(); // root
     fdt.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::ToString;
+
+    use super::*;
+    use crate::program::echo_guest;
+
+    #[test]
+    fn zero_instructions_per_tick_is_a_boot_error_not_a_panic() {
+        let config = MachineConfig {
+            instructions_per_tick: 0,
+            ..MachineConfig::default()
+        };
+        let error = Machine::new(&config, &echo_guest(1), None)
+            .err()
+            .expect("refused");
+        assert_eq!(error, BootError::InstructionsPerTick { value: 0 });
+        assert_eq!(
+            error.to_string(),
+            "0 instructions per tick is out of range; use at least 1"
+        );
+    }
 }
