@@ -312,6 +312,10 @@ pub struct Node {
 
     // Failure detection.
     last_heard: Instant,
+    /// The peer has been heard since this node started (or since a snapshot was sent). Until
+    /// then its silence is not a failure: the pair is still forming, and the driver bounds
+    /// how long it waits for its partner.
+    peer_heard: bool,
     last_sent: Instant,
     next_claim_at: Instant,
     next_join_at: Instant,
@@ -371,6 +375,7 @@ impl Node {
             releases: VecDeque::new(),
             counters: Counters::default(),
             last_heard: now,
+            peer_heard: true,
             last_sent: now,
             next_claim_at: now,
             next_join_at: now,
@@ -693,6 +698,7 @@ impl Node {
             self.acked_at = self.end_at.max(at);
             self.lease_until = None;
             self.last_heard = now;
+            self.peer_heard = true;
             self.last_ack_progress = now;
             self.set_role(RoleKind::Primary);
         }
@@ -933,6 +939,7 @@ impl Node {
         if self.role == RoleKind::Backup {
             // A claiming backup has stopped listening: it may already hold the next epoch.
             self.last_heard = now;
+            self.peer_heard = true;
         }
         self.newest_sent_at = self.newest_sent_at.max(sent_at);
         if released_through > self.primary_released_through {
@@ -989,6 +996,7 @@ impl Node {
         self.last_agreed = None;
         self.primary_released_through = position;
         self.last_heard = now;
+        self.peer_heard = true;
         self.role = RoleKind::Backup;
         if from != RoleKind::Backup {
             self.events.push_back(Event::RoleChanged {
@@ -1071,6 +1079,7 @@ impl Node {
             }
         }
         self.last_heard = now;
+        self.peer_heard = true;
         // The echo is our own clock reading; never let it extend the lease past one lease
         // from now.
         let echo = echo.min(now);
@@ -1195,8 +1204,9 @@ impl Node {
         let limits = self.config.limits.clone();
         match self.role {
             RoleKind::Primary => {
-                let silent = now >= self.last_heard + limits.peer_timeout;
-                let stuck = !self.log.is_empty()
+                let silent = self.peer_heard && now >= self.last_heard + limits.peer_timeout;
+                let stuck = self.peer_heard
+                    && !self.log.is_empty()
                     && now >= self.last_ack_progress + limits.ack_progress_timeout;
                 if silent || stuck {
                     self.start_claim(now);
@@ -1222,7 +1232,7 @@ impl Node {
                 }
             }
             RoleKind::Backup => {
-                if now >= self.last_heard + limits.peer_timeout {
+                if self.peer_heard && now >= self.last_heard + limits.peer_timeout {
                     self.start_claim(now);
                     return;
                 }
@@ -1246,9 +1256,11 @@ impl Node {
         let limits = &self.config.limits;
         match self.role {
             RoleKind::Primary => {
-                let mut at = (self.last_heard + limits.peer_timeout)
-                    .min(self.last_sent + limits.heartbeat_interval);
-                if !self.log.is_empty() {
+                let mut at = self.last_sent + limits.heartbeat_interval;
+                if self.peer_heard {
+                    at = at.min(self.last_heard + limits.peer_timeout);
+                }
+                if !self.log.is_empty() && self.peer_heard {
                     at = at
                         .min(self.last_ack_progress + limits.ack_progress_timeout)
                         .min(
@@ -1258,10 +1270,11 @@ impl Node {
                 }
                 Some(at)
             }
-            RoleKind::Backup => Some(
+            RoleKind::Backup if self.peer_heard => Some(
                 (self.last_heard + limits.peer_timeout)
                     .min(self.last_ack_sent + limits.heartbeat_interval),
             ),
+            RoleKind::Backup => Some(self.last_ack_sent + limits.heartbeat_interval),
             RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => Some(self.next_claim_at),
             RoleKind::Joining => Some(self.next_join_at),
             RoleKind::Solo | RoleKind::GoingLive | RoleKind::Halted | RoleKind::Arbiter => None,
@@ -1317,6 +1330,19 @@ impl Node {
     /// The next event for the runtime.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// A pair that is forming: until the peer is first heard, its silence is not a failure
+    /// (the partner may still be starting), so no claim is made. The driver bounds the wait
+    /// with its own timeout and a clear message.
+    pub fn await_peer(&mut self) {
+        self.peer_heard = false;
+    }
+
+    /// True once the peer was heard (always, unless `await_peer` was called and the peer has
+    /// been silent since).
+    pub fn peer_heard(&self) -> bool {
+        self.peer_heard
     }
 
     /// The limits this node was configured with.

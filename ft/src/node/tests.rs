@@ -1024,3 +1024,32 @@ fn a_replica_cannot_forge_the_arbiters_grant_or_speak_as_its_peer() {
     node.handle_frame(after_timeout(), &real).unwrap();
     assert_eq!(node.role(), RoleKind::GoingLive);
 }
+
+#[test]
+fn a_forming_pair_does_not_claim_before_the_peer_was_first_heard() {
+    let late = T0 + Duration(limits().peer_timeout.0 * 10);
+    for mut node in [primary(), backup()] {
+        node.await_peer();
+        node.handle_timeout(late);
+        assert!(!node.peer_heard());
+        assert!(matches!(node.role(), RoleKind::Primary | RoleKind::Backup));
+        // Nothing is overdue: a driver sleeping until `poll_at` does not spin.
+        assert!(node.poll_at().unwrap() > late);
+    }
+    // Once the peer was heard, its silence is a failure again.
+    let mut primary = primary();
+    primary.await_peer();
+    let mut backup = backup();
+    backup.await_peer();
+    primary.handle_timeout(T0 + limits().heartbeat_interval);
+    let heartbeat_at = T0 + limits().heartbeat_interval;
+    let mut delivered = 0;
+    while let Some(transmit) = primary.poll_transmit(heartbeat_at) {
+        backup.handle_frame(heartbeat_at, &transmit.bytes).unwrap();
+        delivered += 1;
+    }
+    assert_eq!(delivered, 1);
+    assert!(backup.peer_heard());
+    backup.handle_timeout(heartbeat_at + limits().peer_timeout);
+    assert_eq!(backup.role(), RoleKind::ClaimingAsBackup);
+}
