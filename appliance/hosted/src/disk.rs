@@ -22,6 +22,26 @@ fn fail_stop(path: &Path, what: &str, error: std::io::Error) -> ! {
     )
 }
 
+/// Opens `path` with `options` if it is a regular file. Anything else is refused before it
+/// is opened (opening a FIFO blocks, a device has no length, reading a directory fails
+/// later), and the opened file is checked again in case the path changed in between.
+pub fn open_regular_file(path: &Path, options: &OpenOptions) -> std::io::Result<File> {
+    let not_regular = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, device or pipe); give an image file",
+        )
+    };
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
 fn check_range(len_bytes: u64, offset: u64, len: usize) -> Result<(), BackendError> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= len_bytes => Ok(()),
@@ -38,7 +58,7 @@ pub struct FileDisk {
 
 impl FileDisk {
     pub fn open(path: &Path) -> std::io::Result<FileDisk> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = open_regular_file(path, OpenOptions::new().read(true).write(true))?;
         let len_bytes = file.metadata()?.len();
         Ok(FileDisk {
             file,
@@ -87,7 +107,7 @@ pub struct OverlayDisk {
 
 impl OverlayDisk {
     pub fn open(path: &Path) -> std::io::Result<OverlayDisk> {
-        let base = File::open(path)?;
+        let base = open_regular_file(path, OpenOptions::new().read(true))?;
         let len_bytes = base.metadata()?.len();
         Ok(OverlayDisk {
             base,
@@ -183,6 +203,37 @@ mod tests {
         );
         assert_eq!(std::fs::read(&path).unwrap(), original);
         assert_eq!(disk.overlay_bytes(), 2 * OVERLAY_CHUNK_BYTES);
+    }
+
+    /// A directory, a FIFO and a character device, none of them a disk image.
+    fn not_regular_files(name: &str) -> Vec<PathBuf> {
+        let dir = std::env::temp_dir().join(format!("understudy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(status.success());
+        vec![dir, fifo, PathBuf::from("/dev/zero")]
+    }
+
+    fn assert_refused(result: std::io::Result<()>, path: &Path) {
+        let error = result.expect_err("refused");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{path:?}");
+        assert_eq!(
+            error.to_string(),
+            "not a regular file (a directory, device or pipe); give an image file"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_open_as_disks() {
+        for path in not_regular_files("not-a-disk") {
+            assert_refused(FileDisk::open(&path).map(drop), &path);
+            assert_refused(OverlayDisk::open(&path).map(drop), &path);
+        }
     }
 
     #[test]
