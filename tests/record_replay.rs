@@ -2,7 +2,12 @@
 //! image or a damaged log is refused with a clear error.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use understudy::record::{
+    file_sha256, Frame, Header, ImageRef, ImageRole, LogWriter, RecordedEnding, LOG_VERSION,
+};
 use understudy_cpu::Op;
 use understudy_machine::loader::elf_executable;
 use understudy_machine::program::{echo_guest, reg, Assembler};
@@ -180,4 +185,95 @@ fn replay_accepts_a_power_off_that_lands_on_a_digest_checkpoint() {
         stderr.contains("1 digests checked, 5 instructions"),
         "{stderr}"
     );
+}
+
+/// Runs `understudy ARGS` with stdin closed; `None` if it was still running after
+/// `limit` (it is killed then).
+fn understudy_within(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("understudy starts");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+/// A log with `header` and an end frame at instruction 0, as a crafted file could be.
+fn crafted_log(dir: &Path, header: Header) -> PathBuf {
+    let path = dir.join("crafted.log");
+    let mut writer = LogWriter::create(&path, header).unwrap();
+    writer
+        .append(&Frame::End {
+            at: 0,
+            ending: RecordedEnding::Stopped,
+        })
+        .unwrap();
+    writer.finish().unwrap();
+    path
+}
+
+fn header_with(images: Vec<ImageRef>, instructions_per_tick: u64) -> Header {
+    Header {
+        version: LOG_VERSION,
+        memory_bytes: 128 << 20,
+        instructions_per_tick,
+        bootargs: String::new(),
+        net_mac: None,
+        entropy: false,
+        images,
+    }
+}
+
+/// Replays `log`; asserts a prompt failure with one line on stderr and returns it.
+fn replay_error(log: &Path) -> String {
+    let output = understudy_within(&["replay", log.to_str().unwrap()], Duration::from_secs(30))
+        .expect("replay of a crafted log ends promptly");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_log_header_with_zero_instructions_per_tick_is_refused_with_one_line() {
+    let dir = work_dir("zero-tick");
+    let kernel = dir.join("off.elf");
+    std::fs::write(&kernel, power_off_guest()).unwrap();
+    let (sha256, bytes) = file_sha256(&kernel).unwrap();
+    let image = ImageRef {
+        role: ImageRole::Kernel,
+        path: kernel,
+        sha256,
+        bytes,
+    };
+    let log = crafted_log(&dir, header_with(vec![image], 0));
+    let stderr = replay_error(&log);
+    assert!(stderr.contains("instructions per tick"), "{stderr}");
+}
+
+#[test]
+fn a_log_header_naming_a_device_as_an_image_is_refused_with_one_line() {
+    let dir = work_dir("dev-zero");
+    let image = ImageRef {
+        role: ImageRole::Kernel,
+        path: PathBuf::from("/dev/zero"),
+        sha256: [0; 32],
+        bytes: 4096,
+    };
+    let log = crafted_log(&dir, header_with(vec![image], 10));
+    let stderr = replay_error(&log);
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
 }

@@ -7,13 +7,15 @@
 //! the `Header`; the chain makes any truncation, corruption or reordering visible at the
 //! first damaged frame.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use understudy_machine::Input;
+
+use crate::disk::open_regular_file;
 
 pub const LOG_MAGIC: &[u8; 16] = b"understudy-log\n\0";
 /// Bumped on any change to `Frame` or `Header` that old readers cannot decode.
@@ -254,9 +256,10 @@ fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// SHA-256 of a file's contents, streamed.
+/// SHA-256 of a file's contents, streamed. Only regular files: a log header or a command
+/// line naming a device or a pipe would otherwise hash forever or block.
 pub fn file_sha256(path: &Path) -> io::Result<([u8; 32], u64)> {
-    let mut input = BufReader::new(File::open(path)?);
+    let mut input = BufReader::new(open_regular_file(path, OpenOptions::new().read(true))?);
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut total = 0;
