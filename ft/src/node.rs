@@ -123,6 +123,15 @@ pub enum Event {
     },
     /// A replica wants to join: call `Node::send_snapshot` with the current state.
     SnapshotWanted,
+    /// The node moved to a newer epoch (it won a claim, or installed a snapshot of a newer
+    /// epoch). Write `epoch` durably as this replica's last known epoch, then call
+    /// `Node::epoch_persisted(epoch)`. Until then the node sends no frame and releases no
+    /// output, so nothing acts on an epoch a crash could make the replica forget. After a
+    /// restart, pass the stored value to `Node::joining`.
+    PersistEpoch {
+        /// The epoch to store.
+        epoch: Epoch,
+    },
     /// Replace the machine state with this snapshot, then replay from `position + 1`.
     InstallSnapshot {
         /// The last log position the state includes.
@@ -302,6 +311,9 @@ pub struct Node {
     role: RoleKind,
     epoch: Epoch,
     halt_reason: Option<HaltReason>,
+    /// An epoch announced with `Event::PersistEpoch` that the driver has not yet confirmed
+    /// durable: nothing leaves the node meanwhile.
+    epoch_unpersisted: Option<Epoch>,
     writer: FrameWriter,
     peer_window: ReplayWindow,
     arbiter_window: ReplayWindow,
@@ -367,6 +379,7 @@ impl Node {
             role,
             epoch,
             halt_reason: None,
+            epoch_unpersisted: None,
             writer,
             peer_window: ReplayWindow::default(),
             arbiter_window: ReplayWindow::default(),
@@ -416,8 +429,31 @@ impl Node {
     }
 
     /// A restart (after a crash or a halt): no state; asks the live primary to be synced.
-    pub fn joining(config: NodeConfig, now: Instant) -> Node {
-        Node::blank(config, RoleKind::Joining, Epoch(0), now)
+    ///
+    /// `last_known_epoch` is the epoch this replica last persisted (`Event::PersistEpoch`), or
+    /// `Epoch(1)` if it never persisted one (the pair's first epoch). The replica accepts a
+    /// snapshot only from that epoch or a newer one, and its join request carries it, so a
+    /// primary of an older epoch learns it is stale and halts instead of handing over older
+    /// state: a replica that won an epoch, released output and crashed can never come back
+    /// with the history it replaced.
+    pub fn joining(config: NodeConfig, now: Instant, last_known_epoch: Epoch) -> Node {
+        Node::blank(config, RoleKind::Joining, last_known_epoch, now)
+    }
+
+    /// The driver has written `epoch` durably (see `Event::PersistEpoch`): the node may send
+    /// and release again. A confirmation of another epoch changes nothing.
+    pub fn epoch_persisted(&mut self, epoch: Epoch) {
+        if self.epoch_unpersisted == Some(epoch) {
+            self.epoch_unpersisted = None;
+        }
+    }
+
+    /// Moves to a newer epoch and asks the driver to persist it before anything leaves.
+    fn enter_epoch(&mut self, epoch: Epoch) {
+        assert!(epoch > self.epoch, "epochs only grow");
+        self.epoch = epoch;
+        self.epoch_unpersisted = Some(epoch);
+        self.events.push_back(Event::PersistEpoch { epoch });
     }
 
     /// The current role.
@@ -425,7 +461,7 @@ impl Node {
         self.role
     }
 
-    /// The current epoch (0 while joining).
+    /// The current epoch (while joining: the last epoch this replica knew).
     pub fn epoch(&self) -> Epoch {
         self.epoch
     }
@@ -652,6 +688,9 @@ impl Node {
     /// the backup has acknowledged its position and the lease from that acknowledgement is
     /// still valid at `now` (so a backup that may be going live has not had time to).
     pub fn poll_release(&mut self, now: Instant) -> Option<ReleasedOutput> {
+        if self.epoch_unpersisted.is_some() {
+            return None;
+        }
         if let Some(output) = self.releases.pop_front() {
             return Some(output);
         }
@@ -842,8 +881,17 @@ impl Node {
         if self.role == RoleKind::Halted {
             return Err(unexpected(self, &frame.message));
         }
-        // A joining peer has no epoch yet; its join carries no authority, so it is exempt.
+        // A join carries the joiner's last known epoch. An older one is normal (the joiner
+        // missed failovers and will take this node's state); a newer one proves this node is
+        // stale: the joiner once held a newer epoch, and this node's state is older than
+        // history that may already have left the machine.
         if let Message::Join = frame.message {
+            if header.epoch > self.epoch && self.role != RoleKind::Joining {
+                self.halt(HaltReason::Fenced {
+                    epoch: header.epoch,
+                });
+                return Ok(());
+            }
             return self.handle_join(now);
         }
         if self.role == RoleKind::Joining {
@@ -853,10 +901,21 @@ impl Node {
                     position,
                     at,
                     state,
-                } if header.epoch > Epoch(0) => {
-                    self.epoch = header.epoch;
+                } if header.epoch >= self.epoch.max(Epoch(1)) => {
+                    if header.epoch > self.epoch {
+                        self.enter_epoch(header.epoch);
+                    }
                     self.install_snapshot(now, sent_at, position, at, state);
                     Ok(())
+                }
+                Message::Snapshot { .. } if header.epoch < self.epoch => {
+                    // State from before an epoch this replica knew: never install it, and
+                    // tell its sender it is stale.
+                    self.send_small(header.sender, Message::Fence { epoch: self.epoch });
+                    Err(ReceiveError::StaleEpoch {
+                        expected: self.epoch,
+                        received: header.epoch,
+                    })
                 }
                 other => Err(unexpected(self, &other)),
             };
@@ -1154,7 +1213,7 @@ impl Node {
             self.halt(HaltReason::LostArbitration { epoch, owner });
             return Ok(());
         }
-        self.epoch = epoch;
+        self.enter_epoch(epoch);
         if self.role == RoleKind::ClaimingAsPrimary {
             // Won as the primary: no backup any more, so everything held may go out.
             self.set_role(RoleKind::Solo);
@@ -1286,6 +1345,9 @@ impl Node {
     /// The next frame to send. A primary packs unsent log entries into batches here, so
     /// entries recorded between two polls travel together.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if self.epoch_unpersisted.is_some() {
+            return None;
+        }
         if let Some(transmit) = self.transmits.pop_front() {
             return Some(transmit);
         }

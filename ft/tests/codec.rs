@@ -178,7 +178,7 @@ proptest! {
         let mut nodes = [
             Node::primary(config(1), Instant(0)),
             Node::backup(config(2), Instant(0)),
-            Node::joining(config(2), Instant(0)),
+            Node::joining(config(2), Instant(0), Epoch(1)),
         ];
         for (index, (sender, incarnation, epoch, message)) in messages.into_iter().enumerate() {
             let frame = Frame {
@@ -199,7 +199,11 @@ proptest! {
                 let _ = node.handle_frame(now, &bytes);
                 node.handle_timeout(now);
                 while node.poll_transmit(now).is_some() {}
-                while node.poll_event().is_some() {}
+                while let Some(event) = node.poll_event() {
+                    if let Event::PersistEpoch { epoch } = event {
+                        node.epoch_persisted(epoch);
+                    }
+                }
                 while node.poll_release(now).is_some() {}
                 while node.poll_replay().is_some() {}
                 if node.role() == RoleKind::GoingLive {

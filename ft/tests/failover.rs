@@ -97,6 +97,11 @@ impl Cluster {
                     frames.push((id, transmit));
                 }
                 while let Some(event) = node.poll_event() {
+                    if let Event::PersistEpoch { epoch } = event {
+                        // Stored at once: this driver's storage is memory.
+                        node.epoch_persisted(epoch);
+                        moved = true;
+                    }
                     if event == Event::SnapshotWanted {
                         node.send_snapshot(now, InstructionCount(0), b"state".to_vec())
                             .unwrap();
@@ -271,7 +276,8 @@ fn backup_goes_live_after_primary_crash_with_unacked_output_and_the_old_primary_
     assert!(cluster.released.iter().all(|(id, _)| *id == B));
 
     // Restarted, it joins the new primary through a snapshot and the pair is protected again.
-    cluster.nodes[0] = Some(Node::joining(config(A, 2), cluster.now));
+    // It last knew epoch 1, older than the live primary's: it accepts the snapshot of epoch 2.
+    cluster.nodes[0] = Some(Node::joining(config(A, 2), cluster.now, Epoch(1)));
     cluster.advance(1_000);
     assert_eq!(cluster.node(A).role(), RoleKind::Backup);
     assert_eq!(cluster.node(A).epoch(), Epoch(2));

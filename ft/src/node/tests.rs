@@ -142,6 +142,9 @@ fn grant(node: &mut Node, forge: &mut Forge) {
     let epoch = node.epoch().next();
     let bytes = forge.arbiter_frame(me, epoch, Message::ClaimReply { epoch, owner: me });
     node.handle_frame(after_timeout(), &bytes).unwrap();
+    // The driver stores the new epoch before the node may act on it.
+    assert!(node.events.contains(&Event::PersistEpoch { epoch }));
+    node.epoch_persisted(epoch);
 }
 
 fn solo() -> Node {
@@ -159,7 +162,7 @@ fn going_live() -> Node {
 }
 
 fn joining() -> Node {
-    Node::joining(config(B), T0)
+    Node::joining(config(B), T0, Epoch(1))
 }
 
 fn halted() -> Node {
@@ -902,7 +905,7 @@ fn backup_goes_live_after_draining_and_reissues_outputs_not_known_released() {
 fn joining_replica_becomes_backup_from_a_snapshot_and_the_primary_protects_again() {
     let mut live = solo();
     drain_transmits(&mut live, after_timeout());
-    let mut joiner = Node::joining(config(B), after_timeout());
+    let mut joiner = Node::joining(config(B), after_timeout(), Epoch(1));
     joiner.handle_timeout(after_timeout());
     let join = drain_transmits(&mut joiner, after_timeout());
     assert_eq!(join, vec![(A, Message::Join)]);
@@ -921,6 +924,13 @@ fn joining_replica_becomes_backup_from_a_snapshot_and_the_primary_protects_again
     assert_eq!(joiner.role(), RoleKind::Backup);
     assert_eq!(joiner.epoch(), Epoch(2));
     let events = drain_events(&mut joiner);
+    assert!(events.contains(&Event::PersistEpoch { epoch: Epoch(2) }));
+    assert_eq!(
+        joiner.poll_transmit(now),
+        None,
+        "nothing leaves before the epoch is stored"
+    );
+    joiner.epoch_persisted(Epoch(2));
     assert!(events.contains(&Event::InstallSnapshot {
         position: LogSequence(1),
         at: InstructionCount(5),
@@ -978,7 +988,7 @@ fn frames_from_strangers_replays_and_restarted_peers_are_dropped() {
 
 #[test]
 fn joining_replica_refuses_a_snapshot_without_an_epoch() {
-    let mut node = joining();
+    let mut node = Node::joining(config(B), T0, Epoch(0));
     let message = Message::Snapshot {
         sent_at: T0,
         position: LogSequence(1),
@@ -991,6 +1001,72 @@ fn joining_replica_refuses_a_snapshot_without_an_epoch() {
         Err(ReceiveError::UnexpectedMessage { .. })
     ));
     assert_eq!(node.role(), RoleKind::Joining);
+}
+
+#[test]
+fn a_joiner_that_knew_a_newer_epoch_fences_the_stale_primary_and_refuses_its_snapshot() {
+    // B won epoch 2, released output and crashed; A never heard and is still primary of 1.
+    let mut stale = primary();
+    let mut joiner = Node::joining(config(B), T0, Epoch(2));
+    joiner.handle_timeout(T0);
+    let join = joiner.poll_transmit(T0).unwrap();
+    // A snapshot of epoch 1 that A sent before it could learn anything is refused.
+    let mut forge = Forge::new();
+    let old_state = Message::Snapshot {
+        sent_at: T0,
+        position: LogSequence(3),
+        at: InstructionCount(30),
+        state: vec![1],
+    };
+    assert_eq!(
+        joiner.handle_frame(T0, &forge.frame(A, Epoch(1), old_state)),
+        Err(ReceiveError::StaleEpoch {
+            expected: Epoch(2),
+            received: Epoch(1)
+        })
+    );
+    assert_eq!(joiner.role(), RoleKind::Joining);
+    assert!(!drain_events(&mut joiner)
+        .iter()
+        .any(|event| matches!(event, Event::InstallSnapshot { .. })));
+    assert_eq!(
+        drain_transmits(&mut joiner, T0),
+        vec![(A, Message::Fence { epoch: Epoch(2) })]
+    );
+    // The join itself tells A that epoch 2 exists: A halts instead of sending its state.
+    stale.handle_frame(T0, &join.bytes).unwrap();
+    assert_eq!(stale.role(), RoleKind::Halted);
+    assert_eq!(
+        stale.halt_reason(),
+        Some(HaltReason::Fenced { epoch: Epoch(2) })
+    );
+    assert!(!drain_events(&mut stale).contains(&Event::SnapshotWanted));
+}
+
+#[test]
+fn a_new_epoch_is_persisted_before_anything_leaves_the_node() {
+    let mut node = primary();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    node.handle_timeout(after_timeout());
+    drain_transmits(&mut node, after_timeout());
+    let bytes = Forge::new().arbiter_frame(
+        A,
+        Epoch(2),
+        Message::ClaimReply {
+            epoch: Epoch(2),
+            owner: A,
+        },
+    );
+    node.handle_frame(after_timeout(), &bytes).unwrap();
+    assert_eq!(node.role(), RoleKind::Solo);
+    assert!(drain_events(&mut node).contains(&Event::PersistEpoch { epoch: Epoch(2) }));
+    assert_eq!(node.poll_release(after_timeout()), None);
+    node.epoch_persisted(Epoch(1));
+    assert_eq!(node.poll_release(after_timeout()), None, "another epoch");
+    node.epoch_persisted(Epoch(2));
+    let released = node.poll_release(after_timeout()).unwrap();
+    assert_eq!(released.epoch, Epoch(2));
 }
 
 #[test]

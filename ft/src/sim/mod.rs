@@ -492,6 +492,14 @@ enum SimEvent {
     End,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashKind {
+    /// The other replica carries on: primary/backup replication must survive it.
+    Single,
+    /// The crashing replica holds the only copy of the newest epoch's state.
+    LosesNewestState,
+}
+
 struct Scheduled {
     time: u64,
     order: u64,
@@ -557,6 +565,8 @@ impl Clock {
 
 struct Replica {
     node: Option<Node>,
+    /// The last epoch the replica stored (`Event::PersistEpoch`); survives crashes.
+    stored_epoch: Epoch,
     workload: Workload,
     icount: u64,
     last_executed: Instant,
@@ -587,6 +597,9 @@ struct World {
     recovered: bool,
     /// A replica that died for good when faults stopped.
     kept_down: Option<usize>,
+    /// The only replica holding the newest epoch's state crashed (a double failure): the pair
+    /// may stay unable to serve, and must not serve older state.
+    newest_state_lost: bool,
     quiesce_at: u64,
     clocks: [Clock; 3],
     incarnations: [u64; 3],
@@ -664,6 +677,7 @@ impl World {
             .collect();
         let replica = || Replica {
             node: None,
+            stored_epoch: Epoch(1),
             workload: Workload::new(options.clients),
             icount: 0,
             last_executed: Instant(0),
@@ -681,6 +695,7 @@ impl World {
             faults_active: true,
             recovered: false,
             kept_down: None,
+            newest_state_lost: false,
             quiesce_at: options.fault_phase_us,
             clocks,
             incarnations: [1; 3],
@@ -1313,6 +1328,14 @@ impl World {
                     self.check_answered_applied(node);
                 }
             }
+            Event::PersistEpoch { epoch } => {
+                // Durable at once: the write completes before anything else the node does.
+                let replica = &mut self.replicas[slot];
+                replica.stored_epoch = epoch;
+                if let Some(state) = replica.node.as_mut() {
+                    state.epoch_persisted(epoch);
+                }
+            }
             Event::SnapshotWanted => {
                 self.execute(node);
                 let replica = &mut self.replicas[slot];
@@ -1598,29 +1621,28 @@ impl World {
         self.schedule(heal + next, SimEvent::Partition);
     }
 
-    /// A replica may crash only if the other replica is up and holds the current state in a
-    /// settled role, and the crashing one has no claim that could still win: otherwise the
-    /// crash is a double failure, which primary/backup replication does not survive.
-    fn may_crash(&self, node: usize) -> bool {
+    /// What crashing `node` now would mean, or `None` if the simulator never does it. A
+    /// replica crash is a single failure when the other replica is up and holds the current
+    /// state in a settled role, and the crashing one has no claim that could still win. A live
+    /// replica of the newest epoch whose peer is up but still in an older epoch holds the only
+    /// copy of the newest state: crashing it loses that state (a double failure), which the
+    /// pair must survive by refusing to serve, never by serving the older state.
+    fn crash_kind(&self, node: usize) -> Option<CrashKind> {
         if node == ARBITER {
-            return true;
+            return Some(CrashKind::Single);
         }
-        let Some(state) = self.replicas[replica_slot(node)].node.as_ref() else {
-            return false;
-        };
+        let state = self.replicas[replica_slot(node)].node.as_ref()?;
         if matches!(
             state.role(),
             RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup | RoleKind::GoingLive
         ) {
-            return false;
+            return None;
         }
         let peer = peer_of(node);
         if !self.up[peer] {
-            return false;
+            return None;
         }
-        let Some(peer_state) = self.replicas[replica_slot(peer)].node.as_ref() else {
-            return false;
-        };
+        let peer_state = self.replicas[replica_slot(peer)].node.as_ref()?;
         let decided = self
             .arbiter
             .as_ref()
@@ -1632,10 +1654,24 @@ impl World {
             .max()
             .unwrap_or(0);
         let current = self.granted_epoch().max(decided).max(pending);
-        matches!(
+        if matches!(
             peer_state.role(),
             RoleKind::Primary | RoleKind::Solo | RoleKind::Backup
         ) && peer_state.epoch().0 == current
+        {
+            return Some(CrashKind::Single);
+        }
+        if matches!(state.role(), RoleKind::Primary | RoleKind::Solo)
+            && state.epoch().0 == current
+            && peer_state.epoch().0 < current
+        {
+            return Some(CrashKind::LosesNewestState);
+        }
+        None
+    }
+
+    fn may_crash(&self, node: usize) -> bool {
+        self.crash_kind(node) == Some(CrashKind::Single)
     }
 
     fn inject_crash(&mut self) {
@@ -1648,10 +1684,27 @@ impl World {
             let stall = self.rng.range(300_000, 3_000_000);
             self.stalled_until[node] = self.now + stall;
             self.note(|| format!("node {node} runtime stalls for {} ms", stall / 1000));
-        } else if self.up[node] && self.may_crash(node) {
-            self.crash(node);
-            let restart = self.rng.range(100_000, 2_000_000);
-            self.schedule(restart, SimEvent::Restart { node });
+        } else if self.up[node] {
+            let crash = match self.crash_kind(node) {
+                Some(CrashKind::Single) => true,
+                Some(CrashKind::LosesNewestState) => {
+                    // Rarely, so most runs still check that service resumes.
+                    let lose = self.rng.chance(250_000);
+                    if lose {
+                        self.newest_state_lost = true;
+                        self.note(|| {
+                            format!("node {node} holds the only copy of the newest state")
+                        });
+                    }
+                    lose
+                }
+                None => false,
+            };
+            if crash {
+                self.crash(node);
+                let restart = self.rng.range(100_000, 2_000_000);
+                self.schedule(restart, SimEvent::Restart { node });
+            }
         }
         let next = self.rng.range(0, 2 * self.faults.crash_mean_gap_us);
         self.schedule(next, SimEvent::Crash);
@@ -1706,7 +1759,8 @@ impl World {
         let now = self.local(node);
         let config = self.node_config(node);
         let replica = &mut self.replicas[replica_slot(node)];
-        replica.node = Some(Node::joining(config, now));
+        let last_known = replica.stored_epoch;
+        replica.node = Some(Node::joining(config, now, last_known));
         replica.workload = Workload::new(self.options.clients);
         replica.icount = 0;
         replica.last_executed = now;
@@ -1786,6 +1840,13 @@ impl World {
     }
 
     fn check_liveness(&mut self) {
+        if self.newest_state_lost {
+            // A double failure: serving again is not required, serving stale state is wrong.
+            if let Some(primary) = self.live_primary() {
+                self.check_answered_applied(primary);
+            }
+            return;
+        }
         let unserved: Vec<usize> = (0..self.clients.len())
             .filter(|&client| !self.clients[client].served_after_quiesce)
             .collect();
@@ -1806,15 +1867,19 @@ impl World {
             return;
         }
         // Everything answered is in the live primary's history.
-        if let Some(primary) = REPLICAS.into_iter().find(|&node| {
+        if let Some(primary) = self.live_primary() {
+            self.check_answered_applied(primary);
+        }
+        self.note_recovery();
+    }
+
+    fn live_primary(&self) -> Option<usize> {
+        REPLICAS.into_iter().find(|&node| {
             self.replicas[replica_slot(node)]
                 .node
                 .as_ref()
                 .is_some_and(|state| matches!(state.role(), RoleKind::Primary | RoleKind::Solo))
-        }) {
-            self.check_answered_applied(primary);
-        }
-        self.note_recovery();
+        })
     }
 
     fn role_summary(&self) -> String {
