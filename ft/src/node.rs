@@ -347,6 +347,9 @@ pub struct Node {
     last_retransmit: Instant,
     last_snapshot_request: Option<Instant>,
     lease_until: Option<Instant>,
+    /// Since when the oldest held output has been acknowledged but the lease was not valid:
+    /// acknowledgements arrive, yet nothing can be released.
+    release_blocked_since: Option<Instant>,
     held: VecDeque<HeldOutput>,
     released_through: LogSequence,
 
@@ -404,6 +407,7 @@ impl Node {
             last_retransmit: now,
             last_snapshot_request: None,
             lease_until: None,
+            release_blocked_since: None,
             held: VecDeque::new(),
             released_through: LogSequence(0),
             newest_sent_at: Instant(0),
@@ -572,42 +576,50 @@ impl Node {
             .saturating_sub(at.since(self.acked_at))
     }
 
-    /// Why recording one more entry now would be throttled, if it would.
-    pub fn throttled(&self, at: InstructionCount) -> Option<LagLimit> {
+    /// Why `record` of an entry at `at` would fail now, if it would: not a live primary
+    /// (`NotLive`), a count before the newest recorded one (`InstructionCountWentBack`), or
+    /// flow control (`Throttled`). `None` is a promise: `record` of an entry at `at` no larger
+    /// than `Limits::batch_bytes_max`, with no other call in between, succeeds. So the runtime
+    /// can ask before it takes an input out of its device queue.
+    pub fn throttled(&self, at: InstructionCount) -> Option<NodeError> {
+        if !self.is_live() {
+            return Some(NodeError::NotLive { role: self.role });
+        }
+        if at < self.end_at {
+            return Some(NodeError::InstructionCountWentBack {
+                newest: self.end_at,
+                offered: at,
+            });
+        }
         if !self.keeps_log() {
             return None;
         }
         let limits = &self.config.limits;
-        if self.end.0.saturating_sub(self.acked.0) >= limits.lag_entries_max {
-            Some(LagLimit::Entries)
+        let limit = if self.end.0.saturating_sub(self.acked.0) >= limits.lag_entries_max {
+            LagLimit::Entries
         } else if self.log_bytes >= limits.lag_bytes_max {
-            Some(LagLimit::Bytes)
+            LagLimit::Bytes
         } else if at.since(self.acked_at) > limits.lag_instructions_max {
-            Some(LagLimit::Instructions)
+            LagLimit::Instructions
         } else {
-            None
-        }
+            return None;
+        };
+        Some(NodeError::Throttled { limit })
     }
 
     /// Primary: appends a nondeterministic input or marker at its instruction count and
     /// returns its log position. Never waits; fails with `Throttled` when the backup is too far
     /// behind, so the runtime pauses execution and leaves the input in its device queue.
+    ///
+    /// Contract: if `throttled(entry.at)` returned `None` and the entry's encoded size is at
+    /// most `Limits::batch_bytes_max`, this call succeeds (no other call may come between).
     pub fn record(&mut self, now: Instant, entry: LogEntry) -> Result<LogSequence, NodeError> {
-        if !self.is_live() {
-            return Err(NodeError::NotLive { role: self.role });
-        }
-        if entry.at < self.end_at {
-            return Err(NodeError::InstructionCountWentBack {
-                newest: self.end_at,
-                offered: entry.at,
-            });
+        if let Some(error) = self.throttled(entry.at) {
+            return Err(error);
         }
         let bytes = entry.encoded_len();
         if bytes > self.config.limits.batch_bytes_max {
             return Err(NodeError::EntryTooLarge { bytes });
-        }
-        if let Some(limit) = self.throttled(entry.at) {
-            return Err(NodeError::Throttled { limit });
         }
         self.end = self.end.next();
         self.end_at = entry.at;
@@ -702,9 +714,28 @@ impl Node {
         if front.position <= self.acked && lease_valid {
             let output = self.held.pop_front()?;
             self.release(output, true, false);
+            self.release_blocked_since = None;
             return self.releases.pop_front();
         }
         None
+    }
+
+    /// Notes whether the oldest held output is acknowledged yet unreleasable for want of a
+    /// valid lease (every acknowledgement arrives after its lease ran out: a round trip at or
+    /// above `Limits::output_lease`). Held that way for `ack_progress_timeout`, the primary is
+    /// making no progress and claims, as if its backup had stopped acknowledging.
+    fn note_release_blocked(&mut self, now: Instant) {
+        let blocked = self.role == RoleKind::Primary
+            && self
+                .held
+                .front()
+                .is_some_and(|output| output.position <= self.acked)
+            && !self.lease_until.is_some_and(|until| now < until);
+        if !blocked {
+            self.release_blocked_since = None;
+        } else if self.release_blocked_since.is_none() {
+            self.release_blocked_since = Some(now);
+        }
     }
 
     /// Primary or solo: answers `Event::SnapshotWanted` with the runtime's current state. The
@@ -1169,6 +1200,7 @@ impl Node {
             self.next_to_send = through.next().max(self.log_start);
             self.counters.retransmissions += 1;
         }
+        self.note_release_blocked(now);
         Ok(())
     }
 
@@ -1267,7 +1299,11 @@ impl Node {
                 let stuck = self.peer_heard
                     && !self.log.is_empty()
                     && now >= self.last_ack_progress + limits.ack_progress_timeout;
-                if silent || stuck {
+                self.note_release_blocked(now);
+                let lease_unreachable = self
+                    .release_blocked_since
+                    .is_some_and(|since| now >= since + limits.ack_progress_timeout);
+                if silent || stuck || lease_unreachable {
                     self.start_claim(now);
                     return;
                 }
@@ -1318,6 +1354,9 @@ impl Node {
                 let mut at = self.last_sent + limits.heartbeat_interval;
                 if self.peer_heard {
                     at = at.min(self.last_heard + limits.peer_timeout);
+                }
+                if let Some(since) = self.release_blocked_since {
+                    at = at.min(since + limits.ack_progress_timeout);
                 }
                 if !self.log.is_empty() && self.peer_heard {
                     at = at

@@ -1129,3 +1129,58 @@ fn a_forming_pair_does_not_claim_before_the_peer_was_first_heard() {
     backup.handle_timeout(heartbeat_at + limits().peer_timeout);
     assert_eq!(backup.role(), RoleKind::ClaimingAsBackup);
 }
+
+#[test]
+fn a_primary_whose_acknowledgements_always_outlive_the_lease_fails_over() {
+    // Every acknowledgement comes back a lease and a millisecond after the frame it echoes:
+    // the backup is alive, but no output could ever be released.
+    let mut node = primary();
+    let mut forge = Forge::new();
+    node.submit_output(T0, InstructionCount(10), DeviceId(1), vec![7])
+        .unwrap();
+    let round_trip = Duration(limits().output_lease().0 + 1000);
+    let mut now = T0 + round_trip;
+    let end = T0 + limits().ack_progress_timeout + round_trip + Duration::from_millis(300);
+    while now < end && node.role() == RoleKind::Primary {
+        let ack = Message::Ack {
+            echo: Instant(now.0 - round_trip.0),
+            through: LogSequence(1),
+            resend: false,
+        };
+        node.handle_frame(now, &forge.frame(B, Epoch(1), ack))
+            .unwrap();
+        assert_eq!(node.poll_release(now), None);
+        node.handle_timeout(now);
+        now = now + Duration::from_millis(50);
+    }
+    assert_eq!(node.role(), RoleKind::ClaimingAsPrimary);
+}
+
+#[test]
+fn record_succeeds_whenever_throttled_says_nothing_and_the_entry_fits_a_batch() {
+    let small = Limits {
+        lag_entries_max: 3,
+        lag_instructions_max: 1000,
+        ..limits()
+    };
+    let mut checked = 0;
+    for role in ROLES {
+        for at in [0u64, 5, 10, 500, 2000] {
+            let mut node = node_in(role);
+            node.config.limits = small.clone();
+            // Some history first, so the count can go back and the lag limits bite.
+            let _ = node.record(T0, input(10, 0));
+            let _ = node.record(T0, input(10, 1));
+            let before = node.throttled(InstructionCount(at));
+            let result = node.record(T0, input(at, 2));
+            match before {
+                None => {
+                    assert!(result.is_ok(), "{role:?} at {at}: {result:?}");
+                    checked += 1;
+                }
+                Some(error) => assert_eq!(result, Err(error), "{role:?} at {at}"),
+            }
+        }
+    }
+    assert!(checked > 0);
+}
