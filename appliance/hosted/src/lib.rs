@@ -4,5 +4,6 @@ pub mod demo;
 pub mod disk;
 pub mod live;
 pub mod net;
+pub mod pair;
 pub mod record;
 pub mod replay;

@@ -318,6 +318,7 @@ fn deliver(session: &mut Session, world: &mut World, pending: &mut VecDeque<Arri
                 world.console_open = false;
                 Ok(())
             }
+            Arrival::Datagram(_) => Ok(()),
         };
         match result {
             Ok(()) => {

@@ -12,8 +12,10 @@ use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
 use understudy::live::{self, ClockMode, Ending, Session, World};
 use understudy::net::backend_from_spec;
+use understudy::pair::{self, config::PairConfig, drill::Fault};
 use understudy::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
 use understudy::replay;
+use understudy_boot_config::Role;
 use understudy_ft::sim::{self, SimCommand};
 use understudy_machine::{Machine, MachineConfig};
 
@@ -40,9 +42,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run this machine's role of a fault-tolerant pair (primary, backup or arbiter).
+    Run(RunRole),
+    /// Show a running replica's role, epoch, log lag and outputs held.
+    Status(StatusArgs),
     /// Run one unreplicated guest: console on stdout, stdin to the UART; the exit status is
     /// the guest's finisher code (0 for pass or power off), 124 at --max-instructions, 125
     /// when the guest crashed or can never wake up.
+    /// Run a failover drill: primary, backup and arbiter in a network namespace, a client
+    /// load, a fault, and what the client saw.
+    Drill(DrillArgs),
     RunGuest(RunGuest),
     /// Re-execute a recorded run with no external input and check it reaches the same
     /// states; never writes to the recorded images.
@@ -96,6 +105,51 @@ struct RunGuest {
 }
 
 #[derive(clap::Args)]
+struct RunRole {
+    /// The role config (configs/hosted-*.conf shows every key).
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides the config's role.
+    #[arg(long, value_parser = ["primary", "backup", "arbiter"])]
+    role: Option<String>,
+    /// Primary: how long to wait for the backup to confirm the pair.
+    #[arg(long, default_value_t = 120)]
+    wait_for_partner_s: u64,
+    /// Arbiter: create the record of a new pair when the state directory has none.
+    #[arg(long)]
+    init: bool,
+}
+
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// The fault to inject.
+    #[arg(long, value_enum, default_value_t = Fault::KillPrimary)]
+    fault: Fault,
+    /// The guest: `trixie` (redis, the Debian kernel) or `minimal` (httpd, Linux 6.1).
+    #[arg(long, default_value = "trixie", value_parser = ["trixie", "minimal"])]
+    guest: String,
+    /// Work directory for configs, state and logs.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Answered requests before the fault.
+    #[arg(long, default_value_t = 300)]
+    requests_before: u64,
+    /// Answered requests after the fault.
+    #[arg(long, default_value_t = 300)]
+    requests_after: u64,
+    /// The network namespace's name.
+    #[arg(long, default_value = "understudy-drill")]
+    namespace: String,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The role config of the replica to show.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct Replay {
     /// A log written by `understudy run-guest --record`.
     log: PathBuf,
@@ -143,6 +197,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Run(args) => run_role(args),
+        Command::Status(args) => show_status(args),
+        Command::Drill(args) => drill(args),
         Command::RunGuest(args) => run_guest(args),
         Command::Replay(args) => run_replay(args),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
@@ -293,6 +350,93 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
             ExitCode::from(EXIT_GUEST_CRASHED)
         }
     })
+}
+
+const EXIT_HALTED: u8 = 3;
+
+fn parse_role(role: Option<&str>) -> Option<Role> {
+    role.map(|role| match role {
+        "primary" => Role::Primary,
+        "backup" => Role::Backup,
+        _ => Role::Arbiter,
+    })
+}
+
+fn run_role(args: RunRole) -> Result<ExitCode> {
+    let config = PairConfig::load(&args.config, parse_role(args.role.as_deref()))?;
+    if config.role() == Role::Arbiter {
+        pair::arbiter::run(&config, args.init)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = pair::replica::Options {
+        wait_for_partner: Duration::from_secs(args.wait_for_partner_s),
+    };
+    match pair::replica::run(&config, &options)? {
+        pair::replica::Ending::GuestPoweredOff { code } => {
+            eprintln!("understudy: the guest powered off with code {code}");
+            Ok(ExitCode::from((code & 0xff) as u8))
+        }
+        pair::replica::Ending::GuestStopped(how) => {
+            eprintln!("understudy: the guest stopped: {how}");
+            Ok(ExitCode::from(EXIT_GUEST_CRASHED))
+        }
+        pair::replica::Ending::Halted(reason) => {
+            eprintln!("understudy: halted: {reason}");
+            Ok(ExitCode::from(EXIT_HALTED))
+        }
+    }
+}
+
+fn drill(args: DrillArgs) -> Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let paths = if std::env::var_os("UNDERSTUDY_DRILL_NETNS").is_some() {
+        // Inside the namespace: the outer process built the guest already.
+        let output = std::process::Command::new(root.join("guest/build"))
+            .args(["--print-paths", &args.guest])
+            .output()?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), PathBuf::from(v)))
+            .collect()
+    } else {
+        pair::drill::build_guest(root, &args.guest)?
+    };
+    let options = pair::drill::DrillOptions {
+        fault: args.fault,
+        guest: pair::drill::guest_from_artifacts(&paths, &args.guest)?,
+        work_dir: args
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("understudy-drill")),
+        namespace: args.namespace.clone(),
+        requests_before: args.requests_before,
+        requests_after: args.requests_after,
+    };
+    let inside: Vec<String> = std::env::args().skip(1).collect();
+    pair::drill::run(&options, &inside)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_status(args: StatusArgs) -> Result<ExitCode> {
+    let config = PairConfig::load(&args.config, None)?;
+    let path = config.state_dir.join(pair::state::STATUS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no status at {} (has this replica run?)", path.display()))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let updated: u128 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("updated_unix_ms="))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let age_ms = now_ms.saturating_sub(updated);
+    print!("{text}");
+    println!("age_ms={age_ms}");
+    // A replica rewrites its status several times a second; an old file is a dead process.
+    println!("running={}", age_ms < 3_000);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_stats(instructions: u64, elapsed: Duration) {

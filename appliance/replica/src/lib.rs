@@ -65,8 +65,8 @@ pub enum Refused {
     GuestBusy,
     /// The guest has no such device (or the frame is unusable); drop the input.
     NoDevice,
-    /// Flow control: the backup is too far behind.
-    Throttled(LagLimit),
+    /// The log cannot take it now (flow control: the backup is too far behind).
+    Log(NodeError),
     /// This replica is not a live primary (a backup takes inputs from the log only).
     NotLive(RoleKind),
     /// The input is larger than one log batch; it can never be logged.
@@ -306,7 +306,9 @@ impl Replica {
             // Outputs wait to be logged at this count; inputs must come after them.
             self.flush_unlogged(now);
             if !self.unlogged.is_empty() {
-                return Err(Refused::Throttled(LagLimit::Entries));
+                return Err(Refused::Log(NodeError::Throttled {
+                    limit: LagLimit::Entries,
+                }));
             }
         }
         let at = self.at();
@@ -319,8 +321,8 @@ impl Replica {
         if entry.encoded_len() > self.node_batch_bytes_max() {
             return Err(Refused::TooLarge);
         }
-        if let Some(limit) = self.node.throttled(at) {
-            return Err(Refused::Throttled(limit));
+        if let Some(error) = self.node.throttled(at) {
+            return Err(Refused::Log(error));
         }
         match self.machine.inject(input) {
             Ok(()) => {}
@@ -370,13 +372,15 @@ impl Replica {
         if budget == 0 && self.next_digest != at.0 {
             return Step::Throttled;
         }
-        let (executed, exit) = if budget == 0 {
-            (0, Exit::BudgetExhausted)
-        } else {
-            let before = at.0;
-            let (count, exit) = self.machine.run(budget);
-            (count.0 - before, exit)
-        };
+        // `Machine::run` returns early at device accesses; keep going to the end of the slice
+        // so one horizon covers it.
+        let target = at.0 + budget;
+        let mut exit = Exit::BudgetExhausted;
+        while self.machine.instret().0 < target && exit == Exit::BudgetExhausted {
+            let here = self.machine.instret().0;
+            exit = self.machine.run(target - here).1;
+        }
+        let executed = self.machine.instret().0 - at.0;
         let at = self.at();
         self.collect_live_outputs(now);
         if at.0 == self.next_digest && self.unlogged.is_empty() {
@@ -670,6 +674,11 @@ impl Replica {
     /// The next protocol event (role changes, go-live steps, divergence).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.node.poll_event()
+    }
+
+    /// The driver wrote `epoch` durably (`Event::PersistEpoch`): frames and outputs flow again.
+    pub fn epoch_persisted(&mut self, epoch: Epoch) {
+        self.node.epoch_persisted(epoch);
     }
 
     /// Figures for status reports.

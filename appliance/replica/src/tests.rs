@@ -132,7 +132,11 @@ impl Trio {
             }) else {
                 continue;
             };
-            while replica.poll_event().is_some() {}
+            while let Some(event) = replica.poll_event() {
+                if let Event::PersistEpoch { epoch } = event {
+                    replica.epoch_persisted(epoch);
+                }
+            }
             // One byte every few ticks, offered wherever the guest runs live.
             if replica.is_live() && replica.is_paired() && now.0 % (7 * TICK_MICROS) == 0 {
                 if let Some(&byte) = to_type.first() {

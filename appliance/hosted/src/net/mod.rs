@@ -12,6 +12,8 @@ pub enum Arrival {
     ConsoleByte(u8),
     ConsoleClosed,
     Frame(Vec<u8>),
+    /// A datagram of the replication log channel.
+    Datagram(Vec<u8>),
 }
 
 /// Where the guest's frames go and come from.

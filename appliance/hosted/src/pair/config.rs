@@ -1,0 +1,261 @@
+//! The hosted role config: the appliance's `key = value` format (`understudy-boot-config`)
+//! plus the keys a Linux process needs (guest files, the service network, a state directory
+//! and the replica's own key with the arbiter).
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use understudy_boot_config::{self as boot, ChannelKey, DiskMode, Role};
+
+/// Keys only the hosted program reads; every other key goes to the appliance parser, which
+/// rejects unknown ones.
+const HOSTED_KEYS: [&str; 8] = [
+    "guest_kernel",
+    "guest_initrd",
+    "guest_disk",
+    "service_net",
+    "state_dir",
+    "arbiter_key",
+    "arbiter_key_primary",
+    "arbiter_key_backup",
+];
+
+/// A validated hosted config.
+#[derive(Clone, Debug)]
+pub struct PairConfig {
+    /// The appliance part: role, addresses, disk mode, channel key, memory, command line.
+    pub boot: boot::Config,
+    /// Where the replica keeps its last known epoch and status (the arbiter: its record).
+    pub state_dir: PathBuf,
+    /// The guest: kernel `Image` or ELF, optional initrd and disk (replicas only).
+    pub guest: Option<GuestFiles>,
+    /// The guest's service network, `tap:IFNAME` (replicas; optional).
+    pub service_net: Option<String>,
+    /// Replicas: the key shared with the arbiter. Arbiter: the primary's and the backup's.
+    pub arbiter_keys: ArbiterKeys,
+}
+
+/// The guest files of a replica.
+#[derive(Clone, Debug)]
+pub struct GuestFiles {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub disk: Option<PathBuf>,
+}
+
+/// Keys between the replicas and the arbiter (ft/PROTOCOL.md, "Keys").
+#[derive(Clone, Debug)]
+pub enum ArbiterKeys {
+    /// A replica holds its own key with the arbiter.
+    Replica([u8; 32]),
+    /// The arbiter holds both.
+    Arbiter { primary: [u8; 32], backup: [u8; 32] },
+}
+
+/// Why a config was refused.
+#[derive(Debug)]
+pub struct PairConfigError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for PairConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for PairConfigError {}
+
+impl PairConfig {
+    /// Reads and validates `path`; `role` overrides the file's role.
+    pub fn load(path: &Path, role: Option<Role>) -> Result<PairConfig, PairConfigError> {
+        let error = |reason: String| PairConfigError {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        parse(&text, base, role).map_err(error)
+    }
+
+    /// The replica's own id (1 primary, 2 backup) in `ft` terms; the arbiter is 3.
+    pub fn role(&self) -> Role {
+        self.boot.role
+    }
+}
+
+/// Parses config text; relative paths are taken from `base`.
+pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, String> {
+    let mut appliance_text = String::with_capacity(text.len());
+    let mut hosted: Vec<(usize, &str, &str)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or("").trim();
+        match content.split_once('=') {
+            Some((key, value)) if HOSTED_KEYS.contains(&key.trim()) => {
+                let key = key.trim();
+                if hosted.iter().any(|(_, k, _)| *k == key) {
+                    return Err(format!("line {}: {key} is given twice", index + 1));
+                }
+                hosted.push((index + 1, key, value.trim()));
+                // Keep the line numbers of the appliance parser's messages right.
+                appliance_text.push('\n');
+            }
+            _ => {
+                appliance_text.push_str(line);
+                appliance_text.push('\n');
+            }
+        }
+    }
+    let mut boot = boot::parse(&appliance_text).map_err(|error| match error {
+        boot::ConfigError::UnknownKey { line } => format!(
+            "line {line}: unknown key; known keys: {}, {}",
+            boot::KEYS.join(", "),
+            HOSTED_KEYS.join(", ")
+        ),
+        other => other.to_string(),
+    })?;
+    if let Some(role) = role {
+        boot.role = role;
+    }
+    let value = |key: &str| {
+        hosted
+            .iter()
+            .find(|(_, k, _)| *k == key)
+            .map(|(l, _, v)| (*l, *v))
+    };
+    let path_of = |key: &str| value(key).map(|(_, v)| base.join(v));
+    let key_of = |key: &str| -> Result<Option<[u8; 32]>, String> {
+        match value(key) {
+            None => Ok(None),
+            Some((line, text)) => parse_key(text)
+                .map(Some)
+                .ok_or_else(|| format!("line {line}: {key} must be 64 hex digits (32 bytes)")),
+        }
+    };
+    let state_dir =
+        path_of("state_dir").ok_or("state_dir is missing: a directory this process owns")?;
+    let service_net = value("service_net").map(|(_, v)| v.to_owned());
+    if let Some(spec) = &service_net {
+        if !spec.starts_with("tap:") {
+            return Err(format!("service_net {spec:?}: use tap:IFNAME"));
+        }
+    }
+    let replica_key = key_of("arbiter_key")?;
+    let primary_key = key_of("arbiter_key_primary")?;
+    let backup_key = key_of("arbiter_key_backup")?;
+    let (guest, arbiter_keys) = match boot.role {
+        Role::Arbiter => {
+            let (Some(primary), Some(backup)) = (primary_key, backup_key) else {
+                return Err("the arbiter needs arbiter_key_primary and arbiter_key_backup".into());
+            };
+            if primary == backup {
+                return Err("arbiter_key_primary and arbiter_key_backup must differ".into());
+            }
+            (None, ArbiterKeys::Arbiter { primary, backup })
+        }
+        Role::Primary | Role::Backup => {
+            let key = replica_key
+                .ok_or("arbiter_key is missing: this replica's own key with the arbiter")?;
+            if key == boot.channel_key.0 {
+                return Err("arbiter_key must differ from channel_key".into());
+            }
+            let kernel = path_of("guest_kernel").ok_or("guest_kernel is missing")?;
+            let guest = GuestFiles {
+                kernel,
+                initrd: path_of("guest_initrd"),
+                disk: path_of("guest_disk"),
+            };
+            if guest.disk.is_some() && boot.disk == DiskMode::Shared {
+                return Err(
+                    "disk = shared is not supported by the hosted pair yet; use disk = separate (each machine its own copy)"
+                        .into(),
+                );
+            }
+            (Some(guest), ArbiterKeys::Replica(key))
+        }
+    };
+    Ok(PairConfig {
+        boot,
+        state_dir,
+        guest,
+        service_net,
+        arbiter_keys,
+    })
+}
+
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (index, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The channel key as `ft` wants it.
+pub fn channel_key(key: &ChannelKey) -> understudy_ft::Key {
+    understudy_ft::Key(key.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "role = primary\nprimary = 127.0.0.1/8\nbackup = 127.0.0.2/8\n\
+        arbiter = 127.0.0.3:7100\ndisk = separate\n\
+        channel_key = 5c0f6f3e2a9b8d71c4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b\n\
+        state_dir = state/primary\nguest_kernel = Image\n\
+        arbiter_key = 1111111111111111111111111111111111111111111111111111111111111111\n";
+
+    #[test]
+    fn hosted_keys_resolve_against_the_config_directory() {
+        let config = parse(BASE, Path::new("/etc/understudy"), None).unwrap();
+        assert_eq!(config.state_dir, Path::new("/etc/understudy/state/primary"));
+        let guest = config.guest.unwrap();
+        assert_eq!(guest.kernel, Path::new("/etc/understudy/Image"));
+        assert_eq!(guest.disk, None);
+        assert_eq!(config.boot.role, Role::Primary);
+    }
+
+    #[test]
+    fn role_flag_overrides_the_file() {
+        let config = parse(BASE, Path::new("."), Some(Role::Backup)).unwrap();
+        assert_eq!(config.boot.role, Role::Backup);
+    }
+
+    #[test]
+    fn a_wrong_key_names_its_line() {
+        let text = format!("{BASE}colour = blue\n");
+        let error = parse(&text, Path::new("."), None).unwrap_err();
+        assert_eq!(
+            error,
+            "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
+             disk, channel_key, guest_memory_mib, guest_cmdline, guest_kernel, guest_initrd, \
+             guest_disk, service_net, state_dir, arbiter_key, arbiter_key_primary, \
+             arbiter_key_backup"
+        );
+    }
+
+    #[test]
+    fn a_short_arbiter_key_is_refused() {
+        let text = BASE.replace("arbiter_key = 11", "arbiter_key = 1");
+        let error = parse(&text, Path::new("."), None).unwrap_err();
+        assert_eq!(
+            error,
+            "line 9: arbiter_key must be 64 hex digits (32 bytes)"
+        );
+    }
+
+    #[test]
+    fn shared_disks_are_refused_with_a_clear_line() {
+        let text = BASE.replace("disk = separate", "disk = shared") + "guest_disk = d.ext4\n";
+        let error = parse(&text, Path::new("."), None).unwrap_err();
+        assert_eq!(
+            error,
+            "disk = shared is not supported by the hosted pair yet; use disk = separate \
+             (each machine its own copy)"
+        );
+    }
+}

@@ -1,0 +1,800 @@
+//! Failover drills: a primary, a backup and an arbiter as three `understudy run` processes in
+//! a network namespace of their own, the guest's service network on a bridge with a client
+//! address, a client load, and a fault (SIGKILL of a process, a cut log link). The README's
+//! demo and the failover tests both run through here; the report's figures are measured, and
+//! the tests assert them exactly.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::replica::GUEST_MAC;
+
+/// The environment variable that marks the re-executed drill inside its namespace.
+const INSIDE_ENV: &str = "UNDERSTUDY_DRILL_NETNS";
+/// Names inside the namespace.
+const BRIDGE: &str = "us-br0";
+const TAPS: [&str; 2] = ["us-primary", "us-backup"];
+/// The client's address on the service network and the guest's.
+const CLIENT_CIDR: &str = "10.0.2.1/24";
+const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
+const REDIS_PORT: u16 = 6379;
+const HTTP_PORT: u16 = 80;
+/// How long the guest may take from power-on to answering (the Debian kernel boots in about
+/// a minute under a replicated software machine on a small host).
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// A request without an answer for this long counts as a lost connection.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process may take to stop by itself after a fault (a fenced replica halts).
+const HALT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keys the client increments (each INCR's answer is checked against its own count).
+const COUNTER_KEYS: u64 = 8;
+
+/// The fault a drill injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fault {
+    /// SIGKILL the primary under load; the backup must go live.
+    KillPrimary,
+    /// SIGKILL the backup; the primary must serve on alone.
+    KillBackup,
+    /// SIGKILL the arbiter, then the primary: nobody may go live.
+    KillArbiterThenPrimary,
+    /// Drop every datagram between the replicas: exactly one may go on serving.
+    CutLink,
+}
+
+/// The guest a drill runs.
+#[derive(Clone, Debug)]
+pub struct DrillGuest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    /// True when the guest serves redis (the trixie guest); the load is then redis writes,
+    /// otherwise HTTP requests to busybox httpd.
+    pub redis: bool,
+}
+
+/// How a drill runs.
+#[derive(Clone, Debug)]
+pub struct DrillOptions {
+    pub fault: Fault,
+    pub guest: DrillGuest,
+    /// A directory for configs, state and process logs (emptied first).
+    pub work_dir: PathBuf,
+    /// The namespace's name.
+    pub namespace: String,
+    /// Acknowledged requests before the fault.
+    pub requests_before: u64,
+    /// Acknowledged requests after the fault (when the service should go on).
+    pub requests_after: u64,
+}
+
+/// What a drill measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub requests_acknowledged: u64,
+    pub writes_lost: u64,
+    pub writes_applied_twice: u64,
+    pub reconnects: u64,
+    /// Seconds from the fault to the first answer after it (None: no answer came).
+    pub answer_after_fault_s: Option<f64>,
+    /// The longest time the client waited for any answer, in seconds.
+    pub longest_wait_s: f64,
+    /// Log bytes per second the primary sent before the fault, in Mbit/s.
+    pub log_mbit_s: f64,
+    /// Each replica's last status: role and epoch.
+    pub primary_role: String,
+    pub primary_epoch: u64,
+    pub backup_role: String,
+    pub backup_epoch: u64,
+    /// The exit status of each replica process that stopped (None: still running).
+    pub primary_exit: Option<i32>,
+    pub backup_exit: Option<i32>,
+    /// The TAP the bridge last learned the guest's MAC on.
+    pub guest_mac_port: String,
+    /// The exit status of the old primary restarted after the fault (kill-primary only).
+    pub restarted_primary_exit: Option<i32>,
+}
+
+impl Report {
+    /// `key=value` lines, the format tests and scripts read.
+    pub fn lines(&self) -> String {
+        let option = |value: Option<i32>| value.map_or("running".to_owned(), |v| v.to_string());
+        format!(
+            "requests_acknowledged={}\nacknowledged_writes_lost={}\nwrites_applied_twice={}\n\
+             reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
+             primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
+             primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n",
+            self.requests_acknowledged,
+            self.writes_lost,
+            self.writes_applied_twice,
+            self.reconnects,
+            self.answer_after_fault_s
+                .map_or("none".to_owned(), |s| format!("{s:.3}")),
+            self.longest_wait_s,
+            self.log_mbit_s,
+            self.primary_role,
+            self.primary_epoch,
+            self.backup_role,
+            self.backup_epoch,
+            option(self.primary_exit),
+            option(self.backup_exit),
+            self.guest_mac_port,
+            option(self.restarted_primary_exit),
+        )
+    }
+}
+
+/// Runs a drill: outside its namespace, makes the namespace and runs itself inside it.
+pub fn run(options: &DrillOptions, args_inside: &[String]) -> Result<Report> {
+    if std::env::var_os(INSIDE_ENV).is_none() {
+        return run_outside(options, args_inside);
+    }
+    inside(options)
+}
+
+fn run_outside(options: &DrillOptions, args_inside: &[String]) -> Result<Report> {
+    let namespace = &options.namespace;
+    // A namespace left by an interrupted drill goes first.
+    let _ = Command::new("ip")
+        .args(["netns", "del", namespace])
+        .output();
+    ip(&["netns", "add", namespace]).context("cannot make a network namespace (run as root)")?;
+    let exe = std::env::current_exe()?;
+    let output = Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(exe)
+        .args(args_inside)
+        .env(INSIDE_ENV, namespace)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    let _ = Command::new("ip")
+        .args(["netns", "del", namespace])
+        .output();
+    let output = output.context("cannot run the drill in its namespace")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{text}");
+    ensure!(
+        output.status.success(),
+        "the drill failed ({})",
+        output.status
+    );
+    parse_report(&text)
+}
+
+/// Reads a report back from its lines.
+pub fn parse_report(text: &str) -> Result<Report> {
+    let value = |key: &str| -> Result<String> {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix('='))
+            })
+            .map(str::to_owned)
+            .with_context(|| format!("the drill's report has no {key}"))
+    };
+    let number = |key: &str| -> Result<u64> { Ok(value(key)?.parse()?) };
+    let exit = |key: &str| -> Result<Option<i32>> {
+        let text = value(key)?;
+        Ok(if text == "running" {
+            None
+        } else {
+            Some(text.parse()?)
+        })
+    };
+    Ok(Report {
+        requests_acknowledged: number("requests_acknowledged")?,
+        writes_lost: number("acknowledged_writes_lost")?,
+        writes_applied_twice: number("writes_applied_twice")?,
+        reconnects: number("reconnects")?,
+        answer_after_fault_s: value("answer_after_fault_s")?.parse().ok(),
+        longest_wait_s: value("longest_wait_s")?.parse()?,
+        log_mbit_s: value("log_mbit_s")?.parse()?,
+        primary_role: value("primary_role")?,
+        primary_epoch: number("primary_epoch")?,
+        backup_role: value("backup_role")?,
+        backup_epoch: number("backup_epoch")?,
+        primary_exit: exit("primary_exit")?,
+        backup_exit: exit("backup_exit")?,
+        guest_mac_port: value("guest_mac_port")?,
+        restarted_primary_exit: exit("restarted_primary_exit")?,
+    })
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip (iproute2)")?;
+    ensure!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+fn say(text: &str) {
+    eprintln!("drill: {text}");
+}
+
+/// The three processes.
+struct Trio {
+    exe: PathBuf,
+    work_dir: PathBuf,
+    arbiter: Option<Child>,
+    primary: Option<Child>,
+    backup: Option<Child>,
+}
+
+impl Trio {
+    fn spawn(&self, role: &str, extra: &[&str]) -> Result<Child> {
+        let log =
+            |suffix: &str| std::fs::File::create(self.work_dir.join(format!("{role}.{suffix}")));
+        Command::new(&self.exe)
+            .arg("run")
+            .arg("--config")
+            .arg(self.work_dir.join(format!("{role}.conf")))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log("console")?)
+            .stderr(log("log")?)
+            .spawn()
+            .with_context(|| format!("cannot start the {role}"))
+    }
+
+    fn status(&self, role: &str) -> (String, u64) {
+        let text =
+            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or("")
+                .to_owned()
+        };
+        (value("role"), value("epoch").parse().unwrap_or(0))
+    }
+
+    fn status_number(&self, role: &str, key: &str) -> f64 {
+        let text =
+            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        for child in [&mut self.primary, &mut self.backup, &mut self.arbiter]
+            .into_iter()
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn poll_exit(child: &mut Option<Child>) -> Option<i32> {
+    let status = child.as_mut()?.try_wait().ok()??;
+    Some(exit_code(status))
+}
+
+fn wait_exit(child: &mut Option<Child>, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(code) = poll_exit(child) {
+            return Some(code);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+const CHANNEL_KEY: &str = "5c0f6f3e2a9b8d71c4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b";
+
+/// Per-drill keys: fresh random keys, so no example key is ever used for real.
+fn random_key() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_configs(options: &DrillOptions) -> Result<()> {
+    let dir = &options.work_dir;
+    let guest = &options.guest;
+    let keys = [random_key()?, random_key()?];
+    let channel_key = random_key().unwrap_or_else(|_| CHANNEL_KEY.to_owned());
+    let common = format!(
+        "primary = 127.0.0.1/8\nbackup = 127.0.0.2/8\narbiter = 127.0.0.3:7100\nport = 7000\n\
+         disk = separate\nchannel_key = {channel_key}\nguest_memory_mib = {}\n\
+         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24\n\
+         guest_kernel = {}\nguest_initrd = {}\n",
+        guest.memory_mib,
+        guest.kernel.display(),
+        guest.initrd.display()
+    );
+    for (index, role) in ["primary", "backup"].into_iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("{role}.conf")),
+            format!(
+                "role = {role}\n{common}service_net = tap:{}\nstate_dir = {role}\narbiter_key = {}\n",
+                TAPS[index], keys[index]
+            ),
+        )?;
+    }
+    std::fs::write(
+        dir.join("arbiter.conf"),
+        format!(
+            "role = arbiter\n{common}state_dir = arbiter\narbiter_key_primary = {}\narbiter_key_backup = {}\n",
+            keys[0], keys[1]
+        ),
+    )?;
+    Ok(())
+}
+
+fn make_network() -> Result<()> {
+    ip(&["link", "set", "lo", "up"])?;
+    ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["addr", "add", CLIENT_CIDR, "dev", BRIDGE])?;
+    ip(&["link", "set", BRIDGE, "up"])?;
+    for tap in TAPS {
+        ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ip(&["link", "set", tap, "master", BRIDGE])?;
+        ip(&["link", "set", tap, "up"])?;
+    }
+    Ok(())
+}
+
+/// The bridge port the guest's MAC was last learned on.
+fn guest_mac_port() -> String {
+    let mac = GUEST_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let output = Command::new("bridge")
+        .args(["fdb", "show", "br", BRIDGE])
+        .output();
+    let text = output
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(&mac) && !line.contains("permanent"))
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "dev")?;
+            words.next().map(str::to_owned)
+        })
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// Drops every datagram between the two replicas' log-channel addresses.
+fn cut_link() -> Result<()> {
+    let rules = "table inet understudy_cut {\n chain out {\n  type filter hook output priority 0;\n  \
+                 ip saddr 127.0.0.1 ip daddr 127.0.0.2 drop\n  ip saddr 127.0.0.2 ip daddr 127.0.0.1 drop\n }\n}\n";
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("cannot run nft (nftables)")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(rules.as_bytes())?;
+    ensure!(child.wait()?.success(), "nft refused the link cut");
+    Ok(())
+}
+
+fn inside(options: &DrillOptions) -> Result<Report> {
+    let dir = &options.work_dir;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    make_network()?;
+    write_configs(options)?;
+    let mut trio = Trio {
+        exe: std::env::current_exe()?,
+        work_dir: dir.clone(),
+        arbiter: None,
+        primary: None,
+        backup: None,
+    };
+    trio.arbiter = Some(trio.spawn("arbiter", &["--init"])?);
+    trio.backup = Some(trio.spawn("backup", &[])?);
+    trio.primary = Some(trio.spawn("primary", &[])?);
+    say("primary, backup and arbiter started; waiting for the guest's services");
+    let boot = Instant::now();
+    let service = SocketAddr::from((
+        GUEST_IP,
+        if options.guest.redis {
+            REDIS_PORT
+        } else {
+            HTTP_PORT
+        },
+    ));
+    let mut client = Client::connect(service, options.guest.redis, READY_TIMEOUT, &mut trio)?;
+    say(&format!(
+        "guest answers after {:.1} s",
+        boot.elapsed().as_secs_f64()
+    ));
+
+    let mut report = Report::default();
+    client.load(options.requests_before)?;
+    report.log_mbit_s = trio.status_number("primary", "log_bytes_sent") * 8.0
+        / trio.status_number("primary", "running_s").max(1e-3)
+        / 1e6;
+    let fault_time = Instant::now();
+    match options.fault {
+        Fault::KillPrimary => {
+            say("SIGKILL to the primary");
+            kill(&mut trio.primary);
+        }
+        Fault::KillBackup => {
+            say("SIGKILL to the backup");
+            kill(&mut trio.backup);
+        }
+        Fault::KillArbiterThenPrimary => {
+            say("SIGKILL to the arbiter, then to the primary");
+            kill(&mut trio.arbiter);
+            kill(&mut trio.primary);
+        }
+        Fault::CutLink => {
+            say("cutting the log link between the replicas");
+            cut_link()?;
+        }
+    }
+    let expect_service = !matches!(options.fault, Fault::KillArbiterThenPrimary);
+    if expect_service {
+        client.answer_after = Some(fault_time);
+        client.load(options.requests_after)?;
+        report.answer_after_fault_s = client.first_answer_after;
+        say(&format!(
+            "service went on: first answer {:.3} s after the fault",
+            report.answer_after_fault_s.unwrap_or(f64::NAN)
+        ));
+        client.verify()?;
+    } else {
+        // Nobody may go live: the client's next request stays unanswered.
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(10)))?;
+        let answered = client.request_once().is_ok();
+        report.answer_after_fault_s = answered.then(|| fault_time.elapsed().as_secs_f64());
+    }
+    // Let a halting replica finish halting.
+    std::thread::sleep(Duration::from_secs(3));
+    report.requests_acknowledged = client.acknowledged;
+    report.writes_lost = client.lost;
+    report.writes_applied_twice = client.twice;
+    report.reconnects = client.reconnects;
+    report.longest_wait_s = client.longest_wait.as_secs_f64();
+    if options.fault == Fault::CutLink {
+        // One of the two halts; give it time.
+        let deadline = Instant::now() + HALT_TIMEOUT;
+        while Instant::now() < deadline
+            && poll_exit(&mut trio.primary).is_none()
+            && poll_exit(&mut trio.backup).is_none()
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    (report.primary_role, report.primary_epoch) = trio.status("primary");
+    (report.backup_role, report.backup_epoch) = trio.status("backup");
+    report.primary_exit = poll_exit(&mut trio.primary);
+    report.backup_exit = poll_exit(&mut trio.backup);
+    report.guest_mac_port = guest_mac_port();
+    if options.fault == Fault::KillPrimary {
+        say("restarting the old primary: it must find itself fenced");
+        let mut restarted = Some(trio.spawn("primary", &[])?);
+        report.restarted_primary_exit = wait_exit(&mut restarted, HALT_TIMEOUT);
+        if report.restarted_primary_exit.is_none() {
+            kill(&mut restarted);
+        }
+    }
+    say("done");
+    print!("{}", report.lines());
+    Ok(report)
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(child) = child.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// One client connection and what it was told.
+struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    redis: bool,
+    address: SocketAddr,
+    next: u64,
+    counters: [u64; COUNTER_KEYS as usize],
+    /// SET keys acknowledged.
+    sets: Vec<u64>,
+    acknowledged: u64,
+    lost: u64,
+    twice: u64,
+    reconnects: u64,
+    last_answer: Instant,
+    longest_wait: Duration,
+    answer_after: Option<Instant>,
+    first_answer_after: Option<f64>,
+}
+
+impl Client {
+    /// Connects once the guest answers (retrying until `timeout`).
+    fn connect(
+        address: SocketAddr,
+        redis: bool,
+        timeout: Duration,
+        trio: &mut Trio,
+    ) -> Result<Client> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (role, child) in [
+                ("primary", &mut trio.primary),
+                ("backup", &mut trio.backup),
+                ("arbiter", &mut trio.arbiter),
+            ] {
+                if let Some(code) = poll_exit(child) {
+                    let log = std::fs::read_to_string(trio.work_dir.join(format!("{role}.log")))
+                        .unwrap_or_default();
+                    bail!("the {role} exited with status {code} before the guest answered:\n{log}");
+                }
+            }
+            if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+                let mut client = Client::over(stream, address, redis)?;
+                // The services are up once the first request is answered.
+                client
+                    .stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))?;
+                if client.request_ping().is_ok() {
+                    client.stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+                    return Ok(client);
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the guest did not answer within {} s",
+                timeout.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn over(stream: TcpStream, address: SocketAddr, redis: bool) -> Result<Client> {
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            reader: BufReader::new(stream.try_clone()?),
+            stream,
+            redis,
+            address,
+            next: 0,
+            counters: [0; COUNTER_KEYS as usize],
+            sets: Vec::new(),
+            acknowledged: 0,
+            lost: 0,
+            twice: 0,
+            reconnects: 0,
+            last_answer: Instant::now(),
+            longest_wait: Duration::ZERO,
+            answer_after: None,
+            first_answer_after: None,
+        })
+    }
+
+    fn request_ping(&mut self) -> Result<()> {
+        if self.redis {
+            ensure!(
+                self.command(&["PING"])? == "+PONG",
+                "redis did not answer PONG"
+            );
+            Ok(())
+        } else {
+            self.http_get().map(|_| ())
+        }
+    }
+
+    /// Sends one request of the load and checks its answer; errors end the load.
+    fn request_once(&mut self) -> Result<()> {
+        if !self.redis {
+            self.http_get()?;
+            self.answered();
+            return Ok(());
+        }
+        let index = self.next;
+        self.next += 1;
+        if index % 2 == 0 {
+            let key = index / 2 % COUNTER_KEYS;
+            let answer = self.command(&["INCR", &format!("understudy:counter:{key}")])?;
+            let value: u64 = answer
+                .strip_prefix(':')
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("INCR answered {answer:?}"))?;
+            let expected = self.counters[key as usize] + 1;
+            // An INCR applied twice answers more than expected; one lost answers less.
+            if value > expected {
+                self.twice += value - expected;
+            } else if value < expected {
+                self.lost += expected - value;
+            }
+            self.counters[key as usize] = value;
+        } else {
+            let answer = self.command(&[
+                "SET",
+                &format!("understudy:key:{index}"),
+                &format!("value-{index}"),
+            ])?;
+            ensure!(answer == "+OK", "SET answered {answer:?}");
+            self.sets.push(index);
+        }
+        self.answered();
+        Ok(())
+    }
+
+    fn answered(&mut self) {
+        let now = Instant::now();
+        self.longest_wait = self.longest_wait.max(now - self.last_answer);
+        self.last_answer = now;
+        self.acknowledged += 1;
+        if let (Some(since), None) = (self.answer_after, self.first_answer_after) {
+            self.first_answer_after = Some((now - since).as_secs_f64());
+        }
+    }
+
+    /// Runs `requests` answered requests. A broken redis connection is opened again and
+    /// counted (a failover must not need that); three in a row end the load.
+    fn load(&mut self, requests: u64) -> Result<()> {
+        self.last_answer = Instant::now();
+        let mut answered = 0;
+        let mut broken_in_a_row = 0;
+        while answered < requests {
+            match self.request_once() {
+                Ok(()) => {
+                    answered += 1;
+                    broken_in_a_row = 0;
+                }
+                Err(error) if self.redis && broken_in_a_row < 3 => {
+                    say(&format!("connection broken ({error:#}); connecting again"));
+                    broken_in_a_row += 1;
+                    self.reconnects += 1;
+                    let stream = TcpStream::connect_timeout(&self.address, ANSWER_TIMEOUT)?;
+                    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+                    stream.set_nodelay(true)?;
+                    self.reader = BufReader::new(stream.try_clone()?);
+                    self.stream = stream;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every acknowledged write back over the same connection.
+    fn verify(&mut self) -> Result<()> {
+        if !self.redis {
+            return Ok(());
+        }
+        for key in 0..COUNTER_KEYS {
+            let answer = self.command(&["GET", &format!("understudy:counter:{key}")])?;
+            let stored: u64 = if answer == "$-1" {
+                0
+            } else {
+                answer.parse().unwrap_or(0)
+            };
+            let acknowledged = self.counters[key as usize];
+            if stored < acknowledged {
+                self.lost += acknowledged - stored;
+            } else if stored > acknowledged {
+                self.twice += stored - acknowledged;
+            }
+        }
+        for index in self.sets.clone() {
+            let answer = self.command(&["GET", &format!("understudy:key:{index}")])?;
+            if answer != format!("value-{index}") {
+                self.lost += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// One redis command; the answer's first line, or a bulk string's contents.
+    fn command(&mut self, words: &[&str]) -> Result<String> {
+        let mut request = format!("*{}\r\n", words.len());
+        for word in words {
+            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        }
+        self.stream
+            .write_all(request.as_bytes())
+            .context("the connection broke")?;
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .context("no answer (the connection broke or timed out)")?;
+        ensure!(!line.is_empty(), "the guest closed the connection");
+        let line = line.trim_end().to_owned();
+        if let Some(length) = line.strip_prefix('$') {
+            let Ok(length) = length.parse::<usize>() else {
+                return Ok(line);
+            };
+            let mut body = vec![0u8; length + 2];
+            self.reader.read_exact(&mut body)?;
+            body.truncate(length);
+            return Ok(String::from_utf8_lossy(&body).into_owned());
+        }
+        Ok(line)
+    }
+
+    /// One HTTP GET on a new connection (busybox httpd closes after each answer); a
+    /// connection that cannot be made counts as a reconnect.
+    fn http_get(&mut self) -> Result<Vec<u8>> {
+        let mut stream = TcpStream::connect_timeout(&self.address, ANSWER_TIMEOUT)
+            .context("cannot connect to the guest's httpd")?;
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        ensure!(
+            answer.starts_with(b"HTTP/1.") && answer.windows(6).any(|w| w == b"200 OK"),
+            "httpd answered {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(40)])
+        );
+        Ok(answer)
+    }
+}
+
+/// The drill's defaults for a guest directory from `guest/build --print-paths`.
+pub fn guest_from_artifacts(paths: &[(String, PathBuf)], name: &str) -> Result<DrillGuest> {
+    let find = |key: &str| {
+        paths
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("guest/build printed no {key}"))
+    };
+    Ok(DrillGuest {
+        kernel: find(&format!("{name}_kernel"))?,
+        initrd: find(&format!("{name}_initramfs"))?,
+        memory_mib: if name == "trixie" { 256 } else { 128 },
+        redis: name == "trixie",
+    })
+}
+
+/// Runs `guest/build NAME` from the source tree (building the guest with progress when it is
+/// missing) and returns its artifact paths.
+pub fn build_guest(source_root: &Path, name: &str) -> Result<Vec<(String, PathBuf)>> {
+    let script = source_root.join("guest/build");
+    let status = Command::new(&script)
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    ensure!(status.success(), "guest/build {name} failed");
+    let output = Command::new(&script)
+        .args(["--print-paths", name])
+        .output()?;
+    ensure!(output.status.success(), "guest/build --print-paths failed");
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), PathBuf::from(v)))
+        .collect())
+}

@@ -1,0 +1,7 @@
+//! A fault-tolerant pair on Linux hosts: `understudy run --config FILE` as primary, backup or
+//! arbiter, and `understudy status --config FILE`.
+pub mod arbiter;
+pub mod config;
+pub mod drill;
+pub mod replica;
+pub mod state;

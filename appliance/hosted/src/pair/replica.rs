@@ -1,0 +1,537 @@
+//! The hosted replica driver: `understudy run` as primary or backup. A thin loop around
+//! `understudy_replica::Replica`: UDP datagrams for the log channel, a TAP device for the
+//! guest's service network, stdout for its console, the wall clock and `/dev/urandom`.
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use understudy_boot_config::{Role, SocketAddress};
+use understudy_ft::node::HaltReason;
+use understudy_ft::{Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, RoleKind};
+use understudy_machine::clock::TIMEBASE_HZ;
+use understudy_machine::{Exit, Input, Machine, MachineConfig};
+use understudy_replica::announce::guest_ipv4;
+use understudy_replica::{
+    announce_frames, GuestIdentity, Refused, Replica, Status, Step, CONSOLE, NET,
+};
+
+use super::config::{channel_key, ArbiterKeys, PairConfig};
+use super::state::{StateDir, StatusReport};
+use crate::disk::FileDisk;
+use crate::net::{backend_from_spec, Arrival, NetBackend};
+use crate::record::file_sha256;
+
+/// The replicas' and the arbiter's ids on the log channel.
+pub const PRIMARY_ID: NodeId = NodeId(1);
+pub const BACKUP_ID: NodeId = NodeId(2);
+pub const ARBITER_ID: NodeId = NodeId(3);
+/// The guest's MAC address on the service network (the same on both machines: it moves at
+/// go-live).
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// The guest's command line when the config gives none (the Debian kernel wants `no4lvl`).
+pub const GUEST_CMDLINE_DEFAULT: &str = "console=ttyS0 earlycon no4lvl";
+/// Instructions per run slice: short enough that frames and timers are served every few
+/// milliseconds, long enough that the loop costs nothing measurable.
+const RUN_SLICE_INSTRUCTIONS: u64 = 1_000_000;
+/// A state digest every this many instructions (about a second of guest time).
+pub const DIGEST_EVERY_INSTRUCTIONS: u64 = 500_000_000;
+/// Guest time may lag the wall clock by this much before the primary advances it.
+const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
+/// Received service frames waiting for the guest; beyond this they are dropped as a NIC would.
+const PENDING_FRAMES_MAX: usize = 1024;
+/// Entropy goes to the guest in pieces of at most this size.
+const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
+/// The status file is rewritten this often.
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// Largest datagram read from the log channel.
+const DATAGRAM_BYTES_MAX: usize = 65_536;
+
+/// How the replica is started.
+pub struct Options {
+    /// How long a primary waits for its backup to confirm the pair before giving up.
+    pub wait_for_partner: Duration,
+}
+
+/// What ended a replica.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    GuestPoweredOff { code: u16 },
+    GuestStopped(String),
+    Halted(String),
+}
+
+/// Runs one replica until its guest stops or it halts.
+pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
+    let role = config.role();
+    let guest = config.guest.as_ref().expect("replica configs name a guest");
+    let ArbiterKeys::Replica(arbiter_key) = config.arbiter_keys else {
+        unreachable!("replica configs hold one arbiter key")
+    };
+    let state = StateDir::open(&config.state_dir)?;
+    if let Some(epoch) = state.last_epoch()? {
+        if epoch > 1 {
+            bail!(
+                "this machine last served in epoch {epoch}, after a failover: it cannot start a new pair from power-on; \
+                 empty {} (and the arbiter's state) to form a new pair",
+                config.state_dir.display()
+            );
+        }
+    }
+    let incarnation = state.next_incarnation()?;
+
+    let (machine, identity) = build_machine(config, guest)?;
+    let own = socket_address(
+        match role {
+            Role::Primary => config.boot.primary.address.0,
+            _ => config.boot.backup.address.0,
+        },
+        config.boot.port,
+    );
+    let peer = socket_address(
+        match role {
+            Role::Primary => config.boot.backup.address.0,
+            _ => config.boot.primary.address.0,
+        },
+        config.boot.port,
+    );
+    let arbiter = socket_address(config.boot.arbiter.address.0, config.boot.arbiter.port);
+    let socket =
+        UdpSocket::bind(own).with_context(|| format!("cannot bind the log channel to {own}"))?;
+    let (sender, arrivals) = crate::live::arrival_channel();
+    spawn_datagram_reader(socket.try_clone()?, sender.clone());
+    let mut service: Option<Box<dyn NetBackend>> = match &config.service_net {
+        Some(spec) => {
+            let mut backend = backend_from_spec(spec).context("bad service_net")?;
+            backend
+                .start(sender.clone())
+                .context("cannot start the service network")?;
+            Some(backend)
+        }
+        None => None,
+    };
+    drop(sender);
+
+    let (me, peer_id) = match role {
+        Role::Primary => (PRIMARY_ID, BACKUP_ID),
+        _ => (BACKUP_ID, PRIMARY_ID),
+    };
+    let node_config = NodeConfig {
+        me,
+        peer: peer_id,
+        arbiter: ARBITER_ID,
+        channel_key: channel_key(&config.boot.channel_key),
+        arbiter_key: Key(arbiter_key),
+        limits: Limits::default(),
+        incarnation: Incarnation(incarnation),
+    };
+    let clock = WallInstant::now();
+    let now = || Instant(clock.elapsed().as_micros() as u64);
+    let mut node = match role {
+        Role::Primary => Node::primary(node_config, now()),
+        _ => Node::backup(node_config, now()),
+    };
+    node.await_peer();
+    state.save_epoch(node.epoch().0)?;
+    let mut replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now());
+    eprintln!(
+        "understudy: {} starting, epoch {}, log channel {own}, partner {peer}, arbiter {arbiter}",
+        role,
+        replica.node().epoch().0
+    );
+
+    let mut driver = Driver {
+        socket,
+        peer,
+        arbiter,
+        arrivals,
+        service: service.take(),
+        state,
+        pending_frames: VecDeque::new(),
+        frames_dropped: 0,
+        time_origin: None,
+        guest_ipv4: None,
+        log_bytes_sent: 0,
+        last_status: None,
+        last_failover: None,
+        paired_at: None,
+        stdout: std::io::stdout(),
+    };
+    let started = WallInstant::now();
+    loop {
+        let step = driver.turn(&mut replica, now())?;
+        if let Some(ending) = driver.ending(&replica, step) {
+            driver.write_status(&replica, now(), true)?;
+            return Ok(ending);
+        }
+        if replica.node().role() == RoleKind::Primary
+            && !replica.is_paired()
+            && started.elapsed() > options.wait_for_partner
+        {
+            bail!(
+                "no backup confirmed the pair within {} s: start the backup with the same guest and disk, \
+                 and check that {peer} is reachable",
+                options.wait_for_partner.as_secs()
+            );
+        }
+        driver.wait(&mut replica, step, now());
+    }
+}
+
+fn socket_address(address: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(address.into(), port))
+}
+
+/// Builds the guest's machine at power-on and the identity its partner must share.
+fn build_machine(
+    config: &PairConfig,
+    guest: &super::config::GuestFiles,
+) -> Result<(Machine, GuestIdentity)> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the guest {what} {}", path.display()))
+    };
+    let kernel = read(&guest.kernel, "kernel")?;
+    let initrd = guest
+        .initrd
+        .as_deref()
+        .map(|p| read(p, "initrd"))
+        .transpose()?;
+    let machine_config = MachineConfig {
+        memory_bytes: u64::from(config.boot.guest_memory_mib) * 1024 * 1024,
+        bootargs: config
+            .boot
+            .guest_cmdline
+            .as_ref()
+            .map_or(GUEST_CMDLINE_DEFAULT, |c| c.as_str())
+            .to_owned(),
+        net_mac: config.service_net.as_ref().map(|_| GUEST_MAC),
+        entropy: true,
+        ..MachineConfig::default()
+    };
+    let mut machine = Machine::new(&machine_config, &kernel, initrd.as_deref())
+        .with_context(|| format!("cannot start the guest {}", guest.kernel.display()))?;
+    let mut disk_sha256 = [0u8; 32];
+    if let Some(path) = &guest.disk {
+        let (digest, _) = file_sha256(path)
+            .with_context(|| format!("cannot read the disk {}", path.display()))?;
+        disk_sha256 = digest;
+        let disk = FileDisk::open(path)
+            .with_context(|| format!("cannot open the disk {}", path.display()))?;
+        machine.attach_disk(Box::new(disk), b"understudy-disk");
+    }
+    Ok((machine, GuestIdentity { disk_sha256 }))
+}
+
+fn spawn_datagram_reader(socket: UdpSocket, arrivals: SyncSender<Arrival>) {
+    std::thread::spawn(move || {
+        let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
+        while let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            if arrivals
+                .send(Arrival::Datagram(buffer[..length].to_vec()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+struct Driver {
+    socket: UdpSocket,
+    peer: SocketAddr,
+    arbiter: SocketAddr,
+    arrivals: Receiver<Arrival>,
+    service: Option<Box<dyn NetBackend>>,
+    state: StateDir,
+    pending_frames: VecDeque<Vec<u8>>,
+    frames_dropped: u64,
+    /// Guest time is kept near wall time from here: (wall instant, guest ticks).
+    time_origin: Option<(WallInstant, u64)>,
+    guest_ipv4: Option<[u8; 4]>,
+    log_bytes_sent: u64,
+    last_status: Option<(WallInstant, u64)>,
+    last_failover: Option<SystemTime>,
+    paired_at: Option<WallInstant>,
+    stdout: std::io::Stdout,
+}
+
+impl Driver {
+    /// One turn of the loop: frames in, timers, events, inputs, one run slice, outputs out.
+    fn turn(&mut self, replica: &mut Replica, now: Instant) -> Result<Step> {
+        while let Ok(arrival) = self.arrivals.try_recv() {
+            self.arrive(replica, now, arrival);
+        }
+        if replica.poll_at().is_some_and(|at| at <= now) {
+            replica.handle_timeout(now);
+        }
+        self.handle_events(replica)?;
+        if replica.is_live() && replica.is_paired() {
+            self.feed(replica, now);
+        }
+        let step = replica.run(now, RUN_SLICE_INSTRUCTIONS);
+        self.handle_events(replica)?;
+        self.send_outputs(replica, now)?;
+        self.send_datagrams(replica, now);
+        self.write_status(replica, now, false)?;
+        Ok(step)
+    }
+
+    fn arrive(&mut self, replica: &mut Replica, now: Instant, arrival: Arrival) {
+        match arrival {
+            Arrival::Datagram(bytes) => {
+                // Rejections are counted by the node; a stray or stale frame is not news.
+                let _ = replica.handle_frame(now, &bytes);
+            }
+            // A backup's guest takes its input from the log alone.
+            Arrival::Frame(frame) if replica.is_live() => {
+                if self.pending_frames.len() < PENDING_FRAMES_MAX {
+                    self.pending_frames.push_back(frame);
+                } else {
+                    self.frames_dropped += 1;
+                }
+            }
+            Arrival::Frame(_) | Arrival::ConsoleByte(_) | Arrival::ConsoleClosed => {}
+        }
+    }
+
+    /// Inputs from outside, offered at this instruction boundary: the wall-clock base once,
+    /// received frames, entropy, and guest time kept near the wall clock.
+    fn feed(&mut self, replica: &mut Replica, now: Instant) {
+        if self.time_origin.is_none() {
+            if replica.machine().instret().0 == 0 {
+                let ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                if replica
+                    .offer_input(now, &Input::WallClockBase { ns })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            self.time_origin = Some((WallInstant::now(), replica.time_ticks()));
+            self.paired_at.get_or_insert_with(WallInstant::now);
+        }
+        while let Some(frame) = self.pending_frames.front() {
+            match replica.offer_input(now, &Input::Frame(frame.clone())) {
+                Ok(()) | Err(Refused::NoDevice | Refused::TooLarge) => {
+                    self.pending_frames.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        let wanted = replica.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
+        if wanted > 0 {
+            let mut bytes = vec![0u8; wanted];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut file| file.read_exact(&mut bytes))
+                .expect("fail-stop: cannot read /dev/urandom");
+            let _ = replica.offer_input(now, &Input::Entropy(bytes));
+        }
+        self.catch_up_time(replica, now, CLOCK_LAG_TOLERANCE_TICKS);
+    }
+
+    fn catch_up_time(&mut self, replica: &mut Replica, now: Instant, tolerance: u64) {
+        let Some((origin, origin_ticks)) = self.time_origin else {
+            return;
+        };
+        let wall_ticks = origin_ticks + ticks_since(origin);
+        let guest_ticks = replica.time_ticks();
+        if wall_ticks > guest_ticks + tolerance {
+            let _ = replica.offer_input(
+                now,
+                &Input::AdvanceTime {
+                    ticks: wall_ticks - guest_ticks,
+                },
+            );
+        }
+    }
+
+    fn handle_events(&mut self, replica: &mut Replica) -> Result<()> {
+        while let Some(event) = replica.poll_event() {
+            match event {
+                Event::RoleChanged { from, to, epoch } => {
+                    if to == RoleKind::Solo || to == RoleKind::GoingLive {
+                        self.last_failover = Some(SystemTime::now());
+                    }
+                    eprintln!("understudy: role {from} -> {to}, epoch {}", epoch.0);
+                }
+                Event::PersistEpoch { epoch } => {
+                    self.state.save_epoch(epoch.0)?;
+                    replica.epoch_persisted(epoch);
+                }
+                Event::LeaveReplay { epoch, at, .. } => {
+                    eprintln!(
+                        "understudy: live in epoch {} at instruction {}",
+                        epoch.0, at.0
+                    );
+                    self.time_origin = Some((WallInstant::now(), replica.time_ticks()));
+                }
+                Event::AnnounceMac => {
+                    if let Some(service) = &mut self.service {
+                        for frame in announce_frames(GUEST_MAC, self.guest_ipv4) {
+                            if let Err(error) = service.send(&frame) {
+                                eprintln!("understudy: announcement not sent: {error}");
+                            }
+                        }
+                    }
+                }
+                Event::Divergence { first_diverged, .. } => {
+                    eprintln!(
+                        "understudy: divergence: the guest's state first differed from the primary's at instruction {}",
+                        first_diverged.0
+                    );
+                }
+                // Disk requests complete synchronously between run slices: nothing is in
+                // flight at a failure.
+                Event::ReissueInFlightIo => {}
+                Event::SnapshotWanted => {
+                    eprintln!("understudy: a replica asks to join; joining a running primary is not supported yet");
+                }
+                Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn send_outputs(&mut self, replica: &mut Replica, now: Instant) -> Result<()> {
+        let mut console = false;
+        while let Some(output) = replica.poll_release(now) {
+            if output.device == CONSOLE {
+                self.stdout.write_all(&output.payload)?;
+                console = true;
+            } else if output.device == NET {
+                if let Some(address) = guest_ipv4(GUEST_MAC, &output.payload) {
+                    self.guest_ipv4 = Some(address);
+                }
+                if let Some(service) = &mut self.service {
+                    if let Err(error) = service.send(&output.payload) {
+                        eprintln!("understudy: frame not sent: {error}");
+                    }
+                }
+            }
+        }
+        if console {
+            self.stdout.flush()?;
+        }
+        Ok(())
+    }
+
+    fn send_datagrams(&mut self, replica: &mut Replica, now: Instant) {
+        while let Some(transmit) = replica.poll_transmit(now) {
+            let to = if transmit.to == ARBITER_ID {
+                self.arbiter
+            } else {
+                self.peer
+            };
+            self.log_bytes_sent += transmit.bytes.len() as u64;
+            // A datagram that cannot leave now is lost as on any network; the protocol resends.
+            let _ = self.socket.send_to(&transmit.bytes, to);
+        }
+    }
+
+    /// Sleeps until something can happen: a datagram, a service frame, a timer of the node,
+    /// or the guest's own timer on the wall clock.
+    fn wait(&mut self, replica: &mut Replica, step: Step, now: Instant) {
+        let node_deadline = replica
+            .poll_at()
+            .map(|at| Duration::from_micros(at.0.saturating_sub(now.0)));
+        let wait = match step {
+            Step::Ran(_) => return,
+            Step::Idle { wake_at_ticks } if replica.is_live() => {
+                if !self.pending_frames.is_empty() {
+                    return;
+                }
+                let guest = replica.time_ticks();
+                let to_timer = wake_at_ticks.map_or(Duration::from_millis(50), |wake| {
+                    duration_from_ticks(wake.saturating_sub(guest))
+                });
+                to_timer.min(Duration::from_millis(50))
+            }
+            _ => Duration::from_millis(20),
+        };
+        let wait = node_deadline.map_or(wait, |deadline| deadline.min(wait));
+        let timed_out = match self.arrivals.recv_timeout(wait) {
+            Ok(arrival) => {
+                self.arrive(replica, now, arrival);
+                false
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => true,
+        };
+        if let (Step::Idle { .. }, true, true) = (step, replica.is_live(), timed_out) {
+            // The guest slept until its timer: its time follows the wall clock exactly, so
+            // the timer fires when it is due. (Advancing on every wake-up instead would log
+            // a time advance per acknowledgement, and each advance draws another one.)
+            self.catch_up_time(replica, now, 0);
+        }
+    }
+
+    fn ending(&self, replica: &Replica, step: Step) -> Option<Ending> {
+        match step {
+            Step::GuestStopped(Exit::PowerOff { code }) => Some(Ending::GuestPoweredOff { code }),
+            Step::GuestStopped(exit) => Some(Ending::GuestStopped(format!("{exit:?}"))),
+            Step::Halted => {
+                let reason = match (replica.mismatch(), replica.node().halt_reason()) {
+                    (Some(mismatch), _) => mismatch.to_string(),
+                    (None, Some(HaltReason::Fenced { epoch })) => format!(
+                        "fenced: epoch {} is live elsewhere; this machine serves nothing",
+                        epoch.0
+                    ),
+                    (None, Some(HaltReason::LostArbitration { epoch, owner })) => format!(
+                        "the arbiter gave epoch {} to replica {}; this machine serves nothing",
+                        epoch.0, owner.0
+                    ),
+                    (None, Some(HaltReason::Diverged { first_diverged })) => format!(
+                        "diverged from the primary at instruction {}",
+                        first_diverged.0
+                    ),
+                    (None, None) => "halted".to_owned(),
+                };
+                Some(Ending::Halted(reason))
+            }
+            _ => None,
+        }
+    }
+
+    fn write_status(&mut self, replica: &Replica, now: Instant, force: bool) -> Result<()> {
+        let wall = WallInstant::now();
+        let previous = self.last_status;
+        if !force && previous.is_some_and(|(at, _)| wall.duration_since(at) < STATUS_INTERVAL) {
+            return Ok(());
+        }
+        let bandwidth_mbit_s = previous.map_or(0.0, |(at, bytes)| {
+            let seconds = wall.duration_since(at).as_secs_f64().max(1e-3);
+            (self.log_bytes_sent - bytes) as f64 * 8.0 / seconds / 1e6
+        });
+        self.last_status = Some((wall, self.log_bytes_sent));
+        let status: Status = replica.status();
+        let _ = now;
+        self.state.write_status(&StatusReport {
+            status,
+            peer_heard: replica.node().peer_heard(),
+            paired: replica.is_paired(),
+            log_bytes_sent: self.log_bytes_sent,
+            log_mbit_s: bandwidth_mbit_s,
+            frames_dropped: self.frames_dropped,
+            last_failover: self.last_failover,
+            protected_since: self.paired_at.map(|at| wall.duration_since(at)),
+        })
+    }
+}
+
+fn ticks_since(start: WallInstant) -> u64 {
+    (start.elapsed().as_nanos() * u128::from(TIMEBASE_HZ) / 1_000_000_000) as u64
+}
+
+fn duration_from_ticks(ticks: u64) -> Duration {
+    Duration::from_nanos((u128::from(ticks) * 1_000_000_000 / u128::from(TIMEBASE_HZ)) as u64)
+}
+
+/// The arbiter's log-channel address in a config.
+pub fn arbiter_address(address: &SocketAddress) -> SocketAddr {
+    socket_address(address.address.0, address.port)
+}
