@@ -49,11 +49,11 @@ pub struct Limits {
     pub clock_drift_ppm_max: u64,
     /// Extra safety subtracted from the output lease (default 10 ms).
     pub lease_margin: Duration,
-    /// Most outputs a backup keeps (suppressed) for reissue at go-live (default 4096); beyond
-    /// it the oldest is forgotten, which only costs a client retry.
+    /// Unreleased outputs (kept, or announced by a marker in the log) at which a backup stops
+    /// taking entries and signals backpressure (default 4096). Outputs are never forgotten.
     pub suppressed_outputs_max: usize,
-    /// Most received entries a backup buffers for replay (default 8192); beyond it the backup
-    /// stops acknowledging, which throttles the primary.
+    /// Most received entries a backup buffers for replay (default 8192); at it the backup
+    /// takes nothing more and acknowledges with backpressure, which throttles the primary.
     pub replay_entries_max: usize,
     /// Most digests a backup remembers while the runtime computes its own (default 64).
     pub pending_digests_max: usize,

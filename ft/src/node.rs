@@ -23,7 +23,8 @@ use crate::types::{
     DeviceId, Epoch, Incarnation, Instant, InstructionCount, Key, LogSequence, NodeId, StateDigest,
 };
 use crate::wire::{
-    claimed_sender, EncodeError, Frame, FrameWriter, Message, ReceiveError, ReplayWindow, Transmit,
+    claimed_sender, EncodeError, Frame, FrameWriter, Message, OutputCopy, ReceiveError,
+    ReplayWindow, Transmit,
 };
 
 /// How a replica is set up.
@@ -286,8 +287,6 @@ pub struct Counters {
     pub retransmissions: u64,
     /// Outputs released.
     pub outputs_released: u64,
-    /// Suppressed outputs forgotten because `suppressed_outputs_max` was reached.
-    pub suppressed_outputs_dropped: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -360,6 +359,11 @@ pub struct Node {
     pending_digests: VecDeque<(LogSequence, InstructionCount, StateDigest)>,
     last_agreed: Option<InstructionCount>,
     suppressed: VecDeque<HeldOutput>,
+    /// Positions of the output markers taken into the log and not yet released by the primary:
+    /// each becomes a suppressed output, so their number bounds `suppressed`.
+    unreleased_markers: VecDeque<LogSequence>,
+    /// The last log frame found no room (replay queue or suppressed outputs full).
+    backpressured: bool,
     primary_released_through: LogSequence,
     last_resend_request: Option<(Instant, LogSequence)>,
     last_ack_sent: Instant,
@@ -416,6 +420,8 @@ impl Node {
             pending_digests: VecDeque::new(),
             last_agreed: None,
             suppressed: VecDeque::new(),
+            unreleased_markers: VecDeque::new(),
+            backpressured: false,
             primary_released_through: LogSequence(0),
             last_resend_request: None,
             last_ack_sent: now,
@@ -650,11 +656,10 @@ impl Node {
     ) -> Result<LogSequence, NodeError> {
         if self.is_replaying() {
             // The primary logged its marker right after the entry that caused the output.
+            // Never dropped: the backup takes an output marker into its log only while it
+            // holds fewer than `suppressed_outputs_max` unreleased ones (backpressure), which
+            // bounds this store.
             let position = self.handed_out.next();
-            if self.suppressed.len() >= self.config.limits.suppressed_outputs_max {
-                self.suppressed.pop_front();
-                self.counters.suppressed_outputs_dropped += 1;
-            }
             self.suppressed.push_back(HeldOutput {
                 position,
                 device,
@@ -750,11 +755,22 @@ impl Node {
         if !matches!(self.role, RoleKind::Primary | RoleKind::Solo) {
             return Err(NodeError::WrongRole { role: self.role });
         }
+        let held_outputs = self
+            .held
+            .iter()
+            .map(|output| OutputCopy {
+                position: output.position,
+                device: output.device,
+                payload: output.payload.clone(),
+            })
+            .collect();
         let message = Message::Snapshot {
             sent_at: now,
             position: self.end,
             at,
             state,
+            released_through: self.released_through,
+            held_outputs,
         };
         self.send(self.config.peer, message)
             .map_err(NodeError::Encode)?;
@@ -927,16 +943,11 @@ impl Node {
         }
         if self.role == RoleKind::Joining {
             return match frame.message {
-                Message::Snapshot {
-                    sent_at,
-                    position,
-                    at,
-                    state,
-                } if header.epoch >= self.epoch.max(Epoch(1)) => {
+                snapshot @ Message::Snapshot { .. } if header.epoch >= self.epoch.max(Epoch(1)) => {
                     if header.epoch > self.epoch {
                         self.enter_epoch(header.epoch);
                     }
-                    self.install_snapshot(now, sent_at, position, at, state);
+                    self.install_snapshot(now, snapshot);
                     Ok(())
                 }
                 Message::Snapshot { .. } if header.epoch < self.epoch => {
@@ -989,12 +1000,10 @@ impl Node {
                 echo,
                 through,
                 resend,
-            } => self.handle_ack(now, echo, through, resend, &frame.message),
+                backpressure,
+            } => self.handle_ack(now, echo, through, resend, backpressure, &frame.message),
             Message::Snapshot {
-                sent_at,
-                position,
-                at,
-                state,
+                sent_at, position, ..
             } => {
                 if self.role != RoleKind::Backup {
                     return Err(ReceiveError::UnexpectedMessage {
@@ -1003,7 +1012,7 @@ impl Node {
                     });
                 }
                 if position > self.end {
-                    self.install_snapshot(now, sent_at, position, at, state);
+                    self.install_snapshot(now, frame.message);
                 } else {
                     self.heard_from_primary(now, sent_at, LogSequence(0));
                     self.send_ack(now, false);
@@ -1041,7 +1050,25 @@ impl Node {
             {
                 self.suppressed.pop_front();
             }
+            while self
+                .unreleased_markers
+                .front()
+                .is_some_and(|position| *position <= released_through)
+            {
+                self.unreleased_markers.pop_front();
+            }
         }
+    }
+
+    /// Backup: room for one more entry: the replay queue is not full, and fewer than
+    /// `suppressed_outputs_max` outputs are kept or announced (by a marker taken into the log)
+    /// and not yet released by the primary. Outputs of entries already taken are still kept,
+    /// so the store can pass the limit by what those entries produce, but it never drops one.
+    fn has_room(&self) -> bool {
+        let limits = &self.config.limits;
+        self.replay.len() < limits.replay_entries_max
+            && self.unreleased_markers.len() < limits.suppressed_outputs_max
+            && self.suppressed.len() < limits.suppressed_outputs_max
     }
 
     fn send_ack(&mut self, now: Instant, resend: bool) {
@@ -1049,6 +1076,9 @@ impl Node {
         // and a claiming backup must not promise to stay a backup.
         if self.role != RoleKind::Backup {
             return;
+        }
+        if self.backpressured && self.has_room() {
+            self.backpressured = false;
         }
         // Ask again at once for a new gap, but repeat a request for the same position no
         // more often than the retransmit timeout, so reordering cannot cause a resend storm.
@@ -1063,28 +1093,51 @@ impl Node {
             echo: self.newest_sent_at,
             through: self.end,
             resend,
+            backpressure: self.backpressured,
         };
         self.send_small(self.config.peer, message);
         self.last_ack_sent = now;
     }
 
-    fn install_snapshot(
-        &mut self,
-        now: Instant,
-        sent_at: Instant,
-        position: LogSequence,
-        at: InstructionCount,
-        state: Vec<u8>,
-    ) {
+    fn install_snapshot(&mut self, now: Instant, snapshot: Message) {
+        let Message::Snapshot {
+            sent_at,
+            position,
+            at,
+            state,
+            released_through,
+            held_outputs,
+        } = snapshot
+        else {
+            return;
+        };
         let from = self.role;
         self.end = position;
         self.end_at = at;
         self.handed_out = position;
         self.replay.clear();
         self.pending_digests.clear();
-        self.suppressed.clear();
         self.last_agreed = None;
-        self.primary_released_through = position;
+        // The state includes having produced every output through `position`; the ones the
+        // primary still holds must stay reissuable, so they come along, and only what the
+        // primary really released counts as released.
+        let released_through = released_through.min(position);
+        self.primary_released_through = released_through;
+        self.suppressed = held_outputs
+            .into_iter()
+            .filter(|output| output.position > released_through && output.position <= position)
+            .map(|output| HeldOutput {
+                position: output.position,
+                device: output.device,
+                payload: output.payload,
+            })
+            .collect();
+        self.unreleased_markers = self
+            .suppressed
+            .iter()
+            .map(|output| output.position)
+            .collect();
+        self.backpressured = false;
         self.last_heard = now;
         self.peer_heard = true;
         self.role = RoleKind::Backup;
@@ -1100,7 +1153,7 @@ impl Node {
             at,
             state,
         });
-        self.heard_from_primary(now, sent_at, position);
+        self.heard_from_primary(now, sent_at, released_through);
         self.send_ack(now, false);
     }
 
@@ -1130,9 +1183,14 @@ impl Node {
         let mut position = first;
         for entry in entries {
             if position == self.end.next() {
-                if self.replay.len() >= self.config.limits.replay_entries_max {
-                    // Backpressure: stop here, do not acknowledge the rest.
+                if !self.has_room() {
+                    // Backpressure: take nothing more, say so, and ask again once there is
+                    // room. Outputs are then kept until released, never forgotten.
+                    self.backpressured = true;
                     break;
+                }
+                if matches!(entry.record, Record::Output { .. }) {
+                    self.unreleased_markers.push_back(position);
                 }
                 if entry.at < self.end_at {
                     // A primary never records a count that goes back; treat as a gap so it
@@ -1155,6 +1213,7 @@ impl Node {
         echo: Instant,
         through: LogSequence,
         resend: bool,
+        backpressure: bool,
         message: &Message,
     ) -> Result<(), ReceiveError> {
         match self.role {
@@ -1193,6 +1252,14 @@ impl Node {
             if self.next_to_send <= through {
                 self.next_to_send = through.next();
             }
+        }
+        if backpressure {
+            // The backup is alive and holds everything through `through` but has no room for
+            // more: that is progress, not a failure. Flow control throttles the runtime, and
+            // entries are resent when the backup asks again (it does once it has room).
+            self.last_ack_progress = now;
+            self.last_retransmit = now;
+            self.next_to_send = through.next().max(self.log_start);
         }
         // A resend request older than what the backup already acknowledged was overtaken by
         // a newer acknowledgement and asks for nothing.
@@ -1331,7 +1398,10 @@ impl Node {
                     self.start_claim(now);
                     return;
                 }
-                if now >= self.last_ack_sent + limits.heartbeat_interval {
+                if self.backpressured && self.has_room() {
+                    // Room again: ask for what was refused.
+                    self.send_ack(now, true);
+                } else if now >= self.last_ack_sent + limits.heartbeat_interval {
                     self.send_ack(now, false);
                 }
             }
@@ -1368,6 +1438,7 @@ impl Node {
                 }
                 Some(at)
             }
+            RoleKind::Backup if self.backpressured && self.has_room() => Some(self.last_ack_sent),
             RoleKind::Backup if self.peer_heard => Some(
                 (self.last_heard + limits.peer_timeout)
                     .min(self.last_ack_sent + limits.heartbeat_interval),
@@ -1464,10 +1535,7 @@ impl Node {
         if !self.is_replaying() {
             return Err(NodeError::WrongRole { role: self.role });
         }
-        if self.suppressed.len() >= self.config.limits.suppressed_outputs_max {
-            self.suppressed.pop_front();
-            self.counters.suppressed_outputs_dropped += 1;
-        }
+        // Never dropped: backpressure on output markers bounds this store (`submit_output`).
         self.suppressed.push_back(HeldOutput {
             position,
             device,

@@ -28,14 +28,15 @@ use sha2::Sha256;
 use crate::limits::{Limits, FRAME_HEADER_BYTES, FRAME_MAC_BYTES, REPLAY_WINDOW_FRAMES};
 use crate::record::LogEntry;
 use crate::types::{
-    Epoch, FrameSequence, Incarnation, Instant, InstructionCount, Key, LogSequence, NodeId,
+    DeviceId, Epoch, FrameSequence, Incarnation, Instant, InstructionCount, Key, LogSequence,
+    NodeId,
 };
 
 /// The first two bytes of every frame.
 pub const FRAME_MAGIC: [u8; 2] = *b"UF";
 /// The protocol version this build speaks. Receivers accept exactly this version; any change to
 /// the header layout or to the encoding of a message or record bumps it (PROTOCOL.md).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -70,6 +71,10 @@ pub enum Message {
         through: LogSequence,
         /// The backup saw a gap and asks for entries after `through` again.
         resend: bool,
+        /// The backup is alive but full (its replay queue is at `replay_entries_max`, or it
+        /// holds `suppressed_outputs_max` outputs the primary has not released): it took
+        /// nothing after `through`. The primary throttles and waits instead of failing over.
+        backpressure: bool,
     },
     /// A restarted replica asks the live primary for a snapshot so it can become its backup.
     Join,
@@ -83,6 +88,12 @@ pub enum Message {
         at: InstructionCount,
         /// The runtime's opaque serialized state.
         state: Vec<u8>,
+        /// The highest position whose output the primary has released.
+        released_through: LogSequence,
+        /// Outputs at or before `position` that the primary still holds (not yet released):
+        /// the new backup keeps them to reissue at go-live, since the state already includes
+        /// having produced them.
+        held_outputs: Vec<OutputCopy>,
     },
     /// "Your epoch is stale": sent in answer to a frame from an older epoch.
     Fence {
@@ -129,6 +140,17 @@ impl Message {
             Err(_) => Err(DecodeError::Malformed { trailing_bytes: 0 }),
         }
     }
+}
+
+/// An output the primary holds, as carried in a `Snapshot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCopy {
+    /// The log position of its output marker.
+    pub position: LogSequence,
+    /// The emitting device.
+    pub device: DeviceId,
+    /// The output bytes.
+    pub payload: Vec<u8>,
 }
 
 /// The authenticated fields of a frame besides the body.
@@ -591,7 +613,7 @@ impl ReplayWindow {
 mod tests {
     use super::*;
     use crate::record::Record;
-    use crate::types::{DeviceId, StateDigest};
+    use crate::types::StateDigest;
     use alloc::vec;
 
     fn key() -> Key {
@@ -700,6 +722,8 @@ mod tests {
             position: LogSequence(1),
             at: InstructionCount(1),
             state: vec![0; 200],
+            released_through: LogSequence(0),
+            held_outputs: vec![],
         };
         assert!(matches!(
             frame.encode(&key(), &limits),

@@ -63,13 +63,14 @@ fn message() -> impl Strategy<Value = Message> {
                 released_through: LogSequence(released),
             }
         }),
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(echo, through, resend)| {
-            Message::Ack {
+        (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()).prop_map(
+            |(echo, through, resend, backpressure)| Message::Ack {
                 echo: Instant(echo),
                 through: LogSequence(through),
                 resend,
+                backpressure,
             }
-        }),
+        ),
         Just(Message::Join),
         (
             any::<u64>(),
@@ -81,6 +82,16 @@ fn message() -> impl Strategy<Value = Message> {
                 sent_at: Instant(sent_at),
                 position: LogSequence(position),
                 at: InstructionCount(at),
+                released_through: LogSequence(position / 2),
+                held_outputs: state
+                    .iter()
+                    .take(2)
+                    .map(|&byte| wire::OutputCopy {
+                        position: LogSequence(position),
+                        device: DeviceId(u16::from(byte)),
+                        payload: vec![byte],
+                    })
+                    .collect(),
                 state,
             }),
         any::<u64>().prop_map(|epoch| Message::Fence {
@@ -228,6 +239,7 @@ fn fuzz_frame_decoder_with_mutated_valid_frames() {
             echo: Instant(9),
             through: LogSequence(4),
             resend: true,
+            backpressure: false,
         },
         Message::Log {
             sent_at: Instant(1),
@@ -251,6 +263,8 @@ fn fuzz_frame_decoder_with_mutated_valid_frames() {
             position: LogSequence(1),
             at: InstructionCount(1),
             state: vec![7; 40],
+            released_through: LogSequence(0),
+            held_outputs: vec![],
         },
     ]
     .into_iter()

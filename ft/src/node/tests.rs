@@ -285,6 +285,8 @@ fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
                 position: LogSequence(10),
                 at: InstructionCount(500),
                 state: vec![1, 2],
+                released_through: LogSequence(0),
+                held_outputs: vec![],
             };
             node.handle_frame(now, &forge.frame(peer, target, message))
                 .is_ok()
@@ -297,6 +299,7 @@ fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
                 echo: now,
                 through: LogSequence(0),
                 resend: false,
+                backpressure: false,
             };
             node.handle_frame(now, &forge.frame(peer, epoch, message))
                 .is_ok()
@@ -456,6 +459,7 @@ fn transitions_stale_epoch_frames_are_fenced_and_leave_the_role_alone() {
         echo: T0,
         through: LogSequence(0),
         resend: false,
+        backpressure: false,
     };
     let result = node.handle_frame(after_timeout(), &forge.frame(B, Epoch(1), message));
     assert_eq!(
@@ -492,6 +496,7 @@ fn primary_holds_output_until_the_backup_acknowledges_its_position() {
         echo: T0,
         through: LogSequence(1),
         resend: false,
+        backpressure: false,
     };
     let now = T0 + Duration::from_millis(1);
     node.handle_frame(now, &forge.frame(B, Epoch(1), ack))
@@ -517,6 +522,7 @@ fn primary_does_not_release_on_an_acknowledgement_whose_lease_has_expired() {
         echo: T0,
         through: LogSequence(1),
         resend: false,
+        backpressure: false,
     };
     node.handle_frame(late, &forge.frame(B, Epoch(1), ack))
         .unwrap();
@@ -525,6 +531,7 @@ fn primary_does_not_release_on_an_acknowledgement_whose_lease_has_expired() {
         echo: late,
         through: LogSequence(1),
         resend: false,
+        backpressure: false,
     };
     node.handle_frame(late, &forge.frame(B, Epoch(1), fresh))
         .unwrap();
@@ -553,6 +560,7 @@ fn claiming_primary_releases_nothing_and_a_fenced_former_primary_never_does() {
         echo: after_timeout(),
         through: LogSequence(1),
         resend: false,
+        backpressure: false,
     };
     node.handle_frame(after_timeout(), &forge.frame(B, Epoch(1), ack))
         .unwrap();
@@ -709,6 +717,7 @@ fn acknowledgement_frees_the_lag_and_batches_respect_their_limits() {
         echo: T0,
         through: LogSequence(5),
         resend: false,
+        backpressure: false,
     };
     node.handle_frame(T0, &forge.frame(B, Epoch(1), ack))
         .unwrap();
@@ -728,6 +737,7 @@ fn primary_resends_after_a_resend_request_and_after_the_retransmit_timeout() {
         echo: T0,
         through: LogSequence(1),
         resend: true,
+        backpressure: false,
     };
     node.handle_frame(T0, &forge.frame(B, Epoch(1), nack))
         .unwrap();
@@ -768,7 +778,8 @@ fn backup_acknowledges_in_order_and_asks_for_resend_on_a_gap() {
             Message::Ack {
                 echo: T0,
                 through: LogSequence(1),
-                resend: false
+                resend: false,
+                backpressure: false
             }
         )]
     );
@@ -788,7 +799,8 @@ fn backup_acknowledges_in_order_and_asks_for_resend_on_a_gap() {
             Message::Ack {
                 echo: T0,
                 through: LogSequence(1),
-                resend: true
+                resend: true,
+                backpressure: false
             }
         )]
     );
@@ -994,6 +1006,8 @@ fn joining_replica_refuses_a_snapshot_without_an_epoch() {
         position: LogSequence(1),
         at: InstructionCount(1),
         state: vec![],
+        released_through: LogSequence(0),
+        held_outputs: vec![],
     };
     let result = node.handle_frame(T0, &Forge::new().frame(A, Epoch(0), message));
     assert!(matches!(
@@ -1017,6 +1031,8 @@ fn a_joiner_that_knew_a_newer_epoch_fences_the_stale_primary_and_refuses_its_sna
         position: LogSequence(3),
         at: InstructionCount(30),
         state: vec![1],
+        released_through: LogSequence(0),
+        held_outputs: vec![],
     };
     assert_eq!(
         joiner.handle_frame(T0, &forge.frame(A, Epoch(1), old_state)),
@@ -1146,6 +1162,7 @@ fn a_primary_whose_acknowledgements_always_outlive_the_lease_fails_over() {
             echo: Instant(now.0 - round_trip.0),
             through: LogSequence(1),
             resend: false,
+            backpressure: false,
         };
         node.handle_frame(now, &forge.frame(B, Epoch(1), ack))
             .unwrap();
@@ -1183,4 +1200,164 @@ fn record_succeeds_whenever_throttled_says_nothing_and_the_entry_fits_a_batch() 
         }
     }
     assert!(checked > 0);
+}
+
+fn marker(at: u64) -> LogEntry {
+    LogEntry {
+        at: InstructionCount(at),
+        record: Record::Output {
+            device: DeviceId(1),
+            length: 1,
+        },
+    }
+}
+
+fn acks(sent: &[(NodeId, Message)]) -> Vec<(LogSequence, bool, bool)> {
+    sent.iter()
+        .filter_map(|(_, message)| match message {
+            Message::Ack {
+                through,
+                resend,
+                backpressure,
+                ..
+            } => Some((*through, *resend, *backpressure)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_backup_signals_backpressure_and_the_primary_throttles_instead_of_failing_over() {
+    let small = Limits {
+        replay_entries_max: 2,
+        ..limits()
+    };
+    let mut backup = Node::backup(
+        NodeConfig {
+            limits: small.clone(),
+            ..config(B)
+        },
+        T0,
+    );
+    let mut primary = Node::primary(
+        NodeConfig {
+            limits: small,
+            ..config(A)
+        },
+        T0,
+    );
+    for at in 1..=4 {
+        primary.record(T0, input(at, 0)).unwrap();
+    }
+    let mut now = T0;
+    let end = T0 + limits().ack_progress_timeout + limits().peer_timeout;
+    while now < end {
+        while let Some(transmit) = primary.poll_transmit(now) {
+            let _ = backup.handle_frame(now, &transmit.bytes);
+        }
+        backup.handle_timeout(now);
+        while let Some(transmit) = backup.poll_transmit(now) {
+            primary.handle_frame(now, &transmit.bytes).unwrap();
+        }
+        primary.handle_timeout(now);
+        now = now + Duration::from_millis(50);
+    }
+    // The backup's runtime never replayed: it holds two entries and says it is full.
+    assert_eq!(backup.log_end(), LogSequence(2));
+    assert_eq!(backup.role(), RoleKind::Backup);
+    assert_eq!(
+        primary.role(),
+        RoleKind::Primary,
+        "alive and full is not failed"
+    );
+    assert_eq!(primary.acknowledged(), LogSequence(2));
+    // Once the runtime replays, the backup asks for the rest at once.
+    while backup.poll_replay().is_some() {}
+    assert!(backup.poll_at().unwrap() <= now);
+    backup.handle_timeout(now);
+    let sent = drain_transmits(&mut backup, now);
+    assert_eq!(acks(&sent), vec![(LogSequence(2), true, false)]);
+}
+
+#[test]
+fn a_backup_at_the_suppressed_output_limit_takes_no_more_outputs_until_they_are_released() {
+    let mut node = Node::backup(
+        NodeConfig {
+            limits: Limits {
+                suppressed_outputs_max: 1,
+                ..limits()
+            },
+            ..config(B)
+        },
+        T0,
+    );
+    let mut forge = Forge::new();
+    let log = Message::Log {
+        sent_at: T0,
+        released_through: LogSequence(0),
+        first: LogSequence(1),
+        entries: vec![input(10, 0), marker(10), input(20, 1), marker(20)],
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), log))
+        .unwrap();
+    // One output announced and not released: nothing more is taken, with backpressure.
+    assert_eq!(
+        acks(&drain_transmits(&mut node, T0)),
+        vec![(LogSequence(2), false, true)]
+    );
+    while let Some(item) = node.poll_replay() {
+        if let Record::DeviceInput { .. } = item.entry.record {
+            node.submit_output(T0, item.entry.at, DeviceId(1), vec![1])
+                .unwrap();
+        }
+    }
+    assert_eq!(node.suppressed.len(), 1);
+    // The primary released the first output: room again, and the backup asks for the rest.
+    let heartbeat = Message::Heartbeat {
+        sent_at: T0,
+        log_end: LogSequence(4),
+        released_through: LogSequence(2),
+    };
+    node.handle_frame(T0, &forge.frame(A, Epoch(1), heartbeat))
+        .unwrap();
+    assert_eq!(
+        acks(&drain_transmits(&mut node, T0)),
+        vec![(LogSequence(2), true, false)]
+    );
+    let later = T0 + Duration::from_millis(1);
+    let rest = Message::Log {
+        sent_at: later,
+        released_through: LogSequence(2),
+        first: LogSequence(3),
+        entries: vec![input(20, 1), marker(20)],
+    };
+    node.handle_frame(later, &forge.frame(A, Epoch(1), rest))
+        .unwrap();
+    assert_eq!(node.log_end(), LogSequence(4));
+}
+
+#[test]
+fn a_snapshot_carries_the_outputs_the_primary_still_holds_so_the_new_backup_can_reissue_them() {
+    let mut live = primary();
+    // An output the old backup never acknowledged, then a replica joins.
+    live.record(T0, input(5, 0)).unwrap();
+    live.submit_output(T0, InstructionCount(5), DeviceId(1), vec![42])
+        .unwrap();
+    drain_transmits(&mut live, T0);
+    live.send_snapshot(T0, InstructionCount(5), vec![9])
+        .unwrap();
+    let snapshot = live.poll_transmit(T0).unwrap();
+    let mut joiner = Node::joining(config(B), T0, Epoch(1));
+    joiner.handle_frame(T0, &snapshot.bytes).unwrap();
+    assert_eq!(joiner.role(), RoleKind::Backup);
+    // The primary dies before it could release: the new backup goes live and reissues it.
+    joiner.handle_timeout(after_timeout());
+    assert_eq!(joiner.role(), RoleKind::ClaimingAsBackup);
+    grant(&mut joiner, &mut Forge::new());
+    joiner.finish_go_live(after_timeout()).unwrap();
+    let reissued = joiner.poll_release(after_timeout()).unwrap();
+    assert_eq!(
+        (reissued.position, reissued.payload, reissued.reissued),
+        (LogSequence(2), vec![42], true)
+    );
 }
