@@ -20,7 +20,7 @@ use crate::wire::{
 };
 
 /// The arbiter's durable decision: the newest granted epoch and its owner.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArbiterRecord {
     /// The newest epoch granted (0: none yet).
     pub epoch: Epoch,
@@ -69,6 +69,17 @@ impl fmt::Display for StorageError {
 impl core::error::Error for StorageError {}
 
 impl ArbiterRecord {
+    /// The record of an arbiter that has granted nothing yet. Only for the explicit
+    /// initialisation of a new arbiter (an operator's decision): never a fallback for missing,
+    /// unreadable or wiped storage, which would let a stale claimant win an epoch already
+    /// granted. (There is deliberately no `Default`.)
+    pub fn initial() -> ArbiterRecord {
+        ArbiterRecord {
+            epoch: Epoch(0),
+            owner: NodeId(0),
+        }
+    }
+
     /// The storage encoding: version, epoch (little-endian), owner, then the first four bytes
     /// of SHA-256 over the preceding bytes, so a torn write is detected.
     pub fn to_bytes(&self) -> [u8; ARBITER_RECORD_BYTES] {
@@ -135,12 +146,17 @@ pub struct Arbiter {
     write_in_flight: Option<ArbiterRecord>,
     /// Claimants waiting for `decided` to become durable before they get an answer.
     waiting: Vec<NodeId>,
+    /// The newest epoch any authenticated replica frame carried since this start (claims and
+    /// the replicas' periodic reports). A claim for an epoch at or below it is refused: some
+    /// replica already holds that epoch, so a record older than it was rolled back.
+    epoch_seen: Epoch,
     transmits: VecDeque<Transmit>,
 }
 
 impl Arbiter {
-    /// Starts an arbiter from the record the driver read from storage (the default record if
-    /// the storage is empty).
+    /// Starts an arbiter from the record the driver read from storage, or from
+    /// `ArbiterRecord::initial()` when an operator explicitly initialises a new arbiter. Empty
+    /// or unreadable storage is an error for the driver to report, never an initial record.
     pub fn new(config: ArbiterConfig, stored: ArbiterRecord) -> Arbiter {
         let writer = FrameWriter::new(config.me, config.incarnation);
         Arbiter {
@@ -151,8 +167,14 @@ impl Arbiter {
             persisted: stored,
             write_in_flight: None,
             waiting: Vec::new(),
+            epoch_seen: Epoch(0),
             transmits: VecDeque::new(),
         }
+    }
+
+    /// The newest epoch seen in an authenticated replica frame since this start.
+    pub fn epoch_seen(&self) -> Epoch {
+        self.epoch_seen
     }
 
     /// The record confirmed durable.
@@ -175,12 +197,26 @@ impl Arbiter {
         };
         let frame = Frame::decode(bytes, &self.config.keys[index], &self.config.limits)?;
         self.windows[index].accept(frame.header.incarnation, frame.header.sequence)?;
+        let seen_before = self.epoch_seen;
+        self.epoch_seen = self.epoch_seen.max(frame.header.epoch);
+        if let Message::Heartbeat { .. } = frame.message {
+            // A replica's periodic report: its epoch is all the arbiter needs.
+            return Ok(());
+        }
         let Message::Claim { epoch } = frame.message else {
             return Err(ReceiveError::UnexpectedMessage {
                 kind: frame.message.kind(),
                 role: RoleKind::Arbiter,
             });
         };
+        if epoch > self.decided.epoch && epoch <= seen_before {
+            // A replica already showed this epoch, yet the record is older: the storage was
+            // wiped or rolled back. Granting would give an epoch twice; refuse, unanswered.
+            return Err(ReceiveError::StaleEpoch {
+                expected: seen_before.next(),
+                received: epoch,
+            });
+        }
         if epoch > self.decided.epoch {
             // The test-and-set: the first claim for a newer epoch takes it.
             self.decided = ArbiterRecord {
@@ -320,7 +356,7 @@ mod tests {
 
     #[test]
     fn first_claim_wins_and_is_answered_only_after_the_write_is_durable() {
-        let mut arbiter = arbiter(ArbiterRecord::default());
+        let mut arbiter = arbiter(ArbiterRecord::initial());
         arbiter.handle_frame(&claim(B, 1, 2)).unwrap();
         assert_eq!(reply(&mut arbiter), None, "no answer before persistence");
         let write = arbiter.poll_storage_write().unwrap();
@@ -396,12 +432,12 @@ mod tests {
 
     #[test]
     fn a_lost_write_means_the_decision_never_happened() {
-        let mut arbiter_before_crash = arbiter(ArbiterRecord::default());
+        let mut arbiter_before_crash = arbiter(ArbiterRecord::initial());
         arbiter_before_crash.handle_frame(&claim(A, 1, 2)).unwrap();
         let _lost = arbiter_before_crash.poll_storage_write().unwrap();
         assert_eq!(reply(&mut arbiter_before_crash), None);
         // Restart from storage that never saw the write: B may now win epoch 2.
-        let mut restarted = arbiter(ArbiterRecord::default());
+        let mut restarted = arbiter(ArbiterRecord::initial());
         restarted.handle_frame(&claim(B, 1, 2)).unwrap();
         let write = restarted.poll_storage_write().unwrap();
         restarted.storage_written(write);
@@ -419,7 +455,7 @@ mod tests {
 
     #[test]
     fn non_claim_messages_unknown_senders_and_replays_are_rejected() {
-        let mut arbiter = arbiter(ArbiterRecord::default());
+        let mut arbiter = arbiter(ArbiterRecord::initial());
         let join = message(A, 1, Message::Join);
         assert!(matches!(
             arbiter.handle_frame(&join),
@@ -442,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_claim_is_authentic_only_under_the_key_of_its_claimed_sender() {
-        let mut arbiter = arbiter(ArbiterRecord::default());
+        let mut arbiter = arbiter(ArbiterRecord::initial());
         // A knows only its own arbiter key: it cannot claim in B's name.
         let forged = signed(B, 1, Message::Claim { epoch: Epoch(2) }, &key_of(A));
         assert_eq!(
@@ -459,6 +495,33 @@ mod tests {
         let transmit = arbiter.poll_transmit().unwrap();
         assert_eq!(transmit.to, B);
         assert!(Frame::decode(&transmit.bytes, &key_of(A), &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn a_wiped_arbiter_refuses_a_stale_claim_for_an_epoch_a_replica_already_holds() {
+        // The pair is in epoch 3 (B is live) when the arbiter's storage is replaced.
+        let mut arbiter = arbiter(ArbiterRecord::initial());
+        let report = Frame {
+            header: FrameHeader {
+                sender: B,
+                incarnation: Incarnation(1),
+                epoch: Epoch(3),
+                sequence: FrameSequence(1),
+            },
+            message: Message::Heartbeat {
+                sent_at: crate::types::Instant(0),
+                log_end: crate::types::LogSequence(0),
+                released_through: crate::types::LogSequence(0),
+            },
+        }
+        .encode(&key_of(B), &Limits::default())
+        .unwrap();
+        arbiter.handle_frame(&report).unwrap();
+        assert_eq!(arbiter.epoch_seen(), Epoch(3));
+        // A, cut off since epoch 1, claims epoch 2: never granted.
+        assert!(arbiter.handle_frame(&claim(A, 1, 2)).is_err());
+        assert_eq!(arbiter.poll_storage_write(), None);
+        assert_eq!(reply(&mut arbiter), None);
     }
 
     #[test]

@@ -330,6 +330,8 @@ pub struct Node {
     last_sent: Instant,
     next_claim_at: Instant,
     next_join_at: Instant,
+    /// When this replica next reports its epoch to the arbiter.
+    next_report_at: Instant,
 
     // The log, both roles: the last position appended (primary) or received (backup).
     end: LogSequence,
@@ -399,6 +401,7 @@ impl Node {
             last_sent: now,
             next_claim_at: now,
             next_join_at: now,
+            next_report_at: now,
             end: LogSequence(0),
             end_at: InstructionCount(0),
             log: VecDeque::new(),
@@ -1360,6 +1363,22 @@ impl Node {
     /// join retries. Call at `poll_at()` (calling more often is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
         let limits = self.config.limits.clone();
+        self.run_role_timers(now, &limits);
+        // After the role's timers: a replica that just started claiming reports nothing.
+        if self.reports_epoch() && now >= self.next_report_at {
+            // Tell the arbiter this epoch exists, so that an arbiter whose storage was wiped
+            // or rolled back refuses a stale claimant's claim for it.
+            let message = Message::Heartbeat {
+                sent_at: now,
+                log_end: self.end,
+                released_through: self.released_through,
+            };
+            self.send_small(self.config.arbiter, message);
+            self.next_report_at = now + limits.peer_timeout;
+        }
+    }
+
+    fn run_role_timers(&mut self, now: Instant, limits: &Limits) {
         match self.role {
             RoleKind::Primary => {
                 let silent = self.peer_heard && now >= self.last_heard + limits.peer_timeout;
@@ -1416,8 +1435,23 @@ impl Node {
         }
     }
 
+    fn reports_epoch(&self) -> bool {
+        matches!(
+            self.role,
+            RoleKind::Primary | RoleKind::Solo | RoleKind::Backup | RoleKind::GoingLive
+        )
+    }
+
     /// The next time `handle_timeout` has work, if any.
     pub fn poll_at(&self) -> Option<Instant> {
+        let at = self.poll_at_for_role();
+        if !self.reports_epoch() {
+            return at;
+        }
+        Some(at.map_or(self.next_report_at, |at| at.min(self.next_report_at)))
+    }
+
+    fn poll_at_for_role(&self) -> Option<Instant> {
         let limits = &self.config.limits;
         match self.role {
             RoleKind::Primary => {

@@ -52,7 +52,7 @@ impl Cluster {
                 limits: Limits::default(),
                 incarnation: Incarnation(1),
             },
-            ArbiterRecord::default(),
+            ArbiterRecord::initial(),
         );
         Cluster {
             now,
@@ -61,7 +61,7 @@ impl Cluster {
                 Some(Node::backup(config(B, 1), now)),
             ],
             arbiter,
-            storage: ArbiterRecord::default(),
+            storage: ArbiterRecord::initial(),
             up: [true; 3],
             released: Vec::new(),
             events: Vec::new(),

@@ -1137,8 +1137,10 @@ fn a_forming_pair_does_not_claim_before_the_peer_was_first_heard() {
     let heartbeat_at = T0 + limits().heartbeat_interval;
     let mut delivered = 0;
     while let Some(transmit) = primary.poll_transmit(heartbeat_at) {
-        backup.handle_frame(heartbeat_at, &transmit.bytes).unwrap();
-        delivered += 1;
+        if transmit.to == B {
+            backup.handle_frame(heartbeat_at, &transmit.bytes).unwrap();
+            delivered += 1;
+        }
     }
     assert_eq!(delivered, 1);
     assert!(backup.peer_heard());
@@ -1257,7 +1259,9 @@ fn a_full_backup_signals_backpressure_and_the_primary_throttles_instead_of_faili
         }
         backup.handle_timeout(now);
         while let Some(transmit) = backup.poll_transmit(now) {
-            primary.handle_frame(now, &transmit.bytes).unwrap();
+            if transmit.to == A {
+                primary.handle_frame(now, &transmit.bytes).unwrap();
+            }
         }
         primary.handle_timeout(now);
         now = now + Duration::from_millis(50);

@@ -706,7 +706,7 @@ impl World {
             stalled_until: [0; 3],
             replicas: [replica(), replica()],
             arbiter: None,
-            arbiter_stored: ArbiterRecord::default().to_bytes(),
+            arbiter_stored: ArbiterRecord::initial().to_bytes(),
             arbiter_writes_pending: Vec::new(),
             service_owner: 1,
             clients,
@@ -815,7 +815,7 @@ impl World {
                     Property::ProtocolError,
                     format!("arbiter storage unreadable: {error}"),
                 );
-                ArbiterRecord::default()
+                ArbiterRecord::initial()
             }
         };
         let config = ArbiterConfig {
@@ -922,7 +922,8 @@ impl World {
     }
 
     fn persist(&mut self, record: ArbiterRecord) {
-        let current = ArbiterRecord::from_bytes(&self.arbiter_stored).unwrap_or_default();
+        let current =
+            ArbiterRecord::from_bytes(&self.arbiter_stored).unwrap_or(ArbiterRecord::initial());
         if record.epoch > current.epoch {
             self.arbiter_stored = record.to_bytes();
             self.stats.epoch_max = self.stats.epoch_max.max(record.epoch.0);
