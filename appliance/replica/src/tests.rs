@@ -82,7 +82,7 @@ impl Trio {
                     limits: Limits::default(),
                     incarnation: Incarnation(1),
                 },
-                ArbiterRecord::default(),
+                ArbiterRecord::initial(),
             ),
             released: [Vec::new(), Vec::new()],
             to_type: TYPED.to_vec(),

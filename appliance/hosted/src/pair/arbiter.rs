@@ -33,7 +33,7 @@ pub fn run(config: &PairConfig, init: bool) -> Result<()> {
             )
         })?,
         None if init => {
-            let record = ArbiterRecord::default();
+            let record = ArbiterRecord::initial();
             state.write_durably(RECORD_FILE, &record.to_bytes())?;
             record
         }

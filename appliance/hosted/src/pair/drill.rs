@@ -123,7 +123,8 @@ impl Report {
             option(self.primary_exit),
             option(self.backup_exit),
             self.guest_mac_port,
-            option(self.restarted_primary_exit),
+            self.restarted_primary_exit
+                .map_or("not-restarted".to_owned(), |v| v.to_string()),
         )
     }
 }
@@ -201,7 +202,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         primary_exit: exit("primary_exit")?,
         backup_exit: exit("backup_exit")?,
         guest_mac_port: value("guest_mac_port")?,
-        restarted_primary_exit: exit("restarted_primary_exit")?,
+        restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
     })
 }
 
