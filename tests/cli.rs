@@ -112,8 +112,8 @@ fn bad_options_get_one_line_and_usage_status() {
 }
 
 #[test]
-fn demo_replays_the_built_in_guest_and_detects_a_flipped_bit() {
-    let output = understudy(&["demo"], b"");
+fn replay_demo_replays_the_built_in_guest_and_detects_a_flipped_bit() {
+    let output = understudy(&["replay-demo"], b"");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -56,10 +56,14 @@ enum Command {
     /// Re-execute a recorded run with no external input and check it reaches the same
     /// states; never writes to the recorded images.
     Replay(Replay),
+    /// The failover demo: primary, backup and arbiter on this machine in a network namespace
+    /// of their own, the redis guest, a client load, SIGKILL of the primary, and what the
+    /// client saw (the same as `drill` with its defaults).
+    Demo(DrillArgs),
     /// Show the machine's determinism on the built-in guest: run it with console input
     /// typed at chosen instruction counts, replay it with other run budgets and compare the
     /// state digests, then change one bit of one input and watch the digests part.
-    Demo,
+    ReplayDemo,
     /// Run the replication protocol's deterministic simulation: primary, backup and arbiter
     /// under seeded network faults, crashes and clock drift, with safety and liveness checks.
     Simulate(Simulate),
@@ -202,7 +206,8 @@ fn main() -> ExitCode {
         Command::Drill(args) => drill(args),
         Command::RunGuest(args) => run_guest(args),
         Command::Replay(args) => run_replay(args),
-        Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => drill(args),
+        Command::ReplayDemo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Simulate(args) => simulate(args),
     };
     match result {

@@ -507,9 +507,47 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             kill(&mut restarted);
         }
     }
-    say("done");
+    summarize(options.fault, &report);
     print!("{}", report.lines());
     Ok(report)
+}
+
+/// What a user wants to know after a drill, in words.
+fn summarize(fault: Fault, report: &Report) {
+    let waited = match report.answer_after_fault_s {
+        Some(seconds) => format!("the first answer came {seconds:.2} s after the fault"),
+        None => "no answer came after the fault".to_owned(),
+    };
+    say(&format!("fault: {fault:?}; {waited}"));
+    say(&format!(
+        "longest time the client saw no answer: {:.2} s",
+        report.longest_wait_s
+    ));
+    say(&format!(
+        "requests answered: {}; acknowledged writes lost: {}; applied twice: {}",
+        report.requests_acknowledged, report.writes_lost, report.writes_applied_twice
+    ));
+    say(&format!(
+        "client connections kept: {} (reconnects: {})",
+        if report.reconnects == 0 {
+            "all"
+        } else {
+            "not all"
+        },
+        report.reconnects
+    ));
+    say(&format!(
+        "log bandwidth before the fault: {:.2} Mbit/s",
+        report.log_mbit_s
+    ));
+    say(&format!(
+        "now: primary {} (epoch {}), backup {} (epoch {}); the guest's MAC is on {}",
+        report.primary_role,
+        report.primary_epoch,
+        report.backup_role,
+        report.backup_epoch,
+        report.guest_mac_port
+    ));
 }
 
 fn kill(child: &mut Option<Child>) {
