@@ -47,6 +47,10 @@ pub const CONSOLE: DeviceId = DeviceId(1);
 /// The guest's network card (virtio-net) as an `ft` device.
 pub const NET: DeviceId = DeviceId(2);
 
+/// A primary that records nothing else tells the backup its progress (a `Horizon` entry) at
+/// least this often, in guest instructions.
+pub const HORIZON_INTERVAL_INSTRUCTIONS: u64 = 4_000_000;
+
 /// Log positions of the identity digests the primary records before the guest runs.
 const IDENTITY_MACHINE: LogSequence = LogSequence(1);
 const IDENTITY_DISK: LogSequence = LogSequence(2);
@@ -397,8 +401,17 @@ impl Replica {
             );
             self.next_digest += self.digest_every;
         }
-        // Tell the backup how far it may execute, unless an entry at this count already did.
-        if self.node.role() == RoleKind::Primary && self.last_recorded_at != Some(at) {
+        // Tell the backup how far it may execute: when the guest goes idle (the backup can
+        // then catch up completely) and otherwise every `HORIZON_INTERVAL_INSTRUCTIONS`, not
+        // after every slice: each entry costs a frame on the log channel.
+        let since_last = self
+            .last_recorded_at
+            .map_or(u64::MAX, |last| at.since(last));
+        let idle = matches!(exit, Exit::Idle { .. });
+        if self.node.role() == RoleKind::Primary
+            && since_last > 0
+            && (idle || since_last >= HORIZON_INTERVAL_INSTRUCTIONS)
+        {
             if self.node.throttled(at).is_none() {
                 let _ = self.record(
                     now,
@@ -417,13 +430,9 @@ impl Replica {
             Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {
                 Step::Ran(executed)
             }
-            Exit::Idle { wake_at_ticks } => {
-                if executed > 0 {
-                    Step::Ran(executed)
-                } else {
-                    Step::Idle { wake_at_ticks }
-                }
-            }
+            // Idle even after some progress: the driver waits for the timer or an input
+            // instead of spinning through one interrupt handler per turn.
+            Exit::Idle { wake_at_ticks } => Step::Idle { wake_at_ticks },
             Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. } => {
                 self.stopped = Some(exit);
                 Step::GuestStopped(exit)

@@ -47,6 +47,8 @@ const PENDING_FRAMES_MAX: usize = 1024;
 const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
 /// The status file is rewritten this often.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// The log channel's socket receive buffer (the kernel caps it at `net.core.rmem_max`).
+const LOG_RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// Largest datagram read from the log channel.
 const DATAGRAM_BYTES_MAX: usize = 65_536;
 
@@ -152,6 +154,8 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         state,
         pending_frames: VecDeque::new(),
         frames_dropped: 0,
+        idle: None,
+        guest_woken: false,
         time_origin: None,
         guest_ipv4: None,
         log_bytes_sent: 0,
@@ -178,6 +182,24 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
             );
         }
         driver.wait(&mut replica, step, now());
+    }
+}
+
+/// Asks for a receive buffer that holds a burst of log frames while the loop runs a slice:
+/// a datagram dropped by a full buffer costs a retransmission round.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let bytes: libc::c_int = LOG_RECEIVE_BUFFER_BYTES;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a valid c_int; a refusal
+    // (a system limit) only leaves the default buffer.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -249,6 +271,10 @@ struct Driver {
     state: StateDir,
     pending_frames: VecDeque<Vec<u8>>,
     frames_dropped: u64,
+    /// The guest went idle at its last run (with its timer's due time, if armed).
+    idle: Option<Option<u64>>,
+    /// An input reached the guest since its last run.
+    guest_woken: bool,
     /// Guest time is kept near wall time from here: (wall instant, guest ticks).
     time_origin: Option<(WallInstant, u64)>,
     guest_ipv4: Option<[u8; 4]>,
@@ -272,7 +298,20 @@ impl Driver {
         if replica.is_live() && replica.is_paired() {
             self.feed(replica, now);
         }
-        let step = replica.run(now, RUN_SLICE_INSTRUCTIONS);
+        // An idle guest runs again only when something reached it: resuming it for every
+        // acknowledgement would run its idle loop and log a horizon, which draws the next
+        // acknowledgement.
+        let step = match self.idle {
+            Some(wake_at_ticks) if replica.is_live() && !self.guest_woken => {
+                Step::Idle { wake_at_ticks }
+            }
+            _ => replica.run(now, RUN_SLICE_INSTRUCTIONS),
+        };
+        self.guest_woken = false;
+        self.idle = match step {
+            Step::Idle { wake_at_ticks } => Some(wake_at_ticks),
+            _ => None,
+        };
         self.handle_events(replica)?;
         self.send_outputs(replica, now)?;
         self.send_datagrams(replica, now);
@@ -317,7 +356,7 @@ impl Driver {
             self.paired_at.get_or_insert_with(WallInstant::now);
         }
         while let Some(frame) = self.pending_frames.front() {
-            match replica.offer_input(now, &Input::Frame(frame.clone())) {
+            match self.offer(replica, now, &Input::Frame(frame.clone())) {
                 Ok(()) | Err(Refused::NoDevice | Refused::TooLarge) => {
                     self.pending_frames.pop_front();
                 }
@@ -330,9 +369,20 @@ impl Driver {
             std::fs::File::open("/dev/urandom")
                 .and_then(|mut file| file.read_exact(&mut bytes))
                 .expect("fail-stop: cannot read /dev/urandom");
-            let _ = replica.offer_input(now, &Input::Entropy(bytes));
+            let _ = self.offer(replica, now, &Input::Entropy(bytes));
         }
-        self.catch_up_time(replica, now, CLOCK_LAG_TOLERANCE_TICKS);
+        // A sleeping guest's time catches up when its timer is due (`wait`), not every
+        // turn.
+        if self.idle.is_none() || self.guest_woken {
+            self.catch_up_time(replica, now, CLOCK_LAG_TOLERANCE_TICKS);
+        }
+    }
+
+    /// Offers one input to the guest; a taken input wakes an idle guest.
+    fn offer(&mut self, replica: &mut Replica, now: Instant, input: &Input) -> Result<(), Refused> {
+        replica.offer_input(now, input)?;
+        self.guest_woken = true;
+        Ok(())
     }
 
     fn catch_up_time(&mut self, replica: &mut Replica, now: Instant, tolerance: u64) {
@@ -342,7 +392,8 @@ impl Driver {
         let wall_ticks = origin_ticks + ticks_since(origin);
         let guest_ticks = replica.time_ticks();
         if wall_ticks > guest_ticks + tolerance {
-            let _ = replica.offer_input(
+            let _ = self.offer(
+                replica,
                 now,
                 &Input::AdvanceTime {
                     ticks: wall_ticks - guest_ticks,
