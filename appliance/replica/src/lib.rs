@@ -16,12 +16,17 @@
 //!   keeping its own outputs in (they are reissued at go-live if the primary may not have
 //!   released them).
 //! - **Identity**: before the guest's first instruction the primary logs two digests at count
-//!   0, the machine's (images, memory size, command line) and the disk's. A backup checks
+//!   0, the disk's and the machine's (images, memory size, command line). A backup checks
 //!   them before it acknowledges anything, so a pair whose images or disks differ never
 //!   counts as protected; the primary runs the guest only once those two entries are
 //!   acknowledged ([`Replica::is_paired`]).
 //! - **Go-live**: the node drains the log, then the runtime leaves replay and runs as a solo
 //!   primary; [`Event::AnnounceMac`] reaches the driver, which calls [`announce_frames`].
+//! - **Standalone and recordings**: [`Replica::standalone`] runs the guest with no backup and
+//!   no arbiter (`understudy run-guest`) and hands every entry it records to the driver
+//!   ([`Replica::poll_recorded`]), which may save them: a record file is the replication
+//!   stream saved to a file. A backup over [`Node::file_backup`] replays such a file: the
+//!   driver passes the entries in with [`Replica::push_entries`] instead of frames.
 #![no_std]
 #![forbid(unsafe_code)]
 extern crate alloc;
@@ -34,8 +39,8 @@ use core::fmt;
 
 use understudy_ft::node::{Counters, LagLimit};
 use understudy_ft::{
-    DeviceId, Epoch, Event, Instant, InstructionCount, LogEntry, LogSequence, Node, NodeError,
-    Record, ReleasedOutput, RoleKind, StateDigest, Transmit,
+    DeviceId, Epoch, Event, Instant, InstructionCount, Limits, LogEntry, LogSequence, Node,
+    NodeError, Record, ReleasedOutput, RoleKind, StateDigest, Transmit,
 };
 use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{Exit, InjectError, Input, Machine};
@@ -51,9 +56,15 @@ pub const NET: DeviceId = DeviceId(2);
 /// least this often, in guest instructions.
 pub const HORIZON_INTERVAL_INSTRUCTIONS: u64 = 4_000_000;
 
+/// Entries recorded and not yet taken by the driver (`Replica::poll_recorded`); at this many
+/// the replica runs no further and takes no input until the driver takes them.
+pub const RECORDED_ENTRIES_MAX: usize = 4096;
+
 /// Log positions of the identity digests the primary records before the guest runs.
-const IDENTITY_MACHINE: LogSequence = LogSequence(1);
-const IDENTITY_DISK: LogSequence = LogSequence(2);
+/// The disk comes first: a disk of another size also changes the machine's device state, and
+/// "the disks differ" is the message that says what to fix.
+const IDENTITY_DISK: LogSequence = LogSequence(1);
+const IDENTITY_MACHINE: LogSequence = LogSequence(2);
 
 /// What the driver tells the runtime about its guest, beyond the machine itself.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +86,9 @@ pub enum Refused {
     NotLive(RoleKind),
     /// The input is larger than one log batch; it can never be logged.
     TooLarge,
+    /// The driver has not taken the recorded entries ([`Replica::poll_recorded`]); take them,
+    /// then offer the input again.
+    RecordingFull,
 }
 
 /// What one call of [`Replica::run`] did.
@@ -183,17 +197,46 @@ pub struct Replica {
     outputs_released: u64,
     entries: u64,
     digests_matched: u64,
+    /// Every entry recorded, for the driver to take (`poll_recorded`), when it asked for them.
+    recorded: Option<VecDeque<LogEntry>>,
 }
 
 impl Replica {
     /// A replica around `machine` (powered on, not yet run) and `node` (a new primary or
-    /// backup of epoch 1). A primary records the identity digests at once.
+    /// backup of epoch 1, or a peerless node). A live node records the identity digests at
+    /// once.
     pub fn new(
         machine: Machine,
         node: Node,
         identity: GuestIdentity,
         digest_every: u64,
         now: Instant,
+    ) -> Replica {
+        Replica::build(machine, node, identity, digest_every, now, false)
+    }
+
+    /// A replica live on its own: no backup, no arbiter (`Node::standalone`), outputs released
+    /// as soon as they are produced. Every entry it records, the identity digests first, is
+    /// also kept for the driver ([`Replica::poll_recorded`]), so a driver can save the
+    /// replication stream a backup would have received.
+    pub fn standalone(
+        machine: Machine,
+        identity: GuestIdentity,
+        limits: Limits,
+        digest_every: u64,
+        now: Instant,
+    ) -> Replica {
+        let node = Node::standalone(limits, now);
+        Replica::build(machine, node, identity, digest_every, now, true)
+    }
+
+    fn build(
+        machine: Machine,
+        node: Node,
+        identity: GuestIdentity,
+        digest_every: u64,
+        now: Instant,
+        keep_recorded: bool,
     ) -> Replica {
         assert_eq!(machine.instret().0, 0, "a replica starts from power-on");
         let mut replica = Replica {
@@ -216,10 +259,11 @@ impl Replica {
             outputs_released: 0,
             entries: 0,
             digests_matched: 0,
+            recorded: keep_recorded.then(VecDeque::new),
         };
-        if replica.node.role() == RoleKind::Primary {
+        if replica.is_live() {
             let machine_digest = replica.identity_machine_digest();
-            for digest in [machine_digest, replica.identity.disk_sha256] {
+            for digest in [replica.identity.disk_sha256, machine_digest] {
                 replica
                     .record(
                         now,
@@ -263,7 +307,7 @@ impl Replica {
     /// primary counts as paired: it has nobody to wait for).
     pub fn is_paired(&self) -> bool {
         match self.node.role() {
-            RoleKind::Primary => self.node.acknowledged() >= IDENTITY_DISK,
+            RoleKind::Primary => self.node.acknowledged() >= IDENTITY_MACHINE,
             _ => true,
         }
     }
@@ -280,10 +324,40 @@ impl Replica {
 
     fn record(&mut self, now: Instant, entry: LogEntry) -> Result<LogSequence, NodeError> {
         let at = entry.at;
+        let kept = self.recorded.is_some().then(|| entry.clone());
         let position = self.node.record(now, entry)?;
         self.last_recorded_at = Some(at);
         self.entries += 1;
+        if let (Some(recorded), Some(entry)) = (&mut self.recorded, kept) {
+            recorded.push_back(entry);
+        }
         Ok(position)
+    }
+
+    /// The next entry this replica recorded, in log order, if it keeps them
+    /// ([`Replica::standalone`]). Take them after every call that runs the guest or offers an
+    /// input: at [`RECORDED_ENTRIES_MAX`] untaken the replica stops ([`Step::Throttled`]).
+    pub fn poll_recorded(&mut self) -> Option<LogEntry> {
+        self.recorded.as_mut()?.pop_front()
+    }
+
+    fn recording_full(&self) -> bool {
+        self.recorded
+            .as_ref()
+            .is_some_and(|recorded| recorded.len() >= RECORDED_ENTRIES_MAX)
+    }
+
+    /// A file-fed backup (`Node::file_backup`): recorded entries in, in log order, checked as
+    /// the node checks a `Log` frame. Returns how many were taken from the front; offer the
+    /// rest again after [`Replica::run`] has replayed some.
+    pub fn push_entries(&mut self, now: Instant, entries: &[LogEntry]) -> Result<usize, NodeError> {
+        self.node.push_entries(now, entries)
+    }
+
+    /// The machine's state digest now (`Machine::digest`), for drivers that print
+    /// checkpoints of their own. It changes nothing in the guest.
+    pub fn state_digest(&mut self) -> [u8; 32] {
+        self.machine.digest()
     }
 
     /// Primary: how many bytes of entropy the guest wants now.
@@ -305,6 +379,9 @@ impl Replica {
     pub fn offer_input(&mut self, now: Instant, input: &Input) -> Result<(), Refused> {
         if !self.is_live() {
             return Err(Refused::NotLive(self.node.role()));
+        }
+        if self.recording_full() {
+            return Err(Refused::RecordingFull);
         }
         if !self.unlogged.is_empty() {
             // Outputs wait to be logged at this count; inputs must come after them.
@@ -347,6 +424,11 @@ impl Replica {
     /// to the log's horizon on a backup.
     pub fn run(&mut self, now: Instant, slice: u64) -> Step {
         if let Some(exit) = self.stopped {
+            // A backup still takes what the primary logged at the stop (its last outputs and
+            // digest), even when it arrives later than the stop.
+            if self.node.next_replay_at() == Some(self.at()) && !self.apply_due() {
+                return Step::Halted;
+            }
             return Step::GuestStopped(exit);
         }
         match self.node.role() {
@@ -364,6 +446,9 @@ impl Replica {
     fn run_live(&mut self, now: Instant, slice: u64) -> Step {
         if !self.is_paired() {
             return Step::WaitingForBackup;
+        }
+        if self.recording_full() {
+            return Step::Throttled;
         }
         self.flush_unlogged(now);
         if !self.unlogged.is_empty() {
@@ -474,6 +559,16 @@ impl Replica {
                     self.outputs_submitted += 1;
                     self.last_recorded_at = Some(at);
                     self.entries += 1;
+                    if let Some(recorded) = &mut self.recorded {
+                        // The marker `Node::submit_output` logged.
+                        recorded.push_back(LogEntry {
+                            at,
+                            record: Record::Output {
+                                device: output.device,
+                                length: output.payload.len().min(u32::MAX as usize) as u32,
+                            },
+                        });
+                    }
                 }
                 Err(NodeError::Throttled { .. }) => {
                     self.unlogged.push_front(output);
@@ -487,12 +582,14 @@ impl Replica {
     fn run_replay(&mut self, now: Instant, slice: u64) -> Step {
         let mut executed = 0;
         loop {
+            // A full slice ends before the entries due at its last count: the driver sees the
+            // state the primary had when it reached that count (its digest checkpoints).
+            if executed > 0 && executed >= slice {
+                return Step::Ran(executed);
+            }
             // Every entry due at this count enters now, in log order.
-            while self.node.next_replay_at() == Some(self.at()) {
-                let item = self.node.poll_replay().expect("an entry is due");
-                if !self.apply(item.position, item.entry) {
-                    return Step::Halted;
-                }
+            if !self.apply_due() {
+                return Step::Halted;
             }
             if let Some(at) = self.node.next_replay_at() {
                 assert!(
@@ -540,10 +637,26 @@ impl Replica {
                 Exit::Idle { .. } => {}
                 Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. } => {
                     self.stopped = Some(exit);
+                    // The primary logged its last outputs and digest at this count.
+                    if !self.apply_due() {
+                        return Step::Halted;
+                    }
                     return Step::GuestStopped(exit);
                 }
             }
         }
+    }
+
+    /// Backup: applies every entry due at the current count, in log order. False when the
+    /// backup must stop.
+    fn apply_due(&mut self) -> bool {
+        while self.node.next_replay_at() == Some(self.at()) {
+            let item = self.node.poll_replay().expect("an entry is due");
+            if !self.apply(item.position, item.entry) {
+                return false;
+            }
+        }
+        true
     }
 
     fn collect_suppressed_outputs(&mut self) {
@@ -655,12 +768,8 @@ impl Replica {
         // A backup checks what arrived before its acknowledgement leaves (the identity
         // digests above all): replay as far as the log allows, without running the guest.
         if matches!(self.node.role(), RoleKind::Backup) {
-            while self.node.next_replay_at() == Some(self.at()) {
-                let item = self.node.poll_replay().expect("an entry is due");
-                if !self.apply(item.position, item.entry) {
-                    break;
-                }
-            }
+            // A mismatch halts the node; the next `run` reports it.
+            let _ = self.apply_due();
         }
         result
     }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use understudy_boot_config::{Role, SocketAddress};
 use understudy_ft::node::HaltReason;
-use understudy_ft::{Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, RoleKind};
+use understudy_ft::{
+    Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
+};
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
@@ -49,6 +51,8 @@ const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// The log channel's socket receive buffer (the kernel caps it at `net.core.rmem_max`).
 const LOG_RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
+/// Distinct kinds of refused frames reported before the driver stops saying more.
+const REFUSALS_SAID_MAX: usize = 8;
 /// Largest datagram read from the log channel.
 const DATAGRAM_BYTES_MAX: usize = 65_536;
 
@@ -156,6 +160,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         frames_dropped: 0,
         idle: None,
         guest_woken: false,
+        refusals_said: Vec::new(),
         time_origin: None,
         guest_ipv4: None,
         log_bytes_sent: 0,
@@ -177,6 +182,16 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         {
             bail!(
                 "no backup confirmed the pair within {} s: start the backup with the same guest and disk, \
+                 and check that {peer} is reachable",
+                options.wait_for_partner.as_secs()
+            );
+        }
+        if replica.node().role() == RoleKind::Backup
+            && !replica.node().peer_heard()
+            && started.elapsed() > options.wait_for_partner
+        {
+            bail!(
+                "no primary was heard within {} s: start it with the same channel_key and version, \
                  and check that {peer} is reachable",
                 options.wait_for_partner.as_secs()
             );
@@ -275,6 +290,8 @@ struct Driver {
     idle: Option<Option<u64>>,
     /// An input reached the guest since its last run.
     guest_woken: bool,
+    /// Kinds of refused frames already reported.
+    refusals_said: Vec<String>,
     /// Guest time is kept near wall time from here: (wall instant, guest ticks).
     time_origin: Option<(WallInstant, u64)>,
     guest_ipv4: Option<[u8; 4]>,
@@ -322,8 +339,22 @@ impl Driver {
     fn arrive(&mut self, replica: &mut Replica, now: Instant, arrival: Arrival) {
         match arrival {
             Arrival::Datagram(bytes) => {
-                // Rejections are counted by the node; a stray or stale frame is not news.
-                let _ = replica.handle_frame(now, &bytes);
+                // Rejections are counted by the node. A frame that is not ours at all (another
+                // key or version) is said once per kind: it is a configuration error to fix.
+                if let Err(error) = replica.handle_frame(now, &bytes) {
+                    if matches!(
+                        error,
+                        ReceiveError::Decode(_) | ReceiveError::UnknownSender { .. }
+                    ) {
+                        let text = error.to_string();
+                        if !self.refusals_said.contains(&text)
+                            && self.refusals_said.len() < REFUSALS_SAID_MAX
+                        {
+                            eprintln!("understudy: refused a frame: {text}");
+                            self.refusals_said.push(text);
+                        }
+                    }
+                }
             }
             // A backup's guest takes its input from the log alone.
             Arrival::Frame(frame) if replica.is_live() => {
