@@ -369,6 +369,10 @@ pub struct Node {
     primary_released_through: LogSequence,
     last_resend_request: Option<(Instant, LogSequence)>,
     last_ack_sent: Instant,
+
+    /// No peer and no arbiter: a standalone primary (`Node::standalone`) or a backup fed from
+    /// a recording (`Node::file_backup`). It never sends a frame, takes none, and has no timers.
+    peerless: bool,
 }
 
 /// An entry for the backup's runtime to inject at its instruction count.
@@ -428,7 +432,54 @@ impl Node {
             primary_released_through: LogSequence(0),
             last_resend_request: None,
             last_ack_sent: now,
+            peerless: false,
         }
+    }
+
+    /// The configuration of a node without a peer or an arbiter: it never sends or accepts a
+    /// frame, so its identities and keys are never used.
+    fn peerless_config(limits: Limits) -> NodeConfig {
+        NodeConfig {
+            me: NodeId(1),
+            peer: NodeId(2),
+            arbiter: NodeId(3),
+            channel_key: Key([0; 32]),
+            arbiter_key: Key([0; 32]),
+            limits,
+            incarnation: Incarnation(1),
+        }
+    }
+
+    /// A replica with no backup and no arbiter (`understudy run-guest`): a solo primary of
+    /// epoch 1 that records entries without keeping them (the driver may save them, see
+    /// `understudy_replica::Replica::poll_recorded`), releases every output at once and never
+    /// sends a frame or claims an epoch. It has no timers: `poll_at` is always `None`.
+    pub fn standalone(limits: Limits, now: Instant) -> Node {
+        let mut node = Node::blank(Node::peerless_config(limits), RoleKind::Solo, Epoch(1), now);
+        node.peerless = true;
+        node
+    }
+
+    /// A backup whose log comes from a recording instead of a primary (`understudy replay`):
+    /// the driver hands it entries with `push_entries`, which checks them as `Log` frames are
+    /// checked; the runtime replays them exactly as a backup does. Every output counts as
+    /// released by the recording, so an output leaves (`poll_release`) as soon as the guest
+    /// produced it and its marker matched. It never acknowledges, claims or goes live, and has
+    /// no timers.
+    pub fn file_backup(limits: Limits, now: Instant) -> Node {
+        let mut node = Node::blank(
+            Node::peerless_config(limits),
+            RoleKind::Backup,
+            Epoch(1),
+            now,
+        );
+        node.peerless = true;
+        node
+    }
+
+    /// True for a standalone or file-fed node (no peer, no arbiter).
+    pub fn is_peerless(&self) -> bool {
+        self.peerless
     }
 
     /// The first start of a pair: both replicas boot the same image in epoch 1, one as primary.
@@ -905,6 +956,10 @@ impl Node {
         // The sender is bound to its key: the arbiter's frames verify only with this replica's
         // arbiter key, the peer's only with the channel key, anything else is a stranger.
         let sender = claimed_sender(bytes, &self.config.limits)?;
+        if self.peerless {
+            // Nobody shares a key with a node that has no peer.
+            return Err(ReceiveError::UnknownSender { sender });
+        }
         let key = if sender == self.config.arbiter {
             &self.config.arbiter_key
         } else if sender == self.config.peer {
@@ -1077,7 +1132,7 @@ impl Node {
     fn send_ack(&mut self, now: Instant, resend: bool) {
         // Only a backup acknowledges: an acknowledgement extends the primary's output lease,
         // and a claiming backup must not promise to stay a backup.
-        if self.role != RoleKind::Backup {
+        if self.role != RoleKind::Backup || self.peerless {
             return;
         }
         if self.backpressured && self.has_room() {
@@ -1186,23 +1241,18 @@ impl Node {
         let mut position = first;
         for entry in entries {
             if position == self.end.next() {
-                if !self.has_room() {
+                match self.append_replay(entry) {
+                    Ok(()) => {}
                     // Backpressure: take nothing more, say so, and ask again once there is
                     // room. Outputs are then kept until released, never forgotten.
-                    self.backpressured = true;
-                    break;
-                }
-                if matches!(entry.record, Record::Output { .. }) {
-                    self.unreleased_markers.push_back(position);
-                }
-                if entry.at < self.end_at {
+                    Err(AppendRefused::NoRoom) => {
+                        self.backpressured = true;
+                        break;
+                    }
                     // A primary never records a count that goes back; treat as a gap so it
                     // resends rather than trusting this batch.
-                    break;
+                    Err(AppendRefused::WentBack) => break,
                 }
-                self.end = position;
-                self.end_at = entry.at;
-                self.replay.push_back((position, entry));
             }
             position = position.next();
         }
@@ -1362,6 +1412,9 @@ impl Node {
     /// Runs timers: heartbeats, acknowledgements, retransmission, failure detection, claim and
     /// join retries. Call at `poll_at()` (calling more often is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.peerless {
+            return;
+        }
         let limits = self.config.limits.clone();
         self.run_role_timers(now, &limits);
         // After the role's timers: a replica that just started claiming reports nothing.
@@ -1444,6 +1497,9 @@ impl Node {
 
     /// The next time `handle_timeout` has work, if any.
     pub fn poll_at(&self) -> Option<Instant> {
+        if self.peerless {
+            return None;
+        }
         let at = self.poll_at_for_role();
         if !self.reports_epoch() {
             return at;
@@ -1569,14 +1625,71 @@ impl Node {
         if !self.is_replaying() {
             return Err(NodeError::WrongRole { role: self.role });
         }
-        // Never dropped: backpressure on output markers bounds this store (`submit_output`).
-        self.suppressed.push_back(HeldOutput {
+        let output = HeldOutput {
             position,
             device,
             payload,
-        });
+        };
+        if self.peerless {
+            // A recording released every output when it happened: a replay lets it out too.
+            self.release(output, false, false);
+            return Ok(());
+        }
+        // Never dropped: backpressure on output markers bounds this store (`submit_output`).
+        self.suppressed.push_back(output);
         Ok(())
     }
+
+    /// File-fed backup (`file_backup`): appends recorded entries to the replay queue, in
+    /// order, with the checks a `Log` frame gets: counts never go back, and the queue takes
+    /// entries only while it has room. Returns how many it took (from the front); offer the
+    /// rest again once the runtime has replayed some.
+    pub fn push_entries(&mut self, now: Instant, entries: &[LogEntry]) -> Result<usize, NodeError> {
+        if !(self.peerless && self.role == RoleKind::Backup) {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        let mut taken = 0;
+        for entry in entries {
+            match self.append_replay(entry.clone()) {
+                Ok(()) => taken += 1,
+                Err(AppendRefused::NoRoom) => break,
+                Err(AppendRefused::WentBack) => {
+                    return Err(NodeError::InstructionCountWentBack {
+                        newest: self.end_at,
+                        offered: entry.at,
+                    })
+                }
+            }
+        }
+        // The recording released every output at once.
+        self.heard_from_primary(now, now, self.end);
+        Ok(taken)
+    }
+
+    fn append_replay(&mut self, entry: LogEntry) -> Result<(), AppendRefused> {
+        if !self.has_room() {
+            return Err(AppendRefused::NoRoom);
+        }
+        if entry.at < self.end_at {
+            return Err(AppendRefused::WentBack);
+        }
+        let position = self.end.next();
+        if matches!(entry.record, Record::Output { .. }) {
+            self.unreleased_markers.push_back(position);
+        }
+        self.end = position;
+        self.end_at = entry.at;
+        self.replay.push_back((position, entry));
+        Ok(())
+    }
+}
+
+/// Why the backup's replay queue did not take the next entry.
+enum AppendRefused {
+    /// The queue or the store of suppressed outputs is full (backpressure).
+    NoRoom,
+    /// Its instruction count is before the newest entry's.
+    WentBack,
 }
 
 #[cfg(test)]

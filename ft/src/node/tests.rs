@@ -1365,3 +1365,104 @@ fn a_snapshot_carries_the_outputs_the_primary_still_holds_so_the_new_backup_can_
         (LogSequence(2), vec![42], true)
     );
 }
+
+// ----- Peerless nodes: a standalone primary and a backup fed from a recording -----
+
+#[test]
+fn a_standalone_node_records_releases_at_once_and_never_sends_or_claims() {
+    let mut node = Node::standalone(limits(), T0);
+    assert_eq!(node.role(), RoleKind::Solo);
+    assert_eq!(node.epoch(), Epoch(1));
+    assert!(node.is_peerless());
+    assert_eq!(node.record(T0, input(5, b'a')), Ok(LogSequence(1)));
+    assert_eq!(node.execution_budget(InstructionCount(5)), u64::MAX);
+    let position = node
+        .submit_output(T0, InstructionCount(9), DeviceId(1), vec![b'a'])
+        .unwrap();
+    assert_eq!(position, LogSequence(2));
+    let released = node.poll_release(T0).expect("released at once");
+    assert_eq!(released.payload, vec![b'a']);
+    assert!(!released.acknowledged);
+    assert_eq!(node.poll_at(), None);
+    node.handle_timeout(after_timeout() + limits().peer_timeout);
+    assert!(drain_transmits(&mut node, after_timeout()).is_empty());
+    assert_eq!(node.role(), RoleKind::Solo);
+    // Nobody shares a key with it: even a well-formed frame from "its peer" is refused.
+    let frame = Forge::new().frame(B, Epoch(1), Message::Join);
+    assert!(matches!(
+        node.handle_frame(T0, &frame),
+        Err(ReceiveError::UnknownSender { .. })
+    ));
+    assert!(drain_events(&mut node).is_empty());
+}
+
+#[test]
+fn a_file_backup_hands_out_pushed_entries_in_order_and_lets_matched_outputs_out() {
+    let mut node = Node::file_backup(limits(), T0);
+    assert_eq!(node.role(), RoleKind::Backup);
+    let entries = [input(3, b'x'), marker(7), input(7, b'y')];
+    assert_eq!(node.push_entries(T0, &entries), Ok(3));
+    assert_eq!(node.horizon(), InstructionCount(7));
+    assert_eq!(node.next_replay_at(), Some(InstructionCount(3)));
+    let first = node.poll_replay().unwrap();
+    assert_eq!(
+        (first.position, first.entry),
+        (LogSequence(1), input(3, b'x'))
+    );
+    let marker_item = node.poll_replay().unwrap();
+    assert_eq!(marker_item.position, LogSequence(2));
+    node.suppress_output(marker_item.position, DeviceId(1), vec![b'x'])
+        .unwrap();
+    let output = node
+        .poll_release(T0)
+        .expect("a recorded output leaves on replay");
+    assert_eq!(
+        (output.position, output.payload),
+        (LogSequence(2), vec![b'x'])
+    );
+    assert_eq!(node.poll_replay().unwrap().entry, input(7, b'y'));
+    assert_eq!(node.poll_replay(), None);
+    // No acknowledgements, no failure detection, no claim however long the file is silent.
+    assert_eq!(node.poll_at(), None);
+    node.handle_timeout(after_timeout() + limits().peer_timeout);
+    assert!(drain_transmits(&mut node, after_timeout()).is_empty());
+    assert_eq!(node.role(), RoleKind::Backup);
+}
+
+#[test]
+fn a_file_backup_refuses_an_entry_whose_count_goes_back() {
+    let mut node = Node::file_backup(limits(), T0);
+    assert_eq!(
+        node.push_entries(T0, &[input(10, b'a'), input(4, b'b')]),
+        Err(NodeError::InstructionCountWentBack {
+            newest: InstructionCount(10),
+            offered: InstructionCount(4),
+        })
+    );
+    assert_eq!(node.log_end(), LogSequence(1));
+}
+
+#[test]
+fn a_file_backup_takes_only_what_its_replay_queue_holds() {
+    let limits = Limits {
+        replay_entries_max: 4,
+        ..Limits::default()
+    };
+    let mut node = Node::file_backup(limits, T0);
+    let entries: Vec<LogEntry> = (0..6).map(|i| input(i, b'a')).collect();
+    assert_eq!(node.push_entries(T0, &entries), Ok(4));
+    node.poll_replay().unwrap();
+    assert_eq!(node.push_entries(T0, &entries[4..]), Ok(1));
+    assert_eq!(node.log_end(), LogSequence(5));
+}
+
+#[test]
+fn only_a_file_backup_takes_pushed_entries() {
+    for mut node in [primary(), backup(), Node::standalone(limits(), T0)] {
+        let role = node.role();
+        assert_eq!(
+            node.push_entries(T0, &[input(1, b'a')]),
+            Err(NodeError::WrongRole { role })
+        );
+    }
+}
