@@ -258,4 +258,27 @@ mod tests {
              (each machine its own copy)"
         );
     }
+
+    #[test]
+    fn the_example_hosted_configs_parse_with_the_roles_they_name() {
+        let examples = [
+            (
+                include_str!("../../../../configs/hosted-primary.conf"),
+                Role::Primary,
+            ),
+            (
+                include_str!("../../../../configs/hosted-backup.conf"),
+                Role::Backup,
+            ),
+            (
+                include_str!("../../../../configs/hosted-arbiter.conf"),
+                Role::Arbiter,
+            ),
+        ];
+        for (text, role) in examples {
+            let config = parse(text, Path::new("configs"), None).unwrap();
+            assert_eq!(config.boot.role, role);
+            assert_eq!(config.boot.disk, DiskMode::Separate);
+        }
+    }
 }

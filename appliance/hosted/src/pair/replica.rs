@@ -107,6 +107,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     let arbiter = socket_address(config.boot.arbiter.address.0, config.boot.arbiter.port);
     let socket =
         UdpSocket::bind(own).with_context(|| format!("cannot bind the log channel to {own}"))?;
+    enlarge_receive_buffer(&socket);
     let (sender, arrivals) = crate::live::arrival_channel();
     spawn_datagram_reader(socket.try_clone()?, sender.clone());
     let mut service: Option<Box<dyn NetBackend>> = match &config.service_net {
