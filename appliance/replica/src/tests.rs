@@ -1,5 +1,6 @@
 //! A primary, a backup and an arbiter in one process, on a virtual clock, running the built-in
 //! echo guest: the runtime's contract end to end without sockets.
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use understudy_ft::{
@@ -261,4 +262,211 @@ fn backup_with_another_disk_refuses_the_pair_before_acknowledging() {
     assert!(!primary.is_paired());
     assert_eq!(primary.machine.instret().0, 0);
     assert_eq!(trio.released[0], b"");
+}
+
+// ----- Recordings: the standalone runtime's entries, replayed by a file-fed backup -----
+
+const KEYSTROKE_GAP_INSTRUCTIONS: u64 = 61_417;
+
+/// The echo guest's inputs at chosen counts: each typed byte, and a time advance after each
+/// but the last (after the last byte the guest powers off).
+fn script() -> VecDeque<(u64, Input)> {
+    let mut script: VecDeque<(u64, Input)> = TYPED
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &byte)| {
+            let at = KEYSTROKE_GAP_INSTRUCTIONS * (i as u64 + 1);
+            [
+                (at, Input::ConsoleByte(byte)),
+                (
+                    at + 5_000,
+                    Input::AdvanceTime {
+                        ticks: 1_000 + i as u64,
+                    },
+                ),
+            ]
+        })
+        .collect();
+    script.pop_back();
+    script
+}
+
+/// One turn of a scripted live driver: the inputs due at this count, then a slice that
+/// ends at the next one. Returns `None` when an input must wait (flow control).
+fn drive(replica: &mut Replica, now: Instant, script: &mut VecDeque<(u64, Input)>) -> Option<Step> {
+    let at = replica.machine.instret().0;
+    while let Some((when, input)) = script.front() {
+        if *when != at {
+            break;
+        }
+        match replica.offer_input(now, input) {
+            Ok(()) => {
+                script.pop_front();
+            }
+            Err(Refused::Log(_)) => return None,
+            Err(refused) => panic!("the scripted input at {at} was refused: {refused:?}"),
+        }
+    }
+    let slice = script.front().map_or(SLICE_INSTRUCTIONS, |(when, _)| {
+        (when - at).min(SLICE_INSTRUCTIONS)
+    });
+    Some(replica.run(now, slice))
+}
+
+/// What a standalone run recorded and let out.
+struct Recording {
+    entries: Vec<LogEntry>,
+    console: Vec<u8>,
+    exit: Exit,
+    instructions: u64,
+    digest: [u8; 32],
+}
+
+fn record_standalone() -> Recording {
+    let now = Instant(0);
+    let mut replica = Replica::standalone(
+        machine(),
+        GuestIdentity {
+            disk_sha256: [0; 32],
+        },
+        Limits::default(),
+        7_919,
+        now,
+    );
+    let mut script = script();
+    let mut entries = Vec::new();
+    let mut console = Vec::new();
+    let exit = loop {
+        let step = drive(&mut replica, now, &mut script).expect("a standalone is never throttled");
+        while let Some(entry) = replica.poll_recorded() {
+            entries.push(entry);
+        }
+        while let Some(output) = replica.poll_release(now) {
+            assert!(!output.acknowledged);
+            console.extend_from_slice(&output.payload);
+        }
+        match step {
+            Step::Ran(_) => {}
+            Step::GuestStopped(exit) => break exit,
+            other => panic!("a standalone echo guest does not {other:?}"),
+        }
+    };
+    assert!(script.is_empty());
+    Recording {
+        entries,
+        console,
+        exit,
+        instructions: replica.machine.instret().0,
+        digest: replica.machine.digest(),
+    }
+}
+
+#[test]
+fn a_standalone_recording_replays_through_a_file_backup_to_the_same_digests_and_end() {
+    let recording = record_standalone();
+    assert_eq!(recording.console, TYPED);
+    assert_eq!(recording.exit, Exit::PowerOff { code: 0 });
+    let digests = recording
+        .entries
+        .iter()
+        .filter(|entry| matches!(entry.record, Record::Digest { .. }))
+        .count() as u64;
+    // Two identity digests and one every 7,919 instructions.
+    assert_eq!(digests, 2 + recording.instructions / 7_919);
+
+    let now = Instant(0);
+    let mut backup = Replica::new(
+        machine(),
+        Node::file_backup(Limits::default(), now),
+        GuestIdentity {
+            disk_sha256: [0; 32],
+        },
+        0,
+        now,
+    );
+    let mut entries = recording.entries.clone();
+    // The end of the recording: nothing comes after it.
+    entries.push(LogEntry {
+        at: InstructionCount(recording.instructions),
+        record: Record::Horizon,
+    });
+    let mut console = Vec::new();
+    let mut offered = 0;
+    let exit = loop {
+        offered += backup.push_entries(now, &entries[offered..]).unwrap();
+        // Slices of another length than the recording's: replay does not depend on them.
+        let step = backup.run(now, 997);
+        while let Some(output) = backup.poll_release(now) {
+            console.extend_from_slice(&output.payload);
+        }
+        match step {
+            Step::Ran(_) => {}
+            Step::GuestStopped(exit) => break exit,
+            other => panic!(
+                "the replay stopped early: {other:?} {:?}",
+                backup.mismatch()
+            ),
+        }
+    };
+    assert_eq!(offered, entries.len());
+    assert_eq!(backup.node.next_replay_at(), None, "every entry replayed");
+    assert_eq!(exit, recording.exit);
+    assert_eq!(backup.machine.instret().0, recording.instructions);
+    assert_eq!(backup.machine.digest(), recording.digest);
+    assert_eq!(backup.digests_matched, digests);
+    assert_eq!(console, recording.console);
+}
+
+#[test]
+fn a_standalone_recording_holds_the_entries_a_pair_backup_receives_for_the_same_run() {
+    let recording = record_standalone();
+
+    let mut primary = replica(RoleKind::Primary, [0; 32]);
+    let mut backup = replica(RoleKind::Backup, [0; 32]);
+    let mut script = script();
+    let mut received: alloc::collections::BTreeMap<LogSequence, LogEntry> = Default::default();
+    let mut now = Instant(0);
+    for _ in 0..100_000 {
+        if primary.stopped.is_some() && backup.stopped.is_some() {
+            break;
+        }
+        now = Instant(now.0 + TICK_MICROS);
+        primary.handle_timeout(now);
+        backup.handle_timeout(now);
+        while let Some(transmit) = primary.poll_transmit(now) {
+            if transmit.to != BACKUP {
+                continue;
+            }
+            let frame =
+                understudy_ft::Frame::decode(&transmit.bytes, &CHANNEL_KEY, &Limits::default())
+                    .expect("the primary's frames decode");
+            if let understudy_ft::Message::Log { first, entries, .. } = frame.message {
+                for (offset, entry) in entries.into_iter().enumerate() {
+                    received.insert(LogSequence(first.0 + offset as u64), entry);
+                }
+            }
+            let _ = backup.handle_frame(now, &transmit.bytes);
+        }
+        while let Some(transmit) = backup.poll_transmit(now) {
+            if transmit.to == PRIMARY {
+                let _ = primary.handle_frame(now, &transmit.bytes);
+            }
+        }
+        if primary.stopped.is_none() {
+            drive(&mut primary, now, &mut script);
+        }
+        backup.run(now, SLICE_INSTRUCTIONS);
+        while primary.poll_release(now).is_some() {}
+    }
+    assert_eq!(backup.stopped, Some(recording.exit));
+    assert_eq!(backup.machine.digest(), recording.digest);
+    let positions: Vec<u64> = received.keys().map(|position| position.0).collect();
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    // Horizons are the pair's flow control; a standalone needs none. Everything else is the
+    // same stream.
+    let stream: Vec<LogEntry> = received
+        .into_values()
+        .filter(|entry| entry.record != Record::Horizon)
+        .collect();
+    assert_eq!(stream, recording.entries);
 }
