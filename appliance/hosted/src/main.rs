@@ -52,6 +52,9 @@ enum Command {
     /// Run a failover drill: primary, backup and arbiter in a network namespace, a client
     /// load, a fault, and what the client saw.
     Drill(DrillArgs),
+    /// Drill after drill with faults drawn from a seed (kills and link cuts), each checked
+    /// against the pair's promises; a failure names its round and seed.
+    Soak(SoakArgs),
     RunGuest(RunGuest),
     /// Re-execute a recorded run with no external input and check it reaches the same
     /// states; never writes to the recorded images.
@@ -147,6 +150,21 @@ struct DrillArgs {
 }
 
 #[derive(clap::Args)]
+struct SoakArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    rounds: u64,
+    /// The guest: `minimal` (httpd, boots in a second) or `trixie` (redis).
+    #[arg(long, default_value = "minimal", value_parser = ["trixie", "minimal"])]
+    guest: String,
+    #[arg(long, default_value_t = 100)]
+    requests_before: u64,
+    #[arg(long, default_value_t = 100)]
+    requests_after: u64,
+}
+
+#[derive(clap::Args)]
 struct StatusArgs {
     /// The role config of the replica to show.
     #[arg(long)]
@@ -204,6 +222,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_role(args),
         Command::Status(args) => show_status(args),
         Command::Drill(args) => drill(args),
+        Command::Soak(args) => soak(args),
         Command::RunGuest(args) => run_guest(args),
         Command::Replay(args) => run_replay(args),
         Command::Demo(args) => drill(args),
@@ -420,6 +439,44 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
     };
     let inside: Vec<String> = std::env::args().skip(1).collect();
     pair::drill::run(&options, &inside)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn soak(args: SoakArgs) -> Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let paths = pair::drill::build_guest(root, &args.guest)?;
+    let work_dir = std::env::temp_dir().join("understudy-soak");
+    let base = pair::drill::DrillOptions {
+        fault: Fault::KillPrimary,
+        guest: pair::drill::guest_from_artifacts(&paths, &args.guest)?,
+        work_dir: work_dir.clone(),
+        namespace: "understudy-soak".to_owned(),
+        requests_before: args.requests_before,
+        requests_after: args.requests_after,
+    };
+    let inside = |fault: Fault| -> Vec<String> {
+        let fault = clap::ValueEnum::to_possible_value(&fault)
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default();
+        [
+            "drill",
+            "--fault",
+            &fault,
+            "--guest",
+            &args.guest,
+            "--namespace",
+            "understudy-soak",
+            "--requests-before",
+            &args.requests_before.to_string(),
+            "--requests-after",
+            &args.requests_after.to_string(),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(["--work-dir".to_owned(), work_dir.display().to_string()])
+        .collect()
+    };
+    pair::soak::run(args.seed, args.rounds, &base, &inside)?;
     Ok(ExitCode::SUCCESS)
 }
 

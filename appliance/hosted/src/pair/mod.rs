@@ -4,4 +4,5 @@ pub mod arbiter;
 pub mod config;
 pub mod drill;
 pub mod replica;
+pub mod soak;
 pub mod state;
