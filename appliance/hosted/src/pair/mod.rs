@@ -2,6 +2,7 @@
 //! arbiter, and `understudy status --config FILE`.
 pub mod arbiter;
 pub mod config;
+pub mod download;
 pub mod drill;
 pub mod replica;
 pub mod soak;
