@@ -620,7 +620,7 @@ impl Replica {
             }
             let budget = (target.0 - here.0).min(slice - executed);
             let (count, exit) = self.machine.run(budget);
-            executed += count.0 - here.0;
+            executed += count.0;
             self.collect_suppressed_outputs();
             match exit {
                 Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
