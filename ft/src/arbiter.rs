@@ -200,7 +200,13 @@ impl Arbiter {
         let seen_before = self.epoch_seen;
         self.epoch_seen = self.epoch_seen.max(frame.header.epoch);
         if let Message::Heartbeat { .. } = frame.message {
-            // A replica's periodic report: its epoch is all the arbiter needs.
+            // A replica's periodic report: its epoch is all the arbiter needs. The answer is
+            // the durable record, so the replica knows the arbiter is reachable (failover is
+            // available) and learns of an epoch that deposed it.
+            if !self.waiting.contains(&sender) {
+                self.waiting.push(sender);
+            }
+            self.answer_if_durable();
             return Ok(());
         }
         let Message::Claim { epoch } = frame.message else {
@@ -518,6 +524,17 @@ mod tests {
         .unwrap();
         arbiter.handle_frame(&report).unwrap();
         assert_eq!(arbiter.epoch_seen(), Epoch(3));
+        // The report is answered with the (wiped) record.
+        assert_eq!(
+            reply(&mut arbiter),
+            Some((
+                B,
+                Message::ClaimReply {
+                    epoch: Epoch(0),
+                    owner: NodeId(0)
+                }
+            ))
+        );
         // A, cut off since epoch 1, claims epoch 2: never granted.
         assert!(arbiter.handle_frame(&claim(A, 1, 2)).is_err());
         assert_eq!(arbiter.poll_storage_write(), None);

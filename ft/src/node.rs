@@ -327,6 +327,8 @@ pub struct Node {
     /// then its silence is not a failure: the pair is still forming, and the driver bounds
     /// how long it waits for its partner.
     peer_heard: bool,
+    /// The last time the arbiter was heard (any authenticated frame).
+    arbiter_heard: Option<Instant>,
     last_sent: Instant,
     next_claim_at: Instant,
     next_join_at: Instant,
@@ -402,6 +404,7 @@ impl Node {
             counters: Counters::default(),
             last_heard: now,
             peer_heard: true,
+            arbiter_heard: None,
             last_sent: now,
             next_claim_at: now,
             next_join_at: now,
@@ -976,10 +979,11 @@ impl Node {
         if header.sender == self.config.arbiter {
             self.arbiter_window
                 .accept(header.incarnation, header.sequence)?;
+            self.arbiter_heard = Some(now);
             let Message::ClaimReply { epoch, owner } = frame.message else {
                 return Err(unexpected(self, &frame.message));
             };
-            return self.handle_claim_reply(now, epoch, owner, &frame.message);
+            return self.handle_claim_reply(now, epoch, owner);
         }
         self.peer_window
             .accept(header.incarnation, header.sequence)?;
@@ -1345,17 +1349,20 @@ impl Node {
         now: Instant,
         epoch: Epoch,
         owner: NodeId,
-        message: &Message,
     ) -> Result<(), ReceiveError> {
         let asked = self.epoch.next();
         match self.role {
             RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => {}
-            role => {
-                return Err(ReceiveError::UnexpectedMessage {
-                    kind: message.kind(),
-                    role,
-                })
+            // The arbiter's answer to a heartbeat: its record. A newer epoch than ours means
+            // the pair moved on without us (we were deposed while we could not hear it): stop
+            // before anything more leaves this node.
+            RoleKind::Primary | RoleKind::Solo | RoleKind::Backup | RoleKind::GoingLive => {
+                if epoch > self.epoch {
+                    self.halt(HaltReason::Fenced { epoch });
+                }
+                return Ok(());
             }
+            RoleKind::Joining | RoleKind::Halted | RoleKind::Arbiter => return Ok(()),
         }
         if epoch < asked {
             // An answer to an older claim; the arbiter has not seen this one yet.
@@ -1605,6 +1612,12 @@ impl Node {
     /// been silent since).
     pub fn peer_heard(&self) -> bool {
         self.peer_heard
+    }
+
+    /// When an authenticated frame from the arbiter last arrived (it answers every heartbeat
+    /// with its record), for the runtime's "is failover available" status.
+    pub fn arbiter_heard_at(&self) -> Option<Instant> {
+        self.arbiter_heard
     }
 
     /// The limits this node was configured with.

@@ -241,7 +241,9 @@ const STIMULI: [Stimulus; 12] = [
 
 /// Applies a stimulus; returns whether the node accepted it (Ok) or refused it (Err).
 fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
-    let mut forge = Forge::new();
+    // Later sequence numbers than the frames that put the node in its role (a grant), so the
+    // anti-replay window takes the stimulus as new.
+    let mut forge = Forge { sequence: 100 };
     let now = after_timeout();
     let epoch = node.epoch();
     let peer = peer_of(node);
@@ -334,10 +336,11 @@ fn expected(role: RoleKind, stimulus: Stimulus) -> (bool, RoleKind) {
 
         (ClaimingAsPrimary, S::Granted) => (true, Solo),
         (ClaimingAsBackup, S::Granted) => (true, GoingLive),
-        (role, S::Granted) => (false, role),
-
         (ClaimingAsPrimary | ClaimingAsBackup, S::Denied) => (true, Halted),
-        (role, S::Denied) => (false, role),
+        // Outside a claim the arbiter's record answers a heartbeat: a newer epoch than this
+        // node's means it was deposed.
+        (Primary | Solo | Backup | GoingLive, S::Granted | S::Denied) => (true, Halted),
+        (role, S::Granted | S::Denied) => (true, role),
 
         (
             Primary | Solo | Backup | ClaimingAsPrimary | ClaimingAsBackup | GoingLive,
@@ -1465,4 +1468,55 @@ fn only_a_file_backup_takes_pushed_entries() {
             Err(NodeError::WrongRole { role })
         );
     }
+}
+
+#[test]
+fn the_arbiter_answers_a_heartbeat_and_a_deposed_primary_halts_on_its_answer() {
+    use crate::arbiter::{Arbiter, ArbiterConfig, ArbiterRecord};
+    let mut arbiter = Arbiter::new(
+        ArbiterConfig {
+            me: ARBITER,
+            replicas: [A, B],
+            keys: [arbiter_key(A), arbiter_key(B)],
+            limits: limits(),
+            incarnation: Incarnation(1),
+        },
+        ArbiterRecord::initial(),
+    );
+    let mut node = primary();
+    // A forming pair: the primary reports to the arbiter without claiming.
+    node.await_peer();
+    assert_eq!(node.arbiter_heard_at(), None);
+    // The primary's periodic report to the arbiter draws the durable record back.
+    let at = T0 + limits().peer_timeout;
+    node.handle_timeout(at);
+    let mut to_arbiter = 0;
+    while let Some(transmit) = node.poll_transmit(at) {
+        if transmit.to == ARBITER {
+            arbiter.handle_frame(&transmit.bytes).unwrap();
+            to_arbiter += 1;
+        }
+    }
+    assert_eq!(to_arbiter, 1);
+    let reply = arbiter.poll_transmit().expect("the arbiter answers");
+    assert_eq!(reply.to, A);
+    node.handle_frame(at, &reply.bytes).unwrap();
+    assert_eq!(node.arbiter_heard_at(), Some(at));
+    assert_eq!(node.role(), RoleKind::Primary);
+    // A record of a newer epoch, owned by the peer: this primary was deposed. (Sequence
+    // numbers past the real arbiter's, which share the forge's incarnation.)
+    let bytes = Forge { sequence: 100 }.arbiter_frame(
+        A,
+        Epoch(2),
+        Message::ClaimReply {
+            epoch: Epoch(2),
+            owner: B,
+        },
+    );
+    node.handle_frame(at, &bytes).unwrap();
+    assert_eq!(node.role(), RoleKind::Halted);
+    assert_eq!(
+        node.halt_reason(),
+        Some(HaltReason::Fenced { epoch: Epoch(2) })
+    );
 }
