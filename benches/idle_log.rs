@@ -1,6 +1,7 @@
 //! Log bandwidth of an idle guest: boots the minimal Linux guest with `--record --clock wall`,
 //! lets it sleep, and prints the record log's bytes per second of guest time over 60 s of
-//! idle guest time, broken down by input kind, against the 0.5 Mbit/s target (issue 3, item 5),
+//! idle guest time, broken down by entry kind (the record file is the replication stream, so
+//! this is the log channel's load too), against the 0.5 Mbit/s target (issue 3, item 5),
 //! once with the console attached and once with stdin at end of file.
 //! Run with `cargo bench --bench idle_log`.
 
@@ -12,8 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use understudy::record::{Frame, LogReader};
+use understudy_ft::Record;
 use understudy_machine::clock::TIMEBASE_HZ;
-use understudy_machine::Input;
+use understudy_replica::{CONSOLE, NET};
 
 /// VMware FT's log link carries 0.5–1.5 Mbit/s; ours should stay under the low end.
 const TARGET_MBIT_PER_S: f64 = 0.5;
@@ -89,14 +91,17 @@ impl Drop for Reaper {
 fn kind(frame: &Frame) -> &'static str {
     match frame {
         Frame::Header(_) => "header",
-        Frame::Input { input, .. } => match input {
-            Input::AdvanceTime { .. } => "input AdvanceTime",
-            Input::ConsoleByte(_) => "input ConsoleByte",
-            Input::Frame(_) => "input Frame (network)",
-            Input::Entropy(_) => "input Entropy",
-            Input::WallClockBase { .. } => "input WallClockBase",
+        Frame::Entry(entry) => match &entry.record {
+            Record::AdvanceTime { .. } => "input AdvanceTime",
+            Record::DeviceInput { device, .. } if *device == CONSOLE => "input console byte",
+            Record::DeviceInput { device, .. } if *device == NET => "input frame (network)",
+            Record::DeviceInput { .. } => "input other device",
+            Record::Entropy { .. } => "input Entropy",
+            Record::WallClockBase { .. } => "input WallClockBase",
+            Record::Output { .. } => "output marker",
+            Record::Horizon => "horizon",
+            Record::Digest { .. } => "digest",
         },
-        Frame::Digest { .. } => "digest",
         Frame::End { .. } => "end",
     }
 }
@@ -263,19 +268,28 @@ fn measure(paths: &BTreeMap<String, PathBuf>, dir: &Path, console_input: Console
         let body = postcard::to_stdvec(&frame).expect("frames encode").len() as u64;
         let bytes = FRAME_LENGTH_BYTES + body + FRAME_CHAIN_BYTES;
         let at = match &frame {
-            Frame::Input { at, input } => {
-                if let Input::AdvanceTime { ticks } = input {
+            Frame::Entry(entry) => {
+                let at = entry.at.0;
+                if let Record::AdvanceTime { ticks } = entry.record {
                     advanced_ticks += ticks;
                     advances.push((
                         at / instructions_per_tick + advanced_ticks,
-                        *ticks,
+                        ticks,
                         at - previous_at,
                     ));
                 }
-                previous_at = *at;
-                *at
+                if matches!(
+                    entry.record,
+                    Record::DeviceInput { .. }
+                        | Record::AdvanceTime { .. }
+                        | Record::Entropy { .. }
+                        | Record::WallClockBase { .. }
+                ) {
+                    previous_at = at;
+                }
+                at
             }
-            Frame::Digest { at, .. } | Frame::End { at, .. } => *at,
+            Frame::End { at, .. } => at.0,
             Frame::Header(_) => 0,
         };
         frames.push((

@@ -6,9 +6,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use understudy::record::{
-    file_sha256, Frame, Header, ImageRef, ImageRole, LogWriter, RecordedEnding, LOG_VERSION,
+    file_sha256, Frame, Header, ImageRef, ImageRole, LogWriter, RecordedEnding, ENTRIES_VERSION,
+    LOG_VERSION,
 };
 use understudy_cpu::Op;
+use understudy_ft::InstructionCount;
 use understudy_machine::loader::elf_executable;
 use understudy_machine::program::{echo_guest, reg, Assembler};
 use understudy_machine::RAM_BASE;
@@ -215,7 +217,7 @@ fn crafted_log(dir: &Path, header: Header) -> PathBuf {
     let mut writer = LogWriter::create(&path, header).unwrap();
     writer
         .append(&Frame::End {
-            at: 0,
+            at: InstructionCount(0),
             ending: RecordedEnding::Stopped,
         })
         .unwrap();
@@ -226,6 +228,7 @@ fn crafted_log(dir: &Path, header: Header) -> PathBuf {
 fn header_with(images: Vec<ImageRef>, instructions_per_tick: u64) -> Header {
     Header {
         version: LOG_VERSION,
+        entries_version: ENTRIES_VERSION,
         memory_bytes: 128 << 20,
         instructions_per_tick,
         bootargs: String::new(),

@@ -1,76 +1,126 @@
-//! `understudy demo`: record runs of the built-in guest and of Linux, replay them from their
-//! inputs alone, and compare the state digests.
+//! `understudy replay-demo`: record runs of the built-in guest and of Linux through the
+//! replica runtime, replay them from their log entries alone as a file-fed backup, and
+//! compare the state digests.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
+use understudy_ft::{Instant as FtInstant, InstructionCount, LogEntry, Record};
 use understudy_machine::program::echo_guest;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
+use understudy_replica::{Step, CONSOLE};
 
-use crate::live::{self, ClockMode, Session, World};
-use crate::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
-use crate::replay;
+use crate::live::{self, ClockMode, Recorder, World};
+use crate::record::{
+    file_sha256, Header, ImageRef, ImageRole, LogWriter, RecordedEnding, ENTRIES_VERSION,
+    LOG_VERSION,
+};
+use crate::replay::{self, Recorded, ReplayOptions};
 
 const TYPED: &[u8] = b"understudy";
 const CHECKPOINT_INSTRUCTIONS: u64 = 100_000;
 const KEYSTROKE_GAP_INSTRUCTIONS: u64 = 61_417;
 const LINUX_DIGEST_EVERY: u64 = 10_000_000;
+const RECORD_SLICE_INSTRUCTIONS: u64 = 2_000_000;
 
-/// A recorded input: what entered the machine and at which instruction count.
-#[derive(Clone)]
-struct Entry {
-    at: u64,
-    input: Input,
-}
-
-struct Outcome {
+/// What a recorded run of the built-in guest produced.
+struct Recording {
+    entries: Vec<LogEntry>,
+    /// Digest checkpoints, then the digest at power-off.
     digests: Vec<(u64, [u8; 32])>,
     console: Vec<u8>,
     instructions: u64,
 }
 
-fn execute(log: &[Entry], slice: u64) -> Result<Outcome> {
+fn echo_machine() -> Result<Machine> {
     let config = MachineConfig {
         memory_bytes: 16 << 20,
         ..MachineConfig::default()
     };
-    let mut machine = Machine::new(&config, &echo_guest(TYPED.len() as i32), None)?;
-    let mut digests = Vec::new();
+    Ok(Machine::new(
+        &config,
+        &echo_guest(TYPED.len() as i32),
+        None,
+    )?)
+}
+
+/// Runs the built-in guest as a standalone replica, offering each scripted input at its
+/// instruction count; the runtime records the inputs, outputs and digest checkpoints.
+fn record_run(script: &[(u64, Input)]) -> Result<Recording> {
+    let now = FtInstant(0);
+    let mut replica = live::standalone(echo_machine()?, [0; 32], Some(CHECKPOINT_INSTRUCTIONS));
+    let mut script: VecDeque<&(u64, Input)> = script.iter().collect();
+    let mut entries = Vec::new();
     let mut console = Vec::new();
-    let mut next = 0;
-    let mut checkpoint = CHECKPOINT_INSTRUCTIONS;
     loop {
-        let now = machine.instret().0;
-        while next < log.len() && log[next].at == now {
-            machine
-                .inject(&log[next].input)
-                .map_err(|e| anyhow::anyhow!("inject: {e:?}"))?;
-            next += 1;
+        let at = replica.machine().instret().0;
+        while let Some((_, input)) = script.front().filter(|(when, _)| *when == at) {
+            replica
+                .offer_input(now, input)
+                .map_err(|refused| anyhow::anyhow!("input at {at} refused: {refused:?}"))?;
+            script.pop_front();
         }
-        if now == checkpoint {
-            digests.push((now, machine.digest()));
-            checkpoint += CHECKPOINT_INSTRUCTIONS;
+        let slice = script
+            .front()
+            .map_or(RECORD_SLICE_INSTRUCTIONS, |(when, _)| {
+                (when - at).min(RECORD_SLICE_INSTRUCTIONS)
+            });
+        let step = replica.run(now, slice);
+        entries.extend(std::iter::from_fn(|| replica.poll_recorded()));
+        while let Some(output) = replica.poll_release(now) {
+            if output.device == CONSOLE {
+                console.extend_from_slice(&output.payload);
+            }
         }
-        let mut stop = checkpoint.min(now + slice);
-        if let Some(entry) = log.get(next) {
-            stop = stop.min(entry.at);
-        }
-        let (_, exit) = machine.run(stop - now);
-        console.extend(machine.take_console_output());
-        match exit {
-            Exit::BudgetExhausted | Exit::ConsoleOutputFull => {}
-            Exit::PowerOff { .. } => break,
-            other => anyhow::bail!("built-in guest stopped unexpectedly: {other:?}"),
+        match step {
+            Step::Ran(_) => {}
+            Step::GuestStopped(Exit::PowerOff { .. }) => break,
+            other => bail!("built-in guest stopped unexpectedly: {other:?}"),
         }
     }
-    digests.push((machine.instret().0, machine.digest()));
-    Ok(Outcome {
+    let mut digests: Vec<(u64, [u8; 32])> = entries
+        .iter()
+        .filter_map(|entry| match entry.record {
+            Record::Digest { digest } if entry.at.0 > 0 => Some((entry.at.0, digest.0)),
+            _ => None,
+        })
+        .collect();
+    let instructions = replica.machine().instret().0;
+    digests.push((instructions, replica.state_digest()));
+    Ok(Recording {
+        entries,
         digests,
         console,
-        instructions: machine.instret().0,
+        instructions,
     })
+}
+
+/// Replays a recording as a file-fed backup would, in run slices of `slice` instructions;
+/// returns the replay's digests at the same checkpoints and at the end.
+fn replay_recording(recording: &Recording, slice: u64) -> Result<Vec<(u64, [u8; 32])>> {
+    let mut items = recording
+        .entries
+        .iter()
+        .cloned()
+        .map(Recorded::Entry)
+        .chain([Recorded::End {
+            at: InstructionCount(recording.instructions),
+            ending: RecordedEnding::PowerOff { code: 0 },
+        }]);
+    let mut next = || Ok(items.next());
+    let options = ReplayOptions {
+        digest_every: Some(CHECKPOINT_INSTRUCTIONS),
+        print_digests: false,
+        slice,
+        console: None,
+    };
+    let outcome = replay::replay_recorded(echo_machine()?, [0; 32], &mut next, options)?;
+    let mut digests = outcome.checkpoints;
+    digests.push((outcome.instructions, outcome.final_digest));
+    Ok(digests)
 }
 
 fn short(digest: &[u8; 32]) -> String {
@@ -92,6 +142,7 @@ fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
     };
     let header = Header {
         version: LOG_VERSION,
+        entries_version: ENTRIES_VERSION,
         memory_bytes: config.memory_bytes,
         instructions_per_tick: config.instructions_per_tick,
         bootargs: config.bootargs.clone(),
@@ -108,7 +159,8 @@ fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
         Some(&std::fs::read(initrd)?),
     )?;
     let log = LogWriter::create(&log_path, header)?;
-    let mut session = Session::new(machine, Some(log), Some(LINUX_DIGEST_EVERY));
+    let mut replica = live::standalone(machine, [0; 32], Some(LINUX_DIGEST_EVERY));
+    let mut recorder = Recorder::new(Some(log), false);
     let (sender, arrivals) = live::arrival_channel();
     drop(sender);
     let mut world = World {
@@ -122,13 +174,14 @@ fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
         log_path.display()
     );
     let summary = live::run(
-        &mut session,
+        &mut replica,
         &mut world,
         &mut std::io::stdout().lock(),
+        &mut recorder,
         None,
     )?;
-    let digests = session.digests.len();
-    session.finish(&summary.ending)?;
+    let digests = recorder.digests.len();
+    recorder.finish(summary.instructions, &summary.ending)?;
     println!(
         "recorded: {} instructions in {:.1} s, {} log bytes, {digests} digests",
         summary.instructions,
@@ -192,22 +245,19 @@ pub fn run() -> Result<()> {
 }
 
 fn built_in() -> Result<()> {
-    let log: Vec<Entry> = TYPED
+    let script: Vec<(u64, Input)> = TYPED
         .iter()
         .enumerate()
         .flat_map(|(i, &byte)| {
             let at = KEYSTROKE_GAP_INSTRUCTIONS * (i as u64 + 1);
             [
-                Entry {
-                    at,
-                    input: Input::ConsoleByte(byte),
-                },
-                Entry {
-                    at: at + 5_000,
-                    input: Input::AdvanceTime {
+                (at, Input::ConsoleByte(byte)),
+                (
+                    at + 5_000,
+                    Input::AdvanceTime {
                         ticks: 1_000 + i as u64,
                     },
-                },
+                ),
             ]
         })
         .collect();
@@ -220,7 +270,7 @@ fn built_in() -> Result<()> {
     );
 
     let started = Instant::now();
-    let record = execute(&log, 2_000_000)?;
+    let record = record_run(&script)?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "\nrecorded run: guest echoed {:?}",
@@ -228,10 +278,11 @@ fn built_in() -> Result<()> {
     );
     println!("  {} instructions in {:.3} s", record.instructions, seconds);
 
-    let replay = execute(&log, 997)?;
-    let agree = record.digests == replay.digests;
-    println!("\nreplay with run slices of 997 instructions instead of 2,000,000:");
-    for ((at, a), (_, b)) in record.digests.iter().zip(&replay.digests) {
+    // The replica checks every recorded digest itself; the table shows them side by side.
+    let replay = replay_recording(&record, 997)?;
+    let agree = record.digests == replay;
+    println!("\nreplay from the log entries alone, with run slices of 997 instructions instead of 2,000,000:");
+    for ((at, a), (_, b)) in record.digests.iter().zip(&replay) {
         println!(
             "  digest {at:>9} {} {} {}",
             short(a),
@@ -241,12 +292,12 @@ fn built_in() -> Result<()> {
     }
     ensure!(agree, "replay diverged from the recorded run");
 
-    let mut changed = log.clone();
-    let flipped_at = changed[4].at;
-    if let Input::ConsoleByte(byte) = &mut changed[4].input {
+    let mut changed = script.clone();
+    let flipped_at = changed[4].0;
+    if let Input::ConsoleByte(byte) = &mut changed[4].1 {
         *byte ^= 1;
     }
-    let diverged = execute(&changed, 2_000_000)?;
+    let diverged = record_run(&changed)?;
     let first = record
         .digests
         .iter()

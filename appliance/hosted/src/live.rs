@@ -1,25 +1,30 @@
-//! The live driver: runs one machine against the real world (console, network, wall clock,
-//! entropy), optionally recording every input to a log.
+//! The live driver of `understudy run-guest`: one standalone replica (the runtime of
+//! `understudy_replica`, live with no backup and no arbiter) against the real world: console,
+//! network, wall clock, entropy.
 //!
-//! Every value from outside reaches the guest through `Session::inject` at an instruction
-//! boundary, and every injected input is logged with its instruction count, so a run is
-//! reproducible from its log. Guest time follows the instruction count; when the guest
-//! falls behind the wall clock, or idles in `wfi`, the driver advances guest time through
-//! the port.
+//! This file holds only what a hosted driver adds: the console reader thread, arrivals that
+//! wait for room in the guest, guest time kept near the wall clock, and sleeping while the
+//! guest idles. Everything from outside enters through `Replica::offer_input`, so the
+//! runtime records it with its instruction count; the entries the runtime records go to a
+//! `Recorder` (the record file, digest lines). Guest time follows the instruction count; when
+//! the guest falls behind the wall clock, or idles in `wfi`, the driver advances guest time
+//! through the runtime as well.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use understudy_ft::{Instant as FtInstant, InstructionCount, Limits, LogEntry, Record};
 use understudy_machine::clock::TIMEBASE_HZ;
-use understudy_machine::{Exit, InjectError, Input, Machine};
+use understudy_machine::{Exit, Input, Machine};
+use understudy_replica::{GuestIdentity, Refused, Replica, Step, CONSOLE, NET};
 
 use crate::net::{Arrival, NetBackend};
 use crate::record::{hex, Frame, LogWriter, RecordedEnding};
 
-/// Instructions per `Machine::run` call: small enough that console output and input stay
-/// responsive, large enough that the loop costs nothing measurable.
+/// Instructions per run slice: small enough that console output and input stay responsive,
+/// large enough that the loop costs nothing measurable.
 pub const RUN_SLICE_INSTRUCTIONS: u64 = 2_000_000;
 /// The guest clock may lag the wall clock by this much before the driver advances it.
 pub const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
@@ -88,75 +93,69 @@ pub fn spawn_console_reader(mut input: impl Read + Send + 'static, arrivals: Syn
     });
 }
 
-/// A machine plus what watches it: the record log and the digest checkpoints.
-pub struct Session {
-    pub machine: Machine,
+/// The standalone replica of `run-guest` around `machine` (powered on, not yet run): state
+/// digests every `digest_every` instructions become digest entries of its log.
+pub fn standalone(machine: Machine, disk_sha256: [u8; 32], digest_every: Option<u64>) -> Replica {
+    Replica::standalone(
+        machine,
+        GuestIdentity { disk_sha256 },
+        Limits::default(),
+        digest_every.unwrap_or(0),
+        FtInstant(0),
+    )
+}
+
+/// Where the entries the runtime records go: the record file, if any, and a
+/// `digest <count> <hex>` line on stderr for each digest checkpoint.
+pub struct Recorder {
     log: Option<LogWriter>,
-    digest_every: Option<u64>,
-    next_digest: u64,
-    /// Digests taken, in order (also printed as `digest <count> <hex>` lines to stderr).
+    print_digests: bool,
+    /// The digest checkpoints recorded, in order (not the identity digests at count 0).
     pub digests: Vec<(u64, [u8; 32])>,
 }
 
-impl Session {
-    pub fn new(machine: Machine, log: Option<LogWriter>, digest_every: Option<u64>) -> Session {
-        let next_digest = digest_every.unwrap_or(u64::MAX);
-        Session {
-            machine,
+impl Recorder {
+    pub fn new(log: Option<LogWriter>, print_digests: bool) -> Recorder {
+        Recorder {
             log,
-            digest_every,
-            next_digest,
+            print_digests,
             digests: Vec::new(),
         }
     }
 
-    /// Injects and logs one input at the current instruction boundary.
-    pub fn inject(&mut self, input: Input) -> Result<(), InjectError> {
-        self.machine.inject(&input)?;
-        if let Some(log) = &mut self.log {
-            let at = self.machine.instret().0;
-            log.append(&Frame::Input { at, input })
-                .expect("fail-stop: cannot write the record log");
+    /// Takes every entry the replica recorded since the last call.
+    pub fn take(&mut self, replica: &mut Replica) -> io::Result<()> {
+        while let Some(entry) = replica.poll_recorded() {
+            self.append(entry)?;
         }
         Ok(())
     }
 
-    /// Runs at most `budget` instructions, stopping at the next digest checkpoint.
-    pub fn run(&mut self, budget: u64) -> Exit {
-        let now = self.machine.instret().0;
-        let budget = budget.min(self.next_digest.saturating_sub(now));
-        let exit = if budget == 0 {
-            Exit::BudgetExhausted
-        } else {
-            self.machine.run(budget).1
-        };
-        if self.machine.instret().0 == self.next_digest {
-            self.take_digest();
-            self.next_digest += self.digest_every.expect("a checkpoint implies an interval");
+    fn append(&mut self, entry: LogEntry) -> io::Result<()> {
+        // At count 0 the runtime records the identity digests (images and disk), not state.
+        if let (Record::Digest { digest }, InstructionCount(at @ 1..)) = (&entry.record, entry.at) {
+            if self.print_digests {
+                eprintln!("digest {at} {}", hex(&digest.0));
+            }
+            self.digests.push((at, digest.0));
         }
-        exit
-    }
-
-    fn take_digest(&mut self) {
-        let at = self.machine.instret().0;
-        let digest = self.machine.digest();
-        eprintln!("digest {at} {}", hex(&digest));
         if let Some(log) = &mut self.log {
-            log.append(&Frame::Digest { at, digest })
-                .expect("fail-stop: cannot write the record log");
+            log.append(&Frame::Entry(entry))?;
         }
-        self.digests.push((at, digest));
+        Ok(())
     }
 
     /// Writes the end of the run to the log and closes it.
-    pub fn finish(self, ending: &Ending) -> std::io::Result<()> {
+    pub fn finish(self, at: u64, ending: &Ending) -> io::Result<()> {
         if let Some(mut log) = self.log {
-            let at = self.machine.instret().0;
             let ending = match *ending {
                 Ending::PowerOff { code } => RecordedEnding::PowerOff { code },
                 _ => RecordedEnding::Stopped,
             };
-            log.append(&Frame::End { at, ending })?;
+            log.append(&Frame::End {
+                at: InstructionCount(at),
+                ending,
+            })?;
             log.finish()?;
         }
         Ok(())
@@ -171,171 +170,238 @@ pub struct World {
     pub clock: ClockMode,
 }
 
-/// Runs the session until the guest powers off, crashes, idles forever or reaches
+/// Runs the replica until the guest powers off, crashes, idles forever or reaches
 /// `max_instructions`.
 pub fn run(
-    session: &mut Session,
+    replica: &mut Replica,
     world: &mut World,
     output: &mut impl Write,
+    recorder: &mut Recorder,
     max_instructions: Option<u64>,
-) -> std::io::Result<Summary> {
-    let start = Instant::now();
-    let start_ticks = session.machine.time_ticks();
+) -> io::Result<Summary> {
+    let mut driver = Driver {
+        start: Instant::now(),
+        start_ticks: replica.time_ticks(),
+        pending: VecDeque::new(),
+        frames_dropped: 0,
+    };
     if world.clock == ClockMode::Wall {
-        let now_ns = SystemTime::now()
+        let ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        session
-            .inject(Input::WallClockBase { ns: now_ns })
+        replica
+            .offer_input(driver.now(), &Input::WallClockBase { ns })
             .expect("the RTC takes its base");
     }
-    let mut pending: VecDeque<Arrival> = VecDeque::new();
-    let mut frames_dropped: u64 = 0;
     let ending = loop {
-        let executed = session.machine.instret().0;
+        let executed = replica.machine().instret().0;
         if max_instructions.is_some_and(|limit| executed >= limit) {
             break Ending::InstructionLimit;
         }
-        // Everything that arrived, in arrival order; what the guest cannot take waits.
-        while let Ok(arrival) = world.arrivals.try_recv() {
-            if pending.len() >= PENDING_ARRIVALS_MAX && matches!(arrival, Arrival::Frame(_)) {
-                frames_dropped += 1;
-                continue;
-            }
-            pending.push_back(arrival);
-        }
-        deliver(session, world, &mut pending);
-        supply_entropy(session);
+        driver.receive(world);
+        driver.deliver(replica, world);
+        supply_entropy(replica, driver.now());
         if world.clock == ClockMode::Wall {
-            let wall_ticks = start_ticks + ticks_since(start);
-            let guest_ticks = session.machine.time_ticks();
-            if wall_ticks > guest_ticks + CLOCK_LAG_TOLERANCE_TICKS {
-                session
-                    .inject(Input::AdvanceTime {
-                        ticks: wall_ticks - guest_ticks,
-                    })
-                    .expect("time always advances");
-            }
+            driver.catch_up_time(replica, CLOCK_LAG_TOLERANCE_TICKS);
         }
+        recorder.take(replica)?;
         let budget = match max_instructions {
             Some(limit) => RUN_SLICE_INSTRUCTIONS.min(limit - executed),
             None => RUN_SLICE_INSTRUCTIONS,
         };
-        let exit = session.run(budget);
-        output.write_all(&session.machine.take_console_output())?;
-        transmit(session, world);
-        match exit {
-            Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
-            Exit::PowerOff { code } => break Ending::PowerOff { code },
-            Exit::Reset => break Ending::Reset,
-            Exit::GuestCrashed { cause, tval, pc } => {
-                break Ending::GuestCrashed { cause, tval, pc }
-            }
-            Exit::Idle { wake_at_ticks } => {
+        let step = replica.run(driver.now(), budget);
+        send_outputs(replica, world, output, driver.now())?;
+        recorder.take(replica)?;
+        match step {
+            // Throttled only while the recorder has not taken the entries, which it just did.
+            Step::Ran(_) | Step::Throttled => {}
+            Step::GuestStopped(exit) => break ending_of(exit),
+            Step::Idle { wake_at_ticks } => {
                 output.flush()?;
-                if !pending.is_empty() {
-                    continue; // Inputs still wait for room; the guest will make some.
+                if let Some(ending) = driver.idle(replica, world, wake_at_ticks) {
+                    break ending;
                 }
-                let now_ticks = session.machine.time_ticks();
-                let input_possible = world.console_open || world.net.is_some();
-                match (world.clock, wake_at_ticks) {
-                    (ClockMode::Virtual, Some(wake)) => {
-                        session
-                            .inject(Input::AdvanceTime {
-                                ticks: wake - now_ticks,
-                            })
-                            .expect("time always advances");
-                    }
-                    (_, None) if !input_possible => break Ending::IdleForever,
-                    (clock, wake) => {
-                        // Sleep until the timer is due on the wall clock or something arrives.
-                        let wait = match (clock, wake) {
-                            (ClockMode::Wall, Some(wake)) => {
-                                let wall_ticks = start_ticks + ticks_since(start);
-                                Some(duration_from_ticks(
-                                    wake.saturating_sub(wall_ticks.max(now_ticks)),
-                                ))
-                            }
-                            _ => None,
-                        };
-                        let arrival = match wait {
-                            Some(wait) => world.arrivals.recv_timeout(wait),
-                            None => world
-                                .arrivals
-                                .recv()
-                                .map_err(|_| RecvTimeoutError::Disconnected),
-                        };
-                        match arrival {
-                            Ok(arrival) => pending.push_back(arrival),
-                            Err(RecvTimeoutError::Timeout) => {}
-                            Err(RecvTimeoutError::Disconnected) => {
-                                // Nothing can arrive any more: only the timer wakes the guest,
-                                // so sleep until it is due instead of spinning through wfi.
-                                world.console_open = false;
-                                match wait {
-                                    Some(wait) => std::thread::sleep(wait),
-                                    None => break Ending::IdleForever,
-                                }
-                            }
-                        }
-                        if clock == ClockMode::Wall {
-                            let wall_ticks = start_ticks + ticks_since(start);
-                            let guest_ticks = session.machine.time_ticks();
-                            if wall_ticks > guest_ticks {
-                                session
-                                    .inject(Input::AdvanceTime {
-                                        ticks: wall_ticks - guest_ticks,
-                                    })
-                                    .expect("time always advances");
-                            }
-                        }
-                    }
-                }
+            }
+            Step::WaitingForLog | Step::WaitingForBackup | Step::Halted => {
+                panic!("fail-stop: a standalone replica cannot reach {step:?}")
             }
         }
     };
-    output.write_all(&session.machine.take_console_output())?;
     output.flush()?;
-    if frames_dropped > 0 {
+    if driver.frames_dropped > 0 {
         eprintln!(
-            "understudy: {frames_dropped} received frames dropped (guest had no receive buffers)"
+            "understudy: {} received frames dropped (guest had no receive buffers)",
+            driver.frames_dropped
         );
     }
     Ok(Summary {
         ending,
-        instructions: session.machine.instret().0,
-        elapsed: start.elapsed(),
+        instructions: replica.machine().instret().0,
+        elapsed: driver.start.elapsed(),
     })
 }
 
-/// Injects waiting arrivals in order, stopping at the first the guest cannot take yet.
-fn deliver(session: &mut Session, world: &mut World, pending: &mut VecDeque<Arrival>) {
-    while let Some(arrival) = pending.front() {
-        let result = match arrival {
-            Arrival::ConsoleByte(byte) => session.inject(Input::ConsoleByte(*byte)),
-            Arrival::Frame(frame) => session.inject(Input::Frame(frame.clone())),
-            Arrival::ConsoleClosed => {
-                world.console_open = false;
-                Ok(())
-            }
-            Arrival::Datagram(_) => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                pending.pop_front();
-            }
-            // A frame the device can never take (no device, bad size) is dropped; a full
-            // queue waits for the guest.
-            Err(InjectError::NoDevice) => {
-                pending.pop_front();
-            }
-            Err(_) => break,
-        }
+fn ending_of(exit: Exit) -> Ending {
+    match exit {
+        Exit::PowerOff { code } => Ending::PowerOff { code },
+        Exit::Reset => Ending::Reset,
+        Exit::GuestCrashed { cause, tval, pc } => Ending::GuestCrashed { cause, tval, pc },
+        other => panic!("fail-stop: {other:?} does not stop a guest"),
     }
 }
 
-fn supply_entropy(session: &mut Session) {
-    let wanted = session.machine.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
+/// The driver's own state: arrivals waiting for the guest, and the wall clock's origin.
+struct Driver {
+    start: Instant,
+    start_ticks: u64,
+    pending: VecDeque<Arrival>,
+    frames_dropped: u64,
+}
+
+impl Driver {
+    /// The runtime's clock: microseconds since the run started.
+    fn now(&self) -> FtInstant {
+        FtInstant(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Everything that arrived, in arrival order; what the guest cannot take waits.
+    fn receive(&mut self, world: &mut World) {
+        while let Ok(arrival) = world.arrivals.try_recv() {
+            if self.pending.len() >= PENDING_ARRIVALS_MAX && matches!(arrival, Arrival::Frame(_)) {
+                self.frames_dropped += 1;
+                continue;
+            }
+            self.pending.push_back(arrival);
+        }
+    }
+
+    /// Offers waiting arrivals in order, stopping at the first the guest cannot take yet.
+    fn deliver(&mut self, replica: &mut Replica, world: &mut World) {
+        while let Some(arrival) = self.pending.front() {
+            let result = match arrival {
+                Arrival::ConsoleByte(byte) => {
+                    replica.offer_input(self.now(), &Input::ConsoleByte(*byte))
+                }
+                Arrival::Frame(frame) => {
+                    replica.offer_input(self.now(), &Input::Frame(frame.clone()))
+                }
+                Arrival::ConsoleClosed => {
+                    world.console_open = false;
+                    Ok(())
+                }
+                Arrival::Datagram(_) => Ok(()),
+            };
+            match result {
+                // A frame the device can never take (no device, bad size) is dropped.
+                Ok(()) | Err(Refused::NoDevice | Refused::TooLarge) => {
+                    self.pending.pop_front();
+                }
+                // A full queue waits for the guest.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Advances guest time to the wall clock when it lags by more than `tolerance` ticks.
+    fn catch_up_time(&mut self, replica: &mut Replica, tolerance: u64) {
+        let wall_ticks = self.start_ticks + ticks_since(self.start);
+        let guest_ticks = replica.time_ticks();
+        if wall_ticks > guest_ticks + tolerance {
+            replica
+                .offer_input(
+                    self.now(),
+                    &Input::AdvanceTime {
+                        ticks: wall_ticks - guest_ticks,
+                    },
+                )
+                .expect("time always advances");
+        }
+    }
+
+    /// The guest waits for an interrupt: skip to its timer (virtual clock), or sleep until
+    /// the timer is due on the wall clock or something arrives. `Some` when it never wakes.
+    fn idle(
+        &mut self,
+        replica: &mut Replica,
+        world: &mut World,
+        wake_at_ticks: Option<u64>,
+    ) -> Option<Ending> {
+        if !self.pending.is_empty() {
+            return None; // Inputs still wait for room; the guest will make some.
+        }
+        let now_ticks = replica.time_ticks();
+        let input_possible = world.console_open || world.net.is_some();
+        let wait = match (world.clock, wake_at_ticks) {
+            (ClockMode::Virtual, Some(wake)) => {
+                replica
+                    .offer_input(
+                        self.now(),
+                        &Input::AdvanceTime {
+                            ticks: wake - now_ticks,
+                        },
+                    )
+                    .expect("time always advances");
+                return None;
+            }
+            (_, None) if !input_possible => return Some(Ending::IdleForever),
+            (ClockMode::Wall, Some(wake)) => {
+                let wall_ticks = self.start_ticks + ticks_since(self.start);
+                Some(duration_from_ticks(
+                    wake.saturating_sub(wall_ticks.max(now_ticks)),
+                ))
+            }
+            _ => None,
+        };
+        let arrival = match wait {
+            Some(wait) => world.arrivals.recv_timeout(wait),
+            None => world
+                .arrivals
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match arrival {
+            Ok(arrival) => self.pending.push_back(arrival),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // Nothing can arrive any more: only the timer wakes the guest, so sleep until
+                // it is due instead of spinning through wfi.
+                world.console_open = false;
+                match wait {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => return Some(Ending::IdleForever),
+                }
+            }
+        }
+        if world.clock == ClockMode::Wall {
+            self.catch_up_time(replica, 0);
+        }
+        None
+    }
+}
+
+/// Outputs leave as soon as the runtime releases them (at once: nobody acknowledges).
+fn send_outputs(
+    replica: &mut Replica,
+    world: &mut World,
+    output: &mut impl Write,
+    now: FtInstant,
+) -> io::Result<()> {
+    while let Some(released) = replica.poll_release(now) {
+        if released.device == CONSOLE {
+            output.write_all(&released.payload)?;
+        } else if released.device == NET {
+            if let Some(net) = &mut world.net {
+                if let Err(error) = net.send(&released.payload) {
+                    eprintln!("understudy: frame not sent: {error}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn supply_entropy(replica: &mut Replica, now: FtInstant) {
+    let wanted = replica.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
     if wanted == 0 {
         return;
     }
@@ -344,20 +410,9 @@ fn supply_entropy(session: &mut Session) {
     urandom
         .read_exact(&mut bytes)
         .expect("fail-stop: cannot read /dev/urandom");
-    session
-        .inject(Input::Entropy(bytes))
+    replica
+        .offer_input(now, &Input::Entropy(bytes))
         .expect("the entropy device asked for it");
-}
-
-fn transmit(session: &mut Session, world: &mut World) {
-    let frames = session.machine.take_transmitted();
-    if let Some(net) = &mut world.net {
-        for frame in frames {
-            if let Err(error) = net.send(&frame) {
-                eprintln!("understudy: frame not sent: {error}");
-            }
-        }
-    }
 }
 
 fn ticks_since(start: Instant) -> u64 {

@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
-use understudy::live::{self, ClockMode, Ending, Session, World};
+use understudy::live::{self, ClockMode, Ending, Recorder, World};
 use understudy::net::backend_from_spec;
 use understudy::pair::{self, config::PairConfig, drill::Fault};
-use understudy::record::{file_sha256, Header, ImageRef, ImageRole, LogWriter, LOG_VERSION};
+use understudy::record::{
+    file_sha256, Header, ImageRef, ImageRole, LogWriter, ENTRIES_VERSION, LOG_VERSION,
+};
 use understudy::replay;
 use understudy_boot_config::Role;
 use understudy_ft::sim::{self, SimCommand};
@@ -288,6 +290,7 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
             }
             Some(Header {
                 version: LOG_VERSION,
+                entries_version: ENTRIES_VERSION,
                 memory_bytes,
                 instructions_per_tick: config.instructions_per_tick,
                 bootargs: config.bootargs.clone(),
@@ -315,6 +318,16 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
             );
         }
     }
+    // The runtime's identity digest of the disk; a recording has hashed it for its header.
+    let disk_sha256 = header
+        .as_ref()
+        .and_then(|header| {
+            header
+                .images
+                .iter()
+                .find(|image| image.role == ImageRole::Disk)
+        })
+        .map_or([0; 32], |image| image.sha256);
     let log = match (&args.record, header) {
         (Some(path), Some(header)) => Some(
             LogWriter::create(path, header)
@@ -337,16 +350,19 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
         net,
         clock: args.clock,
     };
-    let mut session = Session::new(machine, log, args.digest_every);
+    let mut replica = live::standalone(machine, disk_sha256, args.digest_every);
+    let mut recorder = Recorder::new(log, args.digest_every.is_some());
     let summary = live::run(
-        &mut session,
+        &mut replica,
         &mut world,
         &mut std::io::stdout().lock(),
+        &mut recorder,
         args.max_instructions,
-    )?;
-    let final_pc = session.machine.hart().pc();
-    session
-        .finish(&summary.ending)
+    )
+    .context("cannot write the record log or the console")?;
+    let final_pc = replica.machine().hart().pc();
+    recorder
+        .finish(summary.instructions, &summary.ending)
         .context("cannot finish the record log")?;
     if args.stats {
         print_stats(summary.instructions, summary.elapsed);

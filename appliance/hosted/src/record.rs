@@ -1,11 +1,13 @@
-//! Record logs: every nondeterministic input of a run with the instruction count where it
-//! entered, in a file that `understudy replay` re-executes.
+//! Record files: the replication stream of a run saved to a file, which `understudy replay`
+//! re-executes as a backup would.
 //!
 //! Layout: the 16-byte magic, then frames. A frame is a little-endian u32 length, that many
 //! bytes of a postcard-encoded `Frame`, and a 32-byte chain hash
 //! `SHA-256(previous chain || frame bytes)`, seeded with `SHA-256(magic)`. The first frame is
-//! the `Header`; the chain makes any truncation, corruption or reordering visible at the
-//! first damaged frame.
+//! the `Header` (the machine configuration and the images, to rebuild the starting state);
+//! then one `Frame::Entry` per `ft::LogEntry` the runtime recorded, in log order (the same
+//! postcard encoding as in a `Log` frame on the wire); then `Frame::End`. The chain makes any
+//! truncation, corruption or reordering visible at the first damaged frame.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -13,16 +15,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use understudy_machine::Input;
+use understudy_ft::wire::PROTOCOL_VERSION;
+use understudy_ft::{InstructionCount, LogEntry};
 
 use crate::disk::open_regular_file;
 
 pub const LOG_MAGIC: &[u8; 16] = b"understudy-log\n\0";
-/// Bumped on any change to `Frame` or `Header` that old readers cannot decode.
-pub const LOG_VERSION: u32 = 1;
+/// Bumped on any change to `Frame` or `Header` that old readers cannot decode. (Version 1
+/// logged machine inputs of its own kind; version 2 logs the replication stream.)
+pub const LOG_VERSION: u32 = 2;
 /// No frame is larger: a length beyond it means a damaged file, not a huge frame.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 const CHAIN_BYTES: usize = 32;
+/// The encoding of the entries: the `ft` protocol's (`Header::entries_version`).
+pub const ENTRIES_VERSION: u8 = PROTOCOL_VERSION;
 
 /// Which image of the run a file was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +51,8 @@ pub struct ImageRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub version: u32,
+    /// The `ft` protocol version whose `LogEntry` encoding the entries use.
+    pub entries_version: u8,
     pub memory_bytes: u64,
     pub instructions_per_tick: u64,
     pub bootargs: String,
@@ -64,19 +72,11 @@ pub enum RecordedEnding {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     Header(Header),
-    /// `input` entered the machine when `at` instructions had retired.
-    Input {
-        at: u64,
-        input: Input,
-    },
-    /// The state digest at `at`, for replay to compare.
-    Digest {
-        at: u64,
-        digest: [u8; 32],
-    },
-    /// The run ended at `at`.
+    /// One entry of the replication log, as the runtime recorded it.
+    Entry(LogEntry),
+    /// The run ended at `at`: nothing follows, and replay must reach the same end.
     End {
-        at: u64,
+        at: InstructionCount,
         ending: RecordedEnding,
     },
 }
@@ -90,6 +90,8 @@ pub enum LogError {
     BadMagic,
     #[error("log version {found} is not supported (this build reads version {LOG_VERSION})")]
     UnsupportedVersion { found: u32 },
+    #[error("log entries of protocol version {found} are not supported (this build reads version {PROTOCOL_VERSION})")]
+    UnsupportedEntries { found: u8 },
     #[error("log is truncated in frame {frame} at byte {offset}")]
     Truncated { frame: u64, offset: u64 },
     #[error("log is corrupt at frame {frame} (byte {offset}): {what}")]
@@ -172,11 +174,23 @@ impl LogReader {
             offset: LOG_MAGIC.len() as u64,
             header: placeholder_header(),
         };
-        match reader.next_frame()? {
-            Some(Frame::Header(header)) => {
-                if header.version != LOG_VERSION {
-                    return Err(LogError::UnsupportedVersion {
-                        found: header.version,
+        let Some((bytes, frame, offset)) = reader.next_bytes()? else {
+            return Err(LogError::NoHeader);
+        };
+        // The variant and the version lead the header, whatever the version: read them first,
+        // so a log of another version is named as such rather than as undecodable.
+        match postcard::take_from_bytes::<(u32, u32)>(&bytes) {
+            Ok(((0, version), _)) if version != LOG_VERSION => {
+                return Err(LogError::UnsupportedVersion { found: version })
+            }
+            Ok(((0, _), _)) => {}
+            _ => return Err(LogError::NoHeader),
+        }
+        match decode(&bytes, frame, offset)? {
+            Frame::Header(header) => {
+                if header.entries_version != ENTRIES_VERSION {
+                    return Err(LogError::UnsupportedEntries {
+                        found: header.entries_version,
                     });
                 }
                 reader.header = header;
@@ -188,6 +202,14 @@ impl LogReader {
 
     /// The next frame, `None` at a clean end of file.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, LogError> {
+        match self.next_bytes()? {
+            Some((bytes, frame, offset)) => decode(&bytes, frame, offset).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame's bytes, chain checked, with its number and offset.
+    fn next_bytes(&mut self) -> Result<Option<(Vec<u8>, u64, u64)>, LogError> {
         let (frame, offset) = (self.frame, self.offset);
         let mut length = [0u8; 4];
         match read_full(&mut self.input, &mut length)? {
@@ -218,21 +240,25 @@ impl LogReader {
                 what: "chain hash mismatch",
             });
         }
-        let decoded: Frame = postcard::from_bytes(&bytes).map_err(|_| LogError::Corrupt {
-            frame,
-            offset,
-            what: "undecodable frame",
-        })?;
         self.chain = chain;
         self.frame += 1;
         self.offset += 4 + u64::from(length) + CHAIN_BYTES as u64;
-        Ok(Some(decoded))
+        Ok(Some((bytes, frame, offset)))
     }
+}
+
+fn decode(bytes: &[u8], frame: u64, offset: u64) -> Result<Frame, LogError> {
+    postcard::from_bytes(bytes).map_err(|_| LogError::Corrupt {
+        frame,
+        offset,
+        what: "undecodable frame",
+    })
 }
 
 fn placeholder_header() -> Header {
     Header {
         version: LOG_VERSION,
+        entries_version: ENTRIES_VERSION,
         memory_bytes: 0,
         instructions_per_tick: 0,
         bootargs: String::new(),
@@ -281,6 +307,17 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use understudy_ft::{DeviceId, Record};
+
+    fn console_byte(at: u64, byte: u8) -> Frame {
+        Frame::Entry(LogEntry {
+            at: InstructionCount(at),
+            record: Record::DeviceInput {
+                device: DeviceId(1),
+                bytes: vec![byte],
+            },
+        })
+    }
 
     fn sample(dir: &Path) -> PathBuf {
         let path = dir.join("run.log");
@@ -291,15 +328,12 @@ mod tests {
         let mut writer = LogWriter::create(&path, header).unwrap();
         for i in 0..10u64 {
             writer
-                .append(&Frame::Input {
-                    at: i * 100,
-                    input: Input::ConsoleByte(b'a' + i as u8),
-                })
+                .append(&console_byte(i * 100, b'a' + i as u8))
                 .unwrap();
         }
         writer
             .append(&Frame::End {
-                at: 1000,
+                at: InstructionCount(1000),
                 ending: RecordedEnding::PowerOff { code: 0 },
             })
             .unwrap();
@@ -330,13 +364,21 @@ mod tests {
         assert_eq!(reader.header.bootargs, "console=ttyS0");
         let frames = read_all(&path).unwrap();
         assert_eq!(frames.len(), 11);
-        assert_eq!(
-            frames[3],
-            Frame::Input {
-                at: 300,
-                input: Input::ConsoleByte(b'd')
-            }
-        );
+        assert_eq!(frames[3], console_byte(300, b'd'));
+    }
+
+    #[test]
+    fn a_log_of_another_version_is_named_as_such() {
+        let path = temp_dir("version").join("old.log");
+        let header = Header {
+            version: 1,
+            ..placeholder_header()
+        };
+        LogWriter::create(&path, header).unwrap().finish().unwrap();
+        assert!(matches!(
+            LogReader::open(&path),
+            Err(LogError::UnsupportedVersion { found: 1 })
+        ));
     }
 
     #[test]
