@@ -548,6 +548,11 @@ impl Node {
         self.acked
     }
 
+    /// The instruction count of the highest acknowledged entry (primary side).
+    pub fn acknowledged_at(&self) -> InstructionCount {
+        self.acked_at
+    }
+
     /// Counters since start.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -163,6 +163,11 @@ pub struct Status {
     pub entries: u64,
     /// Digests compared with the primary's and found equal (backup).
     pub digests_matched: u64,
+    /// Instructions of lag: a primary's executed past what the backup acknowledged, a
+    /// backup's still to execute up to its horizon.
+    pub lag_instructions: u64,
+    /// When the arbiter was last heard (it answers every report).
+    pub arbiter_heard_at: Option<Instant>,
     /// Protocol counters.
     pub counters: Counters,
 }
@@ -811,6 +816,16 @@ impl Replica {
             outputs_held: self.outputs_submitted.saturating_sub(self.outputs_released),
             entries: self.entries,
             digests_matched: self.digests_matched,
+            lag_instructions: match self.node.role() {
+                RoleKind::Primary | RoleKind::ClaimingAsPrimary => {
+                    self.at().since(self.node.acknowledged_at())
+                }
+                RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive => {
+                    self.node.horizon().since(self.at())
+                }
+                _ => 0,
+            },
+            arbiter_heard_at: self.node.arbiter_heard_at(),
             counters,
         }
     }

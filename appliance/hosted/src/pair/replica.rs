@@ -47,6 +47,9 @@ const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
 const PENDING_FRAMES_MAX: usize = 1024;
 /// Entropy goes to the guest in pieces of at most this size.
 const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
+/// An arbiter unheard for this long counts as unreachable (it answers a report sent every
+/// peer timeout, 1 s by default).
+const ARBITER_SILENCE_MAX_S: f64 = 3.5;
 /// The status file is rewritten this often.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// The log channel's socket receive buffer (the kernel caps it at `net.core.rmem_max`).
@@ -166,6 +169,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         guest_ipv4: None,
         log_bytes_sent: 0,
         last_status: None,
+        last_instructions: None,
         last_failover: None,
         paired_at: None,
         stdout: std::io::stdout(),
@@ -298,6 +302,7 @@ struct Driver {
     guest_ipv4: Option<[u8; 4]>,
     log_bytes_sent: u64,
     last_status: Option<(WallInstant, u64)>,
+    last_instructions: Option<(WallInstant, u64)>,
     last_failover: Option<SystemTime>,
     paired_at: Option<WallInstant>,
     stdout: std::io::Stdout,
@@ -583,6 +588,7 @@ impl Driver {
     fn write_status(&mut self, replica: &Replica, now: Instant, force: bool) -> Result<()> {
         let wall = WallInstant::now();
         let previous = self.last_status;
+        let previous_instructions = self.last_instructions;
         if !force && previous.is_some_and(|(at, _)| wall.duration_since(at) < STATUS_INTERVAL) {
             return Ok(());
         }
@@ -592,7 +598,19 @@ impl Driver {
         });
         self.last_status = Some((wall, self.log_bytes_sent));
         let status: Status = replica.status();
-        let _ = now;
+        let instructions_per_second = previous_instructions.map_or(0.0, |(at, count)| {
+            let seconds = wall.duration_since(at).as_secs_f64().max(1e-3);
+            status.instructions.saturating_sub(count) as f64 / seconds
+        });
+        self.last_instructions = Some((wall, status.instructions));
+        let arbiter_silent_s = status
+            .arbiter_heard_at
+            .map(|at| now.0.saturating_sub(at.0) as f64 / 1e6);
+        // Reports go out every peer timeout: three missed answers mean it is gone.
+        let arbiter_reachable = arbiter_silent_s.is_some_and(|s| s < ARBITER_SILENCE_MAX_S);
+        let failover_available = arbiter_reachable
+            && replica.node().peer_heard()
+            && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
         self.state.write_status(&StatusReport {
             status,
             peer_heard: replica.node().peer_heard(),
@@ -602,6 +620,12 @@ impl Driver {
             frames_dropped: self.frames_dropped,
             last_failover: self.last_failover,
             protected_since: self.paired_at.map(|at| wall.duration_since(at)),
+            instructions_per_second,
+            instructions_per_guest_ms: (MachineConfig::default().instructions_per_tick
+                * TIMEBASE_HZ) as f64
+                / 1e3,
+            arbiter_silent_s,
+            failover_available,
         })
     }
 }

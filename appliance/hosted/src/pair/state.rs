@@ -28,6 +28,15 @@ pub struct StatusReport {
     pub frames_dropped: u64,
     pub last_failover: Option<SystemTime>,
     pub protected_since: Option<Duration>,
+    /// Instructions per second of this machine over the last status interval (converts
+    /// instruction lag to time).
+    pub instructions_per_second: f64,
+    /// Guest instructions per millisecond of guest time (the machine's clock rate).
+    pub instructions_per_guest_ms: f64,
+    /// Seconds since the arbiter was last heard (None: never).
+    pub arbiter_silent_s: Option<f64>,
+    /// The arbiter was heard recently and the partner is there: a failure could be handled.
+    pub failover_available: bool,
 }
 
 impl StateDir {
@@ -128,6 +137,19 @@ impl StateDir {
             status.counters.retransmissions,
             report.frames_dropped,
         );
+        // Lag in the guest's own time: what its clock moves while it executes that many
+        // instructions (time advances are log entries, counted in `lag_entries`).
+        let lag_guest_ms = status.lag_instructions as f64 / report.instructions_per_guest_ms;
+        text.push_str(&format!(
+            "lag_instructions={}\nlag_guest_ms={lag_guest_ms:.1}\nmips={:.1}\nfailover_available={}\n",
+            status.lag_instructions,
+            report.instructions_per_second / 1e6,
+            report.failover_available
+        ));
+        match report.arbiter_silent_s {
+            Some(seconds) => text.push_str(&format!("arbiter_silent_s={seconds:.1}\n")),
+            None => text.push_str("arbiter_silent_s=never-heard\n"),
+        }
         if let Some(at) = report.last_failover {
             let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
             text.push_str(&format!("last_failover_unix_ms={ms}\n"));
