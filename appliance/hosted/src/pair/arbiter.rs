@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use understudy_ft::{Arbiter, ArbiterConfig, ArbiterRecord, Incarnation, Key, Limits, NodeId};
+use understudy_ft::{Arbiter, ArbiterConfig, ArbiterRecord, Incarnation, Key, NodeId};
 
 use super::config::{ArbiterKeys, PairConfig};
 use super::replica::{arbiter_address, ARBITER_ID, BACKUP_ID, PRIMARY_ID};
@@ -56,7 +56,7 @@ pub fn run(config: &PairConfig, init: bool) -> Result<()> {
             me: ARBITER_ID,
             replicas: [PRIMARY_ID, BACKUP_ID],
             keys: [Key(primary), Key(backup)],
-            limits: Limits::default(),
+            limits: config.limits.clone(),
             incarnation: Incarnation(state.next_incarnation()?),
         },
         stored,

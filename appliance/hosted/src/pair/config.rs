@@ -5,10 +5,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use understudy_boot_config::{self as boot, ChannelKey, DiskMode, Role};
+use understudy_ft::{Duration, Limits};
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 8] = [
+const HOSTED_KEYS: [&str; 9] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
@@ -17,7 +18,11 @@ const HOSTED_KEYS: [&str; 8] = [
     "arbiter_key",
     "arbiter_key_primary",
     "arbiter_key_backup",
+    "peer_timeout_ms",
 ];
+/// The shortest peer timeout a config may ask for: below it, a busy host's scheduling delays
+/// alone would look like a failure.
+pub const PEER_TIMEOUT_MS_MIN: u64 = 100;
 
 /// A validated hosted config.
 #[derive(Clone, Debug)]
@@ -32,6 +37,8 @@ pub struct PairConfig {
     pub service_net: Option<String>,
     /// Replicas: the key shared with the arbiter. Arbiter: the primary's and the backup's.
     pub arbiter_keys: ArbiterKeys,
+    /// The protocol's limits and timeouts (`peer_timeout_ms` scales the timers).
+    pub limits: Limits,
 }
 
 /// The guest files of a replica.
@@ -140,6 +147,19 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             return Err(format!("service_net {spec:?}: use tap:IFNAME"));
         }
     }
+    let limits = match value("peer_timeout_ms") {
+        None => Limits::default(),
+        Some((line, text)) => {
+            let ms: u64 = text
+                .parse()
+                .ok()
+                .filter(|ms| *ms >= PEER_TIMEOUT_MS_MIN)
+                .ok_or_else(|| {
+                    format!("line {line}: peer_timeout_ms must be a number of milliseconds, at least {PEER_TIMEOUT_MS_MIN}")
+                })?;
+            scaled_limits(ms)
+        }
+    };
     let replica_key = key_of("arbiter_key")?;
     let primary_key = key_of("arbiter_key_primary")?;
     let backup_key = key_of("arbiter_key_backup")?;
@@ -180,7 +200,23 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
         guest,
         service_net,
         arbiter_keys,
+        limits,
     })
+}
+
+/// The default limits with every timer scaled to a peer timeout of `ms` (the defaults' ratios:
+/// heartbeats at a tenth, retransmission and claim retries at a fifth, acknowledgement
+/// progress at twice).
+pub fn scaled_limits(ms: u64) -> Limits {
+    let limits = Limits::default();
+    Limits {
+        peer_timeout: Duration::from_millis(ms),
+        heartbeat_interval: Duration::from_millis((ms / 10).max(1)),
+        retransmit_timeout: Duration::from_millis((ms / 5).max(1)),
+        claim_retry_interval: Duration::from_millis((ms / 5).max(1)),
+        ack_progress_timeout: Duration::from_millis(ms * 2),
+        ..limits
+    }
 }
 
 fn parse_key(text: &str) -> Option<[u8; 32]> {
@@ -234,7 +270,7 @@ mod tests {
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
              disk, channel_key, guest_memory_mib, guest_cmdline, guest_kernel, guest_initrd, \
              guest_disk, service_net, state_dir, arbiter_key, arbiter_key_primary, \
-             arbiter_key_backup"
+             arbiter_key_backup, peer_timeout_ms"
         );
     }
 
@@ -280,5 +316,23 @@ mod tests {
             assert_eq!(config.boot.role, role);
             assert_eq!(config.boot.disk, DiskMode::Separate);
         }
+    }
+
+    #[test]
+    fn peer_timeout_scales_every_timer_and_stays_valid() {
+        let text = format!("{BASE}peer_timeout_ms = 300\n");
+        let config = parse(&text, Path::new("."), None).unwrap();
+        assert_eq!(config.limits.peer_timeout, Duration::from_millis(300));
+        assert_eq!(config.limits.heartbeat_interval, Duration::from_millis(30));
+        assert_eq!(
+            config.limits.ack_progress_timeout,
+            Duration::from_millis(600)
+        );
+        assert_eq!(config.limits.validate(), Ok(()));
+        let text = format!("{BASE}peer_timeout_ms = 50\n");
+        assert_eq!(
+            parse(&text, Path::new("."), None).unwrap_err(),
+            "line 10: peer_timeout_ms must be a number of milliseconds, at least 100"
+        );
     }
 }

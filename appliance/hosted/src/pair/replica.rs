@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use understudy_boot_config::{Role, SocketAddress};
 use understudy_ft::node::HaltReason;
 use understudy_ft::{
-    Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
+    Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
 };
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
@@ -47,9 +47,8 @@ const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
 const PENDING_FRAMES_MAX: usize = 1024;
 /// Entropy goes to the guest in pieces of at most this size.
 const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
-/// An arbiter unheard for this long counts as unreachable (it answers a report sent every
-/// peer timeout, 1 s by default).
-const ARBITER_SILENCE_MAX_S: f64 = 3.5;
+/// An arbiter unheard for this many report intervals (peer timeouts) counts as unreachable.
+const ARBITER_SILENCE_MAX_REPORTS: f64 = 3.5;
 /// The status file is rewritten this often.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// The log channel's socket receive buffer (the kernel caps it at `net.core.rmem_max`).
@@ -135,7 +134,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         arbiter: ARBITER_ID,
         channel_key: channel_key(&config.boot.channel_key),
         arbiter_key: Key(arbiter_key),
-        limits: Limits::default(),
+        limits: config.limits.clone(),
         incarnation: Incarnation(incarnation),
     };
     let clock = WallInstant::now();
@@ -170,6 +169,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         log_bytes_sent: 0,
         last_status: None,
         last_instructions: None,
+        peer_timeout_s: config.limits.peer_timeout.as_millis() as f64 / 1e3,
         last_failover: None,
         paired_at: None,
         stdout: std::io::stdout(),
@@ -303,6 +303,7 @@ struct Driver {
     log_bytes_sent: u64,
     last_status: Option<(WallInstant, u64)>,
     last_instructions: Option<(WallInstant, u64)>,
+    peer_timeout_s: f64,
     last_failover: Option<SystemTime>,
     paired_at: Option<WallInstant>,
     stdout: std::io::Stdout,
@@ -607,7 +608,8 @@ impl Driver {
             .arbiter_heard_at
             .map(|at| now.0.saturating_sub(at.0) as f64 / 1e6);
         // Reports go out every peer timeout: three missed answers mean it is gone.
-        let arbiter_reachable = arbiter_silent_s.is_some_and(|s| s < ARBITER_SILENCE_MAX_S);
+        let silence_max_s = ARBITER_SILENCE_MAX_REPORTS * self.peer_timeout_s;
+        let arbiter_reachable = arbiter_silent_s.is_some_and(|s| s < silence_max_s);
         let failover_available = arbiter_reachable
             && replica.node().peer_heard()
             && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
