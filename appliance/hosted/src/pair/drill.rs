@@ -348,7 +348,9 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
     Ok(())
 }
 
-fn make_network() -> Result<()> {
+/// Makes the drill's network in the current network namespace: `lo` up, the bridge with the
+/// client address and the two replicas' TAPs on it.
+pub fn make_network() -> Result<()> {
     ip(&["link", "set", "lo", "up"])?;
     ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     ip(&["addr", "add", CLIENT_CIDR, "dev", BRIDGE])?;
@@ -407,27 +409,10 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     make_network()?;
-    write_configs(options)?;
-    let mut trio = Trio {
-        exe: std::env::current_exe()?,
-        work_dir: dir.clone(),
-        arbiter: None,
-        primary: None,
-        backup: None,
-    };
-    trio.arbiter = Some(trio.spawn("arbiter", &["--init"])?);
-    trio.backup = Some(trio.spawn("backup", &[])?);
-    trio.primary = Some(trio.spawn("primary", &[])?);
+    let mut trio = start_trio(&std::env::current_exe()?, options)?;
     say("primary, backup and arbiter started; waiting for the guest's services");
     let boot = Instant::now();
-    let service = SocketAddr::from((
-        GUEST_IP,
-        if options.guest.redis {
-            REDIS_PORT
-        } else {
-            HTTP_PORT
-        },
-    ));
+    let service = service_address(&options.guest);
     let mut client = Client::connect(service, options.guest.redis, READY_TIMEOUT, &mut trio)?;
     say(&format!(
         "guest answers after {:.1} s",
@@ -510,6 +495,81 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     summarize(options.fault, &report);
     print!("{}", report.lines());
     Ok(report)
+}
+
+/// The guest's service the client talks to: redis on the trixie guest, httpd otherwise.
+fn service_address(guest: &DrillGuest) -> SocketAddr {
+    SocketAddr::from((GUEST_IP, if guest.redis { REDIS_PORT } else { HTTP_PORT }))
+}
+
+/// Writes the configs into the (existing) work directory and starts arbiter, backup and
+/// primary from `exe` (an `understudy` binary) in the current network namespace.
+fn start_trio(exe: &Path, options: &DrillOptions) -> Result<Trio> {
+    write_configs(options)?;
+    let mut trio = Trio {
+        exe: exe.to_owned(),
+        work_dir: options.work_dir.clone(),
+        arbiter: None,
+        primary: None,
+        backup: None,
+    };
+    trio.arbiter = Some(trio.spawn("arbiter", &["--init"])?);
+    trio.backup = Some(trio.spawn("backup", &[])?);
+    trio.primary = Some(trio.spawn("primary", &[])?);
+    Ok(trio)
+}
+
+/// A running pair, as a measurement sees it.
+pub struct Pair {
+    trio: Trio,
+    service: SocketAddr,
+}
+
+impl Pair {
+    /// The guest's service address (redis or httpd) on the bridge.
+    pub fn service(&self) -> SocketAddr {
+        self.service
+    }
+
+    /// A number from a replica's status file (`role` is "primary" or "backup"); 0 when the
+    /// file or the key is missing.
+    pub fn status_number(&self, role: &str, key: &str) -> f64 {
+        self.trio.status_number(role, key)
+    }
+
+    /// The process id of "primary", "backup" or "arbiter" (None once it was stopped).
+    pub fn pid(&self, role: &str) -> Option<u32> {
+        let child = match role {
+            "primary" => &self.trio.primary,
+            "backup" => &self.trio.backup,
+            "arbiter" => &self.trio.arbiter,
+            _ => return None,
+        };
+        child.as_ref().map(Child::id)
+    }
+}
+
+/// Starts primary, backup and arbiter from `exe` in the current network namespace, which the
+/// caller made with [`make_network`]; waits until the guest's service answers (the fault
+/// field of `options` is unused), runs `body` and stops the three whatever it returned.
+pub fn with_pair<T>(
+    exe: &Path,
+    options: &DrillOptions,
+    body: impl FnOnce(&Pair) -> Result<T>,
+) -> Result<T> {
+    let dir = &options.work_dir;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut trio = start_trio(exe, options)?;
+    let service = service_address(&options.guest);
+    drop(Client::connect(
+        service,
+        options.guest.redis,
+        READY_TIMEOUT,
+        &mut trio,
+    )?);
+    let pair = Pair { trio, service };
+    body(&pair)
 }
 
 /// What a user wants to know after a drill, in words.
