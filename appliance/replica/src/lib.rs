@@ -467,16 +467,21 @@ impl Replica {
             return Step::Throttled;
         }
         // `Machine::run` returns early at device accesses; keep going to the end of the slice
-        // so one horizon covers it.
+        // (one horizon covers it), but stop at the first output: it waits for the backup's
+        // acknowledgement, and every instruction run before it is logged adds to its latency.
         let target = at.0 + budget;
         let mut exit = Exit::BudgetExhausted;
         while self.machine.instret().0 < target && exit == Exit::BudgetExhausted {
             let here = self.machine.instret().0;
             exit = self.machine.run(target - here).1;
+            if self.take_live_outputs() {
+                break;
+            }
         }
         let executed = self.machine.instret().0 - at.0;
         let at = self.at();
-        self.collect_live_outputs(now);
+        self.take_live_outputs();
+        self.flush_unlogged(now);
         if at.0 == self.next_digest && self.unlogged.is_empty() {
             let digest = self.machine.digest();
             // Refused only by flow control; the backup then skips this checkpoint.
@@ -530,9 +535,11 @@ impl Replica {
         }
     }
 
-    /// Primary: takes the guest's outputs from the machine and submits them, console first,
-    /// then frames in transmit order (the backup matches them in the same order).
-    fn collect_live_outputs(&mut self, now: Instant) {
+    /// Primary: moves the guest's outputs into `unlogged` (submitted by `flush_unlogged`),
+    /// console first, then frames in transmit order (the backup matches each device's outputs
+    /// in order); true when there were any.
+    fn take_live_outputs(&mut self) -> bool {
+        let before = self.unlogged.len();
         let console = self.machine.take_console_output();
         if !console.is_empty() {
             self.unlogged.push_back(PendingOutput {
@@ -546,7 +553,7 @@ impl Replica {
                 payload: frame,
             });
         }
-        self.flush_unlogged(now);
+        self.unlogged.len() > before
     }
 
     fn flush_unlogged(&mut self, now: Instant) {

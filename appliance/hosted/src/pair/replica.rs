@@ -319,6 +319,10 @@ impl Driver {
             replica.handle_timeout(now);
         }
         self.handle_events(replica)?;
+        // What the frames just received allow goes out before the next run slice, which may
+        // take milliseconds: a backup's acknowledgement, a primary's released outputs.
+        self.send_outputs(replica, now)?;
+        self.send_datagrams(replica, now);
         if replica.is_live() && replica.is_paired() {
             self.feed(replica, now);
         }
