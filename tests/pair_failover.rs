@@ -1,7 +1,8 @@
 //! Failover with real parts: `understudy drill` runs primary, backup and arbiter as three
 //! `understudy run` processes in a network namespace of their own, the guest's service NIC on
 //! a TAP per machine on one bridge, a client at 10.0.2.1, and injects a fault. The report's
-//! figures are what the client saw and what the processes and the bridge say afterwards.
+//! figures are what the client saw and what the processes and the bridge say afterwards. Besides
+//! the request load, one HTTP download is held open, half read, across the fault.
 //!
 //! Needs root (namespaces, TAP devices, nftables) and the guest artifacts (`guest/build`).
 use std::process::Command;
@@ -13,6 +14,8 @@ use understudy::pair::drill::{parse_report, Report};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const BEFORE: u64 = 200;
+/// The guest's `/numbers.txt`, downloaded over one HTTP connection held open across the fault.
+const PAGE_BYTES: usize = 1_988_895;
 const AFTER: u64 = 200;
 
 fn drill(name: &str, guest: &str, fault: &str) -> Report {
@@ -56,6 +59,12 @@ fn redis_clients_keep_their_connection_and_every_write_when_the_primary_is_kille
     assert_eq!(report.backup_role, "solo primary", "{}", report.lines());
     assert_eq!(report.backup_epoch, 2, "{}", report.lines());
     assert_eq!(report.guest_mac_port, "us-backup", "{}", report.lines());
+    assert_eq!(
+        report.download_bytes,
+        Some(PAGE_BYTES),
+        "{}",
+        report.lines()
+    );
     // The old primary, restarted, learns epoch 2 exists and halts: status 3, serving nothing.
     assert_eq!(report.restarted_primary_exit, Some(3), "{}", report.lines());
 }
@@ -74,6 +83,12 @@ fn the_primary_serves_alone_when_the_backup_is_killed() {
     assert_eq!(report.primary_epoch, 2, "{}", report.lines());
     assert_eq!(report.primary_exit, None, "{}", report.lines());
     assert_eq!(report.guest_mac_port, "us-primary", "{}", report.lines());
+    assert_eq!(
+        report.download_bytes,
+        Some(PAGE_BYTES),
+        "{}",
+        report.lines()
+    );
 }
 
 #[test]
@@ -86,6 +101,7 @@ fn nobody_goes_live_without_the_arbiter() {
     assert_eq!(report.backup_exit, None, "{}", report.lines());
     // No port carries the guest's MAC: the primary's TAP is gone and nobody announced it.
     assert_eq!(report.guest_mac_port, "none", "{}", report.lines());
+    assert_eq!(report.download_bytes, None, "{}", report.lines());
 }
 
 #[test]
@@ -118,4 +134,10 @@ fn a_cut_log_link_leaves_exactly_one_primary() {
     assert_eq!(winners[0].2, None, "{}", report.lines());
     assert_eq!(losers[0].2, Some(3), "{}", report.lines());
     assert_eq!(report.guest_mac_port, winners[0].3, "{}", report.lines());
+    assert_eq!(
+        report.download_bytes,
+        Some(PAGE_BYTES),
+        "{}",
+        report.lines()
+    );
 }

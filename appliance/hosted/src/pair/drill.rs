@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use super::download::SlowDownload;
 use super::replica::GUEST_MAC;
 
 /// The environment variable that marks the re-executed drill inside its namespace.
@@ -97,6 +98,9 @@ pub struct Report {
     pub guest_mac_port: String,
     /// The exit status of the old primary restarted after the fault (kill-primary only).
     pub restarted_primary_exit: Option<i32>,
+    /// Bytes of the page downloaded over one HTTP connection held open across the fault,
+    /// when it arrived intact (None: no download, or it broke).
+    pub download_bytes: Option<usize>,
 }
 
 impl Report {
@@ -107,7 +111,8 @@ impl Report {
             "requests_acknowledged={}\nacknowledged_writes_lost={}\nwrites_applied_twice={}\n\
              reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
-             primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n",
+             primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
+             download_bytes={}\n",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -125,6 +130,8 @@ impl Report {
             self.guest_mac_port,
             self.restarted_primary_exit
                 .map_or("not-restarted".to_owned(), |v| v.to_string()),
+            self.download_bytes
+                .map_or("none".to_owned(), |v| v.to_string()),
         )
     }
 }
@@ -203,6 +210,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         backup_exit: exit("backup_exit")?,
         guest_mac_port: value("guest_mac_port")?,
         restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
+        download_bytes: value("download_bytes")?.parse().ok(),
     })
 }
 
@@ -420,6 +428,15 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     ));
 
     let mut report = Report::default();
+    let expect_service = !matches!(options.fault, Fault::KillArbiterThenPrimary);
+    // One HTTP connection, half read, stays open across the fault.
+    let download = if expect_service {
+        Some(SlowDownload::start(SocketAddr::from((
+            GUEST_IP, HTTP_PORT,
+        )))?)
+    } else {
+        None
+    };
     client.load(options.requests_before)?;
     report.log_mbit_s = trio.status_number("primary", "log_bytes_sent") * 8.0
         / trio.status_number("primary", "running_s").max(1e-3)
@@ -444,7 +461,6 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             cut_link()?;
         }
     }
-    let expect_service = !matches!(options.fault, Fault::KillArbiterThenPrimary);
     if expect_service {
         client.answer_after = Some(fault_time);
         client.load(options.requests_after)?;
@@ -454,6 +470,12 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             report.answer_after_fault_s.unwrap_or(f64::NAN)
         ));
         client.verify()?;
+        if let Some(download) = download {
+            match download.finish() {
+                Ok(bytes) => report.download_bytes = Some(bytes),
+                Err(error) => say(&format!("the held HTTP download failed: {error:#}")),
+            }
+        }
     } else {
         // Nobody may go live: the client's next request stays unanswered.
         client
