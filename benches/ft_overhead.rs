@@ -405,6 +405,7 @@ fn measure_replicated(guest: &DrillGuest, work_dir: &Path) -> Result<Side> {
         namespace: NAMESPACE.to_owned(),
         requests_before: 0,
         requests_after: 0,
+        peer_timeout_ms: drill::DRILL_PEER_TIMEOUT_MS,
     };
     say("replicated: primary, backup and arbiter (understudy run --config, as the drill writes them)");
     let started = Instant::now();

@@ -149,6 +149,9 @@ struct DrillArgs {
     /// The network namespace's name.
     #[arg(long, default_value = "understudy-drill")]
     namespace: String,
+    /// The replicas' peer timeout in milliseconds.
+    #[arg(long, default_value_t = pair::drill::DRILL_PEER_TIMEOUT_MS)]
+    peer_timeout_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -452,6 +455,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         requests_before: args.requests_before,
         requests_after: args.requests_after,
+        peer_timeout_ms: args.peer_timeout_ms,
     };
     let inside: Vec<String> = std::env::args().skip(1).collect();
     pair::drill::run(&options, &inside)?;
@@ -469,6 +473,7 @@ fn soak(args: SoakArgs) -> Result<ExitCode> {
         namespace: "understudy-soak".to_owned(),
         requests_before: args.requests_before,
         requests_after: args.requests_after,
+        peer_timeout_ms: pair::drill::DRILL_PEER_TIMEOUT_MS,
     };
     let inside = |fault: Fault| -> Vec<String> {
         let fault = clap::ValueEnum::to_possible_value(&fault)

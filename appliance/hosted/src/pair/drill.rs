@@ -14,6 +14,10 @@ use anyhow::{bail, ensure, Context, Result};
 use super::download::SlowDownload;
 use super::replica::GUEST_MAC;
 
+/// The drills' peer timeout: three heartbeats of 30 ms missed declare a replica dead, so the
+/// backup goes live before a client's second TCP retransmission (about 0.6 s after the first
+/// lost segment). The protocol's default (1 s) suits links between machines.
+pub const DRILL_PEER_TIMEOUT_MS: u64 = 300;
 /// The environment variable that marks the re-executed drill inside its namespace.
 const INSIDE_ENV: &str = "UNDERSTUDY_DRILL_NETNS";
 /// Names inside the namespace.
@@ -67,6 +71,8 @@ pub struct DrillOptions {
     pub work_dir: PathBuf,
     /// The namespace's name.
     pub namespace: String,
+    /// The replicas' peer timeout (`peer_timeout_ms` in their configs).
+    pub peer_timeout_ms: u64,
     /// Acknowledged requests before the fault.
     pub requests_before: u64,
     /// Acknowledged requests after the fault (when the service should go on).
@@ -330,9 +336,10 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
     let channel_key = random_key().unwrap_or_else(|_| CHANNEL_KEY.to_owned());
     let common = format!(
         "primary = 127.0.0.1/8\nbackup = 127.0.0.2/8\narbiter = 127.0.0.3:7100\nport = 7000\n\
-         disk = separate\nchannel_key = {channel_key}\nguest_memory_mib = {}\n\
+         disk = separate\nchannel_key = {channel_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
          guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24\n\
          guest_kernel = {}\nguest_initrd = {}\n",
+        options.peer_timeout_ms,
         guest.memory_mib,
         guest.kernel.display(),
         guest.initrd.display()
