@@ -2,7 +2,7 @@
 //! busybox httpd, and the trixie guest serving `redis-benchmark`, are recorded with their
 //! network input, replayed from the log alone, and every state digest compared.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -70,16 +70,34 @@ fn record(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read both pipes while the guest runs: a boot prints more digest lines than a pipe
+    // holds, and a full pipe would stall the guest.
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     wait_for(&mut probe, &mut child);
     session();
     child.stdin.as_mut().unwrap().write_all(b"done\n").unwrap();
-    let output = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
     output
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).unwrap();
+        bytes
+    })
 }
 
 fn replay_matches(log: &Path, recorded: &Output) {
