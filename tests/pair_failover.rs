@@ -92,9 +92,22 @@ fn the_primary_serves_alone_when_the_backup_is_killed() {
 }
 
 #[test]
-fn nobody_goes_live_without_the_arbiter() {
+fn without_the_arbiter_the_pair_serves_on_but_nobody_goes_live_after_the_primary_dies() {
     let report = drill("no-arbiter", "minimal", "kill-arbiter-then-primary");
-    assert_eq!(report.requests_acknowledged, BEFORE, "{}", report.lines());
+    // Without the arbiter the pair served on (AFTER more requests), and both said a failover
+    // was unavailable.
+    assert_eq!(
+        report.requests_acknowledged,
+        BEFORE + AFTER,
+        "{}",
+        report.lines()
+    );
+    assert_eq!(
+        report.failover_available,
+        ["false", "false"],
+        "{}",
+        report.lines()
+    );
     assert_eq!(report.answer_after_fault_s, None, "{}", report.lines());
     assert_eq!(report.backup_role, "claiming backup", "{}", report.lines());
     assert_eq!(report.backup_epoch, 1, "{}", report.lines());

@@ -18,6 +18,12 @@ use super::replica::GUEST_MAC;
 /// backup goes live before a client's second TCP retransmission (about 0.6 s after the first
 /// lost segment). The protocol's default (1 s) suits links between machines.
 pub const DRILL_PEER_TIMEOUT_MS: u64 = 300;
+/// After the arbiter dies, the drill waits this many peer timeouts (and a status refresh)
+/// before it reads the replicas' status: they report to the arbiter every peer timeout and
+/// call it unreachable after 3.5 unanswered reports.
+const ARBITER_SILENCE_WAIT_PEER_TIMEOUTS: u64 = 5;
+/// A replica rewrites its status file at least this often.
+const STATUS_REFRESH: Duration = Duration::from_millis(300);
 /// The environment variable that marks the re-executed drill inside its namespace.
 const INSIDE_ENV: &str = "UNDERSTUDY_DRILL_NETNS";
 /// Names inside the namespace.
@@ -33,6 +39,8 @@ const HTTP_PORT: u16 = 80;
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 /// A request without an answer for this long counts as a lost connection.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the drill waits for an answer that must not come (nobody may go live).
+const NO_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// How long a process may take to stop by itself after a fault (a fenced replica halts).
 const HALT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keys the client increments (each INCR's answer is checked against its own count).
@@ -107,6 +115,9 @@ pub struct Report {
     /// Bytes of the page downloaded over one HTTP connection held open across the fault,
     /// when it arrived intact (None: no download, or it broke).
     pub download_bytes: Option<usize>,
+    /// What the primary's and the backup's status said of failover after the arbiter died
+    /// (kill-arbiter-then-primary only).
+    pub failover_available: [String; 2],
 }
 
 impl Report {
@@ -118,7 +129,7 @@ impl Report {
              reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
              primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
-             download_bytes={}\n",
+             download_bytes={}\nfailover_available_without_arbiter={}\n",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -138,6 +149,7 @@ impl Report {
                 .map_or("not-restarted".to_owned(), |v| v.to_string()),
             self.download_bytes
                 .map_or("none".to_owned(), |v| v.to_string()),
+            self.failover_available.join(","),
         )
     }
 }
@@ -217,6 +229,14 @@ pub fn parse_report(text: &str) -> Result<Report> {
         guest_mac_port: value("guest_mac_port")?,
         restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
         download_bytes: value("download_bytes")?.parse().ok(),
+        failover_available: {
+            let text = value("failover_available_without_arbiter")?;
+            let mut parts = text.splitn(2, ',').map(str::to_owned);
+            [
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            ]
+        },
     })
 }
 
@@ -273,6 +293,15 @@ impl Trio {
                 .to_owned()
         };
         (value("role"), value("epoch").parse().unwrap_or(0))
+    }
+
+    fn status_text(&self, role: &str, key: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or("")
+            .to_owned()
     }
 
     fn status_number(&self, role: &str, key: &str) -> f64 {
@@ -459,8 +488,19 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             kill(&mut trio.backup);
         }
         Fault::KillArbiterThenPrimary => {
-            say("SIGKILL to the arbiter, then to the primary");
+            say("SIGKILL to the arbiter");
             kill(&mut trio.arbiter);
+            // Without the arbiter the pair serves on, but says a failover is unavailable.
+            std::thread::sleep(
+                Duration::from_millis(ARBITER_SILENCE_WAIT_PEER_TIMEOUTS * options.peer_timeout_ms)
+                    + STATUS_REFRESH,
+            );
+            client.load(options.requests_after)?;
+            report.failover_available = [
+                trio.status_text("primary", "failover_available"),
+                trio.status_text("backup", "failover_available"),
+            ];
+            say("SIGKILL to the primary");
             kill(&mut trio.primary);
         }
         Fault::CutLink => {
@@ -485,9 +525,8 @@ fn inside(options: &DrillOptions) -> Result<Report> {
         }
     } else {
         // Nobody may go live: the client's next request stays unanswered.
-        client
-            .stream
-            .set_read_timeout(Some(Duration::from_secs(10)))?;
+        client.stream.set_read_timeout(Some(NO_ANSWER_WAIT))?;
+        client.answer_timeout = NO_ANSWER_WAIT;
         let answered = client.request_once().is_ok();
         report.answer_after_fault_s = answered.then(|| fault_time.elapsed().as_secs_f64());
     }
@@ -652,6 +691,8 @@ struct Client {
     reader: BufReader<TcpStream>,
     redis: bool,
     address: SocketAddr,
+    /// How long an HTTP request may wait to connect and for its answer.
+    answer_timeout: Duration,
     next: u64,
     counters: [u64; COUNTER_KEYS as usize],
     /// SET keys acknowledged.
@@ -714,6 +755,7 @@ impl Client {
             stream,
             redis,
             address,
+            answer_timeout: ANSWER_TIMEOUT,
             next: 0,
             counters: [0; COUNTER_KEYS as usize],
             sets: Vec::new(),
@@ -873,9 +915,9 @@ impl Client {
     /// One HTTP GET on a new connection (busybox httpd closes after each answer); a
     /// connection that cannot be made counts as a reconnect.
     fn http_get(&mut self) -> Result<Vec<u8>> {
-        let mut stream = TcpStream::connect_timeout(&self.address, ANSWER_TIMEOUT)
+        let mut stream = TcpStream::connect_timeout(&self.address, self.answer_timeout)
             .context("cannot connect to the guest's httpd")?;
-        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        stream.set_read_timeout(Some(self.answer_timeout))?;
         stream.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer)?;

@@ -49,8 +49,12 @@ pub fn check(fault: Fault, options: &DrillOptions, report: &Report) -> Result<()
                 "a replica went live without the arbiter:\n{lines}"
             );
             ensure!(
-                report.requests_acknowledged == options.requests_before,
-                "{lines}"
+                report.requests_acknowledged == options.requests_before + options.requests_after,
+                "the pair stopped serving when only the arbiter was gone:\n{lines}"
+            );
+            ensure!(
+                report.failover_available == ["false", "false"],
+                "a replica said a failover was available without the arbiter:\n{lines}"
             );
         }
         _ => {
