@@ -797,7 +797,7 @@ impl Node {
                 .held
                 .front()
                 .is_some_and(|output| output.position <= self.acked)
-            && !self.lease_until.is_some_and(|until| now < until);
+            && self.lease_until.is_none_or(|until| now >= until);
         if !blocked {
             self.release_blocked_since = None;
         } else if self.release_blocked_since.is_none() {

@@ -506,16 +506,15 @@ impl Replica {
         if self.node.role() == RoleKind::Primary
             && since_last > 0
             && (idle || since_last >= HORIZON_INTERVAL_INSTRUCTIONS)
+            && self.node.throttled(at).is_none()
         {
-            if self.node.throttled(at).is_none() {
-                let _ = self.record(
-                    now,
-                    LogEntry {
-                        at,
-                        record: Record::Horizon,
-                    },
-                );
-            }
+            let _ = self.record(
+                now,
+                LogEntry {
+                    at,
+                    record: Record::Horizon,
+                },
+            );
         }
         self.finish_slice(executed, exit)
     }

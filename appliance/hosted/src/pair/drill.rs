@@ -791,7 +791,7 @@ impl Client {
         }
         let index = self.next;
         self.next += 1;
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             let key = index / 2 % COUNTER_KEYS;
             let answer = self.command(&["INCR", &format!("understudy:counter:{key}")])?;
             let value: u64 = answer
