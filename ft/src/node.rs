@@ -558,6 +558,12 @@ impl Node {
         self.counters
     }
 
+    /// Backup: the last log position the primary said it had released (its outputs through
+    /// here are out of the machine and are not reissued at go-live).
+    pub fn primary_released_through(&self) -> LogSequence {
+        self.primary_released_through
+    }
+
     /// Backup: the instruction count up to which the runtime may execute: no input before it
     /// is missing.
     pub fn horizon(&self) -> InstructionCount {

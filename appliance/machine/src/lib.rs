@@ -515,6 +515,12 @@ impl Machine {
             .plug(0, Slot::Block(VirtioMmio::new(Block::new(backend, id))));
     }
 
+    /// The disk's backend, if a disk is attached (a runtime that installed its own backend
+    /// reaches it through `BlockBackend::as_any_mut`).
+    pub fn block_backend_mut(&mut self) -> Option<&mut dyn BlockBackend> {
+        Some(self.devices.virtio.block()?.device_mut().backend_mut())
+    }
+
     /// The frames the guest transmitted since the last call.
     pub fn take_transmitted(&mut self) -> Vec<Vec<u8>> {
         self.devices

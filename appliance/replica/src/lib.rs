@@ -22,6 +22,10 @@
 //!   acknowledged ([`Replica::is_paired`]).
 //! - **Go-live**: the node drains the log, then the runtime leaves replay and runs as a solo
 //!   primary; [`Event::AnnounceMac`] reaches the driver, which calls [`announce_frames`].
+//! - **Shared disk**: with a [`SharedDisk`] as the machine's disk backend, the guest's
+//!   writes are outputs of the [`DISK`] device (held by the output rule like any other, and
+//!   written to the one image by the driver once released, [`Replica::disk_written`]), and
+//!   the data its reads returned is logged, so the backup never reads the image.
 //! - **Standalone and recordings**: [`Replica::standalone`] runs the guest with no backup and
 //!   no arbiter (`understudy run-guest`) and hands every entry it records to the driver
 //!   ([`Replica::poll_recorded`]), which may save them: a record file is the replication
@@ -32,6 +36,7 @@
 extern crate alloc;
 
 pub mod announce;
+pub mod shared_disk;
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -46,11 +51,19 @@ use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{Exit, InjectError, Input, Machine};
 
 pub use announce::announce_frames;
+pub use shared_disk::{split_disk_payload, DiskMode, SharedDisk, DISK_OFFSET_BYTES};
 
 /// The guest's console (UART) as an `ft` device.
 pub const CONSOLE: DeviceId = DeviceId(1);
 /// The guest's network card (virtio-net) as an `ft` device.
 pub const NET: DeviceId = DeviceId(2);
+/// The guest's shared disk (virtio-blk over a [`SharedDisk`]): its outputs are writes, its
+/// inputs the data of reads; both carry the 8-byte little-endian byte offset, then the data.
+pub const DISK: DeviceId = DeviceId(3);
+
+/// Bytes a logged disk read spends on the entry around its data (count, record and device
+/// tags, length, offset), generously: read data is split into pieces that fit one log batch.
+const DISK_READ_ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// A primary that records nothing else tells the backup its progress (a `Horizon` entry) at
 /// least this often, in guest instructions.
@@ -179,6 +192,21 @@ struct PendingOutput {
     payload: Vec<u8>,
 }
 
+/// Something the primary must log before its machine runs again.
+#[derive(Debug)]
+enum Unlogged {
+    /// An output, logged (as a marker) at the count the machine is at when it is logged.
+    Output(PendingOutput),
+    /// Data a disk read returned, logged at the count where the `Machine::run` that read it
+    /// began: the machine carries out queued requests inside `run` (right after the access
+    /// that notified the queue), so a backup must hold the data before it starts the run that
+    /// reaches that access.
+    DiskRead {
+        at: InstructionCount,
+        bytes: Vec<u8>,
+    },
+}
+
 /// A machine and its replication node.
 pub struct Replica {
     machine: Machine,
@@ -189,9 +217,12 @@ pub struct Replica {
     next_digest: u64,
     /// Primary: outputs taken from the machine that flow control kept from being logged yet;
     /// the machine does not run until they are.
-    unlogged: VecDeque<PendingOutput>,
-    /// Backup: the guest's outputs, in the order the primary logs them, awaiting their marker.
+    unlogged: VecDeque<Unlogged>,
+    /// Backup: the guest's transmitted frames, in order, awaiting their marker.
     produced: VecDeque<PendingOutput>,
+    /// Backup: the guest's disk writes (`DISK` payloads), in order, awaiting their marker.
+    /// Matched per device: the primary's markers interleave devices by its own run slices.
+    disk_produced: VecDeque<Vec<u8>>,
     /// Backup: console bytes produced and not yet matched (console output is a byte stream).
     console_produced: VecDeque<u8>,
     /// The last entry recorded (primary) was at this count.
@@ -256,6 +287,7 @@ impl Replica {
             digest_every,
             unlogged: VecDeque::new(),
             produced: VecDeque::new(),
+            disk_produced: VecDeque::new(),
             console_produced: VecDeque::new(),
             last_recorded_at: None,
             mismatch: None,
@@ -266,6 +298,14 @@ impl Replica {
             digests_matched: 0,
             recorded: keep_recorded.then(VecDeque::new),
         };
+        let live = replica.is_live();
+        if let Some(disk) = replica.shared_disk() {
+            disk.set_mode(if live {
+                DiskMode::Live
+            } else {
+                DiskMode::Replaying
+            });
+        }
         if replica.is_live() {
             let machine_digest = replica.identity_machine_digest();
             for digest in [replica.identity.disk_sha256, machine_digest] {
@@ -314,6 +354,47 @@ impl Replica {
         match self.node.role() {
             RoleKind::Primary => self.node.acknowledged() >= IDENTITY_MACHINE,
             _ => true,
+        }
+    }
+
+    /// The machine's shared disk, if its disk is one.
+    fn shared_disk(&mut self) -> Option<&mut SharedDisk> {
+        self.machine
+            .block_backend_mut()?
+            .as_any_mut()?
+            .downcast_mut::<SharedDisk>()
+    }
+
+    /// The shared disk's mode and what it holds in memory, for tests and status.
+    pub fn shared_disk_state(&mut self) -> Option<(DiskMode, usize, usize)> {
+        let disk = self.shared_disk()?;
+        Some((
+            disk.mode(),
+            disk.overlay_sectors(),
+            disk.outstanding_writes(),
+        ))
+    }
+
+    /// Live: the driver wrote this released `DISK` output to the image (and will sync it
+    /// before it lets anything else out): the overlay may drop what the image now holds.
+    pub fn disk_written(&mut self, output: &ReleasedOutput) {
+        assert_eq!(
+            output.device, DISK,
+            "only disk outputs are written to the image"
+        );
+        let (offset, data) = split_disk_payload(&output.payload)
+            .expect("fail-stop: a disk output without its offset");
+        let len = data.len() as u64;
+        self.shared_disk()
+            .expect("fail-stop: a disk output from a machine without a shared disk")
+            .written(offset, len);
+    }
+
+    /// Backup: forgets the overlay's writes the primary released (and so wrote).
+    fn forget_released_disk_writes(&mut self) {
+        let through = self.node.primary_released_through();
+        if let Some(disk) = self.shared_disk() {
+            disk.forget_released(through);
         }
     }
 
@@ -429,6 +510,9 @@ impl Replica {
     /// to the log's horizon on a backup.
     pub fn run(&mut self, now: Instant, slice: u64) -> Step {
         if let Some(exit) = self.stopped {
+            if self.node.role() == RoleKind::Primary {
+                self.log_stop(now);
+            }
             // A backup still takes what the primary logged at the stop (its last outputs and
             // digest), even when it arrives later than the stop.
             if self.node.next_replay_at() == Some(self.at()) && !self.apply_due() {
@@ -474,6 +558,7 @@ impl Replica {
         while self.machine.instret().0 < target && exit == Exit::BudgetExhausted {
             let here = self.machine.instret().0;
             exit = self.machine.run(target - here).1;
+            self.take_disk_reads(InstructionCount(here));
             if self.take_live_outputs() {
                 break;
             }
@@ -504,6 +589,7 @@ impl Replica {
             .map_or(u64::MAX, |last| at.since(last));
         let idle = matches!(exit, Exit::Idle { .. });
         if self.node.role() == RoleKind::Primary
+            && self.unlogged.is_empty()
             && since_last > 0
             && (idle || since_last >= HORIZON_INTERVAL_INSTRUCTIONS)
             && self.node.throttled(at).is_none()
@@ -516,7 +602,36 @@ impl Replica {
                 },
             );
         }
+        if self.node.role() == RoleKind::Primary
+            && matches!(
+                exit,
+                Exit::PowerOff { .. } | Exit::Reset | Exit::GuestCrashed { .. }
+            )
+        {
+            self.log_stop(now);
+        }
         self.finish_slice(executed, exit)
+    }
+
+    /// Primary, guest stopped: what is still unlogged goes into the log, then a horizon at
+    /// the stop if nothing was logged there, so the backup executes to the same count (a
+    /// guest that stops without a last output would otherwise leave it short). Retried on
+    /// every `run` until flow control lets it through.
+    fn log_stop(&mut self, now: Instant) {
+        self.flush_unlogged(now);
+        let at = self.at();
+        if self.unlogged.is_empty()
+            && self.last_recorded_at != Some(at)
+            && self.node.throttled(at).is_none()
+        {
+            let _ = self.record(
+                now,
+                LogEntry {
+                    at,
+                    record: Record::Horizon,
+                },
+            );
+        }
     }
 
     fn finish_slice(&mut self, executed: u64, exit: Exit) -> Step {
@@ -541,18 +656,53 @@ impl Replica {
         let before = self.unlogged.len();
         let console = self.machine.take_console_output();
         if !console.is_empty() {
-            self.unlogged.push_back(PendingOutput {
+            self.unlogged.push_back(Unlogged::Output(PendingOutput {
                 device: CONSOLE,
                 payload: console,
-            });
+            }));
         }
         for frame in self.machine.take_transmitted() {
-            self.unlogged.push_back(PendingOutput {
+            self.unlogged.push_back(Unlogged::Output(PendingOutput {
                 device: NET,
                 payload: frame,
-            });
+            }));
+        }
+        let writes: Vec<Vec<u8>> = match self.shared_disk() {
+            Some(disk) => disk.take_writes().collect(),
+            None => Vec::new(),
+        };
+        for payload in writes {
+            self.unlogged.push_back(Unlogged::Output(PendingOutput {
+                device: DISK,
+                payload,
+            }));
         }
         self.unlogged.len() > before
+    }
+
+    /// Primary: queues the data the guest's disk reads returned in the `Machine::run` that
+    /// began at `at`, in pieces that fit a log batch.
+    fn take_disk_reads(&mut self, at: InstructionCount) {
+        let piece_bytes_max = self
+            .node_batch_bytes_max()
+            .saturating_sub(DISK_READ_ENTRY_OVERHEAD_BYTES);
+        assert!(
+            piece_bytes_max > 0,
+            "fail-stop: log batches too small for disk reads"
+        );
+        let reads: Vec<(u64, Vec<u8>)> = match self.shared_disk() {
+            Some(disk) => disk.take_reads().collect(),
+            None => return,
+        };
+        for (offset, data) in reads {
+            for (index, piece) in data.chunks(piece_bytes_max).enumerate() {
+                let piece_offset = offset + (index * piece_bytes_max) as u64;
+                let mut bytes = Vec::with_capacity(DISK_OFFSET_BYTES + piece.len());
+                bytes.extend_from_slice(&piece_offset.to_le_bytes());
+                bytes.extend_from_slice(piece);
+                self.unlogged.push_back(Unlogged::DiskRead { at, bytes });
+            }
+        }
     }
 
     fn flush_unlogged(&mut self, now: Instant) {
@@ -561,7 +711,32 @@ impl Replica {
             if self.node.role() == RoleKind::Primary && self.node.throttled(at).is_some() {
                 return;
             }
-            let output = self.unlogged.pop_front().expect("front exists");
+            let output = match self.unlogged.pop_front().expect("front exists") {
+                Unlogged::Output(output) => output,
+                Unlogged::DiskRead { at: read_at, bytes } => {
+                    let entry = LogEntry {
+                        at: read_at,
+                        record: Record::DeviceInput {
+                            device: DISK,
+                            bytes,
+                        },
+                    };
+                    match self.record(now, entry.clone()) {
+                        Ok(_) => continue,
+                        Err(NodeError::Throttled { .. }) => {
+                            let Record::DeviceInput { bytes, .. } = entry.record else {
+                                unreachable!("built above")
+                            };
+                            self.unlogged
+                                .push_front(Unlogged::DiskRead { at: read_at, bytes });
+                            return;
+                        }
+                        Err(error) => {
+                            panic!("fail-stop: disk read data could not be logged: {error}")
+                        }
+                    }
+                }
+            };
             match self
                 .node
                 .submit_output(now, at, output.device, output.payload.clone())
@@ -582,7 +757,7 @@ impl Replica {
                     }
                 }
                 Err(NodeError::Throttled { .. }) => {
-                    self.unlogged.push_front(output);
+                    self.unlogged.push_front(Unlogged::Output(output));
                     return;
                 }
                 Err(error) => panic!("fail-stop: an output could not be submitted: {error}"),
@@ -612,9 +787,15 @@ impl Replica {
                 && self.node.next_replay_at().is_none()
                 && self.at() >= self.node.horizon()
             {
+                self.forget_released_disk_writes();
                 self.node
                     .finish_go_live(now)
                     .expect("fail-stop: go-live with the log drained");
+                self.disk_go_live();
+                // A backup recorded no checkpoints: the next one is the next multiple.
+                if let Some(passed) = self.at().0.checked_div(self.digest_every) {
+                    self.next_digest = (passed + 1) * self.digest_every;
+                }
                 return Step::Ran(executed);
             }
             let target = match self.node.next_replay_at() {
@@ -633,6 +814,12 @@ impl Replica {
             let (count, exit) = self.machine.run(budget);
             executed += count.0;
             self.collect_suppressed_outputs();
+            if let Some(divergence) = self.shared_disk().and_then(|disk| disk.take_divergence()) {
+                panic!(
+                    "fail-stop: the backup's guest diverged from the primary's by instruction {}: {divergence}",
+                    self.at()
+                );
+            }
             match exit {
                 Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
                 // The primary idled at this same count and logged what woke it here.
@@ -658,6 +845,24 @@ impl Replica {
         }
     }
 
+    /// Go-live: the shared disk reads the image from now on. Its writes the primary may not
+    /// have released are being reissued by the node, in log order, ahead of any new write;
+    /// they stay in the overlay until the driver wrote them.
+    fn disk_go_live(&mut self) {
+        let Some(disk) = self.shared_disk() else {
+            return;
+        };
+        disk.set_mode(DiskMode::Live);
+        // Writes past the last marker cannot exist (the log ends at an instruction the
+        // primary had logged every output before); were there any, they are new outputs.
+        for payload in core::mem::take(&mut self.disk_produced) {
+            self.unlogged.push_back(Unlogged::Output(PendingOutput {
+                device: DISK,
+                payload,
+            }));
+        }
+    }
+
     /// Backup: applies every entry due at the current count, in log order. False when the
     /// backup must stop.
     fn apply_due(&mut self) -> bool {
@@ -679,6 +884,11 @@ impl Replica {
                 payload: frame,
             });
         }
+        let writes: Vec<Vec<u8>> = match self.shared_disk() {
+            Some(disk) => disk.take_writes().collect(),
+            None => Vec::new(),
+        };
+        self.disk_produced.extend(writes);
     }
 
     /// Backup: applies one logged entry at its count. False when the backup must stop.
@@ -688,7 +898,24 @@ impl Replica {
             Record::Digest { digest } => return self.check(position, digest),
             Record::Horizon => return true,
             Record::Output { device, length } => {
-                let payload = if device == CONSOLE {
+                let payload = if device == DISK {
+                    let payload = self.disk_produced.pop_front().unwrap_or_else(|| {
+                        panic!(
+                            "fail-stop: the primary wrote the disk at {} and this backup did not",
+                            entry.at
+                        )
+                    });
+                    assert_eq!(
+                        payload.len(),
+                        length as usize,
+                        "fail-stop: a disk write of another length than the primary's at {}",
+                        entry.at
+                    );
+                    self.shared_disk()
+                        .expect("a disk write came from a shared disk")
+                        .matched(position);
+                    payload
+                } else if device == CONSOLE {
                     let length = length as usize;
                     assert!(
                         self.console_produced.len() >= length,
@@ -723,6 +950,17 @@ impl Replica {
                 Input::ConsoleByte(bytes[0])
             }
             Record::DeviceInput { device, bytes } if device == NET => Input::Frame(bytes),
+            Record::DeviceInput { device, bytes } if device == DISK => {
+                let (offset, data) = split_disk_payload(&bytes)
+                    .unwrap_or_else(|| panic!("fail-stop: disk read data without its offset"));
+                let data = data.to_vec();
+                self.shared_disk()
+                    .unwrap_or_else(|| {
+                        panic!("fail-stop: the log holds disk reads and this machine has no shared disk")
+                    })
+                    .push_logged_read(offset, data);
+                return true;
+            }
             Record::DeviceInput { device, .. } => {
                 panic!("fail-stop: the log names {device}, which this machine does not have")
             }
@@ -781,6 +1019,12 @@ impl Replica {
         if matches!(self.node.role(), RoleKind::Backup) {
             // A mismatch halts the node; the next `run` reports it.
             let _ = self.apply_due();
+        }
+        if matches!(
+            self.node.role(),
+            RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive
+        ) {
+            self.forget_released_disk_writes();
         }
         result
     }
@@ -858,3 +1102,6 @@ pub fn record_of(input: &Input) -> Record {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shared_disk_pair_tests;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use understudy_boot_config::{self as boot, ChannelKey, DiskMode, Role};
+use understudy_boot_config::{self as boot, ChannelKey, Role};
 use understudy_ft::{Duration, Limits};
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
@@ -185,12 +185,6 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
                 initrd: path_of("guest_initrd"),
                 disk: path_of("guest_disk"),
             };
-            if guest.disk.is_some() && boot.disk == DiskMode::Shared {
-                return Err(
-                    "disk = shared is not supported by the hosted pair yet; use disk = separate (each machine its own copy)"
-                        .into(),
-                );
-            }
             (Some(guest), ArbiterKeys::Replica(key))
         }
     };
@@ -238,6 +232,7 @@ pub fn channel_key(key: &ChannelKey) -> understudy_ft::Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use understudy_boot_config::DiskMode;
 
     const BASE: &str = "role = primary\nprimary = 127.0.0.1/8\nbackup = 127.0.0.2/8\n\
         arbiter = 127.0.0.3:7100\ndisk = separate\n\
@@ -285,13 +280,13 @@ mod tests {
     }
 
     #[test]
-    fn shared_disks_are_refused_with_a_clear_line() {
+    fn shared_disks_are_accepted_with_the_one_image_named() {
         let text = BASE.replace("disk = separate", "disk = shared") + "guest_disk = d.ext4\n";
-        let error = parse(&text, Path::new("."), None).unwrap_err();
+        let config = parse(&text, Path::new("/srv"), None).unwrap();
+        assert_eq!(config.boot.disk, DiskMode::Shared);
         assert_eq!(
-            error,
-            "disk = shared is not supported by the hosted pair yet; use disk = separate \
-             (each machine its own copy)"
+            config.guest.unwrap().disk.unwrap(),
+            Path::new("/srv/d.ext4")
         );
     }
 

@@ -4,12 +4,13 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use understudy_boot_config::{Role, SocketAddress};
+use understudy_boot_config::{DiskMode, Role, SocketAddress};
 use understudy_ft::node::HaltReason;
 use understudy_ft::{
     Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
@@ -18,12 +19,13 @@ use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
 use understudy_replica::{
-    announce_frames, GuestIdentity, Refused, Replica, Status, Step, CONSOLE, NET,
+    announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Status, Step,
+    CONSOLE, DISK, NET,
 };
 
 use super::config::{channel_key, ArbiterKeys, PairConfig};
 use super::state::{StateDir, StatusReport};
-use crate::disk::FileDisk;
+use crate::disk::{open_regular_file, FileDisk, OverlayDisk};
 use crate::net::{backend_from_spec, Arrival, NetBackend};
 use crate::record::file_sha256;
 
@@ -92,7 +94,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     }
     let incarnation = state.next_incarnation()?;
 
-    let (machine, identity) = build_machine(config, guest)?;
+    let (machine, identity, shared_image) = build_machine(config, guest)?;
     let own = socket_address(
         match role {
             Role::Primary => config.boot.primary.address.0,
@@ -173,6 +175,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         peer_timeout_s: config.limits.peer_timeout.as_millis() as f64 / 1e3,
         last_failover: None,
         paired_at: None,
+        shared_image,
         stdout: std::io::stdout(),
     };
     let started = WallInstant::now();
@@ -228,11 +231,49 @@ fn socket_address(address: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(address.into(), port))
 }
 
-/// Builds the guest's machine at power-on and the identity its partner must share.
+/// The shared image as the driver writes it: released `DISK` outputs only.
+struct SharedImage {
+    file: std::fs::File,
+    path: PathBuf,
+    /// Written since the last sync.
+    unsynced: bool,
+}
+
+impl SharedImage {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file.write_all_at(data, offset).with_context(|| {
+            format!(
+                "fail-stop: cannot write the shared disk {}",
+                self.path.display()
+            )
+        })?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes the writes so far durable. The backup forgets a write once the primary says it
+    /// released it (and then never reissues it), so a released write must be on stable
+    /// storage before any later frame or output leaves this machine.
+    fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file.sync_data().with_context(|| {
+                format!(
+                    "fail-stop: cannot sync the shared disk {}",
+                    self.path.display()
+                )
+            })?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the guest's machine at power-on, the identity its partner must share and, for a
+/// shared disk, the driver's handle to write the image.
 fn build_machine(
     config: &PairConfig,
     guest: &super::config::GuestFiles,
-) -> Result<(Machine, GuestIdentity)> {
+) -> Result<(Machine, GuestIdentity, Option<SharedImage>)> {
     let read = |path: &Path, what: &str| {
         std::fs::read(path)
             .with_context(|| format!("cannot read the guest {what} {}", path.display()))
@@ -258,15 +299,39 @@ fn build_machine(
     let mut machine = Machine::new(&machine_config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start the guest {}", guest.kernel.display()))?;
     let mut disk_sha256 = [0u8; 32];
+    let mut shared_image = None;
     if let Some(path) = &guest.disk {
+        // Both replicas hash the image before either runs the guest: the primary runs only
+        // once the backup confirmed the digest, and nothing is written before that.
         let (digest, _) = file_sha256(path)
             .with_context(|| format!("cannot read the disk {}", path.display()))?;
         disk_sha256 = digest;
-        let disk = FileDisk::open(path)
-            .with_context(|| format!("cannot open the disk {}", path.display()))?;
-        machine.attach_disk(Box::new(disk), b"understudy-disk");
+        if config.boot.disk == DiskMode::Shared {
+            // The guest reads through an overlay that is never written (the shared disk
+            // writes nothing itself); the driver writes released outputs through its own
+            // handle.
+            let image = OverlayDisk::open(path)
+                .with_context(|| format!("cannot open the shared disk {}", path.display()))?;
+            machine.attach_disk(
+                Box::new(SharedDisk::new(Box::new(image))),
+                b"understudy-disk",
+            );
+            let file = open_regular_file(path, std::fs::OpenOptions::new().write(true))
+                .with_context(|| {
+                    format!("cannot open the shared disk {} for writing", path.display())
+                })?;
+            shared_image = Some(SharedImage {
+                file,
+                path: path.clone(),
+                unsynced: false,
+            });
+        } else {
+            let disk = FileDisk::open(path)
+                .with_context(|| format!("cannot open the disk {}", path.display()))?;
+            machine.attach_disk(Box::new(disk), b"understudy-disk");
+        }
     }
-    Ok((machine, GuestIdentity { disk_sha256 }))
+    Ok((machine, GuestIdentity { disk_sha256 }, shared_image))
 }
 
 fn spawn_datagram_reader(socket: UdpSocket, arrivals: SyncSender<Arrival>) {
@@ -307,6 +372,8 @@ struct Driver {
     peer_timeout_s: f64,
     last_failover: Option<SystemTime>,
     paired_at: Option<WallInstant>,
+    /// `disk = shared`: the image, written with released disk outputs.
+    shared_image: Option<SharedImage>,
     stdout: std::io::Stdout,
 }
 
@@ -501,6 +568,14 @@ impl Driver {
     fn send_outputs(&mut self, replica: &mut Replica, now: Instant) -> Result<()> {
         let mut console = false;
         while let Some(output) = replica.poll_release(now) {
+            if output.device == DISK {
+                self.write_disk(replica, &output)?;
+                continue;
+            }
+            // Whatever follows a disk write leaves only once the write is durable.
+            if let Some(image) = &mut self.shared_image {
+                image.sync()?;
+            }
             if output.device == CONSOLE {
                 self.stdout.write_all(&output.payload)?;
                 console = true;
@@ -518,6 +593,39 @@ impl Driver {
         if console {
             self.stdout.flush()?;
         }
+        // Per batch, not per write: one sync covers every write released in this turn, and
+        // it comes before this turn's frames tell the backup they were released.
+        if let Some(image) = &mut self.shared_image {
+            image.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes one released disk output to the shared image. Fencing: an output released in
+    /// an older epoch than the node's, or reaching a replica that is not live, is refused
+    /// and the replica stops; a deposed primary cannot get here at all after the backup may
+    /// have gone live, since it releases only within the output lease (ft/PROTOCOL.md).
+    fn write_disk(
+        &mut self,
+        replica: &mut Replica,
+        output: &understudy_ft::ReleasedOutput,
+    ) -> Result<()> {
+        let epoch = replica.node().epoch();
+        if output.epoch < epoch || !replica.is_live() {
+            bail!(
+                "fenced: a disk write released in epoch {} reached a {} of epoch {}; nothing written",
+                output.epoch.0,
+                replica.node().role(),
+                epoch.0
+            );
+        }
+        let Some(image) = &mut self.shared_image else {
+            bail!("fail-stop: a disk output without a shared disk");
+        };
+        let (offset, data) = split_disk_payload(&output.payload)
+            .context("fail-stop: a disk output without its offset")?;
+        image.write(offset, data)?;
+        replica.disk_written(output);
         Ok(())
     }
 

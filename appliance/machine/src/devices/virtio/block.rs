@@ -81,6 +81,13 @@ pub trait BlockBackend {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BackendError>;
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BackendError>;
     fn flush(&mut self) -> Result<(), BackendError>;
+
+    /// The backend as `Any`, so that a runtime that installed a backend of its own type can
+    /// reach it again behind the machine (`Machine::block_backend_mut`; the replica's shared
+    /// disk). `None`, the default, for backends nobody needs to reach.
+    fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+        None
+    }
 }
 
 /// A disk in memory (tests, and images small enough to hold).
