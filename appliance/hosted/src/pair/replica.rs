@@ -182,6 +182,20 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     loop {
         let step = driver.turn(&mut replica, now())?;
         if let Some(ending) = driver.ending(&replica, step) {
+            // What the guest did before it stopped still leaves under the output rule: a
+            // primary waits for its backup's acknowledgement of its last outputs (its last
+            // disk writes above all), as long as the backup can still give it.
+            let drain_until = WallInstant::now() + drain_limit(&config.limits);
+            while matches!(
+                ending,
+                Ending::GuestPoweredOff { .. } | Ending::GuestStopped(_)
+            ) && replica.status().outputs_held > 0
+                && replica.is_live()
+                && WallInstant::now() < drain_until
+            {
+                driver.wait(&mut replica, Step::WaitingForBackup, now());
+                driver.turn(&mut replica, now())?;
+            }
             driver.write_status(&replica, now(), true)?;
             return Ok(ending);
         }
@@ -225,6 +239,12 @@ fn enlarge_receive_buffer(socket: &UdpSocket) {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
+}
+
+/// How long a primary whose guest stopped waits for the acknowledgement of its last outputs:
+/// past the point where a silent backup would be declared failed and the outputs released.
+fn drain_limit(limits: &understudy_ft::Limits) -> Duration {
+    Duration::from_millis(limits.peer_timeout.as_millis() * 4)
 }
 
 fn socket_address(address: [u8; 4], port: u16) -> SocketAddr {
