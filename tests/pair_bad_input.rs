@@ -173,3 +173,26 @@ fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
     // Nothing was created: the state directory is made only for a valid config.
     assert!(!pair.dir.join("primary-state").exists());
 }
+
+#[test]
+fn a_backup_with_another_guest_image_halts_before_the_guest_runs() {
+    let pair = Pair::new("pair-images");
+    let primary = pair.config("primary", CHANNEL_KEY, None);
+    let backup = pair.config("backup", CHANNEL_KEY, None);
+    // The backup's kernel echoes four bytes, the primary's three: another image.
+    std::fs::write(pair.dir.join("other.elf"), echo_guest(4)).unwrap();
+    let text = std::fs::read_to_string(&backup)
+        .unwrap()
+        .replace("guest_kernel = echo.elf", "guest_kernel = other.elf");
+    std::fs::write(&backup, text).unwrap();
+    let (primary, backup) = pair.run(&primary, &backup);
+    assert_eq!(backup.status.code(), Some(3), "{}", last_line(&backup));
+    assert_eq!(
+        last_line(&backup),
+        "understudy: halted: the primary runs other guest images (kernel, initrd, memory or \
+         command line); give both machines the same"
+    );
+    assert_eq!(primary.status.code(), Some(2), "{}", last_line(&primary));
+    assert_eq!(primary.stdout, b"");
+    assert_eq!(backup.stdout, b"");
+}
