@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use understudy::pair::drill::{self, DrillGuest, DrillOptions, Fault, Pair};
+use understudy::pair::drill::{self, ip, DrillGuest, DrillOptions, Fault, Pair};
 
 /// Another `understudy` binary to measure instead of the one cargo built (an experiment's).
 const UNDERSTUDY_ENV: &str = "FT_OVERHEAD_UNDERSTUDY";
@@ -55,17 +55,6 @@ fn understudy() -> PathBuf {
 
 fn say(text: &str) {
     eprintln!("ft_overhead: {text}");
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let output = Command::new("ip").args(args).output()?;
-    ensure!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
 }
 
 /// The calling thread inside a named network namespace of its own; dropping it returns the

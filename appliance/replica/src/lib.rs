@@ -594,13 +594,7 @@ impl Replica {
             && (idle || since_last >= HORIZON_INTERVAL_INSTRUCTIONS)
             && self.node.throttled(at).is_none()
         {
-            let _ = self.record(
-                now,
-                LogEntry {
-                    at,
-                    record: Record::Horizon,
-                },
-            );
+            self.record_horizon(now, at);
         }
         if self.node.role() == RoleKind::Primary
             && matches!(
@@ -611,6 +605,18 @@ impl Replica {
             self.log_stop(now);
         }
         self.finish_slice(executed, exit)
+    }
+
+    /// Tells the backup it may execute up to `at` (the caller checked `throttled`, so the
+    /// record cannot be refused).
+    fn record_horizon(&mut self, now: Instant, at: InstructionCount) {
+        let _ = self.record(
+            now,
+            LogEntry {
+                at,
+                record: Record::Horizon,
+            },
+        );
     }
 
     /// Primary, guest stopped: what is still unlogged goes into the log, then a horizon at
@@ -624,13 +630,7 @@ impl Replica {
             && self.last_recorded_at != Some(at)
             && self.node.throttled(at).is_none()
         {
-            let _ = self.record(
-                now,
-                LogEntry {
-                    at,
-                    record: Record::Horizon,
-                },
-            );
+            self.record_horizon(now, at);
         }
     }
 

@@ -240,7 +240,8 @@ pub fn parse_report(text: &str) -> Result<Report> {
     })
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS` (iproute2); its stderr becomes the error.
+pub fn ip(args: &[&str]) -> Result<()> {
     let output = Command::new("ip")
         .args(args)
         .output()
