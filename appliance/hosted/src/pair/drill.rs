@@ -118,6 +118,8 @@ pub struct Report {
     /// What the primary's and the backup's status said of failover after the arbiter died
     /// (kill-arbiter-then-primary only).
     pub failover_available: [String; 2],
+    /// When the fault was injected (UTC).
+    pub fault_at: String,
 }
 
 impl Report {
@@ -129,7 +131,7 @@ impl Report {
              reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
              primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
-             download_bytes={}\nfailover_available_without_arbiter={}\n",
+             download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -150,6 +152,7 @@ impl Report {
             self.download_bytes
                 .map_or("none".to_owned(), |v| v.to_string()),
             self.failover_available.join(","),
+            self.fault_at,
         )
     }
 }
@@ -229,6 +232,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         guest_mac_port: value("guest_mac_port")?,
         restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
         download_bytes: value("download_bytes")?.parse().ok(),
+        fault_at: value("fault_at")?,
         failover_available: {
             let text = value("failover_available_without_arbiter")?;
             let mut parts = text.splitn(2, ',').map(str::to_owned);
@@ -479,6 +483,7 @@ fn inside(options: &DrillOptions) -> Result<Report> {
         / trio.status_number("primary", "running_s").max(1e-3)
         / 1e6;
     let fault_time = Instant::now();
+    report.fault_at = super::replica::utc_now();
     match options.fault {
         Fault::KillPrimary => {
             say("SIGKILL to the primary");
@@ -647,7 +652,10 @@ fn summarize(fault: Fault, report: &Report) {
         Some(seconds) => format!("the first answer came {seconds:.2} s after the fault"),
         None => "no answer came after the fault".to_owned(),
     };
-    say(&format!("fault: {fault:?}; {waited}"));
+    say(&format!(
+        "fault: {fault:?} at {}; {waited}",
+        report.fault_at
+    ));
     say(&format!(
         "longest time the client saw no answer: {:.2} s",
         report.longest_wait_s
@@ -665,6 +673,15 @@ fn summarize(fault: Fault, report: &Report) {
         },
         report.reconnects
     ));
+    match report.download_bytes {
+        Some(bytes) => say(&format!(
+            "HTTP download held open across the fault: {bytes} bytes, every one as expected"
+        )),
+        None if fault != Fault::KillArbiterThenPrimary => {
+            say("HTTP download held open across the fault: BROKEN")
+        }
+        None => {}
+    }
     say(&format!(
         "log bandwidth before the fault: {:.2} Mbit/s",
         report.log_mbit_s
