@@ -140,7 +140,7 @@ private_apt() {
     mkdir -p "$dir"/etc/apt.conf.d "$dir"/etc/preferences.d "$dir"/etc/sources.list.d \
         "$dir"/etc/trusted.gpg.d "$dir"/state/lists/partial "$dir"/cache/archives/partial
     [ -f "$dir/state/status" ] || : >"$dir/state/status"
-    cat >"$dir/apt.conf" <<CONF
+    write_atomically "$dir/apt.conf" <<CONF
 Dir::Etc "$dir/etc";
 Dir::Etc::sourcelist "$dir/etc/sources.list";
 Dir::Etc::sourceparts "$dir/etc/sources.list.d";
@@ -156,15 +156,21 @@ APT::Install-Recommends "false";
 Acquire::Languages "none";
 APT::Sandbox::User "root";
 CONF
-    cat >"$dir/etc/sources.list.d/debian.sources" <<SOURCES
+    write_atomically "$dir/etc/sources.list.d/debian.sources" <<SOURCES
 Types: $types
 URIs: $mirror
 Suites: $suite
 Components: main
 Signed-By: $keyring
 SOURCES
-    : >"$dir/etc/sources.list"
+    write_atomically "$dir/etc/sources.list" </dev/null
     printf '%s\n' "$dir/apt.conf"
+}
+
+# Replaces FILE with standard input by a rename, so a guest/build running at the same time
+# (tests ask for --print-paths in parallel) never reads it half written.
+write_atomically() {
+    cat >"$1.$$.partial" && mv -f "$1.$$.partial" "$1"
 }
 
 # Fetches the package indexes of a private APT configuration when they are missing or when
