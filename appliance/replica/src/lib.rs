@@ -1101,6 +1101,8 @@ pub fn record_of(input: &Input) -> Record {
 }
 
 #[cfg(test)]
+mod test_network;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

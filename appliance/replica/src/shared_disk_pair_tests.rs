@@ -306,38 +306,17 @@ impl Pair {
         }
     }
 
-    fn replica(&mut self, id: NodeId) -> Option<&mut Replica> {
-        if id == PRIMARY {
-            self.primary.as_mut()
-        } else {
-            self.backup.as_mut()
-        }
-    }
-
     fn deliver(&mut self) {
         let now = self.now;
-        let mut in_flight = Vec::new();
-        for id in [PRIMARY, BACKUP] {
-            if let Some(replica) = self.replica(id) {
-                replica.handle_timeout(now);
-                while let Some(transmit) = replica.poll_transmit(now) {
-                    in_flight.push(transmit);
-                }
-            }
-        }
-        while let Some(transmit) = self.arbiter.poll_transmit() {
-            in_flight.push(transmit);
-        }
-        for transmit in in_flight {
-            if transmit.to == ARBITER {
-                let _ = self.arbiter.handle_frame(&transmit.bytes);
-                while let Some(record) = self.arbiter.poll_storage_write() {
-                    self.arbiter.storage_written(record);
-                }
-            } else if let Some(replica) = self.replica(transmit.to) {
-                let _ = replica.handle_frame(now, &transmit.bytes);
-            }
-        }
+        crate::test_network::deliver_round(
+            now,
+            ARBITER,
+            [
+                (PRIMARY, self.primary.as_mut()),
+                (BACKUP, self.backup.as_mut()),
+            ],
+            &mut self.arbiter,
+        );
     }
 
     /// The drivers' part after frames: events, released outputs written to the image (before
