@@ -17,29 +17,40 @@ const KEYS: [&str; 2] = [
     "2222222222222222222222222222222222222222222222222222222222222222",
 ];
 const WAIT_S: &str = "4";
+/// Both processes end within seconds; past this, they are killed.
+const HANG_LIMIT_S: u64 = 60;
 
 struct Pair {
     dir: PathBuf,
     port: u16,
+    /// The last byte of this pair's loopback addresses (primary; backup +1, arbiter +2): each
+    /// test has its own, so two pairs running at once can never hear each other.
+    host: u8,
 }
 
 impl Pair {
-    fn new(name: &str) -> Pair {
+    fn new(name: &str, host: u8) -> Pair {
         let dir = work_dir(name);
         std::fs::write(dir.join("echo.elf"), echo_guest(3)).unwrap();
         Pair {
             dir,
             port: free_port(),
+            host,
         }
     }
 
     fn config(&self, role: &str, channel_key: &str, disk: Option<&str>) -> PathBuf {
         let index = usize::from(role == "backup");
         let mut text = format!(
-            "role = {role}\nprimary = 127.0.0.21/8\nbackup = 127.0.0.22/8\narbiter = 127.0.0.23:{}\n\
+            "role = {role}\nprimary = 127.0.0.{}/8\nbackup = 127.0.0.{}/8\narbiter = 127.0.0.{}:{}\n\
              port = {}\ndisk = separate\nchannel_key = {channel_key}\nguest_kernel = echo.elf\n\
              state_dir = {role}-state\narbiter_key = {}\n",
-            self.port, self.port, KEYS[index]
+            self.host,
+            self.host + 1,
+            self.host + 2,
+            self.port,
+            self.port,
+            KEYS[index]
         );
         if let Some(disk) = disk {
             text.push_str(&format!("guest_disk = {disk}\n"));
@@ -63,6 +74,13 @@ impl Pair {
         };
         let backup = start(backup);
         let primary = start(primary);
+        // A pair that formed by mistake would run the guest forever: end it, and let the
+        // assertions say what happened.
+        let pids = [primary.id().to_string(), backup.id().to_string()];
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(HANG_LIMIT_S));
+            let _ = Command::new("kill").arg("-9").args(&pids).output();
+        });
         (
             primary.wait_with_output().unwrap(),
             backup.wait_with_output().unwrap(),
@@ -84,7 +102,7 @@ fn last_line(output: &Output) -> String {
 
 #[test]
 fn a_pair_whose_disks_differ_refuses_to_start_and_writes_nothing() {
-    let pair = Pair::new("pair-disks");
+    let pair = Pair::new("pair-disks", 21);
     std::fs::write(pair.dir.join("primary.img"), vec![0u8; 1 << 20]).unwrap();
     // Another size: one sector more.
     std::fs::write(pair.dir.join("backup.img"), vec![0u8; (1 << 20) + 512]).unwrap();
@@ -119,7 +137,7 @@ fn a_pair_whose_disks_differ_refuses_to_start_and_writes_nothing() {
 
 #[test]
 fn a_partner_with_another_channel_key_is_refused_in_one_line() {
-    let pair = Pair::new("pair-key");
+    let pair = Pair::new("pair-key", 41);
     let primary = pair.config("primary", CHANNEL_KEY, None);
     let backup = pair.config("backup", OTHER_CHANNEL_KEY, None);
     let (primary, backup) = pair.run(&primary, &backup);
@@ -137,7 +155,7 @@ fn a_partner_with_another_channel_key_is_refused_in_one_line() {
         last_line(&backup),
         format!(
             "error: no primary was heard within 4 s: start it with the same channel_key and \
-             version, and check that 127.0.0.21:{} is reachable",
+             version, and check that 127.0.0.41:{} is reachable",
             pair.port
         )
     );
@@ -147,7 +165,7 @@ fn a_partner_with_another_channel_key_is_refused_in_one_line() {
 
 #[test]
 fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
-    let pair = Pair::new("pair-config");
+    let pair = Pair::new("pair-config", 61);
     let config = pair.config("primary", CHANNEL_KEY, None);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("colour = blue\n");
@@ -176,7 +194,7 @@ fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
 
 #[test]
 fn a_backup_with_another_guest_image_halts_before_the_guest_runs() {
-    let pair = Pair::new("pair-images");
+    let pair = Pair::new("pair-images", 81);
     let primary = pair.config("primary", CHANNEL_KEY, None);
     let backup = pair.config("backup", CHANNEL_KEY, None);
     // The backup's kernel echoes four bytes, the primary's three: another image.
