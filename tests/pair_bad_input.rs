@@ -182,9 +182,9 @@ fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
         stderr.trim_end(),
         format!(
             "error: {}: line 11: unknown key; known keys: role, primary, backup, arbiter, port, \
-             gateway, disk, channel_key, guest_memory_mib, guest_cmdline, guest_kernel, \
-             guest_initrd, guest_disk, service_net, state_dir, arbiter_key, arbiter_key_primary, \
-             arbiter_key_backup, peer_timeout_ms",
+             gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
+             arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
+             guest_disk, service_net, state_dir",
             config.display()
         )
     );

@@ -84,6 +84,20 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The default limits with every timer scaled to a peer timeout of `ms` (the defaults'
+    /// ratios: heartbeats at a tenth, retransmission and claim retries at a fifth,
+    /// acknowledgement progress at twice).
+    pub fn with_peer_timeout_ms(ms: u64) -> Limits {
+        Limits {
+            peer_timeout: Duration::from_millis(ms),
+            heartbeat_interval: Duration::from_millis((ms / 10).max(1)),
+            retransmit_timeout: Duration::from_millis((ms / 5).max(1)),
+            claim_retry_interval: Duration::from_millis((ms / 5).max(1)),
+            ack_progress_timeout: Duration::from_millis(ms * 2),
+            ..Limits::default()
+        }
+    }
+
     /// How long after sending a frame the primary may still release output on the strength of
     /// the acknowledgement of that frame.
     ///

@@ -15,7 +15,15 @@
 //! channel_key = <64 hex digits>   # the 256-bit key that authenticates the log channel
 //! guest_memory_mib = 256          # optional: RAM of the protected guest, MiB (default 256)
 //! guest_cmdline = console=ttyS0   # optional: the guest kernel's command line (no '#')
+//! arbiter_key_primary = <64 hex>  # the primary's key with the arbiter (ft/PROTOCOL.md, Keys)
+//! arbiter_key_backup = <64 hex>   # the backup's key with the arbiter
+//! arbiter_key = <64 hex>          # optional: this replica's key, instead of the one its role names
+//! peer_timeout_ms = 1000          # optional: silence that counts as a failure (default 1000)
 //! ```
+//!
+//! The image carries both replicas' arbiter keys so that flipping `role` is the only edit:
+//! each replica takes the key of its role. A site that wants neither replica to hold the
+//! other's key gives each machine its own `arbiter_key` instead (and the arbiter both).
 //!
 //! The kernel command line carries the same keys as `key=value` words separated by spaces.
 #![cfg_attr(not(test), no_std)]
@@ -40,6 +48,14 @@ pub const GUEST_MEMORY_MIB_MAX: u32 = 64 * 1024;
 pub const GUEST_CMDLINE_BYTES_MAX: usize = 1023;
 /// Bytes in the channel key.
 pub const CHANNEL_KEY_BYTES: usize = 32;
+/// The shortest `peer_timeout_ms` accepted: below it, a busy machine's scheduling delays alone
+/// would look like a failure.
+pub const PEER_TIMEOUT_MS_MIN: u32 = 100;
+/// The longest `peer_timeout_ms` accepted (a minute): a pair that waits longer is not
+/// fault-tolerant in any useful sense.
+pub const PEER_TIMEOUT_MS_MAX: u32 = 60_000;
+/// The peer timeout when `peer_timeout_ms` is absent (`ft::Limits::default`).
+pub const DEFAULT_PEER_TIMEOUT_MS: u32 = 1000;
 
 /// What this machine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +162,28 @@ impl fmt::Debug for ChannelKey {
     }
 }
 
+/// A replica's 256-bit key with the arbiter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ArbiterKey(pub [u8; CHANNEL_KEY_BYTES]);
+
+impl fmt::Debug for ArbiterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArbiterKey(<redacted>)")
+    }
+}
+
+/// The arbiter keys one machine uses, by its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArbiterKeys {
+    /// A replica holds its own key with the arbiter.
+    Replica(ArbiterKey),
+    /// The arbiter holds both.
+    Arbiter {
+        primary: ArbiterKey,
+        backup: ArbiterKey,
+    },
+}
+
 /// The guest kernel's command line, held inline so that `Config` stays `Copy` and `no_std`
 /// without an allocator.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,6 +232,12 @@ pub struct Config {
     pub guest_memory_mib: u32,
     /// The guest kernel's command line, when the config sets one.
     pub guest_cmdline: Option<GuestCmdline>,
+    pub arbiter_key_primary: Option<ArbiterKey>,
+    pub arbiter_key_backup: Option<ArbiterKey>,
+    /// This replica's own arbiter key, overriding the one its role names.
+    pub arbiter_key: Option<ArbiterKey>,
+    /// Silence from the partner after which a replica asks the arbiter to decide.
+    pub peer_timeout_ms: u32,
 }
 
 impl Config {
@@ -208,6 +252,48 @@ impl Config {
                 prefix_len: self.primary.prefix_len,
             },
         }
+    }
+
+    /// The arbiter keys this machine's role needs: a replica's own key (`arbiter_key`, else
+    /// the key its role names), or both for the arbiter. Checked when the role starts, so a
+    /// config without keys still describes the addresses (the boot self tests need no more).
+    pub fn arbiter_keys(&self) -> Result<ArbiterKeys, ConfigError> {
+        let keys = match self.role {
+            Role::Arbiter => {
+                let primary = self.arbiter_key_primary.ok_or(ConfigError::MissingKey {
+                    key: "arbiter_key_primary",
+                })?;
+                let backup = self.arbiter_key_backup.ok_or(ConfigError::MissingKey {
+                    key: "arbiter_key_backup",
+                })?;
+                if primary == backup {
+                    return Err(ConfigError::SameArbiterKeys);
+                }
+                ArbiterKeys::Arbiter { primary, backup }
+            }
+            Role::Primary | Role::Backup => {
+                let (role_key, name) = if self.role == Role::Primary {
+                    (self.arbiter_key_primary, "arbiter_key_primary")
+                } else {
+                    (self.arbiter_key_backup, "arbiter_key_backup")
+                };
+                let key = self
+                    .arbiter_key
+                    .or(role_key)
+                    .ok_or(ConfigError::MissingKey { key: name })?;
+                ArbiterKeys::Replica(key)
+            }
+        };
+        let reused = match keys {
+            ArbiterKeys::Replica(key) => key.0 == self.channel_key.0,
+            ArbiterKeys::Arbiter { primary, backup } => {
+                primary.0 == self.channel_key.0 || backup.0 == self.channel_key.0
+            }
+        };
+        if reused {
+            return Err(ConfigError::ArbiterKeyIsChannelKey);
+        }
+        Ok(keys)
     }
 
     /// The partner's replication endpoint (none for the arbiter).
@@ -227,7 +313,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 14] = [
     "role",
     "primary",
     "backup",
@@ -238,6 +324,10 @@ pub const KEYS: [&str; 10] = [
     "channel_key",
     "guest_memory_mib",
     "guest_cmdline",
+    "arbiter_key_primary",
+    "arbiter_key_backup",
+    "arbiter_key",
+    "peer_timeout_ms",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -287,6 +377,15 @@ pub enum ConfigError {
     GuestCmdlineTooLong {
         line: usize,
     },
+    BadArbiterKey {
+        line: usize,
+        key: &'static str,
+    },
+    BadPeerTimeout {
+        line: usize,
+    },
+    SameArbiterKeys,
+    ArbiterKeyIsChannelKey,
     MissingKey {
         key: &'static str,
     },
@@ -306,7 +405,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -332,6 +431,23 @@ impl fmt::Display for ConfigError {
             Self::GuestCmdlineTooLong { line } => write!(
                 f,
                 "line {line}: `guest_cmdline` is longer than {GUEST_CMDLINE_BYTES_MAX} bytes"
+            ),
+            Self::BadArbiterKey { line, key } => write!(
+                f,
+                "line {line}: `{key}` must be {} hex digits ({CHANNEL_KEY_BYTES} bytes)",
+                CHANNEL_KEY_BYTES * 2
+            ),
+            Self::BadPeerTimeout { line } => write!(
+                f,
+                "line {line}: `peer_timeout_ms` must be a number of milliseconds {PEER_TIMEOUT_MS_MIN}..{PEER_TIMEOUT_MS_MAX}"
+            ),
+            Self::SameArbiterKeys => write!(
+                f,
+                "`arbiter_key_primary` and `arbiter_key_backup` are equal: give each replica its own key"
+            ),
+            Self::ArbiterKeyIsChannelKey => write!(
+                f,
+                "an arbiter key equals `channel_key`: the arbiter keys must differ from it"
             ),
             Self::MissingKey { key } => write!(f, "`{key}` is missing"),
             Self::SameAddress => write!(f, "`primary` and `backup` have the same address"),
@@ -544,6 +660,22 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         None => None,
     };
 
+    let arbiter_key = |key: &'static str| match get(key) {
+        Some((line, value)) => parse_channel_key(value)
+            .map(|k| Some(ArbiterKey(k.0)))
+            .ok_or(ConfigError::BadArbiterKey { line, key }),
+        None => Ok(None),
+    };
+    let arbiter_key_primary = arbiter_key("arbiter_key_primary")?;
+    let arbiter_key_backup = arbiter_key("arbiter_key_backup")?;
+    let own_arbiter_key = arbiter_key("arbiter_key")?;
+    let peer_timeout_ms = match get("peer_timeout_ms") {
+        Some((line, value)) => parse_decimal(value, PEER_TIMEOUT_MS_MAX)
+            .filter(|ms| *ms >= PEER_TIMEOUT_MS_MIN)
+            .ok_or(ConfigError::BadPeerTimeout { line })?,
+        None => DEFAULT_PEER_TIMEOUT_MS,
+    };
+
     if primary.address == backup.address
         || arbiter.address == primary.address
         || arbiter.address == backup.address
@@ -565,6 +697,10 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         channel_key,
         guest_memory_mib,
         guest_cmdline,
+        arbiter_key_primary,
+        arbiter_key_backup,
+        arbiter_key: own_arbiter_key,
+        peer_timeout_ms,
     })
 }
 
@@ -847,6 +983,79 @@ mod tests {
             2,
             "role line and the header comment"
         );
+    }
+
+    const KEY_P: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const KEY_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn with_arbiter_keys(role: &str) -> String {
+        format!(
+            "{}arbiter_key_primary = {KEY_P}\narbiter_key_backup = {KEY_B}\n",
+            example(role)
+        )
+    }
+
+    #[test]
+    fn each_replica_takes_the_arbiter_key_of_its_role_and_the_arbiter_both() {
+        let keys = |role: &str| parse(&with_arbiter_keys(role)).unwrap().arbiter_keys();
+        assert_eq!(
+            keys("primary"),
+            Ok(ArbiterKeys::Replica(ArbiterKey([0x11; 32])))
+        );
+        assert_eq!(
+            keys("backup"),
+            Ok(ArbiterKeys::Replica(ArbiterKey([0x22; 32])))
+        );
+        assert_eq!(
+            keys("arbiter"),
+            Ok(ArbiterKeys::Arbiter {
+                primary: ArbiterKey([0x11; 32]),
+                backup: ArbiterKey([0x22; 32])
+            })
+        );
+        // An own key wins over the role's.
+        let own = format!("{}arbiter_key = {}\n", with_arbiter_keys("backup"), "33".repeat(32));
+        assert_eq!(
+            parse(&own).unwrap().arbiter_keys(),
+            Ok(ArbiterKeys::Replica(ArbiterKey([0x33; 32])))
+        );
+    }
+
+    #[test]
+    fn missing_equal_or_malformed_arbiter_keys_are_refused() {
+        assert_eq!(
+            parse(&example("backup")).unwrap().arbiter_keys(),
+            Err(ConfigError::MissingKey {
+                key: "arbiter_key_backup"
+            })
+        );
+        let same = with_arbiter_keys("arbiter").replace(KEY_B, KEY_P);
+        assert_eq!(
+            parse(&same).unwrap().arbiter_keys(),
+            Err(ConfigError::SameArbiterKeys)
+        );
+        let channel = with_arbiter_keys("primary").replace(KEY_P, KEY);
+        assert_eq!(
+            parse(&channel).unwrap().arbiter_keys(),
+            Err(ConfigError::ArbiterKeyIsChannelKey)
+        );
+        let short = with_arbiter_keys("primary").replace(KEY_B, "22");
+        assert_eq!(
+            parse(&short),
+            Err(ConfigError::BadArbiterKey {
+                line: 9,
+                key: "arbiter_key_backup"
+            })
+        );
+    }
+
+    #[test]
+    fn peer_timeout_defaults_and_is_bounded() {
+        assert_eq!(parse(&example("primary")).unwrap().peer_timeout_ms, 1000);
+        let with = |ms: &str| parse(&format!("{}peer_timeout_ms = {ms}\n", example("primary")));
+        assert_eq!(with("300").unwrap().peer_timeout_ms, 300);
+        assert_eq!(with("99"), Err(ConfigError::BadPeerTimeout { line: 8 }));
+        assert_eq!(with("60001"), Err(ConfigError::BadPeerTimeout { line: 8 }));
     }
 
     #[test]

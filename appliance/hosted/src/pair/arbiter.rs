@@ -55,7 +55,7 @@ pub fn run(config: &PairConfig, init: bool) -> Result<()> {
         ArbiterConfig {
             me: ARBITER_ID,
             replicas: [PRIMARY_ID, BACKUP_ID],
-            keys: [Key(primary), Key(backup)],
+            keys: [Key(primary.0), Key(backup.0)],
             limits: config.limits.clone(),
             incarnation: Incarnation(state.next_incarnation()?),
         },

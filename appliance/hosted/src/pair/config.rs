@@ -1,28 +1,21 @@
 //! The hosted role config: the appliance's `key = value` format (`understudy-boot-config`)
-//! plus the keys a Linux process needs (guest files, the service network, a state directory
-//! and the replica's own key with the arbiter).
+//! plus the keys a Linux process needs (guest files, the service network, a state directory).
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use understudy_boot_config::ArbiterKeys;
 use understudy_boot_config::{self as boot, ChannelKey, Role};
-use understudy_ft::{Duration, Limits};
+use understudy_ft::Limits;
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 9] = [
+const HOSTED_KEYS: [&str; 5] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
     "service_net",
     "state_dir",
-    "arbiter_key",
-    "arbiter_key_primary",
-    "arbiter_key_backup",
-    "peer_timeout_ms",
 ];
-/// The shortest peer timeout a config may ask for: below it, a busy host's scheduling delays
-/// alone would look like a failure.
-pub const PEER_TIMEOUT_MS_MIN: u64 = 100;
 
 /// A validated hosted config.
 #[derive(Clone, Debug)]
@@ -47,15 +40,6 @@ pub struct GuestFiles {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disk: Option<PathBuf>,
-}
-
-/// Keys between the replicas and the arbiter (ft/PROTOCOL.md, "Keys").
-#[derive(Clone, Debug)]
-pub enum ArbiterKeys {
-    /// A replica holds its own key with the arbiter.
-    Replica([u8; 32]),
-    /// The arbiter holds both.
-    Arbiter { primary: [u8; 32], backup: [u8; 32] },
 }
 
 /// Why a config was refused.
@@ -131,14 +115,6 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             .map(|(l, _, v)| (*l, *v))
     };
     let path_of = |key: &str| value(key).map(|(_, v)| base.join(v));
-    let key_of = |key: &str| -> Result<Option<[u8; 32]>, String> {
-        match value(key) {
-            None => Ok(None),
-            Some((line, text)) => parse_key(text)
-                .map(Some)
-                .ok_or_else(|| format!("line {line}: {key} must be 64 hex digits (32 bytes)")),
-        }
-    };
     let state_dir =
         path_of("state_dir").ok_or("state_dir is missing: a directory this process owns")?;
     let service_net = value("service_net").map(|(_, v)| v.to_owned());
@@ -147,46 +123,15 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             return Err(format!("service_net {spec:?}: use tap:IFNAME"));
         }
     }
-    let limits = match value("peer_timeout_ms") {
-        None => Limits::default(),
-        Some((line, text)) => {
-            let ms: u64 = text
-                .parse()
-                .ok()
-                .filter(|ms| *ms >= PEER_TIMEOUT_MS_MIN)
-                .ok_or_else(|| {
-                    format!("line {line}: peer_timeout_ms must be a number of milliseconds, at least {PEER_TIMEOUT_MS_MIN}")
-                })?;
-            scaled_limits(ms)
-        }
-    };
-    let replica_key = key_of("arbiter_key")?;
-    let primary_key = key_of("arbiter_key_primary")?;
-    let backup_key = key_of("arbiter_key_backup")?;
-    let (guest, arbiter_keys) = match boot.role {
-        Role::Arbiter => {
-            let (Some(primary), Some(backup)) = (primary_key, backup_key) else {
-                return Err("the arbiter needs arbiter_key_primary and arbiter_key_backup".into());
-            };
-            if primary == backup {
-                return Err("arbiter_key_primary and arbiter_key_backup must differ".into());
-            }
-            (None, ArbiterKeys::Arbiter { primary, backup })
-        }
-        Role::Primary | Role::Backup => {
-            let key = replica_key
-                .ok_or("arbiter_key is missing: this replica's own key with the arbiter")?;
-            if key == boot.channel_key.0 {
-                return Err("arbiter_key must differ from channel_key".into());
-            }
-            let kernel = path_of("guest_kernel").ok_or("guest_kernel is missing")?;
-            let guest = GuestFiles {
-                kernel,
-                initrd: path_of("guest_initrd"),
-                disk: path_of("guest_disk"),
-            };
-            (Some(guest), ArbiterKeys::Replica(key))
-        }
+    let limits = Limits::with_peer_timeout_ms(u64::from(boot.peer_timeout_ms));
+    let arbiter_keys = boot.arbiter_keys().map_err(|error| error.to_string())?;
+    let guest = match boot.role {
+        Role::Arbiter => None,
+        Role::Primary | Role::Backup => Some(GuestFiles {
+            kernel: path_of("guest_kernel").ok_or("guest_kernel is missing")?,
+            initrd: path_of("guest_initrd"),
+            disk: path_of("guest_disk"),
+        }),
     };
     Ok(PairConfig {
         boot,
@@ -198,32 +143,6 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
     })
 }
 
-/// The default limits with every timer scaled to a peer timeout of `ms` (the defaults' ratios:
-/// heartbeats at a tenth, retransmission and claim retries at a fifth, acknowledgement
-/// progress at twice).
-pub fn scaled_limits(ms: u64) -> Limits {
-    let limits = Limits::default();
-    Limits {
-        peer_timeout: Duration::from_millis(ms),
-        heartbeat_interval: Duration::from_millis((ms / 10).max(1)),
-        retransmit_timeout: Duration::from_millis((ms / 5).max(1)),
-        claim_retry_interval: Duration::from_millis((ms / 5).max(1)),
-        ack_progress_timeout: Duration::from_millis(ms * 2),
-        ..limits
-    }
-}
-
-fn parse_key(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut key = [0u8; 32];
-    for (index, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
-    }
-    Some(key)
-}
-
 /// The channel key as `ft` wants it.
 pub fn channel_key(key: &ChannelKey) -> understudy_ft::Key {
     understudy_ft::Key(key.0)
@@ -233,6 +152,7 @@ pub fn channel_key(key: &ChannelKey) -> understudy_ft::Key {
 mod tests {
     use super::*;
     use understudy_boot_config::DiskMode;
+    use understudy_ft::Duration;
 
     const BASE: &str = "role = primary\nprimary = 127.0.0.1/8\nbackup = 127.0.0.2/8\n\
         arbiter = 127.0.0.3:7100\ndisk = separate\n\
@@ -263,9 +183,9 @@ mod tests {
         assert_eq!(
             error,
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
-             disk, channel_key, guest_memory_mib, guest_cmdline, guest_kernel, guest_initrd, \
-             guest_disk, service_net, state_dir, arbiter_key, arbiter_key_primary, \
-             arbiter_key_backup, peer_timeout_ms"
+             disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
+             arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
+             guest_disk, service_net, state_dir"
         );
     }
 
@@ -275,7 +195,7 @@ mod tests {
         let error = parse(&text, Path::new("."), None).unwrap_err();
         assert_eq!(
             error,
-            "line 9: arbiter_key must be 64 hex digits (32 bytes)"
+            "line 9: `arbiter_key` must be 64 hex digits (32 bytes)"
         );
     }
 
@@ -327,7 +247,7 @@ mod tests {
         let text = format!("{BASE}peer_timeout_ms = 50\n");
         assert_eq!(
             parse(&text, Path::new("."), None).unwrap_err(),
-            "line 10: peer_timeout_ms must be a number of milliseconds, at least 100"
+            "line 10: `peer_timeout_ms` must be a number of milliseconds 100..60000"
         );
     }
 }

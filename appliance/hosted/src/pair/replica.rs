@@ -136,7 +136,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         peer: peer_id,
         arbiter: ARBITER_ID,
         channel_key: channel_key(&config.boot.channel_key),
-        arbiter_key: Key(arbiter_key),
+        arbiter_key: Key(arbiter_key.0),
         limits: config.limits.clone(),
         incarnation: Incarnation(incarnation),
     };
