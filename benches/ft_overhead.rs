@@ -395,6 +395,7 @@ fn measure_replicated(guest: &DrillGuest, work_dir: &Path) -> Result<Side> {
         requests_before: 0,
         requests_after: 0,
         peer_timeout_ms: drill::DRILL_PEER_TIMEOUT_MS,
+        platform: drill::Platform::Hosted,
     };
     say("replicated: primary, backup and arbiter (understudy run --config, as the drill writes them)");
     let started = Instant::now();

@@ -35,6 +35,7 @@ stage_common() {
     mkdir -p "$tree"/{bin,sbin,etc,proc,sys,tmp,mnt,root,run,var/log,www}
     chmod 1777 "$tree/tmp"
     install -m 0755 "$guest_dir/init" "$tree/init"
+    install -m 0755 "$guest_dir/counter" "$tree/bin/counter"
     install -m 0644 "$guest_dir/www/index.html" "$tree/www/index.html"
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$tree/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$tree/etc/group"

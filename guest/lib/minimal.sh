@@ -3,7 +3,7 @@
 
 minimal_key() {
     cache_key "$guest_dir/lib/minimal.sh" "$guest_dir/lib/initramfs.sh" "$guest_dir/init" \
-        "$guest_dir/www/index.html" "busybox=${busybox_dir##*/}" \
+        "$guest_dir/counter" "$guest_dir/www/index.html" "busybox=${busybox_dir##*/}" \
         "linux-source-6.1=$(installed_version linux-source-6.1)"
 }
 

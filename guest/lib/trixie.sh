@@ -46,7 +46,7 @@ trixie_locate() {
         mv "$resolved.partial" "$resolved"
     fi
     trixie_dir=$cache/trixie-$(cache_key "$guest_dir/lib/trixie.sh" "$guest_dir/lib/initramfs.sh" \
-        "$guest_dir/init" "$guest_dir/www/index.html" "$guest_dir/trixie/modules" \
+        "$guest_dir/init" "$guest_dir/counter" "$guest_dir/www/index.html" "$guest_dir/trixie/modules" \
         "$trixie_packages" "linux-source-6.1=$(installed_version linux-source-6.1)")
 }
 

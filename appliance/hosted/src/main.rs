@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
 use understudy::demo;
@@ -149,9 +149,19 @@ struct DrillArgs {
     /// The network namespace's name.
     #[arg(long, default_value = "understudy-drill")]
     namespace: String,
-    /// The replicas' peer timeout in milliseconds.
-    #[arg(long, default_value_t = pair::drill::DRILL_PEER_TIMEOUT_MS)]
-    peer_timeout_ms: u64,
+    /// The replicas' peer timeout in milliseconds (default: 300 hosted, 1000 on the appliance).
+    #[arg(long)]
+    peer_timeout_ms: Option<u64>,
+    /// Where the three run: `hosted` processes, or `appliance` QEMU machines (TCG) booting
+    /// the bare-metal kernel with the minimal guest and its counter service.
+    #[arg(long, default_value = "hosted", value_parser = ["hosted", "appliance"])]
+    platform: String,
+    /// The appliance kernel (default: built now from `bootloader/`).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The appliance's guest disk: `separate` (a copy each) or `shared` (one image).
+    #[arg(long, default_value = "separate", value_parser = ["separate", "shared"])]
+    disk: String,
 }
 
 #[derive(clap::Args)]
@@ -445,9 +455,34 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
     } else {
         pair::drill::build_guest(root, &args.guest)?
     };
+    let mut guest = pair::drill::guest_from_artifacts(&paths, &args.guest)?;
+    let platform = match args.platform.as_str() {
+        "appliance" => {
+            ensure!(
+                args.guest == "minimal",
+                "the appliance drill runs the minimal guest: pass --guest minimal"
+            );
+            guest.service = pair::drill::Service::Counter;
+            guest.numbers = pair::appliance::APPLIANCE_NUMBERS;
+            let kernel = match &args.kernel {
+                Some(kernel) => kernel.clone(),
+                None => pair::appliance::build_kernel(root)?,
+            };
+            pair::drill::Platform::Appliance(pair::appliance::Setup {
+                kernel,
+                disk: if args.disk == "shared" {
+                    understudy_boot_config::DiskMode::Shared
+                } else {
+                    understudy_boot_config::DiskMode::Separate
+                },
+            })
+        }
+        _ => pair::drill::Platform::Hosted,
+    };
     let options = pair::drill::DrillOptions {
         fault: args.fault,
-        guest: pair::drill::guest_from_artifacts(&paths, &args.guest)?,
+        guest,
+        platform,
         work_dir: args
             .work_dir
             .clone()
@@ -455,7 +490,11 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         requests_before: args.requests_before,
         requests_after: args.requests_after,
-        peer_timeout_ms: args.peer_timeout_ms,
+        peer_timeout_ms: args.peer_timeout_ms.unwrap_or(if args.platform == "appliance" {
+            pair::appliance::APPLIANCE_PEER_TIMEOUT_MS
+        } else {
+            pair::drill::DRILL_PEER_TIMEOUT_MS
+        }),
     };
     let inside: Vec<String> = std::env::args().skip(1).collect();
     pair::drill::run(&options, &inside)?;
@@ -474,6 +513,7 @@ fn soak(args: SoakArgs) -> Result<ExitCode> {
         requests_before: args.requests_before,
         requests_after: args.requests_after,
         peer_timeout_ms: pair::drill::DRILL_PEER_TIMEOUT_MS,
+        platform: pair::drill::Platform::Hosted,
     };
     let inside = |fault: Fault| -> Vec<String> {
         let fault = clap::ValueEnum::to_possible_value(&fault)

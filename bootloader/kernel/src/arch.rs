@@ -279,3 +279,11 @@ pub fn power_off(code: u8) -> ! {
     unsafe { x86_64::instructions::port::Port::<u8>::new(DEBUG_EXIT_PORT).write(code) };
     halt_forever()
 }
+
+/// Waits until the TSC clock reaches `deadline_us` (microseconds of `tsc::now`), for a loop
+/// with nothing to do until then.
+pub fn idle_until(deadline_us: u64) {
+    while crate::tsc::now().0 < deadline_us {
+        core::hint::spin_loop();
+    }
+}

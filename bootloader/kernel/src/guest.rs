@@ -1,43 +1,84 @@
-//! Runs the protected guest on `understudy_machine::Machine`: the serial console is its
-//! console, the TSC its wall clock, an appliance disk its virtio-blk disk, and the service NIC
-//! is bridged at layer 2 to its virtio-net.
+//! Runs the protected guest through `understudy_replica::Replica`, the runtime the hosted
+//! process drives too: the kernel is a thin driver that passes time, datagrams and outside
+//! inputs in and takes datagrams, released outputs and events out.
 //!
-//! The loop mirrors the hosted live driver (`appliance/hosted/src/live.rs`, wall-clock mode):
-//! every outside value (a console byte, elapsed time) enters the guest only through
-//! `Machine::inject` between `run` slices, so the guest sees a function of its images and of
-//! those inputs alone (ARCHITECTURE.md, determinism). Guest time follows the instruction count
-//! and is pushed forward when it lags the TSC; an idle guest is polled with `pause` until its
-//! next timer is due on the TSC or a console byte or frame arrives (interrupts stay masked).
-//! The bridge forwards whole Ethernet frames both ways and never answers for the guest: the
-//! guest owns its MAC and IP address. The guest's RTC starts from the CMOS clock and its
-//! entropy device is fed from RDRAND when the CPU has it (else the guest has none).
+//! A primary or backup (`Protection::Pair`) speaks `ft` to its partner and the arbiter over
+//! the log channel (`channel.rs`); an unprotected guest (`understudy.unprotected`, the echo
+//! guest) runs on a standalone replica, which releases every output at once. Either way the
+//! guest sees only its images and the inputs that passed through `Replica::offer_input` on a
+//! live replica or the log on a backup (ARCHITECTURE.md, determinism): console bytes from
+//! COM1, frames from the service NIC, entropy from RDRAND, its RTC base from the CMOS clock
+//! and time pushed forward when it lags the TSC. Released outputs leave through COM1 (the
+//! console), the service NIC (frames) and, with `disk = shared`, the one disk both machines
+//! see. Between slices an idle appliance halts until its next deadline.
 
+use crate::channel::LogChannel;
 use crate::guestdisk::GuestDisk;
 use crate::net::NetDevice;
-use crate::{cmos, println, serial, tsc};
+use crate::{arch, cmos, println, serial, tsc};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use spin::Mutex;
+use understudy_boot_config::{ArbiterKeys, Config, DiskMode, Role};
+use understudy_ft::node::HaltReason;
+use understudy_ft::{
+    Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, ReleasedOutput, RoleKind,
+};
 use understudy_machine::clock::TIMEBASE_HZ;
-use understudy_machine::devices::virtio::RxError;
-use understudy_machine::{Exit, InjectError, Input, Machine, MachineConfig};
+use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
+use understudy_machine::{Exit, Input, Machine, MachineConfig};
+use understudy_replica::announce::guest_ipv4;
+use understudy_replica::{
+    announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Step,
+    CONSOLE, DISK, NET,
+};
 use x86_64::instructions::random::RdRand;
 
-/// Instructions per `Machine::run` call (the hosted driver's slice): console input and output
-/// stay responsive and the loop's own cost is negligible.
-const RUN_SLICE_INSTRUCTIONS: u64 = 2_000_000;
-/// Guest time may lag the TSC by this much (10 ms) before the loop advances it.
+/// The replicas' and the arbiter's ids on the log channel (the hosted process's too).
+pub const PRIMARY_ID: NodeId = NodeId(1);
+pub const BACKUP_ID: NodeId = NodeId(2);
+pub const ARBITER_ID: NodeId = NodeId(3);
+/// A replica handles what arrived only between run slices, so a slice bounds how late a
+/// heartbeat or an acknowledgement can be. Slices are sized by time: the instruction count
+/// adapts so that one takes about this long, however fast the machine runs (a few hundred
+/// million instructions a second on hardware, a few million when the appliance itself runs
+/// under QEMU TCG, less while the guest first touches its code).
+const RUN_SLICE_TARGET_US: u64 = 10_000;
+/// Bounds of the adaptive slice, in instructions: below the lower one the loop's own cost
+/// would dominate; the upper one is the hosted replica's slice on a fast host.
+const RUN_SLICE_INSTRUCTIONS_MIN: u64 = 50_000;
+const RUN_SLICE_INSTRUCTIONS_MAX: u64 = 2_000_000;
+/// The first slice, before any has been timed.
+const RUN_SLICE_INSTRUCTIONS_FIRST: u64 = 100_000;
+/// A state digest every this many instructions (the hosted replica's interval).
+const DIGEST_EVERY_INSTRUCTIONS: u64 = 500_000_000;
+/// Guest time may lag the TSC by this much (10 ms) before the primary advances it.
 const CLOCK_LAG_TOLERANCE_TICKS: u64 = TIMEBASE_HZ / 100;
-/// Console bytes read from COM1 but not yet taken by the guest's UART. The 16550's own FIFO
-/// is 16 bytes; beyond this the loop stops reading COM1 and the host's FIFO holds the rest.
+/// Console bytes read from COM1 but not yet taken by the guest; beyond this the loop stops
+/// reading COM1 and its FIFO holds the rest.
 const PENDING_CONSOLE_BYTES_MAX: usize = 4096;
-/// Frames received on the service NIC but not yet taken by the guest (it had no receive
-/// buffer); beyond this new frames are dropped, as a NIC drops them.
+/// Service frames waiting for the guest; beyond this new frames are dropped, as a NIC would.
 const PENDING_FRAMES_MAX: usize = 1024;
-/// Entropy is handed to the guest in pieces of at most this size (the hosted driver's too).
+/// Entropy goes to the guest in pieces of at most this size (the hosted driver's too).
 const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
-/// The guest's MAC address on the service network (the hosted driver's too).
+/// The longest an idle loop sleeps before it looks at its devices again, in microseconds.
+const IDLE_POLL_MAX_US: u64 = 20_000;
+/// How long one idle sleep lasts at most before the devices are polled again, in
+/// microseconds (devices are polled: their interrupts stay off).
+const IDLE_SLEEP_US: u64 = 200;
+/// A status line on the console this often while the guest runs, in microseconds.
+const STATUS_INTERVAL_US: u64 = 5_000_000;
+/// Distinct kinds of refused frames said on the console before the driver says no more.
+const REFUSALS_SAID_MAX: usize = 8;
+/// Bytes hashed per disk read while computing the disk's identity digest.
+const DISK_HASH_CHUNK_BYTES: usize = 1 << 20;
+/// The guest's MAC address on the service network (the hosted driver's too): the same on
+/// both machines, so it moves at go-live.
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The disk id the guest reads with VIRTIO_BLK_T_GET_ID (the hosted driver's too).
 const DISK_ID: &[u8] = b"understudy-disk";
@@ -51,16 +92,32 @@ pub struct GuestSpec<'a> {
     pub bootargs: String,
     pub memory_bytes: u64,
     pub disk: Option<GuestDisk>,
+    /// `Shared`: the disk is the one image both machines see, written only with released
+    /// outputs of the live replica.
+    pub disk_mode: DiskMode,
     /// The service NIC: the guest gets a virtio-net device bridged to it.
     pub service_nic: Option<NetDevice>,
 }
 
-/// Why the guest stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the guest is protected.
+pub enum Protection {
+    /// No partner: every output leaves at once.
+    Unprotected,
+    /// The primary or backup of a pair, with its log channel.
+    Pair {
+        config: Config,
+        channel: LogChannel,
+    },
+}
+
+/// Why the guest or the replica stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     PowerOff { code: u16 },
     Reset,
     Crashed { cause: u64, tval: u64, pc: u64 },
+    /// The replica halted (fenced, lost arbitration, diverged, mismatched images).
+    Halted(String),
 }
 
 /// What the run did.
@@ -72,219 +129,714 @@ pub struct Summary {
     pub frames_dropped: u64,
 }
 
-/// The guest's machine and its bridge to the service network.
-pub struct Guest {
-    pub machine: Machine,
-    service_nic: Option<NetDevice>,
-    /// The source of the guest's entropy device, when the CPU has RDRAND.
-    rdrand: Option<RdRand>,
+/// The one disk both machines see (`disk = shared`): the machine reads it through the
+/// replica's `SharedDisk`, and the driver writes released outputs to it.
+#[derive(Clone)]
+struct SharedImage(Arc<Mutex<GuestDisk>>);
+
+impl BlockBackend for SharedImage {
+    fn len_bytes(&self) -> u64 {
+        self.0.lock().len_bytes()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.0.lock().read_at(offset, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.0.lock().write_at(offset, data)
+    }
+
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.0.lock().flush()
+    }
 }
 
-/// Builds the machine; a bad image or memory size is the operator's error and is returned.
-pub fn build(spec: GuestSpec) -> Result<Guest, understudy_machine::BootError> {
-    let rdrand = RdRand::new();
+/// Builds the guest's machine at power-on and the identity its partner must share. A bad
+/// image or memory size is the operator's error and is returned.
+fn build(
+    spec: GuestSpec,
+    has_service_nic: bool,
+    hash_disk: bool,
+    entropy: bool,
+) -> Result<(Machine, GuestIdentity, Option<SharedImage>), understudy_machine::BootError> {
     let config = MachineConfig {
         memory_bytes: spec.memory_bytes,
         bootargs: spec.bootargs,
-        net_mac: spec.service_nic.as_ref().map(|_| GUEST_MAC),
-        entropy: rdrand.is_some(),
+        net_mac: has_service_nic.then_some(GUEST_MAC),
+        entropy,
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(&config, spec.kernel, spec.initrd)?;
-    if let Some(disk) = spec.disk {
-        machine.attach_disk(Box::new(disk), DISK_ID);
-    }
-    Ok(Guest {
-        machine,
-        service_nic: spec.service_nic,
-        rdrand,
-    })
-}
-
-/// Inputs that arrived but that the guest has not taken yet.
-#[derive(Default)]
-struct Pending {
-    console: VecDeque<u8>,
-    frames: VecDeque<Vec<u8>>,
-    frames_dropped: u64,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.console.is_empty() && self.frames.is_empty()
-    }
-
-    /// Reads what COM1 and the service NIC have received (bounded).
-    fn poll(&mut self, service_nic: &mut Option<NetDevice>) {
-        poll_console(&mut self.console);
-        if let Some(nic) = service_nic {
-            while let Some(frame) = nic.receive_frame() {
-                if self.frames.len() >= PENDING_FRAMES_MAX {
-                    self.frames_dropped += 1;
-                } else {
-                    self.frames.push_back(frame);
-                }
+    let mut identity = GuestIdentity {
+        disk_sha256: [0; 32],
+    };
+    let mut shared = None;
+    if let Some(mut disk) = spec.disk {
+        if hash_disk {
+            identity.disk_sha256 = disk_sha256(&mut disk);
+        }
+        match spec.disk_mode {
+            DiskMode::Shared => {
+                let image = SharedImage(Arc::new(Mutex::new(disk)));
+                machine.attach_disk(Box::new(SharedDisk::new(Box::new(image.clone()))), DISK_ID);
+                shared = Some(image);
             }
+            DiskMode::Separate => machine.attach_disk(Box::new(disk), DISK_ID),
         }
     }
-
-    /// Injects what the guest can take now, in arrival order per source.
-    fn deliver(&mut self, machine: &mut Machine) {
-        deliver(machine, &mut self.console);
-        while let Some(frame) = self.frames.pop_front() {
-            let input = Input::Frame(frame);
-            match machine.inject(&input) {
-                Ok(()) => {}
-                // No receive buffer yet: the guest will post some; keep the frame first.
-                Err(InjectError::Frame(RxError::NoBuffer)) => {
-                    if let Input::Frame(frame) = input {
-                        self.frames.push_front(frame);
-                    }
-                    break;
-                }
-                // Device down or a frame it can never take: dropped, as a NIC drops it.
-                Err(_) => self.frames_dropped += 1,
-            }
-        }
-    }
+    Ok((machine, identity, shared))
 }
 
-/// Feeds the guest's entropy device what it asks for, from RDRAND. A failed RDRAND (the CPU
-/// ran out of entropy for now) leaves the request for the next round.
-fn supply_entropy(machine: &mut Machine, rdrand: Option<RdRand>) {
-    let Some(rdrand) = rdrand else { return };
-    let wanted = machine.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
-    if wanted == 0 {
-        return;
+/// SHA-256 of the whole disk: both replicas hash before either runs the guest, and the
+/// primary runs only once the backup confirmed the digest.
+fn disk_sha256(disk: &mut GuestDisk) -> [u8; 32] {
+    let started = tsc::now();
+    let len = disk.len_bytes();
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; DISK_HASH_CHUNK_BYTES];
+    let mut offset = 0;
+    while offset < len {
+        let take = (len - offset).min(DISK_HASH_CHUNK_BYTES as u64) as usize;
+        disk.read_at(offset, &mut chunk[..take])
+            .expect("fail-stop: the guest disk cannot be read while hashing it");
+        hasher.update(&chunk[..take]);
+        offset += take as u64;
     }
-    let mut bytes = Vec::with_capacity(wanted);
-    while bytes.len() < wanted {
-        let Some(word) = rdrand.get_u64() else { break };
-        let take = (wanted - bytes.len()).min(8);
-        bytes.extend_from_slice(&word.to_le_bytes()[..take]);
-    }
-    if !bytes.is_empty() {
-        // The device exists (`wants_entropy` asked), so this cannot fail.
-        let _ = machine.inject(&Input::Entropy(bytes));
-    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    println!(
+        "understudy: guest disk sha256 {:02x}{:02x}{:02x}{:02x}... over {} MiB in {} ms",
+        digest[0],
+        digest[1],
+        digest[2],
+        digest[3],
+        len >> 20,
+        (tsc::now().0 - started.0) / 1000
+    );
+    digest
 }
 
-/// Sends what the guest transmitted out of the service NIC.
-fn transmit(machine: &mut Machine, service_nic: &mut Option<NetDevice>) {
-    let frames = machine.take_transmitted();
-    if let Some(nic) = service_nic {
-        for frame in frames {
-            nic.send_frame(&frame);
-        }
-    }
+/// The `ft` node of a pair member, from its config.
+fn pair_node(config: &Config, now: Instant) -> Node {
+    let ArbiterKeys::Replica(arbiter_key) = config
+        .arbiter_keys()
+        .unwrap_or_else(|error| crate::fail(format_args!("config: {error}")))
+    else {
+        unreachable!("a replica's config yields its own key")
+    };
+    let (me, peer) = match config.role {
+        Role::Primary => (PRIMARY_ID, BACKUP_ID),
+        _ => (BACKUP_ID, PRIMARY_ID),
+    };
+    let node_config = NodeConfig {
+        me,
+        peer,
+        arbiter: ARBITER_ID,
+        channel_key: Key(config.channel_key.0),
+        arbiter_key: Key(arbiter_key.0),
+        limits: Limits::with_peer_timeout_ms(u64::from(config.peer_timeout_ms)),
+        // The arbiter tells incarnations of one replica apart by this number; a kernel keeps
+        // no state across boots, so the TSC at boot stands in (it only has to differ).
+        incarnation: Incarnation(tsc::read().0),
+    };
+    let mut node = match config.role {
+        Role::Primary => Node::primary(node_config, now),
+        _ => Node::backup(node_config, now),
+    };
+    node.await_peer();
+    node
 }
 
-/// Guest timebase ticks since `start` on the TSC.
-fn ticks_since(start: tsc::TscTicks) -> u64 {
-    let elapsed = tsc::read().0.saturating_sub(start.0);
-    (u128::from(elapsed) * u128::from(TIMEBASE_HZ) / u128::from(tsc::hz())) as u64
-}
-
-/// Reads what COM1 has received into `pending` (bounded).
-fn poll_console(pending: &mut VecDeque<u8>) {
-    while pending.len() < PENDING_CONSOLE_BYTES_MAX {
-        match serial::try_read_byte() {
-            Some(byte) => pending.push_back(byte),
-            None => break,
-        }
-    }
-}
-
-/// Injects pending console bytes until the guest's UART is full.
-fn deliver(machine: &mut Machine, pending: &mut VecDeque<u8>) {
-    while let Some(&byte) = pending.front() {
-        match machine.inject(&Input::ConsoleByte(byte)) {
-            Ok(()) => {
-                pending.pop_front();
-            }
-            Err(InjectError::ConsoleFull) => break,
-            // A console byte has no other failure; drop it rather than spin on it.
-            Err(_) => {
-                pending.pop_front();
-            }
-        }
-    }
-}
-
-/// Advances guest time to the TSC when it lags by more than `tolerance` ticks.
-fn catch_up(machine: &mut Machine, start: tsc::TscTicks, start_ticks: u64, tolerance: u64) {
-    let wall_ticks = start_ticks + ticks_since(start);
-    let guest_ticks = machine.time_ticks();
-    if wall_ticks > guest_ticks + tolerance {
-        machine
-            .inject(&Input::AdvanceTime {
-                ticks: wall_ticks - guest_ticks,
-            })
-            .expect("advancing time always succeeds");
-    }
-}
-
-/// Runs the guest until it powers off, resets or crashes.
-pub fn run(guest: &mut Guest) -> Summary {
-    let Guest {
-        machine,
-        service_nic,
-        rdrand,
-    } = guest;
-    let rdrand = *rdrand;
-    let start = tsc::read();
-    let start_ticks = machine.time_ticks();
-    match cmos::unix_time_ns() {
-        Some(now_ns) => machine
-            .inject(&Input::WallClockBase { ns: now_ns })
-            .expect("the RTC takes its base"),
-        None => println!("understudy: no CMOS clock; the guest's RTC starts at 1970"),
-    }
+/// Runs the guest until it stops or its replica halts.
+pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
+    let rdrand = RdRand::new();
     if rdrand.is_none() {
         println!("understudy: the CPU has no RDRAND; the guest gets no entropy device");
     }
-    let mut pending = Pending::default();
-    let ending = loop {
-        pending.poll(service_nic);
-        pending.deliver(machine);
-        supply_entropy(machine, rdrand);
-        catch_up(machine, start, start_ticks, CLOCK_LAG_TOLERANCE_TICKS);
-        let (_, exit) = machine.run(RUN_SLICE_INSTRUCTIONS);
-        serial::write_raw(&machine.take_console_output());
-        transmit(machine, service_nic);
-        match exit {
-            Exit::BudgetExhausted | Exit::ConsoleOutputFull | Exit::NetOutputFull => {}
-            Exit::PowerOff { code } => break Ending::PowerOff { code },
-            Exit::Reset => break Ending::Reset,
-            Exit::GuestCrashed { cause, tval, pc } => break Ending::Crashed { cause, tval, pc },
-            Exit::Idle { wake_at_ticks } => {
-                if !pending.is_empty() {
-                    continue; // The guest will make room for what waits.
-                }
-                // Poll until the timer is due on the TSC or a console byte or frame arrives;
-                // with no timer armed only an arrival can wake the guest.
-                loop {
-                    pending.poll(service_nic);
-                    if !pending.is_empty() {
-                        break;
-                    }
-                    if let Some(wake) = wake_at_ticks {
-                        if start_ticks + ticks_since(start) >= wake {
-                            break;
-                        }
-                    }
-                    core::hint::spin_loop();
-                }
-                catch_up(machine, start, start_ticks, 0);
-            }
+    let hash_disk = matches!(protection, Protection::Pair { .. });
+    let building = tsc::read();
+    let mut spec = spec;
+    let service_nic = spec.service_nic.take();
+    let spec = GuestSpec {
+        // Only its presence matters to the machine (it gets a virtio-net device).
+        service_nic: None,
+        ..spec
+    };
+    let (machine, identity, shared_image) =
+        match build(spec, service_nic.is_some(), hash_disk, rdrand.is_some()) {
+            Ok(built) => built,
+            Err(error) => crate::fail(format_args!("cannot start the guest: {error}")),
+        };
+    println!(
+        "understudy: guest machine built in {} ms",
+        (tsc::read().0 - building.0) * 1000 / tsc::hz()
+    );
+    let now = Instant(tsc::now().0);
+    let (replica, channel, config) = match protection {
+        Protection::Unprotected => {
+            let replica = Replica::standalone(machine, identity, Limits::default(), 0, now);
+            (replica, None, None)
+        }
+        Protection::Pair { config, channel } => {
+            let node = pair_node(&config, now);
+            let replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now);
+            (replica, Some(channel), Some(config))
         }
     };
-    serial::write_raw(&machine.take_console_output());
-    transmit(machine, service_nic);
-    Summary {
-        ending,
-        instructions: machine.instret().0,
-        elapsed_ms: (tsc::read().0 - start.0) * 1000 / tsc::hz(),
-        frames_dropped: pending.frames_dropped,
+    let mut driver = Driver {
+        channel,
+        config,
+        service_nic,
+        shared_image,
+        rdrand,
+        pending_console: VecDeque::new(),
+        pending_frames: VecDeque::new(),
+        frames_dropped: 0,
+        idle: None,
+        guest_woken: false,
+        time_origin: None,
+        guest_ipv4: None,
+        next_status_us: 0,
+        paired_at_us: None,
+        started_us: tsc::now().0,
+        shared_unsynced: false,
+        refusals_said: Vec::new(),
+        slice_instructions: RUN_SLICE_INSTRUCTIONS_FIRST,
+        instructions_per_ms: 0,
+    };
+    driver.run(replica)
+}
+
+struct Driver {
+    channel: Option<LogChannel>,
+    config: Option<Config>,
+    service_nic: Option<NetDevice>,
+    shared_image: Option<SharedImage>,
+    rdrand: Option<RdRand>,
+    pending_console: VecDeque<u8>,
+    pending_frames: VecDeque<Vec<u8>>,
+    frames_dropped: u64,
+    /// The guest went idle at its last run (with its timer's due time, if armed).
+    idle: Option<Option<u64>>,
+    /// An input reached the guest since its last run.
+    guest_woken: bool,
+    /// Guest time is kept near the TSC from here: (TSC microseconds, guest ticks).
+    time_origin: Option<(u64, u64)>,
+    guest_ipv4: Option<[u8; 4]>,
+    next_status_us: u64,
+    /// When the pair was first known to be formed (TSC microseconds).
+    paired_at_us: Option<u64>,
+    /// When the driver started (TSC microseconds).
+    started_us: u64,
+    /// Released disk writes not yet flushed to the shared image.
+    shared_unsynced: bool,
+    /// Kinds of refused frames already said.
+    refusals_said: Vec<String>,
+    /// Instructions in the next run slice (adaptive, `resize_slice`).
+    slice_instructions: u64,
+    /// The machine's recent speed (0 before the first slice was timed).
+    instructions_per_ms: u64,
+}
+
+fn now() -> Instant {
+    Instant(tsc::now().0)
+}
+
+impl Driver {
+    fn run(&mut self, mut replica: Replica) -> Summary {
+        let started = tsc::now();
+        let ending = loop {
+            let step = self.turn(&mut replica);
+            if let Some(ending) = self.ending(&replica, step) {
+                // What the guest did before it stopped still leaves under the output rule:
+                // wait (bounded) for the backup's acknowledgement of the last outputs.
+                let drain_until = tsc::now().0 + self.drain_limit_us();
+                while !matches!(ending, Ending::Halted(_))
+                    && replica.status().outputs_held > 0
+                    && replica.is_live()
+                    && tsc::now().0 < drain_until
+                {
+                    self.wait(&mut replica, Step::WaitingForBackup);
+                    self.turn_without_running(&mut replica);
+                }
+                if self.channel.is_some() {
+                    self.print_status(&replica);
+                }
+                break ending;
+            }
+            self.wait(&mut replica, step);
+        };
+        Summary {
+            ending,
+            instructions: replica.machine().instret().0,
+            elapsed_ms: (tsc::now().0 - started.0) / 1000,
+            frames_dropped: self.frames_dropped,
+        }
+    }
+
+    /// Four peer timeouts: past the point where a silent backup is declared failed and the
+    /// outputs are released anyway.
+    fn drain_limit_us(&self) -> u64 {
+        self.config
+            .map_or(0, |config| u64::from(config.peer_timeout_ms) * 4000)
+    }
+
+    /// One turn: arrivals, timers, events, inputs, one run slice, outputs out.
+    fn turn(&mut self, replica: &mut Replica) -> Step {
+        self.turn_without_running(replica);
+        if replica.is_live() && replica.is_paired() {
+            self.feed(replica);
+        }
+        // An idle guest runs again only when something reached it: resuming it for every
+        // acknowledgement would run its idle loop and log a horizon, which draws the next one.
+        let step = match self.idle {
+            Some(wake_at_ticks) if replica.is_live() && !self.guest_woken => {
+                Step::Idle { wake_at_ticks }
+            }
+            _ => {
+                let started = tsc::now().0;
+                let step = replica.run(now(), self.slice_instructions);
+                if let Step::Ran(executed) = step {
+                    self.resize_slice(executed, tsc::now().0 - started);
+                }
+                step
+            }
+        };
+        self.guest_woken = false;
+        self.idle = match step {
+            Step::Idle { wake_at_ticks } => Some(wake_at_ticks),
+            _ => None,
+        };
+        self.after_run(replica);
+        step
+    }
+
+    /// Sizes the next slice from the machine's speed, averaged over recent slices (a quarter
+    /// weight for the newest), so one slice slowed by the host scheduling this machine out
+    /// does not shrink the next one to nothing.
+    fn resize_slice(&mut self, executed: u64, elapsed_us: u64) {
+        if executed < RUN_SLICE_INSTRUCTIONS_MIN {
+            return; // A slice cut short by an output or an idle guest says little.
+        }
+        let per_ms = executed * 1000 / elapsed_us.max(1);
+        self.instructions_per_ms = match self.instructions_per_ms {
+            0 => per_ms,
+            average => (average * 3 + per_ms) / 4,
+        };
+        self.slice_instructions = (self.instructions_per_ms * RUN_SLICE_TARGET_US / 1000)
+            .clamp(RUN_SLICE_INSTRUCTIONS_MIN, RUN_SLICE_INSTRUCTIONS_MAX);
+    }
+
+    /// Everything of a turn but the run slice.
+    fn turn_without_running(&mut self, replica: &mut Replica) {
+        self.receive(replica);
+        let now = now();
+        if replica.poll_at().is_some_and(|at| at <= now) {
+            replica.handle_timeout(now);
+        }
+        // What the frames just received allow goes out before the next slice: a backup's
+        // acknowledgement, a primary's released outputs.
+        self.after_run(replica);
+    }
+
+    fn after_run(&mut self, replica: &mut Replica) {
+        self.handle_events(replica);
+        self.send_outputs(replica);
+        self.send_datagrams(replica);
+        // A standalone replica keeps what it records for a driver that saves it; this one
+        // does not.
+        while replica.poll_recorded().is_some() {}
+        if self.paired_at_us.is_none()
+            && self.channel.is_some()
+            && replica.is_paired()
+            && replica.node().peer_heard()
+        {
+            self.paired_at_us = Some(tsc::now().0);
+        }
+        if tsc::now().0 >= self.next_status_us {
+            self.next_status_us = tsc::now().0 + STATUS_INTERVAL_US;
+            if self.channel.is_some() {
+                self.print_status(replica);
+            }
+        }
+    }
+
+    /// Takes what the log channel, the service NIC and COM1 received.
+    fn receive(&mut self, replica: &mut Replica) {
+        if let Some(channel) = &mut self.channel {
+            channel.poll();
+            while let Some(datagram) = channel.receive() {
+                // Refusals are counted by the node (`frames_rejected` in the status line); the
+                // first of each kind is said, since a wrong key or version is a configuration
+                // error to fix.
+                if let Err(error) = replica.handle_frame(now(), &datagram) {
+                    let text = alloc::format!("{error}");
+                    if !self.refusals_said.contains(&text)
+                        && self.refusals_said.len() < REFUSALS_SAID_MAX
+                    {
+                        println!("understudy: refused a frame: {text}");
+                        self.refusals_said.push(text);
+                    }
+                }
+            }
+        }
+        let live = replica.is_live();
+        if let Some(nic) = &mut self.service_nic {
+            while let Some(frame) = nic.receive_frame() {
+                // A backup's guest takes its input from the log alone.
+                if !live {
+                    continue;
+                }
+                if self.pending_frames.len() < PENDING_FRAMES_MAX {
+                    self.pending_frames.push_back(frame);
+                } else {
+                    self.frames_dropped += 1;
+                }
+            }
+        }
+        while self.pending_console.len() < PENDING_CONSOLE_BYTES_MAX {
+            match serial::try_read_byte() {
+                Some(byte) if live => self.pending_console.push_back(byte),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// Inputs from outside, offered at this instruction boundary: the wall-clock base once,
+    /// console bytes, received frames, entropy, and guest time kept near the TSC.
+    fn feed(&mut self, replica: &mut Replica) {
+        let now = now();
+        if self.time_origin.is_none() {
+            if replica.machine().instret().0 == 0 {
+                match cmos::unix_time_ns() {
+                    Some(ns) => {
+                        if replica
+                            .offer_input(now, &Input::WallClockBase { ns })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    None => println!("understudy: no CMOS clock; the guest's RTC starts at 1970"),
+                }
+            }
+            self.time_origin = Some((tsc::now().0, replica.time_ticks()));
+        }
+        while let Some(&byte) = self.pending_console.front() {
+            match self.offer(replica, now, &Input::ConsoleByte(byte)) {
+                Ok(()) | Err(Refused::NoDevice | Refused::TooLarge) => {
+                    self.pending_console.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        while let Some(frame) = self.pending_frames.front() {
+            match self.offer(replica, now, &Input::Frame(frame.clone())) {
+                Ok(()) | Err(Refused::NoDevice | Refused::TooLarge) => {
+                    self.pending_frames.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        self.supply_entropy(replica, now);
+        // A sleeping guest's time catches up when its timer is due (`wait`), not every turn.
+        if self.idle.is_none() || self.guest_woken {
+            self.catch_up_time(replica, now, CLOCK_LAG_TOLERANCE_TICKS);
+        }
+    }
+
+    /// Offers one input to the guest; a taken input wakes an idle guest.
+    fn offer(&mut self, replica: &mut Replica, now: Instant, input: &Input) -> Result<(), Refused> {
+        replica.offer_input(now, input)?;
+        self.guest_woken = true;
+        Ok(())
+    }
+
+    /// Feeds the guest's entropy device what it asks for, from RDRAND. A failed RDRAND (the
+    /// CPU ran out of entropy for now) leaves the request for the next turn.
+    fn supply_entropy(&mut self, replica: &mut Replica, now: Instant) {
+        let Some(rdrand) = self.rdrand else { return };
+        let wanted = replica.wants_entropy().min(ENTROPY_CHUNK_BYTES_MAX);
+        if wanted == 0 {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(wanted);
+        while bytes.len() < wanted {
+            let Some(word) = rdrand.get_u64() else { break };
+            let take = (wanted - bytes.len()).min(8);
+            bytes.extend_from_slice(&word.to_le_bytes()[..take]);
+        }
+        if !bytes.is_empty() {
+            let _ = self.offer(replica, now, &Input::Entropy(bytes));
+        }
+    }
+
+    /// Advances guest time to the TSC when it lags by more than `tolerance` ticks.
+    fn catch_up_time(&mut self, replica: &mut Replica, now: Instant, tolerance: u64) {
+        let Some((origin_us, origin_ticks)) = self.time_origin else {
+            return;
+        };
+        let elapsed_us = tsc::now().0.saturating_sub(origin_us);
+        let wall_ticks = origin_ticks + elapsed_us * TIMEBASE_HZ / 1_000_000;
+        let guest_ticks = replica.time_ticks();
+        if wall_ticks > guest_ticks + tolerance {
+            let _ = self.offer(
+                replica,
+                now,
+                &Input::AdvanceTime {
+                    ticks: wall_ticks - guest_ticks,
+                },
+            );
+        }
+    }
+
+    fn handle_events(&mut self, replica: &mut Replica) {
+        while let Some(event) = replica.poll_event() {
+            match event {
+                Event::RoleChanged { from, to, epoch } => {
+                    println!("understudy: role {from} -> {to}, epoch {}", epoch.0);
+                    self.print_status(replica);
+                }
+                // The appliance keeps no state of its own across boots: the arbiter's record,
+                // which it reads back from its disk before it answers, is what fences a
+                // replica that restarts after a failover (it halts on the first answer).
+                Event::PersistEpoch { epoch } => replica.epoch_persisted(epoch),
+                Event::LeaveReplay { epoch, at, .. } => {
+                    println!(
+                        "understudy: live in epoch {} at instruction {}",
+                        epoch.0, at.0
+                    );
+                    self.time_origin = Some((tsc::now().0, replica.time_ticks()));
+                }
+                Event::AnnounceMac => {
+                    if let Some(nic) = &mut self.service_nic {
+                        for frame in announce_frames(GUEST_MAC, self.guest_ipv4) {
+                            nic.send_frame(&frame);
+                        }
+                    }
+                }
+                Event::Divergence { first_diverged, .. } => println!(
+                    "understudy: divergence: the guest's state first differed from the primary's at instruction {}",
+                    first_diverged.0
+                ),
+                // Disk requests complete synchronously between run slices: nothing is in
+                // flight at a failure.
+                Event::ReissueInFlightIo => {}
+                Event::SnapshotWanted => println!(
+                    "understudy: a replica asks to join; joining a running primary is not supported yet"
+                ),
+                Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
+            }
+        }
+    }
+
+    fn send_outputs(&mut self, replica: &mut Replica) {
+        let now = now();
+        let mut console = Vec::new();
+        while let Some(output) = replica.poll_release(now) {
+            if output.device == DISK {
+                self.write_disk(replica, &output);
+                continue;
+            }
+            // Whatever follows a disk write leaves only once the write is durable.
+            self.sync_shared_image();
+            if output.device == CONSOLE {
+                console.extend_from_slice(&output.payload);
+            } else if output.device == NET {
+                if let Some(address) = guest_ipv4(GUEST_MAC, &output.payload) {
+                    self.guest_ipv4 = Some(address);
+                }
+                if let Some(nic) = &mut self.service_nic {
+                    nic.send_frame(&output.payload);
+                }
+            }
+        }
+        serial::write_raw(&console);
+        // One flush covers every write released in this turn, before this turn's frames tell
+        // the backup they were released.
+        self.sync_shared_image();
+    }
+
+    /// Writes one released disk output to the shared image. Fencing: an output released in
+    /// an older epoch than the node's, or reaching a replica that is not live, is refused
+    /// and the appliance stops (ft/PROTOCOL.md, output lease).
+    fn write_disk(&mut self, replica: &mut Replica, output: &ReleasedOutput) {
+        let epoch = replica.node().epoch();
+        if output.epoch < epoch || !replica.is_live() {
+            crate::fail(format_args!(
+                "fenced: a disk write released in epoch {} reached a {} of epoch {}; nothing written",
+                output.epoch.0,
+                replica.node().role(),
+                epoch.0
+            ));
+        }
+        let Some(image) = &self.shared_image else {
+            crate::fail(format_args!("a disk output without a shared disk"));
+        };
+        let Some((offset, data)) = split_disk_payload(&output.payload) else {
+            crate::fail(format_args!("a disk output without its offset"));
+        };
+        if image.0.lock().write_at(offset, data).is_err() {
+            crate::fail(format_args!(
+                "cannot write the shared disk at byte {offset}"
+            ));
+        }
+        self.shared_unsynced = true;
+        replica.disk_written(output);
+    }
+
+    fn sync_shared_image(&mut self) {
+        if !self.shared_unsynced {
+            return;
+        }
+        if let Some(image) = &self.shared_image {
+            if image.0.lock().flush().is_err() {
+                crate::fail(format_args!("cannot flush the shared disk"));
+            }
+        }
+        self.shared_unsynced = false;
+    }
+
+    fn send_datagrams(&mut self, replica: &mut Replica) {
+        let now = now();
+        let (Some(channel), Some(config)) = (&mut self.channel, &self.config) else {
+            while replica.poll_transmit(now).is_some() {}
+            return;
+        };
+        while let Some(transmit) = replica.poll_transmit(now) {
+            let to = match transmit.to {
+                ARBITER_ID => config.arbiter,
+                _ => config.peer().expect("a replica's config names its partner"),
+            };
+            channel.send(to, &transmit.bytes);
+        }
+        channel.poll();
+    }
+
+    /// Sleeps until something can happen: a datagram, a service frame, a console byte, a
+    /// timer of the node, or the guest's own timer on the TSC.
+    fn wait(&mut self, replica: &mut Replica, step: Step) {
+        let now_us = tsc::now().0;
+        let mut deadline_us = match step {
+            Step::Ran(_) => return,
+            Step::Idle { wake_at_ticks } if replica.is_live() => {
+                if !self.pending_frames.is_empty() || !self.pending_console.is_empty() {
+                    return;
+                }
+                let guest = replica.time_ticks();
+                let to_timer_us = wake_at_ticks.map_or(IDLE_POLL_MAX_US, |wake| {
+                    wake.saturating_sub(guest) * 1_000_000 / TIMEBASE_HZ
+                });
+                now_us + to_timer_us.min(IDLE_POLL_MAX_US)
+            }
+            _ => now_us + IDLE_POLL_MAX_US,
+        };
+        if let Some(at) = replica.poll_at() {
+            deadline_us = deadline_us.min(at.0);
+        }
+        let mut arrived = false;
+        while tsc::now().0 < deadline_us {
+            if self.something_arrived() {
+                arrived = true;
+                break;
+            }
+            arch::idle_until(tsc::now().0 + IDLE_SLEEP_US.min(deadline_us - tsc::now().0.min(deadline_us)));
+        }
+        if let (Step::Idle { .. }, true, false) = (step, replica.is_live(), arrived) {
+            // The guest slept until its timer: its time follows the TSC exactly, so the timer
+            // fires when it is due.
+            self.catch_up_time(replica, now(), 0);
+        }
+    }
+
+    /// Polls the devices without taking anything: true when a datagram, a frame or a console
+    /// byte waits.
+    fn something_arrived(&mut self) -> bool {
+        if let Some(channel) = &mut self.channel {
+            channel.poll();
+            if channel.has_datagram() {
+                return true;
+            }
+        }
+        if self.service_nic.as_ref().is_some_and(NetDevice::has_frame) {
+            return true;
+        }
+        serial::has_byte()
+    }
+
+    fn ending(&self, replica: &Replica, step: Step) -> Option<Ending> {
+        match step {
+            Step::GuestStopped(Exit::PowerOff { code }) => Some(Ending::PowerOff { code }),
+            Step::GuestStopped(Exit::Reset) => Some(Ending::Reset),
+            Step::GuestStopped(Exit::GuestCrashed { cause, tval, pc }) => {
+                Some(Ending::Crashed { cause, tval, pc })
+            }
+            Step::GuestStopped(other) => Some(Ending::Halted(alloc::format!("{other:?}"))),
+            Step::Halted => {
+                let reason = match (replica.mismatch(), replica.node().halt_reason()) {
+                    (Some(mismatch), _) => alloc::format!("{mismatch}"),
+                    (None, Some(HaltReason::Fenced { epoch })) => alloc::format!(
+                        "fenced: epoch {} is live elsewhere; this machine serves nothing",
+                        epoch.0
+                    ),
+                    (None, Some(HaltReason::LostArbitration { epoch, owner })) => alloc::format!(
+                        "the arbiter gave epoch {} to replica {}; this machine serves nothing",
+                        epoch.0,
+                        owner.0
+                    ),
+                    (None, Some(HaltReason::Diverged { first_diverged })) => alloc::format!(
+                        "diverged from the primary at instruction {}",
+                        first_diverged.0
+                    ),
+                    (None, None) => String::from("halted"),
+                };
+                Some(Ending::Halted(reason))
+            }
+            _ => None,
+        }
+    }
+
+    /// One `key=value` line with the figures an operator and the tests read (a role's words
+    /// joined by `-`, so every value is one word).
+    fn print_status(&self, replica: &Replica) {
+        let status = replica.status();
+        let now_us = tsc::now().0;
+        let (sent, dropped) = self
+            .channel
+            .as_ref()
+            .map_or((0, 0), |c| (c.bytes_sent, c.datagrams_dropped));
+        let protected_s = self
+            .paired_at_us
+            .map_or(0, |at| now_us.saturating_sub(at) / 1_000_000);
+        let role = alloc::format!("{}", status.role).replace(' ', "-");
+        // The arbiter answers every report, and reports go out every peer timeout: three and a
+        // half timeouts of silence mean it is gone (the hosted status's rule).
+        let arbiter_silent_ms = status
+            .arbiter_heard_at
+            .map(|at| now_us.saturating_sub(at.0) / 1000);
+        let peer_timeout_ms = self.config.map_or(0, |c| u64::from(c.peer_timeout_ms));
+        let failover_available = arbiter_silent_ms
+            .is_some_and(|ms| ms * 2 < peer_timeout_ms * 7)
+            && replica.node().peer_heard()
+            && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
+        println!(
+            "understudy status role={role} epoch={} instructions={} log_end={} acknowledged={} lag_instructions={} slice_instructions={} outputs_held={} digests_matched={} log_bytes_sent={} datagrams_dropped={} frames_rejected={} retransmissions={} paired={} failover_available={failover_available} arbiter_silent_ms={} protected_s={protected_s} running_s={}",
+            status.epoch.0,
+            status.instructions,
+            status.log_end.0,
+            status.acknowledged.0,
+            status.lag_instructions,
+            self.slice_instructions,
+            status.outputs_held,
+            status.digests_matched,
+            sent,
+            dropped,
+            status.counters.frames_rejected,
+            status.counters.retransmissions,
+            replica.is_paired(),
+            arbiter_silent_ms.map_or(String::from("never"), |ms| alloc::format!("{ms}")),
+            now_us.saturating_sub(self.started_us) / 1_000_000,
+        );
     }
 }

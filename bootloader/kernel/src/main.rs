@@ -1,15 +1,18 @@
 //! The Understudy appliance kernel: boots by PVH, brings up the machine, prints `ready`.
 //!
 //! Boot order: serial, GDT/IDT, boot info, heap, TSC, role config, PCI and virtio devices,
-//! the replication network, then `understudy ready role=<role>`; `run` then starts the
-//! protected guest on the hypervisor (`appliance/machine`) when a payload was handed over.
+//! the replication network, then `understudy ready role=<role>`; `run` then serves the role:
+//! the arbiter (`arbiter.rs`), or the primary or backup of the protected guest, which runs on
+//! the hypervisor (`appliance/machine`) through the replica runtime (`guest.rs`).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod arbiter;
 mod arch;
 mod boot;
+mod channel;
 mod bootinfo;
 mod cmos;
 mod dhcp;
@@ -28,13 +31,14 @@ mod tsc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bootinfo::{BootInfo, IdentityMemory, PhysRange};
+use channel::LogChannel;
 use core::panic::PanicInfo;
 use guestdisk::{Disk, GuestDisk};
 use hal::KernelHal;
 use net::NetDevice;
 use smoltcp::iface::{Config as InterfaceConfig, Interface};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
-use understudy_boot_config::{self as config, Config};
+use understudy_boot_config::{self as config, Config, Role};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::bus::PciRoot;
@@ -65,6 +69,14 @@ struct BootOptions {
     selftest_fault: bool,
     /// Run the built-in echo guest instead of a payload (`understudy.guest=echo`).
     echo_guest: bool,
+    /// Run the payload guest without a partner (`understudy.unprotected`): every output
+    /// leaves at once.
+    unprotected: bool,
+    /// The role, overriding the config's (`understudy.role=backup`): for machines whose disk
+    /// cannot be edited.
+    role: Option<Role>,
+    /// Create the arbiter's record on an empty disk (`understudy.arbiter=init`).
+    arbiter_init: bool,
 }
 
 impl BootOptions {
@@ -88,6 +100,16 @@ impl BootOptions {
                     }
                 }
                 Some(("guest", "echo")) => options.echo_guest = true,
+                Some(("role", role)) => {
+                    options.role = Some(match role {
+                        "primary" => Role::Primary,
+                        "backup" => Role::Backup,
+                        "arbiter" => Role::Arbiter,
+                        _ => return Err(word),
+                    })
+                }
+                Some(("arbiter", "init")) => options.arbiter_init = true,
+                None if option == "unprotected" => options.unprotected = true,
                 _ => return Err(word),
             }
         }
@@ -160,10 +182,13 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault understudy.guest=echo"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault understudy.guest=echo understudy.unprotected understudy.role=primary|backup|arbiter understudy.arbiter=init"
         )),
     };
-    let config = load_config(&boot, command_line);
+    let mut config = load_config(&boot, command_line);
+    if let Some(role) = options.role {
+        config.role = role;
+    }
     println!(
         "understudy: role {} address {} peer {} arbiter {} disk {}",
         config.role,
@@ -245,10 +270,11 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     )
 }
 
-/// The replication NIC with its TCP/IP interface.
+/// The replication NIC with its TCP/IP interface (boxed: the IPv4 fragmentation buffers make
+/// it large).
 struct Network {
     device: NetDevice,
-    iface: Interface,
+    iface: alloc::boxed::Box<Interface>,
 }
 
 /// What the kernel brought up: the inputs of the appliance runtime.
@@ -264,8 +290,7 @@ struct Platform {
 }
 
 /// Runs the appliance on the platform: the boot-time self tests the kernel options ask for,
-/// then the protected guest when there is one. The replication runtime (`ft/`) will be driven
-/// from here too: its clock `tsc::now`, its log channel a TCP socket on `replication`.
+/// then its role: the arbiter, or the protected guest as primary or backup (or unprotected).
 fn run(mut platform: Platform, options: &BootOptions) -> ! {
     if options.selftest_panic {
         panic!("selftest asked for a panic");
@@ -349,9 +374,20 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             bootargs: String::new(),
             memory_bytes: ECHO_GUEST_MEMORY_BYTES,
             disk: None,
+            disk_mode: config::DiskMode::Separate,
             service_nic: None,
         };
-        run_guest(spec)
+        run_guest(spec, guest::Protection::Unprotected)
+    }
+    if platform.config.role == Role::Arbiter {
+        let Some(disk) = take_guest_disk(&mut platform.disks) else {
+            fail(format_args!(
+                "the arbiter needs a disk of its own for its record: attach one (a few sectors suffice)"
+            ))
+        };
+        let port = platform.config.arbiter.port;
+        let channel = log_channel(&mut platform, port);
+        arbiter::run(&platform.config, disk, channel, options.arbiter_init)
     }
     if let Some(payload) = platform.guest.take() {
         let memory_bytes = u64::from(platform.config.guest_memory_mib) << 20;
@@ -365,17 +401,39 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             ));
         }
         let disk = take_guest_disk(&mut platform.disks);
+        let protection = if options.unprotected {
+            guest::Protection::Unprotected
+        } else {
+            let port = platform.config.port;
+            guest::Protection::Pair {
+                config: platform.config,
+                channel: log_channel(&mut platform, port),
+            }
+        };
         let spec = guest::GuestSpec {
             kernel: payload.kernel,
             initrd: payload.initrd,
             bootargs: payload.bootargs,
             memory_bytes,
             disk,
+            disk_mode: platform.config.disk,
             service_nic: platform.service_nic.take(),
         };
-        run_guest(spec)
+        run_guest(spec, protection)
     }
     arch::halt_forever()
+}
+
+/// The log channel on the replication NIC, bound to `port`; without that NIC the role cannot
+/// be served.
+fn log_channel(platform: &mut Platform, port: u16) -> LogChannel {
+    let Some(Network { device, iface }) = platform.replication.take() else {
+        fail(format_args!(
+            "role {} needs the replication nic (the first virtio-net device); none was found",
+            platform.config.role
+        ))
+    };
+    LogChannel::bind(device, iface, port)
 }
 
 /// The first disk that is not the appliance's boot disk, for the guest.
@@ -395,23 +453,14 @@ fn take_guest_disk(disks: &mut Vec<Disk>) -> Option<GuestDisk> {
     Some(GuestDisk::new(disk))
 }
 
-/// Builds the guest's machine, runs it to its end, reports how it ended and powers off.
-fn run_guest(spec: guest::GuestSpec) -> ! {
+/// Runs the guest to its end, reports how it ended and powers off.
+fn run_guest(spec: guest::GuestSpec, protection: guest::Protection) -> ! {
     println!(
         "understudy: guest starting, {} MiB, bootargs \"{}\"",
         spec.memory_bytes >> 20,
         spec.bootargs
     );
-    let building = tsc::read();
-    let mut guest = match guest::build(spec) {
-        Ok(guest) => guest,
-        Err(error) => fail(format_args!("cannot start the guest: {error}")),
-    };
-    println!(
-        "understudy: guest machine built in {} ms",
-        (tsc::read().0 - building.0) * 1000 / tsc::hz()
-    );
-    let summary = guest::run(&mut guest);
+    let summary = guest::run(spec, protection);
     if summary.frames_dropped > 0 {
         println!(
             "understudy: {} service-network frames dropped (the guest could not take them)",
@@ -438,6 +487,7 @@ fn run_guest(spec: guest::GuestSpec) -> ! {
             );
             1
         }
+        guest::Ending::Halted(reason) => fail(format_args!("{reason}")),
     };
     arch::power_off(code.min(0x7f) as u8)
 }
@@ -555,14 +605,14 @@ fn load_config(boot: &BootInfo, command_line: &str) -> Config {
 }
 
 /// Configures smoltcp on the replication NIC with the address the role selects.
-fn replication_interface(config: &Config, device: &mut NetDevice) -> Interface {
+fn replication_interface(config: &Config, device: &mut NetDevice) -> alloc::boxed::Box<Interface> {
     let mac = device.mac_address();
     let mut interface_config =
         InterfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     // The initial TCP sequence numbers of the appliance's own connections; never guest-visible.
     interface_config.random_seed = tsc::read().0;
     let now = smoltcp::time::Instant::from_micros(tsc::now().0 as i64);
-    let mut iface = Interface::new(interface_config, device, now);
+    let mut iface = alloc::boxed::Box::new(Interface::new(interface_config, device, now));
     let own = config.own_address();
     let [a, b, c, d] = own.address.0;
     iface.update_ip_addrs(|addresses| {
@@ -589,11 +639,16 @@ fn replication_interface(config: &Config, device: &mut NetDevice) -> Interface {
     iface
 }
 
-/// Prints a fatal boot error as an epitaph and halts.
-fn fail(message: core::fmt::Arguments) -> ! {
+/// Prints a fatal error as an epitaph and stops: fail-stop, the partner takes over. Under
+/// QEMU with `isa-debug-exit` the emulator then exits with status 5 (code 2), so a test or a
+/// supervisor sees the stop; elsewhere the CPU halts with the epitaph on the console.
+pub fn fail(message: core::fmt::Arguments) -> ! {
     println!("understudy epitaph: {}", message);
-    arch::halt_forever()
+    arch::power_off(EPITAPH_EXIT_CODE)
 }
+
+/// The `isa-debug-exit` code of an appliance that stopped with an epitaph (QEMU status 5).
+const EPITAPH_EXIT_CODE: u8 = 2;
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {

@@ -226,6 +226,11 @@ impl Device for NetDevice {
 /// Raw frames for the layer-2 bridge between the service NIC and the guest's virtio-net:
 /// the appliance never parses or answers them.
 impl NetDevice {
+    /// True when a received frame waits, without taking it.
+    pub fn has_frame(&self) -> bool {
+        self.inner.borrow().raw.poll_receive().is_some()
+    }
+
     /// The next received Ethernet frame, if any.
     pub fn receive_frame(&mut self) -> Option<Vec<u8>> {
         let (rx, _tx) = self.receive(Instant::ZERO)?;

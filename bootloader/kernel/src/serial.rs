@@ -93,6 +93,12 @@ pub fn force_print(args: fmt::Arguments) {
     print_fmt(args);
 }
 
+/// True when COM1 holds a received byte (LSR bit 0, data ready), without taking it.
+pub fn has_byte() -> bool {
+    // SAFETY: reading the line-status register has no side effects.
+    unsafe { Port::<u8>::new(COM1_PORT + 5).read() & 0x01 != 0 }
+}
+
 /// A byte COM1 has received, if any (polled: LSR data-ready).
 pub fn try_read_byte() -> Option<u8> {
     CONSOLE.lock().read_byte()

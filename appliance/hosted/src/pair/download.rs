@@ -1,6 +1,7 @@
 //! A slow HTTP download that holds one connection open across a fault: half of the guest's
-//! `/numbers.txt` (the numbers 1 to 300000, one per line, written by `guest/init`) before the
-//! fault, the rest after it, checked byte for byte.
+//! `/numbers.txt` (the numbers 1 to N, one per line, written by `guest/init`; N is 300000
+//! unless `understudy.numbers` says otherwise) before the fault, the rest after it, checked byte
+//! for byte.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-/// The page's last number.
-const NUMBERS: u32 = 300_000;
-/// Body bytes read before the fault.
-const FIRST_PART_BYTES: usize = 512 * 1024;
+/// The page's last number when the guest's command line does not choose one.
+pub const NUMBERS_DEFAULT: u32 = 300_000;
+/// Body bytes read before the fault, at most (and at most half the page).
+const FIRST_PART_BYTES_MAX: usize = 512 * 1024;
 /// How long a read may wait for the guest (the failover happens during one).
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -24,8 +25,8 @@ pub struct SlowDownload {
 }
 
 /// The page's exact contents.
-fn expected() -> Vec<u8> {
-    (1..=NUMBERS)
+fn expected(numbers: u32) -> Vec<u8> {
+    (1..=numbers)
         .flat_map(|n| format!("{n}\n").into_bytes())
         .collect()
 }
@@ -33,12 +34,12 @@ fn expected() -> Vec<u8> {
 impl SlowDownload {
     /// Connects, asks for the page and returns once the first part has arrived; the rest is
     /// read after `finish` is called.
-    pub fn start(address: SocketAddr) -> Result<SlowDownload> {
+    pub fn start(address: SocketAddr, numbers: u32) -> Result<SlowDownload> {
         let resume = Arc::new(AtomicBool::new(false));
         let (started, first_part) = mpsc::channel();
         let thread = {
             let resume = resume.clone();
-            std::thread::spawn(move || download(address, &resume, started))
+            std::thread::spawn(move || download(address, numbers, &resume, started))
         };
         match first_part.recv_timeout(READ_TIMEOUT) {
             Ok(()) => Ok(SlowDownload { resume, thread }),
@@ -62,7 +63,14 @@ impl SlowDownload {
     }
 }
 
-fn download(address: SocketAddr, resume: &AtomicBool, started: mpsc::Sender<()>) -> Result<usize> {
+fn download(
+    address: SocketAddr,
+    numbers: u32,
+    resume: &AtomicBool,
+    started: mpsc::Sender<()>,
+) -> Result<usize> {
+    let expected = expected(numbers);
+    let first_part_bytes = FIRST_PART_BYTES_MAX.min(expected.len() / 2);
     let mut stream = TcpStream::connect_timeout(&address, READ_TIMEOUT)
         .context("cannot connect to the guest's httpd")?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
@@ -73,7 +81,7 @@ fn download(address: SocketAddr, resume: &AtomicBool, started: mpsc::Sender<()>)
     loop {
         let header_end = received.windows(4).position(|w| w == b"\r\n\r\n");
         let body = header_end.map_or(0, |end| received.len() - end - 4);
-        if !signalled && body >= FIRST_PART_BYTES {
+        if !signalled && body >= first_part_bytes {
             signalled = true;
             let _ = started.send(());
             // The connection stays open, unread, until the fault has happened.
@@ -99,7 +107,6 @@ fn download(address: SocketAddr, resume: &AtomicBool, started: mpsc::Sender<()>)
         String::from_utf8_lossy(&received[..end.min(60)])
     );
     let body = &received[end + 4..];
-    let expected = expected();
     ensure!(
         body == expected,
         "the page arrived with {} bytes, {} expected; first difference at byte {}",
@@ -117,9 +124,11 @@ fn download(address: SocketAddr, resume: &AtomicBool, started: mpsc::Sender<()>)
 mod tests {
     #[test]
     fn the_expected_page_is_the_numbers_one_per_line() {
-        let page = super::expected();
+        let page = super::expected(super::NUMBERS_DEFAULT);
         assert_eq!(page.len(), 1_988_895);
         assert!(page.starts_with(b"1\n2\n3\n"));
         assert!(page.ends_with(b"299999\n300000\n"));
+        // The appliance drill's smaller page.
+        assert_eq!(super::expected(20_000).len(), 108_894);
     }
 }

@@ -1,5 +1,5 @@
-//! Failover drills: a primary, a backup and an arbiter as three `understudy run` processes in
-//! a network namespace of their own, the guest's service network on a bridge with a client
+//! Failover drills: a primary, a backup and an arbiter as three `understudy run` processes (or
+//! three QEMU machines booting the appliance, `appliance.rs`) in a network namespace of their own, the guest's service network on a bridge with a client
 //! address, a client load, and a fault (SIGKILL of a process, a cut log link). The README's
 //! demo and the failover tests both run through here; the report's figures are measured, and
 //! the tests assert them exactly.
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use super::appliance;
 use super::download::SlowDownload;
 use super::replica::GUEST_MAC;
 
@@ -28,12 +29,14 @@ const STATUS_REFRESH: Duration = Duration::from_millis(300);
 const INSIDE_ENV: &str = "UNDERSTUDY_DRILL_NETNS";
 /// Names inside the namespace.
 const BRIDGE: &str = "us-br0";
-const TAPS: [&str; 2] = ["us-primary", "us-backup"];
+pub const TAPS: [&str; 2] = ["us-primary", "us-backup"];
 /// The client's address on the service network and the guest's.
 const CLIENT_CIDR: &str = "10.0.2.1/24";
 const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
 const REDIS_PORT: u16 = 6379;
 const HTTP_PORT: u16 = 80;
+/// The guests' counter service (`guest/counter`).
+const COUNTER_PORT: u16 = 7;
 /// How long the guest may take from power-on to answering (the Debian kernel boots in about
 /// a minute under a replicated software machine on a small host).
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -65,9 +68,31 @@ pub struct DrillGuest {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub memory_mib: u32,
-    /// True when the guest serves redis (the trixie guest); the load is then redis writes,
-    /// otherwise HTTP requests to busybox httpd.
-    pub redis: bool,
+    /// What the client's load talks to.
+    pub service: Service,
+    /// The last number of the guest's `/www/numbers.txt` (`understudy.numbers`).
+    pub numbers: u32,
+}
+
+/// The guest's service the load runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// redis-server (the trixie guest): INCRs and SETs, all read back at the end.
+    Redis,
+    /// busybox httpd: one GET per connection.
+    Http,
+    /// The counter (`guest/counter`): one connection for the whole drill, every answer
+    /// checked against the client's own count.
+    Counter,
+}
+
+/// Where the drill's three machines run.
+#[derive(Clone, Debug)]
+pub enum Platform {
+    /// Three `understudy run` processes on this host.
+    Hosted,
+    /// Three QEMU machines booting the appliance.
+    Appliance(appliance::Setup),
 }
 
 /// How a drill runs.
@@ -85,6 +110,7 @@ pub struct DrillOptions {
     pub requests_before: u64,
     /// Acknowledged requests after the fault (when the service should go on).
     pub requests_after: u64,
+    pub platform: Platform,
 }
 
 /// What a drill measured.
@@ -267,6 +293,7 @@ fn say(text: &str) {
 struct Trio {
     exe: PathBuf,
     work_dir: PathBuf,
+    platform: Platform,
     arbiter: Option<Child>,
     primary: Option<Child>,
     backup: Option<Child>,
@@ -274,6 +301,9 @@ struct Trio {
 
 impl Trio {
     fn spawn(&self, role: &str, extra: &[&str]) -> Result<Child> {
+        if let Platform::Appliance(setup) = &self.platform {
+            return appliance::spawn(setup, &self.work_dir, role, extra.contains(&"--init"));
+        }
         let log =
             |suffix: &str| std::fs::File::create(self.work_dir.join(format!("{role}.{suffix}")));
         Command::new(&self.exe)
@@ -288,9 +318,18 @@ impl Trio {
             .with_context(|| format!("cannot start the {role}"))
     }
 
+    /// A replica's status as `key=value` lines: the hosted status file, or the appliance's
+    /// last status line on its console.
+    fn status_file(&self, role: &str) -> String {
+        match self.platform {
+            Platform::Hosted => std::fs::read_to_string(self.work_dir.join(role).join("status"))
+                .unwrap_or_default(),
+            Platform::Appliance(_) => appliance::status_text(&self.work_dir, role),
+        }
+    }
+
     fn status(&self, role: &str) -> (String, u64) {
-        let text =
-            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        let text = self.status_file(role);
         let value = |key: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
@@ -301,8 +340,7 @@ impl Trio {
     }
 
     fn status_text(&self, role: &str, key: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        let text = self.status_file(role);
         text.lines()
             .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
             .unwrap_or("")
@@ -310,8 +348,7 @@ impl Trio {
     }
 
     fn status_number(&self, role: &str, key: &str) -> f64 {
-        let text =
-            std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default();
+        let text = self.status_file(role);
         text.lines()
             .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
             .and_then(|v| v.parse().ok())
@@ -368,13 +405,18 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
     let guest = &options.guest;
     let keys = [random_key()?, random_key()?];
     let channel_key = random_key().unwrap_or_else(|_| CHANNEL_KEY.to_owned());
+    if let Platform::Appliance(setup) = &options.platform {
+        let [primary, backup] = keys;
+        return appliance::prepare(setup, options, &[channel_key, primary, backup]);
+    }
     let common = format!(
         "primary = 127.0.0.1/8\nbackup = 127.0.0.2/8\narbiter = 127.0.0.3:7100\nport = 7000\n\
          disk = separate\nchannel_key = {channel_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
-         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24\n\
+         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24 understudy.numbers={}\n\
          guest_kernel = {}\nguest_initrd = {}\n",
         options.peer_timeout_ms,
         guest.memory_mib,
+        guest.numbers,
         guest.kernel.display(),
         guest.initrd.display()
     );
@@ -436,9 +478,13 @@ fn guest_mac_port() -> String {
 }
 
 /// Drops every datagram between the two replicas' log-channel addresses.
-fn cut_link() -> Result<()> {
-    let rules = "table inet understudy_cut {\n chain out {\n  type filter hook output priority 0;\n  \
+fn cut_link(platform: &Platform) -> Result<()> {
+    let hosted_rules = "table inet understudy_cut {\n chain out {\n  type filter hook output priority 0;\n  \
                  ip saddr 127.0.0.1 ip daddr 127.0.0.2 drop\n  ip saddr 127.0.0.2 ip daddr 127.0.0.1 drop\n }\n}\n";
+    let rules = match platform {
+        Platform::Hosted => hosted_rules,
+        Platform::Appliance(_) => appliance::CUT_LINK_RULES,
+    };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -458,11 +504,14 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     make_network()?;
+    if let Platform::Appliance(_) = options.platform {
+        appliance::make_network()?;
+    }
     let mut trio = start_trio(&std::env::current_exe()?, options)?;
     say("primary, backup and arbiter started; waiting for the guest's services");
     let boot = Instant::now();
     let service = service_address(&options.guest);
-    let mut client = Client::connect(service, options.guest.redis, READY_TIMEOUT, &mut trio)?;
+    let mut client = Client::connect(service, options.guest.service, READY_TIMEOUT, &mut trio)?;
     say(&format!(
         "guest answers after {:.1} s",
         boot.elapsed().as_secs_f64()
@@ -472,9 +521,10 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     let expect_service = !matches!(options.fault, Fault::KillArbiterThenPrimary);
     // One HTTP connection, half read, stays open across the fault.
     let download = if expect_service {
-        Some(SlowDownload::start(SocketAddr::from((
-            GUEST_IP, HTTP_PORT,
-        )))?)
+        Some(SlowDownload::start(
+            SocketAddr::from((GUEST_IP, HTTP_PORT)),
+            options.guest.numbers,
+        )?)
     } else {
         None
     };
@@ -511,7 +561,7 @@ fn inside(options: &DrillOptions) -> Result<Report> {
         }
         Fault::CutLink => {
             say("cutting the log link between the replicas");
-            cut_link()?;
+            cut_link(&options.platform)?;
         }
     }
     if expect_service {
@@ -571,9 +621,14 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// The guest's service the client talks to: redis on the trixie guest, httpd otherwise.
+/// The guest's service the client talks to.
 fn service_address(guest: &DrillGuest) -> SocketAddr {
-    SocketAddr::from((GUEST_IP, if guest.redis { REDIS_PORT } else { HTTP_PORT }))
+    let port = match guest.service {
+        Service::Redis => REDIS_PORT,
+        Service::Http => HTTP_PORT,
+        Service::Counter => COUNTER_PORT,
+    };
+    SocketAddr::from((GUEST_IP, port))
 }
 
 /// Writes the configs into the (existing) work directory and starts arbiter, backup and
@@ -583,6 +638,7 @@ fn start_trio(exe: &Path, options: &DrillOptions) -> Result<Trio> {
     let mut trio = Trio {
         exe: exe.to_owned(),
         work_dir: options.work_dir.clone(),
+        platform: options.platform.clone(),
         arbiter: None,
         primary: None,
         backup: None,
@@ -638,7 +694,7 @@ pub fn with_pair<T>(
     let service = service_address(&options.guest);
     drop(Client::connect(
         service,
-        options.guest.redis,
+        options.guest.service,
         READY_TIMEOUT,
         &mut trio,
     )?);
@@ -707,7 +763,7 @@ fn kill(child: &mut Option<Child>) {
 struct Client {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
-    redis: bool,
+    service: Service,
     address: SocketAddr,
     /// How long an HTTP request may wait to connect and for its answer.
     answer_timeout: Duration,
@@ -729,7 +785,7 @@ impl Client {
     /// Connects once the guest answers (retrying until `timeout`).
     fn connect(
         address: SocketAddr,
-        redis: bool,
+        service: Service,
         timeout: Duration,
         trio: &mut Trio,
     ) -> Result<Client> {
@@ -747,7 +803,7 @@ impl Client {
                 }
             }
             if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
-                let mut client = Client::over(stream, address, redis)?;
+                let mut client = Client::over(stream, address, service)?;
                 // The services are up once the first request is answered.
                 client
                     .stream
@@ -766,12 +822,12 @@ impl Client {
         }
     }
 
-    fn over(stream: TcpStream, address: SocketAddr, redis: bool) -> Result<Client> {
+    fn over(stream: TcpStream, address: SocketAddr, service: Service) -> Result<Client> {
         stream.set_nodelay(true)?;
         Ok(Client {
             reader: BufReader::new(stream.try_clone()?),
             stream,
-            redis,
+            service,
             address,
             answer_timeout: ANSWER_TIMEOUT,
             next: 0,
@@ -789,23 +845,64 @@ impl Client {
     }
 
     fn request_ping(&mut self) -> Result<()> {
-        if self.redis {
-            ensure!(
-                self.command(&["PING"])? == "+PONG",
-                "redis did not answer PONG"
-            );
-            Ok(())
-        } else {
-            self.http_get().map(|_| ())
+        match self.service {
+            Service::Redis => {
+                ensure!(
+                    self.command(&["PING"])? == "+PONG",
+                    "redis did not answer PONG"
+                );
+                Ok(())
+            }
+            Service::Http => self.http_get().map(|_| ()),
+            // The first counted request: the load's count starts here.
+            Service::Counter => self.count_once(),
         }
+    }
+
+    /// One counter request: the guest answers `N LINE`, N the lines this connection sent.
+    fn count_once(&mut self) -> Result<()> {
+        let request = format!("request-{}", self.next + 1);
+        self.stream
+            .write_all(format!("{request}\n").as_bytes())
+            .context("the connection broke")?;
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .context("no answer (the connection broke or timed out)")?;
+        ensure!(!line.is_empty(), "the guest closed the connection");
+        let (count, echoed) = line
+            .trim_end()
+            .split_once(' ')
+            .with_context(|| format!("the counter answered {line:?}"))?;
+        ensure!(echoed == request, "the counter echoed {echoed:?} for {request:?}");
+        let count: u64 = count
+            .parse()
+            .with_context(|| format!("the counter answered {line:?}"))?;
+        // A request the guest forgot answers less than expected; one it saw twice, more.
+        let expected = self.next + 1;
+        if count > expected {
+            self.twice += count - expected;
+        } else if count < expected {
+            self.lost += expected - count;
+        }
+        self.next = count;
+        Ok(())
     }
 
     /// Sends one request of the load and checks its answer; errors end the load.
     fn request_once(&mut self) -> Result<()> {
-        if !self.redis {
-            self.http_get()?;
-            self.answered();
-            return Ok(());
+        match self.service {
+            Service::Redis => {}
+            Service::Http => {
+                self.http_get()?;
+                self.answered();
+                return Ok(());
+            }
+            Service::Counter => {
+                self.count_once()?;
+                self.answered();
+                return Ok(());
+            }
         }
         let index = self.next;
         self.next += 1;
@@ -859,7 +956,7 @@ impl Client {
                     answered += 1;
                     broken_in_a_row = 0;
                 }
-                Err(error) if self.redis && broken_in_a_row < 3 => {
+                Err(error) if self.service == Service::Redis && broken_in_a_row < 3 => {
                     say(&format!("connection broken ({error:#}); connecting again"));
                     broken_in_a_row += 1;
                     self.reconnects += 1;
@@ -877,7 +974,7 @@ impl Client {
 
     /// Reads every acknowledged write back over the same connection.
     fn verify(&mut self) -> Result<()> {
-        if !self.redis {
+        if self.service != Service::Redis {
             return Ok(());
         }
         for key in 0..COUNTER_KEYS {
@@ -961,7 +1058,12 @@ pub fn guest_from_artifacts(paths: &[(String, PathBuf)], name: &str) -> Result<D
         kernel: find(&format!("{name}_kernel"))?,
         initrd: find(&format!("{name}_initramfs"))?,
         memory_mib: if name == "trixie" { 256 } else { 128 },
-        redis: name == "trixie",
+        service: if name == "trixie" {
+            Service::Redis
+        } else {
+            Service::Http
+        },
+        numbers: super::download::NUMBERS_DEFAULT,
     })
 }
 

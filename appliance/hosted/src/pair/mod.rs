@@ -1,5 +1,6 @@
 //! A fault-tolerant pair on Linux hosts: `understudy run --config FILE` as primary, backup or
 //! arbiter, and `understudy status --config FILE`.
+pub mod appliance;
 pub mod arbiter;
 pub mod config;
 pub mod download;

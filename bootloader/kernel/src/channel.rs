@@ -1,0 +1,102 @@
+//! The log channel on the replication NIC: `ft` frames as UDP datagrams through smoltcp, the
+//! same wire as the hosted process (`appliance/hosted/src/pair/replica.rs`), so appliances,
+//! hosted replicas and either arbiter interoperate.
+//!
+//! Datagrams rather than a TCP stream: `ft` authenticates, orders, acknowledges and resends
+//! its frames itself (ft/PROTOCOL.md), so TCP would add a second retransmission layer and
+//! head-of-line blocking behind a lost segment, and a connection to re-establish after every
+//! failure. Batches reach 32 KiB, larger than the Ethernet MTU, so IPv4 fragmentation is on
+//! (RFC 791 section 2.3); a lost fragment loses its datagram, which `ft` resends.
+
+use crate::net::NetDevice;
+use crate::tsc;
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::socket::udp;
+use smoltcp::time::Instant as NetInstant;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+use understudy_boot_config::SocketAddress;
+
+/// Received datagram bytes buffered until the loop reads them: a burst of batches while the
+/// guest runs a slice (`ft` keeps at most `lag_bytes_max`, 1 MiB, unacknowledged).
+const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
+/// Received datagrams buffered at most.
+const RECEIVE_DATAGRAMS_MAX: usize = 1024;
+/// Datagram bytes queued for sending.
+const SEND_BUFFER_BYTES: usize = 1 << 20;
+/// Datagrams queued for sending at most.
+const SEND_DATAGRAMS_MAX: usize = 512;
+
+/// The replication NIC's stack with the log channel's one UDP socket.
+pub struct LogChannel {
+    device: NetDevice,
+    iface: Box<Interface>,
+    sockets: SocketSet<'static>,
+    socket: SocketHandle,
+    /// Datagram bytes handed to the socket.
+    pub bytes_sent: u64,
+    /// Datagrams the send buffer could not take (lost as on any network; `ft` resends).
+    pub datagrams_dropped: u64,
+}
+
+impl LogChannel {
+    /// Binds the log channel to `port` on the interface's address.
+    pub fn bind(device: NetDevice, iface: Box<Interface>, port: u16) -> Self {
+        let receive = udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; RECEIVE_DATAGRAMS_MAX],
+            vec![0u8; RECEIVE_BUFFER_BYTES],
+        );
+        let send = udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; SEND_DATAGRAMS_MAX],
+            vec![0u8; SEND_BUFFER_BYTES],
+        );
+        let mut socket = udp::Socket::new(receive, send);
+        socket
+            .bind(port)
+            .expect("a fresh socket binds to a nonzero port");
+        let mut sockets = SocketSet::new(Vec::new());
+        let socket = sockets.add(socket);
+        Self {
+            device,
+            iface,
+            sockets,
+            socket,
+            bytes_sent: 0,
+            datagrams_dropped: 0,
+        }
+    }
+
+    /// Moves frames between the NIC and the socket; returns whether anything happened.
+    pub fn poll(&mut self) -> bool {
+        let now = NetInstant::from_micros(tsc::now().0 as i64);
+        let result = self
+            .iface
+            .poll(now, &mut self.device, &mut self.sockets);
+        result == smoltcp::iface::PollResult::SocketStateChanged
+    }
+
+    /// The next received datagram, if any.
+    pub fn receive(&mut self) -> Option<Vec<u8>> {
+        let socket = self.sockets.get_mut::<udp::Socket>(self.socket);
+        socket.recv().ok().map(|(bytes, _)| bytes.to_vec())
+    }
+
+    /// True when a datagram waits to be read.
+    pub fn has_datagram(&self) -> bool {
+        self.sockets.get::<udp::Socket>(self.socket).can_recv()
+    }
+
+    /// Queues one datagram to `to`. A datagram that finds the buffer full is dropped and
+    /// counted: `ft` resends what matters.
+    pub fn send(&mut self, to: SocketAddress, bytes: &[u8]) {
+        let [a, b, c, d] = to.address.0;
+        let endpoint = IpEndpoint::new(IpAddress::v4(a, b, c, d), to.port);
+        let socket = self.sockets.get_mut::<udp::Socket>(self.socket);
+        match socket.send_slice(bytes, endpoint) {
+            Ok(()) => self.bytes_sent += bytes.len() as u64,
+            Err(_) => self.datagrams_dropped += 1,
+        }
+    }
+}
