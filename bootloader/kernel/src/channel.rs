@@ -7,6 +7,12 @@
 //! head-of-line blocking behind a lost segment, and a connection to re-establish after every
 //! failure. Batches reach 32 KiB, larger than the Ethernet MTU, so IPv4 fragmentation is on
 //! (RFC 791 section 2.3); a lost fragment loses its datagram, which `ft` resends.
+//!
+//! Each destination gets a sending socket of its own. smoltcp keeps a datagram whose next hop
+//! is not resolved at the head of its socket's queue, and asks ARP again only after a second
+//! of silence (`neighbor::Cache::SILENT_TIME`): with one shared queue, a frame to an
+//! unresolved arbiter held every frame to the partner back for that second, which is a peer
+//! timeout. Received datagrams all arrive on the one socket bound to the channel's port.
 
 use crate::net::NetDevice;
 use crate::tsc;
@@ -26,15 +32,22 @@ const RECEIVE_BUFFER_BYTES: usize = 2 << 20;
 const RECEIVE_DATAGRAMS_MAX: usize = 1024;
 /// Datagram bytes queued for sending.
 const SEND_BUFFER_BYTES: usize = 1 << 20;
-/// Datagrams queued for sending at most.
+/// Datagrams queued for sending at most, per destination.
 const SEND_DATAGRAMS_MAX: usize = 512;
+/// The local port of the first destination's sending socket (the dynamic range, RFC 6335).
+const SEND_PORT_FIRST: u16 = 49_152;
+/// Destinations at most: the partner and the arbiter, or the arbiter's two replicas.
+const DESTINATIONS_MAX: usize = 2;
 
 /// The replication NIC's stack with the log channel's one UDP socket.
 pub struct LogChannel {
     device: NetDevice,
     iface: Box<Interface>,
     sockets: SocketSet<'static>,
+    /// Bound to the channel's port; every datagram arrives here.
     socket: SocketHandle,
+    /// One sending socket per destination.
+    senders: Vec<(SocketAddress, SocketHandle)>,
     /// Datagram bytes handed to the socket.
     pub bytes_sent: u64,
     /// Datagrams the send buffer could not take (lost as on any network; `ft` resends).
@@ -48,10 +61,8 @@ impl LogChannel {
             vec![udp::PacketMetadata::EMPTY; RECEIVE_DATAGRAMS_MAX],
             vec![0u8; RECEIVE_BUFFER_BYTES],
         );
-        let send = udp::PacketBuffer::new(
-            vec![udp::PacketMetadata::EMPTY; SEND_DATAGRAMS_MAX],
-            vec![0u8; SEND_BUFFER_BYTES],
-        );
+        // Nothing is sent from the receiving socket.
+        let send = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0u8; 0]);
         let mut socket = udp::Socket::new(receive, send);
         socket
             .bind(port)
@@ -63,6 +74,7 @@ impl LogChannel {
             iface,
             sockets,
             socket,
+            senders: Vec::new(),
             bytes_sent: 0,
             datagrams_dropped: 0,
         }
@@ -93,10 +105,34 @@ impl LogChannel {
     pub fn send(&mut self, to: SocketAddress, bytes: &[u8]) {
         let [a, b, c, d] = to.address.0;
         let endpoint = IpEndpoint::new(IpAddress::v4(a, b, c, d), to.port);
-        let socket = self.sockets.get_mut::<udp::Socket>(self.socket);
+        let sender = self.sender(to);
+        let socket = self.sockets.get_mut::<udp::Socket>(sender);
         match socket.send_slice(bytes, endpoint) {
             Ok(()) => self.bytes_sent += bytes.len() as u64,
             Err(_) => self.datagrams_dropped += 1,
         }
+    }
+
+    /// The sending socket of `to`, made on first use.
+    fn sender(&mut self, to: SocketAddress) -> SocketHandle {
+        if let Some((_, handle)) = self.senders.iter().find(|(address, _)| *address == to) {
+            return *handle;
+        }
+        assert!(
+            self.senders.len() < DESTINATIONS_MAX,
+            "the log channel has at most {DESTINATIONS_MAX} destinations"
+        );
+        let receive = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0u8; 0]);
+        let send = udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; SEND_DATAGRAMS_MAX],
+            vec![0u8; SEND_BUFFER_BYTES],
+        );
+        let mut socket = udp::Socket::new(receive, send);
+        socket
+            .bind(SEND_PORT_FIRST + self.senders.len() as u16)
+            .expect("a fresh socket binds to a nonzero port");
+        let handle = self.sockets.add(socket);
+        self.senders.push((to, handle));
+        handle
     }
 }
