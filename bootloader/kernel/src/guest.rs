@@ -71,8 +71,9 @@ const IDLE_POLL_MAX_US: u64 = 20_000;
 /// How long one idle sleep lasts at most before the devices are polled again, in
 /// microseconds (devices are polled: their interrupts stay off).
 const IDLE_SLEEP_US: u64 = 200;
-/// A status line on the console this often while the guest runs, in microseconds.
-const STATUS_INTERVAL_US: u64 = 5_000_000;
+/// A status line on the console this often while the guest runs, in microseconds, and at
+/// once whenever the role or whether a failover is available changes.
+const STATUS_INTERVAL_US: u64 = 10_000_000;
 /// Distinct kinds of refused frames said on the console before the driver says no more.
 const REFUSALS_SAID_MAX: usize = 8;
 /// Bytes hashed per disk read while computing the disk's identity digest.
@@ -301,6 +302,7 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         started_us: tsc::now().0,
         shared_unsynced: false,
         refusals_said: Vec::new(),
+        said_failover_available: false,
         slice_instructions: RUN_SLICE_INSTRUCTIONS_FIRST,
         instructions_per_ms: 0,
     };
@@ -332,6 +334,8 @@ struct Driver {
     shared_unsynced: bool,
     /// Kinds of refused frames already said.
     refusals_said: Vec<String>,
+    /// What the last status line said of failover.
+    said_failover_available: bool,
     /// Instructions in the next run slice (adaptive, `resize_slice`).
     slice_instructions: u64,
     /// The machine's recent speed (0 before the first slice was timed).
@@ -453,11 +457,11 @@ impl Driver {
         {
             self.paired_at_us = Some(tsc::now().0);
         }
-        if tsc::now().0 >= self.next_status_us {
-            self.next_status_us = tsc::now().0 + STATUS_INTERVAL_US;
-            if self.channel.is_some() {
-                self.print_status(replica);
-            }
+        if self.channel.is_some()
+            && (tsc::now().0 >= self.next_status_us
+                || self.failover_available(replica) != self.said_failover_available)
+        {
+            self.print_status(replica);
         }
     }
 
@@ -797,9 +801,21 @@ impl Driver {
         }
     }
 
+    /// Whether a failure of either machine would be survived now: both replicas in step and
+    /// the arbiter heard lately. It answers every report, and reports go out every peer
+    /// timeout, so three and a half timeouts of silence mean it is gone (the hosted rule).
+    fn failover_available(&self, replica: &Replica) -> bool {
+        let peer_timeout_ms = self.config.map_or(0, |c| u64::from(c.peer_timeout_ms));
+        let status = replica.status();
+        status.arbiter_heard_at.is_some_and(|at| {
+            tsc::now().0.saturating_sub(at.0) / 1000 * 2 < peer_timeout_ms * 7
+        }) && replica.node().peer_heard()
+            && matches!(status.role, RoleKind::Primary | RoleKind::Backup)
+    }
+
     /// One `key=value` line with the figures an operator and the tests read (a role's words
     /// joined by `-`, so every value is one word).
-    fn print_status(&self, replica: &Replica) {
+    fn print_status(&mut self, replica: &Replica) {
         let status = replica.status();
         let now_us = tsc::now().0;
         let (sent, dropped) = self
@@ -810,16 +826,12 @@ impl Driver {
             .paired_at_us
             .map_or(0, |at| now_us.saturating_sub(at) / 1_000_000);
         let role = alloc::format!("{}", status.role).replace(' ', "-");
-        // The arbiter answers every report, and reports go out every peer timeout: three and a
-        // half timeouts of silence mean it is gone (the hosted status's rule).
         let arbiter_silent_ms = status
             .arbiter_heard_at
             .map(|at| now_us.saturating_sub(at.0) / 1000);
-        let peer_timeout_ms = self.config.map_or(0, |c| u64::from(c.peer_timeout_ms));
-        let failover_available = arbiter_silent_ms
-            .is_some_and(|ms| ms * 2 < peer_timeout_ms * 7)
-            && replica.node().peer_heard()
-            && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
+        let failover_available = self.failover_available(replica);
+        self.said_failover_available = failover_available;
+        self.next_status_us = now_us + STATUS_INTERVAL_US;
         println!(
             "understudy status role={role} epoch={} instructions={} log_end={} acknowledged={} lag_instructions={} slice_instructions={} outputs_held={} digests_matched={} log_bytes_sent={} datagrams_dropped={} frames_rejected={} retransmissions={} paired={} failover_available={failover_available} arbiter_silent_ms={} protected_s={protected_s} running_s={}",
             status.epoch.0,

@@ -44,6 +44,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the drill waits for an answer that must not come (nobody may go live).
 const NO_ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// How long a restarted arbiter may take until both replicas say failover is available.
+const ARBITER_RETURN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a process may take to stop by itself after a fault (a fenced replica halts).
 const HALT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keys the client increments (each INCR's answer is checked against its own count).
@@ -58,6 +60,9 @@ pub enum Fault {
     KillBackup,
     /// SIGKILL the arbiter, then the primary: nobody may go live.
     KillArbiterThenPrimary,
+    /// SIGKILL the arbiter (the pair serves on, saying failover is unavailable), start it
+    /// again (it reads its decisions back), then SIGKILL the primary: the backup goes live.
+    KillArbiterRestartThenPrimary,
     /// Drop every datagram between the replicas: exactly one may go on serving.
     CutLink,
 }
@@ -532,7 +537,7 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     report.log_mbit_s = trio.status_number("primary", "log_bytes_sent") * 8.0
         / trio.status_number("primary", "running_s").max(1e-3)
         / 1e6;
-    let fault_time = Instant::now();
+    let mut fault_time = Instant::now();
     report.fault_at = super::replica::utc_now();
     match options.fault {
         Fault::KillPrimary => {
@@ -557,6 +562,37 @@ fn inside(options: &DrillOptions) -> Result<Report> {
                 trio.status_text("backup", "failover_available"),
             ];
             say("SIGKILL to the primary");
+            kill(&mut trio.primary);
+        }
+        Fault::KillArbiterRestartThenPrimary => {
+            say("SIGKILL to the arbiter");
+            kill(&mut trio.arbiter);
+            std::thread::sleep(
+                Duration::from_millis(ARBITER_SILENCE_WAIT_PEER_TIMEOUTS * options.peer_timeout_ms)
+                    + STATUS_REFRESH,
+            );
+            client.load(options.requests_after)?;
+            report.failover_available = [
+                trio.status_text("primary", "failover_available"),
+                trio.status_text("backup", "failover_available"),
+            ];
+            say("starting the arbiter again: it reads its record back");
+            trio.arbiter = Some(trio.spawn("arbiter", &[])?);
+            let deadline = Instant::now() + ARBITER_RETURN_TIMEOUT;
+            while ["primary", "backup"]
+                .iter()
+                .any(|role| trio.status_text(role, "failover_available") != "true")
+            {
+                ensure!(
+                    Instant::now() < deadline,
+                    "failover did not become available within {} s of the arbiter's restart",
+                    ARBITER_RETURN_TIMEOUT.as_secs()
+                );
+                std::thread::sleep(STATUS_REFRESH);
+            }
+            say("failover available again; SIGKILL to the primary");
+            fault_time = Instant::now();
+            report.fault_at = super::replica::utc_now();
             kill(&mut trio.primary);
         }
         Fault::CutLink => {
@@ -608,7 +644,10 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     report.primary_exit = poll_exit(&mut trio.primary);
     report.backup_exit = poll_exit(&mut trio.backup);
     report.guest_mac_port = guest_mac_port();
-    if options.fault == Fault::KillPrimary {
+    if matches!(
+        options.fault,
+        Fault::KillPrimary | Fault::KillArbiterRestartThenPrimary
+    ) {
         say("restarting the old primary: it must find itself fenced");
         let mut restarted = Some(trio.spawn("primary", &[])?);
         report.restarted_primary_exit = wait_exit(&mut restarted, HALT_TIMEOUT);
