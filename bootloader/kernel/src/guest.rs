@@ -456,6 +456,10 @@ impl Driver {
             && replica.node().peer_heard()
         {
             self.paired_at_us = Some(tsc::now().0);
+            println!(
+                "understudy: protected: the pair formed {} ms after the kernel started its clock",
+                tsc::now().0 / 1000
+            );
         }
         if self.channel.is_some()
             && (tsc::now().0 >= self.next_status_us
