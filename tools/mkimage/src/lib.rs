@@ -13,8 +13,14 @@ use std::path::{Path, PathBuf};
 use understudy_boot_config::{self as config, Config, ConfigError};
 use understudy_boot_memory::elf::{ElfError, KernelImage};
 
+mod edit;
 mod netboot;
+mod role;
+#[cfg(test)]
+mod test_support;
+pub use edit::{set_role, show_role, EditError, RoleChange};
 pub use netboot::build_netboot;
+pub use role::{config_with_role, role_named, RoleLineError, ROLES};
 
 /// Where the files go on the ESP. The loader reads the kernel and config from these paths.
 pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
@@ -507,115 +513,20 @@ fn write_partition_table(
     Ok(())
 }
 
-/// Reads one file back from an image's ESP.
-pub fn read_file_from_image(image: &Path, path: &str) -> io::Result<Vec<u8>> {
-    // Read-only: fatfs writes only when something is modified, and nothing is.
-    let mut file = File::open(image)?;
-    let length = file
-        .metadata()?
-        .len()
-        .saturating_sub(ESP_START_BYTES + GPT_TAIL_BYTES)
-        / MIB
-        * MIB;
-    let mut window = PartitionWindow {
-        file: &mut file,
-        start: ESP_START_BYTES,
-        length,
-        position: 0,
-    };
-    let volume = fatfs::FileSystem::new(&mut window, fatfs::FsOptions::new())?;
-    let mut bytes = Vec::new();
-    volume.root_dir().open_file(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
+/// Largest file `read_file_from_image` returns, in bytes (the loader reads guest files of up to
+/// 512 MiB).
+const READ_BACK_BYTES_MAX: usize = 1 << 30;
+
+/// Reads one file back from an image's ESP, found through the image's GPT.
+pub fn read_file_from_image(image: &Path, path: &'static str) -> Result<Vec<u8>, EditError> {
+    edit::read_file(image, path, READ_BACK_BYTES_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CONFIGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
-
-    /// The smallest ELF the kernel check accepts: a header, one PT_NOTE with both notes.
-    fn fake_kernel() -> Vec<u8> {
-        let mut notes = Vec::new();
-        for (name, kind, descriptor) in [
-            (&b"Xen\0"[..], 18u32, &[0u8; 4][..]),
-            (&b"Understudy\0"[..], 1, &[0u8; 8][..]),
-        ] {
-            notes.extend((name.len() as u32).to_le_bytes());
-            notes.extend((descriptor.len() as u32).to_le_bytes());
-            notes.extend(kind.to_le_bytes());
-            notes.extend(name);
-            notes.resize(notes.len().next_multiple_of(4), 0);
-            notes.extend(descriptor);
-        }
-        let mut elf = vec![0u8; 64 + 56];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
-        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-        elf[56..58].copy_from_slice(&1u16.to_le_bytes());
-        elf[64..68].copy_from_slice(&4u32.to_le_bytes());
-        elf[72..80].copy_from_slice(&120u64.to_le_bytes());
-        elf[96..104].copy_from_slice(&(notes.len() as u64).to_le_bytes());
-        elf.extend(notes);
-        elf
-    }
-
-    /// The smallest PE32+ header the loader check accepts.
-    fn fake_loader() -> Vec<u8> {
-        let mut pe = vec![0u8; 512];
-        pe[..2].copy_from_slice(b"MZ");
-        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
-        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        pe[0x98..0x9a].copy_from_slice(&0x20bu16.to_le_bytes());
-        pe[0x98 + 68..0x98 + 70].copy_from_slice(&10u16.to_le_bytes());
-        pe
-    }
-
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("mkimage-test-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            fs::write(path.join("kernel.elf"), fake_kernel()).unwrap();
-            fs::write(path.join("BOOTX64.EFI"), fake_loader()).unwrap();
-            Scratch(path)
-        }
-
-        fn spec(&self, config: &Path, output: &str) -> ImageSpec {
-            ImageSpec {
-                loader: self.0.join("BOOTX64.EFI"),
-                kernel: self.0.join("kernel.elf"),
-                config: config.to_path_buf(),
-                guest_kernel: None,
-                guest_initrd: None,
-                output: self.0.join(output),
-                size_bytes: None,
-            }
-        }
-
-        /// Names in the directory, so a test can see that no partial image is left behind.
-        fn entries(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::{fake_kernel, fake_loader, Scratch, CONFIGS};
 
     #[test]
     fn images_of_a_pair_differ_only_in_the_role_config() {
