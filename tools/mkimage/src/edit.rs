@@ -1,4 +1,5 @@
-//! Editing a built image, or a USB stick it was written to, in place: the machine's role.
+//! Editing a built image, or a USB stick it was written to, in place: the machine's role and
+//! the kernel command line.
 //!
 //! The image is found the way firmware finds it: the GPT names the EFI system partition, and the
 //! files are read from its FAT volume. A block device works like an image file (it is opened
@@ -7,11 +8,17 @@
 //! nothing.
 
 use crate::role::{self, RoleLineError};
-use crate::{PartitionWindow, CONFIG_PATH, FIXED_TIME, SECTOR_BYTES};
+use crate::{
+    command_line_words, PartitionWindow, CMDLINE_PATH, CONFIG_PATH, FIXED_TIME, SECTOR_BYTES,
+};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use understudy_boot_config::{ConfigError, Role, CONFIG_BYTES_MAX};
+use understudy_boot_memory::cmdline::{CommandLineError, COMMAND_LINE_FILE_BYTES_MAX};
+
+/// The kernel option that overrides the config's role at boot.
+pub const ROLE_OPTION: &str = "understudy.role=";
 
 /// Why an image was not read or changed. Each names the image and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,15 @@ pub enum EditError {
     RoleLine { path: PathBuf, error: RoleLineError },
     #[error("unknown role `{name}`: expected primary, backup or arbiter")]
     UnknownRole { name: String },
+    #[error("{path}: /{CMDLINE_PATH} sets {ROLE_OPTION}{role}, which overrides role.conf at boot: drop that word first with mkimage set-cmdline --image {path} --cmdline '...'")]
+    RoleOverridden { path: PathBuf, role: String },
+    #[error("{path}: /{CMDLINE_PATH}: {error}")]
+    CmdlineFile {
+        path: PathBuf,
+        error: CommandLineError,
+    },
+    #[error("--cmdline: {0}")]
+    Cmdline(CommandLineError),
     #[error("{path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("{path}: /{file} reads back different from what was written: the disk may be failing")]
@@ -196,14 +212,57 @@ fn read_config(
     })
 }
 
-/// The role the image's `role.conf` names, checked by the kernel's parser.
-pub fn show_role(image: &Path) -> Result<Role, EditError> {
+/// The value of the last `understudy.role=` word of a command line, the one the kernel obeys.
+fn role_option(words: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(words).ok()?;
+    text.split(' ')
+        .filter_map(|word| word.strip_prefix(ROLE_OPTION))
+        .next_back()
+        .map(str::to_string)
+}
+
+/// The image's command line words, or `None` when it has no `/understudy/cmdline`.
+fn read_command_line(
+    volume: &fatfs::FileSystem<PartitionWindow<'_>>,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, EditError> {
+    let Some(bytes) = read_optional(volume, path, CMDLINE_PATH, COMMAND_LINE_FILE_BYTES_MAX)?
+    else {
+        return Ok(None);
+    };
+    let error = |error| EditError::CmdlineFile {
+        path: path.to_path_buf(),
+        error,
+    };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| error(CommandLineError::NotPrintable { line: 1 }))?;
+    command_line_words(text).map_err(error)
+}
+
+/// An image's role: the one in `role.conf`, and the one its command line sets, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRole {
+    pub config: Role,
+    /// The value of the image's `understudy.role=` word, which the kernel takes over `config`.
+    pub command_line: Option<String>,
+}
+
+/// The role the image's `role.conf` names (checked by the kernel's parser), and the role its
+/// `/understudy/cmdline` sets.
+pub fn show_role(image: &Path) -> Result<ImageRole, EditError> {
     let mut esp = Esp::open(image, false)?;
     let volume = esp.volume(image)?;
     let text = read_config(&volume, image)?;
-    role::role_of(&text).map_err(|error| EditError::Config {
+    let config = role::role_of(&text).map_err(|error| EditError::Config {
         path: image.to_path_buf(),
         error,
+    })?;
+    let command_line = read_command_line(&volume, image)?
+        .as_deref()
+        .and_then(role_option);
+    Ok(ImageRole {
+        config,
+        command_line,
     })
 }
 
@@ -225,6 +284,15 @@ pub fn set_role(image: &Path, role_name: &str) -> Result<RoleChange, EditError> 
     let (old, new) = {
         let mut esp = Esp::open(image, false)?;
         let volume = esp.volume(image)?;
+        if let Some(role) = read_command_line(&volume, image)?
+            .as_deref()
+            .and_then(role_option)
+        {
+            return Err(EditError::RoleOverridden {
+                path: image.to_path_buf(),
+                role,
+            });
+        }
         let old = read_config(&volume, image)?;
         let new = role::config_with_role(&old, role).map_err(|error| EditError::RoleLine {
             path: image.to_path_buf(),
@@ -262,6 +330,54 @@ pub fn set_role(image: &Path, role_name: &str) -> Result<RoleChange, EditError> 
         previous,
         written: true,
     })
+}
+
+/// Sets the kernel command line the loader passes: `/understudy/cmdline` holds the words of
+/// `text`; no words remove the file. Checked by the loader's rules before anything is written.
+pub fn set_cmdline(image: &Path, text: &str) -> Result<(), EditError> {
+    let words = command_line_words(text).map_err(EditError::Cmdline)?;
+    let old = {
+        let mut esp = Esp::open(image, false)?;
+        let volume = esp.volume(image)?;
+        // An image that cannot boot is not edited: it needs a role config.
+        read_config(&volume, image)?;
+        read_optional(&volume, image, CMDLINE_PATH, COMMAND_LINE_FILE_BYTES_MAX)?
+    };
+    let new = words.map(|mut words| {
+        words.push(b'\n');
+        words
+    });
+    if old == new {
+        return Ok(());
+    }
+    let write_error = |source| EditError::Write {
+        path: image.to_path_buf(),
+        source,
+    };
+    let mut esp = Esp::open(image, true)?;
+    let volume = esp.volume(image)?;
+    match &new {
+        Some(bytes) => {
+            let old_bytes = old.as_ref().map_or(0, Vec::len);
+            write_in_place(&volume, CMDLINE_PATH, bytes, old_bytes).map_err(write_error)?;
+        }
+        None => volume
+            .root_dir()
+            .remove(CMDLINE_PATH)
+            .map_err(write_error)?,
+    }
+    volume.unmount().map_err(write_error)?;
+    esp.file.sync_all().map_err(write_error)?;
+    drop(esp);
+    let mut esp = Esp::open(image, false)?;
+    let volume = esp.volume(image)?;
+    if read_optional(&volume, image, CMDLINE_PATH, COMMAND_LINE_FILE_BYTES_MAX)? != new {
+        return Err(EditError::ReadBack {
+            path: image.to_path_buf(),
+            file: CMDLINE_PATH,
+        });
+    }
+    Ok(())
 }
 
 /// Reads one file back from an image's EFI system partition.
@@ -332,7 +448,7 @@ mod tests {
         let backup = backup.output;
         let flipped = scratch.0.join("flipped.img");
         fs::copy(&primary, &flipped).unwrap();
-        assert_eq!(show_role(&flipped).unwrap(), Role::Primary);
+        assert_eq!(show_role(&flipped).unwrap().config, Role::Primary);
 
         let change = set_role(&flipped, "backup").unwrap();
         assert_eq!(
@@ -342,13 +458,13 @@ mod tests {
                 written: true
             }
         );
-        assert_eq!(show_role(&flipped).unwrap(), Role::Backup);
+        assert_eq!(show_role(&flipped).unwrap().config, Role::Backup);
         // Only role.conf's data and directory entry changed, exactly as a build with the
         // backup's config lays them out: every other byte of the image is the same.
         assert_same_bytes(&flipped, &backup);
 
         set_role(&flipped, "arbiter").unwrap();
-        assert_eq!(show_role(&flipped).unwrap(), Role::Arbiter);
+        assert_eq!(show_role(&flipped).unwrap().config, Role::Arbiter);
         set_role(&flipped, "primary").unwrap();
         assert_same_bytes(&flipped, &primary);
     }
@@ -378,7 +494,7 @@ mod tests {
             .set_len(image_bytes + (32 << 20))
             .unwrap();
         set_role(&stick, "backup").unwrap();
-        assert_eq!(show_role(&stick).unwrap(), Role::Backup);
+        assert_eq!(show_role(&stick).unwrap().config, Role::Backup);
         let bytes = fs::read(&stick).unwrap();
         assert_eq!(bytes.len() as u64, image_bytes + (32 << 20));
         assert!(bytes[image_bytes as usize..].iter().all(|&b| b == 0));
@@ -479,5 +595,85 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn set_cmdline_gives_the_bytes_of_an_image_built_with_that_cmdline() {
+        let scratch = Scratch::new("set-cmdline");
+        let config = PathBuf::from(format!("{CONFIGS}/primary-shared.conf"));
+        let plain = scratch.spec(&config, "plain.img");
+        build(&plain).unwrap();
+        let mut with_cmdline = scratch.spec(&config, "with-cmdline.img");
+        with_cmdline.cmdline = Some("understudy.role=backup".into());
+        build(&with_cmdline).unwrap();
+
+        set_cmdline(&plain.output, "  understudy.role=backup  # from the test\n").unwrap();
+        assert_same_bytes(&plain.output, &with_cmdline.output);
+        assert_eq!(
+            read_file(&plain.output, CMDLINE_PATH, 4096).unwrap(),
+            b"understudy.role=backup\n"
+        );
+        assert_eq!(
+            show_role(&plain.output).unwrap(),
+            ImageRole {
+                config: Role::Primary,
+                command_line: Some("backup".into())
+            }
+        );
+
+        set_cmdline(&plain.output, "understudy.selftest=disk").unwrap();
+        assert_eq!(
+            read_file(&plain.output, CMDLINE_PATH, 4096).unwrap(),
+            b"understudy.selftest=disk\n"
+        );
+        assert_eq!(show_role(&plain.output).unwrap().command_line, None);
+        set_cmdline(&plain.output, "").unwrap();
+        assert!(matches!(
+            read_file(&plain.output, CMDLINE_PATH, 4096),
+            Err(EditError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn set_role_is_refused_while_the_command_line_overrides_the_role() {
+        let scratch = Scratch::new("overridden");
+        let primary = image(&scratch, "primary-separate.conf", "primary.img");
+        set_cmdline(&primary, "understudy.selftest=disk understudy.role=arbiter").unwrap();
+        let before = fs::read(&primary).unwrap();
+        let error = set_role(&primary, "backup").unwrap_err();
+        assert!(
+            matches!(&error, EditError::RoleOverridden { role, .. } if role == "arbiter"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("set-cmdline"), "{error}");
+        assert!(fs::read(&primary).unwrap() == before);
+
+        set_cmdline(&primary, "understudy.selftest=disk").unwrap();
+        set_role(&primary, "backup").unwrap();
+        assert_eq!(show_role(&primary).unwrap().config, Role::Backup);
+    }
+
+    #[test]
+    fn a_bad_command_line_is_refused_and_changes_nothing() {
+        let scratch = Scratch::new("bad-cmdline");
+        let primary = image(&scratch, "primary-separate.conf", "primary.img");
+        let before = fs::read(&primary).unwrap();
+        for bad in ["understudy.role=b\u{e4}ckup", &"x".repeat(3000)] {
+            let error = set_cmdline(&primary, bad).unwrap_err();
+            assert!(matches!(error, EditError::Cmdline(_)), "{error}");
+            assert!(fs::read(&primary).unwrap() == before);
+        }
+        let mut spec = scratch.spec(
+            Path::new(&format!("{CONFIGS}/primary-separate.conf")),
+            "bad.img",
+        );
+        spec.cmdline = Some("understudy.role=b\u{e4}ckup".into());
+        assert!(matches!(
+            build(&spec),
+            Err(crate::MkimageError::Cmdline(
+                CommandLineError::NotPrintable { line: 1 }
+            ))
+        ));
+        assert!(!spec.output.exists());
     }
 }

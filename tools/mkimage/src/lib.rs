@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use understudy_boot_config::{self as config, Config, ConfigError};
+use understudy_boot_memory::cmdline::{CommandLine, CommandLineError};
 use understudy_boot_memory::elf::{ElfError, KernelImage};
 
 mod edit;
@@ -18,8 +19,10 @@ mod netboot;
 mod role;
 #[cfg(test)]
 mod test_support;
-pub use edit::{set_role, show_role, EditError, RoleChange};
-pub use netboot::build_netboot;
+pub use edit::{set_cmdline, set_role, show_role, EditError, ImageRole, RoleChange, ROLE_OPTION};
+pub use netboot::{
+    build_netboot, parse_netboot_roles, MacAddress, NetbootRole, NETBOOT_MENU_TIMEOUT_S,
+};
 pub use role::{config_with_role, role_named, RoleLineError, ROLES};
 
 /// Where the files go on the ESP. The loader reads the kernel and config from these paths.
@@ -28,6 +31,8 @@ pub const KERNEL_PATH: &str = "understudy/kernel.elf";
 pub const CONFIG_PATH: &str = "understudy/role.conf";
 pub const GUEST_KERNEL_PATH: &str = "understudy/guest/kernel";
 pub const GUEST_INITRD_PATH: &str = "understudy/guest/initrd";
+/// The optional kernel command line; the loader reads it (`understudy_boot_memory::cmdline`).
+pub const CMDLINE_PATH: &str = "understudy/cmdline";
 
 const MIB: u64 = 1 << 20;
 const SECTOR_BYTES: u64 = 512;
@@ -52,6 +57,9 @@ pub struct ImageSpec {
     pub config: PathBuf,
     pub guest_kernel: Option<PathBuf>,
     pub guest_initrd: Option<PathBuf>,
+    /// Words for the kernel command line (e.g. `understudy.role=backup`): the image carries them
+    /// in `/understudy/cmdline`, the network-boot bundle on GRUB's `multiboot2` line.
+    pub cmdline: Option<String>,
     pub output: PathBuf,
     /// Total image size; when absent, the smallest that fits.
     pub size_bytes: Option<u64>,
@@ -77,6 +85,8 @@ pub enum MkimageError {
         needed_mib: u64,
         configured_mib: u32,
     },
+    #[error("--cmdline: {0}")]
+    Cmdline(CommandLineError),
     #[error("--guest-initrd needs --guest-kernel")]
     InitrdWithoutKernel,
     #[error("image size {requested_mib} MiB is too small: the files need {needed_mib} MiB")]
@@ -85,6 +95,12 @@ pub enum MkimageError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot write the partition table: {0}")]
     Gpt(String),
+    #[error("{path}: {error}")]
+    RoleLine { path: PathBuf, error: RoleLineError },
+    #[error("--netboot-role {text}: {why}")]
+    BadNetbootRole { text: String, why: &'static str },
+    #[error("--netboot-role names {mac} twice: keep one")]
+    DuplicateMac { mac: MacAddress },
     #[error("{path} already exists: remove it or choose another --netboot directory")]
     NetbootExists { path: PathBuf },
     #[error("grub-mknetdir failed ({detail}): install grub-pc-bin and grub-common")]
@@ -152,6 +168,16 @@ struct Inputs {
     config: Config,
     guest_kernel: Option<Vec<u8>>,
     guest_initrd: Option<Vec<u8>>,
+    /// The kernel command line's words, separated by one space; `None` when there are none.
+    command_line: Option<Vec<u8>>,
+}
+
+/// The words of a kernel command line as the UEFI loader will pass them (one space between
+/// words, `#` comments dropped), checked by the loader's own rules; `None` when there are none.
+pub fn command_line_words(text: &str) -> Result<Option<Vec<u8>>, CommandLineError> {
+    let mut line = CommandLine::new();
+    line.push_file(text.as_bytes())?;
+    Ok((!line.is_empty()).then(|| line.as_bytes().to_vec()))
 }
 
 fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
@@ -160,6 +186,10 @@ fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
         path: spec.config.clone(),
         error,
     })?;
+    let command_line = match &spec.cmdline {
+        Some(text) => command_line_words(text).map_err(MkimageError::Cmdline)?,
+        None => None,
+    };
     let kernel = read(&spec.kernel)?;
     check_kernel(&kernel).map_err(|why| MkimageError::NotKernel {
         path: spec.kernel.clone(),
@@ -200,6 +230,7 @@ fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
         config,
         guest_kernel,
         guest_initrd,
+        command_line,
     })
 }
 
@@ -345,6 +376,13 @@ fn progress(message: fmt::Arguments) {
 pub fn build(spec: &ImageSpec) -> Result<(), MkimageError> {
     progress(format_args!("validating inputs"));
     let inputs = validate(spec)?;
+    let command_line_file = inputs.command_line.as_ref().map(|words| {
+        let mut file = words.clone();
+        file.push(b'\n');
+        file
+    });
+    // The command line goes last, so `set-cmdline` on an image built without one lays it out
+    // exactly as a build with it does.
     let files: Vec<(&str, &[u8])> = [
         Some((LOADER_PATH, inputs.loader.as_slice())),
         Some((KERNEL_PATH, inputs.kernel.as_slice())),
@@ -357,6 +395,9 @@ pub fn build(spec: &ImageSpec) -> Result<(), MkimageError> {
             .guest_initrd
             .as_deref()
             .map(|bytes| (GUEST_INITRD_PATH, bytes)),
+        command_line_file
+            .as_deref()
+            .map(|bytes| (CMDLINE_PATH, bytes)),
     ]
     .into_iter()
     .flatten()

@@ -3,24 +3,36 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use understudy_mkimage::{build, build_netboot, set_role, show_role, ImageSpec};
+use understudy_mkimage::{
+    build, build_netboot, parse_netboot_roles, set_cmdline, set_role, show_role, ImageSpec,
+    NetbootRole, ROLE_OPTION,
+};
 
 const USAGE: &str =
     "usage: mkimage --loader BOOTX64.EFI --kernel understudy-kernel --config role.conf \
-[--guest-kernel Image [--guest-initrd initrd]] [--size-mib N] [--output disk.img] [--netboot DIRECTORY]
+[--guest-kernel Image [--guest-initrd initrd]] [--cmdline WORDS] [--size-mib N] [--output disk.img] \
+[--netboot DIRECTORY [--netboot-role MAC=ROLE]...]
        mkimage show-role --image disk.img|/dev/sdX
        mkimage set-role --image disk.img|/dev/sdX --role primary|backup|arbiter
+       mkimage set-cmdline --image disk.img|/dev/sdX --cmdline WORDS
   --output writes the GPT disk image (UEFI boot, e.g. a USB stick);
-  --netboot writes a TFTP directory that boots the same kernel and config by PXE through GRUB.
-  show-role prints the role in the image's /understudy/role.conf;
-  set-role rewrites only that file's `role = ...` line, in an image file or on a USB stick it
-  was written to (pass the whole device, e.g. /dev/sdb), without rebuilding.";
+  --netboot writes a TFTP directory that boots the same kernel and config by PXE through GRUB;
+  --netboot-role (repeated) gives the machine whose NIC has that MAC address its role; machines
+    not named wait at GRUB's menu. Without it every machine boots the --config role;
+  --cmdline gives the kernel command line (e.g. understudy.role=backup): in the image's
+    /understudy/cmdline, and on the bundle's GRUB multiboot2 line.
+  show-role prints the role the machine boots as: the one in /understudy/role.conf, or the
+    understudy.role= word of /understudy/cmdline, which overrides it;
+  set-role rewrites only the `role = ...` line of /understudy/role.conf, in an image file or on
+    a USB stick it was written to (pass the whole device, e.g. /dev/sdb), without rebuilding;
+  set-cmdline writes /understudy/cmdline the same way (--cmdline '' removes it).";
 
 /// What the command line asks for.
 enum Command {
     Build {
         spec: ImageSpec,
         netboot: Option<PathBuf>,
+        machines: Vec<NetbootRole>,
     },
     ShowRole {
         image: PathBuf,
@@ -28,6 +40,10 @@ enum Command {
     SetRole {
         image: PathBuf,
         role: String,
+    },
+    SetCmdline {
+        image: PathBuf,
+        cmdline: String,
     },
 }
 
@@ -61,10 +77,12 @@ fn parse_build(arguments: &[String]) -> Result<Command, String> {
         config: PathBuf::new(),
         guest_kernel: None,
         guest_initrd: None,
+        cmdline: None,
         output: PathBuf::new(),
         size_bytes: None,
     };
     let mut netboot: Option<PathBuf> = None;
+    let mut netboot_roles: Vec<String> = Vec::new();
     flags(arguments, |flag, value| {
         match flag {
             "--loader" => spec.loader = value()?.into(),
@@ -72,8 +90,10 @@ fn parse_build(arguments: &[String]) -> Result<Command, String> {
             "--config" => spec.config = value()?.into(),
             "--guest-kernel" => spec.guest_kernel = Some(value()?.into()),
             "--guest-initrd" => spec.guest_initrd = Some(value()?.into()),
+            "--cmdline" => spec.cmdline = Some(value()?),
             "--output" => spec.output = value()?.into(),
             "--netboot" => netboot = Some(value()?.into()),
+            "--netboot-role" => netboot_roles.push(value()?),
             "--size-mib" => {
                 let mib: u64 = value()?
                     .parse()
@@ -96,50 +116,90 @@ fn parse_build(arguments: &[String]) -> Result<Command, String> {
     if spec.output.as_os_str().is_empty() && netboot.is_none() {
         return Err(format!("--output or --netboot is required\n{USAGE}"));
     }
-    Ok(Command::Build { spec, netboot })
+    if !netboot_roles.is_empty() && netboot.is_none() {
+        return Err(format!("--netboot-role needs --netboot\n{USAGE}"));
+    }
+    // Checked before anything is built.
+    let machines = parse_netboot_roles(&netboot_roles).map_err(|error| error.to_string())?;
+    Ok(Command::Build {
+        spec,
+        netboot,
+        machines,
+    })
 }
 
-/// `show-role` and `set-role`: `--image`, and `--role` for set-role.
-fn parse_role_command(name: &str, arguments: &[String]) -> Result<Command, String> {
+/// The commands that edit a built image: `--image`, and the one value each sets.
+fn parse_edit_command(name: &str, arguments: &[String]) -> Result<Command, String> {
+    let value_flag = match name {
+        "set-role" => Some("--role"),
+        "set-cmdline" => Some("--cmdline"),
+        _ => None,
+    };
     let mut image: Option<PathBuf> = None;
-    let mut role: Option<String> = None;
-    let wants_role = name == "set-role";
+    let mut setting: Option<String> = None;
     flags(arguments, |flag, value| {
-        match flag {
-            "--image" => image = Some(value()?.into()),
-            "--role" if wants_role => role = Some(value()?),
-            _ => return Ok(false),
+        if flag == "--image" {
+            image = Some(value()?.into());
+        } else if Some(flag) == value_flag {
+            setting = Some(value()?);
+        } else {
+            return Ok(false);
         }
         Ok(true)
     })?;
     let image = image.ok_or_else(|| format!("{name}: --image is required\n{USAGE}"))?;
-    match role {
-        Some(role) => Ok(Command::SetRole { image, role }),
-        None if wants_role => Err(format!("set-role: --role is required\n{USAGE}")),
-        None => Ok(Command::ShowRole { image }),
+    match (value_flag, setting) {
+        (None, _) => Ok(Command::ShowRole { image }),
+        (Some(flag), None) => Err(format!("{name}: {flag} is required\n{USAGE}")),
+        (Some("--role"), Some(role)) => Ok(Command::SetRole { image, role }),
+        (Some(_), Some(cmdline)) => Ok(Command::SetCmdline { image, cmdline }),
     }
 }
 
 fn parse(arguments: &[String]) -> Result<Command, String> {
     match arguments.first().map(String::as_str) {
-        Some(name @ ("show-role" | "set-role")) => parse_role_command(name, &arguments[1..]),
+        Some(name @ ("show-role" | "set-role" | "set-cmdline")) => {
+            parse_edit_command(name, &arguments[1..])
+        }
         _ => parse_build(arguments),
     }
 }
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Build { spec, netboot } => {
+        Command::Build {
+            spec,
+            netboot,
+            machines,
+        } => {
             if !spec.output.as_os_str().is_empty() {
                 build(&spec).map_err(|error| error.to_string())?;
             }
             if let Some(directory) = &netboot {
-                build_netboot(&spec, directory).map_err(|error| error.to_string())?;
+                build_netboot(&spec, directory, &machines).map_err(|error| error.to_string())?;
             }
         }
         Command::ShowRole { image } => {
             let role = show_role(&image).map_err(|error| error.to_string())?;
-            println!("{role}");
+            match role.command_line {
+                Some(overriding) => {
+                    println!("{overriding}");
+                    eprintln!(
+                        "mkimage: {}: role.conf says {}, and /understudy/cmdline overrides it with {ROLE_OPTION}{overriding}",
+                        image.display(),
+                        role.config
+                    );
+                }
+                None => println!("{}", role.config),
+            }
+        }
+        Command::SetCmdline { image, cmdline } => {
+            set_cmdline(&image, &cmdline).map_err(|error| error.to_string())?;
+            eprintln!(
+                "mkimage: {}: kernel command line {:?}",
+                image.display(),
+                cmdline.trim()
+            );
         }
         Command::SetRole { image, role } => {
             let change = set_role(&image, &role).map_err(|error| error.to_string())?;

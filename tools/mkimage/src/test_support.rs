@@ -66,6 +66,7 @@ impl Scratch {
             config: config.to_path_buf(),
             guest_kernel: None,
             guest_initrd: None,
+            cmdline: None,
             output: self.0.join(output),
             size_bytes: None,
         }
