@@ -1,6 +1,10 @@
 //! The Understudy UEFI loader: loads `\understudy\kernel.elf` and `\understudy\role.conf` from
 //! its own FAT volume, builds a PVH `hvm_start_info` for the kernel, exits boot services and
 //! enters the kernel's 64-bit entry (named by the kernel's "Understudy" ELF note).
+//!
+//! The kernel command line is the words of the optional `\understudy\cmdline`, then the
+//! `understudy.` words of the load options the firmware or the UEFI shell passed
+//! (`understudy_boot_memory::cmdline`).
 #![no_std]
 #![no_main]
 
@@ -19,12 +23,17 @@ use uefi_raw::protocol::loaded_image::LoadedImageProtocol;
 use uefi_raw::table::boot::{BootServices, MemoryDescriptor, MemoryType};
 use uefi_raw::table::system::SystemTable;
 use uefi_raw::{Handle, Status};
+use understudy_boot_memory::cmdline::{CommandLine, CommandLineError, COMMAND_LINE_FILE_BYTES_MAX};
 use understudy_boot_memory::elf::{ElfError, KernelImage};
 
 const KERNEL_PATH: &str = "\\understudy\\kernel.elf";
 const CONFIG_PATH: &str = "\\understudy\\role.conf";
 const GUEST_KERNEL_PATH: &str = "\\understudy\\guest\\kernel";
 const GUEST_INITRD_PATH: &str = "\\understudy\\guest\\initrd";
+const COMMAND_LINE_PATH: &str = "\\understudy\\cmdline";
+/// Where the command line goes in the start-info page: after the start info (0), the module
+/// list (512) and the module names (1024); the page is zeroed, so it ends with a NUL.
+const COMMAND_LINE_PAGE_OFFSET: u64 = 2048;
 /// Largest guest kernel or initrd we read, in bytes.
 const GUEST_FILE_BYTES_MAX: u64 = 512 << 20;
 /// Module names the kernel looks for (the module's command line in `hvm_start_info`); the
@@ -155,6 +164,8 @@ enum LoadError {
     },
     NoEntry,
     MemoryMapFull,
+    CommandLineFile(CommandLineError),
+    LoadOptions(CommandLineError),
 }
 
 impl fmt::Display for LoadError {
@@ -182,6 +193,16 @@ impl fmt::Display for LoadError {
                 f,
                 "firmware memory map has more than {MEMORY_MAP_ENTRIES_MAX} ram runs"
             ),
+            Self::CommandLineFile(error) => write!(
+                f,
+                "{COMMAND_LINE_PATH}: {error} (tools/mkimage set-cmdline rewrites it)"
+            ),
+            Self::LoadOptions(error) => {
+                write!(
+                    f,
+                    "load options: {error} (the {COMMAND_LINE_PATH} words count too)"
+                )
+            }
         }
     }
 }
@@ -422,6 +443,44 @@ fn convert_memory_map(
     Ok(count)
 }
 
+/// The kernel command line: the words of `\understudy\cmdline`, then the `understudy.` words of
+/// the load options (the UEFI shell's command line, or a boot entry's optional data).
+///
+/// # Safety
+/// As for `read_file`; `loaded_image` is this image's loaded-image protocol.
+unsafe fn command_line(
+    boot: &BootServices,
+    root: *mut FileProtocolV1,
+    loaded_image: &LoadedImageProtocol,
+) -> Result<CommandLine, LoadError> {
+    let mut command_line = CommandLine::new();
+    // SAFETY: the caller's contract.
+    let file = unsafe {
+        read_optional_file(
+            boot,
+            root,
+            COMMAND_LINE_PATH,
+            COMMAND_LINE_FILE_BYTES_MAX as u64,
+        )?
+    };
+    if let Some(text) = file {
+        command_line
+            .push_file(text)
+            .map_err(LoadError::CommandLineFile)?;
+    }
+    let options = loaded_image.load_options as *const u16;
+    let units = loaded_image.load_options_size as usize / 2;
+    if !options.is_null() && units > 0 && options.is_aligned() {
+        // SAFETY: the firmware describes `load_options_size` bytes at `load_options` (UEFI
+        // 2.10 section 9.1); they stay valid while boot services run.
+        let options = unsafe { core::slice::from_raw_parts(options, units) };
+        command_line
+            .push_load_options(options)
+            .map_err(LoadError::LoadOptions)?;
+    }
+    Ok(command_line)
+}
+
 /// Loads everything and enters the kernel; returns only on failure.
 ///
 /// # Safety
@@ -439,7 +498,8 @@ unsafe fn boot(
             "handle_protocol(loaded image)",
             (boot.handle_protocol)(image, &LoadedImageProtocol::GUID, &mut loaded_image),
         )?;
-        let device = (*(loaded_image as *mut LoadedImageProtocol)).device_handle;
+        let loaded_image = &*(loaded_image as *const LoadedImageProtocol);
+        let device = loaded_image.device_handle;
         let mut file_system: *mut c_void = null_mut();
         check(
             "handle_protocol(file system)",
@@ -459,6 +519,7 @@ unsafe fn boot(
             Some(_) => read_optional_file(boot, root, GUEST_INITRD_PATH, GUEST_FILE_BYTES_MAX)?,
             None => None,
         };
+        let command_line = command_line(boot, root, loaded_image)?;
         let entry = load_kernel(boot, kernel)?;
         println!(
             "understudy loader: kernel loaded, entry {entry:#x}, config {} bytes, guest kernel {} bytes, guest initrd {} bytes",
@@ -466,6 +527,11 @@ unsafe fn boot(
             guest_kernel.map_or(0, |bytes| bytes.len()),
             guest_initrd.map_or(0, |bytes| bytes.len())
         );
+        if !command_line.is_empty() {
+            // Printable ASCII only, checked while it was assembled.
+            let text = core::str::from_utf8(command_line.as_bytes()).unwrap_or("?");
+            println!("understudy loader: kernel command line: {text}");
+        }
 
         // One page for the start info and module list, four for the memory map.
         let mut handoff = BELOW_4_GIB;
@@ -480,9 +546,19 @@ unsafe fn boot(
         )?;
         core::ptr::write_bytes(handoff as *mut u8, 0, (1 + MEMORY_MAP_PAGES) * 4096);
         let start_info = handoff as *mut StartInfo;
-        // Page layout: start info at 0, module list at 512, module names at 1024.
+        // Page layout: start info at 0, module list at 512, module names at 1024, command line
+        // at 2048.
         let module = (handoff + 512) as *mut ModuleEntry;
         let names = handoff + 1024;
+        let command_line_paddr = if command_line.is_empty() {
+            0
+        } else {
+            let at = handoff + COMMAND_LINE_PAGE_OFFSET;
+            let bytes = command_line.as_bytes();
+            assert!(COMMAND_LINE_PAGE_OFFSET as usize + bytes.len() < 4096);
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len());
+            at
+        };
         let memory_map = &mut *((handoff + 4096) as *mut [MemoryMapEntry; MEMORY_MAP_ENTRIES_MAX]);
         let mut modules_count = 0u32;
         let mut name_at = names;
@@ -544,7 +620,7 @@ unsafe fn boot(
                 flags: 0,
                 modules_count,
                 module_list_paddr: module as u64,
-                command_line_paddr: 0,
+                command_line_paddr,
                 rsdp_paddr: 0,
                 memory_map_paddr: memory_map.as_ptr() as u64,
                 memory_map_entries: entries as u32,

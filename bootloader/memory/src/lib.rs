@@ -1,4 +1,5 @@
-//! Boot-time memory: physical ranges, boot information, the heap choice, the kernel's ELF layout.
+//! Boot-time memory: physical ranges, boot information, the heap choice, the kernel's ELF layout,
+//! and the command line our UEFI loader assembles.
 //!
 //! The boot information parsers read what PVH, multiboot2 or our UEFI loader hand over; the
 //! ELF view is what the UEFI loader loads and what mkimage checks.
@@ -9,6 +10,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bootinfo;
+pub mod cmdline;
 pub mod elf;
 
 /// A physical address range `[start, end)`.

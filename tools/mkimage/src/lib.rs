@@ -11,7 +11,19 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use understudy_boot_config::{self as config, Config, ConfigError};
+use understudy_boot_memory::cmdline::{CommandLine, CommandLineError};
 use understudy_boot_memory::elf::{ElfError, KernelImage};
+
+mod edit;
+mod netboot;
+mod role;
+#[cfg(test)]
+mod test_support;
+pub use edit::{set_cmdline, set_role, show_role, EditError, ImageRole, RoleChange, ROLE_OPTION};
+pub use netboot::{
+    build_netboot, parse_netboot_roles, MacAddress, NetbootRole, NETBOOT_MENU_TIMEOUT_S,
+};
+pub use role::{config_with_role, role_named, RoleLineError, ROLES};
 
 /// Where the files go on the ESP. The loader reads the kernel and config from these paths.
 pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
@@ -19,6 +31,8 @@ pub const KERNEL_PATH: &str = "understudy/kernel.elf";
 pub const CONFIG_PATH: &str = "understudy/role.conf";
 pub const GUEST_KERNEL_PATH: &str = "understudy/guest/kernel";
 pub const GUEST_INITRD_PATH: &str = "understudy/guest/initrd";
+/// The optional kernel command line; the loader reads it (`understudy_boot_memory::cmdline`).
+pub const CMDLINE_PATH: &str = "understudy/cmdline";
 
 const MIB: u64 = 1 << 20;
 const SECTOR_BYTES: u64 = 512;
@@ -43,6 +57,9 @@ pub struct ImageSpec {
     pub config: PathBuf,
     pub guest_kernel: Option<PathBuf>,
     pub guest_initrd: Option<PathBuf>,
+    /// Words for the kernel command line (e.g. `understudy.role=backup`): the image carries them
+    /// in `/understudy/cmdline`, the network-boot bundle on GRUB's `multiboot2` line.
+    pub cmdline: Option<String>,
     pub output: PathBuf,
     /// Total image size; when absent, the smallest that fits.
     pub size_bytes: Option<u64>,
@@ -68,6 +85,8 @@ pub enum MkimageError {
         needed_mib: u64,
         configured_mib: u32,
     },
+    #[error("--cmdline: {0}")]
+    Cmdline(CommandLineError),
     #[error("--guest-initrd needs --guest-kernel")]
     InitrdWithoutKernel,
     #[error("image size {requested_mib} MiB is too small: the files need {needed_mib} MiB")]
@@ -76,6 +95,12 @@ pub enum MkimageError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot write the partition table: {0}")]
     Gpt(String),
+    #[error("{path}: {error}")]
+    RoleLine { path: PathBuf, error: RoleLineError },
+    #[error("--netboot-role {text}: {why}")]
+    BadNetbootRole { text: String, why: &'static str },
+    #[error("--netboot-role names {mac} twice: keep one")]
+    DuplicateMac { mac: MacAddress },
     #[error("{path} already exists: remove it or choose another --netboot directory")]
     NetbootExists { path: PathBuf },
     #[error("grub-mknetdir failed ({detail}): install grub-pc-bin and grub-common")]
@@ -143,6 +168,16 @@ struct Inputs {
     config: Config,
     guest_kernel: Option<Vec<u8>>,
     guest_initrd: Option<Vec<u8>>,
+    /// The kernel command line's words, separated by one space; `None` when there are none.
+    command_line: Option<Vec<u8>>,
+}
+
+/// The words of a kernel command line as the UEFI loader will pass them (one space between
+/// words, `#` comments dropped), checked by the loader's own rules; `None` when there are none.
+pub fn command_line_words(text: &str) -> Result<Option<Vec<u8>>, CommandLineError> {
+    let mut line = CommandLine::new();
+    line.push_file(text.as_bytes())?;
+    Ok((!line.is_empty()).then(|| line.as_bytes().to_vec()))
 }
 
 fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
@@ -151,6 +186,10 @@ fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
         path: spec.config.clone(),
         error,
     })?;
+    let command_line = match &spec.cmdline {
+        Some(text) => command_line_words(text).map_err(MkimageError::Cmdline)?,
+        None => None,
+    };
     let kernel = read(&spec.kernel)?;
     check_kernel(&kernel).map_err(|why| MkimageError::NotKernel {
         path: spec.kernel.clone(),
@@ -191,6 +230,7 @@ fn validate(spec: &ImageSpec) -> Result<Inputs, MkimageError> {
         config,
         guest_kernel,
         guest_initrd,
+        command_line,
     })
 }
 
@@ -336,6 +376,13 @@ fn progress(message: fmt::Arguments) {
 pub fn build(spec: &ImageSpec) -> Result<(), MkimageError> {
     progress(format_args!("validating inputs"));
     let inputs = validate(spec)?;
+    let command_line_file = inputs.command_line.as_ref().map(|words| {
+        let mut file = words.clone();
+        file.push(b'\n');
+        file
+    });
+    // The command line goes last, so `set-cmdline` on an image built without one lays it out
+    // exactly as a build with it does.
     let files: Vec<(&str, &[u8])> = [
         Some((LOADER_PATH, inputs.loader.as_slice())),
         Some((KERNEL_PATH, inputs.kernel.as_slice())),
@@ -348,6 +395,9 @@ pub fn build(spec: &ImageSpec) -> Result<(), MkimageError> {
             .guest_initrd
             .as_deref()
             .map(|bytes| (GUEST_INITRD_PATH, bytes)),
+        command_line_file
+            .as_deref()
+            .map(|bytes| (CMDLINE_PATH, bytes)),
     ]
     .into_iter()
     .flatten()
@@ -504,236 +554,20 @@ fn write_partition_table(
     Ok(())
 }
 
-/// The GRUB configuration of the network-boot bundle: the kernel by multiboot2, the role
-/// config as its first module (the kernel reads the first module as its config), the guest
-/// payload as further modules. `--nounzip` keeps GRUB from decompressing a gzip initrd, so
-/// the kernel receives the same bytes as from the disk image.
-fn netboot_grub_config(guest_kernel: bool, guest_initrd: bool) -> String {
-    let mut modules = format!("    module2 --nounzip /{CONFIG_PATH} role-config\n");
-    if guest_kernel {
-        modules += &format!("    module2 --nounzip /{GUEST_KERNEL_PATH} guest-kernel\n");
-    }
-    if guest_initrd {
-        modules += &format!("    module2 --nounzip /{GUEST_INITRD_PATH} guest-initrd\n");
-    }
-    format!(
-        "# Understudy network boot: GRUB loads the kernel by multiboot2 over TFTP.\n\
-         set timeout=0\n\
-         set default=0\n\
-         serial --unit=0 --speed=115200\n\
-         terminal_input serial console\n\
-         terminal_output serial console\n\
-         menuentry \"understudy\" {{\n\
-         \x20   multiboot2 /{KERNEL_PATH}\n\
-         {modules}\
-         \x20   boot\n\
-         }}\n"
-    )
-}
+/// Largest file `read_file_from_image` returns, in bytes (the loader reads guest files of up to
+/// 512 MiB).
+const READ_BACK_BYTES_MAX: usize = 1 << 30;
 
-/// Removes a temporary directory unless the bundle was completed.
-struct PartialDirectory {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for PartialDirectory {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// Writes the network-boot bundle: a TFTP root with GRUB's PXE program
-/// (`boot/grub/i386-pc/core.0`, from `grub-mknetdir`), its configuration, the kernel, the role
-/// config and the guest payload. Point the DHCP server's boot file at `core.0`.
-pub fn build_netboot(spec: &ImageSpec, directory: &Path) -> Result<(), MkimageError> {
-    progress(format_args!(
-        "validating inputs for the network-boot bundle"
-    ));
-    let inputs = validate(spec)?;
-    if directory.exists() {
-        return Err(MkimageError::NetbootExists {
-            path: directory.to_path_buf(),
-        });
-    }
-    let write_error = |source: io::Error| MkimageError::Write {
-        path: directory.to_path_buf(),
-        source,
-    };
-    let parent = directory
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = directory
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "netboot".into());
-    let mut partial = PartialDirectory {
-        path: parent.join(format!(".{name}.partial-{}", std::process::id())),
-        done: false,
-    };
-    fs::create_dir_all(partial.path.join("understudy/guest")).map_err(write_error)?;
-
-    progress(format_args!("adding GRUB's PXE boot program"));
-    let net_directory = format!("--net-directory={}", partial.path.display());
-    let status = std::process::Command::new("grub-mknetdir")
-        .args([
-            net_directory.as_str(),
-            "--subdir=boot/grub",
-            "-d",
-            "/usr/lib/grub/i386-pc",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|error| MkimageError::GrubMknetdir {
-            detail: error.to_string(),
-        })?;
-    if !status.success() {
-        return Err(MkimageError::GrubMknetdir {
-            detail: status.to_string(),
-        });
-    }
-    let files = [
-        Some((KERNEL_PATH, inputs.kernel.as_slice())),
-        Some((CONFIG_PATH, inputs.config_text.as_slice())),
-        Some((LOADER_PATH, inputs.loader.as_slice())),
-        inputs
-            .guest_kernel
-            .as_deref()
-            .map(|bytes| (GUEST_KERNEL_PATH, bytes)),
-        inputs
-            .guest_initrd
-            .as_deref()
-            .map(|bytes| (GUEST_INITRD_PATH, bytes)),
-    ];
-    fs::create_dir_all(partial.path.join("EFI/BOOT")).map_err(write_error)?;
-    for (path, bytes) in files.into_iter().flatten() {
-        fs::write(partial.path.join(path), bytes).map_err(write_error)?;
-        progress(format_args!("copied {path} ({} bytes)", bytes.len()));
-    }
-    let grub_config =
-        netboot_grub_config(inputs.guest_kernel.is_some(), inputs.guest_initrd.is_some());
-    fs::write(partial.path.join("boot/grub/grub.cfg"), grub_config).map_err(write_error)?;
-    fs::rename(&partial.path, directory).map_err(write_error)?;
-    partial.done = true;
-    progress(format_args!(
-        "wrote the network-boot bundle {}: serve it by TFTP with boot file boot/grub/i386-pc/core.0",
-        directory.display()
-    ));
-    Ok(())
-}
-
-/// Reads one file back from an image's ESP.
-pub fn read_file_from_image(image: &Path, path: &str) -> io::Result<Vec<u8>> {
-    // Read-only: fatfs writes only when something is modified, and nothing is.
-    let mut file = File::open(image)?;
-    let length = file
-        .metadata()?
-        .len()
-        .saturating_sub(ESP_START_BYTES + GPT_TAIL_BYTES)
-        / MIB
-        * MIB;
-    let mut window = PartitionWindow {
-        file: &mut file,
-        start: ESP_START_BYTES,
-        length,
-        position: 0,
-    };
-    let volume = fatfs::FileSystem::new(&mut window, fatfs::FsOptions::new())?;
-    let mut bytes = Vec::new();
-    volume.root_dir().open_file(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
+/// Reads one file back from an image's ESP, found through the image's GPT.
+pub fn read_file_from_image(image: &Path, path: &'static str) -> Result<Vec<u8>, EditError> {
+    edit::read_file(image, path, READ_BACK_BYTES_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CONFIGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
-
-    /// The smallest ELF the kernel check accepts: a header, one PT_NOTE with both notes.
-    fn fake_kernel() -> Vec<u8> {
-        let mut notes = Vec::new();
-        for (name, kind, descriptor) in [
-            (&b"Xen\0"[..], 18u32, &[0u8; 4][..]),
-            (&b"Understudy\0"[..], 1, &[0u8; 8][..]),
-        ] {
-            notes.extend((name.len() as u32).to_le_bytes());
-            notes.extend((descriptor.len() as u32).to_le_bytes());
-            notes.extend(kind.to_le_bytes());
-            notes.extend(name);
-            notes.resize(notes.len().next_multiple_of(4), 0);
-            notes.extend(descriptor);
-        }
-        let mut elf = vec![0u8; 64 + 56];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        elf[16..18].copy_from_slice(&2u16.to_le_bytes());
-        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
-        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
-        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
-        elf[56..58].copy_from_slice(&1u16.to_le_bytes());
-        elf[64..68].copy_from_slice(&4u32.to_le_bytes());
-        elf[72..80].copy_from_slice(&120u64.to_le_bytes());
-        elf[96..104].copy_from_slice(&(notes.len() as u64).to_le_bytes());
-        elf.extend(notes);
-        elf
-    }
-
-    /// The smallest PE32+ header the loader check accepts.
-    fn fake_loader() -> Vec<u8> {
-        let mut pe = vec![0u8; 512];
-        pe[..2].copy_from_slice(b"MZ");
-        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
-        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
-        pe[0x98..0x9a].copy_from_slice(&0x20bu16.to_le_bytes());
-        pe[0x98 + 68..0x98 + 70].copy_from_slice(&10u16.to_le_bytes());
-        pe
-    }
-
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("mkimage-test-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            fs::write(path.join("kernel.elf"), fake_kernel()).unwrap();
-            fs::write(path.join("BOOTX64.EFI"), fake_loader()).unwrap();
-            Scratch(path)
-        }
-
-        fn spec(&self, config: &Path, output: &str) -> ImageSpec {
-            ImageSpec {
-                loader: self.0.join("BOOTX64.EFI"),
-                kernel: self.0.join("kernel.elf"),
-                config: config.to_path_buf(),
-                guest_kernel: None,
-                guest_initrd: None,
-                output: self.0.join(output),
-                size_bytes: None,
-            }
-        }
-
-        /// Names in the directory, so a test can see that no partial image is left behind.
-        fn entries(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::{fake_kernel, fake_loader, Scratch, CONFIGS};
 
     #[test]
     fn images_of_a_pair_differ_only_in_the_role_config() {
@@ -903,20 +737,6 @@ mod tests {
         ));
         assert_eq!(scratch.entries(), before);
         assert!(scratch.0.join("out.img").join("keep").exists());
-    }
-
-    #[test]
-    fn netboot_grub_config_loads_kernel_then_config_module_first() {
-        let text = netboot_grub_config(true, false);
-        let kernel = text.find("multiboot2 /understudy/kernel.elf").unwrap();
-        let config = text
-            .find("module2 --nounzip /understudy/role.conf")
-            .unwrap();
-        let guest = text
-            .find("module2 --nounzip /understudy/guest/kernel")
-            .unwrap();
-        assert!(kernel < config && config < guest, "{text}");
-        assert!(!text.contains("guest/initrd"));
     }
 
     #[test]
