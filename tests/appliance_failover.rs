@@ -1,6 +1,7 @@
-//! Failover of the appliance itself: `understudy drill --platform appliance` boots primary,
-//! backup and arbiter as three QEMU machines (TCG) from one GRUB image, roles flipped on the
-//! kernel command line, in a network namespace of their own: service NICs on the client's
+//! Failover of the appliance itself: `understudy drill --platform appliance` builds one image
+//! (`tools/build-image`), copies it three times and flips the copies' roles (`mkimage
+//! set-role`), and boots primary, backup and arbiter as three QEMU machines (TCG, OVMF) in a
+//! network namespace of their own: service NICs on the client's
 //! bridge, replication NICs on a bridge of their own. The minimal Linux guest serves its
 //! counter (one TCP connection for the whole drill, every answer checked against the client's
 //! count) and an HTTP download held open, half read, across the fault.
@@ -26,20 +27,28 @@ const PAGE_BYTES: usize = 108_894;
 const EPITAPH_STATUS: i32 = 5;
 
 /// How long a rebooted arbiter may take to say what its disk holds.
-const ARBITER_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const ARBITER_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Boots the drill's arbiter image again on its disk (a NIC on QEMU's user network, which it
 /// needs to start) and returns its line saying which epoch its record grants.
 fn arbiter_reboot_line(work_dir: &Path) -> String {
     let log = work_dir.join("arbiter-reboot.log");
     let _ = std::fs::remove_file(&log);
+    let variables = work_dir.join("arbiter-reboot-vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &variables).expect("ovmf is installed");
     let mut qemu = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-M", "pc", "-m", "256M", "-display", "none"])
         .args(["-vga", "none", "-no-reboot", "-nodefaults"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
-        .arg("-cdrom")
-        .arg(work_dir.join("arbiter.iso"))
+        .args(["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", variables.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio",
+            work_dir.join("arbiter.img").display()
+        ))
         .args(["-netdev", "user,id=replication", "-device", "virtio-net-pci,netdev=replication"])
         .arg("-drive")
         .arg(format!(

@@ -156,9 +156,6 @@ struct DrillArgs {
     /// the bare-metal kernel with the minimal guest and its counter service.
     #[arg(long, default_value = "hosted", value_parser = ["hosted", "appliance"])]
     platform: String,
-    /// The appliance kernel (default: built now from `bootloader/`).
-    #[arg(long)]
-    kernel: Option<PathBuf>,
     /// The appliance's guest disk: `separate` (a copy each) or `shared` (one image).
     #[arg(long, default_value = "separate", value_parser = ["separate", "shared"])]
     disk: String,
@@ -464,12 +461,8 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
             );
             guest.service = pair::drill::Service::Counter;
             guest.numbers = pair::appliance::APPLIANCE_NUMBERS;
-            let kernel = match &args.kernel {
-                Some(kernel) => kernel.clone(),
-                None => pair::appliance::build_kernel(root)?,
-            };
             pair::drill::Platform::Appliance(pair::appliance::Setup {
-                kernel,
+                source_root: root.to_owned(),
                 disk: if args.disk == "shared" {
                     understudy_boot_config::DiskMode::Shared
                 } else {

@@ -2,10 +2,10 @@
 //! the bare-metal kernel, instead of three `understudy run` processes. The service NICs join
 //! the drill's bridge (where the client is); the replication NICs have a bridge of their own.
 //!
-//! Every machine boots the same GRUB image (kernel, one role config, the guest payload); the
-//! role is flipped at boot with `understudy.role=` on the kernel command line, the override
-//! for machines whose disk cannot be edited. A machine's figures come from the `understudy
-//! status` lines on its serial console.
+//! As a user would: `tools/build-image` builds one image (kernel, UEFI loader, the pair's
+//! config, the guest payload), which is copied three times and flipped with `mkimage
+//! set-role`; each machine boots its copy on OVMF. A machine's figures come from the
+//! `understudy status` lines on its serial console.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -39,29 +39,17 @@ pub const APPLIANCE_NUMBERS: u32 = 20_000;
 /// 300 ms would count as a failure.
 pub const APPLIANCE_PEER_TIMEOUT_MS: u64 = 1000;
 
+/// OVMF's firmware and its variable store template (Debian's `ovmf`).
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
 /// How the appliance drill runs.
 #[derive(Clone, Debug)]
 pub struct Setup {
-    /// The appliance kernel (`understudy-kernel`, built in `bootloader/`).
-    pub kernel: PathBuf,
+    /// The source tree (for `tools/build-image` and `mkimage`).
+    pub source_root: PathBuf,
     /// `shared`: one guest disk both machines attach; `separate`: a copy each.
     pub disk: understudy_boot_config::DiskMode,
-}
-
-/// Builds the appliance kernel in `bootloader/` (its own cargo workspace) and returns its path.
-pub fn build_kernel(source_root: &Path) -> Result<PathBuf> {
-    let bootloader = source_root.join("bootloader");
-    eprintln!("drill: building the appliance kernel (bootloader/)");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet", "-p", "understudy-boot"])
-        .current_dir(&bootloader)
-        // The root workspace's target directory would mix the kernel's `no_std` build with
-        // hosted features (bootloader/README.md).
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .context("cannot run cargo")?;
-    ensure!(status.success(), "the appliance kernel did not build");
-    Ok(bootloader.join("target/release/understudy-kernel"))
 }
 
 /// Adds the replication bridge and the three machines' ports to the current namespace.
@@ -101,14 +89,9 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
         guest.numbers,
     );
     understudy_boot_config::parse(&config).map_err(|e| anyhow::anyhow!("drill config: {e}"))?;
-    for (name, kernel_words) in [
-        ("primary", "understudy.role=primary"),
-        ("backup", "understudy.role=backup"),
-        ("arbiter", "understudy.role=arbiter"),
-        ("arbiter-init", "understudy.role=arbiter understudy.arbiter=init"),
-    ] {
-        make_iso(setup, options, &config, name, kernel_words)?;
-    }
+    let config_path = dir.join("pair.conf");
+    std::fs::write(&config_path, config)?;
+    make_images(setup, dir, &config_path)?;
     let disk = |name: &str, bytes: u64, ext4: bool| -> Result<()> {
         let path = dir.join(name);
         std::fs::File::create(&path)?.set_len(bytes)?;
@@ -131,53 +114,72 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
     Ok(())
 }
 
-/// A GRUB image (BIOS, multiboot2) that boots the kernel with `kernel_words`, the config and
-/// the guest.
-fn make_iso(
-    setup: &Setup,
-    options: &DrillOptions,
-    config: &str,
-    name: &str,
-    kernel_words: &str,
-) -> Result<()> {
-    let tree = options.work_dir.join(format!("{name}-iso"));
-    let boot = tree.join("boot");
-    std::fs::create_dir_all(boot.join("grub"))?;
-    std::fs::copy(&setup.kernel, boot.join("kernel.elf"))
-        .with_context(|| format!("cannot read the kernel {}", setup.kernel.display()))?;
-    std::fs::write(boot.join("role.conf"), config)?;
-    std::fs::copy(&options.guest.kernel, boot.join("guest-kernel"))?;
-    std::fs::copy(&options.guest.initrd, boot.join("guest-initrd"))?;
-    std::fs::write(
-        boot.join("grub/grub.cfg"),
-        format!(
-            "set timeout=0\nset default=0\nmenuentry \"understudy\" {{\n    multiboot2 /boot/kernel.elf {kernel_words}\n    \
-             module2 --nounzip /boot/role.conf role-config\n    module2 --nounzip /boot/guest-kernel guest-kernel\n    \
-             module2 --nounzip /boot/guest-initrd guest-initrd\n    boot\n}}\n"
-        ),
+/// One image for the pair, built by `tools/build-image` from the primary's config, copied
+/// per machine and flipped to its role by `mkimage set-role`; the arbiter's first boot gets
+/// `understudy.arbiter=init` on its command line (`mkimage set-cmdline`).
+fn make_images(setup: &Setup, dir: &Path, config: &Path) -> Result<()> {
+    let image = dir.join("primary.img");
+    run(
+        Command::new(setup.source_root.join("tools/build-image"))
+            .arg("--config")
+            .arg(config)
+            .args(["--guest", "minimal", "--output"])
+            .arg(&image)
+            // Each workspace in its own target directory (bootloader/README.md).
+            .env_remove("CARGO_TARGET_DIR"),
+        "tools/build-image",
     )?;
-    let output = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(options.work_dir.join(format!("{name}.iso")))
-        .arg(&tree)
+    let mkimage = setup
+        .source_root
+        .join("tools/mkimage/target/release/mkimage");
+    for (name, role) in [
+        ("backup", "backup"),
+        ("arbiter", "arbiter"),
+        ("arbiter-init", "arbiter"),
+    ] {
+        let copy = dir.join(format!("{name}.img"));
+        std::fs::copy(&image, &copy)?;
+        run(
+            Command::new(&mkimage)
+                .args(["set-role", "--image"])
+                .arg(&copy)
+                .args(["--role", role]),
+            "mkimage set-role",
+        )?;
+    }
+    run(
+        Command::new(&mkimage)
+            .args(["set-cmdline", "--image"])
+            .arg(dir.join("arbiter-init.img"))
+            .args(["--cmdline", "understudy.arbiter=init"]),
+        "mkimage set-cmdline",
+    )
+}
+
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let output = command
         .output()
-        .context("cannot run grub-mkrescue (grub-pc-bin, grub-common, xorriso)")?;
+        .with_context(|| format!("cannot run {what}"))?;
     ensure!(
         output.status.success(),
-        "grub-mkrescue failed: {}",
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    std::fs::remove_dir_all(&tree)?;
     Ok(())
 }
 
 /// Boots one machine; its console goes to `ROLE.log` in the work directory.
 pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child> {
-    let iso = if role == "arbiter" && init {
-        "arbiter-init.iso"
+    let image = if role == "arbiter" && init {
+        "arbiter-init.img"
     } else {
-        &format!("{role}.iso")
+        &format!("{role}.img")
     };
+    // Fresh firmware variables per boot: the boot order is the image's fallback path.
+    let variables = dir.join(format!("{role}-vars.fd"));
+    std::fs::copy(OVMF_VARS, &variables)
+        .with_context(|| format!("cannot read {OVMF_VARS} (install ovmf)"))?;
     let (index, tap) = REPLICATION_TAPS
         .iter()
         .enumerate()
@@ -192,8 +194,12 @@ pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child>
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-serial")
         .arg(format!("file:{}", dir.join(format!("{role}.log")).display()))
-        .arg("-cdrom")
-        .arg(dir.join(iso))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", variables.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", dir.join(image).display()))
         .args(["-netdev"])
         .arg(format!("tap,id=replication,ifname={tap},script=no,downscript=no"))
         .args(["-device"])
