@@ -156,6 +156,10 @@ struct DrillArgs {
     /// the bare-metal kernel with the minimal guest and its counter service.
     #[arg(long, default_value = "hosted", value_parser = ["hosted", "appliance"])]
     platform: String,
+    /// The client's load on the minimal guest: `http` (a GET per connection; the hosted
+    /// default) or `counter` (one connection for the whole drill; the appliance's).
+    #[arg(long, value_parser = ["http", "counter"])]
+    load: Option<String>,
     /// The appliance's guest disk: `separate` (a copy each) or `shared` (one image).
     #[arg(long, default_value = "separate", value_parser = ["separate", "shared"])]
     disk: String,
@@ -472,6 +476,12 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         }
         _ => pair::drill::Platform::Hosted,
     };
+    match args.load.as_deref() {
+        Some(_) if args.guest != "minimal" => bail!("--load chooses the minimal guest's load"),
+        Some("counter") => guest.service = pair::drill::Service::Counter,
+        Some(_) => guest.service = pair::drill::Service::Http,
+        None => {}
+    }
     let options = pair::drill::DrillOptions {
         fault: args.fault,
         guest,

@@ -460,6 +460,7 @@ impl Driver {
                 "understudy: protected: the pair formed {} ms after the kernel started its clock",
                 tsc::now().0 / 1000
             );
+            self.print_status(replica);
         }
         if self.channel.is_some()
             && (tsc::now().0 >= self.next_status_us

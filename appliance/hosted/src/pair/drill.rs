@@ -151,6 +151,10 @@ pub struct Report {
     pub failover_available: [String; 2],
     /// When the fault was injected (UTC).
     pub fault_at: String,
+    /// Seconds from starting the three to the primary saying its backup confirmed the pair.
+    pub protected_after_s: Option<f64>,
+    /// The backup's lag behind the primary when the fault came, in instructions.
+    pub backup_lag_instructions: u64,
 }
 
 impl Report {
@@ -162,7 +166,8 @@ impl Report {
              reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
              primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
-             download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n",
+             download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n\
+             protected_after_s={}\nbackup_lag_instructions={}\n",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -184,6 +189,9 @@ impl Report {
                 .map_or("none".to_owned(), |v| v.to_string()),
             self.failover_available.join(","),
             self.fault_at,
+            self.protected_after_s
+                .map_or("none".to_owned(), |s| format!("{s:.3}")),
+            self.backup_lag_instructions,
         )
     }
 }
@@ -264,6 +272,8 @@ pub fn parse_report(text: &str) -> Result<Report> {
         restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
         download_bytes: value("download_bytes")?.parse().ok(),
         fault_at: value("fault_at")?,
+        protected_after_s: value("protected_after_s")?.parse().ok(),
+        backup_lag_instructions: number("backup_lag_instructions")?,
         failover_available: {
             let text = value("failover_available_without_arbiter")?;
             let mut parts = text.splitn(2, ',').map(str::to_owned);
@@ -299,6 +309,9 @@ struct Trio {
     exe: PathBuf,
     work_dir: PathBuf,
     platform: Platform,
+    /// When the three were started, and how long the pair took to form after that.
+    started: Instant,
+    protected_after: Option<Duration>,
     arbiter: Option<Child>,
     primary: Option<Child>,
     backup: Option<Child>,
@@ -537,6 +550,8 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     report.log_mbit_s = trio.status_number("primary", "log_bytes_sent") * 8.0
         / trio.status_number("primary", "running_s").max(1e-3)
         / 1e6;
+    report.protected_after_s = trio.protected_after.map(|d| d.as_secs_f64());
+    report.backup_lag_instructions = trio.status_number("backup", "lag_instructions") as u64;
     let mut fault_time = Instant::now();
     report.fault_at = super::replica::utc_now();
     match options.fault {
@@ -678,6 +693,8 @@ fn start_trio(exe: &Path, options: &DrillOptions) -> Result<Trio> {
         exe: exe.to_owned(),
         work_dir: options.work_dir.clone(),
         platform: options.platform.clone(),
+        started: Instant::now(),
+        protected_after: None,
         arbiter: None,
         primary: None,
         backup: None,
@@ -840,6 +857,9 @@ impl Client {
                         .unwrap_or_default();
                     bail!("the {role} exited with status {code} before the guest answered:\n{log}");
                 }
+            }
+            if trio.protected_after.is_none() && trio.status_text("primary", "paired") == "true" {
+                trio.protected_after = Some(trio.started.elapsed());
             }
             if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
                 let mut client = Client::over(stream, address, service)?;
