@@ -148,8 +148,9 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         Err(error) => fail(format_args!("{error}")),
     };
     init_heap(&boot);
-    let (tsc_hz, source) = tsc::calibrate();
-    println!("understudy: tsc {} kHz ({:?})", tsc_hz / 1000, source);
+    if let Err(error) = tsc::calibrate() {
+        fail(format_args!("{error}"));
+    }
 
     // SAFETY: the command line is boot-loader memory that the heap excludes and nothing writes.
     let command_line = boot
