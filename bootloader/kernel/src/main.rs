@@ -1,8 +1,9 @@
 //! The Understudy appliance kernel: boots by PVH, brings up the machine, prints `ready`.
 //!
-//! Boot order: serial, GDT/IDT, boot info, heap, TSC, role config, PCI and virtio devices,
-//! the replication network, then `understudy ready role=<role>`; `run` then starts the
-//! protected guest on the hypervisor (`appliance/machine`) when a payload was handed over.
+//! Boot order: serial, GDT/IDT, boot info, heap, TSC, the idle timer, role config, PCI and
+//! virtio devices, the replication network, then `understudy ready role=<role>`; `run` then
+//! starts the protected guest on the hypervisor (`appliance/machine`) when a payload was handed
+//! over.
 #![no_std]
 #![no_main]
 
@@ -17,6 +18,7 @@ mod guest;
 mod guestdisk;
 mod hal;
 mod heap;
+mod idle;
 mod net;
 mod paging;
 mod pci;
@@ -63,6 +65,8 @@ struct BootOptions {
     selftest_panic: bool,
     /// Touch unmapped memory after `ready`, to test the exception epitaph on its IST stack.
     selftest_fault: bool,
+    /// Halt while idle until a console byte arrives, to test `idle::halt_until`.
+    selftest_idle: bool,
     /// Run the built-in echo guest instead of a payload (`understudy.guest=echo`).
     echo_guest: bool,
 }
@@ -83,6 +87,7 @@ impl BootOptions {
                             "dhcp" => options.selftest_dhcp = true,
                             "panic" => options.selftest_panic = true,
                             "fault" => options.selftest_fault = true,
+                            "idle" => options.selftest_idle = true,
                             _ => return Err(word),
                         }
                     }
@@ -151,6 +156,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     if let Err(error) = tsc::calibrate() {
         fail(format_args!("{error}"));
     }
+    idle::init();
 
     // SAFETY: the command line is boot-loader memory that the heap excludes and nothing writes.
     let command_line = boot
@@ -161,7 +167,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault understudy.guest=echo"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle understudy.guest=echo"
         )),
     };
     let config = load_config(&boot, command_line);
@@ -336,7 +342,14 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             }
         };
     }
-    if options.selftest_disk || options.selftest_replication || options.selftest_dhcp {
+    if options.selftest_idle {
+        passed &= selftest::idle();
+    }
+    if options.selftest_disk
+        || options.selftest_replication
+        || options.selftest_dhcp
+        || options.selftest_idle
+    {
         println!(
             "understudy selftest {}",
             if passed { "passed" } else { "failed" }

@@ -1,11 +1,11 @@
 //! Boot-time self tests the QEMU tests ask for with `understudy.selftest=` on the command
-//! line: a disk marker that must survive a reboot, and a bulk TCP transfer between two
-//! appliances over the replication network.
+//! line: a disk marker that must survive a reboot, a bulk TCP transfer between two appliances
+//! over the replication network, and an idle wait that halts until a console byte arrives.
 
 use crate::hal::KernelHal;
 use crate::net::NetDevice;
 use crate::println;
-use crate::tsc;
+use crate::{idle, serial, tsc};
 use alloc::vec;
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -32,6 +32,8 @@ const PRIMARY_LOCAL_PORT: u16 = 49_152;
 /// The sector the disk self test owns (sector 0 is left to partition tables).
 const MARKER_SECTOR: usize = 1;
 const MARKER_MAGIC: &[u8; 16] = b"UNDERSTUDY-MARK1";
+/// The idle self test fails when no console byte arrives within this long.
+const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 fn now() -> Instant {
     Instant::from_micros(tsc::now().0 as i64)
@@ -246,5 +248,34 @@ pub fn replication(config: &Config, iface: &mut Interface, device: &mut NetDevic
             println!("understudy: replication selftest failed: stalled after {moved} bytes");
             return false;
         }
+    }
+}
+
+/// Waits for a console byte the way an idle guest loop does: poll COM1, then
+/// `idle::halt_until` a far deadline, which returns after at most one capped halt so COM1 is
+/// polled again. Reports how long it waited, how many halts that took and the longest one.
+pub fn idle() -> bool {
+    println!("understudy: idle selftest waiting for a console byte");
+    let start = tsc::read();
+    let give_up = tsc::TscTicks(start.0 + tsc::ticks_from_micros(IDLE_TIMEOUT_MS * 1000));
+    let mut halts = 0u64;
+    let mut longest_ticks = 0u64;
+    loop {
+        if let Some(byte) = serial::try_read_byte() {
+            let waited_ms = (tsc::read().0 - start.0) * 1000 / tsc::hz();
+            println!(
+                "understudy: idle selftest took console byte {byte:#04x} after {waited_ms} ms: {halts} halts, longest {} us",
+                longest_ticks * 1_000_000 / tsc::hz()
+            );
+            return true;
+        }
+        let before = tsc::read();
+        if before >= give_up {
+            println!("understudy: idle selftest failed: no console byte in {IDLE_TIMEOUT_MS} ms");
+            return false;
+        }
+        idle::halt_until(give_up);
+        halts += 1;
+        longest_ticks = longest_ticks.max(tsc::read().0 - before.0);
     }
 }

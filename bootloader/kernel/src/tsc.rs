@@ -316,3 +316,8 @@ pub fn now() -> Micros {
         .wrapping_sub(TSC_AT_CALIBRATION.load(Ordering::Relaxed));
     Micros((u128::from(ticks) * 1_000_000 / u128::from(hz())) as u64)
 }
+
+/// TSC ticks in `micros` microseconds at the calibrated rate.
+pub fn ticks_from_micros(micros: u64) -> u64 {
+    (u128::from(micros) * u128::from(hz()) / 1_000_000) as u64
+}
