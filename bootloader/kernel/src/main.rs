@@ -67,6 +67,8 @@ struct BootOptions {
     selftest_fault: bool,
     /// Halt while idle until a console byte arrives, to test `idle::halt_until`.
     selftest_idle: bool,
+    /// Check the guest disk's backend on the first disk (which it takes from the guest).
+    selftest_guest_disk: bool,
     /// Run the built-in echo guest instead of a payload (`understudy.guest=echo`).
     echo_guest: bool,
 }
@@ -88,6 +90,7 @@ impl BootOptions {
                             "panic" => options.selftest_panic = true,
                             "fault" => options.selftest_fault = true,
                             "idle" => options.selftest_idle = true,
+                            "guestdisk" => options.selftest_guest_disk = true,
                             _ => return Err(word),
                         }
                     }
@@ -167,7 +170,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle understudy.guest=echo"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle,guestdisk understudy.guest=echo"
         )),
     };
     let config = load_config(&boot, command_line);
@@ -345,10 +348,14 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
     if options.selftest_idle {
         passed &= selftest::idle();
     }
+    if options.selftest_guest_disk {
+        passed &= selftest::guest_disk(&mut platform.disks);
+    }
     if options.selftest_disk
         || options.selftest_replication
         || options.selftest_dhcp
         || options.selftest_idle
+        || options.selftest_guest_disk
     {
         println!(
             "understudy selftest {}",
