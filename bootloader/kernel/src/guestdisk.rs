@@ -13,10 +13,10 @@ use alloc::vec;
 use alloc::vec::Vec;
 use understudy_machine::devices::virtio::{BackendError, BlockBackend};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
-use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::SomeTransport;
 
-/// A virtio-blk disk of the appliance.
-pub type Disk = VirtIOBlk<KernelHal, PciTransport>;
+/// A virtio-blk disk of the appliance, over PCI or virtio-mmio.
+pub type Disk = VirtIOBlk<KernelHal, SomeTransport<'static>>;
 
 /// Sectors moved per device request. The guest's requests reach the backend in pieces of at
 /// most the machine's 64 KiB bounce buffer; this bounds one request of ours the same way.

@@ -19,6 +19,7 @@ mod guestdisk;
 mod hal;
 mod heap;
 mod idle;
+mod mmio;
 mod net;
 mod paging;
 mod pci;
@@ -39,8 +40,6 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 use understudy_boot_config::{self as config, Config};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::bus::PciRoot;
-use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
 /// Bytes the built-in echo guest (`understudy.guest=echo`) reads before it powers off.
@@ -189,20 +188,13 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
 
     let guest = load_guest_payload(&boot, &config);
 
-    let mut root = PciRoot::new(pci::PortConfigurationAccess);
-    let functions = pci::enumerate(&mut root);
+    // Devices on PCI first, then virtio-mmio devices the command line names (Firecracker).
+    let mut transports = pci::transports();
+    transports.extend(mmio::transports(command_line));
     let mut disks = Vec::new();
     let mut replication_nic = None;
     let mut service_nic = None;
-    for function in &functions {
-        let transport = match PciTransport::new::<KernelHal, _>(&mut root, function.device_function)
-        {
-            Ok(transport) => transport,
-            Err(error) => {
-                println!("understudy: virtio {}: {}", function.device_function, error);
-                continue;
-            }
-        };
+    for transport in transports {
         match transport.device_type() {
             DeviceType::Block => match VirtIOBlk::<KernelHal, _>::new(transport) {
                 Ok(blk) => {

@@ -1,7 +1,8 @@
 //! Boot-time memory: physical ranges, boot information, the heap choice, the kernel's ELF layout.
 //!
 //! The boot information parsers read what PVH, multiboot2 or our UEFI loader hand over; the
-//! ELF view is what the UEFI loader loads and what mkimage checks.
+//! ELF view is what the UEFI loader loads and what mkimage checks; the virtio-mmio words are
+//! the device windows a hypervisor names on the kernel command line.
 //!
 //! Pure functions, so the host can test them: the heap must never overlap the kernel image or
 //! anything the boot loader handed over (start info, memory map, modules), or the kernel would
@@ -10,6 +11,7 @@
 
 pub mod bootinfo;
 pub mod elf;
+pub mod virtio_mmio;
 
 /// A physical address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
