@@ -11,7 +11,7 @@
 use crate::channel::LogChannel;
 use crate::guest::{ARBITER_ID, BACKUP_ID, PRIMARY_ID};
 use crate::guestdisk::GuestDisk;
-use crate::{arch, fail, println, tsc};
+use crate::{fail, idle, println, tsc};
 use understudy_boot_config::{ArbiterKeys, Config, SocketAddress};
 use understudy_ft::arbiter::{StorageError, ARBITER_RECORD_BYTES};
 use understudy_ft::{Arbiter, ArbiterConfig, ArbiterRecord, Incarnation, Key, Limits};
@@ -19,8 +19,6 @@ use understudy_machine::devices::virtio::block::{BlockBackend, SECTOR_BYTES};
 
 /// Marks the sector as holding an arbiter record.
 const RECORD_MAGIC: &[u8; 16] = b"UNDERSTUDY-ARB-1";
-/// The longest the loop sleeps before it polls the NIC again, in microseconds.
-const POLL_INTERVAL_US: u64 = 200;
 
 /// Runs the arbiter until the machine is switched off.
 pub fn run(config: &Config, mut disk: GuestDisk, mut channel: LogChannel, init: bool) -> ! {
@@ -87,7 +85,8 @@ pub fn run(config: &Config, mut disk: GuestDisk, mut channel: LogChannel, init: 
             channel.poll();
         }
         if !channel.has_datagram() {
-            arch::idle_until(tsc::now().0 + POLL_INTERVAL_US);
+            // Returns within a millisecond: the NIC is polled, its interrupts stay off.
+            idle::halt_until(tsc::TscTicks(u64::MAX));
         }
     }
 }

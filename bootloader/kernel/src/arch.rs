@@ -179,8 +179,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         ));
         halt_forever();
     }
-    // Interrupts are never enabled yet (devices are polled); a vector here is spurious. It is
-    // reported and ignored rather than fatal: a stray interrupt must not stop the appliance.
+    if vector == usize::from(crate::idle::WAKE_VECTOR) {
+        crate::idle::wake_interrupt();
+        return;
+    }
+    // Interrupts are on only while `idle` halts, for its timer (devices are polled); another
+    // vector here is spurious. It is reported and ignored rather than fatal: a stray interrupt
+    // must not stop the appliance.
     crate::println!("understudy: spurious interrupt vector {}", vector);
 }
 
@@ -280,10 +285,3 @@ pub fn power_off(code: u8) -> ! {
     halt_forever()
 }
 
-/// Waits until the TSC clock reaches `deadline_us` (microseconds of `tsc::now`), for a loop
-/// with nothing to do until then.
-pub fn idle_until(deadline_us: u64) {
-    while crate::tsc::now().0 < deadline_us {
-        core::hint::spin_loop();
-    }
-}

@@ -10,12 +10,12 @@
 //! COM1, frames from the service NIC, entropy from RDRAND, its RTC base from the CMOS clock
 //! and time pushed forward when it lags the TSC. Released outputs leave through COM1 (the
 //! console), the service NIC (frames) and, with `disk = shared`, the one disk both machines
-//! see. Between slices an idle appliance halts until its next deadline.
+//! see. Between slices an idle appliance halts (`idle::halt_until`) until its next deadline.
 
 use crate::channel::LogChannel;
 use crate::guestdisk::GuestDisk;
 use crate::net::NetDevice;
-use crate::{arch, cmos, println, serial, tsc};
+use crate::{cmos, idle, println, serial, tsc};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -68,9 +68,6 @@ const PENDING_FRAMES_MAX: usize = 1024;
 const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
 /// The longest an idle loop sleeps before it looks at its devices again, in microseconds.
 const IDLE_POLL_MAX_US: u64 = 20_000;
-/// How long one idle sleep lasts at most before the devices are polled again, in
-/// microseconds (devices are polled: their interrupts stay off).
-const IDLE_SLEEP_US: u64 = 200;
 /// A status line on the console this often while the guest runs, in microseconds, and at
 /// once whenever the role or whether a failover is available changes.
 const STATUS_INTERVAL_US: u64 = 10_000_000;
@@ -744,13 +741,18 @@ impl Driver {
         if let Some(at) = replica.poll_at() {
             deadline_us = deadline_us.min(at.0);
         }
+        let deadline = tsc::TscTicks(
+            tsc::read().0 + tsc::ticks_from_micros(deadline_us.saturating_sub(tsc::now().0)),
+        );
         let mut arrived = false;
-        while tsc::now().0 < deadline_us {
+        // Devices are polled, so the halt is short (`idle::halt_until` returns within 1 ms)
+        // and the loop looks at them again after each.
+        while tsc::read() < deadline {
             if self.something_arrived() {
                 arrived = true;
                 break;
             }
-            arch::idle_until(tsc::now().0 + IDLE_SLEEP_US.min(deadline_us - tsc::now().0.min(deadline_us)));
+            idle::halt_until(deadline);
         }
         if let (Step::Idle { .. }, true, false) = (step, replica.is_live(), arrived) {
             // The guest slept until its timer: its time follows the TSC exactly, so the timer

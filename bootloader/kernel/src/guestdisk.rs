@@ -1,15 +1,22 @@
 //! The guest's disk: `understudy_machine`'s `BlockBackend` over one of the appliance's
 //! virtio-blk disks, and the check that keeps the appliance's own boot disk from the guest.
+//!
+//! Errors are sorted by who is to blame. An access outside the disk is the guest's doing: the
+//! same log replayed on a backup asks for the same access, so it is refused with an error the
+//! guest sees (`BackendError::OutOfRange`), and the appliance runs on. An error from the host's
+//! own disk is not: a backup replaying the log would not meet it, and a guest that saw it would
+//! diverge from its backup, so it stops the appliance with an epitaph (fail-stop) and the
+//! backup takes over.
 
 use crate::hal::KernelHal;
 use alloc::vec;
 use alloc::vec::Vec;
 use understudy_machine::devices::virtio::{BackendError, BlockBackend};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
-use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::SomeTransport;
 
-/// A virtio-blk disk of the appliance.
-pub type Disk = VirtIOBlk<KernelHal, PciTransport>;
+/// A virtio-blk disk of the appliance, over PCI or virtio-mmio.
+pub type Disk = VirtIOBlk<KernelHal, SomeTransport<'static>>;
 
 /// Sectors moved per device request. The guest's requests reach the backend in pieces of at
 /// most the machine's 64 KiB bounce buffer; this bounds one request of ours the same way.
@@ -79,12 +86,22 @@ impl GuestDisk {
         }
     }
 
+    /// Refuses an access that does not lie wholly inside the disk: the guest asked for it, so
+    /// it gets the error. Every access that passes names sectors the disk has.
     fn check(&self, offset: u64, len: usize) -> Result<(), BackendError> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.len_bytes => Ok(()),
             _ => Err(BackendError::OutOfRange),
         }
     }
+}
+
+/// Stops the appliance after its own disk failed `operation`, an access in range.
+fn host_disk_failed(operation: core::fmt::Arguments, error: virtio_drivers::Error) -> ! {
+    crate::fail(format_args!(
+        "host disk {operation} failed: {error}; a guest that saw the error would diverge from \
+         its backup, so the appliance stops: check or replace the disk"
+    ))
 }
 
 /// One piece of an access at `offset` with `remaining` bytes left: its first sector, the
@@ -113,9 +130,12 @@ impl BlockBackend for GuestDisk {
         while done < buf.len() {
             let (sector, skip, take) = piece(offset, buf.len() - done);
             let span = span_bytes(skip, take);
-            self.disk
-                .read_blocks(sector, &mut self.bounce[..span])
-                .map_err(|_| BackendError::Io)?;
+            if let Err(error) = self.disk.read_blocks(sector, &mut self.bounce[..span]) {
+                host_disk_failed(
+                    format_args!("read of {} sectors at sector {sector}", span / SECTOR_SIZE),
+                    error,
+                );
+            }
             buf[done..done + take].copy_from_slice(&self.bounce[skip..skip + take]);
             done += take;
             offset += take as u64;
@@ -131,14 +151,20 @@ impl BlockBackend for GuestDisk {
             let span = span_bytes(skip, take);
             // A partial first or last sector keeps its other bytes: read it first.
             if skip != 0 || take != span {
-                self.disk
-                    .read_blocks(sector, &mut self.bounce[..span])
-                    .map_err(|_| BackendError::Io)?;
+                if let Err(error) = self.disk.read_blocks(sector, &mut self.bounce[..span]) {
+                    host_disk_failed(
+                        format_args!("read of {} sectors at sector {sector}", span / SECTOR_SIZE),
+                        error,
+                    );
+                }
             }
             self.bounce[skip..skip + take].copy_from_slice(&data[done..done + take]);
-            self.disk
-                .write_blocks(sector, &self.bounce[..span])
-                .map_err(|_| BackendError::Io)?;
+            if let Err(error) = self.disk.write_blocks(sector, &self.bounce[..span]) {
+                host_disk_failed(
+                    format_args!("write of {} sectors at sector {sector}", span / SECTOR_SIZE),
+                    error,
+                );
+            }
             done += take;
             offset += take as u64;
         }
@@ -146,6 +172,9 @@ impl BlockBackend for GuestDisk {
     }
 
     fn flush(&mut self) -> Result<(), BackendError> {
-        self.disk.flush().map_err(|_| BackendError::Io)
+        if let Err(error) = self.disk.flush() {
+            host_disk_failed(format_args!("flush"), error);
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! The Understudy appliance kernel: boots by PVH, brings up the machine, prints `ready`.
 //!
-//! Boot order: serial, GDT/IDT, boot info, heap, TSC, role config, PCI and virtio devices,
-//! the replication network, then `understudy ready role=<role>`; `run` then serves the role:
-//! the arbiter (`arbiter.rs`), or the primary or backup of the protected guest, which runs on
-//! the hypervisor (`appliance/machine`) through the replica runtime (`guest.rs`).
+//! Boot order: serial, GDT/IDT, boot info, heap, TSC, the idle timer, role config, PCI and
+//! virtio devices, the replication network, then `understudy ready role=<role>`; `run` then
+//! serves the role: the arbiter (`arbiter.rs`), or the primary or backup of the protected
+//! guest, which runs on the hypervisor (`appliance/machine`) through the replica runtime
+//! (`guest.rs`).
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,8 @@ mod guest;
 mod guestdisk;
 mod hal;
 mod heap;
+mod idle;
+mod mmio;
 mod net;
 mod paging;
 mod pci;
@@ -41,8 +44,6 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 use understudy_boot_config::{self as config, Config, Role};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::bus::PciRoot;
-use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
 /// Bytes the built-in echo guest (`understudy.guest=echo`) reads before it powers off.
@@ -67,6 +68,10 @@ struct BootOptions {
     selftest_panic: bool,
     /// Touch unmapped memory after `ready`, to test the exception epitaph on its IST stack.
     selftest_fault: bool,
+    /// Halt while idle until a console byte arrives, to test `idle::halt_until`.
+    selftest_idle: bool,
+    /// Check the guest disk's backend on the first disk (which it takes from the guest).
+    selftest_guest_disk: bool,
     /// Run the built-in echo guest instead of a payload (`understudy.guest=echo`).
     echo_guest: bool,
     /// Run the payload guest without a partner (`understudy.unprotected`): every output
@@ -95,6 +100,8 @@ impl BootOptions {
                             "dhcp" => options.selftest_dhcp = true,
                             "panic" => options.selftest_panic = true,
                             "fault" => options.selftest_fault = true,
+                            "idle" => options.selftest_idle = true,
+                            "guestdisk" => options.selftest_guest_disk = true,
                             _ => return Err(word),
                         }
                     }
@@ -170,8 +177,10 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
         Err(error) => fail(format_args!("{error}")),
     };
     init_heap(&boot);
-    let (tsc_hz, source) = tsc::calibrate();
-    println!("understudy: tsc {} kHz ({:?})", tsc_hz / 1000, source);
+    if let Err(error) = tsc::calibrate() {
+        fail(format_args!("{error}"));
+    }
+    idle::init();
 
     // SAFETY: the command line is boot-loader memory that the heap excludes and nothing writes.
     let command_line = boot
@@ -182,7 +191,7 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault understudy.guest=echo understudy.unprotected understudy.role=primary|backup|arbiter understudy.arbiter=init"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle,guestdisk understudy.guest=echo understudy.unprotected understudy.role=primary|backup|arbiter understudy.arbiter=init"
         )),
     };
     let mut config = load_config(&boot, command_line);
@@ -204,20 +213,13 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
 
     let guest = load_guest_payload(&boot, &config);
 
-    let mut root = PciRoot::new(pci::PortConfigurationAccess);
-    let functions = pci::enumerate(&mut root);
+    // Devices on PCI first, then virtio-mmio devices the command line names (Firecracker).
+    let mut transports = pci::transports();
+    transports.extend(mmio::transports(command_line));
     let mut disks = Vec::new();
     let mut replication_nic = None;
     let mut service_nic = None;
-    for function in &functions {
-        let transport = match PciTransport::new::<KernelHal, _>(&mut root, function.device_function)
-        {
-            Ok(transport) => transport,
-            Err(error) => {
-                println!("understudy: virtio {}: {}", function.device_function, error);
-                continue;
-            }
-        };
+    for transport in transports {
         match transport.device_type() {
             DeviceType::Block => match VirtIOBlk::<KernelHal, _>::new(transport) {
                 Ok(blk) => {
@@ -360,7 +362,18 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             }
         };
     }
-    if options.selftest_disk || options.selftest_replication || options.selftest_dhcp {
+    if options.selftest_idle {
+        passed &= selftest::idle();
+    }
+    if options.selftest_guest_disk {
+        passed &= selftest::guest_disk(&mut platform.disks);
+    }
+    if options.selftest_disk
+        || options.selftest_replication
+        || options.selftest_dhcp
+        || options.selftest_idle
+        || options.selftest_guest_disk
+    {
         println!(
             "understudy selftest {}",
             if passed { "passed" } else { "failed" }

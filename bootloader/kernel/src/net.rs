@@ -13,7 +13,7 @@ use core::cell::RefCell;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::SomeTransport;
 
 /// Descriptors per virtqueue. QEMU's virtio-net queues hold 256.
 pub const QUEUE_SIZE: usize = 256;
@@ -26,7 +26,8 @@ const BUFFER_BYTES: usize = 2048;
 /// Transmit buffers in flight at most; one descriptor each, so the queue bounds it.
 const TRANSMIT_BUFFERS: usize = QUEUE_SIZE;
 
-type RawNet = VirtIONetRaw<KernelHal, PciTransport, QUEUE_SIZE>;
+/// Over PCI or virtio-mmio, whichever the machine has.
+type RawNet = VirtIONetRaw<KernelHal, SomeTransport<'static>, QUEUE_SIZE>;
 
 /// Counters for the console.
 #[derive(Clone, Copy, Debug, Default)]

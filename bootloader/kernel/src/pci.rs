@@ -3,13 +3,15 @@
 //! PCI Local Bus Specification 3.0, section 3.2.2.3.2: a 32-bit write to 0xcf8 selects
 //! bus/device/function/register, and 0xcfc reads or writes that register.
 
+use crate::hal::KernelHal;
 use crate::paging;
 use crate::println;
 use alloc::vec::Vec;
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot,
 };
-use virtio_drivers::transport::pci::virtio_device_type;
+use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::SomeTransport;
 use x86_64::instructions::port::Port;
 
 const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
@@ -58,8 +60,21 @@ pub struct VirtioFunction {
     pub device_function: DeviceFunction,
 }
 
+/// The transports of every virtio function on the bus, in bus order.
+pub fn transports() -> Vec<SomeTransport<'static>> {
+    let mut root = PciRoot::new(PortConfigurationAccess);
+    let mut transports = Vec::new();
+    for function in enumerate(&mut root) {
+        match PciTransport::new::<KernelHal, _>(&mut root, function.device_function) {
+            Ok(transport) => transports.push(SomeTransport::from(transport)),
+            Err(error) => println!("understudy: virtio {}: {}", function.device_function, error),
+        }
+    }
+    transports
+}
+
 /// Scans the bus, prints what it finds, and prepares every virtio function.
-pub fn enumerate(root: &mut PciRoot<PortConfigurationAccess>) -> Vec<VirtioFunction> {
+fn enumerate(root: &mut PciRoot<PortConfigurationAccess>) -> Vec<VirtioFunction> {
     let mut found = Vec::new();
     for bus in 0..BUSES_SCANNED {
         for (device_function, info) in root.enumerate_bus(bus as u8) {

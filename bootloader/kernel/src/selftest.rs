@@ -1,19 +1,21 @@
 //! Boot-time self tests the QEMU tests ask for with `understudy.selftest=` on the command
-//! line: a disk marker that must survive a reboot, and a bulk TCP transfer between two
-//! appliances over the replication network.
+//! line: a disk marker that must survive a reboot, the guest disk's backend on a real disk, a
+//! bulk TCP transfer between two appliances over the replication network, and an idle wait
+//! that halts until a console byte arrives.
 
-use crate::hal::KernelHal;
+use crate::guestdisk::{Disk, GuestDisk};
 use crate::net::NetDevice;
 use crate::println;
-use crate::tsc;
+use crate::{idle, serial, tsc};
 use alloc::vec;
+use alloc::vec::Vec;
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 use understudy_boot_config::{Config, Role};
-use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
-use virtio_drivers::transport::pci::PciTransport;
+use understudy_machine::devices::virtio::{BackendError, BlockBackend};
+use virtio_drivers::device::blk::SECTOR_SIZE;
 
 /// Bytes the replication self test moves from primary to backup.
 pub const TRANSFER_BYTES: u64 = 64 << 20;
@@ -32,6 +34,13 @@ const PRIMARY_LOCAL_PORT: u16 = 49_152;
 /// The sector the disk self test owns (sector 0 is left to partition tables).
 const MARKER_SECTOR: usize = 1;
 const MARKER_MAGIC: &[u8; 16] = b"UNDERSTUDY-MARK1";
+/// Where the guest disk self test writes, in bytes: past the disk self test's marker sector and
+/// not sector-aligned, so the write starts and ends inside a sector.
+const GUEST_DISK_PROBE_OFFSET_BYTES: u64 = 64 * 1024 + 300;
+/// How much it writes: more than one sector, so the write spans three.
+const GUEST_DISK_PROBE_BYTES: usize = 1000;
+/// The idle self test fails when no console byte arrives within this long.
+const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 fn now() -> Instant {
     Instant::from_micros(tsc::now().0 as i64)
@@ -56,7 +65,7 @@ fn fold_checksum(bytes: &[u8]) -> u64 {
 
 /// Reads the marker sector, reports the previous generation, writes the next one, flushes and
 /// reads it back. A second boot on the same disk image must report what the first wrote.
-pub fn disk(blk: &mut VirtIOBlk<KernelHal, PciTransport>) -> bool {
+pub fn disk(blk: &mut Disk) -> bool {
     let mut sector = [0u8; SECTOR_SIZE];
     if let Err(error) = blk.read_blocks(MARKER_SECTOR, &mut sector) {
         println!("understudy: disk selftest failed: read sector {MARKER_SECTOR}: {error}");
@@ -101,6 +110,55 @@ pub fn disk(blk: &mut VirtIOBlk<KernelHal, PciTransport>) -> bool {
         return false;
     }
     println!("understudy: disk selftest wrote generation {generation}, read back ok");
+    true
+}
+
+/// Takes the first disk as the guest's and checks its backend: an access past the end is
+/// refused with an error for the guest and the appliance runs on; an unaligned write across
+/// sector boundaries reads back. An error of the disk itself stops the appliance (fail-stop,
+/// `guestdisk`), which the QEMU tests provoke with a read-only disk.
+pub fn guest_disk(disks: &mut Vec<Disk>) -> bool {
+    if disks.is_empty() {
+        println!("understudy: guest disk selftest failed: no virtio-blk disk");
+        return false;
+    }
+    let mut backend = GuestDisk::new(disks.remove(0));
+    let mut two = [0u8; 2];
+    match backend.read_at(backend.len_bytes() - 1, &mut two) {
+        Err(BackendError::OutOfRange) => {
+            println!("understudy: guest disk selftest: an access past the end is the guest's error")
+        }
+        other => {
+            println!(
+                "understudy: guest disk selftest failed: an access past the end gave {other:?}"
+            );
+            return false;
+        }
+    }
+    let pattern: Vec<u8> = (0..GUEST_DISK_PROBE_BYTES as u64)
+        .map(|index| pattern_byte(index + GUEST_DISK_PROBE_OFFSET_BYTES))
+        .collect();
+    let written = backend
+        .write_at(GUEST_DISK_PROBE_OFFSET_BYTES, &pattern)
+        .and_then(|()| backend.flush());
+    if let Err(error) = written {
+        println!("understudy: guest disk selftest failed: write: {error}");
+        return false;
+    }
+    let mut readback = vec![0u8; GUEST_DISK_PROBE_BYTES];
+    if let Err(error) = backend.read_at(GUEST_DISK_PROBE_OFFSET_BYTES, &mut readback) {
+        println!("understudy: guest disk selftest failed: read back: {error}");
+        return false;
+    }
+    if readback != pattern {
+        println!(
+            "understudy: guest disk selftest failed: bytes read back differ from those written"
+        );
+        return false;
+    }
+    println!(
+        "understudy: guest disk selftest wrote {GUEST_DISK_PROBE_BYTES} bytes at byte {GUEST_DISK_PROBE_OFFSET_BYTES} and read them back"
+    );
     true
 }
 
@@ -246,5 +304,34 @@ pub fn replication(config: &Config, iface: &mut Interface, device: &mut NetDevic
             println!("understudy: replication selftest failed: stalled after {moved} bytes");
             return false;
         }
+    }
+}
+
+/// Waits for a console byte the way an idle guest loop does: poll COM1, then
+/// `idle::halt_until` a far deadline, which returns after at most one capped halt so COM1 is
+/// polled again. Reports how long it waited, how many halts that took and the longest one.
+pub fn idle() -> bool {
+    println!("understudy: idle selftest waiting for a console byte");
+    let start = tsc::read();
+    let give_up = tsc::TscTicks(start.0 + tsc::ticks_from_micros(IDLE_TIMEOUT_MS * 1000));
+    let mut halts = 0u64;
+    let mut longest_ticks = 0u64;
+    loop {
+        if let Some(byte) = serial::try_read_byte() {
+            let waited_ms = (tsc::read().0 - start.0) * 1000 / tsc::hz();
+            println!(
+                "understudy: idle selftest took console byte {byte:#04x} after {waited_ms} ms: {halts} halts, longest {} us",
+                longest_ticks * 1_000_000 / tsc::hz()
+            );
+            return true;
+        }
+        let before = tsc::read();
+        if before >= give_up {
+            println!("understudy: idle selftest failed: no console byte in {IDLE_TIMEOUT_MS} ms");
+            return false;
+        }
+        idle::halt_until(give_up);
+        halts += 1;
+        longest_ticks = longest_ticks.max(tsc::read().0 - before.0);
     }
 }

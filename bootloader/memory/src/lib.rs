@@ -2,7 +2,8 @@
 //! and the command line our UEFI loader assembles.
 //!
 //! The boot information parsers read what PVH, multiboot2 or our UEFI loader hand over; the
-//! ELF view is what the UEFI loader loads and what mkimage checks.
+//! ELF view is what the UEFI loader loads and what mkimage checks; the virtio-mmio words are
+//! the device windows a hypervisor names on the kernel command line.
 //!
 //! Pure functions, so the host can test them: the heap must never overlap the kernel image or
 //! anything the boot loader handed over (start info, memory map, modules), or the kernel would
@@ -12,6 +13,7 @@
 pub mod bootinfo;
 pub mod cmdline;
 pub mod elf;
+pub mod virtio_mmio;
 
 /// A physical address range `[start, end)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
