@@ -48,8 +48,7 @@ pub fn run(config: &Config, mut disk: GuestDisk, mut channel: LogChannel, init: 
             replicas: [PRIMARY_ID, BACKUP_ID],
             keys: [Key(primary.0), Key(backup.0)],
             limits: Limits::with_peer_timeout_ms(u64::from(config.peer_timeout_ms)),
-            // Tells this boot's frames from an earlier boot's; the kernel keeps no counter.
-            incarnation: Incarnation(tsc::read().0),
+            incarnation: Incarnation(crate::guest::incarnation()),
         },
         stored,
     );

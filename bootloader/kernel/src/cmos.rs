@@ -112,3 +112,16 @@ pub fn unix_time_ns() -> Option<u64> {
     let seconds = ((days * 24 + hour) * 60 + minute) * 60 + second;
     Some(seconds * 1_000_000_000)
 }
+
+/// This boot's incarnation on the log channel (ft/PROTOCOL.md: a sender's boot counter, which
+/// must grow across restarts, or its partner drops every frame as stale): the CMOS clock in
+/// microseconds, with the time since the kernel started its clock added (the RTC counts whole
+/// seconds). A kernel keeps no counter of its own across boots, so a machine whose clock goes
+/// back is refused by a partner that heard a later incarnation: it can then neither claim nor
+/// confirm anything, which is safe, and its console says `refused a frame` for it. Without a
+/// CMOS clock the TSC stands in (`None` is returned for the caller to say so).
+pub fn boot_incarnation_us() -> Option<u64> {
+    let seconds = unix_time_ns()? / 1_000_000_000;
+    Some(seconds * 1_000_000 + crate::tsc::now().0 % 1_000_000)
+}
+

@@ -214,6 +214,16 @@ fn disk_sha256(disk: &mut GuestDisk) -> [u8; 32] {
     digest
 }
 
+/// This boot's incarnation on the log channel (`cmos::boot_incarnation_us`).
+pub fn incarnation() -> u64 {
+    cmos::boot_incarnation_us().unwrap_or_else(|| {
+        println!(
+            "understudy: warning: no CMOS clock; the incarnation on the log channel is the TSC, which does not grow across reboots"
+        );
+        tsc::read().0
+    })
+}
+
 /// The `ft` node of a pair member, from its config.
 fn pair_node(config: &Config, now: Instant) -> Node {
     let ArbiterKeys::Replica(arbiter_key) = config
@@ -233,9 +243,7 @@ fn pair_node(config: &Config, now: Instant) -> Node {
         channel_key: Key(config.channel_key.0),
         arbiter_key: Key(arbiter_key.0),
         limits: Limits::with_peer_timeout_ms(u64::from(config.peer_timeout_ms)),
-        // The arbiter tells incarnations of one replica apart by this number; a kernel keeps
-        // no state across boots, so the TSC at boot stands in (it only has to differ).
-        incarnation: Incarnation(tsc::read().0),
+        incarnation: Incarnation(incarnation()),
     };
     let mut node = match config.role {
         Role::Primary => Node::primary(node_config, now),

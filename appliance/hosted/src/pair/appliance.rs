@@ -176,6 +176,11 @@ pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child>
     } else {
         &format!("{role}.img")
     };
+    // A machine booted again keeps its earlier console as ROLE.log.1.
+    let log = dir.join(format!("{role}.log"));
+    if log.exists() {
+        std::fs::rename(&log, dir.join(format!("{role}.log.1")))?;
+    }
     // Fresh firmware variables per boot: the boot order is the image's fallback path.
     let variables = dir.join(format!("{role}-vars.fd"));
     std::fs::copy(OVMF_VARS, &variables)
