@@ -39,10 +39,12 @@ pub mod announce;
 pub mod shared_disk;
 
 use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use understudy_ft::node::{Counters, LagLimit};
+use understudy_ft::node::{Counters, HaltReason, LagLimit};
 use understudy_ft::{
     DeviceId, Epoch, Event, Instant, InstructionCount, Limits, LogEntry, LogSequence, Node,
     NodeError, Record, ReleasedOutput, RoleKind, StateDigest, Transmit,
@@ -1052,6 +1054,28 @@ impl Replica {
     /// The driver wrote `epoch` durably (`Event::PersistEpoch`): frames and outputs flow again.
     pub fn epoch_persisted(&mut self, epoch: Epoch) {
         self.node.epoch_persisted(epoch);
+    }
+
+    /// Why the replica halted, in words for its operator's console (None while it runs):
+    /// a mismatch with the primary first, else the node's reason.
+    pub fn halt_explanation(&self) -> Option<String> {
+        if let Some(mismatch) = &self.mismatch {
+            return Some(format!("{mismatch}"));
+        }
+        Some(match self.node.halt_reason()? {
+            HaltReason::Fenced { epoch } => format!(
+                "fenced: epoch {} is live elsewhere; this machine serves nothing",
+                epoch.0
+            ),
+            HaltReason::LostArbitration { epoch, owner } => format!(
+                "the arbiter gave epoch {} to replica {}; this machine serves nothing",
+                epoch.0, owner.0
+            ),
+            HaltReason::Diverged { first_diverged } => format!(
+                "diverged from the primary at instruction {}",
+                first_diverged.0
+            ),
+        })
     }
 
     /// Figures for status reports.

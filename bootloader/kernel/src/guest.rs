@@ -25,7 +25,6 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use spin::Mutex;
 use understudy_boot_config::{ArbiterKeys, Config, DiskMode, Role};
-use understudy_ft::node::HaltReason;
 use understudy_ft::{
     Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, ReleasedOutput, RoleKind,
 };
@@ -793,23 +792,9 @@ impl Driver {
             }
             Step::GuestStopped(other) => Some(Ending::Halted(alloc::format!("{other:?}"))),
             Step::Halted => {
-                let reason = match (replica.mismatch(), replica.node().halt_reason()) {
-                    (Some(mismatch), _) => alloc::format!("{mismatch}"),
-                    (None, Some(HaltReason::Fenced { epoch })) => alloc::format!(
-                        "fenced: epoch {} is live elsewhere; this machine serves nothing",
-                        epoch.0
-                    ),
-                    (None, Some(HaltReason::LostArbitration { epoch, owner })) => alloc::format!(
-                        "the arbiter gave epoch {} to replica {}; this machine serves nothing",
-                        epoch.0,
-                        owner.0
-                    ),
-                    (None, Some(HaltReason::Diverged { first_diverged })) => alloc::format!(
-                        "diverged from the primary at instruction {}",
-                        first_diverged.0
-                    ),
-                    (None, None) => String::from("halted"),
-                };
+                let reason = replica
+                    .halt_explanation()
+                    .unwrap_or_else(|| String::from("halted"));
                 Some(Ending::Halted(reason))
             }
             _ => None,

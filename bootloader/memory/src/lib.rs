@@ -89,6 +89,23 @@ pub fn choose_heap(
     best
 }
 
+/// A deterministic generator for the crate's property tests (no dependencies; each test
+/// prints its seed).
+#[cfg(test)]
+pub(crate) mod test_random {
+    pub struct Lcg(pub u64);
+
+    impl Lcg {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 16
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,18 +154,7 @@ mod tests {
         );
     }
 
-    /// A deterministic generator for the property test (no dependencies, seed printed).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 16
-        }
-    }
+    use crate::test_random::Lcg;
 
     #[test]
     fn heap_never_overlaps_a_reserved_range_property() {

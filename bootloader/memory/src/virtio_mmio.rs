@@ -219,18 +219,7 @@ mod tests {
         );
     }
 
-    /// A deterministic generator for the property test (no dependencies, seed in the message).
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 16
-        }
-    }
+    use crate::test_random::Lcg;
 
     #[test]
     fn written_words_parse_back_property() {

@@ -564,33 +564,12 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             kill(&mut trio.backup);
         }
         Fault::KillArbiterThenPrimary => {
-            say("SIGKILL to the arbiter");
-            kill(&mut trio.arbiter);
-            // Without the arbiter the pair serves on, but says a failover is unavailable.
-            std::thread::sleep(
-                Duration::from_millis(ARBITER_SILENCE_WAIT_PEER_TIMEOUTS * options.peer_timeout_ms)
-                    + STATUS_REFRESH,
-            );
-            client.load(options.requests_after)?;
-            report.failover_available = [
-                trio.status_text("primary", "failover_available"),
-                trio.status_text("backup", "failover_available"),
-            ];
+            report.failover_available = serve_without_arbiter(&mut trio, &mut client, options)?;
             say("SIGKILL to the primary");
             kill(&mut trio.primary);
         }
         Fault::KillArbiterRestartThenPrimary => {
-            say("SIGKILL to the arbiter");
-            kill(&mut trio.arbiter);
-            std::thread::sleep(
-                Duration::from_millis(ARBITER_SILENCE_WAIT_PEER_TIMEOUTS * options.peer_timeout_ms)
-                    + STATUS_REFRESH,
-            );
-            client.load(options.requests_after)?;
-            report.failover_available = [
-                trio.status_text("primary", "failover_available"),
-                trio.status_text("backup", "failover_available"),
-            ];
+            report.failover_available = serve_without_arbiter(&mut trio, &mut client, options)?;
             say("starting the arbiter again: it reads its record back");
             trio.arbiter = Some(trio.spawn("arbiter", &[])?);
             let deadline = Instant::now() + ARBITER_RETURN_TIMEOUT;
@@ -673,6 +652,26 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     summarize(options.fault, &report);
     print!("{}", report.lines());
     Ok(report)
+}
+
+/// Kills the arbiter and runs the load without it: the pair serves on, but each replica's
+/// status says a failover is unavailable (returned as the primary's and the backup's words).
+fn serve_without_arbiter(
+    trio: &mut Trio,
+    client: &mut Client,
+    options: &DrillOptions,
+) -> Result<[String; 2]> {
+    say("SIGKILL to the arbiter");
+    kill(&mut trio.arbiter);
+    std::thread::sleep(
+        Duration::from_millis(ARBITER_SILENCE_WAIT_PEER_TIMEOUTS * options.peer_timeout_ms)
+            + STATUS_REFRESH,
+    );
+    client.load(options.requests_after)?;
+    Ok([
+        trio.status_text("primary", "failover_available"),
+        trio.status_text("backup", "failover_available"),
+    ])
 }
 
 /// The guest's service the client talks to.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use understudy_boot_config::{DiskMode, Role, SocketAddress};
-use understudy_ft::node::HaltReason;
 use understudy_ft::{
     Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
 };
@@ -703,22 +702,9 @@ impl Driver {
             Step::GuestStopped(Exit::PowerOff { code }) => Some(Ending::GuestPoweredOff { code }),
             Step::GuestStopped(exit) => Some(Ending::GuestStopped(format!("{exit:?}"))),
             Step::Halted => {
-                let reason = match (replica.mismatch(), replica.node().halt_reason()) {
-                    (Some(mismatch), _) => mismatch.to_string(),
-                    (None, Some(HaltReason::Fenced { epoch })) => format!(
-                        "fenced: epoch {} is live elsewhere; this machine serves nothing",
-                        epoch.0
-                    ),
-                    (None, Some(HaltReason::LostArbitration { epoch, owner })) => format!(
-                        "the arbiter gave epoch {} to replica {}; this machine serves nothing",
-                        epoch.0, owner.0
-                    ),
-                    (None, Some(HaltReason::Diverged { first_diverged })) => format!(
-                        "diverged from the primary at instruction {}",
-                        first_diverged.0
-                    ),
-                    (None, None) => "halted".to_owned(),
-                };
+                let reason = replica
+                    .halt_explanation()
+                    .unwrap_or_else(|| "halted".to_owned());
                 Some(Ending::Halted(reason))
             }
             _ => None,
