@@ -185,6 +185,9 @@ struct StatusArgs {
     /// The role config of the replica to show.
     #[arg(long)]
     config: PathBuf,
+    /// One JSON object instead of `key=value` lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -558,10 +561,13 @@ fn show_status(args: StatusArgs) -> Result<ExitCode> {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
     let age_ms = now_ms.saturating_sub(updated);
-    print!("{text}");
-    println!("age_ms={age_ms}");
     // A replica rewrites its status several times a second; an old file is a dead process.
-    println!("running={}", age_ms < 3_000);
+    let text = format!("{text}age_ms={age_ms}\nrunning={}\n", age_ms < 3_000);
+    if args.json {
+        println!("{}", pair::metrics::status_json(&text));
+    } else {
+        print!("{text}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

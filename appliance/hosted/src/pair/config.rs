@@ -9,12 +9,13 @@ use understudy_ft::Limits;
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 5] = [
+const HOSTED_KEYS: [&str; 6] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
     "service_net",
     "state_dir",
+    "metrics_address",
 ];
 
 /// A validated hosted config.
@@ -28,6 +29,8 @@ pub struct PairConfig {
     pub guest: Option<GuestFiles>,
     /// The guest's service network, `tap:IFNAME` (replicas; optional).
     pub service_net: Option<String>,
+    /// Where a replica serves its figures as Prometheus text exposition (optional).
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Replicas: the key shared with the arbiter. Arbiter: the primary's and the backup's.
     pub arbiter_keys: ArbiterKeys,
     /// The protocol's limits and timeouts (`peer_timeout_ms` scales the timers).
@@ -123,6 +126,12 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             return Err(format!("service_net {spec:?}: use tap:IFNAME"));
         }
     }
+    let metrics_address = match value("metrics_address") {
+        None => None,
+        Some((line, text)) => Some(text.parse().map_err(|_| {
+            format!("line {line}: metrics_address must be an address and port, e.g. 127.0.0.1:9464")
+        })?),
+    };
     let limits = Limits::with_peer_timeout_ms(u64::from(boot.peer_timeout_ms));
     let arbiter_keys = boot.arbiter_keys().map_err(|error| error.to_string())?;
     let guest = match boot.role {
@@ -138,6 +147,7 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
         state_dir,
         guest,
         service_net,
+        metrics_address,
         arbiter_keys,
         limits,
     })
@@ -185,7 +195,7 @@ mod tests {
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
              disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
              arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
-             guest_disk, service_net, state_dir"
+             guest_disk, service_net, state_dir, metrics_address"
         );
     }
 

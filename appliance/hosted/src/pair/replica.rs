@@ -173,6 +173,11 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         last_instructions: None,
         peer_timeout_s: config.limits.peer_timeout.as_millis() as f64 / 1e3,
         last_failover: None,
+        failovers: 0,
+        metrics: config
+            .metrics_address
+            .map(super::metrics::serve)
+            .transpose()?,
         paired_at: None,
         shared_image,
         stdout: std::io::stdout(),
@@ -390,6 +395,10 @@ struct Driver {
     last_instructions: Option<(WallInstant, u64)>,
     peer_timeout_s: f64,
     last_failover: Option<SystemTime>,
+    /// Times this replica went live after losing its partner.
+    failovers: u64,
+    /// The latest Prometheus exposition, served on `metrics_address`.
+    metrics: Option<std::sync::Arc<std::sync::Mutex<String>>>,
     paired_at: Option<WallInstant>,
     /// `disk = shared`: the image, written with released disk outputs.
     shared_image: Option<SharedImage>,
@@ -535,8 +544,11 @@ impl Driver {
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::RoleChanged { from, to, epoch } => {
-                    if to == RoleKind::Solo || to == RoleKind::GoingLive {
+                    if to == RoleKind::GoingLive
+                        || (to == RoleKind::Solo && from != RoleKind::GoingLive)
+                    {
                         self.last_failover = Some(SystemTime::now());
+                        self.failovers += 1;
                     }
                     eprintln!(
                         "understudy: {} role {from} -> {to}, epoch {}",
@@ -738,7 +750,7 @@ impl Driver {
         let failover_available = arbiter_reachable
             && replica.node().peer_heard()
             && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
-        self.state.write_status(&StatusReport {
+        let report = StatusReport {
             status,
             peer_heard: replica.node().peer_heard(),
             paired: replica.is_paired(),
@@ -752,8 +764,16 @@ impl Driver {
                 * TIMEBASE_HZ) as f64
                 / 1e3,
             arbiter_silent_s,
+            arbiter_reachable,
             failover_available,
-        })
+            failovers: self.failovers,
+        };
+        if let Some(metrics) = &self.metrics {
+            if let Ok(mut text) = metrics.lock() {
+                *text = super::metrics::exposition(&report, self.failovers);
+            }
+        }
+        self.state.write_status(&report)
     }
 }
 

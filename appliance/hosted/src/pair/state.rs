@@ -35,8 +35,12 @@ pub struct StatusReport {
     pub instructions_per_guest_ms: f64,
     /// Seconds since the arbiter was last heard (None: never).
     pub arbiter_silent_s: Option<f64>,
+    /// The arbiter answered within three and a half peer timeouts.
+    pub arbiter_reachable: bool,
     /// The arbiter was heard recently and the partner is there: a failure could be handled.
     pub failover_available: bool,
+    /// Times this replica went live after losing its partner.
+    pub failovers: u64,
 }
 
 impl StateDir {
@@ -141,10 +145,13 @@ impl StateDir {
         // instructions (time advances are log entries, counted in `lag_entries`).
         let lag_guest_ms = status.lag_instructions as f64 / report.instructions_per_guest_ms;
         text.push_str(&format!(
-            "lag_instructions={}\nlag_guest_ms={lag_guest_ms:.1}\nmips={:.1}\nfailover_available={}\n",
+            "lag_instructions={}\nlag_guest_ms={lag_guest_ms:.1}\nmips={:.1}\nfailover_available={}\n\
+             arbiter_reachable={}\nfailovers={}\n",
             status.lag_instructions,
             report.instructions_per_second / 1e6,
-            report.failover_available
+            report.failover_available,
+            report.arbiter_reachable,
+            report.failovers,
         ));
         match report.arbiter_silent_s {
             Some(seconds) => text.push_str(&format!("arbiter_silent_s={seconds:.1}\n")),
