@@ -258,6 +258,28 @@ impl Arbiter {
         self.answer_if_durable();
     }
 
+    /// The driver's write of the record in flight will not happen (its storage refused it or
+    /// is unreachable): the decision stays, and `poll_storage_write` offers it again.
+    pub fn storage_write_failed(&mut self) {
+        self.write_in_flight = None;
+    }
+
+    /// Storage that others write too (a shared register, `shared::SharedArbiter`) holds
+    /// `stored`: a record at least as new as the durable one is adopted as durable, and as
+    /// the decision unless this arbiter decided a newer epoch still to be written. Claimants
+    /// waiting are answered with it: a claim lost to the other replica's is told the owner.
+    pub fn storage_changed(&mut self, stored: ArbiterRecord) {
+        if stored.epoch < self.persisted.epoch {
+            return;
+        }
+        self.persisted = stored;
+        if self.decided.epoch <= stored.epoch {
+            self.decided = stored;
+        }
+        self.write_in_flight = None;
+        self.answer_if_durable();
+    }
+
     fn answer_if_durable(&mut self) {
         if self.decided != self.persisted {
             return;

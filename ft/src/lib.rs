@@ -13,6 +13,7 @@ pub mod arbiter;
 pub mod limits;
 pub mod node;
 pub mod record;
+pub mod shared;
 pub mod sim;
 pub mod types;
 pub mod wire;
