@@ -27,7 +27,9 @@ pub enum StorageOp {
     Read,
     /// Write `record` only if the register's revision is still `expected`.
     CompareAndPut {
+        /// The revision the register must still be at.
         expected: Revision,
+        /// The record to put.
         record: ArbiterRecord,
     },
 }
@@ -37,11 +39,16 @@ pub enum StorageOp {
 pub enum StorageResult {
     /// The register holds `record` (None: no record yet, a new pair) at `revision`.
     Read {
+        /// The record, if one was ever written.
         record: Option<ArbiterRecord>,
+        /// The register's revision of it.
         revision: Revision,
     },
     /// The conditional write took effect; the register is now at `revision`.
-    Written { revision: Revision },
+    Written {
+        /// The register's new revision.
+        revision: Revision,
+    },
     /// The register's revision was not the expected one: someone else wrote first.
     CompareFailed,
     /// No answer (timeout, no quorum, connection refused): a write's effect is unknown.

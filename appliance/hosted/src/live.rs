@@ -289,7 +289,7 @@ impl Driver {
                     world.console_open = false;
                     Ok(())
                 }
-                Arrival::Datagram(_) => Ok(()),
+                Arrival::Datagram(_) | Arrival::Storage(_) => Ok(()),
             };
             match result {
                 // A frame the device can never take (no device, bad size) is dropped.

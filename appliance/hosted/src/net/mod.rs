@@ -14,6 +14,8 @@ pub enum Arrival {
     Frame(Vec<u8>),
     /// A datagram of the replication log channel.
     Datagram(Vec<u8>),
+    /// The arbiter register's answer (`arbiter_backend = etcd`).
+    Storage(understudy_ft::shared::StorageResult),
 }
 
 /// Where the guest's frames go and come from.

@@ -9,13 +9,16 @@ use understudy_ft::Limits;
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 6] = [
+const HOSTED_KEYS: [&str; 9] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
     "service_net",
     "state_dir",
     "metrics_address",
+    "arbiter_backend",
+    "etcd_endpoints",
+    "etcd_prefix",
 ];
 
 /// A validated hosted config.
@@ -31,6 +34,8 @@ pub struct PairConfig {
     pub service_net: Option<String>,
     /// Where a replica serves its figures as Prometheus text exposition (optional).
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Who decides epochs: the built-in arbiter process (default) or an etcd cluster.
+    pub arbiter_backend: ArbiterBackend,
     /// Replicas: the key shared with the arbiter. Arbiter: the primary's and the backup's.
     pub arbiter_keys: ArbiterKeys,
     /// The protocol's limits and timeouts (`peer_timeout_ms` scales the timers).
@@ -43,6 +48,15 @@ pub struct GuestFiles {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub disk: Option<PathBuf>,
+}
+
+/// Who decides which replica goes live.
+#[derive(Clone, Debug)]
+pub enum ArbiterBackend {
+    /// The `role = arbiter` process at the config's `arbiter` address.
+    Builtin,
+    /// A key in an etcd cluster, compared and set by each replica itself.
+    Etcd(super::etcd::Etcd),
 }
 
 /// Why a config was refused.
@@ -132,6 +146,29 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             format!("line {line}: metrics_address must be an address and port, e.g. 127.0.0.1:9464")
         })?),
     };
+    let arbiter_backend = match value("arbiter_backend") {
+        None | Some((_, "builtin")) => ArbiterBackend::Builtin,
+        Some((_, "etcd")) => {
+            let endpoints = value("etcd_endpoints")
+                .ok_or("arbiter_backend = etcd needs etcd_endpoints (http://host:port, ...)")?;
+            let prefix = value("etcd_prefix")
+                .ok_or("arbiter_backend = etcd needs etcd_prefix (e.g. /understudy/pair-a)")?;
+            let etcd = super::etcd::Etcd::from_config(endpoints.1, prefix.1)
+                .map_err(|reason| format!("line {}: {reason}", endpoints.0))?;
+            if boot.role == Role::Arbiter {
+                return Err(
+                    "with arbiter_backend = etcd there is no arbiter process: the replicas ask etcd"
+                        .into(),
+                );
+            }
+            ArbiterBackend::Etcd(etcd)
+        }
+        Some((line, other)) => {
+            return Err(format!(
+                "line {line}: arbiter_backend {other:?}: use builtin or etcd"
+            ))
+        }
+    };
     let limits = Limits::with_peer_timeout_ms(u64::from(boot.peer_timeout_ms));
     let arbiter_keys = boot.arbiter_keys().map_err(|error| error.to_string())?;
     let guest = match boot.role {
@@ -148,6 +185,7 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
         guest,
         service_net,
         metrics_address,
+        arbiter_backend,
         arbiter_keys,
         limits,
     })
@@ -195,7 +233,8 @@ mod tests {
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
              disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
              arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
-             guest_disk, service_net, state_dir, metrics_address"
+             guest_disk, service_net, state_dir, metrics_address, arbiter_backend, etcd_endpoints, \
+             etcd_prefix"
         );
     }
 

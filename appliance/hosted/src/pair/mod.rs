@@ -5,6 +5,7 @@ pub mod arbiter;
 pub mod config;
 pub mod download;
 pub mod drill;
+pub mod etcd;
 pub mod metrics;
 pub mod replica;
 pub mod soak;

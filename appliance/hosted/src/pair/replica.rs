@@ -11,8 +11,10 @@ use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use understudy_boot_config::{DiskMode, Role, SocketAddress};
+use understudy_ft::shared::{SharedArbiter, StorageOp};
 use understudy_ft::{
-    Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError, RoleKind,
+    ArbiterConfig, Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError,
+    RoleKind,
 };
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
@@ -22,7 +24,7 @@ use understudy_replica::{
     CONSOLE, DISK, NET,
 };
 
-use super::config::{channel_key, ArbiterKeys, PairConfig};
+use super::config::{channel_key, ArbiterBackend, ArbiterKeys, PairConfig};
 use super::state::{StateDir, StatusReport};
 use crate::disk::{open_regular_file, FileDisk, OverlayDisk};
 use crate::net::{backend_from_spec, Arrival, NetBackend};
@@ -124,6 +126,27 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         }
         None => None,
     };
+    let shared_arbiter = match &config.arbiter_backend {
+        ArbiterBackend::Builtin => None,
+        ArbiterBackend::Etcd(etcd) => {
+            let (ops, requests) = std::sync::mpsc::channel();
+            super::etcd::spawn_worker(etcd.clone(), requests, sender.clone());
+            let peer_timeout = config.limits.peer_timeout;
+            // In process the arbiter serves this replica only; the other key is never used.
+            let arbiter = SharedArbiter::new(
+                ArbiterConfig {
+                    me: ARBITER_ID,
+                    replicas: [PRIMARY_ID, BACKUP_ID],
+                    keys: [Key(arbiter_key.0), Key(arbiter_key.0)],
+                    limits: config.limits.clone(),
+                    incarnation: Incarnation(incarnation),
+                },
+                understudy_ft::Duration(peer_timeout.0 / 2),
+                understudy_ft::Duration(peer_timeout.0 * 2),
+            );
+            Some(SharedLink { arbiter, ops })
+        }
+    };
     drop(sender);
 
     let (me, peer_id) = match role {
@@ -180,6 +203,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
             .transpose()?,
         paired_at: None,
         shared_image,
+        shared_arbiter,
         stdout: std::io::stdout(),
     };
     let started = WallInstant::now();
@@ -372,6 +396,12 @@ fn spawn_datagram_reader(socket: UdpSocket, arrivals: SyncSender<Arrival>) {
     });
 }
 
+/// An arbiter in process whose register is in etcd, and the worker that talks to etcd.
+struct SharedLink {
+    arbiter: SharedArbiter,
+    ops: std::sync::mpsc::Sender<StorageOp>,
+}
+
 struct Driver {
     socket: UdpSocket,
     peer: SocketAddr,
@@ -402,6 +432,8 @@ struct Driver {
     paired_at: Option<WallInstant>,
     /// `disk = shared`: the image, written with released disk outputs.
     shared_image: Option<SharedImage>,
+    /// `arbiter_backend = etcd`: the arbiter runs here, over the cluster's register.
+    shared_arbiter: Option<SharedLink>,
     stdout: std::io::Stdout,
 }
 
@@ -419,6 +451,7 @@ impl Driver {
         // take milliseconds: a backup's acknowledgement, a primary's released outputs.
         self.send_outputs(replica, now)?;
         self.send_datagrams(replica, now);
+        self.pump_arbiter(replica, now);
         if replica.is_live() && replica.is_paired() {
             self.feed(replica, now);
         }
@@ -470,6 +503,12 @@ impl Driver {
                 } else {
                     self.frames_dropped += 1;
                 }
+            }
+            Arrival::Storage(result) => {
+                if let Some(link) = &mut self.shared_arbiter {
+                    link.arbiter.storage_result(now, result);
+                }
+                self.pump_arbiter(replica, now);
             }
             Arrival::Frame(_) | Arrival::ConsoleByte(_) | Arrival::ConsoleClosed => {}
         }
@@ -662,6 +701,11 @@ impl Driver {
 
     fn send_datagrams(&mut self, replica: &mut Replica, now: Instant) {
         while let Some(transmit) = replica.poll_transmit(now) {
+            if let (ARBITER_ID, Some(link)) = (transmit.to, &mut self.shared_arbiter) {
+                // Authenticated like any frame; a refused one is counted nowhere: it is ours.
+                let _ = link.arbiter.handle_frame(&transmit.bytes);
+                continue;
+            }
             let to = if transmit.to == ARBITER_ID {
                 self.arbiter
             } else {
@@ -673,11 +717,29 @@ impl Driver {
         }
     }
 
+    /// Moves the in-process arbiter on: its next operation on etcd, its answers to the node.
+    fn pump_arbiter(&mut self, replica: &mut Replica, now: Instant) {
+        let Some(link) = &mut self.shared_arbiter else {
+            return;
+        };
+        if let Some(op) = link.arbiter.poll_storage(now) {
+            // The worker lives as long as the driver; a send cannot fail before the end.
+            let _ = link.ops.send(op);
+        }
+        while let Some(answer) = link.arbiter.poll_transmit(now) {
+            let _ = replica.handle_frame(now, &answer.bytes);
+        }
+    }
+
     /// Sleeps until something can happen: a datagram, a service frame, a timer of the node,
     /// or the guest's own timer on the wall clock.
     fn wait(&mut self, replica: &mut Replica, step: Step, now: Instant) {
+        let arbiter_at = self.shared_arbiter.as_ref().map(|link| link.arbiter.poll_at());
         let node_deadline = replica
             .poll_at()
+            .into_iter()
+            .chain(arbiter_at)
+            .min()
             .map(|at| Duration::from_micros(at.0.saturating_sub(now.0)));
         let wait = match step {
             Step::Ran(_) => return,
