@@ -142,12 +142,14 @@ fn a_partner_with_another_channel_key_is_refused_in_one_line() {
     let backup = pair.config("backup", OTHER_CHANNEL_KEY, None);
     let (primary, backup) = pair.run(&primary, &backup);
     let backup_log = String::from_utf8_lossy(&backup.stderr).into_owned();
+    // One log line for the refusal, whatever its time: `ts=... level=warn ...`.
     assert_eq!(
         backup_log
             .lines()
-            .filter(|l| l.starts_with("understudy: refused a frame"))
+            .filter(|l| l.contains(" event=frame_refused "))
+            .map(|l| l.split_once(" level=").map_or(l, |(_, rest)| rest))
             .collect::<Vec<_>>(),
-        ["understudy: refused a frame: frame failed authentication; check the pre-shared key"],
+        ["warn event=frame_refused epoch=1 reason=\"frame failed authentication; check the pre-shared key\""],
         "{backup_log}"
     );
     assert_eq!(backup.status.code(), Some(2), "{backup_log}");
@@ -185,7 +187,7 @@ fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
              gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
              arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
              guest_disk, service_net, state_dir, metrics_address, arbiter_backend, \
-             etcd_endpoints, etcd_prefix",
+             etcd_endpoints, etcd_prefix, log_level, log_format",
             config.display()
         )
     );

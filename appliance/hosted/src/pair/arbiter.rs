@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use understudy_ft::{Arbiter, ArbiterConfig, ArbiterRecord, Incarnation, Key, NodeId};
 
 use super::config::{ArbiterKeys, PairConfig};
+use super::log::{self, Level};
 use super::replica::{arbiter_address, ARBITER_ID, BACKUP_ID, PRIMARY_ID};
 use super::state::StateDir;
 
@@ -61,9 +62,15 @@ pub fn run(config: &PairConfig, init: bool) -> Result<()> {
         },
         stored,
     );
-    eprintln!(
-        "understudy: arbiter on {address}, epoch {} granted to replica {}",
-        stored.epoch.0, stored.owner.0
+    log::init(config.log_level, config.log_format);
+    log::event(
+        Level::Info,
+        "arbiter_start",
+        stored.epoch.0,
+        &[
+            ("address", (&address.to_string()).into()),
+            ("owner", u64::from(stored.owner.0).into()),
+        ],
     );
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     loop {
@@ -85,9 +92,11 @@ pub fn run(config: &PairConfig, init: bool) -> Result<()> {
         while let Some(record) = arbiter.poll_storage_write() {
             state.write_durably(RECORD_FILE, &record.to_bytes())?;
             arbiter.storage_written(record);
-            eprintln!(
-                "understudy: arbiter granted epoch {} to replica {}",
-                record.epoch.0, record.owner.0
+            log::event(
+                Level::Info,
+                "arbiter_decision",
+                record.epoch.0,
+                &[("owner", u64::from(record.owner.0).into())],
             );
         }
         while let Some(transmit) = arbiter.poll_transmit() {

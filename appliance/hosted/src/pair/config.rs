@@ -9,7 +9,7 @@ use understudy_ft::Limits;
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 9] = [
+const HOSTED_KEYS: [&str; 11] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
@@ -19,6 +19,8 @@ const HOSTED_KEYS: [&str; 9] = [
     "arbiter_backend",
     "etcd_endpoints",
     "etcd_prefix",
+    "log_level",
+    "log_format",
 ];
 
 /// A validated hosted config.
@@ -36,6 +38,9 @@ pub struct PairConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Who decides epochs: the built-in arbiter process (default) or an etcd cluster.
     pub arbiter_backend: ArbiterBackend,
+    /// Which events the process logs, and how (`log_level`, `log_format`).
+    pub log_level: super::log::Level,
+    pub log_format: super::log::Format,
     /// Replicas: the key shared with the arbiter. Arbiter: the primary's and the backup's.
     pub arbiter_keys: ArbiterKeys,
     /// The protocol's limits and timeouts (`peer_timeout_ms` scales the timers).
@@ -169,6 +174,17 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             ))
         }
     };
+    let log_level = match value("log_level") {
+        None => super::log::Level::Info,
+        Some((line, text)) => super::log::Level::parse(text).ok_or_else(|| {
+            format!("line {line}: log_level {text:?}: use error, warn, info or debug")
+        })?,
+    };
+    let log_format = match value("log_format") {
+        None => super::log::Format::KeyValue,
+        Some((line, text)) => super::log::Format::parse(text)
+            .ok_or_else(|| format!("line {line}: log_format {text:?}: use keyvalue or json"))?,
+    };
     let limits = Limits::with_peer_timeout_ms(u64::from(boot.peer_timeout_ms));
     let arbiter_keys = boot.arbiter_keys().map_err(|error| error.to_string())?;
     let guest = match boot.role {
@@ -186,6 +202,8 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
         service_net,
         metrics_address,
         arbiter_backend,
+        log_level,
+        log_format,
         arbiter_keys,
         limits,
     })
@@ -234,7 +252,7 @@ mod tests {
              disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
              arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
              guest_disk, service_net, state_dir, metrics_address, arbiter_backend, etcd_endpoints, \
-             etcd_prefix"
+             etcd_prefix, log_level, log_format"
         );
     }
 

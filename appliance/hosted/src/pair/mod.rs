@@ -6,6 +6,7 @@ pub mod config;
 pub mod download;
 pub mod drill;
 pub mod etcd;
+pub mod log;
 pub mod metrics;
 pub mod replica;
 pub mod soak;

@@ -25,6 +25,7 @@ use understudy_replica::{
 };
 
 use super::config::{channel_key, ArbiterBackend, ArbiterKeys, PairConfig};
+use super::log::{self, Level};
 use super::state::{StateDir, StatusReport};
 use crate::disk::{open_regular_file, FileDisk, OverlayDisk};
 use crate::net::{backend_from_spec, Arrival, NetBackend};
@@ -171,10 +172,17 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     node.await_peer();
     state.save_epoch(node.epoch().0)?;
     let mut replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now());
-    eprintln!(
-        "understudy: {} starting, epoch {}, log channel {own}, partner {peer}, arbiter {arbiter}",
-        role,
-        replica.node().epoch().0
+    log::init(config.log_level, config.log_format);
+    log::event(
+        Level::Info,
+        "start",
+        replica.node().epoch().0,
+        &[
+            ("role", role.as_str().into()),
+            ("log_channel", (&own.to_string()).into()),
+            ("partner", (&peer.to_string()).into()),
+            ("arbiter", (&arbiter.to_string()).into()),
+        ],
     );
 
     let mut driver = Driver {
@@ -207,9 +215,22 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         stdout: std::io::stdout(),
     };
     let started = WallInstant::now();
+    let mut peer_found = false;
     loop {
         let step = driver.turn(&mut replica, now())?;
+        if !peer_found && replica.node().peer_heard() {
+            peer_found = true;
+            log::event(Level::Info, "peer_found", replica.node().epoch().0, &[]);
+        }
         if let Some(ending) = driver.ending(&replica, step) {
+            if let Ending::Halted(reason) = &ending {
+                log::event(
+                    Level::Error,
+                    "halted",
+                    replica.node().epoch().0,
+                    &[("reason", reason.into())],
+                );
+            }
             // What the guest did before it stopped still leaves under the output rule: a
             // primary waits for its backup's acknowledgement of its last outputs (its last
             // disk writes above all), as long as the backup can still give it.
@@ -490,7 +511,12 @@ impl Driver {
                         if !self.refusals_said.contains(&text)
                             && self.refusals_said.len() < REFUSALS_SAID_MAX
                         {
-                            eprintln!("understudy: refused a frame: {text}");
+                            log::event(
+                                Level::Warn,
+                                "frame_refused",
+                                replica.node().epoch().0,
+                                &[("reason", (&text).into())],
+                            );
                             self.refusals_said.push(text);
                         }
                     }
@@ -589,10 +615,27 @@ impl Driver {
                         self.last_failover = Some(SystemTime::now());
                         self.failovers += 1;
                     }
-                    eprintln!(
-                        "understudy: {} role {from} -> {to}, epoch {}",
-                        utc_now(),
-                        epoch.0
+                    let claiming = |role| {
+                        matches!(role, RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup)
+                    };
+                    if claiming(to) && !claiming(from) {
+                        log::event(Level::Warn, "peer_lost", epoch.0, &[]);
+                    }
+                    if claiming(from) && !claiming(to) {
+                        let granted = to != RoleKind::Halted;
+                        log::event(
+                            if granted { Level::Info } else { Level::Warn },
+                            if granted { "arbiter_granted" } else { "arbiter_refused" },
+                            epoch.0,
+                            &[],
+                        );
+                    }
+                    let (from, to) = (from.to_string(), to.to_string());
+                    log::event(
+                        Level::Info,
+                        "role_change",
+                        epoch.0,
+                        &[("from", (&from).into()), ("to", (&to).into())],
                     );
                 }
                 Event::PersistEpoch { epoch } => {
@@ -600,34 +643,41 @@ impl Driver {
                     replica.epoch_persisted(epoch);
                 }
                 Event::LeaveReplay { epoch, at, .. } => {
-                    eprintln!(
-                        "understudy: {} live in epoch {} at instruction {}",
-                        utc_now(),
-                        epoch.0,
-                        at.0
-                    );
+                    log::event(Level::Info, "live", epoch.0, &[("instruction", at.0.into())]);
                     self.time_origin = Some((WallInstant::now(), replica.time_ticks()));
                 }
                 Event::AnnounceMac => {
                     if let Some(service) = &mut self.service {
                         for frame in announce_frames(GUEST_MAC, self.guest_ipv4) {
                             if let Err(error) = service.send(&frame) {
-                                eprintln!("understudy: announcement not sent: {error}");
+                                log::event(
+                                    Level::Warn,
+                                    "announcement_not_sent",
+                                    replica.node().epoch().0,
+                                    &[("error", (&error.to_string()).into())],
+                                );
                             }
                         }
                     }
                 }
                 Event::Divergence { first_diverged, .. } => {
-                    eprintln!(
-                        "understudy: divergence: the guest's state first differed from the primary's at instruction {}",
-                        first_diverged.0
+                    log::event(
+                        Level::Error,
+                        "divergence",
+                        replica.node().epoch().0,
+                        &[("first_diverged_at", first_diverged.0.into())],
                     );
                 }
                 // Disk requests complete synchronously between run slices: nothing is in
                 // flight at a failure.
                 Event::ReissueInFlightIo => {}
                 Event::SnapshotWanted => {
-                    eprintln!("understudy: a replica asks to join; joining a running primary is not supported yet");
+                    log::event(
+                        Level::Warn,
+                        "join_refused",
+                        replica.node().epoch().0,
+                        &[("reason", "joining a running primary is not supported yet".into())],
+                    );
                 }
                 Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
             }
@@ -655,7 +705,12 @@ impl Driver {
                 }
                 if let Some(service) = &mut self.service {
                     if let Err(error) = service.send(&output.payload) {
-                        eprintln!("understudy: frame not sent: {error}");
+                        log::event(
+                            Level::Debug,
+                            "service_frame_not_sent",
+                            replica.node().epoch().0,
+                            &[("error", (&error.to_string()).into())],
+                        );
                     }
                 }
             }
