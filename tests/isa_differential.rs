@@ -69,6 +69,7 @@ differential_tests! {
     clint_and_supervisor_interrupts_and_wfi_match_qemu => "interrupts",
     sv39_paging_faults_ad_bits_sum_mxr_mprv_sfence_match_qemu => "sv39",
     plic_claim_complete_and_uart_transmit_interrupt_match_qemu => "plic_uart",
+    pmp_warl_tor_na4_napot_priority_locks_mprv_and_page_table_walks_match_qemu => "pmp",
 }
 
 /// The SiFive test finisher's code reaches the process status as its low 8 bits, as under

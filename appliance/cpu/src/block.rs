@@ -9,6 +9,10 @@
 //! entries for pages holding decoded code are flagged, so every store to them takes the slow
 //! path (through the cached translation), which invalidates the page's blocks when it
 //! touches decoded bytes.
+//!
+//! A block runs only from a page whose fetch translation is cached, which the MMU allows only
+//! when the PMP decides the whole page alike; instructions in a page with a PMP boundary
+//! inside are fetched and executed one at a time.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -128,8 +132,9 @@ impl Hart {
         platform: &mut impl Platform,
         end: u64,
     ) -> Option<StopReason> {
-        let offset = match self.fetch_offset(self.pc) {
-            Ok(offset) => offset as u64,
+        let offset = match self.fetch_page(self.pc) {
+            Ok((offset, true)) => offset as u64,
+            Ok((_, false)) => return self.step_slow(platform),
             Err(e) => return self.take_trap(e.cause, e.tval, false),
         };
         let slot = BlockCache::slot(offset);

@@ -18,6 +18,9 @@
 //!   read (QEMU's compare-and-swap rule).
 //! - `run` returns after every retired MMIO access (`StopReason::MmioAccess`) so the machine
 //!   can update interrupt lines at an exact instruction boundary.
+//! - PMP has 16 entries with granularity 4 bytes (`pmp.rs` lists its WARL choices); all are
+//!   off at reset, so whoever starts the hart below M-mode grants memory first, as firmware
+//!   does.
 //!
 //! Determinism: the decode cache and TLBs are not architectural state and cannot change
 //! what the guest observes (stores keep decoded code coherent at once, with or without
@@ -32,6 +35,7 @@ mod exec;
 mod fp;
 pub mod inst;
 mod mmu;
+mod pmp;
 
 use alloc::vec;
 use alloc::vec::Vec;
