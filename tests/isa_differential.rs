@@ -70,6 +70,7 @@ differential_tests! {
     sv39_paging_faults_ad_bits_sum_mxr_mprv_sfence_match_qemu => "sv39",
     plic_claim_complete_and_uart_transmit_interrupt_match_qemu => "plic_uart",
     pmp_warl_tor_na4_napot_priority_locks_mprv_and_page_table_walks_match_qemu => "pmp",
+    sdtrig_execute_load_store_breakpoints_mode_bits_and_warl_fields_match_qemu => "sdtrig",
 }
 
 /// The SiFive test finisher's code reaches the process status as its low 8 bits, as under
@@ -92,7 +93,11 @@ fn finisher_codes_above_255_exit_with_their_low_8_bits_like_qemu() {
             RUN_TIMEOUT,
         );
         assert_eq!(qemu.status, Some(status), "qemu, finisher code {code}");
-        assert_eq!(ours.status, Some(status), "understudy, finisher code {code}");
+        assert_eq!(
+            ours.status,
+            Some(status),
+            "understudy, finisher code {code}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! Control and status registers (privileged spec chapters 2-4, unprivileged chapter 9).
 
 use crate::pmp::{Pmp, PMPADDR63, PMPCFG0, PMP_STATE_WORDS};
+use crate::trigger::{Triggers, TCONTROL, TRIGGER_STATE_WORDS, TSELECT};
 use crate::{Hart, Platform, Privilege};
 
 /// CSR numbers (privileged spec table 2.2-2.5).
@@ -109,8 +110,8 @@ const SATP_MODE_SV39: u64 = 8;
 /// satp.MODE (4 bits), ASID (16 bits, like QEMU), PPN (44 bits).
 const SATP_WRITABLE: u64 = 0xf << 60 | 0xffff << 44 | ((1 << 44) - 1);
 
-/// Words `CsrFile::write_state` emits: 22 registers and the PMP.
-pub(crate) const CSR_STATE_WORDS: usize = 22 + PMP_STATE_WORDS;
+/// Words `CsrFile::write_state` emits: 22 registers, the PMP and the triggers.
+pub(crate) const CSR_STATE_WORDS: usize = 22 + PMP_STATE_WORDS + TRIGGER_STATE_WORDS;
 
 /// The CSR state that is not a counter view.
 #[derive(Clone, Debug)]
@@ -141,6 +142,8 @@ pub(crate) struct CsrFile {
     pub mcycle_offset: u64,
     /// Physical memory protection (privileged spec 3.7).
     pub pmp: Pmp,
+    /// Debug triggers (debug spec 1.0 chapter 5).
+    pub triggers: Triggers,
 }
 
 impl Default for CsrFile {
@@ -169,6 +172,7 @@ impl Default for CsrFile {
             minstret_offset: 0,
             mcycle_offset: 0,
             pmp: Pmp::default(),
+            triggers: Triggers::default(),
         }
     }
 }
@@ -202,6 +206,7 @@ impl CsrFile {
             put(v);
         }
         self.pmp.write_state(put);
+        self.triggers.write_state(put);
     }
 
     /// Reads the values `write_state` wrote, in the same order.
@@ -233,6 +238,7 @@ impl CsrFile {
             *field = take();
         }
         self.pmp.read_state(take);
+        self.triggers.read_state(take);
     }
 
     pub fn fs_off(&self) -> bool {
@@ -358,6 +364,7 @@ impl Hart {
             MTVAL => c.mtval,
             MIP => self.mip(),
             PMPCFG0..=PMPADDR63 => return c.pmp.read(csr),
+            TSELECT..=TCONTROL => return c.triggers.read(csr),
             _ => return None,
         })
     }
@@ -442,6 +449,7 @@ impl Hart {
                 // does, makes the change take effect at the next access.
                 self.mmu.flush_all();
             }
+            TSELECT..=TCONTROL => return c.triggers.write(csr, v),
             _ => return false,
         }
         true

@@ -2477,7 +2477,11 @@ fn supervisor_and_user_accesses_fail_when_no_pmp_entry_matches_and_machine_acces
         assert_eq!(cause_of(h.load(&mut bus, PMP_PAGE, 8)), 5);
         assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE, 8, 1)), 7);
         assert_eq!(cause_of(h.fetch_offset(PMP_PAGE)), 1);
-        assert_eq!(cause_of(h.load(&mut bus, MMIO_BASE, 1)), 5, "MMIO is checked too");
+        assert_eq!(
+            cause_of(h.load(&mut bus, MMIO_BASE, 1)),
+            5,
+            "MMIO is checked too"
+        );
     }
 }
 
@@ -2490,10 +2494,17 @@ fn tor_na4_and_napot_entries_match_their_ranges_and_the_lowest_numbered_entry_de
     h.write_csr(PMPADDR0, PMP_PAGE >> 2);
     h.write_csr(PMPADDR0 + 1, (PMP_PAGE + 0x1000) >> 2);
     h.write_csr(PMPADDR0 + 2, (PMP_PAGE + 0x1000) >> 2 | 0x1ff);
-    h.write_csr(PMPCFG0, (PMP_NAPOT | 4) << 16 | (PMP_TOR | 3) << 8 | (PMP_NA4 | 1));
+    h.write_csr(
+        PMPCFG0,
+        (PMP_NAPOT | 4) << 16 | (PMP_TOR | 3) << 8 | (PMP_NA4 | 1),
+    );
     at_privilege(&mut h, Privilege::Supervisor);
     assert_eq!(h.load(&mut bus, PMP_PAGE, 4), Ok(0));
-    assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE, 4, 1)), 7, "entry 0 decides");
+    assert_eq!(
+        cause_of(h.store(&mut bus, PMP_PAGE, 4, 1)),
+        7,
+        "entry 0 decides"
+    );
     assert_eq!(
         cause_of(h.load(&mut bus, PMP_PAGE, 8)),
         5,
@@ -2595,7 +2606,11 @@ fn page_table_walks_are_checked_as_supervisor_reads_and_ad_updates_as_writes() {
     assert_eq!(cause_of(h.load(&mut bus, VA, 8)), 5);
     let pte_addr = l0 + ((VA >> 12) & 0x1ff) * 8;
     assert_eq!(read_u64(&h, pte_addr) & PTE_A, 0, "the PTE is unchanged");
-    write_u64(&mut h, pte_addr, (PA >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_A);
+    write_u64(
+        &mut h,
+        pte_addr,
+        (PA >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_A,
+    );
     assert_eq!(h.load(&mut bus, VA, 8), Ok(0));
 }
 
@@ -2628,7 +2643,8 @@ fn code_running_into_a_pmp_boundary_inside_its_page_faults_there_with_an_exact_c
     let (mut h, mut bus) = boot_native(&[]);
     grant_all_memory(&mut h);
     let program: Vec<Instruction> = (0..8).map(|i| ins(Op::Addi, 10, 10, 0, i + 1)).collect();
-    h.write_phys(GuestPhysAddr(code), &assemble(&program)).unwrap();
+    h.write_phys(GuestPhysAddr(code), &assemble(&program))
+        .unwrap();
     h.write_csr(PMPADDR0, code >> 2 | 0b1);
     h.write_csr(PMPADDR0 + 1, code >> 2 | 0x1ff);
     h.write_csr(PMPCFG0, (PMP_NAPOT | 1) << 8 | (PMP_NAPOT | 5));
@@ -2642,16 +2658,200 @@ fn code_running_into_a_pmp_boundary_inside_its_page_faults_there_with_an_exact_c
     assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(code + 16));
 }
 
+// ---------------------------------------------------------------- Sdtrig (debug spec 1.0 ch. 5)
+
+const TSELECT: u16 = 0x7a0;
+const TDATA1: u16 = 0x7a1;
+const TDATA2: u16 = 0x7a2;
+const TDATA3: u16 = 0x7a3;
+const TINFO: u16 = 0x7a4;
+const TCONTROL: u16 = 0x7a5;
+const MCONTROL: u64 = 2 << 60;
+const MCONTROL6: u64 = 6 << 60;
+const T_LOAD: u64 = 1;
+const T_STORE: u64 = 2;
+const T_EXECUTE: u64 = 4;
+const T_U: u64 = 1 << 3;
+const T_S: u64 = 1 << 4;
+const T_M: u64 = 1 << 6;
+
+fn set_trigger(h: &mut Hart, index: u64, tdata1: u64, tdata2: u64) {
+    assert!(h.write_csr(TSELECT, index));
+    assert!(h.write_csr(TDATA2, tdata2));
+    assert!(h.write_csr(TDATA1, tdata1));
+}
+
 #[test]
-fn pmp_state_travels_with_the_hart_state() {
+fn trigger_csrs_select_two_address_match_triggers_with_warl_fields() {
+    let mut h = hart(true);
+    assert_eq!(h.read_csr(TSELECT), Some(0));
+    assert_eq!(
+        h.read_csr(TDATA1),
+        Some(MCONTROL),
+        "type 2, no mode enabled"
+    );
+    assert_eq!(h.read_csr(TINFO), Some(1 << 24 | 1 << 6 | 1 << 2));
+    assert!(h.write_csr(TSELECT, 1));
+    assert!(h.write_csr(TSELECT, 2));
+    assert_eq!(
+        h.read_csr(TSELECT),
+        Some(1),
+        "past the last trigger is ignored"
+    );
+    // match, chain, action, size, timing, select, hit, dmode and maskmax read as zero.
+    assert!(h.write_csr(TDATA1, MCONTROL | ((1 << 60) - 1)));
+    assert_eq!(h.read_csr(TDATA1), Some(MCONTROL | 0x5f));
+    assert!(h.write_csr(TDATA1, MCONTROL6 | ((1 << 60) - 1)));
+    assert_eq!(h.read_csr(TDATA1), Some(MCONTROL6 | 0x5f));
+    assert!(h.write_csr(TDATA1, 3 << 60 | 0x5f));
+    assert_eq!(
+        h.read_csr(TDATA1),
+        Some(MCONTROL6 | 0x5f),
+        "type 3 is ignored"
+    );
+    assert!(h.write_csr(TDATA1, 0));
+    assert_eq!(h.read_csr(TDATA1), Some(15 << 60), "0 disables the trigger");
+    assert!(h.write_csr(TDATA2, 0x1234_5678));
+    assert_eq!(h.read_csr(TDATA2), Some(0x1234_5678));
+    assert!(h.write_csr(TDATA3, u64::MAX));
+    assert_eq!(h.read_csr(TDATA3), Some(0));
+    assert!(h.write_csr(TSELECT, 0));
+    assert_eq!(
+        h.read_csr(TDATA2),
+        Some(0),
+        "each trigger has its own tdata2"
+    );
+    assert!(h.write_csr(TCONTROL, u64::MAX));
+    assert_eq!(h.read_csr(TCONTROL), Some(1 << 7 | 1 << 3), "mpte and mte");
+    // The trigger CSRs are M-mode only.
+    let (mut h, mut bus) = boot_native(&[csr(Op::Csrrs, 10, 0, TSELECT)]);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    h.run(&mut bus, 10);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(2));
+}
+
+#[test]
+fn an_execute_trigger_raises_a_breakpoint_before_the_instruction_retires() {
+    let program: Vec<Instruction> = (0..6).map(|i| ins(Op::Addi, 10, 10, 0, 1 << i)).collect();
+    for (tdata1, fires) in [
+        (MCONTROL | T_U | T_EXECUTE, true),
+        (MCONTROL6 | T_U | T_EXECUTE, true),
+        (MCONTROL | T_S | T_M | T_EXECUTE, false),
+        (MCONTROL | T_U | T_LOAD | T_STORE, false),
+    ] {
+        let (mut h, mut bus) = boot_native(&program);
+        grant_all_memory(&mut h);
+        set_trigger(&mut h, 1, tdata1, RAM_BASE + 12);
+        h.reset(RAM_BASE, Privilege::User, 0, 0);
+        let out = h.run(&mut bus, 100);
+        if fires {
+            assert_eq!(out.stop, StopReason::WaitForInterrupt);
+            assert_eq!(out.executed.0, 4, "three addi and the handler's wfi");
+            assert_eq!(h.x(10), 0b111);
+            assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+            assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE + 12));
+            assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(RAM_BASE + 12));
+        } else {
+            assert_eq!(h.x(10), 0b11_1111, "tdata1 {tdata1:#x}");
+        }
+    }
+}
+
+#[test]
+fn load_and_store_triggers_fire_on_any_accessed_byte_before_the_access() {
+    let data = RAM_BASE + 0x6000;
+    let program = [
+        ins(Op::Ld, 11, 12, 0, 0),
+        ins(Op::Sd, 0, 12, 13, 0),
+        ins(Op::Ecall, 0, 0, 0, 0),
+    ];
+    for (tdata1, tdata2, faulting_pc) in [
+        (MCONTROL | T_S | T_LOAD, data + 4, Some(RAM_BASE)),
+        (MCONTROL6 | T_S | T_STORE, data + 7, Some(RAM_BASE + 4)),
+        (MCONTROL | T_S | T_STORE, data + 8, None),
+        (MCONTROL | T_U | T_LOAD | T_STORE, data, None),
+    ] {
+        let (mut h, mut bus) = boot_native(&program);
+        grant_all_memory(&mut h);
+        write_u64(&mut h, data, 0x77);
+        set_trigger(&mut h, 0, tdata1, tdata2);
+        h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+        h.set_x(12, data);
+        h.set_x(13, 0x99);
+        h.run(&mut bus, 100);
+        match faulting_pc {
+            Some(pc) => {
+                assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+                assert_eq!(h.read_csr(csr_numbers::MEPC), Some(pc));
+                assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(data));
+                assert_eq!(read_u64(&h, data), 0x77, "the store did not happen");
+                assert_eq!(h.instret().0, (pc - RAM_BASE) / 4 + 1);
+            }
+            None => {
+                assert_eq!(
+                    h.read_csr(csr_numbers::MCAUSE),
+                    Some(9),
+                    "tdata1 {tdata1:#x}"
+                );
+                assert_eq!(read_u64(&h, data), 0x99);
+            }
+        }
+    }
+}
+
+#[test]
+fn machine_mode_triggers_fire_only_while_tcontrol_mte_is_set_and_a_trap_clears_it() {
+    let program = [
+        ins(Op::Addi, 10, 10, 0, 1),
+        ins(Op::Addi, 10, 10, 0, 2),
+        ins(Op::Ebreak, 0, 0, 0, 0),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    set_trigger(&mut h, 0, MCONTROL | T_M | T_EXECUTE, RAM_BASE + 4);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 3, "mte = 0: the trigger does not fire in M-mode");
+    let (mut h, mut bus) = boot_native(&program);
+    set_trigger(&mut h, 0, MCONTROL | T_M | T_EXECUTE, RAM_BASE + 4);
+    h.write_csr(TCONTROL, 1 << 3);
+    h.run(&mut bus, 100);
+    assert_eq!(h.x(10), 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+    assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE + 4));
+    assert_eq!(
+        h.read_csr(TCONTROL),
+        Some(1 << 7),
+        "mpte = 1, mte = 0 in the handler"
+    );
+    // mret restores mte from mpte.
+    let (mut h, mut bus) = boot_native(&[ins(Op::Mret, 0, 0, 0, 0)]);
+    h.write_csr(TCONTROL, 1 << 7);
+    h.write_csr(csr_numbers::MSTATUS, 3 << 11);
+    h.write_csr(csr_numbers::MEPC, MTVEC_HANDLER);
+    h.run(&mut bus, 100);
+    assert_eq!(h.read_csr(TCONTROL), Some(1 << 7 | 1 << 3));
+}
+
+#[test]
+fn pmp_and_trigger_state_travel_with_the_hart_state() {
     let mut h = hart(true);
     h.write_csr(PMPADDR0, 0x2000_1000);
     h.write_csr(PMPCFG0, PMP_L | PMP_NA4 | 1);
+    set_trigger(&mut h, 1, MCONTROL6 | T_S | T_LOAD, 0x8000_1234);
+    h.write_csr(TCONTROL, 1 << 3);
     let mut state = Vec::new();
     h.write_state(&mut state);
     let mut other = hart_without_pmp_entries(true);
     other.restore_state(&state).unwrap();
-    for csr in [PMPCFG0, PMPCFG0 + 2, PMPADDR0, PMPADDR0 + 15] {
+    for csr in [
+        PMPCFG0,
+        PMPCFG0 + 2,
+        PMPADDR0,
+        PMPADDR0 + 15,
+        TSELECT,
+        TDATA1,
+        TDATA2,
+        TCONTROL,
+    ] {
         assert_eq!(other.read_csr(csr), h.read_csr(csr), "csr {csr:#x}");
     }
     let mut again = Vec::new();
