@@ -8,8 +8,8 @@
 //!
 //! Which translations are cached is guest-visible (a guest that clears A or D without
 //! `sfence.vma` sees whether the next access walked the table again), so entries are
-//! dropped only by the guest's own actions (`sfence.vma`, `satp` writes, SBI remote fences)
-//! and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
+//! dropped only by the guest's own actions (`sfence.vma`, `satp` and PMP writes, SBI remote
+//! fences) and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
 //! instead: a store TLB hit marks its page dirty for the digest, and a store entry for a page
 //! holding decoded code carries `STORE_THROUGH_SLOW_PATH`, so the store still uses the cached
 //! translation but keeps the decode cache coherent.
