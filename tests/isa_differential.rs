@@ -69,4 +69,35 @@ differential_tests! {
     clint_and_supervisor_interrupts_and_wfi_match_qemu => "interrupts",
     sv39_paging_faults_ad_bits_sum_mxr_mprv_sfence_match_qemu => "sv39",
     plic_claim_complete_and_uart_transmit_interrupt_match_qemu => "plic_uart",
+    pmp_warl_tor_na4_napot_priority_locks_mprv_and_page_table_walks_match_qemu => "pmp",
+    sdtrig_execute_load_store_breakpoints_mode_bits_and_warl_fields_match_qemu => "sdtrig",
+}
+
+/// The SiFive test finisher's code reaches the process status as its low 8 bits, as under
+/// QEMU (`sifive_test` calls `exit(code)`, and a process status keeps 8 bits): a guest that
+/// fails with code 256 exits 0 under both.
+#[test]
+fn finisher_codes_above_255_exit_with_their_low_8_bits_like_qemu() {
+    let dir = std::env::temp_dir().join(format!("understudy-finisher-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    for (code, status) in [(256u16, 0), (257, 1), (300, 44), (255, 255)] {
+        let elf = dir.join(format!("exit-{code}.elf"));
+        std::fs::write(&elf, understudy_machine::program::finisher_exit_guest(code))
+            .expect("write the guest");
+        let qemu = harness::run_qemu(&elf, true, RUN_TIMEOUT);
+        let ours = harness::run_understudy(
+            env!("CARGO_BIN_EXE_understudy").as_ref(),
+            &elf,
+            INSTRUCTIONS_MAX,
+            false,
+            RUN_TIMEOUT,
+        );
+        assert_eq!(qemu.status, Some(status), "qemu, finisher code {code}");
+        assert_eq!(
+            ours.status,
+            Some(status),
+            "understudy, finisher code {code}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

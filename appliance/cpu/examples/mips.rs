@@ -112,6 +112,9 @@ fn main() {
     hart.write_phys(GuestPhysAddr(root + 2 * 8), &pte.to_le_bytes())
         .unwrap();
     assert!(hart.write_csr(csr_numbers::SATP, 8 << 60 | root >> 12));
+    // PMP entry 0: NAPOT over every address with R, W and X, so S-mode may access memory.
+    assert!(hart.write_csr(0x3b0, (1 << 54) - 1));
+    assert!(hart.write_csr(0x3a0, 3 << 3 | 7));
     hart.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
     hart.set_x(2, RAM_BASE + 0x10_0000);
     measure("S-mode, Sv39", &mut hart);

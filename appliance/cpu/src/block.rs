@@ -9,12 +9,18 @@
 //! entries for pages holding decoded code are flagged, so every store to them takes the slow
 //! path (through the cached translation), which invalidates the page's blocks when it
 //! touches decoded bytes.
+//!
+//! A block runs only from a page whose fetch translation is cached, which the MMU allows only
+//! when the PMP decides the whole page alike; instructions in a page with a PMP boundary
+//! inside, and every instruction while a debug trigger is armed, are fetched and executed
+//! one at a time.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::inst::{decode, decode_compressed, Instruction, Op};
-use crate::{Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
+use crate::trigger::{self, Kind};
+use crate::{cause, Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
 
 /// Slots in the direct-mapped block table.
 const BLOCK_SLOTS: usize = 1 << 14;
@@ -128,8 +134,12 @@ impl Hart {
         platform: &mut impl Platform,
         end: u64,
     ) -> Option<StopReason> {
-        let offset = match self.fetch_offset(self.pc) {
-            Ok(offset) => offset as u64,
+        if self.csr.triggers.armed {
+            return self.step_with_triggers(platform);
+        }
+        let offset = match self.fetch_page(self.pc) {
+            Ok((offset, true)) => offset as u64,
+            Ok((_, false)) => return self.step_slow(platform),
             Err(e) => return self.take_trap(e.cause, e.tval, false),
         };
         let slot = BlockCache::slot(offset);
@@ -241,12 +251,42 @@ impl Hart {
     }
 
     /// Fetches, decodes and executes one instruction without the cache (an instruction
-    /// that crosses a page boundary).
+    /// that crosses a page boundary, or one in a page with a PMP boundary inside).
     fn step_slow(&mut self, platform: &mut impl Platform) -> Option<StopReason> {
         let inst = match self.fetch_uncached(self.pc) {
             Ok(inst) => inst,
             Err(e) => return self.take_trap(e.cause, e.tval, false),
         };
+        match self.execute(platform, &inst) {
+            Ok(flow) => self.finish(&inst, flow),
+            Err(e) => self.take_trap(e.cause, e.tval, false),
+        }
+    }
+
+    /// Fetches, checks against the armed triggers, and executes one instruction (debug spec
+    /// 1.0 chapter 5, `timing` = 0: a matching instruction traps before it executes and does
+    /// not retire). An execute-address breakpoint comes before every other exception, a
+    /// load/store-address breakpoint before address translation (privileged spec table 3.7).
+    fn step_with_triggers(&mut self, platform: &mut impl Platform) -> Option<StopReason> {
+        let pc = self.pc;
+        let triggers = &self.csr.triggers;
+        if triggers.fires(self.privilege, Kind::Execute, pc, 1) {
+            return self.take_trap(cause::BREAKPOINT, pc, false);
+        }
+        let inst = match self.fetch_uncached(pc) {
+            Ok(inst) => inst,
+            Err(e) => return self.take_trap(e.cause, e.tval, false),
+        };
+        if let Some(access) = trigger::data_access(&inst, self.reg(inst.rs1)) {
+            let triggers = &self.csr.triggers;
+            let fires = (access.loads
+                && triggers.fires(self.privilege, Kind::Load, access.addr, access.len_bytes))
+                || (access.stores
+                    && triggers.fires(self.privilege, Kind::Store, access.addr, access.len_bytes));
+            if fires {
+                return self.take_trap(cause::BREAKPOINT, access.addr, false);
+            }
+        }
         match self.execute(platform, &inst) {
             Ok(flow) => self.finish(&inst, flow),
             Err(e) => self.take_trap(e.cause, e.tval, false),

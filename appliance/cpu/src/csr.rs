@@ -1,5 +1,7 @@
 //! Control and status registers (privileged spec chapters 2-4, unprivileged chapter 9).
 
+use crate::pmp::{Pmp, PMPADDR63, PMPCFG0, PMP_STATE_WORDS};
+use crate::trigger::{Triggers, TCONTROL, TRIGGER_STATE_WORDS, TSELECT};
 use crate::{Hart, Platform, Privilege};
 
 /// CSR numbers (privileged spec table 2.2-2.5).
@@ -108,8 +110,8 @@ const SATP_MODE_SV39: u64 = 8;
 /// satp.MODE (4 bits), ASID (16 bits, like QEMU), PPN (44 bits).
 const SATP_WRITABLE: u64 = 0xf << 60 | 0xffff << 44 | ((1 << 44) - 1);
 
-/// Words `CsrFile::write_state` emits.
-pub(crate) const CSR_STATE_WORDS: usize = 22;
+/// Words `CsrFile::write_state` emits: 22 registers, the PMP and the triggers.
+pub(crate) const CSR_STATE_WORDS: usize = 22 + PMP_STATE_WORDS + TRIGGER_STATE_WORDS;
 
 /// The CSR state that is not a counter view.
 #[derive(Clone, Debug)]
@@ -138,6 +140,10 @@ pub(crate) struct CsrFile {
     /// minstret = instret + this (wrapping), so writes do not disturb the replay clock.
     pub minstret_offset: u64,
     pub mcycle_offset: u64,
+    /// Physical memory protection (privileged spec 3.7).
+    pub pmp: Pmp,
+    /// Debug triggers (debug spec 1.0 chapter 5).
+    pub triggers: Triggers,
 }
 
 impl Default for CsrFile {
@@ -165,6 +171,8 @@ impl Default for CsrFile {
             frm: 0,
             minstret_offset: 0,
             mcycle_offset: 0,
+            pmp: Pmp::default(),
+            triggers: Triggers::default(),
         }
     }
 }
@@ -197,6 +205,8 @@ impl CsrFile {
         ] {
             put(v);
         }
+        self.pmp.write_state(put);
+        self.triggers.write_state(put);
     }
 
     /// Reads the values `write_state` wrote, in the same order.
@@ -227,6 +237,8 @@ impl CsrFile {
         ] {
             *field = take();
         }
+        self.pmp.read_state(take);
+        self.triggers.read_state(take);
     }
 
     pub fn fs_off(&self) -> bool {
@@ -351,9 +363,8 @@ impl Hart {
             MCAUSE => c.mcause,
             MTVAL => c.mtval,
             MIP => self.mip(),
-            // PMP (privileged spec 3.7): pmpcfg0,2,..,14 and pmpaddr0..63 read as zero.
-            0x3a0..=0x3af if csr.is_multiple_of(2) => 0,
-            0x3b0..=0x3ef => 0,
+            PMPCFG0..=PMPADDR63 => return c.pmp.read(csr),
+            TSELECT..=TCONTROL => return c.triggers.read(csr),
             _ => return None,
         })
     }
@@ -429,8 +440,16 @@ impl Hart {
             MCAUSE => c.mcause = v,
             MTVAL => c.mtval = v,
             MIP => c.mip = (c.mip & !MIP_WRITABLE) | (v & MIP_WRITABLE),
-            0x3a0..=0x3af if csr.is_multiple_of(2) => {}
-            0x3b0..=0x3ef => {}
+            PMPCFG0..=PMPADDR63 => {
+                if !c.pmp.write(csr, v) {
+                    return false;
+                }
+                // Cached translations hold PMP decisions. The spec (3.7.2) has software
+                // follow a PMP change with sfence.vma; flushing here as well, as QEMU
+                // does, makes the change take effect at the next access.
+                self.mmu.flush_all();
+            }
+            TSELECT..=TCONTROL => return c.triggers.write(csr, v),
             _ => return false,
         }
         true

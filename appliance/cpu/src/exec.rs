@@ -214,6 +214,7 @@ impl Hart {
                     new &= !MSTATUS_MPRV;
                 }
                 self.csr.mstatus = new;
+                self.csr.triggers.machine_return();
                 self.privilege = previous;
                 self.pc = self.csr.mepc;
                 self.update_tlb_keys();

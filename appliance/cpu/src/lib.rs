@@ -18,6 +18,12 @@
 //!   read (QEMU's compare-and-swap rule).
 //! - `run` returns after every retired MMIO access (`StopReason::MmioAccess`) so the machine
 //!   can update interrupt lines at an exact instruction boundary.
+//! - Debug triggers (Sdtrig): two address-match triggers of type 2 or 6 with `tcontrol`
+//!   (`trigger.rs` lists what they support); while one is armed the hart steps instruction
+//!   by instruction.
+//! - PMP has 16 entries with granularity 4 bytes (`pmp.rs` lists its WARL choices); all are
+//!   off at reset, so whoever starts the hart below M-mode grants memory first, as firmware
+//!   does.
 //!
 //! Determinism: the decode cache and TLBs are not architectural state and cannot change
 //! what the guest observes (stores keep decoded code coherent at once, with or without
@@ -32,6 +38,8 @@ mod exec;
 mod fp;
 pub mod inst;
 mod mmu;
+mod pmp;
+mod trigger;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -686,6 +694,7 @@ impl Hart {
                     pc: self.pc,
                 });
             }
+            self.csr.triggers.enter_machine_trap();
             self.csr.mcause = cause_value;
             self.csr.mepc = self.pc;
             self.csr.mtval = tval;

@@ -8,11 +8,15 @@
 //!
 //! Which translations are cached is guest-visible (a guest that clears A or D without
 //! `sfence.vma` sees whether the next access walked the table again), so entries are
-//! dropped only by the guest's own actions (`sfence.vma`, `satp` writes, SBI remote fences)
-//! and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
+//! dropped only by the guest's own actions (`sfence.vma`, `satp` and PMP writes, SBI remote
+//! fences) and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
 //! instead: a store TLB hit marks its page dirty for the digest, and a store entry for a page
 //! holding decoded code carries `STORE_THROUGH_SLOW_PATH`, so the store still uses the cached
 //! translation but keeps the decode cache coherent.
+//!
+//! PMP checks (privileged spec 3.7) live in the fills and slow paths: an entry is filled only
+//! for a page that one PMP entry (or none) decides wholly and that allows the access, so a
+//! hit needs no check; any other page takes the slow path, which checks every access.
 
 use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
 use crate::{
@@ -238,6 +242,15 @@ impl Hart {
             let Some(pte_offset) = self.ram_offset(pte_addr, 8) else {
                 return Err(access.access_fault(vaddr));
             };
+            // Page-table accesses are checked as S-mode accesses (privileged spec 3.7.1)
+            // and fail with the access fault of the original access (4.3.2 step 2).
+            if !self
+                .csr
+                .pmp
+                .allows(pte_addr, 8, Access::Load, Privilege::Supervisor)
+            {
+                return Err(access.access_fault(vaddr));
+            }
             let pte = read_le(&self.ram, pte_offset, 8);
             // Bits 63:54 are reserved (no Svpbmt/Svnapot); W without R is reserved.
             if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte >> 54 != 0 {
@@ -270,6 +283,14 @@ impl Hart {
             }
             let wanted = PTE_A | if access == Access::Store { PTE_D } else { 0 };
             if pte & wanted != wanted {
+                // The A/D update is a store to the PTE, PMP-checked too (4.3.2 step 7).
+                if !self
+                    .csr
+                    .pmp
+                    .allows(pte_addr, 8, Access::Store, Privilege::Supervisor)
+                {
+                    return Err(access.access_fault(vaddr));
+                }
                 write_le(&mut self.ram, pte_offset, 8, pte | wanted);
                 self.note_ram_write(pte_offset, 8);
             }
@@ -282,16 +303,59 @@ impl Hart {
     /// RAM offset of the instruction parcel at `vaddr` (fetches from outside RAM fault).
     #[inline(always)]
     pub(crate) fn fetch_offset(&mut self, vaddr: u64) -> Result<usize, Exception> {
+        self.fetch_page(vaddr).map(|(offset, _)| offset)
+    }
+
+    /// Like `fetch_offset`, and also whether every instruction of the page may be fetched
+    /// under the same translation and PMP decision (the translation is cached), so a decoded
+    /// block may run from it without fetching each instruction.
+    #[inline(always)]
+    pub(crate) fn fetch_page(&mut self, vaddr: u64) -> Result<(usize, bool), Exception> {
         let tag = (vaddr >> 12) | self.mmu.fetch_key;
         if let Some(page) = self.mmu.fetch.lookup(tag, vaddr) {
-            return Ok((page + (vaddr & 0xfff)) as usize);
+            return Ok(((page + (vaddr & 0xfff)) as usize, true));
         }
         let paddr = self.translate(vaddr, Access::Fetch)?;
         let Some(offset) = self.ram_offset(paddr, 2) else {
             return Err(Access::Fetch.access_fault(vaddr));
         };
-        self.mmu.fetch.fill(tag, vaddr, offset as u64, 0);
-        Ok(offset)
+        let privilege = self.privilege;
+        if !self.csr.pmp.allows(paddr, 2, Access::Fetch, privilege) {
+            return Err(Access::Fetch.access_fault(vaddr));
+        }
+        let whole_page = self
+            .csr
+            .pmp
+            .allows_page(paddr & !0xfff, Access::Fetch, privilege);
+        if whole_page {
+            self.mmu.fetch.fill(tag, vaddr, offset as u64, 0);
+        }
+        Ok((offset, whole_page))
+    }
+
+    /// An access fault unless the PMP lets the effective privilege make `access` to
+    /// `[paddr, paddr + size)` (privileged spec 3.7.1; MPRV applies, 3.1.6.3).
+    #[inline]
+    fn check_pmp(
+        &self,
+        vaddr: u64,
+        paddr: u64,
+        size: u64,
+        access: Access,
+    ) -> Result<(), Exception> {
+        let privilege = self.effective_privilege(access);
+        if self.csr.pmp.allows(paddr, size, access, privilege) {
+            Ok(())
+        } else {
+            Err(access.access_fault(vaddr))
+        }
+    }
+
+    /// Whether a TLB entry for `access` may stand for the page holding `paddr`.
+    #[inline]
+    fn pmp_allows_page(&self, paddr: u64, access: Access) -> bool {
+        let privilege = self.effective_privilege(access);
+        self.csr.pmp.allows_page(paddr & !0xfff, access, privilege)
     }
 
     /// Loads `size` (1, 2, 4 or 8) bytes, zero-extended. Misaligned accesses are performed.
@@ -329,9 +393,12 @@ impl Hart {
             return Ok(value);
         }
         let paddr = self.translate(vaddr, Access::Load)?;
+        self.check_pmp(vaddr, paddr, size, Access::Load)?;
         if let Some(offset) = self.ram_offset(paddr, size) {
-            let tag = (vaddr >> 12) | self.mmu.load_key;
-            self.mmu.load.fill(tag, vaddr, offset as u64, 0);
+            if self.pmp_allows_page(paddr, Access::Load) {
+                let tag = (vaddr >> 12) | self.mmu.load_key;
+                self.mmu.load.fill(tag, vaddr, offset as u64, 0);
+            }
             return Ok(read_le(&self.ram, offset, size));
         }
         let value = platform
@@ -383,6 +450,9 @@ impl Hart {
             let next_page = (vaddr | 0xfff).wrapping_add(1);
             let first = self.translate(vaddr, Access::Store)?;
             let second = self.translate(next_page, Access::Store)?;
+            let first_bytes = next_page.wrapping_sub(vaddr);
+            self.check_pmp(vaddr, first, first_bytes, Access::Store)?;
+            self.check_pmp(next_page, second, size - first_bytes, Access::Store)?;
             let mut flow = Flow::Next;
             for i in 0..size {
                 let va = vaddr.wrapping_add(i);
@@ -399,6 +469,7 @@ impl Hart {
             return Ok(flow);
         }
         let paddr = self.translate(vaddr, Access::Store)?;
+        self.check_pmp(vaddr, paddr, size, Access::Store)?;
         self.store_phys(platform, vaddr, paddr, size, value)
     }
 
@@ -435,8 +506,12 @@ impl Hart {
     }
 
     /// Caches the translation of `vaddr` to RAM offset `offset` for stores, flagged for the
-    /// slow path if the page holds decoded code.
+    /// slow path if the page holds decoded code; not at all if the PMP does not allow
+    /// stores to the whole page.
     fn fill_store_tlb(&mut self, vaddr: u64, offset: usize) {
+        if !self.pmp_allows_page(self.ram_base + offset as u64, Access::Store) {
+            return;
+        }
         let tag = (vaddr >> 12) | self.mmu.store_key;
         let flags = if self
             .blocks
@@ -470,6 +545,10 @@ impl Hart {
             ((entry & !ENTRY_FLAGS) + (vaddr & 0xfff)) as usize
         } else {
             let paddr = self.translate(vaddr, Access::Store)?;
+            // An AMO reads and writes (privileged spec 3.7.1: it needs R and W).
+            self.check_pmp(vaddr, paddr, size, Access::Load)
+                .and(self.check_pmp(vaddr, paddr, size, Access::Store))
+                .map_err(|_| Access::Store.access_fault(vaddr))?;
             let Some(offset) = self.ram_offset(paddr, size) else {
                 return Err(Access::Store.access_fault(vaddr));
             };

@@ -110,13 +110,35 @@ pub(crate) fn assemble(program: &[Instruction]) -> Vec<u8> {
         .collect()
 }
 
+/// A hart whose PMP grants S and U mode all of memory, as firmware leaves it.
 pub(crate) fn hart(host_monitor: bool) -> Hart {
+    let mut h = hart_without_pmp_entries(host_monitor);
+    grant_all_memory(&mut h);
+    h
+}
+
+/// A hart as reset leaves it: every PMP entry off, so S and U mode can reach nothing.
+pub(crate) fn hart_without_pmp_entries(host_monitor: bool) -> Hart {
     Hart::new(HartConfig {
         ram_base: GuestPhysAddr(RAM_BASE),
         ram_size_bytes: RAM_SIZE,
         host_monitor,
     })
 }
+
+/// PMP entry 15 as NAPOT over every address with R, W and X (privileged spec 3.7.1: with
+/// PMP implemented, an S or U access that no entry matches fails).
+pub(crate) fn grant_all_memory(h: &mut Hart) {
+    assert!(h.write_csr(PMPADDR0 + 15, (1 << 54) - 1));
+    assert!(h.write_csr(PMPCFG0 + 2, (PMP_NAPOT | 7) << 56));
+}
+
+const PMPCFG0: u16 = 0x3a0;
+const PMPADDR0: u16 = 0x3b0;
+const PMP_TOR: u64 = 1 << 3;
+const PMP_NA4: u64 = 2 << 3;
+const PMP_NAPOT: u64 = 3 << 3;
+const PMP_L: u64 = 1 << 7;
 
 /// A host-monitor hart in M-mode with `program` at the RAM base; ebreak ends a test.
 fn boot(program: &[Instruction]) -> (Hart, Bus) {
@@ -1008,29 +1030,38 @@ fn csr_access_checks_privilege_and_read_only_bits() {
 }
 
 #[test]
-fn pmp_and_envcfg_csrs_exist_and_read_zero() {
-    use Op::*;
+fn pmp_csrs_hold_sixteen_entries_with_warl_fields_and_the_rest_read_zero() {
+    let mut h = hart_without_pmp_entries(true);
+    // Bits 6:5 of each configuration read as zero (privileged spec 3.7.1, figure 3.33).
+    assert!(h.write_csr(PMPCFG0, 0x7f7f_7f7f_7f7f_7f7f));
+    assert_eq!(h.read_csr(PMPCFG0), Some(0x1f1f_1f1f_1f1f_1f1f));
+    // R=0, W=1 is reserved: W is cleared, X stays.
+    assert!(h.write_csr(PMPCFG0, 0x0602));
+    assert_eq!(h.read_csr(PMPCFG0), Some(0x0400));
+    // pmpaddr holds address bits 55:2 with granularity 4 bytes (G = 0).
+    assert!(h.write_csr(PMPADDR0 + 1, u64::MAX));
+    assert_eq!(h.read_csr(PMPADDR0 + 1), Some((1 << 54) - 1));
+    assert!(h.write_csr(PMPADDR0 + 1, 0x123));
+    assert_eq!(h.read_csr(PMPADDR0 + 1), Some(0x123));
+    assert!(h.write_csr(PMPADDR0 + 15, 0x456));
+    assert_eq!(h.read_csr(PMPADDR0 + 15), Some(0x456));
+    // Entries 16-63 are not implemented: their CSRs read as zero and ignore writes.
+    for csr in [PMPCFG0 + 4, PMPCFG0 + 14, PMPADDR0 + 16, PMPADDR0 + 63] {
+        assert!(h.write_csr(csr, u64::MAX));
+        assert_eq!(h.read_csr(csr), Some(0), "csr {csr:#x}");
+    }
+    // Odd pmpcfg CSRs do not exist on RV64.
+    assert_eq!(h.read_csr(PMPCFG0 + 1), None);
+    assert!(!h.write_csr(PMPCFG0 + 3, 0));
+    // menvcfg and senvcfg read as zero.
     let (mut h, mut bus) = boot(&[
-        csr(Csrrw, 10, 11, 0x3a0),
-        csr(Csrrw, 12, 11, 0x3b0),
-        csr(Csrrs, 13, 0, 0x3a0),
-        csr(Csrrw, 14, 11, 0x30a),
-        csr(Csrrs, 15, 0, 0x30a),
-        csr(Csrrs, 16, 0, 0x3ef),
+        csr(Op::Csrrw, 14, 11, 0x30a),
+        csr(Op::Csrrs, 15, 0, 0x30a),
         ebreak(),
     ]);
     h.set_x(11, u64::MAX);
-    h.set_x(13, 7);
     run_to_break(&mut h, &mut bus);
-    for r in [10, 12, 13, 14, 15, 16] {
-        assert_eq!(h.x(r), 0);
-    }
-    // pmpcfg1 does not exist on RV64.
-    let (mut h, mut bus) = boot(&[csr(Csrrs, 10, 0, 0x3a1)]);
-    assert!(matches!(
-        h.run(&mut bus, 1).stop,
-        StopReason::MonitorTrap { cause: 2, .. }
-    ));
+    assert_eq!((h.x(14), h.x(15)), (0, 0));
 }
 
 #[test]
@@ -2417,4 +2448,416 @@ fn blocks_continue_past_branches_not_taken_and_count_exactly() {
         }
     );
     assert_eq!(h.pc(), RAM_BASE + 8);
+}
+
+// ---------------------------------------------------------------- PMP (privileged spec 3.7)
+
+/// Puts the hart in `privilege` at the RAM base (no program needed: the tests call the
+/// access paths directly).
+fn at_privilege(h: &mut Hart, privilege: Privilege) {
+    h.reset(RAM_BASE, privilege, 0, 0);
+}
+
+fn cause_of<T: core::fmt::Debug>(result: Result<T, Exception>) -> u64 {
+    result.expect_err("the access faults").cause
+}
+
+const PMP_PAGE: u64 = RAM_BASE + 0x8000;
+
+#[test]
+fn supervisor_and_user_accesses_fail_when_no_pmp_entry_matches_and_machine_accesses_succeed() {
+    let mut h = hart_without_pmp_entries(true);
+    let mut bus = Bus::default();
+    at_privilege(&mut h, Privilege::Machine);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 8), Ok(0));
+    assert_eq!(h.store(&mut bus, PMP_PAGE, 8, 1), Ok(Flow::Next));
+    assert!(h.fetch_offset(PMP_PAGE).is_ok());
+    for privilege in [Privilege::Supervisor, Privilege::User] {
+        at_privilege(&mut h, privilege);
+        assert_eq!(cause_of(h.load(&mut bus, PMP_PAGE, 8)), 5);
+        assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE, 8, 1)), 7);
+        assert_eq!(cause_of(h.fetch_offset(PMP_PAGE)), 1);
+        assert_eq!(
+            cause_of(h.load(&mut bus, MMIO_BASE, 1)),
+            5,
+            "MMIO is checked too"
+        );
+    }
+}
+
+#[test]
+fn tor_na4_and_napot_entries_match_their_ranges_and_the_lowest_numbered_entry_decides() {
+    let mut h = hart(true);
+    let mut bus = Bus::default();
+    // Entry 0: NA4 read-only at PMP_PAGE. Entry 1: TOR from PMP_PAGE to PMP_PAGE + 0x1000,
+    // read-write. Entry 2: NAPOT execute-only over the next 4 KiB. Entry 15: everything.
+    h.write_csr(PMPADDR0, PMP_PAGE >> 2);
+    h.write_csr(PMPADDR0 + 1, (PMP_PAGE + 0x1000) >> 2);
+    h.write_csr(PMPADDR0 + 2, (PMP_PAGE + 0x1000) >> 2 | 0x1ff);
+    h.write_csr(
+        PMPCFG0,
+        (PMP_NAPOT | 4) << 16 | (PMP_TOR | 3) << 8 | (PMP_NA4 | 1),
+    );
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 4), Ok(0));
+    assert_eq!(
+        cause_of(h.store(&mut bus, PMP_PAGE, 4, 1)),
+        7,
+        "entry 0 decides"
+    );
+    assert_eq!(
+        cause_of(h.load(&mut bus, PMP_PAGE, 8)),
+        5,
+        "entry 0 matches only half of the access"
+    );
+    assert_eq!(h.store(&mut bus, PMP_PAGE + 4, 4, 1), Ok(Flow::Next));
+    assert_eq!(h.load(&mut bus, PMP_PAGE + 0xff8, 8), Ok(0));
+    assert_eq!(cause_of(h.fetch_offset(PMP_PAGE + 8)), 1);
+    assert_eq!(
+        cause_of(h.load(&mut bus, PMP_PAGE + 0xffc, 8)),
+        5,
+        "an access across the end of the TOR range"
+    );
+    assert_eq!(cause_of(h.load(&mut bus, PMP_PAGE + 0x1000, 8)), 5);
+    assert!(h.fetch_offset(PMP_PAGE + 0x1ffe).is_ok());
+    assert_eq!(h.load(&mut bus, PMP_PAGE + 0x2000, 8), Ok(0), "entry 15");
+    // An entry turned off matches nothing.
+    h.write_csr(PMPCFG0, (PMP_TOR | 3) << 8);
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(h.store(&mut bus, PMP_PAGE, 4, 1), Ok(Flow::Next));
+    // A TOR entry whose top is not above the entry below it matches nothing.
+    h.write_csr(PMPADDR0, (PMP_PAGE + 0x1000) >> 2);
+    h.write_csr(PMPCFG0, PMP_TOR << 8);
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 4), Ok(0x0000_0001));
+}
+
+#[test]
+fn a_locked_entry_binds_machine_mode_and_its_registers_until_reset() {
+    let mut h = hart(true);
+    let mut bus = Bus::default();
+    // Entry 0 unlocked and without permissions: M-mode is not bound by it.
+    h.write_csr(PMPADDR0, PMP_PAGE >> 2);
+    h.write_csr(PMPCFG0, PMP_NA4);
+    at_privilege(&mut h, Privilege::Machine);
+    assert_eq!(h.store(&mut bus, PMP_PAGE, 4, 7), Ok(Flow::Next));
+    // Entry 1 locked TOR over [PMP_PAGE, PMP_PAGE + 0x1000), read-only.
+    h.write_csr(PMPADDR0 + 1, (PMP_PAGE + 0x1000) >> 2);
+    h.write_csr(PMPCFG0, (PMP_L | PMP_TOR | 1) << 8);
+    at_privilege(&mut h, Privilege::Machine);
+    assert_eq!(h.load(&mut bus, PMP_PAGE + 8, 8), Ok(0));
+    assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE + 8, 8, 1)), 7);
+    assert_eq!(cause_of(h.fetch_offset(PMP_PAGE + 8)), 1);
+    assert_eq!(h.store(&mut bus, PMP_PAGE + 0x1000, 8, 1), Ok(Flow::Next));
+    // The locked entry's configuration and address ignore writes, and so does the address
+    // below it, its TOR lower bound; other entries stay writable.
+    h.write_csr(PMPCFG0, 0x0707);
+    assert_eq!(h.read_csr(PMPCFG0), Some((PMP_L | PMP_TOR | 1) << 8 | 7));
+    h.write_csr(PMPADDR0 + 1, 0);
+    h.write_csr(PMPADDR0, 0);
+    assert_eq!(h.read_csr(PMPADDR0 + 1), Some((PMP_PAGE + 0x1000) >> 2));
+    assert_eq!(h.read_csr(PMPADDR0), Some(PMP_PAGE >> 2));
+    h.write_csr(PMPADDR0 + 2, 0x55);
+    assert_eq!(h.read_csr(PMPADDR0 + 2), Some(0x55));
+}
+
+#[test]
+fn mprv_applies_the_pmp_to_machine_mode_loads_and_stores_as_mpp() {
+    let mut h = hart(true);
+    let mut bus = Bus::default();
+    h.write_csr(PMPADDR0, PMP_PAGE >> 2 | 0x1ff);
+    h.write_csr(PMPCFG0, PMP_NAPOT | 4);
+    at_privilege(&mut h, Privilege::Machine);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 8), Ok(0));
+    // MPRV with MPP = S: loads and stores are S-mode accesses; fetches stay M-mode.
+    h.write_csr(csr_numbers::MSTATUS, 1 << 17 | 1 << 11);
+    assert_eq!(cause_of(h.load(&mut bus, PMP_PAGE, 8)), 5);
+    assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE, 8, 1)), 7);
+    assert!(h.fetch_offset(PMP_PAGE).is_ok());
+    h.write_csr(csr_numbers::MSTATUS, 1 << 11);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 8), Ok(0));
+}
+
+#[test]
+fn page_table_walks_are_checked_as_supervisor_reads_and_ad_updates_as_writes() {
+    let l0 = ROOT + 0x2000;
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W);
+    let mut bus = Bus::default();
+    // M-mode may read the level-0 table (entry 0 is not locked), S-mode may not.
+    h.write_csr(PMPADDR0, l0 >> 2 | 0x1ff);
+    h.write_csr(PMPCFG0, PMP_NAPOT);
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(
+        h.load(&mut bus, VA, 8),
+        Err(Exception { cause: 5, tval: VA })
+    );
+    assert_eq!(
+        h.store(&mut bus, VA, 8, 1),
+        Err(Exception { cause: 7, tval: VA })
+    );
+    // MPRV with MPP = S walks as S-mode too.
+    at_privilege(&mut h, Privilege::Machine);
+    h.write_csr(csr_numbers::MSTATUS, 1 << 17 | 1 << 11);
+    assert_eq!(cause_of(h.load(&mut bus, VA, 8)), 5);
+    // A read-only table: the walk reads it, but setting A is a store to it.
+    h.write_csr(csr_numbers::MSTATUS, 0);
+    h.write_csr(PMPCFG0, PMP_NAPOT | 1);
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(cause_of(h.load(&mut bus, VA, 8)), 5);
+    let pte_addr = l0 + ((VA >> 12) & 0x1ff) * 8;
+    assert_eq!(read_u64(&h, pte_addr) & PTE_A, 0, "the PTE is unchanged");
+    write_u64(
+        &mut h,
+        pte_addr,
+        (PA >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_A,
+    );
+    assert_eq!(h.load(&mut bus, VA, 8), Ok(0));
+}
+
+#[test]
+fn a_page_with_a_pmp_boundary_inside_is_never_cached_and_pmp_writes_flush_cached_pages() {
+    let mut h = hart(true);
+    let mut bus = Bus::default();
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 8), Ok(0), "caches the page");
+    // Deny 4 bytes in the middle of the page: the cached translation must not stand.
+    h.write_csr(PMPADDR0, (PMP_PAGE + 0x100) >> 2);
+    h.write_csr(PMPCFG0, PMP_NA4);
+    at_privilege(&mut h, Privilege::Supervisor);
+    assert_eq!(h.load(&mut bus, PMP_PAGE, 8), Ok(0));
+    assert_eq!(cause_of(h.load(&mut bus, PMP_PAGE + 0x100, 4)), 5);
+    assert_eq!(h.store(&mut bus, PMP_PAGE + 0x104, 4, 9), Ok(Flow::Next));
+    assert_eq!(cause_of(h.store(&mut bus, PMP_PAGE + 0x100, 4, 9)), 7);
+    assert_eq!(h.load(&mut bus, PMP_PAGE + 0x104, 4), Ok(9));
+    // Allowing it again takes effect at the next access.
+    h.write_csr(PMPCFG0, PMP_NA4 | 3);
+    assert_eq!(h.load(&mut bus, PMP_PAGE + 0x100, 4), Ok(0));
+}
+
+#[test]
+fn code_running_into_a_pmp_boundary_inside_its_page_faults_there_with_an_exact_count() {
+    // Eight addi in a row at RAM_BASE + 0x3000, of which only the first four (16 bytes) may
+    // be executed in U-mode: NA4 entries cannot cover 16 bytes, so NAPOT 16 bytes RX, then
+    // NAPOT for the rest of the page without X.
+    let code = RAM_BASE + 0x3000;
+    let (mut h, mut bus) = boot_native(&[]);
+    grant_all_memory(&mut h);
+    let program: Vec<Instruction> = (0..8).map(|i| ins(Op::Addi, 10, 10, 0, i + 1)).collect();
+    h.write_phys(GuestPhysAddr(code), &assemble(&program))
+        .unwrap();
+    h.write_csr(PMPADDR0, code >> 2 | 0b1);
+    h.write_csr(PMPADDR0 + 1, code >> 2 | 0x1ff);
+    h.write_csr(PMPCFG0, (PMP_NAPOT | 1) << 8 | (PMP_NAPOT | 5));
+    h.reset(code, Privilege::User, 0, 0);
+    let out = h.run(&mut bus, 100);
+    assert_eq!(out.stop, StopReason::WaitForInterrupt);
+    assert_eq!(out.executed.0, 5, "four addi and the handler's wfi");
+    assert_eq!(h.x(10), 1 + 2 + 3 + 4);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(1));
+    assert_eq!(h.read_csr(csr_numbers::MEPC), Some(code + 16));
+    assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(code + 16));
+}
+
+// ---------------------------------------------------------------- Sdtrig (debug spec 1.0 ch. 5)
+
+const TSELECT: u16 = 0x7a0;
+const TDATA1: u16 = 0x7a1;
+const TDATA2: u16 = 0x7a2;
+const TDATA3: u16 = 0x7a3;
+const TINFO: u16 = 0x7a4;
+const TCONTROL: u16 = 0x7a5;
+const MCONTROL: u64 = 2 << 60;
+const MCONTROL6: u64 = 6 << 60;
+const T_LOAD: u64 = 1;
+const T_STORE: u64 = 2;
+const T_EXECUTE: u64 = 4;
+const T_U: u64 = 1 << 3;
+const T_S: u64 = 1 << 4;
+const T_M: u64 = 1 << 6;
+
+fn set_trigger(h: &mut Hart, index: u64, tdata1: u64, tdata2: u64) {
+    assert!(h.write_csr(TSELECT, index));
+    assert!(h.write_csr(TDATA2, tdata2));
+    assert!(h.write_csr(TDATA1, tdata1));
+}
+
+#[test]
+fn trigger_csrs_select_two_address_match_triggers_with_warl_fields() {
+    let mut h = hart(true);
+    assert_eq!(h.read_csr(TSELECT), Some(0));
+    assert_eq!(
+        h.read_csr(TDATA1),
+        Some(MCONTROL),
+        "type 2, no mode enabled"
+    );
+    assert_eq!(h.read_csr(TINFO), Some(1 << 24 | 1 << 6 | 1 << 2));
+    assert!(h.write_csr(TSELECT, 1));
+    assert!(h.write_csr(TSELECT, 2));
+    assert_eq!(
+        h.read_csr(TSELECT),
+        Some(1),
+        "past the last trigger is ignored"
+    );
+    // match, chain, action, size, timing, select, hit, dmode and maskmax read as zero.
+    assert!(h.write_csr(TDATA1, MCONTROL | ((1 << 60) - 1)));
+    assert_eq!(h.read_csr(TDATA1), Some(MCONTROL | 0x5f));
+    assert!(h.write_csr(TDATA1, MCONTROL6 | ((1 << 60) - 1)));
+    assert_eq!(h.read_csr(TDATA1), Some(MCONTROL6 | 0x5f));
+    assert!(h.write_csr(TDATA1, 3 << 60 | 0x5f));
+    assert_eq!(
+        h.read_csr(TDATA1),
+        Some(MCONTROL6 | 0x5f),
+        "type 3 is ignored"
+    );
+    assert!(h.write_csr(TDATA1, 0));
+    assert_eq!(h.read_csr(TDATA1), Some(15 << 60), "0 disables the trigger");
+    assert!(h.write_csr(TDATA2, 0x1234_5678));
+    assert_eq!(h.read_csr(TDATA2), Some(0x1234_5678));
+    assert!(h.write_csr(TDATA3, u64::MAX));
+    assert_eq!(h.read_csr(TDATA3), Some(0));
+    assert!(h.write_csr(TSELECT, 0));
+    assert_eq!(
+        h.read_csr(TDATA2),
+        Some(0),
+        "each trigger has its own tdata2"
+    );
+    assert!(h.write_csr(TCONTROL, u64::MAX));
+    assert_eq!(h.read_csr(TCONTROL), Some(1 << 7 | 1 << 3), "mpte and mte");
+    // The trigger CSRs are M-mode only.
+    let (mut h, mut bus) = boot_native(&[csr(Op::Csrrs, 10, 0, TSELECT)]);
+    h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+    h.run(&mut bus, 10);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(2));
+}
+
+#[test]
+fn an_execute_trigger_raises_a_breakpoint_before_the_instruction_retires() {
+    let program: Vec<Instruction> = (0..6).map(|i| ins(Op::Addi, 10, 10, 0, 1 << i)).collect();
+    for (tdata1, fires) in [
+        (MCONTROL | T_U | T_EXECUTE, true),
+        (MCONTROL6 | T_U | T_EXECUTE, true),
+        (MCONTROL | T_S | T_M | T_EXECUTE, false),
+        (MCONTROL | T_U | T_LOAD | T_STORE, false),
+    ] {
+        let (mut h, mut bus) = boot_native(&program);
+        grant_all_memory(&mut h);
+        set_trigger(&mut h, 1, tdata1, RAM_BASE + 12);
+        h.reset(RAM_BASE, Privilege::User, 0, 0);
+        let out = h.run(&mut bus, 100);
+        if fires {
+            assert_eq!(out.stop, StopReason::WaitForInterrupt);
+            assert_eq!(out.executed.0, 4, "three addi and the handler's wfi");
+            assert_eq!(h.x(10), 0b111);
+            assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+            assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE + 12));
+            assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(RAM_BASE + 12));
+        } else {
+            assert_eq!(h.x(10), 0b11_1111, "tdata1 {tdata1:#x}");
+        }
+    }
+}
+
+#[test]
+fn load_and_store_triggers_fire_on_any_accessed_byte_before_the_access() {
+    let data = RAM_BASE + 0x6000;
+    let program = [
+        ins(Op::Ld, 11, 12, 0, 0),
+        ins(Op::Sd, 0, 12, 13, 0),
+        ins(Op::Ecall, 0, 0, 0, 0),
+    ];
+    for (tdata1, tdata2, faulting_pc) in [
+        (MCONTROL | T_S | T_LOAD, data + 4, Some(RAM_BASE)),
+        (MCONTROL6 | T_S | T_STORE, data + 7, Some(RAM_BASE + 4)),
+        (MCONTROL | T_S | T_STORE, data + 8, None),
+        (MCONTROL | T_U | T_LOAD | T_STORE, data, None),
+    ] {
+        let (mut h, mut bus) = boot_native(&program);
+        grant_all_memory(&mut h);
+        write_u64(&mut h, data, 0x77);
+        set_trigger(&mut h, 0, tdata1, tdata2);
+        h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);
+        h.set_x(12, data);
+        h.set_x(13, 0x99);
+        h.run(&mut bus, 100);
+        match faulting_pc {
+            Some(pc) => {
+                assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+                assert_eq!(h.read_csr(csr_numbers::MEPC), Some(pc));
+                assert_eq!(h.read_csr(csr_numbers::MTVAL), Some(data));
+                assert_eq!(read_u64(&h, data), 0x77, "the store did not happen");
+                assert_eq!(h.instret().0, (pc - RAM_BASE) / 4 + 1);
+            }
+            None => {
+                assert_eq!(
+                    h.read_csr(csr_numbers::MCAUSE),
+                    Some(9),
+                    "tdata1 {tdata1:#x}"
+                );
+                assert_eq!(read_u64(&h, data), 0x99);
+            }
+        }
+    }
+}
+
+#[test]
+fn machine_mode_triggers_fire_only_while_tcontrol_mte_is_set_and_a_trap_clears_it() {
+    let program = [
+        ins(Op::Addi, 10, 10, 0, 1),
+        ins(Op::Addi, 10, 10, 0, 2),
+        ins(Op::Ebreak, 0, 0, 0, 0),
+    ];
+    let (mut h, mut bus) = boot(&program);
+    set_trigger(&mut h, 0, MCONTROL | T_M | T_EXECUTE, RAM_BASE + 4);
+    run_to_break(&mut h, &mut bus);
+    assert_eq!(h.x(10), 3, "mte = 0: the trigger does not fire in M-mode");
+    let (mut h, mut bus) = boot_native(&program);
+    set_trigger(&mut h, 0, MCONTROL | T_M | T_EXECUTE, RAM_BASE + 4);
+    h.write_csr(TCONTROL, 1 << 3);
+    h.run(&mut bus, 100);
+    assert_eq!(h.x(10), 1);
+    assert_eq!(h.read_csr(csr_numbers::MCAUSE), Some(3));
+    assert_eq!(h.read_csr(csr_numbers::MEPC), Some(RAM_BASE + 4));
+    assert_eq!(
+        h.read_csr(TCONTROL),
+        Some(1 << 7),
+        "mpte = 1, mte = 0 in the handler"
+    );
+    // mret restores mte from mpte.
+    let (mut h, mut bus) = boot_native(&[ins(Op::Mret, 0, 0, 0, 0)]);
+    h.write_csr(TCONTROL, 1 << 7);
+    h.write_csr(csr_numbers::MSTATUS, 3 << 11);
+    h.write_csr(csr_numbers::MEPC, MTVEC_HANDLER);
+    h.run(&mut bus, 100);
+    assert_eq!(h.read_csr(TCONTROL), Some(1 << 7 | 1 << 3));
+}
+
+#[test]
+fn pmp_and_trigger_state_travel_with_the_hart_state() {
+    let mut h = hart(true);
+    h.write_csr(PMPADDR0, 0x2000_1000);
+    h.write_csr(PMPCFG0, PMP_L | PMP_NA4 | 1);
+    set_trigger(&mut h, 1, MCONTROL6 | T_S | T_LOAD, 0x8000_1234);
+    h.write_csr(TCONTROL, 1 << 3);
+    let mut state = Vec::new();
+    h.write_state(&mut state);
+    let mut other = hart_without_pmp_entries(true);
+    other.restore_state(&state).unwrap();
+    for csr in [
+        PMPCFG0,
+        PMPCFG0 + 2,
+        PMPADDR0,
+        PMPADDR0 + 15,
+        TSELECT,
+        TDATA1,
+        TDATA2,
+        TCONTROL,
+    ] {
+        assert_eq!(other.read_csr(csr), h.read_csr(csr), "csr {csr:#x}");
+    }
+    let mut again = Vec::new();
+    other.write_state(&mut again);
+    assert_eq!(again, state);
+    // The restored lock still binds: entry 0 ignores writes.
+    other.write_csr(PMPCFG0, 0);
+    assert_eq!(other.read_csr(PMPCFG0), Some(PMP_L | PMP_NA4 | 1));
 }

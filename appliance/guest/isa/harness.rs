@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The reference CPU: QEMU 7.2's `rv64` with everything beyond RV64GC + Zicsr + Zifencei
-/// turned off, so that WARL registers and feature probes read like our machine's
-/// (QEMU enables H, Sstc, Zb*, Svpbmt, Svinval, Svnapot and others by default).
+/// The reference CPU: QEMU 7.2's `rv64` with everything beyond RV64GC + Zicsr + Zifencei +
+/// PMP + Sdtrig turned off, so that WARL registers and feature probes read like our
+/// machine's (QEMU enables H, Sstc, Zb*, Svpbmt, Svinval, Svnapot and others by default).
 pub const QEMU_CPU: &str = "rv64,h=false,sstc=false,zba=false,zbb=false,zbc=false,zbs=false,\
-svpbmt=false,svinval=false,svnapot=false,Zihintpause=false,Zfh=false,Zfhmin=false,debug=false,\
+svpbmt=false,svinval=false,svnapot=false,Zihintpause=false,Zfh=false,Zfhmin=false,debug=true,\
 sscofpmf=false";
 
 /// What a guest run produced.

@@ -386,7 +386,9 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
         eprintln!("pc {final_pc:#x}");
     }
     Ok(match summary.ending {
-        Ending::PowerOff { code } => ExitCode::from(code.min(255) as u8),
+        // QEMU's sifive_test calls exit(code), and the kernel keeps the low 8 bits of a
+        // process status (wait(2)): 256 reads as 0 and 300 as 44 under both.
+        Ending::PowerOff { code } => ExitCode::from(process_status(code)),
         Ending::Reset => {
             eprintln!("understudy: the guest asked for a reset; run it again to restart it");
             ExitCode::SUCCESS
@@ -411,6 +413,12 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
 
 const EXIT_HALTED: u8 = 3;
 
+/// The process status for a guest's finisher code: its low 8 bits, as a QEMU process
+/// that exits with that code reports it.
+fn process_status(finisher_code: u16) -> u8 {
+    (finisher_code & 0xff) as u8
+}
+
 fn parse_role(role: Option<&str>) -> Option<Role> {
     role.map(|role| match role {
         "primary" => Role::Primary,
@@ -431,7 +439,7 @@ fn run_role(args: RunRole) -> Result<ExitCode> {
     match pair::replica::run(&config, &options)? {
         pair::replica::Ending::GuestPoweredOff { code } => {
             eprintln!("understudy: the guest powered off with code {code}");
-            Ok(ExitCode::from((code & 0xff) as u8))
+            Ok(ExitCode::from(process_status(code)))
         }
         pair::replica::Ending::GuestStopped(how) => {
             eprintln!("understudy: the guest stopped: {how}");

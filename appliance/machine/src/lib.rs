@@ -59,6 +59,13 @@ const CSR_MEDELEG: u16 = 0x302;
 const CSR_MIDELEG: u16 = 0x303;
 const CSR_MCOUNTEREN: u16 = 0x306;
 const CSR_SCOUNTEREN: u16 = 0x106;
+const CSR_PMPCFG0: u16 = 0x3a0;
+const CSR_PMPADDR0: u16 = 0x3b0;
+/// PMP entry 0 as OpenSBI leaves its last one for the kernel: NAPOT over every physical
+/// address (`pmpaddr` all ones: 2^57 bytes from 0) with R, W and X, not locked (privileged
+/// spec 3.7.1). Without an active entry every S-mode access would fail.
+const PMPADDR_ALL_MEMORY: u64 = (1 << 54) - 1;
+const PMPCFG_NAPOT_RWX: u64 = 3 << 3 | 0b111;
 /// What OpenSBI delegates to S-mode: every exception except ecalls from S and M (they are
 /// the monitor's), so Linux handles its own faults (privileged spec 3.1.8).
 const MEDELEG_FOR_LINUX: u64 = 0xb1ff;
@@ -397,6 +404,8 @@ impl Machine {
             // OpenSBI also opens cycle, time and instret to U-mode (sbi_hart.c
             // mstatus_init); without it a user `rdtime` (the vDSO clock) is illegal.
             hart.write_csr(CSR_SCOUNTEREN, 0x7);
+            hart.write_csr(CSR_PMPADDR0, PMPADDR_ALL_MEMORY);
+            hart.write_csr(CSR_PMPCFG0, PMPCFG_NAPOT_RWX);
             hart.reset(entry, Privilege::Supervisor, 0, fdt_address);
         } else {
             hart.reset(entry, Privilege::Machine, 0, fdt_address);

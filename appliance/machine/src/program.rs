@@ -182,3 +182,16 @@ pub fn echo_guest(bytes: i32) -> Vec<u8> {
     a.jump(forever);
     elf_executable(RAM_BASE, &a.finish())
 }
+
+/// A guest that exits through the SiFive test finisher's fail command with `code` in the
+/// upper 16 bits (`0x3333 | code << 16`), as `exit(code)` of a bare-metal program does.
+pub fn finisher_exit_guest(code: u16) -> Vec<u8> {
+    use reg::*;
+    let mut a = Assembler::new();
+    a.li(T0, 0x10_0000); // finisher
+    a.li(T1, (u32::from(code) << 16 | 0x3333) as i32);
+    a.store(Op::Sw, T1, T0, 0);
+    let forever = a.here();
+    a.jump(forever);
+    elf_executable(RAM_BASE, &a.finish())
+}

@@ -9,8 +9,9 @@ const FINISHER_RESET: u32 = 0x7777;
 /// What the guest asked the machine to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinisherRequest {
-    /// Pass (power off) or fail; the machine's exit status is the upper 16 bits of the
-    /// value for both, as in QEMU 7.2 (`hw/misc/sifive_test.c`).
+    /// Pass (power off) or fail; the code is the upper 16 bits of the value for both, as
+    /// in QEMU 7.2 (`hw/misc/sifive_test.c`), which exits with it, so a process status
+    /// keeps its low 8 bits (`run-guest` does the same).
     Exit {
         code: u16,
     },
