@@ -1,7 +1,7 @@
 //! `understudy replay --gdb`: Debian's gdb-multiarch stops a replayed Linux boot at a kernel
 //! function, reads kernel memory through the guest's page tables, steps, watches, and lets it
 //! run on, and the replay still reaches every recorded digest and the recorded end; a raw
-//! client stops a running replay with Ctrl-C and detaches.
+//! client stops a running replay with Ctrl-C, steps it and detaches.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use understudy::gdb::packet::{encode_packet, Decoder, Event, INTERRUPT_BYTE};
+use understudy::gdb::target;
 
 mod common;
 use common::{artifacts, digest_lines, understudy, work_dir};
@@ -438,10 +439,39 @@ impl Client {
         self.send(payload);
         self.reply()
     }
+
+    /// The replay's instruction count, from `monitor icount` (hex console output, then OK).
+    fn instruction_count(&mut self) -> u64 {
+        let output = self.ask(&format!("qRcmd,{}", hex_text("icount")));
+        assert_eq!(self.reply(), "OK");
+        let text: String = (1..output.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&output[i..i + 2], 16).unwrap() as char)
+            .collect();
+        text.trim()
+            .strip_prefix("instruction count ")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("an instruction count: {text:?}"))
+    }
+
+    /// A 64-bit register by its remote number (`p`: little-endian hex).
+    fn register(&mut self, number: u32) -> u64 {
+        let reply = self.ask(&format!("p{number:x}"));
+        let bytes: Vec<u8> = (0..reply.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&reply[i..i + 2], 16).unwrap())
+            .collect();
+        u64::from_le_bytes(bytes.try_into().unwrap())
+    }
+}
+
+fn hex_text(text: &str) -> String {
+    text.bytes().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[test]
-fn ctrl_c_stops_a_running_replay_between_slices_and_after_detach_it_ends_as_recorded() {
+fn ctrl_c_stops_a_running_replay_a_step_retires_one_instruction_and_after_detach_it_ends_as_recorded(
+) {
     let recording = recording();
     let replay = debugged_replay(recording);
     let mut client = Client::connect(&replay.address);
@@ -453,23 +483,24 @@ fn ctrl_c_stops_a_running_replay_between_slices_and_after_detach_it_ends_as_reco
     assert_eq!(client.reply(), "T02thread:1;", "stopped by SIGINT");
     assert_eq!(client.ask("?"), "T02thread:1;");
     // Stopped at a slice boundary somewhere in the boot, not at its end.
-    let text = client.ask("qRcmd,69636f756e74");
-    let text = String::from_utf8(
-        (1..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect(),
-    )
-    .unwrap();
-    assert_eq!(client.reply(), "OK");
-    let count: u64 = text
-        .trim()
-        .strip_prefix("instruction count ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let count = client.instruction_count();
     let total = instructions(&recording.summary);
     assert!(count > 0 && count < total, "{count} of {total}");
+    // A single step retires one instruction, or enters the interrupt pending here and stops
+    // at its handler with none retired.
+    assert_eq!(client.ask("vCont;s:1"), "T05thread:1;");
+    let stepped = client.instruction_count();
+    let stvec = target::FIRST_CSR
+        + target::CSRS
+            .iter()
+            .position(|(name, _)| *name == "stvec")
+            .unwrap() as u32;
+    let handler = client.register(stvec) & !3;
+    let pc = client.register(target::PC);
+    assert!(
+        stepped == count + 1 || (stepped == count && pc == handler),
+        "a step from {count} to {stepped}, pc {pc:#x}"
+    );
     assert_eq!(client.ask("D"), "OK");
     drop(client);
     let (status, stderr) = finish(replay);
