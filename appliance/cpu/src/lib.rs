@@ -34,6 +34,7 @@ extern crate alloc;
 
 mod block;
 mod csr;
+mod debug;
 mod exec;
 mod fp;
 pub mod inst;
@@ -46,6 +47,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use csr::numbers as csr_numbers;
+pub use debug::{DataAccess, DebugStop, DebugTargets, WatchKind, Watchpoint};
 pub use inst::{decode, decode_compressed, encode, Instruction, Op};
 
 /// A guest physical address.

@@ -117,7 +117,7 @@ fn replay_recording(recording: &Recording, slice: u64) -> Result<Vec<(u64, [u8; 
         slice,
         console: None,
     };
-    let outcome = replay::replay_recorded(echo_machine()?, [0; 32], &mut next, options)?;
+    let outcome = replay::replay_recorded(echo_machine()?, [0; 32], &mut next, options, None)?;
     let mut digests = outcome.checkpoints;
     digests.push((outcome.instructions, outcome.final_digest));
     Ok(digests)
@@ -189,7 +189,7 @@ fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
         std::fs::metadata(&log_path)?.len()
     );
     let started = Instant::now();
-    let outcome = replay::replay(&log_path, None, None)?;
+    let outcome = replay::replay(&log_path, None, None, None)?;
     println!(
         "replayed from the log alone in {:.1} s: {} inputs re-injected, all {} digests identical, same power-off",
         started.elapsed().as_secs_f64(),

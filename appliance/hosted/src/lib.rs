@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod disk;
+pub mod gdb;
 pub mod live;
 pub mod net;
 pub mod pair;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
+use understudy::gdb::GdbDebugger;
 use understudy::live::{self, ClockMode, Ending, Recorder, World};
 use understudy::net::backend_from_spec;
 use understudy::pair::{self, config::PairConfig, drill::Fault};
@@ -200,6 +201,11 @@ struct Replay {
     /// Print the guest's console output to stdout.
     #[arg(long)]
     console: bool,
+    /// Serve the GDB remote protocol on this TCP address (`127.0.0.1:1234`; port 0 picks
+    /// one) and wait for GDB before the guest runs; connect with
+    /// `gdb-multiarch -ex 'target remote ADDR'`. Stops and steps never move an input.
+    #[arg(long, value_name = "ADDR")]
+    gdb: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -594,7 +600,22 @@ fn run_replay(args: Replay) -> Result<ExitCode> {
     } else {
         None
     };
-    let outcome = replay::replay(&args.log, args.digest_every, output)?;
+    let mut debugger = match &args.gdb {
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen for gdb on {address}"))?;
+            let bound = listener
+                .local_addr()
+                .context("cannot read the gdb address")?;
+            eprintln!("replay: waiting for gdb on {bound}");
+            Some(GdbDebugger::new(listener))
+        }
+        None => None,
+    };
+    let debugger = debugger
+        .as_mut()
+        .map(|debugger| debugger as &mut dyn replay::ReplayDebugger);
+    let outcome = replay::replay(&args.log, args.digest_every, output, debugger)?;
     eprintln!(
         "replay: {} inputs, {} digests checked, {} instructions, same end as recorded ({:.3} s)",
         outcome.inputs,

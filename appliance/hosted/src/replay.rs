@@ -26,6 +26,8 @@ const IDENTITY_DIGESTS: u64 = 2;
 
 /// What a successful replay checked.
 pub struct ReplayOutcome {
+    /// How the recording, and so the replay, ended.
+    pub ending: RecordedEnding,
     /// Inputs injected (console bytes, frames, time, entropy, the wall-clock base).
     pub inputs: u64,
     /// Recorded digest checkpoints found equal (besides the identity digests).
@@ -58,12 +60,25 @@ pub struct ReplayOptions<'a> {
     pub console: Option<&'a mut dyn Write>,
 }
 
-/// Replays the log at `path`. Errors name the image that changed, the first digest that
-/// differs, or the point where the log is damaged.
+/// A debugger driving a replay: it runs each slice in place of `Replica::run`, so it decides
+/// when the guest runs and what stops it early (`Replica::run_debug` keeps every entry at its
+/// count), while the replay loop still feeds the entries and checks the digests.
+pub trait ReplayDebugger {
+    /// Runs `replica` one slice of at most `slice` instructions, once the debugger lets the
+    /// guest run. An error ends the replay (the debugger killed it, or its connection
+    /// failed).
+    fn run(&mut self, replica: &mut Replica, now: Instant, slice: u64) -> Result<Step>;
+    /// The replay ended: checked to the recorded end, or failed.
+    fn finished(&mut self, result: Result<&ReplayOutcome, &anyhow::Error>);
+}
+
+/// Replays the log at `path`, under `debugger` if given. Errors name the image that changed,
+/// the first digest that differs, or the point where the log is damaged.
 pub fn replay(
     path: &Path,
     digest_every: Option<u64>,
     console: Option<&mut dyn Write>,
+    debugger: Option<&mut dyn ReplayDebugger>,
 ) -> Result<ReplayOutcome> {
     let mut reader =
         LogReader::open(path).with_context(|| format!("cannot replay {}", path.display()))?;
@@ -130,16 +145,36 @@ pub fn replay(
         slice: REPLAY_SLICE_INSTRUCTIONS,
         console,
     };
-    replay_recorded(machine, disk_sha256, &mut next, options)
+    replay_recorded(machine, disk_sha256, &mut next, options, debugger)
 }
 
 /// Replays a recording of a run that started from `machine` (powered on, not yet run) with
-/// a disk of `disk_sha256`: `next` gives the recording's items in order.
+/// a disk of `disk_sha256`: `next` gives the recording's items in order. A `debugger` runs
+/// every slice and hears how the replay ended.
 pub fn replay_recorded(
     machine: Machine,
     disk_sha256: [u8; 32],
     next: &mut dyn FnMut() -> Result<Option<Recorded>>,
+    options: ReplayOptions,
+    mut debugger: Option<&mut dyn ReplayDebugger>,
+) -> Result<ReplayOutcome> {
+    let borrowed: Option<&mut dyn ReplayDebugger> = match &mut debugger {
+        Some(debugger) => Some(&mut **debugger),
+        None => None,
+    };
+    let result = replay_to_end(machine, disk_sha256, next, options, borrowed);
+    if let Some(debugger) = debugger {
+        debugger.finished(result.as_ref());
+    }
+    result
+}
+
+fn replay_to_end(
+    machine: Machine,
+    disk_sha256: [u8; 32],
+    next: &mut dyn FnMut() -> Result<Option<Recorded>>,
     mut options: ReplayOptions,
+    mut debugger: Option<&mut dyn ReplayDebugger>,
 ) -> Result<ReplayOutcome> {
     let now = Instant(0);
     let mut replica = Replica::new(
@@ -164,7 +199,10 @@ pub fn replay_recorded(
         let slice = next_checkpoint.map_or(options.slice, |checkpoint| {
             (checkpoint - at).min(options.slice)
         });
-        let step = replica.run(now, slice);
+        let step = match debugger.as_deref_mut() {
+            Some(debugger) => debugger.run(&mut replica, now, slice)?,
+            None => replica.run(now, slice),
+        };
         write_console(&mut replica, &mut options.console)?;
         let at = replica.machine().instret().0;
         if let (Some(checkpoint), Some(every)) = (next_checkpoint, options.digest_every) {
@@ -215,6 +253,7 @@ pub fn replay_recorded(
     }
     let digests_matched = replica.status().digests_matched;
     Ok(ReplayOutcome {
+        ending,
         inputs: feed.inputs,
         digests_checked: digests_matched.saturating_sub(IDENTITY_DIGESTS),
         instructions: at.0,

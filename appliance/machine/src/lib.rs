@@ -23,7 +23,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use understudy_cpu::{GuestPhysAddr, InstructionCount};
+pub use understudy_cpu::{
+    DebugStop, DebugTargets, GuestPhysAddr, InstructionCount, WatchKind, Watchpoint,
+};
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 
 use clock::{Clock, TIMEBASE_HZ};
@@ -442,6 +444,26 @@ impl Machine {
     /// Runs until `budget` instructions retired or the guest needs the host; returns the
     /// exact number retired and why it stopped.
     pub fn run(&mut self, budget: u64) -> (InstructionCount, Exit) {
+        let (executed, exit, _) = self.run_slices(budget, None);
+        (executed, exit)
+    }
+
+    /// `run` for a debugger: the same instructions with the same effects, but it also stops
+    /// at `targets` (breakpoints, watchpoints, trap entries; `Hart::run_debug`), with
+    /// `Exit::BudgetExhausted` and the hit.
+    pub fn run_debug(
+        &mut self,
+        budget: u64,
+        targets: &DebugTargets,
+    ) -> (InstructionCount, Exit, Option<DebugStop>) {
+        self.run_slices(budget, Some(targets))
+    }
+
+    fn run_slices(
+        &mut self,
+        budget: u64,
+        targets: Option<&DebugTargets>,
+    ) -> (InstructionCount, Exit, Option<DebugStop>) {
         let mut executed = 0;
         while executed < budget {
             // Device queue work happens between slices, never inside the MMIO access that
@@ -450,7 +472,7 @@ impl Machine {
             // budgets. A full network outbox stops the run before it executes more.
             self.process_devices();
             if self.transmit_blocked() {
-                return (InstructionCount(executed), Exit::NetOutputFull);
+                return (InstructionCount(executed), Exit::NetOutputFull, None);
             }
             self.update_interrupt_lines();
             let now = self.hart.instret();
@@ -458,7 +480,10 @@ impl Machine {
                 Some(wait) => wait.min(budget - executed),
                 None => budget - executed,
             };
-            let outcome = self.hart.run(&mut self.devices, slice);
+            let (outcome, hit) = match targets {
+                None => (self.hart.run(&mut self.devices, slice), None),
+                Some(targets) => self.hart.run_debug(&mut self.devices, slice, targets),
+            };
             executed += outcome.executed.0;
             // Also after the slice, so that state between `run` calls has it done.
             self.process_devices();
@@ -477,19 +502,22 @@ impl Machine {
                 }
             };
             if let Some(request) = self.devices.finisher_request.take() {
-                return (InstructionCount(executed), finisher_exit(request));
+                return (InstructionCount(executed), finisher_exit(request), hit);
             }
             if let Some(exit) = exit {
-                return (InstructionCount(executed), exit);
+                return (InstructionCount(executed), exit, hit);
             }
             if self.devices.uart.output_full() {
-                return (InstructionCount(executed), Exit::ConsoleOutputFull);
+                return (InstructionCount(executed), Exit::ConsoleOutputFull, hit);
             }
             if self.transmit_blocked() {
-                return (InstructionCount(executed), Exit::NetOutputFull);
+                return (InstructionCount(executed), Exit::NetOutputFull, hit);
+            }
+            if hit.is_some() {
+                return (InstructionCount(executed), Exit::BudgetExhausted, hit);
             }
         }
-        (InstructionCount(executed), Exit::BudgetExhausted)
+        (InstructionCount(executed), Exit::BudgetExhausted, None)
     }
 
     /// Delivers one input at the current instruction boundary.

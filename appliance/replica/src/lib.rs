@@ -50,7 +50,7 @@ use understudy_ft::{
     NodeError, Record, ReleasedOutput, RoleKind, StateDigest, Transmit,
 };
 use understudy_machine::devices::virtio::RxError;
-use understudy_machine::{Exit, InjectError, Input, Machine};
+use understudy_machine::{DebugStop, DebugTargets, Exit, InjectError, Input, Machine};
 
 pub use announce::announce_frames;
 pub use shared_disk::{split_disk_payload, DiskMode, SharedDisk, DISK_OFFSET_BYTES};
@@ -525,13 +525,37 @@ impl Replica {
         match self.node.role() {
             RoleKind::Primary | RoleKind::Solo => self.run_live(now, slice),
             RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive => {
-                self.run_replay(now, slice)
+                self.run_replay(now, slice, None, &mut None)
             }
             // A claiming primary keeps executing: outputs are held anyway, and a grant makes
             // it solo without losing anything. A joining replica has no state yet.
             RoleKind::ClaimingAsPrimary => self.run_live(now, slice),
             RoleKind::Halted | RoleKind::Joining | RoleKind::Arbiter => Step::Halted,
         }
+    }
+
+    /// Backup: [`Replica::run`] for a debugger of a replay. The same entries enter at the
+    /// same counts, and the machine runs with `Machine::run_debug`, so the slice also ends
+    /// at a hit of `targets` (a breakpoint, a watchpoint, a trap entry), returned beside the
+    /// step. Entries due at the count where it stopped enter at the start of the next call,
+    /// as after a full slice. A replica that is not replaying runs as `run` does, without
+    /// the targets.
+    pub fn run_debug(
+        &mut self,
+        now: Instant,
+        slice: u64,
+        targets: &DebugTargets,
+    ) -> (Step, Option<DebugStop>) {
+        let replaying = matches!(
+            self.node.role(),
+            RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive
+        );
+        if self.stopped.is_some() || !replaying {
+            return (self.run(now, slice), None);
+        }
+        let mut hit = None;
+        let step = self.run_replay(now, slice, Some(targets), &mut hit);
+        (step, hit)
     }
 
     fn run_live(&mut self, now: Instant, slice: u64) -> Step {
@@ -767,7 +791,15 @@ impl Replica {
         }
     }
 
-    fn run_replay(&mut self, now: Instant, slice: u64) -> Step {
+    /// With `targets` the machine runs under `Machine::run_debug` and a hit ends the call
+    /// (in `hit`) where a full slice would end: before the entries due at that count.
+    fn run_replay(
+        &mut self,
+        now: Instant,
+        slice: u64,
+        targets: Option<&DebugTargets>,
+        hit: &mut Option<DebugStop>,
+    ) -> Step {
         let mut executed = 0;
         loop {
             // A full slice ends before the entries due at its last count: the driver sees the
@@ -813,7 +845,14 @@ impl Replica {
                 };
             }
             let budget = (target.0 - here.0).min(slice - executed);
-            let (count, exit) = self.machine.run(budget);
+            let (count, exit) = match targets {
+                None => self.machine.run(budget),
+                Some(targets) => {
+                    let (count, exit, found) = self.machine.run_debug(budget, targets);
+                    *hit = found;
+                    (count, exit)
+                }
+            };
             executed += count.0;
             self.collect_suppressed_outputs();
             if let Some(divergence) = self.shared_disk().and_then(|disk| disk.take_divergence()) {
@@ -843,6 +882,9 @@ impl Replica {
                     }
                     return Step::GuestStopped(exit);
                 }
+            }
+            if hit.is_some() {
+                return Step::Ran(executed);
             }
         }
     }

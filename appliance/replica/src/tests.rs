@@ -449,3 +449,109 @@ fn a_standalone_recording_holds_the_entries_a_pair_backup_receives_for_the_same_
         .collect();
     assert_eq!(stream, recording.entries);
 }
+
+/// What a replay under a debugger saw at each hit: the count, the pc and the hit.
+type Hits = Vec<(u64, u64, DebugStop)>;
+
+/// Replays `recording` through a file backup whose machine runs under `targets`, taking one
+/// single step (stopping at a trap entry) after every hit, as a debugger's user would;
+/// returns the hits and checks the replay ends as the recording did.
+fn replay_under_debugger(recording: &Recording, targets: &DebugTargets) -> Hits {
+    let now = Instant(0);
+    let mut backup = Replica::new(
+        machine(),
+        Node::file_backup(Limits::default(), now),
+        GuestIdentity {
+            disk_sha256: [0; 32],
+        },
+        0,
+        now,
+    );
+    let mut entries = recording.entries.clone();
+    entries.push(LogEntry {
+        at: InstructionCount(recording.instructions),
+        record: Record::Horizon,
+    });
+    let step_only = DebugTargets {
+        stop_at_trap_entry: true,
+        ..DebugTargets::default()
+    };
+    let mut offered = 0;
+    let mut hits = Vec::new();
+    let exit = loop {
+        offered += backup.push_entries(now, &entries[offered..]).unwrap();
+        let (step, hit) = backup.run_debug(now, 997, targets);
+        while backup.poll_release(now).is_some() {}
+        if let Some(hit) = hit {
+            let at = backup.machine.instret().0;
+            hits.push((at, backup.machine.hart().pc(), hit));
+            // Past the hit by one instruction (the one it stopped before); the echo guest
+            // never traps.
+            let (step, hit) = backup.run_debug(now, 1, &step_only);
+            assert_eq!((step, hit), (Step::Ran(1), None));
+            assert_eq!(backup.machine.instret().0, at + 1);
+            continue;
+        }
+        match step {
+            Step::Ran(_) => {}
+            Step::GuestStopped(exit) => break exit,
+            other => panic!(
+                "the replay stopped early: {other:?} {:?}",
+                backup.mismatch()
+            ),
+        }
+    };
+    assert_eq!(exit, recording.exit);
+    assert_eq!(backup.machine.instret().0, recording.instructions);
+    assert_eq!(backup.machine.digest(), recording.digest);
+    hits
+}
+
+/// The echo guest's log buffer (its S3 once set up, one page past the code).
+fn echo_log_buffer() -> u64 {
+    let mut machine = machine();
+    while machine.hart().x(19) == 0 {
+        machine.run(1);
+    }
+    machine.hart().x(19)
+}
+
+#[test]
+fn a_replay_stopped_at_every_watchpoint_and_breakpoint_hit_ends_in_the_recorded_state() {
+    let recording = record_standalone();
+    let log = echo_log_buffer();
+    let watch = DebugTargets {
+        watchpoints: alloc::vec![understudy_machine::Watchpoint {
+            vaddr: log,
+            len_bytes: 8 * TYPED.len() as u64,
+            kind: understudy_machine::WatchKind::Write,
+        }],
+        ..DebugTargets::default()
+    };
+    let watch_hits = replay_under_debugger(&recording, &watch);
+    assert_eq!(
+        watch_hits.len(),
+        TYPED.len(),
+        "one store of the hash per byte"
+    );
+    for (i, (_, _, hit)) in watch_hits.iter().enumerate() {
+        assert_eq!(
+            *hit,
+            DebugStop::Watchpoint {
+                watchpoint: watch.watchpoints[0],
+                vaddr: log + 8 * i as u64
+            }
+        );
+    }
+    // Each watchpoint hit stopped before the `sd` of the hash: a breakpoint on that store
+    // stops at the same counts.
+    let store = watch_hits[0].1;
+    let mut breakpoint = DebugTargets::default();
+    breakpoint.breakpoints.insert(store);
+    let breakpoint_hits = replay_under_debugger(&recording, &breakpoint);
+    let expected: Hits = watch_hits
+        .iter()
+        .map(|(at, _, _)| (*at, store, DebugStop::Breakpoint { pc: store }))
+        .collect();
+    assert_eq!(breakpoint_hits, expected);
+}
