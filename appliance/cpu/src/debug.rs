@@ -327,52 +327,19 @@ mod tests {
 
     use super::*;
     use crate::csr::MSTATUS_SUM;
-    use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
+    use crate::tests::{assemble, hart, ins, read_u64, sv39_hart, write_u64, Bus, Rng, RAM_BASE, ROOT};
     use crate::{csr_numbers, mmu::Access};
 
-    const ROOT: u64 = RAM_BASE + 0x40000;
     const VA: u64 = 0x4000_3000;
     const PA: u64 = RAM_BASE + 0x9000;
     const PTE_A: u64 = 1 << 6;
     const PTE_D: u64 = 1 << 7;
     const PTE_U: u64 = 1 << 4;
 
-    fn write_u64(h: &mut Hart, pa: u64, v: u64) {
-        h.write_phys(GuestPhysAddr(pa), &v.to_le_bytes()).unwrap();
-    }
-
-    fn read_u64(h: &Hart, pa: u64) -> u64 {
-        let mut b = [0u8; 8];
-        h.read_phys(GuestPhysAddr(pa), &mut b).unwrap();
-        u64::from_le_bytes(b)
-    }
-
     /// A supervisor hart with `program` at the RAM base (identity-mapped by a gigapage) and
     /// VA mapped to PA with `flags`.
     fn supervisor_with_page(flags: u64, program: &[crate::Instruction]) -> Hart {
-        let mut h = hart(true);
-        write_u64(
-            &mut h,
-            ROOT + 2 * 8,
-            (RAM_BASE >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D,
-        );
-        let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
-        write_u64(
-            &mut h,
-            ROOT + ((VA >> 30) & 0x1ff) * 8,
-            (l1 >> 12) << 10 | PTE_V,
-        );
-        write_u64(
-            &mut h,
-            l1 + ((VA >> 21) & 0x1ff) * 8,
-            (l0 >> 12) << 10 | PTE_V,
-        );
-        write_u64(
-            &mut h,
-            l0 + ((VA >> 12) & 0x1ff) * 8,
-            (PA >> 12) << 10 | flags,
-        );
-        assert!(h.write_csr(csr_numbers::SATP, 8 << 60 | ROOT >> 12));
+        let mut h = sv39_hart(VA, PA, flags);
         h.write_phys(GuestPhysAddr(RAM_BASE), &assemble(program))
             .unwrap();
         h.reset(RAM_BASE, Privilege::Supervisor, 0, 0);

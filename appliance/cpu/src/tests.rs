@@ -1459,12 +1459,12 @@ const PTE_X: u64 = 8;
 const PTE_U: u64 = 16;
 const PTE_A: u64 = 64;
 const PTE_D: u64 = 128;
-const ROOT: u64 = RAM_BASE + 0x40000;
+pub(crate) const ROOT: u64 = RAM_BASE + 0x40000;
 
-fn write_u64(h: &mut Hart, pa: u64, v: u64) {
+pub(crate) fn write_u64(h: &mut Hart, pa: u64, v: u64) {
     h.write_phys(GuestPhysAddr(pa), &v.to_le_bytes()).unwrap();
 }
-fn read_u64(h: &Hart, pa: u64) -> u64 {
+pub(crate) fn read_u64(h: &Hart, pa: u64) -> u64 {
     let mut b = [0u8; 8];
     h.read_phys(GuestPhysAddr(pa), &mut b).unwrap();
     u64::from_le_bytes(b)
@@ -1472,7 +1472,7 @@ fn read_u64(h: &Hart, pa: u64) -> u64 {
 
 /// Maps one 4 KiB page using tables at ROOT, ROOT+0x1000 (level 1), ROOT+0x2000 (level 0);
 /// code at RAM_BASE is identity-mapped by a 1 GiB gigapage (vpn2 = 2).
-fn sv39_hart(va: u64, pa: u64, flags: u64) -> Hart {
+pub(crate) fn sv39_hart(va: u64, pa: u64, flags: u64) -> Hart {
     let mut h = hart(true);
     write_u64(
         &mut h,
