@@ -117,6 +117,13 @@ fn appliance_pair_serves_on_without_its_arbiter_and_fails_over_once_it_is_back()
     assert_eq!(report.writes_lost, 0, "{lines}");
     assert_eq!(report.writes_applied_twice, 0, "{lines}");
     assert_eq!(report.reconnects, 0, "{lines}");
+    // Before the fault, the primary's status over the network: metrics that promtool accepts
+    // and JSON saying it is the primary of epoch 1 with failover available.
+    assert_eq!(
+        report.status_check,
+        "ok role=primary epoch=1 failover_available=true",
+        "{lines}"
+    );
     // Without the arbiter both said a failover was unavailable.
     assert_eq!(report.failover_available, ["false", "false"], "{lines}");
     assert!(report.answer_after_fault_s.is_some(), "{lines}");

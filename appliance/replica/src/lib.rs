@@ -36,6 +36,7 @@
 extern crate alloc;
 
 pub mod announce;
+pub mod metrics;
 pub mod shared_disk;
 
 use alloc::collections::VecDeque;

@@ -19,6 +19,7 @@
 //! arbiter_key_backup = <64 hex>   # the backup's key with the arbiter
 //! arbiter_key = <64 hex>          # optional: this replica's key, instead of the one its role names
 //! peer_timeout_ms = 1000          # optional: silence that counts as a failure (default 1000)
+//! metrics_port = 9464             # optional: the appliance's status and metrics over HTTP
 //! ```
 //!
 //! The image carries both replicas' arbiter keys so that flipping `role` is the only edit:
@@ -238,6 +239,9 @@ pub struct Config {
     pub arbiter_key: Option<ArbiterKey>,
     /// Silence from the partner after which a replica asks the arbiter to decide.
     pub peer_timeout_ms: u32,
+    /// The appliance serves its status and metrics over HTTP on this port of its replication
+    /// address (`/metrics`, `/status`, `/status.json`).
+    pub metrics_port: Option<u16>,
 }
 
 impl Config {
@@ -313,7 +317,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "role",
     "primary",
     "backup",
@@ -328,6 +332,7 @@ pub const KEYS: [&str; 14] = [
     "arbiter_key_backup",
     "arbiter_key",
     "peer_timeout_ms",
+    "metrics_port",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -405,7 +410,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -418,7 +423,7 @@ impl fmt::Display for ConfigError {
             Self::BadAddress { line, key, expected } => {
                 write!(f, "line {line}: `{key}` is not a valid address; expected {expected}")
             }
-            Self::BadPort { line } => write!(f, "line {line}: `port` must be a number 1..65535"),
+            Self::BadPort { line } => write!(f, "line {line}: a port must be a number 1..65535"),
             Self::BadChannelKey { line } => write!(
                 f,
                 "line {line}: `channel_key` must be {} hex digits ({CHANNEL_KEY_BYTES} bytes)",
@@ -676,6 +681,11 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         None => DEFAULT_PEER_TIMEOUT_MS,
     };
 
+    let metrics_port = match get("metrics_port") {
+        Some((line, value)) => Some(parse_port(value).ok_or(ConfigError::BadPort { line })?),
+        None => None,
+    };
+
     if primary.address == backup.address
         || arbiter.address == primary.address
         || arbiter.address == backup.address
@@ -701,6 +711,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         arbiter_key_backup,
         arbiter_key: own_arbiter_key,
         peer_timeout_ms,
+        metrics_port,
     })
 }
 

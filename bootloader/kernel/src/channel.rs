@@ -18,9 +18,10 @@ use crate::net::NetDevice;
 use crate::tsc;
 use alloc::boxed::Box;
 use alloc::vec;
+use alloc::string::String;
 use alloc::vec::Vec;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
-use smoltcp::socket::udp;
+use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 use understudy_boot_config::SocketAddress;
@@ -38,6 +39,10 @@ const SEND_DATAGRAMS_MAX: usize = 512;
 const SEND_PORT_FIRST: u16 = 49_152;
 /// Destinations at most: the partner and the arbiter, or the arbiter's two replicas.
 const DESTINATIONS_MAX: usize = 2;
+/// A status request's head is read into this much, in bytes; a longer one is refused.
+const STATUS_REQUEST_BYTES_MAX: usize = 4096;
+/// The status answer's buffer: the metrics exposition is a few KiB.
+const STATUS_ANSWER_BYTES_MAX: usize = 32 * 1024;
 
 /// The replication NIC's stack with the log channel's one UDP socket.
 pub struct LogChannel {
@@ -48,6 +53,10 @@ pub struct LogChannel {
     socket: SocketHandle,
     /// One sending socket per destination.
     senders: Vec<(SocketAddress, SocketHandle)>,
+    /// The status server's listening socket and port (`metrics_port`), one client at a time.
+    status: Option<(SocketHandle, u16)>,
+    /// The head of the status request being read.
+    request: Vec<u8>,
     /// Datagram bytes handed to the socket.
     pub bytes_sent: u64,
     /// Datagrams the send buffer could not take (lost as on any network; `ft` resends).
@@ -75,6 +84,8 @@ impl LogChannel {
             sockets,
             socket,
             senders: Vec::new(),
+            status: None,
+            request: Vec::new(),
             bytes_sent: 0,
             datagrams_dropped: 0,
         }
@@ -134,5 +145,78 @@ impl LogChannel {
         let handle = self.sockets.add(socket);
         self.senders.push((to, handle));
         handle
+    }
+
+    /// Serves HTTP status requests on `port` of the replication address (`status_request`,
+    /// `status_answer`).
+    pub fn serve_status(&mut self, port: u16) {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; STATUS_REQUEST_BYTES_MAX]),
+            tcp::SocketBuffer::new(vec![0u8; STATUS_ANSWER_BYTES_MAX]),
+        );
+        let handle = self.sockets.add(socket);
+        self.status = Some((handle, port));
+        self.listen_for_status();
+    }
+
+    fn listen_for_status(&mut self) {
+        let Some((handle, port)) = self.status else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        if !socket.is_open() {
+            self.request.clear();
+            // A fresh socket listens; a listening one cannot fail to.
+            let _ = socket.listen(port);
+        }
+    }
+
+    /// The path of a complete status request waiting for its answer (`GET /path`), if any.
+    /// A request that is not a GET, or too long, is answered `400` and closed here.
+    pub fn status_request(&mut self) -> Option<String> {
+        self.listen_for_status();
+        let (handle, _) = self.status?;
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        while socket.can_recv() && self.request.len() < STATUS_REQUEST_BYTES_MAX {
+            let room = STATUS_REQUEST_BYTES_MAX - self.request.len();
+            let request = &mut self.request;
+            let _ = socket.recv(|bytes| {
+                let take = bytes.len().min(room);
+                request.extend_from_slice(&bytes[..take]);
+                (take, ())
+            });
+        }
+        if !self.request.windows(4).any(|w| w == b"\r\n\r\n") {
+            if self.request.len() >= STATUS_REQUEST_BYTES_MAX {
+                self.status_answer("400 Bad Request", "text/plain", "request too long\n");
+            }
+            return None;
+        }
+        let head = core::str::from_utf8(&self.request).unwrap_or("");
+        let path = head
+            .strip_prefix("GET ")
+            .and_then(|rest| rest.split(' ').next())
+            .map(String::from);
+        if path.is_none() {
+            self.status_answer("400 Bad Request", "text/plain", "only GET\n");
+        }
+        path
+    }
+
+    /// Answers the waiting status request and closes the connection.
+    pub fn status_answer(&mut self, status: &str, content_type: &str, body: &str) {
+        let Some((handle, _)) = self.status else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        let head = alloc::format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        // The answer fits the buffer (`STATUS_ANSWER_BYTES_MAX`); what does not is cut.
+        let _ = socket.send_slice(head.as_bytes());
+        let _ = socket.send_slice(body.as_bytes());
+        socket.close();
+        self.request.clear();
     }
 }

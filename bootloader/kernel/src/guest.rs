@@ -32,6 +32,7 @@ use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
+use understudy_replica::metrics;
 use understudy_replica::{
     announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Step,
     CONSOLE, DISK, NET,
@@ -306,6 +307,7 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         started_us: tsc::now().0,
         shared_unsynced: false,
         refusals_said: Vec::new(),
+        failovers: 0,
         said_failover_available: false,
         slice_instructions: RUN_SLICE_INSTRUCTIONS_FIRST,
         instructions_per_ms: 0,
@@ -338,6 +340,8 @@ struct Driver {
     shared_unsynced: bool,
     /// Kinds of refused frames already said.
     refusals_said: Vec<String>,
+    /// Times this replica went live after losing its partner.
+    failovers: u64,
     /// What the last status line said of failover.
     said_failover_available: bool,
     /// Instructions in the next run slice (adaptive, `resize_slice`).
@@ -454,6 +458,7 @@ impl Driver {
         // A standalone replica keeps what it records for a driver that saves it; this one
         // does not.
         while replica.poll_recorded().is_some() {}
+        self.answer_status_request(replica);
         if self.paired_at_us.is_none()
             && self.channel.is_some()
             && replica.is_paired()
@@ -608,6 +613,9 @@ impl Driver {
         while let Some(event) = replica.poll_event() {
             match event {
                 Event::RoleChanged { from, to, epoch } => {
+                    if to == RoleKind::GoingLive || (to == RoleKind::Solo && from != RoleKind::GoingLive) {
+                        self.failovers += 1;
+                    }
                     println!("understudy: role {from} -> {to}, epoch {}", epoch.0);
                     self.print_status(replica);
                 }
@@ -805,50 +813,143 @@ impl Driver {
     /// the arbiter heard lately. It answers every report, and reports go out every peer
     /// timeout, so three and a half timeouts of silence mean it is gone (the hosted rule).
     fn failover_available(&self, replica: &Replica) -> bool {
+        self.arbiter_reachable(replica)
+            && replica.node().peer_heard()
+            && matches!(replica.node().role(), RoleKind::Primary | RoleKind::Backup)
+    }
+
+    /// The arbiter answered within three and a half peer timeouts.
+    fn arbiter_reachable(&self, replica: &Replica) -> bool {
         let peer_timeout_ms = self.config.map_or(0, |c| u64::from(c.peer_timeout_ms));
-        let status = replica.status();
-        status.arbiter_heard_at.is_some_and(|at| {
+        replica.status().arbiter_heard_at.is_some_and(|at| {
             tsc::now().0.saturating_sub(at.0) / 1000 * 2 < peer_timeout_ms * 7
-        }) && replica.node().peer_heard()
-            && matches!(status.role, RoleKind::Primary | RoleKind::Backup)
+        })
     }
 
     /// One `key=value` line with the figures an operator and the tests read (a role's words
     /// joined by `-`, so every value is one word).
     fn print_status(&mut self, replica: &Replica) {
+        self.said_failover_available = self.failover_available(replica);
+        self.next_status_us = tsc::now().0 + STATUS_INTERVAL_US;
+        let pairs = self.status_pairs(replica);
+        let mut line = String::from("understudy status");
+        for (key, value) in &pairs {
+            line.push(' ');
+            line.push_str(key);
+            line.push('=');
+            line.push_str(value);
+        }
+        println!("{line}");
+    }
+
+    /// The status as `(key, value)` pairs, each value one word (a role's words joined by
+    /// `-`): the console's status line, and `/status` and `/status.json` over the network.
+    fn status_pairs(&self, replica: &Replica) -> Vec<(&'static str, String)> {
         let status = replica.status();
         let now_us = tsc::now().0;
         let (sent, dropped) = self
             .channel
             .as_ref()
             .map_or((0, 0), |c| (c.bytes_sent, c.datagrams_dropped));
-        let protected_s = self
-            .paired_at_us
-            .map_or(0, |at| now_us.saturating_sub(at) / 1_000_000);
-        let role = alloc::format!("{}", status.role).replace(' ', "-");
-        let arbiter_silent_ms = status
-            .arbiter_heard_at
-            .map(|at| now_us.saturating_sub(at.0) / 1000);
-        let failover_available = self.failover_available(replica);
-        self.said_failover_available = failover_available;
-        self.next_status_us = now_us + STATUS_INTERVAL_US;
-        println!(
-            "understudy status role={role} epoch={} instructions={} log_end={} acknowledged={} lag_instructions={} slice_instructions={} outputs_held={} digests_matched={} log_bytes_sent={} datagrams_dropped={} frames_rejected={} retransmissions={} paired={} failover_available={failover_available} arbiter_silent_ms={} protected_s={protected_s} running_s={}",
-            status.epoch.0,
-            status.instructions,
-            status.log_end.0,
-            status.acknowledged.0,
-            status.lag_instructions,
-            self.slice_instructions,
-            status.outputs_held,
-            status.digests_matched,
-            sent,
-            dropped,
-            status.counters.frames_rejected,
-            status.counters.retransmissions,
-            replica.is_paired(),
-            arbiter_silent_ms.map_or(String::from("never"), |ms| alloc::format!("{ms}")),
-            now_us.saturating_sub(self.started_us) / 1_000_000,
-        );
+        let text = |value: &dyn core::fmt::Display| alloc::format!("{value}");
+        vec![
+            ("role", text(&status.role).replace(' ', "-")),
+            ("epoch", text(&status.epoch.0)),
+            ("instructions", text(&status.instructions)),
+            ("log_end", text(&status.log_end.0)),
+            ("acknowledged", text(&status.acknowledged.0)),
+            ("lag_instructions", text(&status.lag_instructions)),
+            ("slice_instructions", text(&self.slice_instructions)),
+            ("outputs_held", text(&status.outputs_held)),
+            ("digests_matched", text(&status.digests_matched)),
+            ("log_bytes_sent", text(&sent)),
+            ("datagrams_dropped", text(&dropped)),
+            ("frames_rejected", text(&status.counters.frames_rejected)),
+            ("retransmissions", text(&status.counters.retransmissions)),
+            ("paired", text(&replica.is_paired())),
+            ("failover_available", text(&self.failover_available(replica))),
+            (
+                "arbiter_silent_ms",
+                status.arbiter_heard_at.map_or(String::from("never"), |at| {
+                    text(&(now_us.saturating_sub(at.0) / 1000))
+                }),
+            ),
+            (
+                "protected_s",
+                text(&self.paired_at_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000)),
+            ),
+            ("running_s", text(&(now_us.saturating_sub(self.started_us) / 1_000_000))),
+        ]
     }
+
+    /// Answers a status request on the replication NIC, if one is waiting.
+    fn answer_status_request(&mut self, replica: &Replica) {
+        let Some(path) = self.channel.as_mut().and_then(LogChannel::status_request) else {
+            return;
+        };
+        let (status, content_type, body) = match path.as_str() {
+            "/metrics" => (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                metrics::exposition(&self.figures(replica)),
+            ),
+            "/status" => {
+                let mut body = String::new();
+                for (key, value) in self.status_pairs(replica) {
+                    body.push_str(&alloc::format!("{key}={value}\n"));
+                }
+                ("200 OK", "text/plain", body)
+            }
+            "/status.json" => ("200 OK", "application/json", status_json(&self.status_pairs(replica))),
+            _ => (
+                "404 Not Found",
+                "text/plain",
+                String::from("the appliance serves /metrics, /status and /status.json\n"),
+            ),
+        };
+        if let Some(channel) = &mut self.channel {
+            channel.status_answer(status, content_type, &body);
+        }
+    }
+
+    /// The figures of the metrics exposition.
+    fn figures(&self, replica: &Replica) -> metrics::Figures {
+        let status = replica.status();
+        let now_us = tsc::now().0;
+        let instructions_per_second =
+            MachineConfig::default().instructions_per_tick * TIMEBASE_HZ;
+        metrics::Figures {
+            status,
+            peer_reachable: replica.node().peer_heard(),
+            arbiter_reachable: self.arbiter_reachable(replica),
+            failover_available: self.failover_available(replica),
+            lag_seconds: status.lag_instructions as f64 / instructions_per_second as f64,
+            log_bytes_sent: self.channel.as_ref().map_or(0, |c| c.bytes_sent),
+            failovers: self.failovers,
+            protected_seconds: self
+                .paired_at_us
+                .map_or(0.0, |at| now_us.saturating_sub(at) as f64 / 1e6),
+            service_frames_dropped: self.frames_dropped,
+        }
+    }
+}
+
+/// Status pairs as one JSON object: numbers and booleans typed, the rest strings (the values
+/// are single words of the status line, so they need no escaping beyond quotes).
+fn status_json(pairs: &[(&'static str, String)]) -> String {
+    let mut out = String::from("{");
+    for (index, (key, value)) in pairs.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let typed = value.parse::<u64>().is_ok() || value == "true" || value == "false";
+        if typed {
+            out.push_str(&alloc::format!("\"{key}\":{value}"));
+        } else {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&alloc::format!("\"{key}\":\"{escaped}\""));
+        }
+    }
+    out.push('}');
+    out
 }

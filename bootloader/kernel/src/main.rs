@@ -446,7 +446,15 @@ fn log_channel(platform: &mut Platform, port: u16) -> LogChannel {
             platform.config.role
         ))
     };
-    LogChannel::bind(device, iface, port)
+    let mut channel = LogChannel::bind(device, iface, port);
+    if let Some(status_port) = platform.config.metrics_port {
+        channel.serve_status(status_port);
+        println!(
+            "understudy: status and metrics on http://{}:{status_port}/ (/metrics, /status, /status.json)",
+            platform.config.own_address().address
+        );
+    }
+    channel
 }
 
 /// The first disk that is not the appliance's boot disk, for the guest.

@@ -24,6 +24,12 @@ const REPLICATION_TAPS: [(&str, &str); 3] = [
 const PRIMARY_CIDR: &str = "10.0.0.1/24";
 const BACKUP_CIDR: &str = "10.0.0.2/24";
 const ARBITER_ADDRESS: &str = "10.0.0.3:7100";
+/// Where the drill reads the machines' status from.
+const OPERATOR_CIDR: &str = "10.0.0.10/24";
+/// The machines' status port (`metrics_port`).
+const STATUS_PORT: u16 = 9464;
+/// How long a status request may take.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// RAM of each QEMU machine: the guest's plus the appliance's own heap.
 const MACHINE_MEMORY_MIB: u32 = 512;
 /// Bytes of each replica's guest disk (an ext4 image the guest mounts at /mnt).
@@ -55,6 +61,8 @@ pub struct Setup {
 /// Adds the replication bridge and the three machines' ports to the current namespace.
 pub fn make_network() -> Result<()> {
     ip(&["link", "add", REPLICATION_BRIDGE, "type", "bridge"])?;
+    // The drill's own address on the replication network, to read the machines' status.
+    ip(&["addr", "add", OPERATOR_CIDR, "dev", REPLICATION_BRIDGE])?;
     ip(&["link", "set", REPLICATION_BRIDGE, "up"])?;
     for (_, tap) in REPLICATION_TAPS {
         ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
@@ -79,6 +87,7 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
         "role = primary\nprimary = {PRIMARY_CIDR}\nbackup = {BACKUP_CIDR}\narbiter = {ARBITER_ADDRESS}\n\
          port = 7000\ndisk = {}\nchannel_key = {channel_key}\narbiter_key_primary = {primary_key}\n\
          arbiter_key_backup = {backup_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
+         metrics_port = {STATUS_PORT}\n\
          guest_cmdline = console=ttyS0 understudy.ip=10.0.2.15/24 understudy.numbers={}\n",
         match setup.disk {
             understudy_boot_config::DiskMode::Shared => "shared",
@@ -266,3 +275,53 @@ pub fn status_text(dir: &Path, role: &str) -> String {
         })
         .collect()
 }
+
+/// Reads the primary's status over the replication network as an operator's tools would:
+/// `/metrics` must pass `promtool check metrics`, `/status.json` must be JSON. Returns
+/// `ok role=... epoch=... failover_available=...` from the JSON, or what went wrong.
+pub fn check_primary_status() -> String {
+    let result = (|| -> Result<String> {
+        let metrics = http_get("/metrics")?;
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run promtool (install prometheus)")?;
+        std::io::Write::write_all(&mut promtool.stdin.take().expect("piped"), metrics.as_bytes())?;
+        let checked = promtool.wait_with_output()?;
+        ensure!(
+            checked.status.success(),
+            "promtool refused the metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_str(&http_get("/status.json")?)
+            .context("/status.json is not JSON")?;
+        Ok(format!(
+            "ok role={} epoch={} failover_available={}",
+            status["role"].as_str().unwrap_or("?"),
+            status["epoch"],
+            status["failover_available"]
+        ))
+    })();
+    result.unwrap_or_else(|error| format!("error: {error:#}").replace('\n', " "))
+}
+
+/// One GET to the primary's status port; the body of a 200 answer.
+fn http_get(path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let address = std::net::SocketAddr::from(([10, 0, 0, 1], STATUS_PORT));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, STATUS_TIMEOUT)?;
+    stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: appliance\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("no HTTP answer")?;
+    ensure!(head.starts_with("HTTP/1.1 200 OK"), "{path}: {}", head.lines().next().unwrap_or(""));
+    Ok(body.to_owned())
+}
+

@@ -250,7 +250,7 @@ mod tests {
             error,
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
              disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
-             arbiter_key_backup, arbiter_key, peer_timeout_ms, guest_kernel, guest_initrd, \
+             arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, guest_kernel, guest_initrd, \
              guest_disk, service_net, state_dir, metrics_address, arbiter_backend, etcd_endpoints, \
              etcd_prefix, log_level, log_format"
         );

@@ -155,6 +155,9 @@ pub struct Report {
     pub protected_after_s: Option<f64>,
     /// The backup's lag behind the primary when the fault came, in instructions.
     pub backup_lag_instructions: u64,
+    /// The appliance primary's status read over the network before the fault
+    /// (`ok role=... epoch=...` or what went wrong; `not-checked` for hosted drills).
+    pub status_check: String,
 }
 
 impl Report {
@@ -167,7 +170,7 @@ impl Report {
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
              primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
              download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n\
-             protected_after_s={}\nbackup_lag_instructions={}\n",
+             protected_after_s={}\nbackup_lag_instructions={}\nstatus_check={}\n",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -192,6 +195,7 @@ impl Report {
             self.protected_after_s
                 .map_or("none".to_owned(), |s| format!("{s:.3}")),
             self.backup_lag_instructions,
+            self.status_check,
         )
     }
 }
@@ -274,6 +278,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         fault_at: value("fault_at")?,
         protected_after_s: value("protected_after_s")?.parse().ok(),
         backup_lag_instructions: number("backup_lag_instructions")?,
+        status_check: value("status_check")?,
         failover_available: {
             let text = value("failover_available_without_arbiter")?;
             let mut parts = text.splitn(2, ',').map(str::to_owned);
@@ -552,6 +557,10 @@ fn inside(options: &DrillOptions) -> Result<Report> {
         / 1e6;
     report.protected_after_s = trio.protected_after.map(|d| d.as_secs_f64());
     report.backup_lag_instructions = trio.status_number("backup", "lag_instructions") as u64;
+    report.status_check = match options.platform {
+        Platform::Appliance(_) => appliance::check_primary_status(),
+        Platform::Hosted => "not-checked".to_owned(),
+    };
     let mut fault_time = Instant::now();
     report.fault_at = super::replica::utc_now();
     match options.fault {
