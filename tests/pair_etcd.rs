@@ -246,7 +246,12 @@ fn failover_is_decided_by_etcd_and_the_epoch_outlives_a_member_and_a_cluster_res
         pair.status("backup", "role") == "solo primary"
     });
     assert_eq!(pair.status("backup", "epoch"), "2");
-    let etcd = Etcd::from_config(&cluster.endpoints(), prefix).unwrap();
+    let endpoints = cluster
+        .members
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .collect();
+    let etcd = Etcd::new(endpoints, prefix);
     let granted = Some(ArbiterRecord {
         epoch: Epoch(2),
         owner: NodeId(2),

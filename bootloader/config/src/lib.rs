@@ -20,6 +20,9 @@
 //! arbiter_key = <64 hex>          # optional: this replica's key, instead of the one its role names
 //! peer_timeout_ms = 1000          # optional: silence that counts as a failure (default 1000)
 //! metrics_port = 9464             # optional: the appliance's status and metrics over HTTP
+//! arbiter_backend = etcd          # optional: builtin (default) or etcd
+//! etcd_endpoints = http://10.0.0.21:2379,http://10.0.0.22:2379   # with etcd
+//! etcd_prefix = /understudy/pair-a                                # with etcd
 //! ```
 //!
 //! The image carries both replicas' arbiter keys so that flipping `role` is the only edit:
@@ -185,6 +188,61 @@ pub enum ArbiterKeys {
     },
 }
 
+/// Most etcd endpoints a config names.
+pub const ETCD_ENDPOINTS_MAX: usize = 7;
+/// Longest `etcd_prefix`, in bytes.
+pub const ETCD_PREFIX_BYTES_MAX: usize = 128;
+
+/// Who decides which replica goes live after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArbiterBackend {
+    /// The `role = arbiter` machine or process at `arbiter`.
+    Builtin,
+    /// A key under `prefix` in the etcd cluster at `endpoints`, compared and set by each
+    /// replica itself (no arbiter machine).
+    Etcd {
+        endpoints: [Option<SocketAddress>; ETCD_ENDPOINTS_MAX],
+        prefix: EtcdPrefix,
+    },
+}
+
+/// The etcd key prefix of a pair, held inline like `GuestCmdline`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EtcdPrefix {
+    bytes: [u8; ETCD_PREFIX_BYTES_MAX],
+    len: usize,
+}
+
+impl EtcdPrefix {
+    /// `None` unless `text` is a path (`/...`) without blanks, at most
+    /// `ETCD_PREFIX_BYTES_MAX` bytes; a trailing `/` is dropped.
+    pub fn new(text: &str) -> Option<Self> {
+        let text = text.trim_end_matches('/');
+        if !text.starts_with('/')
+            || text.len() > ETCD_PREFIX_BYTES_MAX
+            || text.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return None;
+        }
+        let mut bytes = [0; ETCD_PREFIX_BYTES_MAX];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Self {
+            bytes,
+            len: text.len(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for EtcdPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// The guest kernel's command line, held inline so that `Config` stays `Copy` and `no_std`
 /// without an allocator.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -242,6 +300,7 @@ pub struct Config {
     /// The appliance serves its status and metrics over HTTP on this port of its replication
     /// address (`/metrics`, `/status`, `/status.json`).
     pub metrics_port: Option<u16>,
+    pub arbiter_backend: ArbiterBackend,
 }
 
 impl Config {
@@ -317,7 +376,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 18] = [
     "role",
     "primary",
     "backup",
@@ -333,6 +392,9 @@ pub const KEYS: [&str; 15] = [
     "arbiter_key",
     "peer_timeout_ms",
     "metrics_port",
+    "arbiter_backend",
+    "etcd_endpoints",
+    "etcd_prefix",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -391,6 +453,15 @@ pub enum ConfigError {
     },
     SameArbiterKeys,
     ArbiterKeyIsChannelKey,
+    UnknownArbiterBackend {
+        line: usize,
+    },
+    BadEtcdEndpoints {
+        line: usize,
+    },
+    BadEtcdPrefix {
+        line: usize,
+    },
     MissingKey {
         key: &'static str,
     },
@@ -410,7 +481,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, arbiter_backend, etcd_endpoints, etcd_prefix"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -453,6 +524,17 @@ impl fmt::Display for ConfigError {
             Self::ArbiterKeyIsChannelKey => write!(
                 f,
                 "an arbiter key equals `channel_key`: the arbiter keys must differ from it"
+            ),
+            Self::UnknownArbiterBackend { line } => {
+                write!(f, "line {line}: unknown arbiter_backend; expected builtin or etcd")
+            }
+            Self::BadEtcdEndpoints { line } => write!(
+                f,
+                "line {line}: `etcd_endpoints` must be 1 to {ETCD_ENDPOINTS_MAX} http://A.B.C.D:PORT separated by commas"
+            ),
+            Self::BadEtcdPrefix { line } => write!(
+                f,
+                "line {line}: `etcd_prefix` must be a path such as /understudy/pair-a (at most {ETCD_PREFIX_BYTES_MAX} bytes)"
             ),
             Self::MissingKey { key } => write!(f, "`{key}` is missing"),
             Self::SameAddress => write!(f, "`primary` and `backup` have the same address"),
@@ -681,6 +763,30 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         None => DEFAULT_PEER_TIMEOUT_MS,
     };
 
+    let arbiter_backend = match get("arbiter_backend") {
+        None | Some((_, "builtin")) => ArbiterBackend::Builtin,
+        Some((_, "etcd")) => {
+            let (line, value) = require("etcd_endpoints")?;
+            let mut endpoints = [None; ETCD_ENDPOINTS_MAX];
+            let mut count = 0;
+            for word in value.split(',') {
+                let address = word
+                    .trim()
+                    .strip_prefix("http://")
+                    .map(|rest| rest.trim_end_matches('/'))
+                    .and_then(parse_socket_address)
+                    .ok_or(ConfigError::BadEtcdEndpoints { line })?;
+                *endpoints
+                    .get_mut(count)
+                    .ok_or(ConfigError::BadEtcdEndpoints { line })? = Some(address);
+                count += 1;
+            }
+            let (line, value) = require("etcd_prefix")?;
+            let prefix = EtcdPrefix::new(value).ok_or(ConfigError::BadEtcdPrefix { line })?;
+            ArbiterBackend::Etcd { endpoints, prefix }
+        }
+        Some((line, _)) => return Err(ConfigError::UnknownArbiterBackend { line }),
+    };
     let metrics_port = match get("metrics_port") {
         Some((line, value)) => Some(parse_port(value).ok_or(ConfigError::BadPort { line })?),
         None => None,
@@ -712,6 +818,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         arbiter_key: own_arbiter_key,
         peer_timeout_ms,
         metrics_port,
+        arbiter_backend,
     })
 }
 
@@ -1067,6 +1174,36 @@ mod tests {
         assert_eq!(with("300").unwrap().peer_timeout_ms, 300);
         assert_eq!(with("99"), Err(ConfigError::BadPeerTimeout { line: 8 }));
         assert_eq!(with("60001"), Err(ConfigError::BadPeerTimeout { line: 8 }));
+    }
+
+    #[test]
+    fn an_etcd_backend_names_its_endpoints_and_prefix() {
+        let text = format!(
+            "{}arbiter_backend = etcd\netcd_endpoints = http://10.0.0.21:2379, http://10.0.0.22:2379/\netcd_prefix = /understudy/pair-a/\n",
+            example("primary")
+        );
+        let ArbiterBackend::Etcd { endpoints, prefix } = parse(&text).unwrap().arbiter_backend
+        else {
+            panic!("not etcd")
+        };
+        assert_eq!(
+            endpoints[..3],
+            [
+                parse_socket_address("10.0.0.21:2379"),
+                parse_socket_address("10.0.0.22:2379"),
+                None
+            ]
+        );
+        assert_eq!(prefix.as_str(), "/understudy/pair-a");
+        let hostname = text.replace("http://10.0.0.21:2379", "http://etcd-1:2379");
+        assert_eq!(parse(&hostname), Err(ConfigError::BadEtcdEndpoints { line: 9 }));
+        let relative = text.replace("/understudy/pair-a/", "pair-a");
+        assert_eq!(parse(&relative), Err(ConfigError::BadEtcdPrefix { line: 10 }));
+        assert_eq!(
+            parse(&format!("{}arbiter_backend = zookeeper\n", example("primary"))),
+            Err(ConfigError::UnknownArbiterBackend { line: 8 })
+        );
+        assert_eq!(parse(&example("primary")).unwrap().arbiter_backend, ArbiterBackend::Builtin);
     }
 
     #[test]

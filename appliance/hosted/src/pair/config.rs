@@ -9,16 +9,13 @@ use understudy_ft::Limits;
 
 /// Keys only the hosted program reads; every other key goes to the appliance parser, which
 /// rejects unknown ones.
-const HOSTED_KEYS: [&str; 11] = [
+const HOSTED_KEYS: [&str; 8] = [
     "guest_kernel",
     "guest_initrd",
     "guest_disk",
     "service_net",
     "state_dir",
     "metrics_address",
-    "arbiter_backend",
-    "etcd_endpoints",
-    "etcd_prefix",
     "log_level",
     "log_format",
 ];
@@ -151,26 +148,18 @@ pub fn parse(text: &str, base: &Path, role: Option<Role>) -> Result<PairConfig, 
             format!("line {line}: metrics_address must be an address and port, e.g. 127.0.0.1:9464")
         })?),
     };
-    let arbiter_backend = match value("arbiter_backend") {
-        None | Some((_, "builtin")) => ArbiterBackend::Builtin,
-        Some((_, "etcd")) => {
-            let endpoints = value("etcd_endpoints")
-                .ok_or("arbiter_backend = etcd needs etcd_endpoints (http://host:port, ...)")?;
-            let prefix = value("etcd_prefix")
-                .ok_or("arbiter_backend = etcd needs etcd_prefix (e.g. /understudy/pair-a)")?;
-            let etcd = super::etcd::Etcd::from_config(endpoints.1, prefix.1)
-                .map_err(|reason| format!("line {}: {reason}", endpoints.0))?;
+    let arbiter_backend = match boot.arbiter_backend {
+        boot::ArbiterBackend::Builtin => ArbiterBackend::Builtin,
+        boot::ArbiterBackend::Etcd { endpoints, prefix } => {
             if boot.role == Role::Arbiter {
                 return Err(
                     "with arbiter_backend = etcd there is no arbiter process: the replicas ask etcd"
                         .into(),
                 );
             }
-            ArbiterBackend::Etcd(etcd)
-        }
-        Some((line, other)) => {
-            return Err(format!(
-                "line {line}: arbiter_backend {other:?}: use builtin or etcd"
+            ArbiterBackend::Etcd(super::etcd::Etcd::new(
+                endpoints.iter().flatten().map(|a| format!("{a}")).collect(),
+                prefix.as_str(),
             ))
         }
     };
@@ -250,9 +239,9 @@ mod tests {
             error,
             "line 10: unknown key; known keys: role, primary, backup, arbiter, port, gateway, \
              disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
-             arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, guest_kernel, guest_initrd, \
-             guest_disk, service_net, state_dir, metrics_address, arbiter_backend, etcd_endpoints, \
-             etcd_prefix, log_level, log_format"
+             arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, arbiter_backend, \
+             etcd_endpoints, etcd_prefix, guest_kernel, guest_initrd, \
+             guest_disk, service_net, state_dir, metrics_address, log_level, log_format"
         );
     }
 

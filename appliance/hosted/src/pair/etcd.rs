@@ -39,33 +39,12 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Parses `etcd_endpoints` (`http://host:port` words separated by commas) and
-    /// `etcd_prefix` (a path-like prefix).
-    pub fn from_config(endpoints: &str, prefix: &str) -> Result<Etcd, String> {
-        let endpoints: Vec<String> = endpoints
-            .split(',')
-            .map(str::trim)
-            .map(|url| {
-                url.strip_prefix("http://")
-                    .map(|rest| rest.trim_end_matches('/').to_owned())
-                    .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-                    .ok_or_else(|| {
-                        format!("etcd endpoint {url:?}: use http://host:port (https is not supported)")
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        if endpoints.is_empty() {
-            return Err("etcd_endpoints names no endpoint".into());
-        }
-        if !prefix.starts_with('/') || prefix.contains(char::is_whitespace) {
-            return Err(format!(
-                "etcd_prefix {prefix:?}: use a path such as /understudy/pair-a"
-            ));
-        }
-        Ok(Etcd {
+    /// The cluster at `endpoints` (`A.B.C.D:PORT`), the record under `prefix`.
+    pub fn new(endpoints: Vec<String>, prefix: &str) -> Etcd {
+        Etcd {
             endpoints,
-            key: format!("{}/arbiter", prefix.trim_end_matches('/')),
-        })
+            key: format!("{prefix}/arbiter"),
+        }
     }
 
     /// Carries out one operation on the register.
@@ -225,22 +204,6 @@ fn post_json(endpoint: &str, path: &str, body: &serde_json::Value) -> Result<ser
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_and_prefix_are_checked() {
-        let etcd = Etcd::from_config(
-            "http://127.0.0.1:2379, http://10.0.0.5:2379/",
-            "/understudy/pair-a/",
-        )
-        .unwrap();
-        assert_eq!(etcd.endpoints, ["127.0.0.1:2379", "10.0.0.5:2379"]);
-        assert_eq!(etcd.key, "/understudy/pair-a/arbiter");
-        assert_eq!(
-            Etcd::from_config("https://127.0.0.1:2379", "/p").unwrap_err(),
-            "etcd endpoint \"https://127.0.0.1:2379\": use http://host:port (https is not supported)"
-        );
-        assert!(Etcd::from_config("http://h:1", "relative").is_err());
-    }
 
     #[test]
     fn gateway_answers_are_read_as_proto3_json_writes_them() {
