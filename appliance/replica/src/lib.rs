@@ -36,6 +36,7 @@
 extern crate alloc;
 
 pub mod announce;
+pub mod etcd;
 pub mod metrics;
 pub mod shared_disk;
 
