@@ -83,13 +83,17 @@ fn arbiter_reboot_line(work_dir: &Path) -> String {
 }
 
 fn drill(name: &str, fault: &str, disk: &str) -> Report {
+    drill_with(name, fault, disk, "builtin")
+}
+
+fn drill_with(name: &str, fault: &str, disk: &str, arbiter: &str) -> Report {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poison| poison.into_inner());
     let work_dir = std::env::temp_dir().join(format!("understudy-test-appliance-{name}"));
     let output = Command::new(env!("CARGO_BIN_EXE_understudy"))
         .args(["drill", "--platform", "appliance", "--guest", "minimal"])
-        .args(["--fault", fault, "--disk", disk])
+        .args(["--fault", fault, "--disk", disk, "--arbiter", arbiter])
         .args(["--requests-before", &BEFORE.to_string()])
         .args(["--requests-after", &AFTER.to_string()])
         .args(["--namespace", &format!("us-test-{name}")])
@@ -160,3 +164,27 @@ fn appliance_primary_serves_alone_on_a_shared_disk_when_the_backup_dies() {
         "understudy: arbiter on 10.0.0.3:7100, epoch 2 granted to replica 1"
     );
 }
+
+#[test]
+fn appliance_pair_on_a_shared_disk_fails_over_through_etcd() {
+    // No arbiter machine: the replicas ask an etcd member for the next epoch themselves.
+    let report = drill_with("etcd-shared", "kill-primary", "shared", "etcd");
+    let lines = report.lines();
+    assert_eq!(report.requests_acknowledged, BEFORE + AFTER, "{lines}");
+    assert_eq!(report.writes_lost, 0, "{lines}");
+    assert_eq!(report.writes_applied_twice, 0, "{lines}");
+    assert_eq!(report.reconnects, 0, "{lines}");
+    assert_eq!(
+        report.status_check,
+        "ok role=primary epoch=1 failover_available=true",
+        "{lines}"
+    );
+    assert_eq!(report.primary_exit, Some(128 + 9), "{lines}");
+    assert_eq!(report.backup_role, "solo primary", "{lines}");
+    assert_eq!(report.backup_epoch, 2, "{lines}");
+    assert_eq!(report.guest_mac_port, "us-backup", "{lines}");
+    assert_eq!(report.download_bytes, Some(PAGE_BYTES), "{lines}");
+    // The old primary, booted again, learns from etcd that epoch 2 is live elsewhere.
+    assert_eq!(report.restarted_primary_exit, Some(EPITAPH_STATUS), "{lines}");
+}
+

@@ -161,6 +161,10 @@ struct DrillArgs {
     /// default) or `counter` (one connection for the whole drill; the appliance's).
     #[arg(long, value_parser = ["http", "counter"])]
     load: Option<String>,
+    /// Who decides epochs on the appliance: the `builtin` arbiter machine, or `etcd` (one
+    /// member in the namespace; the replicas ask it themselves).
+    #[arg(long, default_value = "builtin", value_parser = ["builtin", "etcd"])]
+    arbiter: String,
     /// The appliance's guest disk: `separate` (a copy each) or `shared` (one image).
     #[arg(long, default_value = "separate", value_parser = ["separate", "shared"])]
     disk: String,
@@ -489,6 +493,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
                 } else {
                     understudy_boot_config::DiskMode::Separate
                 },
+                etcd: args.arbiter == "etcd",
             })
         }
         _ => pair::drill::Platform::Hosted,

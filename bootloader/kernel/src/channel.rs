@@ -43,6 +43,23 @@ const DESTINATIONS_MAX: usize = 2;
 const STATUS_REQUEST_BYTES_MAX: usize = 4096;
 /// The status answer's buffer: the metrics exposition is a few KiB.
 const STATUS_ANSWER_BYTES_MAX: usize = 32 * 1024;
+/// An HTTP exchange with an etcd endpoint that takes longer than this has failed (a member
+/// without quorum holds a linearizable request for seconds), in microseconds.
+const HTTP_TIMEOUT_US: u64 = 1_000_000;
+/// Largest HTTP answer read, in bytes (a range of one small key is tiny).
+const HTTP_ANSWER_BYTES_MAX: usize = 16 * 1024;
+/// Local ports of the HTTP client's connections, taken in turn so a new connection never
+/// meets an old one's TIME-WAIT (the dynamic range, RFC 6335).
+const HTTP_PORT_FIRST: u16 = 50_000;
+const HTTP_PORTS: u16 = 10_000;
+
+/// One HTTP request and its answer so far.
+struct Exchange {
+    request: Vec<u8>,
+    sent: usize,
+    answer: Vec<u8>,
+    started_us: u64,
+}
 
 /// The replication NIC's stack with the log channel's one UDP socket.
 pub struct LogChannel {
@@ -57,6 +74,10 @@ pub struct LogChannel {
     status: Option<(SocketHandle, u16)>,
     /// The head of the status request being read.
     request: Vec<u8>,
+    /// The HTTP client's socket (etcd), made on first use, and its exchange in flight.
+    http: Option<SocketHandle>,
+    exchange: Option<Exchange>,
+    next_http_port: u16,
     /// Datagram bytes handed to the socket.
     pub bytes_sent: u64,
     /// Datagrams the send buffer could not take (lost as on any network; `ft` resends).
@@ -86,6 +107,9 @@ impl LogChannel {
             senders: Vec::new(),
             status: None,
             request: Vec::new(),
+            http: None,
+            exchange: None,
+            next_http_port: 0,
             bytes_sent: 0,
             datagrams_dropped: 0,
         }
@@ -218,5 +242,77 @@ impl LogChannel {
         let _ = socket.send_slice(body.as_bytes());
         socket.close();
         self.request.clear();
+    }
+
+    /// Starts one HTTP exchange with `to` (the bytes of a whole request), abandoning any
+    /// other; `http_poll` tells how it ends.
+    pub fn http_start(&mut self, to: SocketAddress, request: Vec<u8>) {
+        let handle = match self.http {
+            Some(handle) => handle,
+            None => {
+                let socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0u8; HTTP_ANSWER_BYTES_MAX]),
+                    tcp::SocketBuffer::new(vec![0u8; HTTP_ANSWER_BYTES_MAX]),
+                );
+                let handle = self.sockets.add(socket);
+                self.http = Some(handle);
+                handle
+            }
+        };
+        let local_port = HTTP_PORT_FIRST + self.next_http_port;
+        self.next_http_port = (self.next_http_port + 1) % HTTP_PORTS;
+        let [a, b, c, d] = to.address.0;
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.abort();
+        let connected = socket
+            .connect(
+                self.iface.context(),
+                (IpAddress::v4(a, b, c, d), to.port),
+                local_port,
+            )
+            .is_ok();
+        self.exchange = Some(Exchange {
+            request,
+            sent: 0,
+            answer: Vec::new(),
+            // A connection that cannot even start fails at the next poll.
+            started_us: if connected { tsc::now().0 } else { 0 },
+        });
+    }
+
+    /// How the exchange in flight ended: `Some(Some(body))` for a complete 200 answer,
+    /// `Some(None)` for anything else (refused, reset, timed out, not a 200), `None` while it
+    /// runs or when there is none.
+    pub fn http_poll(&mut self) -> Option<Option<Vec<u8>>> {
+        let handle = self.http?;
+        let exchange = self.exchange.as_mut()?;
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        if socket.can_send() && exchange.sent < exchange.request.len() {
+            if let Ok(sent) = socket.send_slice(&exchange.request[exchange.sent..]) {
+                exchange.sent += sent;
+            }
+        }
+        while socket.can_recv() && exchange.answer.len() < HTTP_ANSWER_BYTES_MAX {
+            let answer = &mut exchange.answer;
+            let _ = socket.recv(|bytes| {
+                answer.extend_from_slice(bytes);
+                (bytes.len(), ())
+            });
+        }
+        let ended = if let Some(body) = understudy_replica::etcd::http_body(&exchange.answer) {
+            Some(Some(body.to_vec()))
+        } else if !socket.is_open()
+            || exchange.answer.len() >= HTTP_ANSWER_BYTES_MAX
+            || tsc::now().0.saturating_sub(exchange.started_us) > HTTP_TIMEOUT_US
+        {
+            Some(None)
+        } else {
+            None
+        };
+        if ended.is_some() {
+            socket.abort();
+            self.exchange = None;
+        }
+        ended
     }
 }

@@ -24,9 +24,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use spin::Mutex;
-use understudy_boot_config::{ArbiterKeys, Config, DiskMode, Role};
+use understudy_boot_config::{ArbiterBackend, ArbiterKeys, Config, DiskMode, Role, SocketAddress};
+use understudy_ft::shared::{SharedArbiter, StorageOp, StorageResult};
 use understudy_ft::{
-    Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId, ReleasedOutput, RoleKind,
+    ArbiterConfig, Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId,
+    ReleasedOutput, RoleKind,
 };
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
@@ -71,6 +73,8 @@ const IDLE_POLL_MAX_US: u64 = 20_000;
 /// A status line on the console this often while the guest runs, in microseconds, and at
 /// once whenever the role or whether a failover is available changes.
 const STATUS_INTERVAL_US: u64 = 10_000_000;
+/// How often a turn looks at an etcd exchange in flight, in microseconds.
+const ETCD_POLL_US: u64 = 1_000;
 /// Distinct kinds of refused frames said on the console before the driver says no more.
 const REFUSALS_SAID_MAX: usize = 8;
 /// Bytes hashed per disk read while computing the disk's identity digest.
@@ -224,6 +228,42 @@ pub fn incarnation() -> u64 {
     })
 }
 
+/// The in-process arbiter of a replica whose config says `arbiter_backend = etcd`.
+fn shared_link(config: &Config) -> Option<SharedLink> {
+    let ArbiterBackend::Etcd { endpoints, prefix } = config.arbiter_backend else {
+        return None;
+    };
+    let Ok(ArbiterKeys::Replica(key)) = config.arbiter_keys() else {
+        crate::fail(format_args!("config: a replica needs its arbiter key"));
+    };
+    let limits = Limits::with_peer_timeout_ms(u64::from(config.peer_timeout_ms));
+    let peer_timeout = limits.peer_timeout;
+    let arbiter = SharedArbiter::new(
+        ArbiterConfig {
+            me: ARBITER_ID,
+            replicas: [PRIMARY_ID, BACKUP_ID],
+            // In process the arbiter serves this replica only; the other key is never used.
+            keys: [Key(key.0), Key(key.0)],
+            limits,
+            incarnation: Incarnation(incarnation()),
+        },
+        understudy_ft::Duration(peer_timeout.0 / 2),
+        understudy_ft::Duration(peer_timeout.0 * 2),
+    );
+    let endpoints: Vec<SocketAddress> = endpoints.iter().flatten().copied().collect();
+    println!(
+        "understudy: the arbiter is etcd at {} endpoints, key {}/arbiter",
+        endpoints.len(),
+        prefix.as_str()
+    );
+    Some(SharedLink {
+        arbiter,
+        endpoints,
+        key: alloc::format!("{}/arbiter", prefix.as_str()),
+        in_flight: None,
+    })
+}
+
 /// The `ft` node of a pair member, from its config.
 fn pair_node(config: &Config, now: Instant) -> Node {
     let ArbiterKeys::Replica(arbiter_key) = config
@@ -278,6 +318,7 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         (tsc::read().0 - building.0) * 1000 / tsc::hz()
     );
     let now = Instant(tsc::now().0);
+    let mut shared_arbiter = None;
     let (replica, channel, config) = match protection {
         Protection::Unprotected => {
             let replica = Replica::standalone(machine, identity, Limits::default(), 0, now);
@@ -285,6 +326,7 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         }
         Protection::Pair { config, channel } => {
             let node = pair_node(&config, now);
+            shared_arbiter = shared_link(&config);
             let replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now);
             (replica, Some(channel), Some(config))
         }
@@ -308,11 +350,31 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         shared_unsynced: false,
         refusals_said: Vec::new(),
         failovers: 0,
+        shared_arbiter,
         said_failover_available: false,
         slice_instructions: RUN_SLICE_INSTRUCTIONS_FIRST,
         instructions_per_ms: 0,
     };
     driver.run(replica)
+}
+
+/// An arbiter in process whose register is in etcd, and the endpoints it asks.
+struct SharedLink {
+    arbiter: SharedArbiter,
+    endpoints: Vec<SocketAddress>,
+    /// The record's key, `<etcd_prefix>/arbiter`.
+    key: String,
+    /// The operation in flight and the endpoint asked now.
+    in_flight: Option<(StorageOp, usize)>,
+}
+
+impl SharedLink {
+    fn start(&self, channel: &mut LogChannel, op: StorageOp, endpoint: usize) {
+        let to = self.endpoints[endpoint];
+        let request = understudy_replica::etcd::request(op, &self.key);
+        let host = alloc::format!("{to}");
+        channel.http_start(to, understudy_replica::etcd::http_post(&host, &request));
+    }
 }
 
 struct Driver {
@@ -342,6 +404,8 @@ struct Driver {
     refusals_said: Vec<String>,
     /// Times this replica went live after losing its partner.
     failovers: u64,
+    /// `arbiter_backend = etcd`: the arbiter runs here.
+    shared_arbiter: Option<SharedLink>,
     /// What the last status line said of failover.
     said_failover_available: bool,
     /// Instructions in the next run slice (adaptive, `resize_slice`).
@@ -455,6 +519,7 @@ impl Driver {
         self.handle_events(replica);
         self.send_outputs(replica);
         self.send_datagrams(replica);
+        self.pump_arbiter(replica);
         // A standalone replica keeps what it records for a driver that saves it; this one
         // does not.
         while replica.poll_recorded().is_some() {}
@@ -726,6 +791,11 @@ impl Driver {
             return;
         };
         while let Some(transmit) = replica.poll_transmit(now) {
+            if let (ARBITER_ID, Some(link)) = (transmit.to, &mut self.shared_arbiter) {
+                // The arbiter runs here (etcd); a frame it refuses is ours, counted nowhere.
+                let _ = link.arbiter.handle_frame(&transmit.bytes);
+                continue;
+            }
             let to = match transmit.to {
                 ARBITER_ID => config.arbiter,
                 _ => config.peer().expect("a replica's config names its partner"),
@@ -733,6 +803,47 @@ impl Driver {
             channel.send(to, &transmit.bytes);
         }
         channel.poll();
+    }
+
+    /// Moves the in-process arbiter on (`arbiter_backend = etcd`): the register's answer to
+    /// the operation in flight (from one endpoint after another until one answers), its next
+    /// operation, and its answers to the node.
+    fn pump_arbiter(&mut self, replica: &mut Replica) {
+        let now = now();
+        let (Some(link), Some(channel)) = (&mut self.shared_arbiter, &mut self.channel) else {
+            return;
+        };
+        if let Some((op, endpoint)) = link.in_flight {
+            match channel.http_poll() {
+                None => {}
+                Some(body) => {
+                    let result = body.and_then(|body| understudy_replica::etcd::answer(op, &body));
+                    match result {
+                        Some(result) => {
+                            link.in_flight = None;
+                            link.arbiter.storage_result(now, result);
+                        }
+                        None if endpoint + 1 < link.endpoints.len() => {
+                            link.in_flight = Some((op, endpoint + 1));
+                            link.start(channel, op, endpoint + 1);
+                        }
+                        None => {
+                            link.in_flight = None;
+                            link.arbiter.storage_result(now, StorageResult::Unavailable);
+                        }
+                    }
+                }
+            }
+        }
+        if link.in_flight.is_none() {
+            if let Some(op) = link.arbiter.poll_storage(now) {
+                link.in_flight = Some((op, 0));
+                link.start(channel, op, 0);
+            }
+        }
+        while let Some(answer) = link.arbiter.poll_transmit(now) {
+            let _ = replica.handle_frame(now, &answer.bytes);
+        }
     }
 
     /// Sleeps until something can happen: a datagram, a service frame, a console byte, a
@@ -755,6 +866,13 @@ impl Driver {
         };
         if let Some(at) = replica.poll_at() {
             deadline_us = deadline_us.min(at.0);
+        }
+        if let Some(link) = &self.shared_arbiter {
+            deadline_us = deadline_us.min(link.arbiter.poll_at().0);
+            if link.in_flight.is_some() {
+                // The etcd exchange is polled by the turn: come back soon.
+                deadline_us = deadline_us.min(now_us + ETCD_POLL_US);
+            }
         }
         let deadline = tsc::TscTicks(
             tsc::read().0 + tsc::ticks_from_micros(deadline_us.saturating_sub(tsc::now().0)),

@@ -393,6 +393,11 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
         run_guest(spec, guest::Protection::Unprotected)
     }
     if platform.config.role == Role::Arbiter {
+        if let config::ArbiterBackend::Etcd { .. } = platform.config.arbiter_backend {
+            fail(format_args!(
+                "with arbiter_backend = etcd there is no arbiter machine: the replicas ask etcd"
+            ));
+        }
         let Some(disk) = take_guest_disk(&mut platform.disks) else {
             fail(format_args!(
                 "the arbiter needs a disk of its own for its record: attach one (a few sectors suffice)"

@@ -24,6 +24,10 @@ const REPLICATION_TAPS: [(&str, &str); 3] = [
 const PRIMARY_CIDR: &str = "10.0.0.1/24";
 const BACKUP_CIDR: &str = "10.0.0.2/24";
 const ARBITER_ADDRESS: &str = "10.0.0.3:7100";
+/// The etcd member of an etcd drill, on the drill's own replication address.
+const ETCD_ADDRESS: &str = "10.0.0.10:2379";
+/// How long the etcd member may take to answer its first health check.
+const ETCD_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Where the drill reads the machines' status from.
 const OPERATOR_CIDR: &str = "10.0.0.10/24";
 /// The machines' status port (`metrics_port`).
@@ -56,6 +60,8 @@ pub struct Setup {
     pub source_root: PathBuf,
     /// `shared`: one guest disk both machines attach; `separate`: a copy each.
     pub disk: understudy_boot_config::DiskMode,
+    /// The replicas ask an etcd member in the namespace instead of an arbiter machine.
+    pub etcd: bool,
 }
 
 /// Adds the replication bridge and the three machines' ports to the current namespace.
@@ -97,6 +103,14 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
         guest.memory_mib,
         guest.numbers,
     );
+    let config = if setup.etcd {
+        format!(
+            "{config}arbiter_backend = etcd\netcd_endpoints = http://{ETCD_ADDRESS}\n\
+             etcd_prefix = /understudy/drill\n"
+        )
+    } else {
+        config
+    };
     understudy_boot_config::parse(&config).map_err(|e| anyhow::anyhow!("drill config: {e}"))?;
     let config_path = dir.join("pair.conf");
     std::fs::write(&config_path, config)?;
@@ -178,8 +192,12 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Boots one machine; its console goes to `ROLE.log` in the work directory.
+/// Boots one machine; its console goes to `ROLE.log` in the work directory. With etcd the
+/// arbiter is an etcd member instead of a machine.
 pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child> {
+    if role == "arbiter" && setup.etcd {
+        return start_etcd(dir, init);
+    }
     let image = if role == "arbiter" && init {
         "arbiter-init.img"
     } else {
@@ -323,5 +341,39 @@ fn http_get(path: &str) -> Result<String> {
         .context("no HTTP answer")?;
     ensure!(head.starts_with("HTTP/1.1 200 OK"), "{path}: {}", head.lines().next().unwrap_or(""));
     Ok(body.to_owned())
+}
+
+/// One etcd member for the replicas to ask; `fresh` empties its data directory first.
+fn start_etcd(dir: &Path, fresh: bool) -> Result<Child> {
+    let data = dir.join("etcd-data");
+    if fresh {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    let client = format!("http://{ETCD_ADDRESS}");
+    let child = Command::new("etcd")
+        .args(["--name", "drill", "--data-dir"])
+        .arg(&data)
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-cluster", "drill=http://127.0.0.1:2380"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("arbiter.log"))?)
+        .spawn()
+        .context("cannot start etcd (install etcd-server)")?;
+    let deadline = std::time::Instant::now() + ETCD_START_TIMEOUT;
+    let address: std::net::SocketAddr = ETCD_ADDRESS.parse().expect("a socket address");
+    while std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
+        .is_err()
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "etcd did not listen on {ETCD_ADDRESS} within {} s",
+            ETCD_START_TIMEOUT.as_secs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(child)
 }
 
