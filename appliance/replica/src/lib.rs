@@ -37,6 +37,7 @@ extern crate alloc;
 
 pub mod announce;
 pub mod etcd;
+pub mod logfmt;
 pub mod metrics;
 pub mod shared_disk;
 

@@ -34,7 +34,7 @@ use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
-use understudy_replica::metrics;
+use understudy_replica::{logfmt, metrics};
 use understudy_replica::{
     announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Step,
     CONSOLE, DISK, NET,
@@ -530,9 +530,11 @@ impl Driver {
             && replica.node().peer_heard()
         {
             self.paired_at_us = Some(tsc::now().0);
-            println!(
-                "understudy: protected: the pair formed {} ms after the kernel started its clock",
-                tsc::now().0 / 1000
+            log_event(
+                LogLevel::Info,
+                "pair_formed",
+                replica.node().epoch().0,
+                &[("ms_after_clock_start", alloc::format!("{}", tsc::now().0 / 1000))],
             );
             self.print_status(replica);
         }
@@ -557,7 +559,12 @@ impl Driver {
                     if !self.refusals_said.contains(&text)
                         && self.refusals_said.len() < REFUSALS_SAID_MAX
                     {
-                        println!("understudy: refused a frame: {text}");
+                        log_event(
+                            LogLevel::Warn,
+                            "frame_refused",
+                            replica.node().epoch().0,
+                            &[("reason", text.clone())],
+                        );
                         self.refusals_said.push(text);
                     }
                 }
@@ -681,7 +688,12 @@ impl Driver {
                     if to == RoleKind::GoingLive || (to == RoleKind::Solo && from != RoleKind::GoingLive) {
                         self.failovers += 1;
                     }
-                    println!("understudy: role {from} -> {to}, epoch {}", epoch.0);
+                    log_event(
+                        LogLevel::Info,
+                        "role_change",
+                        epoch.0,
+                        &[("from", alloc::format!("{from}")), ("to", alloc::format!("{to}"))],
+                    );
                     self.print_status(replica);
                 }
                 // The appliance keeps no state of its own across boots: the arbiter's record,
@@ -689,10 +701,7 @@ impl Driver {
                 // replica that restarts after a failover (it halts on the first answer).
                 Event::PersistEpoch { epoch } => replica.epoch_persisted(epoch),
                 Event::LeaveReplay { epoch, at, .. } => {
-                    println!(
-                        "understudy: live in epoch {} at instruction {}",
-                        epoch.0, at.0
-                    );
+                    log_event(LogLevel::Info, "live", epoch.0, &[("instruction", alloc::format!("{}", at.0))]);
                     self.time_origin = Some((tsc::now().0, replica.time_ticks()));
                 }
                 Event::AnnounceMac => {
@@ -702,9 +711,11 @@ impl Driver {
                         }
                     }
                 }
-                Event::Divergence { first_diverged, .. } => println!(
-                    "understudy: divergence: the guest's state first differed from the primary's at instruction {}",
-                    first_diverged.0
+                Event::Divergence { first_diverged, .. } => log_event(
+                    LogLevel::Error,
+                    "divergence",
+                    replica.node().epoch().0,
+                    &[("first_diverged_at", alloc::format!("{}", first_diverged.0))],
                 ),
                 // Disk requests complete synchronously between run slices: nothing is in
                 // flight at a failure.
@@ -1071,3 +1082,67 @@ fn status_json(pairs: &[(&'static str, String)]) -> String {
     out.push('}');
     out
 }
+
+/// How severe an event line is; lines below the chosen level are not printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+}
+
+impl LogLevel {
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+        }
+    }
+}
+
+/// The least severe level printed (`understudy.log_level=`), as `LogLevel as u8`.
+static LOG_LEVEL: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
+
+/// Chooses the least severe event level printed.
+pub fn set_log_level(level: LogLevel) {
+    LOG_LEVEL.store(level as u8, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The Unix time at the kernel's clock start, in milliseconds (0 without a CMOS clock).
+static CLOCK_START_UNIX_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// One event line on the console, as a log shipper parses it: `understudy event ts=...
+/// level=... event=... epoch=... key=value...` (logfmt, the hosted replica's format).
+fn log_event(level: LogLevel, name: &str, epoch: u64, fields: &[(&str, String)]) {
+    use core::sync::atomic::Ordering;
+    if level as u8 > LOG_LEVEL.load(Ordering::Relaxed) {
+        return;
+    }
+    let level = level.name();
+    let mut start = CLOCK_START_UNIX_MS.load(Ordering::Relaxed);
+    if start == u64::MAX {
+        start = cmos::unix_time_ns()
+            .map_or(0, |ns| (ns / 1_000_000).saturating_sub(tsc::now().0 / 1000));
+        CLOCK_START_UNIX_MS.store(start, Ordering::Relaxed);
+    }
+    let time = logfmt::utc(start + tsc::now().0 / 1000);
+    let mut line = alloc::format!("understudy event ts={time} level={level} event={name} epoch={epoch}");
+    for (key, value) in fields {
+        line.push(' ');
+        line.push_str(key);
+        line.push('=');
+        line.push_str(&logfmt::value(value));
+    }
+    println!("{line}");
+}
+

@@ -82,6 +82,8 @@ struct BootOptions {
     role: Option<Role>,
     /// Create the arbiter's record on an empty disk (`understudy.arbiter=init`).
     arbiter_init: bool,
+    /// The least severe event line printed (`understudy.log_level=warn`; info by default).
+    log_level: Option<guest::LogLevel>,
 }
 
 impl BootOptions {
@@ -116,6 +118,9 @@ impl BootOptions {
                     })
                 }
                 Some(("arbiter", "init")) => options.arbiter_init = true,
+                Some(("log_level", level)) => {
+                    options.log_level = Some(guest::LogLevel::parse(level).ok_or(word)?)
+                }
                 None if option == "unprotected" => options.unprotected = true,
                 _ => return Err(word),
             }
@@ -191,9 +196,12 @@ extern "C" fn kernel_entry(start_info_paddr: u64, protocol: u32) -> ! {
     let options = match BootOptions::parse(command_line) {
         Ok(options) => options,
         Err(word) => fail(format_args!(
-            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle,guestdisk understudy.guest=echo understudy.unprotected understudy.role=primary|backup|arbiter understudy.arbiter=init"
+            "unknown kernel option `{word}`; known: understudy.selftest=disk,replication,dhcp,panic,fault,idle,guestdisk understudy.guest=echo understudy.unprotected understudy.role=primary|backup|arbiter understudy.arbiter=init understudy.log_level=error|warn|info"
         )),
     };
+    if let Some(level) = options.log_level {
+        guest::set_log_level(level);
+    }
     let mut config = load_config(&boot, command_line);
     if let Some(role) = options.role {
         config.role = role;

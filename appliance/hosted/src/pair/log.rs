@@ -142,31 +142,7 @@ pub fn line(
     }
 }
 
-/// A logfmt value: bare when it is one plain word, else quoted with `"` and `\` escaped.
-fn logfmt_value(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
-    if plain {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use understudy_replica::logfmt::value as logfmt_value;
 
 #[cfg(test)]
 mod tests {
