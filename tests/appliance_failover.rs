@@ -37,11 +37,16 @@ fn arbiter_reboot_line(work_dir: &Path) -> String {
     let variables = work_dir.join("arbiter-reboot-vars.fd");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &variables).expect("ovmf is installed");
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-M", "pc", "-m", "256M", "-display", "none"])
+        .args([
+            "-accel", "tcg", "-M", "pc", "-m", "256M", "-display", "none",
+        ])
         .args(["-vga", "none", "-no-reboot", "-nodefaults"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
-        .args(["-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd"])
+        .args([
+            "-drive",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+        ])
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", variables.display()))
         .arg("-drive")
@@ -49,7 +54,12 @@ fn arbiter_reboot_line(work_dir: &Path) -> String {
             "file={},format=raw,if=virtio",
             work_dir.join("arbiter.img").display()
         ))
-        .args(["-netdev", "user,id=replication", "-device", "virtio-net-pci,netdev=replication"])
+        .args([
+            "-netdev",
+            "user,id=replication",
+            "-device",
+            "virtio-net-pci,netdev=replication",
+        ])
         .arg("-drive")
         .arg(format!(
             "file={},format=raw,if=none,id=disk",
@@ -73,7 +83,10 @@ fn arbiter_reboot_line(work_dir: &Path) -> String {
             break line.trim_end().to_owned();
         }
         if Instant::now() > deadline {
-            break format!("no arbiter line within {} s:\n{text}", ARBITER_BOOT_TIMEOUT.as_secs());
+            break format!(
+                "no arbiter line within {} s:\n{text}",
+                ARBITER_BOOT_TIMEOUT.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -113,7 +126,11 @@ fn drill_with(name: &str, fault: &str, disk: &str, arbiter: &str) -> Report {
 
 #[test]
 fn appliance_pair_serves_on_without_its_arbiter_and_fails_over_once_it_is_back() {
-    let report = drill("arbiter-then-primary", "kill-arbiter-restart-then-primary", "separate");
+    let report = drill(
+        "arbiter-then-primary",
+        "kill-arbiter-restart-then-primary",
+        "separate",
+    );
     let lines = report.lines();
     // Served before the fault, while the arbiter was gone, and after the primary died: every
     // request on the one counter connection, none lost or applied twice.
@@ -124,8 +141,7 @@ fn appliance_pair_serves_on_without_its_arbiter_and_fails_over_once_it_is_back()
     // Before the fault, the primary's status over the network: metrics that promtool accepts
     // and JSON saying it is the primary of epoch 1 with failover available.
     assert_eq!(
-        report.status_check,
-        "ok role=primary epoch=1 failover_available=true",
+        report.status_check, "ok role=primary epoch=1 failover_available=true",
         "{lines}"
     );
     // Without the arbiter both said a failover was unavailable.
@@ -140,7 +156,11 @@ fn appliance_pair_serves_on_without_its_arbiter_and_fails_over_once_it_is_back()
     assert_eq!(report.download_bytes, Some(PAGE_BYTES), "{lines}");
     // The old primary, booted again, learns from the arbiter that epoch 2 is live elsewhere
     // and stops with its epitaph.
-    assert_eq!(report.restarted_primary_exit, Some(EPITAPH_STATUS), "{lines}");
+    assert_eq!(
+        report.restarted_primary_exit,
+        Some(EPITAPH_STATUS),
+        "{lines}"
+    );
 }
 
 #[test]
@@ -175,8 +195,7 @@ fn appliance_pair_on_a_shared_disk_fails_over_through_etcd() {
     assert_eq!(report.writes_applied_twice, 0, "{lines}");
     assert_eq!(report.reconnects, 0, "{lines}");
     assert_eq!(
-        report.status_check,
-        "ok role=primary epoch=1 failover_available=true",
+        report.status_check, "ok role=primary epoch=1 failover_available=true",
         "{lines}"
     );
     assert_eq!(report.primary_exit, Some(128 + 9), "{lines}");
@@ -185,6 +204,9 @@ fn appliance_pair_on_a_shared_disk_fails_over_through_etcd() {
     assert_eq!(report.guest_mac_port, "us-backup", "{lines}");
     assert_eq!(report.download_bytes, Some(PAGE_BYTES), "{lines}");
     // The old primary, booted again, learns from etcd that epoch 2 is live elsewhere.
-    assert_eq!(report.restarted_primary_exit, Some(EPITAPH_STATUS), "{lines}");
+    assert_eq!(
+        report.restarted_primary_exit,
+        Some(EPITAPH_STATUS),
+        "{lines}"
+    );
 }
-

@@ -79,8 +79,18 @@ impl Cluster {
                 .args(["--name", &member.name])
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("{}.etcd", member.name)))
-                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-token", "understudy-test"])
                 .args(["--initial-cluster-state", "new"])

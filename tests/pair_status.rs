@@ -18,8 +18,7 @@ use understudy_machine::program::echo_guest;
 const CHANNEL_KEY: &str = "5c0f6f3e2a9b8d71c4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b";
 const ARBITER_KEY_PRIMARY: &str =
     "1111111111111111111111111111111111111111111111111111111111111111";
-const ARBITER_KEY_BACKUP: &str =
-    "2222222222222222222222222222222222222222222222222222222222222222";
+const ARBITER_KEY_BACKUP: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 /// This test's loopback addresses: primary, backup +1, arbiter +2 (other tests use others).
 const HOST: u8 = 101;
 /// How long the pair may take to form and hear its arbiter.
@@ -158,7 +157,10 @@ fn a_formed_pair_reports_its_state_as_prometheus_metrics_and_json() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-    assert_eq!(sample(&exposition, "understudy_role{role=\"primary\"}"), "1");
+    assert_eq!(
+        sample(&exposition, "understudy_role{role=\"primary\"}"),
+        "1"
+    );
     assert_eq!(sample(&exposition, "understudy_role{role=\"backup\"}"), "0");
     assert_eq!(sample(&exposition, "understudy_epoch"), "1");
     assert_eq!(sample(&exposition, "understudy_peer_reachable"), "1");

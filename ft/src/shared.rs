@@ -324,7 +324,11 @@ mod tests {
             for (index, answer) in told.iter().enumerate() {
                 if let Some(owner) = answer {
                     // Whatever a replica was told is what the register holds.
-                    assert_eq!(Some(*owner), winner, "seed {seed}: replica {index} told {owner:?}");
+                    assert_eq!(
+                        Some(*owner),
+                        winner,
+                        "seed {seed}: replica {index} told {owner:?}"
+                    );
                 }
             }
             if told.iter().all(Option::is_some) {

@@ -327,7 +327,9 @@ mod tests {
 
     use super::*;
     use crate::csr::MSTATUS_SUM;
-    use crate::tests::{assemble, hart, ins, read_u64, sv39_hart, write_u64, Bus, Rng, RAM_BASE, ROOT};
+    use crate::tests::{
+        assemble, hart, ins, read_u64, sv39_hart, write_u64, Bus, Rng, RAM_BASE, ROOT,
+    };
     use crate::{csr_numbers, mmu::Access};
 
     const VA: u64 = 0x4000_3000;

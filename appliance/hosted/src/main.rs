@@ -515,11 +515,13 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         requests_before: args.requests_before,
         requests_after: args.requests_after,
-        peer_timeout_ms: args.peer_timeout_ms.unwrap_or(if args.platform == "appliance" {
-            pair::appliance::APPLIANCE_PEER_TIMEOUT_MS
-        } else {
-            pair::drill::DRILL_PEER_TIMEOUT_MS
-        }),
+        peer_timeout_ms: args
+            .peer_timeout_ms
+            .unwrap_or(if args.platform == "appliance" {
+                pair::appliance::APPLIANCE_PEER_TIMEOUT_MS
+            } else {
+                pair::drill::DRILL_PEER_TIMEOUT_MS
+            }),
     };
     let inside: Vec<String> = std::env::args().skip(1).collect();
     pair::drill::run(&options, &inside)?;

@@ -166,7 +166,10 @@ mod tests {
             Some(StorageResult::CompareFailed)
         );
         assert_eq!(
-            answer(StorageOp::Read, br#"{"header":{},"kvs":[{"mod_revision":"1","value":"AAAA"}]}"#),
+            answer(
+                StorageOp::Read,
+                br#"{"header":{},"kvs":[{"mod_revision":"1","value":"AAAA"}]}"#
+            ),
             None
         );
         assert_eq!(answer(StorageOp::Read, b"<html>"), None);
@@ -174,10 +177,14 @@ mod tests {
 
     #[test]
     fn http_answers_are_complete_only_with_their_whole_body() {
-        let whole = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        let whole =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
         assert_eq!(http_body(whole), Some(&b"{}"[..]));
         assert_eq!(http_body(&whole[..whole.len() - 1]), None);
-        assert_eq!(http_body(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"), None);
+        assert_eq!(
+            http_body(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+            None
+        );
         let post = http_post("10.0.0.21:2379", &request(StorageOp::Read, "/p/arbiter"));
         assert_eq!(
             core::str::from_utf8(&post).unwrap(),

@@ -1132,7 +1132,11 @@ mod tests {
             })
         );
         // An own key wins over the role's.
-        let own = format!("{}arbiter_key = {}\n", with_arbiter_keys("backup"), "33".repeat(32));
+        let own = format!(
+            "{}arbiter_key = {}\n",
+            with_arbiter_keys("backup"),
+            "33".repeat(32)
+        );
         assert_eq!(
             parse(&own).unwrap().arbiter_keys(),
             Ok(ArbiterKeys::Replica(ArbiterKey([0x33; 32])))
@@ -1196,14 +1200,26 @@ mod tests {
         );
         assert_eq!(prefix.as_str(), "/understudy/pair-a");
         let hostname = text.replace("http://10.0.0.21:2379", "http://etcd-1:2379");
-        assert_eq!(parse(&hostname), Err(ConfigError::BadEtcdEndpoints { line: 9 }));
-        let relative = text.replace("/understudy/pair-a/", "pair-a");
-        assert_eq!(parse(&relative), Err(ConfigError::BadEtcdPrefix { line: 10 }));
         assert_eq!(
-            parse(&format!("{}arbiter_backend = zookeeper\n", example("primary"))),
+            parse(&hostname),
+            Err(ConfigError::BadEtcdEndpoints { line: 9 })
+        );
+        let relative = text.replace("/understudy/pair-a/", "pair-a");
+        assert_eq!(
+            parse(&relative),
+            Err(ConfigError::BadEtcdPrefix { line: 10 })
+        );
+        assert_eq!(
+            parse(&format!(
+                "{}arbiter_backend = zookeeper\n",
+                example("primary")
+            )),
             Err(ConfigError::UnknownArbiterBackend { line: 8 })
         );
-        assert_eq!(parse(&example("primary")).unwrap().arbiter_backend, ArbiterBackend::Builtin);
+        assert_eq!(
+            parse(&example("primary")).unwrap().arbiter_backend,
+            ArbiterBackend::Builtin
+        );
     }
 
     #[test]

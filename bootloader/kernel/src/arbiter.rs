@@ -112,7 +112,9 @@ fn write_record(disk: &mut GuestDisk, record: ArbiterRecord) {
     let start = RECORD_MAGIC.len();
     sector[start..start + ARBITER_RECORD_BYTES].copy_from_slice(&record.to_bytes());
     if disk.write_at(0, &sector).is_err() || disk.flush().is_err() {
-        fail(format_args!("cannot write the arbiter's record to its disk"));
+        fail(format_args!(
+            "cannot write the arbiter's record to its disk"
+        ));
     }
     match read_record(disk) {
         Ok(Some(read)) if read == record => {}

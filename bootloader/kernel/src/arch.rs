@@ -284,4 +284,3 @@ pub fn power_off(code: u8) -> ! {
     unsafe { x86_64::instructions::port::Port::<u8>::new(DEBUG_EXIT_PORT).write(code) };
     halt_forever()
 }
-

@@ -17,8 +17,8 @@
 use crate::net::NetDevice;
 use crate::tsc;
 use alloc::boxed::Box;
-use alloc::vec;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
@@ -118,9 +118,7 @@ impl LogChannel {
     /// Moves frames between the NIC and the socket; returns whether anything happened.
     pub fn poll(&mut self) -> bool {
         let now = NetInstant::from_micros(tsc::now().0 as i64);
-        let result = self
-            .iface
-            .poll(now, &mut self.device, &mut self.sockets);
+        let result = self.iface.poll(now, &mut self.device, &mut self.sockets);
         result == smoltcp::iface::PollResult::SocketStateChanged
     }
 

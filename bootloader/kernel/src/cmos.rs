@@ -124,4 +124,3 @@ pub fn boot_incarnation_us() -> Option<u64> {
     let seconds = unix_time_ns()? / 1_000_000_000;
     Some(seconds * 1_000_000 + crate::tsc::now().0 % 1_000_000)
 }
-

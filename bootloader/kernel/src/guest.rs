@@ -34,11 +34,11 @@ use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
-use understudy_replica::{logfmt, metrics};
 use understudy_replica::{
     announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Step,
     CONSOLE, DISK, NET,
 };
+use understudy_replica::{logfmt, metrics};
 use x86_64::instructions::random::RdRand;
 
 /// The replicas' and the arbiter's ids on the log channel (the hosted process's too).
@@ -106,18 +106,21 @@ pub enum Protection {
     /// No partner: every output leaves at once.
     Unprotected,
     /// The primary or backup of a pair, with its log channel.
-    Pair {
-        config: Config,
-        channel: LogChannel,
-    },
+    Pair { config: Config, channel: LogChannel },
 }
 
 /// Why the guest or the replica stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
-    PowerOff { code: u16 },
+    PowerOff {
+        code: u16,
+    },
     Reset,
-    Crashed { cause: u64, tval: u64, pc: u64 },
+    Crashed {
+        cause: u64,
+        tval: u64,
+        pc: u64,
+    },
     /// The replica halted (fenced, lost arbitration, diverged, mismatched images).
     Halted(String),
 }
@@ -534,7 +537,10 @@ impl Driver {
                 LogLevel::Info,
                 "pair_formed",
                 replica.node().epoch().0,
-                &[("ms_after_clock_start", alloc::format!("{}", tsc::now().0 / 1000))],
+                &[(
+                    "ms_after_clock_start",
+                    alloc::format!("{}", tsc::now().0 / 1000),
+                )],
             );
             self.print_status(replica);
         }
@@ -950,9 +956,10 @@ impl Driver {
     /// The arbiter answered within three and a half peer timeouts.
     fn arbiter_reachable(&self, replica: &Replica) -> bool {
         let peer_timeout_ms = self.config.map_or(0, |c| u64::from(c.peer_timeout_ms));
-        replica.status().arbiter_heard_at.is_some_and(|at| {
-            tsc::now().0.saturating_sub(at.0) / 1000 * 2 < peer_timeout_ms * 7
-        })
+        replica
+            .status()
+            .arbiter_heard_at
+            .is_some_and(|at| tsc::now().0.saturating_sub(at.0) / 1000 * 2 < peer_timeout_ms * 7)
     }
 
     /// One `key=value` line with the figures an operator and the tests read (a role's words
@@ -996,7 +1003,10 @@ impl Driver {
             ("frames_rejected", text(&status.counters.frames_rejected)),
             ("retransmissions", text(&status.counters.retransmissions)),
             ("paired", text(&replica.is_paired())),
-            ("failover_available", text(&self.failover_available(replica))),
+            (
+                "failover_available",
+                text(&self.failover_available(replica)),
+            ),
             (
                 "arbiter_silent_ms",
                 status.arbiter_heard_at.map_or(String::from("never"), |at| {
@@ -1005,9 +1015,16 @@ impl Driver {
             ),
             (
                 "protected_s",
-                text(&self.paired_at_us.map_or(0, |at| now_us.saturating_sub(at) / 1_000_000)),
+                text(
+                    &self
+                        .paired_at_us
+                        .map_or(0, |at| now_us.saturating_sub(at) / 1_000_000),
+                ),
             ),
-            ("running_s", text(&(now_us.saturating_sub(self.started_us) / 1_000_000))),
+            (
+                "running_s",
+                text(&(now_us.saturating_sub(self.started_us) / 1_000_000)),
+            ),
         ]
     }
 
@@ -1029,7 +1046,11 @@ impl Driver {
                 }
                 ("200 OK", "text/plain", body)
             }
-            "/status.json" => ("200 OK", "application/json", status_json(&self.status_pairs(replica))),
+            "/status.json" => (
+                "200 OK",
+                "application/json",
+                status_json(&self.status_pairs(replica)),
+            ),
             _ => (
                 "404 Not Found",
                 "text/plain",
@@ -1045,8 +1066,7 @@ impl Driver {
     fn figures(&self, replica: &Replica) -> metrics::Figures {
         let status = replica.status();
         let now_us = tsc::now().0;
-        let instructions_per_second =
-            MachineConfig::default().instructions_per_tick * TIMEBASE_HZ;
+        let instructions_per_second = MachineConfig::default().instructions_per_tick * TIMEBASE_HZ;
         metrics::Figures {
             status,
             peer_reachable: replica.node().peer_heard(),
@@ -1111,7 +1131,8 @@ impl LogLevel {
 }
 
 /// The least severe level printed (`understudy.log_level=`), as `LogLevel as u8`.
-static LOG_LEVEL: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
+static LOG_LEVEL: core::sync::atomic::AtomicU8 =
+    core::sync::atomic::AtomicU8::new(LogLevel::Info as u8);
 
 /// Chooses the least severe event level printed.
 pub fn set_log_level(level: LogLevel) {
@@ -1119,7 +1140,8 @@ pub fn set_log_level(level: LogLevel) {
 }
 
 /// The Unix time at the kernel's clock start, in milliseconds (0 without a CMOS clock).
-static CLOCK_START_UNIX_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+static CLOCK_START_UNIX_MS: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// One event line on the console, as a log shipper parses it: `understudy event ts=...
 /// level=... event=... epoch=... key=value...` (logfmt, the hosted replica's format).
@@ -1136,7 +1158,8 @@ fn log_event(level: LogLevel, name: &str, epoch: u64, fields: &[(&str, String)])
         CLOCK_START_UNIX_MS.store(start, Ordering::Relaxed);
     }
     let time = logfmt::utc(start + tsc::now().0 / 1000);
-    let mut line = alloc::format!("understudy event ts={time} level={level} event={name} epoch={epoch}");
+    let mut line =
+        alloc::format!("understudy event ts={time} level={level} event={name} epoch={epoch}");
     for (key, value) in fields {
         line.push(' ');
         line.push_str(key);
@@ -1145,4 +1168,3 @@ fn log_event(level: LogLevel, name: &str, epoch: u64, fields: &[(&str, String)])
     }
     println!("{line}");
 }
-

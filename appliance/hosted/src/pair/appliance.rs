@@ -222,18 +222,33 @@ pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child>
     command
         .args(["-accel", "tcg", "-M", "pc", "-cpu", "max", "-m"])
         .arg(format!("{MACHINE_MEMORY_MIB}M"))
-        .args(["-display", "none", "-vga", "none", "-no-reboot", "-nodefaults"])
+        .args([
+            "-display",
+            "none",
+            "-vga",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-serial")
-        .arg(format!("file:{}", dir.join(format!("{role}.log")).display()))
+        .arg(format!(
+            "file:{}",
+            dir.join(format!("{role}.log")).display()
+        ))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", variables.display()))
         .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", dir.join(image).display()))
+        .arg(format!(
+            "file={},format=raw,if=virtio",
+            dir.join(image).display()
+        ))
         .args(["-netdev"])
-        .arg(format!("tap,id=replication,ifname={tap},script=no,downscript=no"))
+        .arg(format!(
+            "tap,id=replication,ifname={tap},script=no,downscript=no"
+        ))
         .args(["-device"])
         .arg(format!(
             "virtio-net-pci,netdev=replication,mac=52:54:00:00:00:{:02x}",
@@ -279,11 +294,10 @@ pub fn spawn(setup: &Setup, dir: &Path, role: &str, init: bool) -> Result<Child>
 pub fn status_text(dir: &Path, role: &str) -> String {
     let log = std::fs::read(dir.join(format!("{role}.log"))).unwrap_or_default();
     let log = String::from_utf8_lossy(&log);
-    let Some(line) = log
-        .lines()
-        .rev()
-        .find_map(|line| line.trim_end_matches('\r').strip_prefix("understudy status "))
-    else {
+    let Some(line) = log.lines().rev().find_map(|line| {
+        line.trim_end_matches('\r')
+            .strip_prefix("understudy status ")
+    }) else {
         return String::new();
     };
     line.split_whitespace()
@@ -307,7 +321,10 @@ pub fn check_primary_status() -> String {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot run promtool (install prometheus)")?;
-        std::io::Write::write_all(&mut promtool.stdin.take().expect("piped"), metrics.as_bytes())?;
+        std::io::Write::write_all(
+            &mut promtool.stdin.take().expect("piped"),
+            metrics.as_bytes(),
+        )?;
         let checked = promtool.wait_with_output()?;
         ensure!(
             checked.status.success(),
@@ -315,8 +332,8 @@ pub fn check_primary_status() -> String {
             String::from_utf8_lossy(&checked.stdout),
             String::from_utf8_lossy(&checked.stderr)
         );
-        let status: serde_json::Value = serde_json::from_str(&http_get("/status.json")?)
-            .context("/status.json is not JSON")?;
+        let status: serde_json::Value =
+            serde_json::from_str(&http_get("/status.json")?).context("/status.json is not JSON")?;
         Ok(format!(
             "ok role={} epoch={} failover_available={}",
             status["role"].as_str().unwrap_or("?"),
@@ -336,10 +353,12 @@ fn http_get(path: &str) -> Result<String> {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: appliance\r\n\r\n")?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .context("no HTTP answer")?;
-    ensure!(head.starts_with("HTTP/1.1 200 OK"), "{path}: {}", head.lines().next().unwrap_or(""));
+    let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP answer")?;
+    ensure!(
+        head.starts_with("HTTP/1.1 200 OK"),
+        "{path}: {}",
+        head.lines().next().unwrap_or("")
+    );
     Ok(body.to_owned())
 }
 
@@ -353,7 +372,12 @@ fn start_etcd(dir: &Path, fresh: bool) -> Result<Child> {
     let child = Command::new("etcd")
         .args(["--name", "drill", "--data-dir"])
         .arg(&data)
-        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
         .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
         .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
         .args(["--initial-cluster", "drill=http://127.0.0.1:2380"])
@@ -376,4 +400,3 @@ fn start_etcd(dir: &Path, fresh: bool) -> Result<Child> {
     }
     Ok(child)
 }
-

@@ -345,8 +345,9 @@ impl Trio {
     /// last status line on its console.
     fn status_file(&self, role: &str) -> String {
         match self.platform {
-            Platform::Hosted => std::fs::read_to_string(self.work_dir.join(role).join("status"))
-                .unwrap_or_default(),
+            Platform::Hosted => {
+                std::fs::read_to_string(self.work_dir.join(role).join("status")).unwrap_or_default()
+            }
             Platform::Appliance(_) => appliance::status_text(&self.work_dir, role),
         }
     }
@@ -941,7 +942,10 @@ impl Client {
             .trim_end()
             .split_once(' ')
             .with_context(|| format!("the counter answered {line:?}"))?;
-        ensure!(echoed == request, "the counter echoed {echoed:?} for {request:?}");
+        ensure!(
+            echoed == request,
+            "the counter echoed {echoed:?} for {request:?}"
+        );
         let count: u64 = count
             .parse()
             .with_context(|| format!("the counter answered {line:?}"))?;

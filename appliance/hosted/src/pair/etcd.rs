@@ -86,9 +86,10 @@ fn post(endpoint: &str, request: &understudy_replica::etcd::Request) -> Result<V
     stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     stream.write_all(&understudy_replica::etcd::http_post(endpoint, request))?;
     let mut answer = Vec::new();
-    (&mut stream).take(ANSWER_BYTES_MAX).read_to_end(&mut answer)?;
+    (&mut stream)
+        .take(ANSWER_BYTES_MAX)
+        .read_to_end(&mut answer)?;
     understudy_replica::etcd::http_body(&answer)
         .map(<[u8]>::to_vec)
         .context("etcd's answer is not a complete 200")
 }
-

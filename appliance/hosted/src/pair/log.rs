@@ -93,7 +93,14 @@ pub fn event(level: Level, name: &str, epoch: u64, fields: &[(&str, Value)]) {
     }
     eprintln!(
         "{}",
-        line(&super::replica::utc_now(), level, format, name, epoch, fields)
+        line(
+            &super::replica::utc_now(),
+            level,
+            format,
+            name,
+            epoch,
+            fields
+        )
     );
 }
 

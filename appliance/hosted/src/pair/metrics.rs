@@ -55,8 +55,8 @@ pub fn exposition(report: &StatusReport, failovers: u64) -> String {
 
 /// Serves the latest exposition to every `GET` on `address`, from a thread of its own.
 pub fn serve(address: SocketAddr) -> Result<Arc<Mutex<String>>> {
-    let listener = TcpListener::bind(address)
-        .with_context(|| format!("cannot serve metrics on {address}"))?;
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot serve metrics on {address}"))?;
     let latest = Arc::new(Mutex::new(String::new()));
     let shared = latest.clone();
     std::thread::spawn(move || {
@@ -73,10 +73,7 @@ pub fn serve(address: SocketAddr) -> Result<Arc<Mutex<String>>> {
                 header.clear();
             }
             let response = if line.starts_with("GET ") {
-                let body = shared
-                    .lock()
-                    .map(|text| text.clone())
-                    .unwrap_or_default();
+                let body = shared.lock().map(|text| text.clone()).unwrap_or_default();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -91,4 +88,3 @@ pub fn serve(address: SocketAddr) -> Result<Arc<Mutex<String>>> {
     });
     Ok(latest)
 }
-

@@ -616,7 +616,10 @@ impl Driver {
                         self.failovers += 1;
                     }
                     let claiming = |role| {
-                        matches!(role, RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup)
+                        matches!(
+                            role,
+                            RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup
+                        )
                     };
                     if claiming(to) && !claiming(from) {
                         log::event(Level::Warn, "peer_lost", epoch.0, &[]);
@@ -625,7 +628,11 @@ impl Driver {
                         let granted = to != RoleKind::Halted;
                         log::event(
                             if granted { Level::Info } else { Level::Warn },
-                            if granted { "arbiter_granted" } else { "arbiter_refused" },
+                            if granted {
+                                "arbiter_granted"
+                            } else {
+                                "arbiter_refused"
+                            },
                             epoch.0,
                             &[],
                         );
@@ -643,7 +650,12 @@ impl Driver {
                     replica.epoch_persisted(epoch);
                 }
                 Event::LeaveReplay { epoch, at, .. } => {
-                    log::event(Level::Info, "live", epoch.0, &[("instruction", at.0.into())]);
+                    log::event(
+                        Level::Info,
+                        "live",
+                        epoch.0,
+                        &[("instruction", at.0.into())],
+                    );
                     self.time_origin = Some((WallInstant::now(), replica.time_ticks()));
                 }
                 Event::AnnounceMac => {
@@ -676,7 +688,10 @@ impl Driver {
                         Level::Warn,
                         "join_refused",
                         replica.node().epoch().0,
-                        &[("reason", "joining a running primary is not supported yet".into())],
+                        &[(
+                            "reason",
+                            "joining a running primary is not supported yet".into(),
+                        )],
                     );
                 }
                 Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
@@ -789,7 +804,10 @@ impl Driver {
     /// Sleeps until something can happen: a datagram, a service frame, a timer of the node,
     /// or the guest's own timer on the wall clock.
     fn wait(&mut self, replica: &mut Replica, step: Step, now: Instant) {
-        let arbiter_at = self.shared_arbiter.as_ref().map(|link| link.arbiter.poll_at());
+        let arbiter_at = self
+            .shared_arbiter
+            .as_ref()
+            .map(|link| link.arbiter.poll_at());
         let node_deadline = replica
             .poll_at()
             .into_iter()
