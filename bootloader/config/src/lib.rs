@@ -206,58 +206,21 @@ pub enum ArbiterBackend {
     },
 }
 
-/// The etcd key prefix of a pair, held inline like `GuestCmdline`.
+/// Text held inline so that `Config` stays `Copy` and `no_std` without an allocator: the
+/// guest's command line, the etcd prefix.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct EtcdPrefix {
-    bytes: [u8; ETCD_PREFIX_BYTES_MAX],
+pub struct InlineText<const N: usize> {
+    bytes: [u8; N],
     len: usize,
 }
 
-impl EtcdPrefix {
-    /// `None` unless `text` is a path (`/...`) without blanks, at most
-    /// `ETCD_PREFIX_BYTES_MAX` bytes; a trailing `/` is dropped.
+impl<const N: usize> InlineText<N> {
+    /// `None` when `text` is longer than `N` bytes.
     pub fn new(text: &str) -> Option<Self> {
-        let text = text.trim_end_matches('/');
-        if !text.starts_with('/')
-            || text.len() > ETCD_PREFIX_BYTES_MAX
-            || text.contains(|c: char| c.is_whitespace() || c.is_control())
-        {
+        if text.len() > N {
             return None;
         }
-        let mut bytes = [0; ETCD_PREFIX_BYTES_MAX];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
-        Some(Self {
-            bytes,
-            len: text.len(),
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
-    }
-}
-
-impl fmt::Debug for EtcdPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-/// The guest kernel's command line, held inline so that `Config` stays `Copy` and `no_std`
-/// without an allocator.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct GuestCmdline {
-    bytes: [u8; GUEST_CMDLINE_BYTES_MAX],
-    len: usize,
-}
-
-impl GuestCmdline {
-    /// `None` when `text` is longer than `GUEST_CMDLINE_BYTES_MAX` bytes.
-    pub fn new(text: &str) -> Option<Self> {
-        if text.len() > GUEST_CMDLINE_BYTES_MAX {
-            return None;
-        }
-        let mut bytes = [0; GUEST_CMDLINE_BYTES_MAX];
+        let mut bytes = [0; N];
         bytes[..text.len()].copy_from_slice(text.as_bytes());
         Some(Self {
             bytes,
@@ -271,10 +234,26 @@ impl GuestCmdline {
     }
 }
 
-impl fmt::Debug for GuestCmdline {
+impl<const N: usize> fmt::Debug for InlineText<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
+}
+
+/// The guest kernel's command line.
+pub type GuestCmdline = InlineText<GUEST_CMDLINE_BYTES_MAX>;
+
+/// The etcd key prefix of a pair.
+pub type EtcdPrefix = InlineText<ETCD_PREFIX_BYTES_MAX>;
+
+/// `text` as an etcd prefix: a path (`/...`) without blanks, at most `ETCD_PREFIX_BYTES_MAX`
+/// bytes; a trailing `/` is dropped.
+fn etcd_prefix(text: &str) -> Option<EtcdPrefix> {
+    let text = text.trim_end_matches('/');
+    if !text.starts_with('/') || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    EtcdPrefix::new(text)
 }
 
 /// A validated config.
@@ -782,7 +761,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
                 count += 1;
             }
             let (line, value) = require("etcd_prefix")?;
-            let prefix = EtcdPrefix::new(value).ok_or(ConfigError::BadEtcdPrefix { line })?;
+            let prefix = etcd_prefix(value).ok_or(ConfigError::BadEtcdPrefix { line })?;
             ArbiterBackend::Etcd { endpoints, prefix }
         }
         Some((line, _)) => return Err(ConfigError::UnknownArbiterBackend { line }),
