@@ -5,7 +5,7 @@
 //! the instruction count (see `Clock`), so it is read-only to the guest.
 
 use crate::clock::Clock;
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 use understudy_cpu::InstructionCount;
 
 pub const CLINT_BASE: u64 = 0x200_0000;
@@ -70,6 +70,19 @@ impl Clint {
         out.u8(self.msip as u8);
         out.u64(self.mtimecmp);
     }
+
+    /// Saved state for `Machine::save_devices`: the same fields as the digest's.
+    pub fn save(&self, out: &mut StateWriter) {
+        self.write_state(out);
+    }
+
+    /// A CLINT in the state `save` wrote.
+    pub fn restore(input: &mut StateReader) -> Result<Clint, RestoreError> {
+        Ok(Clint {
+            msip: input.bool("clint msip")?,
+            mtimecmp: input.u64()?,
+        })
+    }
 }
 
 /// Reads `size_bytes` at byte `offset` of a little-endian 64-bit register.
@@ -123,5 +136,29 @@ mod tests {
             clint.load(MTIME + 4, 4, &clock, InstructionCount(1000)),
             Some(0)
         );
+    }
+
+    #[test]
+    fn saved_state_restores_to_identical_bytes_and_a_bad_msip_is_refused() {
+        let mut clint = Clint::new();
+        clint.store(MSIP, 4, 1);
+        clint.store(MTIMECMP, 8, 0x1234);
+        let mut saved = StateWriter::default();
+        clint.save(&mut saved);
+        let restored = Clint::restore(&mut StateReader::new(&saved.bytes)).unwrap();
+        assert!(restored.msip());
+        assert_eq!(restored.mtimecmp, 0x1234);
+        let mut again = StateWriter::default();
+        restored.save(&mut again);
+        assert_eq!(again.bytes, saved.bytes);
+        saved.bytes[0] = 2;
+        assert_eq!(
+            Clint::restore(&mut StateReader::new(&saved.bytes)).err(),
+            Some(RestoreError::Invalid {
+                what: "clint msip",
+                value: 2
+            })
+        );
+        assert!(Clint::restore(&mut StateReader::new(&saved.bytes[..5])).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! source's pending bit, which stays set until a claim even if the line drops; the gateway
 //! forwards no new request for a claimed source until its completion.
 
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 pub const PLIC_BASE: u64 = 0xc00_0000;
 pub const PLIC_SIZE: u64 = 0x60_0000;
@@ -194,6 +194,60 @@ impl Plic {
     }
 }
 
+impl Plic {
+    /// Saved state for `Machine::save_devices`: the same fields as the digest's (priority,
+    /// line level, claimed and pending bits per source; enables and threshold per context).
+    pub fn save(&self, out: &mut StateWriter) {
+        self.write_state(out);
+    }
+
+    /// A PLIC in the state `save` wrote; values the registers cannot hold are refused.
+    pub fn restore(input: &mut StateReader) -> Result<Plic, RestoreError> {
+        let mut plic = Plic::new();
+        for source in 0..PLIC_SOURCES {
+            let priority = input.u32()?;
+            if priority & !PRIORITY_MASK != 0 || (source == 0 && priority != 0) {
+                return Err(RestoreError::Invalid {
+                    what: "plic priority",
+                    value: u64::from(priority),
+                });
+            }
+            let flags = input.flags(0b111, "plic source flags")?;
+            if source == 0 && flags != 0 {
+                return Err(RestoreError::Invalid {
+                    what: "plic source 0 flags",
+                    value: u64::from(flags),
+                });
+            }
+            plic.priority[source] = priority;
+            plic.level[source] = flags & 1 != 0;
+            plic.claimed[source] = flags & 2 != 0;
+            plic.pending[source] = flags & 4 != 0;
+        }
+        for context in 0..PLIC_CONTEXTS {
+            for word in 0..WORDS {
+                let value = input.u32()?;
+                if word == 0 && value & 1 != 0 {
+                    return Err(RestoreError::Invalid {
+                        what: "plic enable of source 0",
+                        value: u64::from(value),
+                    });
+                }
+                plic.enable[context][word] = value;
+            }
+            let threshold = input.u32()?;
+            if threshold & !PRIORITY_MASK != 0 {
+                return Err(RestoreError::Invalid {
+                    what: "plic threshold",
+                    value: u64::from(threshold),
+                });
+            }
+            plic.threshold[context] = threshold;
+        }
+        Ok(plic)
+    }
+}
+
 fn enable_index(offset: u64) -> Option<(usize, usize)> {
     let relative = offset - ENABLE_BASE;
     let context = (relative / ENABLE_STRIDE) as usize;
@@ -274,5 +328,62 @@ mod tests {
         assert!(plic.store(ENABLE_BASE + 0x1000, 4, 1));
         assert!(plic.store(0x0, 4, 7), "source 0 priority write is ignored");
         assert_eq!(plic.load(0x0, 4), Some(0));
+    }
+
+    fn saved(plic: &Plic) -> alloc::vec::Vec<u8> {
+        let mut out = StateWriter::default();
+        plic.save(&mut out);
+        out.bytes
+    }
+
+    #[test]
+    fn saved_state_with_a_claimed_and_a_pending_source_restores_exactly() {
+        let mut plic = enabled_plic();
+        plic.store(4 * 3, 4, 5);
+        plic.store(ENABLE_BASE, 4, 1 << 3);
+        plic.set_level(UART, true);
+        plic.set_level(3, true);
+        let claim = CONTEXT_BASE + CONTEXT_STRIDE + 4;
+        assert_eq!(plic.load(claim, 4), Some(UART as u64));
+        let bytes = saved(&plic);
+        let mut restored = Plic::restore(&mut StateReader::new(&bytes)).unwrap();
+        assert_eq!(saved(&restored), bytes);
+        assert!(
+            restored.interrupt(CONTEXT_MACHINE),
+            "source 3 still pending"
+        );
+        assert!(
+            !restored.interrupt(CONTEXT_SUPERVISOR),
+            "UART still claimed"
+        );
+        restored.store(claim, 4, UART as u64);
+        assert!(
+            restored.interrupt(CONTEXT_SUPERVISOR),
+            "the line is still high"
+        );
+    }
+
+    #[test]
+    fn saved_state_with_impossible_registers_is_refused() {
+        let bytes = saved(&enabled_plic());
+        let mut priority = bytes.clone();
+        priority[5 * 4] = 9;
+        assert!(matches!(
+            Plic::restore(&mut StateReader::new(&priority)),
+            Err(RestoreError::Invalid {
+                what: "plic priority",
+                ..
+            })
+        ));
+        let mut flags = bytes.clone();
+        flags[5 * 5 + 4] = 8;
+        assert!(matches!(
+            Plic::restore(&mut StateReader::new(&flags)),
+            Err(RestoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Plic::restore(&mut StateReader::new(&bytes[..bytes.len() - 1])),
+            Err(RestoreError::Truncated { .. })
+        ));
     }
 }

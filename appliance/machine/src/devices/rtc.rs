@@ -8,7 +8,7 @@
 //! turned into state only at register accesses, which happen at exact instructions.
 
 use crate::fdt::FdtWriter;
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 pub const RTC_BASE: u64 = 0x10_1000;
 pub const RTC_SIZE: u64 = 0x1000;
@@ -165,6 +165,27 @@ impl GoldfishRtc {
         out.u8(self.alarm_armed as u8
             | (self.irq_enabled as u8) << 1
             | (self.irq_pending as u8) << 2);
+    }
+
+    /// Saved state for `Machine::save_devices`: the same fields as the digest's.
+    pub fn save(&self, out: &mut StateWriter) {
+        self.write_state(out);
+    }
+
+    /// An RTC in the state `save` wrote.
+    pub fn restore(input: &mut StateReader) -> Result<GoldfishRtc, RestoreError> {
+        let offset_ns = input.u64()?;
+        let time_high_latch = input.u32()?;
+        let alarm_ns = input.u64()?;
+        let flags = input.flags(0b111, "rtc flags")?;
+        Ok(GoldfishRtc {
+            offset_ns,
+            time_high_latch,
+            alarm_ns,
+            alarm_armed: flags & 1 != 0,
+            irq_enabled: flags & 2 != 0,
+            irq_pending: flags & 4 != 0,
+        })
     }
 }
 
@@ -339,5 +360,31 @@ mod tests {
         assert_eq!(rtc.load(2, 4, 0), None);
         assert!(!rtc.store(TIME_LOW, 1, 0, 0));
         assert_eq!(rtc.load(0x100, 4, 0), Some(0));
+    }
+
+    #[test]
+    fn saved_state_keeps_the_armed_alarm_and_refuses_unknown_flags() {
+        let mut rtc = GoldfishRtc::new();
+        rtc.set_wall_clock_base_ns(BASE_NS);
+        rtc.store(IRQ_ENABLED, 4, 1, 0);
+        rtc.store(ALARM_HIGH, 4, (BASE_NS + 1_000) >> 32, 0);
+        rtc.store(ALARM_LOW, 4, (BASE_NS + 1_000) & 0xffff_ffff, 0);
+        let mut saved = StateWriter::default();
+        rtc.save(&mut saved);
+        let restored = GoldfishRtc::restore(&mut StateReader::new(&saved.bytes)).unwrap();
+        let mut again = StateWriter::default();
+        restored.save(&mut again);
+        assert_eq!(again.bytes, saved.bytes);
+        assert_eq!(restored.next_alarm_ticks(0), Some(10));
+        assert!(restored.interrupt(10) && !restored.interrupt(9));
+        let last = saved.bytes.len() - 1;
+        saved.bytes[last] = 8;
+        assert_eq!(
+            GoldfishRtc::restore(&mut StateReader::new(&saved.bytes)).err(),
+            Some(RestoreError::Invalid {
+                what: "rtc flags",
+                value: 8
+            })
+        );
     }
 }

@@ -7,7 +7,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 pub const UART_BASE: u64 = 0x1000_0000;
 pub const UART_SIZE: u64 = 0x100;
@@ -196,6 +196,45 @@ impl Uart {
             out.u8(byte);
         }
     }
+
+    /// Saved state for `Machine::save_devices`: the registers, the receive FIFO and the
+    /// output the host has not taken yet (it travels with the machine, so take it first
+    /// where it was already delivered).
+    pub fn save(&self, out: &mut StateWriter) {
+        out.bytes(&[self.ier, self.lcr, self.mcr, self.scr, self.fcr]);
+        out.u16(self.divisor);
+        out.u8(self.tx_interrupt_pending as u8);
+        let (front, back) = self.rx.as_slices();
+        out.u32((front.len() + back.len()) as u32);
+        out.bytes(front);
+        out.bytes(back);
+        out.sized_bytes(&self.tx);
+    }
+
+    /// A UART in the state `save` wrote; register values the guest cannot write are refused.
+    pub fn restore(input: &mut StateReader) -> Result<Uart, RestoreError> {
+        let ier = input.flags(0x0f, "uart ier")?;
+        let lcr = input.u8()?;
+        let mcr = input.flags(0x1f, "uart mcr")?;
+        let scr = input.u8()?;
+        let fcr = input.flags(FCR_FIFO_ENABLE, "uart fcr")?;
+        let divisor = input.u16()?;
+        let tx_interrupt_pending = input.bool("uart tx interrupt pending")?;
+        let rx = input.sized_bytes(UART_RX_FIFO_BYTES, "uart receive fifo length")?;
+        // The run stops as soon as the buffer is full, so it never holds more.
+        let tx = input.sized_bytes(UART_TX_BUFFER_BYTES, "uart output length")?;
+        let mut uart = Uart::new();
+        uart.rx.extend(rx);
+        uart.tx = tx.to_vec();
+        uart.ier = ier;
+        uart.lcr = lcr;
+        uart.mcr = mcr;
+        uart.scr = scr;
+        uart.fcr = fcr;
+        uart.divisor = divisor;
+        uart.tx_interrupt_pending = tx_interrupt_pending;
+        Ok(uart)
+    }
 }
 
 #[cfg(test)]
@@ -237,5 +276,59 @@ mod tests {
         }
         assert!(!uart.receive(0xff));
         assert_eq!(uart.load(0, 1), Some(0));
+    }
+
+    fn saved(uart: &Uart) -> Vec<u8> {
+        let mut out = StateWriter::default();
+        uart.save(&mut out);
+        out.bytes
+    }
+
+    #[test]
+    fn saved_state_keeps_both_fifos_and_the_pending_interrupt() {
+        let mut uart = Uart::new();
+        uart.store(3, 1, u64::from(LCR_DLAB));
+        uart.store(0, 1, 0x34);
+        uart.store(1, 1, 0x12);
+        uart.store(3, 1, 0x03);
+        uart.store(1, 1, u64::from(IER_RX_AVAILABLE | IER_TX_EMPTY));
+        uart.store(0, 1, u64::from(b'o'));
+        uart.receive(b'i');
+        uart.receive(b'j');
+        let bytes = saved(&uart);
+        let mut restored = Uart::restore(&mut StateReader::new(&bytes)).unwrap();
+        assert_eq!(saved(&restored), bytes);
+        assert!(restored.interrupt());
+        assert_eq!(restored.load(0, 1), Some(u64::from(b'i')));
+        assert_eq!(restored.load(0, 1), Some(u64::from(b'j')));
+        assert_eq!(restored.take_output(), b"o");
+        restored.store(3, 1, u64::from(LCR_DLAB));
+        assert_eq!(restored.load(1, 1), Some(0x12));
+    }
+
+    #[test]
+    fn saved_state_with_an_overlong_fifo_or_bad_register_is_refused() {
+        let bytes = saved(&Uart::new());
+        let mut ier = bytes.clone();
+        ier[0] = 0x10;
+        assert_eq!(
+            Uart::restore(&mut StateReader::new(&ier)).err(),
+            Some(RestoreError::Invalid {
+                what: "uart ier",
+                value: 0x10
+            })
+        );
+        let mut fifo = bytes.clone();
+        fifo[8..12].copy_from_slice(&17u32.to_le_bytes());
+        assert_eq!(
+            Uart::restore(&mut StateReader::new(&fifo)).err(),
+            Some(RestoreError::Invalid {
+                what: "uart receive fifo length",
+                value: 17
+            })
+        );
+        for len in 0..bytes.len() {
+            assert!(Uart::restore(&mut StateReader::new(&bytes[..len])).is_err());
+        }
     }
 }

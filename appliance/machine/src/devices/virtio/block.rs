@@ -10,10 +10,11 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use super::queue::{DescriptorChain, Queue};
 use super::{read_config_bytes, GuestMemory, QueueWork, VirtioDevice, DEVICE_ID_BLOCK};
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 /// Feature bits (5.2.3).
 pub const VIRTIO_BLK_F_SIZE_MAX: u64 = 1 << 1;
@@ -47,6 +48,10 @@ pub const BLOCK_REQUEST_DATA_BYTES_MAX: u64 =
 pub const BLOCK_BOUNCE_BYTES: usize = 64 * 1024;
 /// The GET_ID answer is 20 bytes, not NUL-terminated if all are used (5.2.6).
 pub const BLOCK_ID_BYTES: usize = 20;
+
+/// The write log merges its ranges when it holds this many, so a guest that writes
+/// scattered sectors between two `take_write_log` calls cannot grow it without bound.
+pub const DISK_WRITE_LOG_RANGES_COMPACT_AT: usize = 64 * 1024;
 
 /// `struct virtio_blk_req` header: type, reserved, sector (5.2.6).
 const REQUEST_HEADER_BYTES: u64 = 16;
@@ -156,6 +161,9 @@ pub struct Block {
     bounce: Vec<u8>,
     /// Requests completed with an error status (for the driver's statistics; deterministic).
     pub errors: u64,
+    /// Sector ranges (start..end) the guest wrote since the log started or was last taken;
+    /// `None` while the log is off. Host bookkeeping, not guest state: not saved.
+    write_log: Option<Vec<Range<u64>>>,
 }
 
 impl Block {
@@ -172,6 +180,7 @@ impl Block {
             id: id_bytes,
             bounce: vec![0; BLOCK_BOUNCE_BYTES],
             errors: 0,
+            write_log: None,
         }
     }
 
@@ -185,6 +194,42 @@ impl Block {
 
     pub fn backend_mut(&mut self) -> &mut dyn BlockBackend {
         &mut *self.backend
+    }
+
+    /// Starts (or restarts, forgetting what it held) recording the sectors the guest writes,
+    /// whatever the backend.
+    pub fn start_write_log(&mut self) {
+        self.write_log = Some(Vec::new());
+    }
+
+    /// The sector ranges written since `start_write_log` or the previous call, sorted, with
+    /// overlapping and adjacent ranges merged; empty while the log is off. A request that
+    /// failed part way counts as written: some of its sectors may have reached the disk.
+    pub fn take_write_log(&mut self) -> Vec<Range<u64>> {
+        match &mut self.write_log {
+            Some(log) => {
+                let mut ranges = core::mem::take(log);
+                merge_ranges(&mut ranges);
+                ranges
+            }
+            None => Vec::new(),
+        }
+    }
+
+    pub fn stop_write_log(&mut self) {
+        self.write_log = None;
+    }
+
+    fn note_write(&mut self, sectors: Range<u64>) {
+        if let Some(log) = &mut self.write_log {
+            if sectors.is_empty() {
+                return;
+            }
+            log.push(sectors);
+            if log.len() >= DISK_WRITE_LOG_RANGES_COMPACT_AT {
+                merge_ranges(log);
+            }
+        }
     }
 
     fn config(&self) -> [u8; CONFIG_BYTES] {
@@ -223,7 +268,10 @@ impl Block {
             VIRTIO_BLK_T_OUT if writable_data == 0 => {
                 let data = readable - REQUEST_HEADER_BYTES;
                 match self.check_range(sector, data) {
-                    Some(offset) => (self.write(chain, memory, offset, data), 0),
+                    Some(offset) => {
+                        self.note_write(sector..sector + data / SECTOR_BYTES);
+                        (self.write(chain, memory, offset, data), 0)
+                    }
                     None => (VIRTIO_BLK_S_IOERR, 0),
                 }
             }
@@ -312,6 +360,19 @@ impl Block {
     }
 }
 
+/// Sorts `ranges` and merges the ones that overlap or touch.
+fn merge_ranges(ranges: &mut Vec<Range<u64>>) {
+    ranges.sort_unstable_by_key(|range| range.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges.drain(..) {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    *ranges = merged;
+}
+
 impl VirtioDevice for Block {
     fn device_id(&self) -> u32 {
         DEVICE_ID_BLOCK
@@ -391,6 +452,34 @@ impl VirtioDevice for Block {
         out.u64(self.capacity_sectors);
         out.bytes(&self.id);
         out.u64(self.errors);
+    }
+
+    /// Requests complete inside `process`, so nothing is ever in flight between runs: the
+    /// model's state is its error count, plus its identity (size, GET_ID answer).
+    type Saved = u64;
+
+    fn save(&self, out: &mut StateWriter) {
+        self.write_state(out);
+    }
+
+    fn parse_saved(&self, input: &mut StateReader) -> Result<u64, RestoreError> {
+        input.expect_u64(self.capacity_sectors, "disk size in sectors")?;
+        let id: [u8; BLOCK_ID_BYTES] = input.array()?;
+        if id != self.id {
+            let first_word = |id: &[u8; BLOCK_ID_BYTES]| {
+                u64::from_le_bytes(id[..8].try_into().expect("8 bytes"))
+            };
+            return Err(RestoreError::Mismatch {
+                what: "disk id",
+                expected: first_word(&self.id),
+                found: first_word(&id),
+            });
+        }
+        input.u64()
+    }
+
+    fn restore_saved(&mut self, errors: u64) {
+        self.errors = errors;
     }
 }
 
@@ -693,5 +782,121 @@ mod tests {
         notify(&mut f.device, 0);
         f.device.process(&mut f.memory);
         assert_eq!(f.queue.used(&f.memory).len(), 1);
+    }
+
+    fn write_sectors(f: &mut Fixture, sector: u64, count: u32) -> u8 {
+        f.header(VIRTIO_BLK_T_OUT, sector);
+        let bytes = count * SECTOR_BYTES as u32;
+        f.submit(&[(HEADER, 16, false), (DATA, bytes, false), (STATUS, 1, true)])
+            .1
+    }
+
+    #[test]
+    fn the_write_log_returns_sorted_merged_sector_ranges_since_the_last_take() {
+        let mut f = setup();
+        assert_eq!(write_sectors(&mut f, 1, 1), VIRTIO_BLK_S_OK);
+        f.device.device_mut().start_write_log();
+        assert_eq!(write_sectors(&mut f, 20, 2), VIRTIO_BLK_S_OK);
+        assert_eq!(write_sectors(&mut f, 4, 2), VIRTIO_BLK_S_OK);
+        assert_eq!(write_sectors(&mut f, 6, 1), VIRTIO_BLK_S_OK);
+        assert_eq!(write_sectors(&mut f, 21, 3), VIRTIO_BLK_S_OK);
+        assert_eq!(write_sectors(&mut f, 40, 1), VIRTIO_BLK_S_OK);
+        assert_eq!(
+            write_sectors(&mut f, DISK_SECTORS, 1),
+            VIRTIO_BLK_S_IOERR,
+            "past the end: refused before any byte moves, so not logged"
+        );
+        f.header(VIRTIO_BLK_T_IN, 50);
+        f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        assert_eq!(
+            f.device.device_mut().take_write_log(),
+            vec![4..7, 20..24, 40..41]
+        );
+        assert_eq!(f.device.device_mut().take_write_log(), vec![]);
+        assert_eq!(write_sectors(&mut f, 63, 1), VIRTIO_BLK_S_OK);
+        assert_eq!(f.device.device_mut().take_write_log(), vec![63..64]);
+        f.device.device_mut().stop_write_log();
+        assert_eq!(write_sectors(&mut f, 0, 1), VIRTIO_BLK_S_OK);
+        assert_eq!(f.device.device_mut().take_write_log(), vec![]);
+    }
+
+    #[test]
+    fn merge_keeps_disjoint_ranges_and_joins_touching_ones() {
+        let mut ranges = vec![9..12, 0..1, 1..3, 5..6, 10..11, 12..13];
+        merge_ranges(&mut ranges);
+        assert_eq!(ranges, vec![0..3, 5..6, 9..13]);
+    }
+
+    fn saved(device: &VirtioMmio<Block>) -> Vec<u8> {
+        let mut out = StateWriter::default();
+        device.save(&mut out);
+        out.bytes
+    }
+
+    #[test]
+    fn saved_state_restores_into_a_fresh_device_on_the_same_disk() {
+        let mut f = setup();
+        f.header(VIRTIO_BLK_T_IN, DISK_SECTORS);
+        f.submit(&[(HEADER, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        assert_eq!(f.device.device().errors, 1);
+        let bytes = saved(&f.device);
+        let mut fresh = VirtioMmio::new(Block::new(
+            Box::new(VecBackend::new(disk_pattern())),
+            b"understudy-disk",
+        ));
+        let parsed = fresh
+            .parse_saved(&mut StateReader::new(&bytes))
+            .expect("same disk");
+        fresh.restore_saved(parsed);
+        assert_eq!(saved(&fresh), bytes);
+        // The restored queue continues where the old one stopped.
+        f.device = fresh;
+        f.memory.poke(DATA, &[0x11; 512]);
+        assert_eq!(write_sectors(&mut f, 2, 1), VIRTIO_BLK_S_OK);
+        assert_eq!(read_disk(&mut f.device, 2 * 512, 512), vec![0x11; 512]);
+    }
+
+    #[test]
+    fn saved_state_of_another_disk_or_damaged_bytes_is_refused() {
+        let f = setup();
+        let bytes = saved(&f.device);
+        let other = VirtioMmio::new(Block::new(
+            Box::new(VecBackend::new(vec![0; 2 * 4096])),
+            b"understudy-disk",
+        ));
+        assert_eq!(
+            other.parse_saved(&mut StateReader::new(&bytes)).err(),
+            Some(RestoreError::Mismatch {
+                what: "disk size in sectors",
+                expected: 16,
+                found: DISK_SECTORS
+            })
+        );
+        let other_id = VirtioMmio::new(Block::new(
+            Box::new(VecBackend::new(disk_pattern())),
+            b"another-disk",
+        ));
+        assert!(matches!(
+            other_id.parse_saved(&mut StateReader::new(&bytes)),
+            Err(RestoreError::Mismatch {
+                what: "disk id",
+                ..
+            })
+        ));
+        let mut status = bytes.clone();
+        status[4] = 5;
+        assert_eq!(
+            f.device.parse_saved(&mut StateReader::new(&status)).err(),
+            Some(RestoreError::Invalid {
+                what: "virtio status",
+                value: 5
+            })
+        );
+        for len in 0..bytes.len() {
+            assert!(f
+                .device
+                .parse_saved(&mut StateReader::new(&bytes[..len]))
+                .is_err());
+        }
     }
 }

@@ -6,13 +6,13 @@
 //! skip (virtio 1.2 section 4.2.3.1.1), so the device tree can list all eight slots whatever
 //! is plugged into them.
 
-use super::mmio::{self, VirtioMmio};
+use super::mmio::{self, SavedMmio, VirtioMmio};
 use super::{
-    slot_address, write_fdt_node, Block, GuestMemory, Net, Rng, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
-    VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_STRIDE,
+    slot_address, write_fdt_node, Block, GuestMemory, Net, Rng, VirtioDevice, VIRTIO_MMIO_BASE,
+    VIRTIO_MMIO_SIZE, VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_STRIDE,
 };
 use crate::fdt::FdtWriter;
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 /// What one slot holds.
 pub enum Slot {
@@ -158,6 +158,70 @@ impl VirtioBus {
             each_device!(slot, device => device.write_state(out), out.u32(0))
         }
     }
+
+    /// What is plugged in: the device ID of each slot (0 for empty), for the compatibility
+    /// check of saved state.
+    pub fn device_ids(&self) -> [u32; VIRTIO_MMIO_SLOTS] {
+        core::array::from_fn(
+            |index| each_device!(&self.slots[index], device => device.device().device_id(), 0),
+        )
+    }
+
+    /// Saved state of every slot, for `Machine::save_devices`.
+    pub fn save(&self, out: &mut StateWriter) {
+        for slot in &self.slots {
+            each_device!(slot, device => device.save(out), out.u32(0))
+        }
+    }
+
+    /// Reads what `save` wrote; changes nothing (`restore_saved` applies it). The device in
+    /// each slot must be the one saved.
+    pub fn parse_saved(&self, input: &mut StateReader) -> Result<SavedBus, RestoreError> {
+        let mut slots = [const { SavedSlot::Empty }; VIRTIO_MMIO_SLOTS];
+        for (saved, slot) in slots.iter_mut().zip(&self.slots) {
+            *saved = match slot {
+                Slot::Empty => {
+                    let found = input.u32()?;
+                    if found != 0 {
+                        return Err(RestoreError::Mismatch {
+                            what: "virtio device",
+                            expected: 0,
+                            found: u64::from(found),
+                        });
+                    }
+                    SavedSlot::Empty
+                }
+                Slot::Block(device) => SavedSlot::Block(device.parse_saved(input)?),
+                Slot::Net(device) => SavedSlot::Net(device.parse_saved(input)?),
+                Slot::Rng(device) => SavedSlot::Rng(device.parse_saved(input)?),
+            };
+        }
+        Ok(SavedBus { slots })
+    }
+
+    pub fn restore_saved(&mut self, saved: SavedBus) {
+        for (slot, saved) in self.slots.iter_mut().zip(saved.slots) {
+            match (slot, saved) {
+                (Slot::Block(device), SavedSlot::Block(saved)) => device.restore_saved(saved),
+                (Slot::Net(device), SavedSlot::Net(saved)) => device.restore_saved(saved),
+                (Slot::Rng(device), SavedSlot::Rng(saved)) => device.restore_saved(saved),
+                (Slot::Empty, SavedSlot::Empty) => {}
+                _ => panic!("virtio: saved state applied to another bus than it was read for"),
+            }
+        }
+    }
+}
+
+/// The saved state of every slot, read and checked, not yet applied.
+pub struct SavedBus {
+    slots: [SavedSlot; VIRTIO_MMIO_SLOTS],
+}
+
+enum SavedSlot {
+    Empty,
+    Block(SavedMmio<<Block as VirtioDevice>::Saved>),
+    Net(SavedMmio<<Net as VirtioDevice>::Saved>),
+    Rng(SavedMmio<<Rng as VirtioDevice>::Saved>),
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use super::queue::Queue;
 use super::{GuestMemory, QueueWork, VirtioDevice, VIRTIO_F_VERSION_1};
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 /// Register offsets (virtio 1.2 section 4.2.2, table "MMIO Device Register Layout").
 pub const MAGIC_VALUE: u64 = 0x000;
@@ -432,6 +432,108 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         }
         self.device.write_state(out);
     }
+
+    /// Saved state for `Machine::save_devices`: the transport registers, every queue and
+    /// the device model.
+    pub fn save(&self, out: &mut StateWriter) {
+        out.u32(self.device.device_id());
+        out.u32(self.state.bits());
+        out.u8(self.failed as u8 | (self.needs_reset as u8) << 1);
+        out.u32(self.device_features_select);
+        out.u64(self.driver_features);
+        out.u32(self.driver_features_select);
+        out.u32(self.queue_select);
+        out.u32(self.interrupt_status);
+        out.u32(self.config_generation);
+        for queue in &self.queues {
+            queue.save(out);
+        }
+        self.device.save(out);
+    }
+
+    /// Reads what `save` wrote; changes nothing (`restore_saved` applies it).
+    pub fn parse_saved(
+        &self,
+        input: &mut StateReader,
+    ) -> Result<SavedMmio<D::Saved>, RestoreError> {
+        let device_id = input.u32()?;
+        if device_id != self.device.device_id() {
+            return Err(RestoreError::Mismatch {
+                what: "virtio device",
+                expected: u64::from(self.device.device_id()),
+                found: u64::from(device_id),
+            });
+        }
+        let bits = input.u32()?;
+        let state = [
+            DriverState::Reset,
+            DriverState::Acknowledged,
+            DriverState::Driver,
+            DriverState::FeaturesOk,
+            DriverState::DriverOk,
+        ]
+        .into_iter()
+        .find(|state| state.bits() == bits)
+        .ok_or(RestoreError::Invalid {
+            what: "virtio status",
+            value: u64::from(bits),
+        })?;
+        let flags = input.flags(0b11, "virtio status flags")?;
+        let device_features_select = input.u32()?;
+        let driver_features = input.u64()?;
+        let driver_features_select = input.u32()?;
+        let queue_select = input.u32()?;
+        let interrupt_status = input.u32()?;
+        let config_generation = input.u32()?;
+        let queues = self
+            .queues
+            .iter()
+            .map(|queue| Queue::restore(queue.max_size(), input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let device = self.device.parse_saved(input)?;
+        Ok(SavedMmio {
+            state,
+            failed: flags & 1 != 0,
+            needs_reset: flags & 2 != 0,
+            device_features_select,
+            driver_features,
+            driver_features_select,
+            queue_select,
+            queues,
+            interrupt_status,
+            config_generation,
+            device,
+        })
+    }
+
+    pub fn restore_saved(&mut self, saved: SavedMmio<D::Saved>) {
+        self.state = saved.state;
+        self.failed = saved.failed;
+        self.needs_reset = saved.needs_reset;
+        self.device_features_select = saved.device_features_select;
+        self.driver_features = saved.driver_features;
+        self.driver_features_select = saved.driver_features_select;
+        self.queue_select = saved.queue_select;
+        self.queues = saved.queues;
+        self.interrupt_status = saved.interrupt_status;
+        self.config_generation = saved.config_generation;
+        self.device.restore_saved(saved.device);
+    }
+}
+
+/// A virtio-mmio device's saved state, read and checked, not yet applied.
+pub struct SavedMmio<S> {
+    state: DriverState,
+    failed: bool,
+    needs_reset: bool,
+    device_features_select: u32,
+    driver_features: u64,
+    driver_features_select: u32,
+    queue_select: u32,
+    queues: Vec<Queue>,
+    interrupt_status: u32,
+    config_generation: u32,
+    device: S,
 }
 
 #[cfg(test)]

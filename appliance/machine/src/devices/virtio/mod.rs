@@ -23,7 +23,7 @@ mod test_driver;
 use core::fmt;
 
 use crate::fdt::FdtWriter;
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 use crate::GuestPhysAddr;
 
 pub use block::{BackendError, Block, BlockBackend, VecBackend};
@@ -121,6 +121,17 @@ pub trait VirtioDevice {
     fn reset(&mut self);
     /// Device model state for the digest.
     fn write_state(&self, out: &mut StateWriter);
+
+    /// Device model state restored by `restore_saved`: parsed and checked first, applied
+    /// only when the whole machine state was read without error.
+    type Saved;
+    /// All of the device model's state for `Machine::save_devices`, its identity (what the
+    /// machine configuration chose: disk size, MAC address) included.
+    fn save(&self, out: &mut StateWriter);
+    /// Reads what `save` wrote, refusing a different identity or impossible values. Changes
+    /// nothing.
+    fn parse_saved(&self, input: &mut StateReader) -> Result<Self::Saved, RestoreError>;
+    fn restore_saved(&mut self, saved: Self::Saved);
 }
 
 /// The base address and PLIC source of virtio-mmio slot `slot` (QEMU `virt` layout).

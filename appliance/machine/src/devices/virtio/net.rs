@@ -17,7 +17,7 @@ use core::fmt;
 use super::mmio::VirtioMmio;
 use super::queue::Queue;
 use super::{read_config_bytes, GuestMemory, QueueWork, VirtioDevice, DEVICE_ID_NET};
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 /// Feature bit (5.1.3): the device has a MAC address in configuration space.
 pub const VIRTIO_NET_F_MAC: u64 = 1 << 5;
@@ -237,6 +237,59 @@ impl VirtioDevice for Net {
     fn write_state(&self, out: &mut StateWriter) {
         out.bytes(&self.mac);
         out.u64(self.tx_dropped);
+    }
+
+    /// The frames the guest transmitted that the host has not taken, and the drop counter.
+    /// Received frames are never held: `receive` writes them to guest memory at once.
+    type Saved = (VecDeque<Vec<u8>>, u64);
+
+    fn save(&self, out: &mut StateWriter) {
+        out.bytes(&self.mac);
+        out.u64(self.tx_dropped);
+        out.u32(self.outbox.len() as u32);
+        for frame in &self.outbox {
+            out.sized_bytes(frame);
+        }
+    }
+
+    fn parse_saved(&self, input: &mut StateReader) -> Result<Self::Saved, RestoreError> {
+        let mac: [u8; 6] = input.array()?;
+        if mac != self.mac {
+            let word = |mac: [u8; 6]| {
+                mac.iter()
+                    .fold(0u64, |acc, &byte| acc << 8 | u64::from(byte))
+            };
+            return Err(RestoreError::Mismatch {
+                what: "network MAC address",
+                expected: word(self.mac),
+                found: word(mac),
+            });
+        }
+        let tx_dropped = input.u64()?;
+        let count = input.u32()?;
+        if count as usize > NET_OUTBOX_FRAMES_MAX {
+            return Err(RestoreError::Invalid {
+                what: "network outbox length",
+                value: u64::from(count),
+            });
+        }
+        let mut outbox = VecDeque::with_capacity(count as usize);
+        for _ in 0..count {
+            let frame = input.sized_bytes(FRAME_BYTES_MAX, "network frame length")?;
+            if frame.len() < FRAME_BYTES_MIN {
+                return Err(RestoreError::Invalid {
+                    what: "network frame length",
+                    value: frame.len() as u64,
+                });
+            }
+            outbox.push_back(frame.to_vec());
+        }
+        Ok((outbox, tx_dropped))
+    }
+
+    fn restore_saved(&mut self, (outbox, tx_dropped): Self::Saved) {
+        self.outbox = outbox;
+        self.tx_dropped = tx_dropped;
     }
 }
 
@@ -494,5 +547,71 @@ mod tests {
             300 - NET_OUTBOX_FRAMES_MAX
         );
         assert!(!f.device.has_work());
+    }
+
+    fn saved(device: &VirtioMmio<Net>) -> Vec<u8> {
+        let mut out = crate::state::StateWriter::default();
+        device.save(&mut out);
+        out.bytes
+    }
+
+    #[test]
+    fn saved_state_carries_untaken_frames_and_the_queues_into_a_fresh_device() {
+        let mut f = setup();
+        let data = frame(100, 0xcd);
+        f.memory.poke(BUFFERS, &[0; 12]);
+        f.memory.poke(BUFFERS + 0x100, &data);
+        f.tx.add_chain(
+            &mut f.memory,
+            &[(BUFFERS, 12, false), (BUFFERS + 0x100, 100, false)],
+        );
+        notify(&mut f.device, 1);
+        f.device.process(&mut f.memory);
+        let bytes = saved(&f.device);
+        let mut fresh = VirtioMmio::new(Net::new(MAC));
+        let parsed = fresh
+            .parse_saved(&mut StateReader::new(&bytes))
+            .expect("same MAC");
+        fresh.restore_saved(parsed);
+        assert_eq!(saved(&fresh), bytes);
+        assert!(fresh.interrupt());
+        assert_eq!(fresh.take_transmitted(), vec![data]);
+        // The receive queue goes on where the old device left it.
+        f.device = fresh;
+        f.rx.add_chain(&mut f.memory, &[(BUFFERS + 0x1000, 2048, true)]);
+        assert_eq!(
+            f.device.receive(&frame(60, 1), &mut f.memory),
+            Ok(RxOutcome::Delivered)
+        );
+    }
+
+    #[test]
+    fn saved_state_with_a_runt_frame_or_too_many_frames_is_refused() {
+        let f = setup();
+        let mut out = crate::state::StateWriter::default();
+        f.device.save(&mut out);
+        let empty_outbox = out.bytes.len() - 4;
+        let mut runt = out.bytes.clone();
+        runt.truncate(empty_outbox);
+        runt.extend_from_slice(&1u32.to_le_bytes());
+        runt.extend_from_slice(&2u32.to_le_bytes());
+        runt.extend_from_slice(&[1, 2]);
+        assert_eq!(
+            f.device.parse_saved(&mut StateReader::new(&runt)).err(),
+            Some(RestoreError::Invalid {
+                what: "network frame length",
+                value: 2
+            })
+        );
+        let mut many = out.bytes.clone();
+        many.truncate(empty_outbox);
+        many.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            f.device.parse_saved(&mut StateReader::new(&many)),
+            Err(RestoreError::Invalid {
+                what: "network outbox length",
+                ..
+            })
+        ));
     }
 }

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use super::mmio::VirtioMmio;
 use super::queue::Queue;
 use super::{GuestMemory, QueueWork, VirtioDevice, DEVICE_ID_ENTROPY};
-use crate::state::StateWriter;
+use crate::state::{RestoreError, StateReader, StateWriter};
 
 /// QueueNumMax of the one request queue (5.4.2: requestq).
 pub const RNG_QUEUE_SIZE: u16 = 64;
@@ -148,6 +148,32 @@ impl VirtioDevice for Rng {
 
     fn write_state(&self, out: &mut StateWriter) {
         Rng::write_state(self, out);
+    }
+
+    /// The entropy pool and the size of the request waiting for more.
+    type Saved = Rng;
+
+    fn save(&self, out: &mut StateWriter) {
+        Rng::write_state(self, out);
+    }
+
+    fn parse_saved(&self, input: &mut StateReader) -> Result<Rng, RestoreError> {
+        let pool = input.sized_bytes(ENTROPY_POOL_BYTES_MAX, "entropy pool length")?;
+        let wanted = input.u32()?;
+        if wanted as usize > RNG_REQUEST_BYTES_MAX {
+            return Err(RestoreError::Invalid {
+                what: "entropy request length",
+                value: u64::from(wanted),
+            });
+        }
+        Ok(Rng {
+            pool: pool.iter().copied().collect(),
+            wanted_bytes: wanted as usize,
+        })
+    }
+
+    fn restore_saved(&mut self, saved: Rng) {
+        *self = saved;
     }
 }
 
@@ -294,5 +320,48 @@ mod tests {
         device.process(&mut memory);
         assert_eq!(queue.used(&memory).len(), 1);
         assert!(!device.interrupt());
+    }
+
+    fn saved(device: &VirtioMmio<Rng>) -> Vec<u8> {
+        let mut out = crate::state::StateWriter::default();
+        device.save(&mut out);
+        out.bytes
+    }
+
+    #[test]
+    fn saved_state_keeps_the_pool_and_the_waiting_request() {
+        let (mut device, mut memory, mut queue) = setup();
+        assert_eq!(device.supply_entropy(&[1, 2, 3], &mut memory), 3);
+        assert_eq!(device.device().pool_len(), 3);
+        let buffer = RAM_BASE + 0x8000;
+        queue.add_chain(&mut memory, &[(buffer, 3, true)]);
+        queue.add_chain(&mut memory, &[(buffer + 16, 8, true)]);
+        notify(&mut device, 0);
+        device.process(&mut memory);
+        assert_eq!(device.wants_entropy(), 8);
+        let bytes = saved(&device);
+        let mut fresh = VirtioMmio::new(Rng::new());
+        let parsed = fresh.parse_saved(&mut StateReader::new(&bytes)).unwrap();
+        fresh.restore_saved(parsed);
+        assert_eq!(saved(&fresh), bytes);
+        assert_eq!(fresh.wants_entropy(), 8);
+        assert_eq!(fresh.device().pool_len(), 0);
+        assert_eq!(memory.peek(buffer, 3), &[1, 2, 3]);
+        fresh.supply_entropy(&[9; 10], &mut memory);
+        assert_eq!(memory.peek(buffer + 16, 8), &[9; 8]);
+        assert_eq!(fresh.device().pool_len(), 2);
+        let mut garbled = bytes.clone();
+        let last = garbled.len() - 1;
+        garbled[last] = 0xff;
+        assert!(matches!(
+            fresh.parse_saved(&mut StateReader::new(&garbled)),
+            Err(RestoreError::Invalid {
+                what: "entropy request length",
+                ..
+            })
+        ));
+        assert!(fresh
+            .parse_saved(&mut StateReader::new(&bytes[..bytes.len() - 1]))
+            .is_err());
     }
 }
