@@ -49,6 +49,15 @@ impl Clock {
     pub fn offset_ticks(&self) -> u64 {
         self.offset_ticks
     }
+
+    pub fn instructions_per_tick(&self) -> u64 {
+        self.instructions_per_tick
+    }
+
+    /// Sets the ticks added by `advance` so far (restoring saved machine state).
+    pub fn set_offset_ticks(&mut self, ticks: u64) {
+        self.offset_ticks = ticks;
+    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,15 @@ pub mod fdt;
 pub mod loader;
 pub mod program;
 mod sbi;
+mod snapshot;
 pub mod state;
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+
+use sha2::Digest as _;
 
 pub use understudy_cpu::{
     DebugStop, DebugTargets, GuestPhysAddr, InstructionCount, WatchKind, Watchpoint,
@@ -40,6 +43,9 @@ use devices::virtio::{
 use digest::Digest;
 use fdt::FdtWriter;
 use loader::{GuestImage, ImageError};
+use snapshot::DirtyPages;
+pub use snapshot::{RamPageError, SAVED_STATE_MAGIC, SAVED_STATE_VERSION};
+pub use state::RestoreError;
 use state::StateWriter;
 
 pub const RAM_BASE: u64 = 0x8000_0000;
@@ -304,6 +310,11 @@ pub struct Machine {
     /// True for Linux `Image` guests: SBI is implemented here, not by guest firmware.
     host_monitor: bool,
     digest: Digest,
+    /// SHA-256 of the device tree the machine was built with: saved state names it, and
+    /// a machine built from another configuration refuses that state.
+    device_tree_sha256: [u8; 32],
+    /// The pages the hart reported written, fanned out to the digest and the dirty log.
+    dirty: DirtyPages,
 }
 
 impl Machine {
@@ -433,11 +444,14 @@ impl Machine {
                 .plug(2, Slot::Rng(VirtioMmio::new(Rng::new())));
         }
         let digest = Digest::new(memory_bytes);
+        let device_tree_sha256 = sha2::Sha256::digest(&device_tree).into();
         Ok(Machine {
+            dirty: DirtyPages::new(hart.ram().len()),
             hart,
             devices,
             host_monitor,
             digest,
+            device_tree_sha256,
         })
     }
 
@@ -621,7 +635,7 @@ impl Machine {
         self.hart.write_state(&mut state);
         let mut devices = StateWriter::default();
         self.devices.write_state(&mut devices);
-        let dirty = self.hart.take_dirty_pages();
+        let dirty = self.dirty.take_for_digest(&mut self.hart);
         self.digest
             .update(self.hart.ram(), &dirty, &state, &devices.bytes)
     }
