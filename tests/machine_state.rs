@@ -78,8 +78,8 @@ fn guest(name: &str) -> Guest {
     ext4_image(&disk);
     // Disk, console, entropy and network all keep working: the loop appends to a file and
     // syncs, reads /dev/urandom, and pings a neighbour nobody answers (ARP requests leave).
-    // Kept simple: some shell syntax in the command line stops this kernel before its
-    // console comes up.
+    // Short: the kernel hands the command's words to init as arguments, and more than 32
+    // (its MAX_INIT_ARGS) make it panic before its console comes up.
     let init = "while true; do date; echo x >> /mnt/log; sync; head -c 8 /dev/urandom | od -x; \
                 ping -c 1 -W 1 10.0.2.2; done";
     Guest {
