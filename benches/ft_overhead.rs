@@ -394,6 +394,7 @@ fn measure_replicated(guest: &DrillGuest, work_dir: &Path) -> Result<Side> {
         namespace: NAMESPACE.to_owned(),
         requests_before: 0,
         requests_after: 0,
+        cycles: 1,
         peer_timeout_ms: drill::DRILL_PEER_TIMEOUT_MS,
         platform: drill::Platform::Hosted,
     };

@@ -65,8 +65,9 @@ fn redis_clients_keep_their_connection_and_every_write_when_the_primary_is_kille
         "{}",
         report.lines()
     );
-    // The old primary, restarted, learns epoch 2 exists and halts: status 3, serving nothing.
-    assert_eq!(report.restarted_primary_exit, Some(3), "{}", report.lines());
+    // The old primary, restarted, learns epoch 2 exists and joins the new primary as its
+    // backup: the pair is protected again.
+    assert_eq!(report.restarted_primary, "rejoined", "{}", report.lines());
 }
 
 #[test]

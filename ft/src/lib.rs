@@ -15,6 +15,7 @@ pub mod node;
 pub mod record;
 pub mod shared;
 pub mod sim;
+pub mod transfer;
 pub mod types;
 pub mod wire;
 

@@ -8,8 +8,9 @@
 //! Primary  --peer silent / acks stuck-->  ClaimingAsPrimary --granted--> Solo
 //! Backup   --peer silent--------------->  ClaimingAsBackup  --granted--> GoingLive --drained--> Solo
 //! Claiming* --denied / newer epoch seen--> Halted
-//! Solo     --join, snapshot sent------->  Primary
-//! Joining  --snapshot------------------>  Backup
+//! Solo     --join, handed over--------->  Primary
+//! Joining  --snapshot, install confirmed->  Backup
+//! Primary, Backup never paired --newer epoch seen--> Joining
 //! Primary, Solo, Backup, GoingLive --newer epoch seen / fenced--> Halted
 //! Backup   --digest mismatch----------->  Halted (diverged)
 //! ```
@@ -19,6 +20,7 @@ use core::fmt;
 
 use crate::limits::Limits;
 use crate::record::{LogEntry, Record};
+use crate::transfer::Transfer;
 use crate::types::{
     DeviceId, Epoch, Incarnation, Instant, InstructionCount, Key, LogSequence, NodeId, StateDigest,
 };
@@ -122,8 +124,12 @@ pub enum Event {
         /// The epoch after the change.
         epoch: Epoch,
     },
-    /// A replica wants to join: call `Node::send_snapshot` with the current state.
+    /// A replica wants to join: transfer the state (`Node::send_transfer`, then
+    /// `Node::hand_over` and `Node::send_handover`), or send it whole with
+    /// `Node::send_snapshot`.
     SnapshotWanted,
+    /// A state-transfer message from the peer (`transfer`), for the runtime.
+    Transfer(Transfer),
     /// The node moved to a newer epoch (it won a claim, or installed a snapshot of a newer
     /// epoch). Write `epoch` durably as this replica's last known epoch, then call
     /// `Node::epoch_persisted(epoch)`. Until then the node sends no frame and releases no
@@ -133,7 +139,9 @@ pub enum Event {
         /// The epoch to store.
         epoch: Epoch,
     },
-    /// Replace the machine state with this snapshot, then replay from `position + 1`.
+    /// Replace the machine state with this snapshot, then call `Node::confirm_install` (the
+    /// node becomes the backup and replays from `position + 1`) or `Node::refuse_install`
+    /// (it stays joining).
     InstallSnapshot {
         /// The last log position the state includes.
         position: LogSequence,
@@ -349,6 +357,10 @@ pub struct Node {
     last_ack_progress: Instant,
     last_retransmit: Instant,
     last_snapshot_request: Option<Instant>,
+    /// Joining: a snapshot handed to the runtime, installed when it confirms.
+    pending_install: Option<PendingInstall>,
+    /// Primary: handed over to a joiner that has not acknowledged anything since.
+    handover_unconfirmed: bool,
     lease_until: Option<Instant>,
     /// Since when the oldest held output has been acknowledged but the lease was not valid:
     /// acknowledgements arrive, yet nothing can be released.
@@ -375,6 +387,27 @@ pub struct Node {
     /// No peer and no arbiter: a standalone primary (`Node::standalone`) or a backup fed from
     /// a recording (`Node::file_backup`). It never sends a frame, takes none, and has no timers.
     peerless: bool,
+}
+
+/// What a live primary hands over to a joining replica: the log position and count its state
+/// is taken at, and the outputs a new backup must be able to reissue (`Node::hand_over`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handover {
+    /// The last log position the state includes.
+    pub position: LogSequence,
+    /// Its instruction count.
+    pub at: InstructionCount,
+    /// The highest position whose output the primary had released.
+    pub released_through: LogSequence,
+    /// Outputs at or before `position` the primary still held.
+    pub held_outputs: Vec<OutputCopy>,
+}
+
+/// A snapshot a joining node received and its runtime is installing.
+#[derive(Clone, Debug)]
+struct PendingInstall {
+    sent_at: Instant,
+    handover: Handover,
 }
 
 /// An entry for the backup's runtime to inject at its instruction count.
@@ -420,6 +453,8 @@ impl Node {
             last_ack_progress: now,
             last_retransmit: now,
             last_snapshot_request: None,
+            pending_install: None,
+            handover_unconfirmed: false,
             lease_until: None,
             release_blocked_since: None,
             held: VecDeque::new(),
@@ -811,15 +846,24 @@ impl Node {
         }
     }
 
-    /// Primary or solo: answers `Event::SnapshotWanted` with the runtime's current state. The
-    /// node becomes (or stays) a protected primary; outputs from here on wait for the new
-    /// backup's acknowledgement.
+    /// Primary or solo: answers `Event::SnapshotWanted` with the runtime's whole state in one
+    /// frame (`hand_over` then `send_handover`). The node becomes (or stays) a protected
+    /// primary; outputs from here on wait for the new backup's acknowledgement.
     pub fn send_snapshot(
         &mut self,
         now: Instant,
         at: InstructionCount,
         state: Vec<u8>,
     ) -> Result<(), NodeError> {
+        let handover = self.hand_over(now, at)?;
+        self.send_handover(now, &handover, state)
+    }
+
+    /// Primary or solo: the state the runtime captures at `at` (with the guest paused there)
+    /// goes to a joining replica. From here the node keeps the log for it and is a primary:
+    /// outputs wait for the new backup's acknowledgement. Send the state (pieces through
+    /// `send_transfer`), then the returned handover with `send_handover`.
+    pub fn hand_over(&mut self, now: Instant, at: InstructionCount) -> Result<Handover, NodeError> {
         if !matches!(self.role, RoleKind::Primary | RoleKind::Solo) {
             return Err(NodeError::WrongRole { role: self.role });
         }
@@ -832,34 +876,87 @@ impl Node {
                 payload: output.payload.clone(),
             })
             .collect();
-        let message = Message::Snapshot {
-            sent_at: now,
+        let handover = Handover {
             position: self.end,
             at,
-            state,
             released_through: self.released_through,
             held_outputs,
         };
-        self.send(self.config.peer, message)
-            .map_err(NodeError::Encode)?;
-        self.last_sent = now;
         if self.role == RoleKind::Solo {
-            // No log was kept while solo: the snapshot covers everything so far.
+            // No log was kept while solo: the state covers everything so far.
             self.log.clear();
             self.log_bytes = 0;
             self.log_start = self.end.next();
             self.acked = self.end;
             self.acked_at = self.end_at.max(at);
             self.lease_until = None;
-            self.last_heard = now;
-            self.peer_heard = true;
-            self.last_ack_progress = now;
             self.set_role(RoleKind::Primary);
         }
+        self.last_heard = now;
+        self.peer_heard = true;
+        self.handover_unconfirmed = true;
         self.next_to_send = self.end.next();
         // A new backup gets a fresh chance to acknowledge before the primary gives up on it.
         self.last_ack_progress = now;
+        Ok(handover)
+    }
+
+    /// Primary: sends the `Snapshot` that completes a handover, with the runtime's `state`
+    /// (the whole state, or what names the pieces sent before). May be repeated.
+    pub fn send_handover(
+        &mut self,
+        now: Instant,
+        handover: &Handover,
+        state: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        if self.role != RoleKind::Primary {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        let message = Message::Snapshot {
+            sent_at: now,
+            position: handover.position,
+            at: handover.at,
+            state,
+            released_through: handover.released_through,
+            held_outputs: handover.held_outputs.clone(),
+        };
+        self.send(self.config.peer, message)
+            .map_err(NodeError::Encode)?;
+        self.last_sent = now;
         Ok(())
+    }
+
+    /// Joining or live primary: sends a state-transfer message to the peer. A joining
+    /// replica sends only the joiner's messages, a live one only the live side's.
+    pub fn send_transfer(&mut self, transfer: Transfer) -> Result<(), NodeError> {
+        let allowed = match self.role {
+            RoleKind::Joining => !transfer.from_live(),
+            RoleKind::Primary | RoleKind::Solo => transfer.from_live(),
+            _ => false,
+        };
+        if !allowed {
+            return Err(NodeError::WrongRole { role: self.role });
+        }
+        self.send(self.config.peer, Message::Transfer(transfer))
+            .map_err(NodeError::Encode)
+    }
+
+    /// Joining: the runtime installed the snapshot of `Event::InstallSnapshot` (and checked
+    /// it): the node becomes the backup, replays from the snapshot's position and
+    /// acknowledges it. Without a pending snapshot nothing happens.
+    pub fn confirm_install(&mut self, now: Instant) {
+        if self.role != RoleKind::Joining {
+            return;
+        }
+        if let Some(pending) = self.pending_install.take() {
+            self.become_backup(now, pending);
+        }
+    }
+
+    /// Joining: the runtime could not install the pending snapshot (pieces missing, a digest
+    /// that differs): the node stays joining and asks again.
+    pub fn refuse_install(&mut self) {
+        self.pending_install = None;
     }
 
     // ----- Backup: replay -----
@@ -1014,6 +1111,9 @@ impl Node {
             }
             return self.handle_join(now);
         }
+        if let Message::Transfer(transfer) = frame.message {
+            return self.handle_transfer(now, header.epoch, transfer);
+        }
         if self.role == RoleKind::Joining {
             return match frame.message {
                 snapshot @ Message::Snapshot { .. } if header.epoch >= self.epoch.max(Epoch(1)) => {
@@ -1044,9 +1144,7 @@ impl Node {
         }
         if header.epoch > self.epoch {
             // Someone won a newer epoch: whatever this node was, it is stale.
-            self.halt(HaltReason::Fenced {
-                epoch: header.epoch,
-            });
+            self.fenced(header.epoch);
             return Ok(());
         }
         match frame.message {
@@ -1094,7 +1192,7 @@ impl Node {
             }
             Message::Fence { epoch } => {
                 if epoch > self.epoch {
-                    self.halt(HaltReason::Fenced { epoch });
+                    self.fenced(epoch);
                 }
                 Ok(())
             }
@@ -1172,6 +1270,9 @@ impl Node {
         self.last_ack_sent = now;
     }
 
+    /// A snapshot arrived: a joining node hands it to the runtime and waits for
+    /// `confirm_install`; a backup (of this primary, which restarted its join) installs it
+    /// at once as it did before the transfer existed.
     fn install_snapshot(&mut self, now: Instant, snapshot: Message) {
         let Message::Snapshot {
             sent_at,
@@ -1184,6 +1285,35 @@ impl Node {
         else {
             return;
         };
+        let pending = PendingInstall {
+            sent_at,
+            handover: Handover {
+                position,
+                at,
+                released_through,
+                held_outputs,
+            },
+        };
+        self.events.push_back(Event::InstallSnapshot {
+            position,
+            at,
+            state,
+        });
+        if self.role == RoleKind::Joining {
+            self.pending_install = Some(pending);
+        } else {
+            self.become_backup(now, pending);
+        }
+    }
+
+    fn become_backup(&mut self, now: Instant, pending: PendingInstall) {
+        let PendingInstall { sent_at, handover } = pending;
+        let Handover {
+            position,
+            at,
+            released_through,
+            held_outputs,
+        } = handover;
         let from = self.role;
         self.end = position;
         self.end_at = at;
@@ -1221,11 +1351,6 @@ impl Node {
                 epoch: self.epoch,
             });
         }
-        self.events.push_back(Event::InstallSnapshot {
-            position,
-            at,
-            state,
-        });
         self.heard_from_primary(now, sent_at, released_through);
         self.send_ack(now, false);
     }
@@ -1297,6 +1422,8 @@ impl Node {
         }
         self.last_heard = now;
         self.peer_heard = true;
+        // A joiner acknowledges only once it installed the handed-over state.
+        self.handover_unconfirmed = false;
         // The echo is our own clock reading; never let it extend the lease past one lease
         // from now.
         let echo = echo.min(now);
@@ -1339,6 +1466,61 @@ impl Node {
         Ok(())
     }
 
+    /// A newer epoch exists. A replica that never heard its partner since it started as
+    /// one half of a new pair (`await_peer`) has run nothing and released nothing: its
+    /// partner went on without it, so it joins that partner instead of halting, whatever
+    /// role its configuration gave it. Anything else is stale and halts.
+    fn fenced(&mut self, epoch: Epoch) {
+        let never_paired = !self.peer_heard
+            && matches!(self.role, RoleKind::Primary | RoleKind::Backup)
+            && self.released_through == LogSequence(0)
+            && self.handed_out == LogSequence(0);
+        if !never_paired {
+            self.halt(HaltReason::Fenced { epoch });
+            return;
+        }
+        self.log.clear();
+        self.log_bytes = 0;
+        self.held.clear();
+        self.replay.clear();
+        self.end = LogSequence(0);
+        self.end_at = InstructionCount(0);
+        self.acked = LogSequence(0);
+        self.acked_at = InstructionCount(0);
+        self.log_start = LogSequence(1);
+        self.next_to_send = LogSequence(1);
+        self.enter_epoch(epoch);
+        self.set_role(RoleKind::Joining);
+    }
+
+    /// A state-transfer message: between a joining replica and a live primary only. A
+    /// joiner's frames carry the epoch it last knew, which may be older (it missed
+    /// failovers); a live side's must be from the joiner's epoch or newer.
+    fn handle_transfer(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        transfer: Transfer,
+    ) -> Result<(), ReceiveError> {
+        let expected = match self.role {
+            RoleKind::Joining => transfer.from_live() && epoch >= self.epoch,
+            RoleKind::Primary | RoleKind::Solo => !transfer.from_live() && epoch <= self.epoch,
+            _ => false,
+        };
+        if !expected {
+            return Err(ReceiveError::UnexpectedMessage {
+                kind: "transfer",
+                role: self.role,
+            });
+        }
+        if self.role == RoleKind::Primary {
+            // A joiner that answers is alive; its log acknowledgements come once it installed.
+            self.last_heard = now;
+        }
+        self.events.push_back(Event::Transfer(transfer));
+        Ok(())
+    }
+
     fn handle_join(&mut self, now: Instant) -> Result<(), ReceiveError> {
         match self.role {
             RoleKind::Primary | RoleKind::Solo => {
@@ -1366,10 +1548,10 @@ impl Node {
             RoleKind::ClaimingAsPrimary | RoleKind::ClaimingAsBackup => {}
             // The arbiter's answer to a heartbeat: its record. A newer epoch than ours means
             // the pair moved on without us (we were deposed while we could not hear it): stop
-            // before anything more leaves this node.
+            // before anything more leaves this node, or, never paired, join the newer epoch.
             RoleKind::Primary | RoleKind::Solo | RoleKind::Backup | RoleKind::GoingLive => {
                 if epoch > self.epoch {
-                    self.halt(HaltReason::Fenced { epoch });
+                    self.fenced(epoch);
                 }
                 return Ok(());
             }
@@ -1617,6 +1799,17 @@ impl Node {
     /// with its own timeout and a clear message.
     pub fn await_peer(&mut self) {
         self.peer_heard = false;
+    }
+
+    /// Primary: the last handover (`hand_over`) was followed by an acknowledgement, so the
+    /// joiner installed the state and follows the log (true when nothing was handed over).
+    pub fn handover_confirmed(&self) -> bool {
+        !self.handover_unconfirmed
+    }
+
+    /// This start's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.config.incarnation
     }
 
     /// True once the peer was heard (always, unless `await_peer` was called and the peer has

@@ -27,6 +27,7 @@ use sha2::Sha256;
 
 use crate::limits::{Limits, FRAME_HEADER_BYTES, FRAME_MAC_BYTES, REPLAY_WINDOW_FRAMES};
 use crate::record::LogEntry;
+use crate::transfer::Transfer;
 use crate::types::{
     DeviceId, Epoch, FrameSequence, Incarnation, Instant, InstructionCount, Key, LogSequence,
     NodeId,
@@ -36,7 +37,7 @@ use crate::types::{
 pub const FRAME_MAGIC: [u8; 2] = *b"UF";
 /// The protocol version this build speaks. Receivers accept exactly this version; any change to
 /// the header layout or to the encoding of a message or record bumps it (PROTOCOL.md).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -95,6 +96,9 @@ pub enum Message {
         /// having produced them.
         held_outputs: Vec<OutputCopy>,
     },
+    /// Between a joining replica and the live primary: the state transfer of a join
+    /// (`transfer`), before the `Snapshot` that completes it.
+    Transfer(Transfer),
     /// "Your epoch is stale": sent in answer to a frame from an older epoch.
     Fence {
         /// The sender's (newer) epoch.
@@ -124,6 +128,7 @@ impl Message {
             Message::Ack { .. } => "ack",
             Message::Join => "join",
             Message::Snapshot { .. } => "snapshot",
+            Message::Transfer(_) => "transfer",
             Message::Fence { .. } => "fence",
             Message::Claim { .. } => "claim",
             Message::ClaimReply { .. } => "claim-reply",

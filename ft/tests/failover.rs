@@ -107,6 +107,10 @@ impl Cluster {
                             .unwrap();
                         moved = true;
                     }
+                    if let Event::InstallSnapshot { .. } = event {
+                        node.confirm_install(now);
+                        moved = true;
+                    }
                     self.events.push((id, event));
                 }
                 while let Some(output) = node.poll_release(now) {

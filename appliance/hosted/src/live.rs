@@ -222,7 +222,7 @@ pub fn run(
                     break ending;
                 }
             }
-            Step::WaitingForLog | Step::WaitingForBackup | Step::Halted => {
+            Step::WaitingForLog | Step::WaitingForBackup | Step::Joining | Step::Halted => {
                 panic!("fail-stop: a standalone replica cannot reach {step:?}")
             }
         }

@@ -168,6 +168,9 @@ struct DrillArgs {
     /// The appliance's guest disk: `separate` (a copy each) or `shared` (one image).
     #[arg(long, default_value = "separate", value_parser = ["separate", "shared"])]
     disk: String,
+    /// Failover and rejoin cycles of `--fault rejoin`.
+    #[arg(long, default_value_t = 10)]
+    cycles: u32,
 }
 
 #[derive(clap::Args)]
@@ -515,6 +518,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         requests_before: args.requests_before,
         requests_after: args.requests_after,
+        cycles: args.cycles,
         peer_timeout_ms: args
             .peer_timeout_ms
             .unwrap_or(if args.platform == "appliance" {
@@ -541,6 +545,7 @@ fn soak(args: SoakArgs) -> Result<ExitCode> {
         requests_after: args.requests_after,
         peer_timeout_ms: pair::drill::DRILL_PEER_TIMEOUT_MS,
         platform: pair::drill::Platform::Hosted,
+        cycles: 1,
     };
     let inside = |fault: Fault| -> Vec<String> {
         let fault = clap::ValueEnum::to_possible_value(&fault)

@@ -26,6 +26,10 @@
 //!   writes are outputs of the [`DISK`] device (held by the output rule like any other, and
 //!   written to the one image by the driver once released, [`Replica::disk_written`]), and
 //!   the data its reads returned is logged, so the backup never reads the image.
+//! - **Re-protection** ([`join`]): a live primary answers a joining replica's `Join` with
+//!   a state transfer while its guest runs (disk ranges by digest, RAM in pre-copy rounds,
+//!   then a short pause for the last pages and the devices); the joiner installs it, checks
+//!   the state digest and becomes the backup ([`Replica::joining`]).
 //! - **Standalone and recordings**: [`Replica::standalone`] runs the guest with no backup and
 //!   no arbiter (`understudy run-guest`) and hands every entry it records to the driver
 //!   ([`Replica::poll_recorded`]), which may save them: a record file is the replication
@@ -37,6 +41,7 @@ extern crate alloc;
 
 pub mod announce;
 pub mod etcd;
+pub mod join;
 pub mod logfmt;
 pub mod metrics;
 pub mod shared_disk;
@@ -56,6 +61,8 @@ use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{DebugStop, DebugTargets, Exit, InjectError, Input, Machine};
 
 pub use announce::announce_frames;
+pub use join::{JoinPhase, JoinProgress};
+use join::{Joiner, LiveJoin, LiveStep};
 pub use shared_disk::{split_disk_payload, DiskMode, SharedDisk, DISK_OFFSET_BYTES};
 
 /// The guest's console (UART) as an `ft` device.
@@ -128,6 +135,8 @@ pub enum Step {
     /// The guest powered off, reset or crashed (on a backup: at the same count as the
     /// primary). The replica runs no further.
     GuestStopped(Exit),
+    /// A joining replica waits for the live primary's state (frames, then `run` again).
+    Joining,
     /// The node is halted (fenced, lost arbitration, diverged); see [`Replica::halt_reason`].
     Halted,
 }
@@ -188,6 +197,11 @@ pub struct Status {
     pub arbiter_heard_at: Option<Instant>,
     /// Protocol counters.
     pub counters: Counters,
+    /// A primary with a backup that installed its state and follows the log (or a backup
+    /// that does): failover would lose nothing.
+    pub protected: bool,
+    /// The join in progress on either side, or the last one.
+    pub join: JoinProgress,
 }
 
 /// One output the guest produced that the backup has not yet matched to the primary's marker.
@@ -240,6 +254,18 @@ pub struct Replica {
     digests_matched: u64,
     /// Every entry recorded, for the driver to take (`poll_recorded`), when it asked for them.
     recorded: Option<VecDeque<LogEntry>>,
+    /// Live: the join being served.
+    live_join: Option<LiveJoin>,
+    /// Joining: the receiving end.
+    joiner: Option<Joiner>,
+    /// Joins started by this replica, for session numbers.
+    joins_started: u64,
+    /// The last join's figures once it ended.
+    last_join: JoinProgress,
+    /// When a join next has timed work.
+    join_wake: Option<Instant>,
+    /// Events for the driver, after the runtime saw them.
+    events: VecDeque<Event>,
 }
 
 impl Replica {
@@ -253,6 +279,20 @@ impl Replica {
         digest_every: u64,
         now: Instant,
     ) -> Replica {
+        Replica::build(machine, node, identity, digest_every, now, false)
+    }
+
+    /// A replica that joins a live primary (`Node::joining`): `machine` is built from the
+    /// same guest and configuration, powered on and not run; its RAM, devices and separate
+    /// disk are brought level with the primary's before it becomes the backup.
+    pub fn joining(
+        machine: Machine,
+        node: Node,
+        identity: GuestIdentity,
+        digest_every: u64,
+        now: Instant,
+    ) -> Replica {
+        assert_eq!(node.role(), RoleKind::Joining, "a joining node");
         Replica::build(machine, node, identity, digest_every, now, false)
     }
 
@@ -302,7 +342,18 @@ impl Replica {
             entries: 0,
             digests_matched: 0,
             recorded: keep_recorded.then(VecDeque::new),
+            live_join: None,
+            joiner: None,
+            joins_started: 0,
+            last_join: JoinProgress::default(),
+            join_wake: None,
+            events: VecDeque::new(),
         };
+        if replica.node.role() == RoleKind::Joining {
+            let shared = replica.shared_disk().is_some();
+            replica.joiner = Some(Joiner::new(&mut replica.machine, shared, now));
+            return replica;
+        }
         let live = replica.is_live();
         if let Some(disk) = replica.shared_disk() {
             disk.set_mode(if live {
@@ -525,6 +576,9 @@ impl Replica {
             }
             return Step::GuestStopped(exit);
         }
+        if let Some(step) = self.join_turn(now) {
+            return step;
+        }
         match self.node.role() {
             RoleKind::Primary | RoleKind::Solo => self.run_live(now, slice),
             RoleKind::Backup | RoleKind::ClaimingAsBackup | RoleKind::GoingLive => {
@@ -533,7 +587,51 @@ impl Replica {
             // A claiming primary keeps executing: outputs are held anyway, and a grant makes
             // it solo without losing anything. A joining replica has no state yet.
             RoleKind::ClaimingAsPrimary => self.run_live(now, slice),
-            RoleKind::Halted | RoleKind::Joining | RoleKind::Arbiter => Step::Halted,
+            RoleKind::Joining => Step::Joining,
+            RoleKind::Halted | RoleKind::Arbiter => Step::Halted,
+        }
+    }
+
+    /// A join's work between slices, on either side. `Some` when the slice must not run
+    /// (a joiner, or the turn of the live side's pause).
+    fn join_turn(&mut self, now: Instant) -> Option<Step> {
+        let limits = self.node.limits().clone();
+        let retransmit = limits.retransmit_timeout;
+        let give_up = understudy_ft::Duration(limits.peer_timeout.0 * 2);
+        self.join_wake = None;
+        if let Some(joiner) = &mut self.joiner {
+            joiner.step(&mut self.machine, &mut self.node, now, retransmit, give_up);
+            self.join_wake = Some(now + retransmit);
+            return Some(Step::Joining);
+        }
+        let join = self.live_join.as_mut()?;
+        if !matches!(self.node.role(), RoleKind::Primary | RoleKind::Solo) {
+            self.end_live_join();
+            return None;
+        }
+        join.pause_ended(now);
+        let rounds_before = join.progress().rounds;
+        let phase_before = join.progress().phase;
+        let step = join.step(&mut self.machine, &mut self.node, now, retransmit, give_up);
+        self.join_wake = Some(now + retransmit);
+        if step == LiveStep::Finished {
+            self.end_live_join();
+            return None;
+        }
+        let progress = join_progress(self.live_join.as_ref());
+        if progress.phase == JoinPhase::HandingOver && phase_before != JoinPhase::HandingOver {
+            // The pause happened in this call: the guest ran no instruction in it, and the
+            // next call measures its length. The node is a primary now; its outputs wait.
+            let _ = rounds_before;
+            return Some(Step::Ran(0));
+        }
+        None
+    }
+
+    fn end_live_join(&mut self) {
+        if let Some(join) = self.live_join.take() {
+            join.stop(&mut self.machine);
+            self.last_join = join.progress();
         }
     }
 
@@ -1081,9 +1179,17 @@ impl Replica {
         self.node.handle_timeout(now);
     }
 
-    /// When `handle_timeout` next has work.
+    /// When `handle_timeout` (or, during a join, `run`) next has work.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.node.poll_at()
+        match (self.node.poll_at(), self.join_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why the last join attempt of this joining replica failed, if it did.
+    pub fn join_error(&self) -> Option<&'static str> {
+        self.joiner.as_ref().and_then(|joiner| joiner.last_error)
     }
 
     /// The next datagram to send.
@@ -1091,9 +1197,79 @@ impl Replica {
         self.node.poll_transmit(now)
     }
 
-    /// The next protocol event (role changes, go-live steps, divergence).
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.node.poll_event()
+    /// The next protocol event (role changes, go-live steps, divergence, joins). The
+    /// runtime acts on the join's events itself before the driver sees them; state-transfer
+    /// messages stay inside.
+    pub fn poll_event(&mut self, now: Instant) -> Option<Event> {
+        loop {
+            let event = self.events.pop_front().or_else(|| self.node.poll_event())?;
+            match &event {
+                Event::Transfer(_) => {
+                    let Event::Transfer(message) = event else {
+                        unreachable!("matched above")
+                    };
+                    if let Some(join) = &mut self.live_join {
+                        join.receive(&mut self.machine, &mut self.node, now, message);
+                    } else if let Some(joiner) = &mut self.joiner {
+                        joiner.receive(&mut self.machine, &mut self.node, now, message);
+                    }
+                    continue;
+                }
+                Event::SnapshotWanted => self.join_wanted(now),
+                Event::InstallSnapshot { at, state, .. } => {
+                    let (at, state) = (*at, state.clone());
+                    self.install(now, at, &state);
+                }
+                Event::RoleChanged {
+                    to: RoleKind::Joining,
+                    ..
+                } => {
+                    // A replica that never ran joins its partner's newer epoch.
+                    let shared = self.shared_disk().is_some();
+                    self.joiner = Some(Joiner::new(&mut self.machine, shared, now));
+                    self.unlogged.clear();
+                }
+                _ => {}
+            }
+            return Some(event);
+        }
+    }
+
+    /// Live: a replica asks to join. A join in progress with a joiner that still answers
+    /// goes on; otherwise a new session starts.
+    fn join_wanted(&mut self, now: Instant) {
+        if self.live_join.is_some() || self.node.is_peerless() {
+            return;
+        }
+        self.joins_started += 1;
+        // Unique across this replica's restarts: the incarnation grows.
+        let session = understudy_ft::transfer::SessionId(
+            (self.node.incarnation().0 << 20) | (self.joins_started & 0xf_ffff),
+        );
+        let shared = self.shared_disk().is_some();
+        self.live_join = Some(LiveJoin::start(&mut self.machine, session, shared, now));
+    }
+
+    /// Joining: the handover arrived; install and check it.
+    fn install(&mut self, now: Instant, at: InstructionCount, state: &[u8]) {
+        let Some(joiner) = &mut self.joiner else {
+            self.node.refuse_install();
+            return;
+        };
+        if !joiner.install(&mut self.machine, &mut self.node, now, state, at) {
+            return;
+        }
+        self.last_join = joiner.progress();
+        self.joiner = None;
+        self.produced.clear();
+        self.disk_produced.clear();
+        self.console_produced.clear();
+        self.stopped = None;
+        self.mismatch = None;
+        self.last_recorded_at = None;
+        if let Some(disk) = self.shared_disk() {
+            disk.set_mode(DiskMode::Replaying);
+        }
     }
 
     /// The driver wrote `epoch` durably (`Event::PersistEpoch`): frames and outputs flow again.
@@ -1146,6 +1322,18 @@ impl Replica {
             },
             arbiter_heard_at: self.node.arbiter_heard_at(),
             counters,
+            protected: match self.node.role() {
+                RoleKind::Primary => self.is_paired() && self.node.handover_confirmed(),
+                RoleKind::Backup => true,
+                _ => false,
+            },
+            join: if let Some(join) = &self.live_join {
+                join.progress()
+            } else if let Some(joiner) = &self.joiner {
+                joiner.progress()
+            } else {
+                self.last_join
+            },
         }
     }
 }
@@ -1176,3 +1364,7 @@ mod tests;
 
 #[cfg(test)]
 mod shared_disk_pair_tests;
+
+fn join_progress(join: Option<&LiveJoin>) -> JoinProgress {
+    join.map(LiveJoin::progress).unwrap_or_default()
+}

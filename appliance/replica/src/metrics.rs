@@ -10,6 +10,8 @@ use core::fmt::Write as _;
 
 use understudy_ft::RoleKind;
 
+use crate::JoinPhase;
+
 /// Every role a replica's node can be in, for the role gauge's label values.
 const ROLES: [RoleKind; 8] = [
     RoleKind::Primary,
@@ -20,6 +22,15 @@ const ROLES: [RoleKind; 8] = [
     RoleKind::GoingLive,
     RoleKind::Joining,
     RoleKind::Halted,
+];
+
+/// Every join phase, for the phase gauge's label values.
+const JOIN_PHASES: [JoinPhase; 5] = [
+    JoinPhase::Idle,
+    JoinPhase::Hashing,
+    JoinPhase::Comparing,
+    JoinPhase::PreCopy,
+    JoinPhase::HandingOver,
 ];
 
 /// What a driver knows of its replica, beyond `Replica::status`.
@@ -160,6 +171,49 @@ pub fn exposition(figures: &Figures) -> String {
         "counter",
         "Log entries sent again for want of an acknowledgement.",
         &one(status.counters.retransmissions as f64),
+    );
+    metric(
+        "understudy_protected",
+        "gauge",
+        "1 when the backup installed the primary's state and follows its log.",
+        &flag(status.protected),
+    );
+    let join = &status.join;
+    metric(
+        "understudy_join_phase",
+        "gauge",
+        "1 for the phase of the join in progress (idle without one).",
+        &JOIN_PHASES
+            .iter()
+            .map(|phase| {
+                let value = if *phase == join.phase { 1.0 } else { 0.0 };
+                (format!("{{phase=\"{}\"}}", phase.as_str()), value)
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "understudy_join_state_bytes",
+        "gauge",
+        "State bytes (RAM, disk, devices) sent or received by the current or last join.",
+        &one(join.bytes as f64),
+    );
+    metric(
+        "understudy_join_rounds",
+        "gauge",
+        "Pre-copy rounds of the current or last join.",
+        &one(f64::from(join.rounds)),
+    );
+    metric(
+        "understudy_join_pause_seconds",
+        "gauge",
+        "The guest's pause at the end of the last join this primary served.",
+        &one(join.pause_us as f64 / 1e6),
+    );
+    metric(
+        "understudy_joins_completed_total",
+        "counter",
+        "Joins completed: served (primary) or installed (joiner).",
+        &one(join.completed as f64),
     );
     metric(
         "understudy_service_frames_dropped_total",

@@ -333,7 +333,7 @@ impl Pair {
             }) else {
                 continue;
             };
-            while let Some(event) = replica.poll_event() {
+            while let Some(event) = replica.poll_event(now) {
                 if let Event::PersistEpoch { epoch } = event {
                     replica.epoch_persisted(epoch);
                 }

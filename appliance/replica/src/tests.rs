@@ -1,5 +1,6 @@
 //! A primary, a backup and an arbiter in one process, on a virtual clock, running the built-in
 //! echo guest: the runtime's contract end to end without sockets.
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
@@ -43,13 +44,17 @@ fn node_config(me: NodeId, peer: NodeId) -> NodeConfig {
 }
 
 fn replica(role: RoleKind, disk: [u8; 32]) -> Replica {
+    replica_of(machine(), role, disk)
+}
+
+fn replica_of(machine: Machine, role: RoleKind, disk: [u8; 32]) -> Replica {
     let now = Instant(0);
     let node = match role {
         RoleKind::Primary => Node::primary(node_config(PRIMARY, BACKUP), now),
         _ => Node::backup(node_config(BACKUP, PRIMARY), now),
     };
     Replica::new(
-        machine(),
+        machine,
         node,
         GuestIdentity { disk_sha256: disk },
         7_919,
@@ -112,7 +117,7 @@ impl Trio {
             }) else {
                 continue;
             };
-            while let Some(event) = replica.poll_event() {
+            while let Some(event) = replica.poll_event(now) {
                 if let Event::PersistEpoch { epoch } = event {
                     replica.epoch_persisted(epoch);
                 }
@@ -554,4 +559,106 @@ fn a_replay_stopped_at_every_watchpoint_and_breakpoint_hit_ends_in_the_recorded_
         .map(|(at, _, _)| (*at, store, DebugStop::Breakpoint { pc: store }))
         .collect();
     assert_eq!(breakpoint_hits, expected);
+}
+
+// ----- Re-protection: a replica joins the survivor of a failover -----
+
+/// A disk of `sectors` 512-byte sectors filled from `seed` (0: zeroes).
+fn disk_of(bytes: usize, seed: u8) -> understudy_machine::devices::virtio::block::VecBackend {
+    let contents = (0..bytes)
+        .map(|i| {
+            if seed == 0 {
+                0
+            } else {
+                (i as u8).wrapping_mul(seed) ^ (i >> 12) as u8
+            }
+        })
+        .collect();
+    understudy_machine::devices::virtio::block::VecBackend::new(contents)
+}
+
+fn disk_bytes(replica: &mut Replica) -> Vec<u8> {
+    let disk = replica.machine.block_backend_mut().expect("a disk");
+    let mut bytes = alloc::vec![0u8; disk.len_bytes() as usize];
+    disk.read_at(0, &mut bytes).expect("readable");
+    bytes
+}
+
+/// Kills the primary once half the text is typed, lets the backup go live, then starts a
+/// replica joining it over the same wire and disk.
+fn rejoin_after_failover(joiner_disk_seed: u8) -> Trio {
+    let mut trio = Trio::new([0; 32]);
+    for (slot, role) in [RoleKind::Primary, RoleKind::Backup]
+        .into_iter()
+        .enumerate()
+    {
+        let mut machine = machine();
+        machine.attach_disk(Box::new(disk_of(300_000, 3)), b"disk");
+        let replica = Some(replica_of(machine, role, [0; 32]));
+        if slot == 0 {
+            trio.primary = replica;
+        } else {
+            trio.backup = replica;
+        }
+    }
+    trio.run_until(|t| t.to_type.len() <= TYPED.len() / 2, 20_000);
+    let typed = TYPED.len() - trio.to_type.len();
+    let pending = core::mem::take(&mut trio.to_type);
+    trio.run_until(|t| t.released[0].len() == typed, 1_000);
+    trio.primary = None;
+    trio.run_until(
+        |t| t.backup.as_ref().unwrap().node.role() == RoleKind::Solo,
+        5_000,
+    );
+    // The survivor's guest writes its disk while alone: the joiner must get that too.
+    let survivor = trio.backup.as_mut().unwrap();
+    survivor
+        .machine
+        .block_backend_mut()
+        .unwrap()
+        .write_at(70_000, b"written while alone")
+        .unwrap();
+    let mut config = node_config(PRIMARY, BACKUP);
+    config.incarnation = Incarnation(2);
+    let node = Node::joining(config, trio.now, Epoch(1));
+    let mut machine = machine();
+    machine.attach_disk(Box::new(disk_of(300_000, joiner_disk_seed)), b"disk");
+    trio.primary = Some(Replica::joining(
+        machine,
+        node,
+        GuestIdentity {
+            disk_sha256: [0; 32],
+        },
+        7_919,
+        trio.now,
+    ));
+    trio.run_until(|t| t.backup.as_ref().unwrap().status().protected, 20_000);
+    trio.to_type = pending;
+    trio
+}
+
+#[test]
+fn a_joiner_becomes_the_survivors_backup_with_equal_state_disk_and_output() {
+    for seed in [0, 5] {
+        let mut trio = rejoin_after_failover(seed);
+        let joined = trio.primary.as_ref().unwrap();
+        assert_eq!(joined.node.role(), RoleKind::Backup);
+        assert_eq!(joined.node.epoch(), Epoch(2));
+        let live = trio.backup.as_ref().unwrap();
+        assert_eq!(live.node.role(), RoleKind::Primary);
+        let join = live.status().join;
+        assert_eq!(join.completed, 1);
+        assert!(join.pieces > 0 && join.rounds >= 1, "{join:?}");
+        // The rest of the text is typed into the protected pair; both end at the same count
+        // with the same state.
+        trio.run_until(|t| stopped(&t.backup) && stopped(&t.primary), 40_000);
+        let (mut a, mut b) = (trio.primary.take().unwrap(), trio.backup.take().unwrap());
+        assert_eq!(a.machine.instret(), b.machine.instret());
+        assert_eq!(a.state_digest(), b.state_digest());
+        assert!(disk_bytes(&mut a) == disk_bytes(&mut b), "the disks differ");
+        assert!(
+            a.status().digests_matched > 0,
+            "the log's digests were checked"
+        );
+    }
 }

@@ -35,8 +35,8 @@ use understudy_machine::devices::virtio::block::{BackendError, BlockBackend};
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
 use understudy_replica::{
-    announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Step,
-    CONSOLE, DISK, NET,
+    announce_frames, split_disk_payload, GuestIdentity, JoinPhase, Refused, Replica, SharedDisk,
+    Step, CONSOLE, DISK, NET,
 };
 use understudy_replica::{logfmt, metrics};
 use x86_64::instructions::random::RdRand;
@@ -73,6 +73,8 @@ const IDLE_POLL_MAX_US: u64 = 20_000;
 /// A status line on the console this often while the guest runs, in microseconds, and at
 /// once whenever the role or whether a failover is available changes.
 const STATUS_INTERVAL_US: u64 = 10_000_000;
+/// How often the status line shows while a join runs.
+const JOIN_STATUS_INTERVAL_US: u64 = 1_000_000;
 /// How often a turn looks at an etcd exchange in flight, in microseconds.
 const ETCD_POLL_US: u64 = 1_000;
 /// Distinct kinds of refused frames said on the console before the driver says no more.
@@ -355,6 +357,7 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         failovers: 0,
         shared_arbiter,
         said_failover_available: false,
+        join_logged: 0,
         slice_instructions: RUN_SLICE_INSTRUCTIONS_FIRST,
         instructions_per_ms: 0,
     };
@@ -411,6 +414,8 @@ struct Driver {
     shared_arbiter: Option<SharedLink>,
     /// What the last status line said of failover.
     said_failover_available: bool,
+    /// The last join session logged as started.
+    join_logged: u64,
     /// Instructions in the next run slice (adaptive, `resize_slice`).
     slice_instructions: u64,
     /// The machine's recent speed (0 before the first slice was timed).
@@ -688,26 +693,36 @@ impl Driver {
     }
 
     fn handle_events(&mut self, replica: &mut Replica) {
-        while let Some(event) = replica.poll_event() {
+        while let Some(event) = replica.poll_event(now()) {
             match event {
                 Event::RoleChanged { from, to, epoch } => {
-                    if to == RoleKind::GoingLive || (to == RoleKind::Solo && from != RoleKind::GoingLive) {
+                    if to == RoleKind::GoingLive
+                        || (to == RoleKind::Solo && from != RoleKind::GoingLive)
+                    {
                         self.failovers += 1;
                     }
                     log_event(
                         LogLevel::Info,
                         "role_change",
                         epoch.0,
-                        &[("from", alloc::format!("{from}")), ("to", alloc::format!("{to}"))],
+                        &[
+                            ("from", alloc::format!("{from}")),
+                            ("to", alloc::format!("{to}")),
+                        ],
                     );
                     self.print_status(replica);
                 }
                 // The appliance keeps no state of its own across boots: the arbiter's record,
-                // which it reads back from its disk before it answers, is what fences a
-                // replica that restarts after a failover (it halts on the first answer).
+                // which it reads back from its disk before it answers, tells a replica that
+                // restarts after a failover that a newer epoch is live; it joins it.
                 Event::PersistEpoch { epoch } => replica.epoch_persisted(epoch),
                 Event::LeaveReplay { epoch, at, .. } => {
-                    log_event(LogLevel::Info, "live", epoch.0, &[("instruction", alloc::format!("{}", at.0))]);
+                    log_event(
+                        LogLevel::Info,
+                        "live",
+                        epoch.0,
+                        &[("instruction", alloc::format!("{}", at.0))],
+                    );
                     self.time_origin = Some((tsc::now().0, replica.time_ticks()));
                 }
                 Event::AnnounceMac => {
@@ -726,10 +741,46 @@ impl Driver {
                 // Disk requests complete synchronously between run slices: nothing is in
                 // flight at a failure.
                 Event::ReissueInFlightIo => {}
-                Event::SnapshotWanted => println!(
-                    "understudy: a replica asks to join; joining a running primary is not supported yet"
-                ),
-                Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
+                Event::SnapshotWanted => {
+                    let join = replica.status().join;
+                    if join.session != self.join_logged {
+                        self.join_logged = join.session;
+                        log_event(
+                            LogLevel::Info,
+                            "join_started",
+                            replica.node().epoch().0,
+                            &[("session", alloc::format!("{}", join.session))],
+                        );
+                    }
+                }
+                Event::InstallSnapshot { at, .. } => {
+                    let join = replica.status().join;
+                    let joined = replica.node().role() == RoleKind::Backup;
+                    log_event(
+                        if joined {
+                            LogLevel::Info
+                        } else {
+                            LogLevel::Warn
+                        },
+                        if joined { "joined" } else { "join_failed" },
+                        replica.node().epoch().0,
+                        &[
+                            ("instruction", alloc::format!("{}", at.0)),
+                            ("state_bytes", alloc::format!("{}", join.bytes)),
+                            (
+                                "disk_ranges_copied",
+                                alloc::format!("{}", join.disk_ranges_copied),
+                            ),
+                            (
+                                "reason",
+                                String::from(replica.join_error().unwrap_or("none"))
+                                    .replace(' ', "-"),
+                            ),
+                        ],
+                    );
+                    self.print_status(replica);
+                }
+                Event::Transfer(_) | Event::Halted { .. } => {}
             }
         }
     }
@@ -950,6 +1001,7 @@ impl Driver {
     fn failover_available(&self, replica: &Replica) -> bool {
         self.arbiter_reachable(replica)
             && replica.node().peer_heard()
+            && replica.status().protected
             && matches!(replica.node().role(), RoleKind::Primary | RoleKind::Backup)
     }
 
@@ -966,7 +1018,13 @@ impl Driver {
     /// joined by `-`, so every value is one word).
     fn print_status(&mut self, replica: &Replica) {
         self.said_failover_available = self.failover_available(replica);
-        self.next_status_us = tsc::now().0 + STATUS_INTERVAL_US;
+        // A join's progress shows every second while it runs.
+        let interval_us = if replica.status().join.phase == JoinPhase::Idle {
+            STATUS_INTERVAL_US
+        } else {
+            JOIN_STATUS_INTERVAL_US
+        };
+        self.next_status_us = tsc::now().0 + interval_us;
         let pairs = self.status_pairs(replica);
         let mut line = String::from("understudy status");
         for (key, value) in &pairs {
@@ -1025,6 +1083,24 @@ impl Driver {
                 "running_s",
                 text(&(now_us.saturating_sub(self.started_us) / 1_000_000)),
             ),
+            ("protected", text(&status.protected)),
+            ("join_phase", String::from(status.join.phase.as_str())),
+            ("join_session", text(&status.join.session)),
+            ("join_rounds", text(&status.join.rounds)),
+            ("join_state_bytes", text(&status.join.bytes)),
+            (
+                "join_disk_hashed_bytes",
+                text(&status.join.disk_hashed_bytes),
+            ),
+            (
+                "join_disk_ranges_copied",
+                text(&status.join.disk_ranges_copied),
+            ),
+            (
+                "join_pause_ms",
+                alloc::format!("{:.3}", status.join.pause_us as f64 / 1e3),
+            ),
+            ("joins_completed", text(&status.join.completed)),
         ]
     }
 

@@ -4,6 +4,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::*;
+use crate::transfer::SessionId;
 use crate::types::{Duration, FrameSequence};
 use crate::wire::FrameHeader;
 
@@ -222,9 +223,11 @@ enum Stimulus {
     Record,
     FinishGoLive,
     SendSnapshot,
+    TransferFromJoiner,
+    TransferFromLive,
 }
 
-const STIMULI: [Stimulus; 12] = [
+const STIMULI: [Stimulus; 14] = [
     Stimulus::PeerSilent,
     Stimulus::Granted,
     Stimulus::Denied,
@@ -237,6 +240,8 @@ const STIMULI: [Stimulus; 12] = [
     Stimulus::Record,
     Stimulus::FinishGoLive,
     Stimulus::SendSnapshot,
+    Stimulus::TransferFromJoiner,
+    Stimulus::TransferFromLive,
 ];
 
 /// Applies a stimulus; returns whether the node accepted it (Ok) or refused it (Err).
@@ -296,6 +301,23 @@ fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
         Stimulus::Join => node
             .handle_frame(now, &forge.frame(peer, Epoch(0), Message::Join))
             .is_ok(),
+        Stimulus::TransferFromJoiner => {
+            let message = Message::Transfer(Transfer::PieceAck {
+                session: SessionId(1),
+                through: 0,
+            });
+            node.handle_frame(now, &forge.frame(peer, Epoch(0), message))
+                .is_ok()
+        }
+        Stimulus::TransferFromLive => {
+            let message = Message::Transfer(Transfer::Start {
+                session: SessionId(1),
+                ram_pages: 1,
+                disk: None,
+            });
+            node.handle_frame(now, &forge.frame(peer, Epoch(epoch.0.max(1)), message))
+                .is_ok()
+        }
         Stimulus::Ack => {
             let message = Message::Ack {
                 echo: now,
@@ -354,7 +376,9 @@ fn expected(role: RoleKind, stimulus: Stimulus) -> (bool, RoleKind) {
         ) => (true, Halted),
         (role, S::FenceFromNewerEpoch) => (false, role),
 
-        (Joining | Backup, S::Snapshot) => (true, Backup),
+        // A joiner waits for its runtime to confirm the install; a backup installs at once.
+        (Joining, S::Snapshot) => (true, Joining),
+        (Backup, S::Snapshot) => (true, Backup),
         (role, S::Snapshot) => (false, role),
 
         (Primary | Solo, S::Join) => (true, role),
@@ -374,6 +398,12 @@ fn expected(role: RoleKind, stimulus: Stimulus) -> (bool, RoleKind) {
 
         (Primary | Solo, S::SendSnapshot) => (true, Primary),
         (role, S::SendSnapshot) => (false, role),
+
+        // State transfer: only between a joiner and a live primary, in the right direction.
+        (Primary | Solo, S::TransferFromJoiner) => (true, role),
+        (role, S::TransferFromJoiner) => (false, role),
+        (Joining, S::TransferFromLive) => (true, Joining),
+        (role, S::TransferFromLive) => (false, role),
     }
 }
 
@@ -936,7 +966,11 @@ fn joining_replica_becomes_backup_from_a_snapshot_and_the_primary_protects_again
     assert_eq!(live.role(), RoleKind::Primary);
     let sent = live.poll_transmit(now).unwrap();
     joiner.handle_frame(now, &sent.bytes).unwrap();
-    assert_eq!(joiner.role(), RoleKind::Backup);
+    assert_eq!(
+        joiner.role(),
+        RoleKind::Joining,
+        "the runtime installs the state first"
+    );
     assert_eq!(joiner.epoch(), Epoch(2));
     let events = drain_events(&mut joiner);
     assert!(events.contains(&Event::PersistEpoch { epoch: Epoch(2) }));
@@ -951,6 +985,9 @@ fn joining_replica_becomes_backup_from_a_snapshot_and_the_primary_protects_again
         at: InstructionCount(5),
         state: vec![9, 9]
     }));
+    assert_eq!(joiner.poll_transmit(now), None, "no ack before the install");
+    joiner.confirm_install(now);
+    assert_eq!(joiner.role(), RoleKind::Backup);
     // Outputs after the snapshot wait for the new backup's acknowledgement.
     live.submit_output(now, InstructionCount(6), DeviceId(1), vec![1])
         .unwrap();
@@ -1356,6 +1393,7 @@ fn a_snapshot_carries_the_outputs_the_primary_still_holds_so_the_new_backup_can_
     let snapshot = live.poll_transmit(T0).unwrap();
     let mut joiner = Node::joining(config(B), T0, Epoch(1));
     joiner.handle_frame(T0, &snapshot.bytes).unwrap();
+    joiner.confirm_install(T0);
     assert_eq!(joiner.role(), RoleKind::Backup);
     // The primary dies before it could release: the new backup goes live and reissues it.
     joiner.handle_timeout(after_timeout());
@@ -1503,6 +1541,15 @@ fn the_arbiter_answers_a_heartbeat_and_a_deposed_primary_halts_on_its_answer() {
     node.handle_frame(at, &reply.bytes).unwrap();
     assert_eq!(node.arbiter_heard_at(), Some(at));
     assert_eq!(node.role(), RoleKind::Primary);
+    // The pair formed (a replica that never heard its partner would join the newer epoch).
+    let ack = Message::Ack {
+        echo: at,
+        through: LogSequence(0),
+        resend: false,
+        backpressure: false,
+    };
+    node.handle_frame(at, &Forge::new().frame(B, Epoch(1), ack))
+        .unwrap();
     // A record of a newer epoch, owned by the peer: this primary was deposed. (Sequence
     // numbers past the real arbiter's, which share the forge's incarnation.)
     let bytes = Forge { sequence: 100 }.arbiter_frame(
@@ -1519,4 +1566,128 @@ fn the_arbiter_answers_a_heartbeat_and_a_deposed_primary_halts_on_its_answer() {
         node.halt_reason(),
         Some(HaltReason::Fenced { epoch: Epoch(2) })
     );
+}
+
+#[test]
+fn a_replica_that_never_heard_its_partner_joins_the_newer_epoch_instead_of_halting() {
+    for mut node in [primary(), backup()] {
+        node.await_peer();
+        let mut forge = Forge::new();
+        let fence = Message::Fence { epoch: Epoch(3) };
+        node.handle_frame(T0, &forge.frame(node.config.peer, Epoch(3), fence))
+            .unwrap();
+        assert_eq!(node.role(), RoleKind::Joining);
+        assert_eq!(node.epoch(), Epoch(3));
+        assert_eq!(node.halt_reason(), None);
+        let events = drain_events(&mut node);
+        assert!(events.contains(&Event::PersistEpoch { epoch: Epoch(3) }));
+        node.epoch_persisted(Epoch(3));
+        node.handle_timeout(T0);
+        let sent = drain_transmits(&mut node, T0);
+        assert_eq!(sent, vec![(node.config.peer, Message::Join)]);
+    }
+    // Once the partner was heard, a newer epoch means this replica is stale.
+    let mut paired = primary();
+    paired.await_peer();
+    let mut forge = Forge::new();
+    let ack = Message::Ack {
+        echo: T0,
+        through: LogSequence(0),
+        resend: false,
+        backpressure: false,
+    };
+    paired
+        .handle_frame(T0, &forge.frame(B, Epoch(1), ack))
+        .unwrap();
+    let fence = Message::Fence { epoch: Epoch(3) };
+    paired
+        .handle_frame(T0, &forge.frame(B, Epoch(3), fence))
+        .unwrap();
+    assert_eq!(paired.role(), RoleKind::Halted);
+}
+
+#[test]
+fn transfer_messages_reach_the_runtime_and_go_only_the_right_way() {
+    let mut live = solo();
+    drain_events(&mut live);
+    drain_transmits(&mut live, T0);
+    let mut forge = Forge::new();
+    let ack = Transfer::PieceAck {
+        session: SessionId(4),
+        through: 7,
+    };
+    live.handle_frame(
+        T0,
+        &forge.frame(B, Epoch(1), Message::Transfer(ack.clone())),
+    )
+    .unwrap();
+    assert_eq!(drain_events(&mut live), vec![Event::Transfer(ack.clone())]);
+    assert_eq!(
+        live.send_transfer(ack),
+        Err(NodeError::WrongRole {
+            role: RoleKind::Solo
+        })
+    );
+    let start = Transfer::Start {
+        session: SessionId(4),
+        ram_pages: 2,
+        disk: None,
+    };
+    live.send_transfer(start.clone()).unwrap();
+    let mut joiner = Node::joining(config(B), T0, Epoch(2));
+    let sent = live.poll_transmit(T0).unwrap();
+    joiner.handle_frame(T0, &sent.bytes).unwrap();
+    assert_eq!(drain_events(&mut joiner), vec![Event::Transfer(start)]);
+    // A live side of an older epoch than the joiner knows is refused.
+    let mut stale = Forge::new();
+    let old = Message::Transfer(Transfer::Start {
+        session: SessionId(5),
+        ram_pages: 2,
+        disk: None,
+    });
+    assert!(joiner
+        .handle_frame(T0, &stale.frame(A, Epoch(1), old))
+        .is_err());
+}
+
+#[test]
+fn a_refused_install_leaves_the_joiner_joining_and_a_later_one_can_be_confirmed() {
+    let mut live = solo();
+    drain_transmits(&mut live, T0);
+    let mut joiner = Node::joining(config(B), T0, Epoch(2));
+    let handover = live.hand_over(T0, InstructionCount(9)).unwrap();
+    assert_eq!(live.role(), RoleKind::Primary);
+    live.send_handover(T0, &handover, vec![1]).unwrap();
+    let first = live.poll_transmit(T0).unwrap();
+    joiner.handle_frame(T0, &first.bytes).unwrap();
+    joiner.refuse_install();
+    joiner.confirm_install(T0);
+    assert_eq!(
+        joiner.role(),
+        RoleKind::Joining,
+        "nothing pending to confirm"
+    );
+    live.send_handover(T0, &handover, vec![2]).unwrap();
+    let second = live.poll_transmit(T0).unwrap();
+    joiner.handle_frame(T0, &second.bytes).unwrap();
+    joiner.confirm_install(T0);
+    assert_eq!(joiner.role(), RoleKind::Backup);
+    assert_eq!(joiner.log_end(), handover.position);
+}
+
+#[test]
+fn a_replica_that_never_heard_its_partner_joins_when_the_arbiter_names_a_newer_epoch() {
+    let mut node = primary();
+    node.await_peer();
+    node.handle_timeout(T0);
+    drain_transmits(&mut node, T0);
+    let mut forge = Forge::new();
+    let record = Message::ClaimReply {
+        epoch: Epoch(4),
+        owner: B,
+    };
+    node.handle_frame(T0, &forge.arbiter_frame(A, Epoch(4), record))
+        .unwrap();
+    assert_eq!(node.role(), RoleKind::Joining);
+    assert_eq!(node.epoch(), Epoch(4));
 }

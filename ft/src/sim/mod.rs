@@ -1358,6 +1358,9 @@ impl World {
                     let replica = &mut self.replicas[slot];
                     replica.workload = workload;
                     replica.icount = at.0;
+                    if let Some(state) = replica.node.as_mut() {
+                        state.confirm_install(now);
+                    }
                     self.note(|| format!("node {node}: installed snapshot at {position}"));
                 }
                 Err(_) => self.fail(
@@ -1373,6 +1376,11 @@ impl World {
                 self.note(|| format!("node {node}: left replay at {position}, live in {epoch}"));
                 self.check_answered_applied(node);
             }
+            // The simulated runtime sends its whole state in the snapshot.
+            Event::Transfer(_) => self.fail(
+                Property::ProtocolError,
+                format!("node {node}: a transfer message in a simulation without transfers"),
+            ),
             Event::AnnounceMac => {
                 self.service_owner = node;
                 self.note(|| format!("node {node}: announced the service MAC"));

@@ -65,6 +65,12 @@ pub enum Fault {
     KillArbiterRestartThenPrimary,
     /// Drop every datagram between the replicas: exactly one may go on serving.
     CutLink,
+    /// `--cycles` times: SIGKILL whichever replica is primary, then start it again; it joins
+    /// the survivor (every third time from an empty disk and state directory, once killed
+    /// again in the middle of its join) and the pair must be protected again, with digests
+    /// compared, before the next kill. Each replica keeps its own ext4 disk, where redis
+    /// keeps an append-only file.
+    Rejoin,
 }
 
 /// The guest a drill runs.
@@ -116,6 +122,8 @@ pub struct DrillOptions {
     /// Acknowledged requests after the fault (when the service should go on).
     pub requests_after: u64,
     pub platform: Platform,
+    /// Failover and rejoin cycles (`Fault::Rejoin`).
+    pub cycles: u32,
 }
 
 /// What a drill measured.
@@ -141,8 +149,10 @@ pub struct Report {
     pub backup_exit: Option<i32>,
     /// The TAP the bridge last learned the guest's MAC on.
     pub guest_mac_port: String,
-    /// The exit status of the old primary restarted after the fault (kill-primary only).
-    pub restarted_primary_exit: Option<i32>,
+    /// What the old primary did when started again after the fault (kill-primary only):
+    /// `rejoined` (it joined the new primary as its backup and the pair is protected),
+    /// `exited-N`, or `not-rejoined` (neither within the time allowed).
+    pub restarted_primary: String,
     /// Bytes of the page downloaded over one HTTP connection held open across the fault,
     /// when it arrived intact (None: no download, or it broke).
     pub download_bytes: Option<usize>,
@@ -158,6 +168,26 @@ pub struct Report {
     /// The appliance primary's status read over the network before the fault
     /// (`ok role=... epoch=...` or what went wrong; `not-checked` for hosted drills).
     pub status_check: String,
+    /// `Fault::Rejoin`: one entry per completed cycle.
+    pub rejoins: Vec<Rejoin>,
+}
+
+/// One failover and rejoin cycle.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rejoin {
+    /// How the killed replica came back: `stale` (its own disk and state), `empty` (a
+    /// zeroed disk and no state) or `cut` (stale, killed once during its join).
+    pub kind: String,
+    /// Seconds from the restart to both replicas saying the pair is protected.
+    pub seconds: f64,
+    /// The guest's pause at the end of the join, in milliseconds (the live side's measure).
+    pub pause_ms: f64,
+    /// State bytes the joiner received (RAM, disk ranges, devices).
+    pub state_bytes: u64,
+    /// Disk ranges found different and copied.
+    pub disk_ranges: u64,
+    /// State digests the new backup compared with the primary's after joining.
+    pub digests_matched: u64,
 }
 
 impl Report {
@@ -168,9 +198,10 @@ impl Report {
             "requests_acknowledged={}\nacknowledged_writes_lost={}\nwrites_applied_twice={}\n\
              reconnects={}\nanswer_after_fault_s={}\nlongest_wait_s={:.3}\nlog_mbit_s={:.3}\n\
              primary_role={}\nprimary_epoch={}\nbackup_role={}\nbackup_epoch={}\n\
-             primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary_exit={}\n\
+             primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary={}\n\
              download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n\
-             protected_after_s={}\nbackup_lag_instructions={}\nstatus_check={}\n",
+             protected_after_s={}\nbackup_lag_instructions={}\nstatus_check={}\n\
+             rejoins={}\n{}",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -186,8 +217,11 @@ impl Report {
             option(self.primary_exit),
             option(self.backup_exit),
             self.guest_mac_port,
-            self.restarted_primary_exit
-                .map_or("not-restarted".to_owned(), |v| v.to_string()),
+            if self.restarted_primary.is_empty() {
+                "not-restarted"
+            } else {
+                &self.restarted_primary
+            },
             self.download_bytes
                 .map_or("none".to_owned(), |v| v.to_string()),
             self.failover_available.join(","),
@@ -196,6 +230,21 @@ impl Report {
                 .map_or("none".to_owned(), |s| format!("{s:.3}")),
             self.backup_lag_instructions,
             self.status_check,
+            self.rejoins.len(),
+            self.rejoins
+                .iter()
+                .enumerate()
+                .map(|(index, rejoin)| format!(
+                    "rejoin_{}=kind:{} seconds:{:.3} pause_ms:{:.3} state_bytes:{} disk_ranges:{} digests_matched:{}\n",
+                    index + 1,
+                    rejoin.kind,
+                    rejoin.seconds,
+                    rejoin.pause_ms,
+                    rejoin.state_bytes,
+                    rejoin.disk_ranges,
+                    rejoin.digests_matched
+                ))
+                .collect::<String>(),
         )
     }
 }
@@ -273,7 +322,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
         primary_exit: exit("primary_exit")?,
         backup_exit: exit("backup_exit")?,
         guest_mac_port: value("guest_mac_port")?,
-        restarted_primary_exit: value("restarted_primary_exit")?.parse().ok(),
+        restarted_primary: value("restarted_primary")?,
         download_bytes: value("download_bytes")?.parse().ok(),
         fault_at: value("fault_at")?,
         protected_after_s: value("protected_after_s")?.parse().ok(),
@@ -287,6 +336,29 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 parts.next().unwrap_or_default(),
             ]
         },
+        rejoins: (1..=number("rejoins")?)
+            .map(|index| parse_rejoin(&value(&format!("rejoin_{index}"))?))
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// One `rejoin_N=kind:... seconds:...` value.
+fn parse_rejoin(text: &str) -> Result<Rejoin> {
+    let field = |key: &str| -> Result<&str> {
+        text.split(' ')
+            .find_map(|part| {
+                part.strip_prefix(key)
+                    .and_then(|rest| rest.strip_prefix(':'))
+            })
+            .with_context(|| format!("a rejoin without {key}: {text}"))
+    };
+    Ok(Rejoin {
+        kind: field("kind")?.to_owned(),
+        seconds: field("seconds")?.parse()?,
+        pause_ms: field("pause_ms")?.parse()?,
+        state_bytes: field("state_bytes")?.parse()?,
+        disk_ranges: field("disk_ranges")?.parse()?,
+        digests_matched: field("digests_matched")?.parse()?,
     })
 }
 
@@ -327,8 +399,13 @@ impl Trio {
         if let Platform::Appliance(setup) = &self.platform {
             return appliance::spawn(setup, &self.work_dir, role, extra.contains(&"--init"));
         }
-        let log =
-            |suffix: &str| std::fs::File::create(self.work_dir.join(format!("{role}.{suffix}")));
+        // Appended: a replica started again (rejoin drills) keeps its earlier lives' lines.
+        let log = |suffix: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.work_dir.join(format!("{role}.{suffix}")))
+        };
         Command::new(&self.exe)
             .arg("run")
             .arg("--config")
@@ -404,17 +481,6 @@ fn poll_exit(child: &mut Option<Child>) -> Option<i32> {
     Some(exit_code(status))
 }
 
-fn wait_exit(child: &mut Option<Child>, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(code) = poll_exit(child) {
-            return Some(code);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 const CHANNEL_KEY: &str = "5c0f6f3e2a9b8d71c4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b";
 
 /// Per-drill keys: fresh random keys, so no example key is ever used for real.
@@ -433,22 +499,34 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
         let [primary, backup] = keys;
         return appliance::prepare(setup, options, &[channel_key, primary, backup]);
     }
+    // A rejoin drill gives each replica a disk of its own, where redis keeps its file.
+    let disks = options.fault == Fault::Rejoin;
     let common = format!(
         "primary = 127.0.0.1/8\nbackup = 127.0.0.2/8\narbiter = 127.0.0.3:7100\nport = 7000\n\
          disk = separate\nchannel_key = {channel_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
-         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24 understudy.numbers={}\n\
+         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24 understudy.numbers={}{}\n\
          guest_kernel = {}\nguest_initrd = {}\n",
         options.peer_timeout_ms,
         guest.memory_mib,
         guest.numbers,
+        if disks { " understudy.redis_aof=1" } else { "" },
         guest.kernel.display(),
         guest.initrd.display()
     );
+    if disks {
+        make_ext4(&dir.join("primary.img"))?;
+        std::fs::copy(dir.join("primary.img"), dir.join("backup.img"))?;
+    }
     for (index, role) in ["primary", "backup"].into_iter().enumerate() {
+        let disk = if disks {
+            format!("guest_disk = {role}.img\n")
+        } else {
+            String::new()
+        };
         std::fs::write(
             dir.join(format!("{role}.conf")),
             format!(
-                "role = {role}\n{common}service_net = tap:{}\nstate_dir = {role}\narbiter_key = {}\n",
+                "role = {role}\n{common}{disk}service_net = tap:{}\nstate_dir = {role}\narbiter_key = {}\n",
                 TAPS[index], keys[index]
             ),
         )?;
@@ -460,6 +538,21 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
             keys[0], keys[1]
         ),
     )?;
+    Ok(())
+}
+
+/// Bytes of each replica's disk in a rejoin drill.
+const REJOIN_DISK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// An empty ext4 file system of `REJOIN_DISK_BYTES` (e2fsprogs' `mkfs.ext4`).
+fn make_ext4(path: &Path) -> Result<()> {
+    std::fs::File::create(path)?.set_len(REJOIN_DISK_BYTES)?;
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(path)
+        .status()
+        .context("cannot run mkfs.ext4 (e2fsprogs)")?;
+    ensure!(status.success(), "mkfs.ext4 failed");
     Ok(())
 }
 
@@ -544,7 +637,7 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     let mut report = Report::default();
     let expect_service = !matches!(options.fault, Fault::KillArbiterThenPrimary);
     // One HTTP connection, half read, stays open across the fault.
-    let download = if expect_service {
+    let download = if expect_service && options.fault != Fault::Rejoin {
         Some(SlowDownload::start(
             SocketAddr::from((GUEST_IP, HTTP_PORT)),
             options.guest.numbers,
@@ -564,6 +657,21 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     };
     let mut fault_time = Instant::now();
     report.fault_at = super::replica::utc_now();
+    if options.fault == Fault::Rejoin {
+        report.rejoins = rejoin_cycles(&mut trio, &mut client, options)?;
+        client.verify()?;
+        report.requests_acknowledged = client.acknowledged;
+        report.writes_lost = client.lost;
+        report.writes_applied_twice = client.twice;
+        report.reconnects = client.reconnects;
+        report.longest_wait_s = client.longest_wait.as_secs_f64();
+        (report.primary_role, report.primary_epoch) = trio.status("primary");
+        (report.backup_role, report.backup_epoch) = trio.status("backup");
+        report.guest_mac_port = guest_mac_port();
+        summarize(options.fault, &report);
+        print!("{}", report.lines());
+        return Ok(report);
+    }
     match options.fault {
         Fault::KillPrimary => {
             say("SIGKILL to the primary");
@@ -603,6 +711,7 @@ fn inside(options: &DrillOptions) -> Result<Report> {
             say("cutting the log link between the replicas");
             cut_link(&options.platform)?;
         }
+        Fault::Rejoin => unreachable!("rejoin drills return above"),
     }
     if expect_service {
         client.answer_after = Some(fault_time);
@@ -652,16 +761,152 @@ fn inside(options: &DrillOptions) -> Result<Report> {
         options.fault,
         Fault::KillPrimary | Fault::KillArbiterRestartThenPrimary
     ) {
-        say("restarting the old primary: it must find itself fenced");
-        let mut restarted = Some(trio.spawn("primary", &[])?);
-        report.restarted_primary_exit = wait_exit(&mut restarted, HALT_TIMEOUT);
-        if report.restarted_primary_exit.is_none() {
-            kill(&mut restarted);
-        }
+        say("restarting the old primary: it must join the new primary as its backup");
+        trio.primary = Some(trio.spawn("primary", &[])?);
+        let deadline = Instant::now() + REJOIN_TIMEOUT;
+        report.restarted_primary = loop {
+            if let Some(code) = poll_exit(&mut trio.primary) {
+                break format!("exited-{code}");
+            }
+            if trio.status("primary").0 == "backup"
+                && trio.status_text("primary", "protected") == "true"
+                && trio.status_text("backup", "protected") == "true"
+            {
+                break "rejoined".to_owned();
+            }
+            if Instant::now() >= deadline {
+                break "not-rejoined".to_owned();
+            }
+            std::thread::sleep(STATUS_REFRESH);
+        };
+        say(&format!("the old primary: {}", report.restarted_primary));
     }
     summarize(options.fault, &report);
     print!("{}", report.lines());
     Ok(report)
+}
+
+/// How long a restarted replica may take to join and the pair to be protected again.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Requests the client sends between looks at the replicas' status while one joins.
+const REQUESTS_PER_LOOK: u64 = 10;
+
+/// `Fault::Rejoin`: kill the primary, keep the load going on the survivor, start the dead
+/// one again and wait for the pair to be protected, `options.cycles` times.
+fn rejoin_cycles(
+    trio: &mut Trio,
+    client: &mut Client,
+    options: &DrillOptions,
+) -> Result<Vec<Rejoin>> {
+    let mut rejoins = Vec::new();
+    for cycle in 1..=options.cycles {
+        let live = ["primary", "backup"]
+            .into_iter()
+            .find(|role| trio.status(role).0 == "primary")
+            .context("no replica says it is the protected primary")?;
+        say(&format!(
+            "cycle {cycle}: SIGKILL to the {live} (the live primary)"
+        ));
+        let child = if live == "primary" {
+            &mut trio.primary
+        } else {
+            &mut trio.backup
+        };
+        kill(child);
+        client.answer_after = Some(Instant::now());
+        client.first_answer_after = None;
+        client.load(options.requests_after)?;
+        let kind = match cycle % 3 {
+            0 => "empty",
+            2 => "cut",
+            _ => "stale",
+        };
+        if kind == "empty" {
+            // A fresh machine: no state, a disk of zeroes of the same size.
+            let dir = &trio.work_dir;
+            std::fs::remove_dir_all(dir.join(live))?;
+            let disk = dir.join(format!("{live}.img"));
+            std::fs::remove_file(&disk)?;
+            std::fs::File::create(&disk)?.set_len(REJOIN_DISK_BYTES)?;
+        }
+        let started = Instant::now();
+        let mut child = Some(trio.spawn(live, &[])?);
+        if kind == "cut" {
+            // Killed in the middle of its join, then started again: it must join afresh.
+            wait_for_status(trio, client, &mut child, live, |trio| {
+                matches!(
+                    trio.status_text(live, "join_phase").as_str(),
+                    "comparing" | "precopy"
+                )
+            })?;
+            say(&format!(
+                "cycle {cycle}: SIGKILL to the {live} during its join"
+            ));
+            kill(&mut child);
+            child = Some(trio.spawn(live, &[])?);
+        }
+        let survivor = if live == "primary" {
+            "backup"
+        } else {
+            "primary"
+        };
+        wait_for_status(trio, client, &mut child, live, |trio| {
+            trio.status(live).0 == "backup"
+                && trio.status_text(live, "protected") == "true"
+                && trio.status_text(survivor, "protected") == "true"
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        // The new backup compares the primary's periodic state digests from here on.
+        wait_for_status(trio, client, &mut child, live, |trio| {
+            trio.status_number(live, "digests_matched") >= 1.0
+        })?;
+        if live == "primary" {
+            trio.primary = child;
+        } else {
+            trio.backup = child;
+        }
+        let rejoin = Rejoin {
+            kind: kind.to_owned(),
+            seconds,
+            pause_ms: trio.status_number(survivor, "join_pause_ms"),
+            state_bytes: trio.status_number(live, "join_state_bytes") as u64,
+            disk_ranges: trio.status_number(live, "join_disk_ranges_copied") as u64,
+            digests_matched: trio.status_number(live, "digests_matched") as u64,
+        };
+        say(&format!(
+            "cycle {cycle}: the {live} rejoined ({kind}) in {seconds:.1} s, pause {:.3} ms, {} state bytes, {} disk ranges",
+            rejoin.pause_ms, rejoin.state_bytes, rejoin.disk_ranges
+        ));
+        rejoins.push(rejoin);
+    }
+    Ok(rejoins)
+}
+
+/// Runs the load in small batches until `done` says so, failing if the replica `role`
+/// (running as `child`) exits or `REJOIN_TIMEOUT` passes.
+fn wait_for_status(
+    trio: &Trio,
+    client: &mut Client,
+    child: &mut Option<Child>,
+    role: &str,
+    done: impl Fn(&Trio) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + REJOIN_TIMEOUT;
+    while !done(trio) {
+        if let Some(code) = poll_exit(child) {
+            let log = std::fs::read_to_string(trio.work_dir.join(format!("{role}.log")))
+                .unwrap_or_default();
+            bail!("the {role} exited with status {code} while joining:\n{log}");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the {role} did not rejoin within {} s; its status:\n{}",
+            REJOIN_TIMEOUT.as_secs(),
+            trio.status_file(role)
+        );
+        client.load(REQUESTS_PER_LOOK)?;
+    }
+    Ok(())
 }
 
 /// Kills the arbiter and runs the load without it: the pair serves on, but each replica's
@@ -798,7 +1043,7 @@ fn summarize(fault: Fault, report: &Report) {
         Some(bytes) => say(&format!(
             "HTTP download held open across the fault: {bytes} bytes, every one as expected"
         )),
-        None if fault != Fault::KillArbiterThenPrimary => {
+        None if !matches!(fault, Fault::KillArbiterThenPrimary | Fault::Rejoin) => {
             say("HTTP download held open across the fault: BROKEN")
         }
         None => {}

@@ -13,15 +13,15 @@ use anyhow::{bail, Context, Result};
 use understudy_boot_config::{DiskMode, Role, SocketAddress};
 use understudy_ft::shared::{SharedArbiter, StorageOp};
 use understudy_ft::{
-    ArbiterConfig, Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError,
+    ArbiterConfig, Epoch, Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError,
     RoleKind,
 };
 use understudy_machine::clock::TIMEBASE_HZ;
 use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
 use understudy_replica::{
-    announce_frames, split_disk_payload, GuestIdentity, Refused, Replica, SharedDisk, Status, Step,
-    CONSOLE, DISK, NET,
+    announce_frames, split_disk_payload, GuestIdentity, JoinPhase, Refused, Replica, SharedDisk,
+    Status, Step, CONSOLE, DISK, NET,
 };
 
 use super::config::{channel_key, ArbiterBackend, ArbiterKeys, PairConfig};
@@ -56,6 +56,8 @@ const ENTROPY_CHUNK_BYTES_MAX: usize = 256;
 const ARBITER_SILENCE_MAX_REPORTS: f64 = 3.5;
 /// The status file is rewritten this often.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a running join's progress goes to the console.
+const JOIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// The log channel's socket receive buffer (the kernel caps it at `net.core.rmem_max`).
 const LOG_RECEIVE_BUFFER_BYTES: libc::c_int = 4 << 20;
 /// Distinct kinds of refused frames reported before the driver stops saying more.
@@ -85,15 +87,11 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         unreachable!("replica configs hold one arbiter key")
     };
     let state = StateDir::open(&config.state_dir)?;
-    if let Some(epoch) = state.last_epoch()? {
-        if epoch > 1 {
-            bail!(
-                "this machine last served in epoch {epoch}, after a failover: it cannot start a new pair from power-on; \
-                 empty {} (and the arbiter's state) to form a new pair",
-                config.state_dir.display()
-            );
-        }
-    }
+    // A machine that served after a failover has a partner that went on without it: it
+    // joins that partner (whatever role its config prefers). One that never did starts its
+    // configured half of a new pair, and joins instead if its partner turns out to be live
+    // in a newer epoch already (`Node` handles that at the first frame).
+    let rejoin_epoch = state.last_epoch()?.filter(|&epoch| epoch > 1);
     let incarnation = state.next_incarnation()?;
 
     let (machine, identity, shared_image) = build_machine(config, guest)?;
@@ -165,13 +163,21 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     };
     let clock = WallInstant::now();
     let now = || Instant(clock.elapsed().as_micros() as u64);
-    let mut node = match role {
-        Role::Primary => Node::primary(node_config, now()),
-        _ => Node::backup(node_config, now()),
+    let mut replica = match rejoin_epoch {
+        Some(epoch) => {
+            let node = Node::joining(node_config, now(), Epoch(epoch));
+            Replica::joining(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now())
+        }
+        None => {
+            let mut node = match role {
+                Role::Primary => Node::primary(node_config, now()),
+                _ => Node::backup(node_config, now()),
+            };
+            node.await_peer();
+            state.save_epoch(node.epoch().0)?;
+            Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now())
+        }
     };
-    node.await_peer();
-    state.save_epoch(node.epoch().0)?;
-    let mut replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now());
     log::init(config.log_level, config.log_format);
     log::event(
         Level::Info,
@@ -179,6 +185,10 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         replica.node().epoch().0,
         &[
             ("role", role.as_str().into()),
+            (
+                "joining",
+                if rejoin_epoch.is_some() { "yes" } else { "no" }.into(),
+            ),
             ("log_channel", (&own.to_string()).into()),
             ("partner", (&peer.to_string()).into()),
             ("arbiter", (&arbiter.to_string()).into()),
@@ -213,6 +223,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
         shared_image,
         shared_arbiter,
         stdout: std::io::stdout(),
+        join_started: None,
     };
     let started = WallInstant::now();
     let mut peer_found = false;
@@ -256,6 +267,20 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
                 "no backup confirmed the pair within {} s: start the backup with the same guest and disk, \
                  and check that {peer} is reachable",
                 options.wait_for_partner.as_secs()
+            );
+        }
+        if replica.node().role() == RoleKind::Joining
+            && replica.status().join.session == 0
+            && started.elapsed() > options.wait_for_partner
+        {
+            bail!(
+                "no live primary answered within {} s: start this machine once its partner serves, \
+                 and check that {peer} is reachable{}",
+                options.wait_for_partner.as_secs(),
+                replica
+                    .join_error()
+                    .map(|why| format!(" (last attempt: {why})"))
+                    .unwrap_or_default()
             );
         }
         if replica.node().role() == RoleKind::Backup
@@ -456,6 +481,8 @@ struct Driver {
     /// `arbiter_backend = etcd`: the arbiter runs here, over the cluster's register.
     shared_arbiter: Option<SharedLink>,
     stdout: std::io::Stdout,
+    /// The join session being reported, when it was first seen and last logged.
+    join_started: Option<(u64, WallInstant, WallInstant)>,
 }
 
 impl Driver {
@@ -467,7 +494,7 @@ impl Driver {
         if replica.poll_at().is_some_and(|at| at <= now) {
             replica.handle_timeout(now);
         }
-        self.handle_events(replica)?;
+        self.handle_events(replica, now)?;
         // What the frames just received allow goes out before the next run slice, which may
         // take milliseconds: a backup's acknowledgement, a primary's released outputs.
         self.send_outputs(replica, now)?;
@@ -490,7 +517,7 @@ impl Driver {
             Step::Idle { wake_at_ticks } => Some(wake_at_ticks),
             _ => None,
         };
-        self.handle_events(replica)?;
+        self.handle_events(replica, now)?;
         self.send_outputs(replica, now)?;
         self.send_datagrams(replica, now);
         self.write_status(replica, now, false)?;
@@ -605,8 +632,8 @@ impl Driver {
         }
     }
 
-    fn handle_events(&mut self, replica: &mut Replica) -> Result<()> {
-        while let Some(event) = replica.poll_event() {
+    fn handle_events(&mut self, replica: &mut Replica, now: Instant) -> Result<()> {
+        while let Some(event) = replica.poll_event(now) {
             match event {
                 Event::RoleChanged { from, to, epoch } => {
                     if to == RoleKind::GoingLive
@@ -684,17 +711,33 @@ impl Driver {
                 // flight at a failure.
                 Event::ReissueInFlightIo => {}
                 Event::SnapshotWanted => {
+                    let join = replica.status().join;
+                    if join.phase == JoinPhase::Hashing && join.disk_hashed_bytes == 0 {
+                        log::event(
+                            Level::Info,
+                            "join_started",
+                            replica.node().epoch().0,
+                            &[("session", join.session.into())],
+                        );
+                    }
+                }
+                Event::InstallSnapshot { at, .. } => {
+                    let join = replica.status().join;
+                    let joined = replica.node().role() == RoleKind::Backup;
                     log::event(
-                        Level::Warn,
-                        "join_refused",
+                        if joined { Level::Info } else { Level::Warn },
+                        if joined { "joined" } else { "join_failed" },
                         replica.node().epoch().0,
-                        &[(
-                            "reason",
-                            "joining a running primary is not supported yet".into(),
-                        )],
+                        &[
+                            ("instruction", at.0.into()),
+                            ("rounds", u64::from(join.rounds).into()),
+                            ("state_bytes", join.bytes.into()),
+                            ("disk_ranges_copied", join.disk_ranges_copied.into()),
+                            ("reason", replica.join_error().unwrap_or("").into()),
+                        ],
                     );
                 }
-                Event::InstallSnapshot { .. } | Event::Halted { .. } => {}
+                Event::Transfer(_) | Event::Halted { .. } => {}
             }
         }
         Ok(())
@@ -858,6 +901,75 @@ impl Driver {
         }
     }
 
+    /// A running join's time to completion, estimated from its progress so far: hashing the
+    /// disk and sending RAM once are most of the work (later rounds are small).
+    fn join_estimate(
+        &mut self,
+        replica: &Replica,
+        status: &Status,
+        wall: WallInstant,
+    ) -> Option<f64> {
+        let join = status.join;
+        if join.phase == JoinPhase::Idle {
+            self.join_started = None;
+            return None;
+        }
+        let started = match self.join_started {
+            Some((session, at, _)) if session == join.session => at,
+            _ => {
+                self.join_started = Some((join.session, wall, wall));
+                log::event(
+                    Level::Info,
+                    "join_progress",
+                    status.epoch.0,
+                    &[
+                        ("session", join.session.into()),
+                        ("phase", join.phase.as_str().into()),
+                    ],
+                );
+                return None;
+            }
+        };
+        let ram_bytes = replica.machine().ram().len() as u64;
+        let total = (join.disk_bytes + ram_bytes) as f64;
+        let done = (join.disk_hashed_bytes + join.bytes.min(ram_bytes)) as f64;
+        let elapsed = wall.duration_since(started).as_secs_f64();
+        let eta = if done > 0.0 {
+            (elapsed * (total - done).max(0.0) / done).max(0.0)
+        } else {
+            f64::NAN
+        };
+        if !self.join_progress_due(wall) {
+            return eta.is_finite().then_some(eta);
+        }
+        log::event(
+            Level::Info,
+            "join_progress",
+            status.epoch.0,
+            &[
+                ("session", join.session.into()),
+                ("phase", join.phase.as_str().into()),
+                ("disk_hashed_bytes", join.disk_hashed_bytes.into()),
+                ("disk_ranges_copied", join.disk_ranges_copied.into()),
+                ("rounds", u64::from(join.rounds).into()),
+                ("state_bytes", join.bytes.into()),
+                ("eta_s", (&format!("{eta:.1}")).into()),
+            ],
+        );
+        eta.is_finite().then_some(eta)
+    }
+
+    /// True once a second while a join runs: when its progress goes to the console.
+    fn join_progress_due(&mut self, wall: WallInstant) -> bool {
+        match &mut self.join_started {
+            Some((_, _, logged)) if wall.duration_since(*logged) >= JOIN_PROGRESS_INTERVAL => {
+                *logged = wall;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn write_status(&mut self, replica: &Replica, now: Instant, force: bool) -> Result<()> {
         let wall = WallInstant::now();
         let previous = self.last_status;
@@ -884,6 +996,7 @@ impl Driver {
         let arbiter_reachable = arbiter_silent_s.is_some_and(|s| s < silence_max_s);
         let failover_available = arbiter_reachable
             && replica.node().peer_heard()
+            && status.protected
             && matches!(status.role, RoleKind::Primary | RoleKind::Backup);
         let report = StatusReport {
             status,
@@ -902,6 +1015,7 @@ impl Driver {
             arbiter_reachable,
             failover_available,
             failovers: self.failovers,
+            join_eta_s: self.join_estimate(replica, &status, wall),
         };
         if let Some(metrics) = &self.metrics {
             if let Ok(mut text) = metrics.lock() {

@@ -41,6 +41,8 @@ pub struct StatusReport {
     pub failover_available: bool,
     /// Times this replica went live after losing its partner.
     pub failovers: u64,
+    /// A join's estimated time to completion, while one runs.
+    pub join_eta_s: Option<f64>,
 }
 
 impl StateDir {
@@ -104,9 +106,16 @@ impl StateDir {
         self.write_durably(EPOCH_FILE, format!("{epoch}\n").as_bytes())
     }
 
-    /// A number larger than any earlier start's (the protocol's incarnation).
+    /// A number larger than any earlier start's (the protocol's incarnation): the wall clock
+    /// in microseconds, or one more than the last start's if the clock went back. The clock
+    /// matters for a machine whose state directory is new (a replacement, or one wiped
+    /// before it rejoins): its partner drops frames of any incarnation not newer than the
+    /// last one it heard from this machine.
     pub fn next_incarnation(&self) -> Result<u64> {
-        let next = self.read_number(INCARNATION_FILE)?.unwrap_or(0) + 1;
+        let clock_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let next = (self.read_number(INCARNATION_FILE)?.unwrap_or(0) + 1).max(clock_us);
         self.write_durably(INCARNATION_FILE, format!("{next}\n").as_bytes())?;
         Ok(next)
     }
@@ -153,6 +162,28 @@ impl StateDir {
             report.arbiter_reachable,
             report.failovers,
         ));
+        let join = &status.join;
+        text.push_str(&format!(
+            "protected={}\njoin_phase={}\njoin_session={}\njoin_rounds={}\njoin_pieces={}\n\
+             join_state_bytes={}\njoin_disk_bytes={}\njoin_disk_hashed_bytes={}\n\
+             join_disk_ranges_copied={}\njoin_last_round_pages={}\njoin_pause_ms={:.3}\n\
+             joins_completed={}\n",
+            status.protected,
+            join.phase.as_str(),
+            join.session,
+            join.rounds,
+            join.pieces,
+            join.bytes,
+            join.disk_bytes,
+            join.disk_hashed_bytes,
+            join.disk_ranges_copied,
+            join.last_round_pages,
+            join.pause_us as f64 / 1e3,
+            join.completed,
+        ));
+        if let Some(eta) = report.join_eta_s {
+            text.push_str(&format!("join_eta_s={eta:.1}\n"));
+        }
         match report.arbiter_silent_s {
             Some(seconds) => text.push_str(&format!("arbiter_silent_s={seconds:.1}\n")),
             None => text.push_str("arbiter_silent_s=never-heard\n"),
