@@ -631,7 +631,10 @@ impl Replica {
     fn end_live_join(&mut self) {
         if let Some(join) = self.live_join.take() {
             join.stop(&mut self.machine);
-            self.last_join = join.progress();
+            self.last_join = JoinProgress {
+                phase: JoinPhase::Idle,
+                ..join.progress()
+            };
         }
     }
 

@@ -662,3 +662,89 @@ fn a_joiner_becomes_the_survivors_backup_with_equal_state_disk_and_output() {
         );
     }
 }
+
+/// The survivor of a failover, alone, with a joiner started beside it (not yet run).
+fn survivor_and_joiner(incarnation: u64) -> Trio {
+    let mut trio = Trio::new([0; 32]);
+    trio.run_until(|t| t.to_type.len() <= TYPED.len() / 2, 20_000);
+    trio.primary = None;
+    trio.run_until(
+        |t| t.backup.as_ref().unwrap().node.role() == RoleKind::Solo,
+        5_000,
+    );
+    trio.primary = Some(joiner(trio.now, incarnation));
+    // What the dead primary let out is not the joiner's.
+    trio.released[0].clear();
+    trio
+}
+
+fn joiner(now: Instant, incarnation: u64) -> Replica {
+    let mut config = node_config(PRIMARY, BACKUP);
+    config.incarnation = Incarnation(incarnation);
+    let node = Node::joining(config, now, Epoch(1));
+    Replica::joining(
+        machine(),
+        node,
+        GuestIdentity {
+            disk_sha256: [0; 32],
+        },
+        7_919,
+        now,
+    )
+}
+
+fn join_phase(replica: &Option<Replica>) -> JoinPhase {
+    replica
+        .as_ref()
+        .map_or(JoinPhase::Idle, |r| r.status().join.phase)
+}
+
+#[test]
+fn a_joiner_whose_primary_dies_during_the_transfer_never_becomes_a_backup() {
+    let mut trio = survivor_and_joiner(2);
+    trio.run_until(|t| join_phase(&t.backup) == JoinPhase::PreCopy, 5_000);
+    trio.backup = None;
+    for _ in 0..5_000 {
+        trio.tick();
+        let joiner = trio.primary.as_ref().unwrap();
+        assert_eq!(
+            joiner.node.role(),
+            RoleKind::Joining,
+            "{:?}",
+            joiner.status()
+        );
+    }
+    let joiner = trio.primary.as_ref().unwrap();
+    assert_eq!(
+        joiner.machine.instret().0,
+        0,
+        "a joiner never runs the guest"
+    );
+    assert_eq!(trio.released[0], b"", "nor lets anything out");
+}
+
+#[test]
+fn a_joiner_killed_during_the_transfer_is_forgotten_and_the_next_one_joins() {
+    let mut trio = survivor_and_joiner(2);
+    trio.run_until(|t| join_phase(&t.backup) == JoinPhase::PreCopy, 5_000);
+    let started = trio.backup.as_ref().unwrap().status().join.session;
+    trio.primary = None;
+    // The survivor gives up on the silent joiner and serves on alone.
+    trio.run_until(|t| join_phase(&t.backup) == JoinPhase::Idle, 5_000);
+    let survivor = trio.backup.as_ref().unwrap();
+    assert_eq!(survivor.node.role(), RoleKind::Solo);
+    assert_eq!(survivor.status().join.completed, 0);
+    // Started again, it joins in a session of its own.
+    trio.primary = Some(joiner(trio.now, 3));
+    trio.run_until(|t| t.backup.as_ref().unwrap().status().protected, 20_000);
+    let survivor = trio.backup.as_ref().unwrap();
+    assert_ne!(survivor.status().join.session, started);
+    assert_eq!(survivor.status().join.completed, 1);
+    assert_eq!(trio.primary.as_ref().unwrap().node.role(), RoleKind::Backup);
+    // The new backup follows: the primary's periodic digests match its own.
+    trio.run_until(
+        |t| t.primary.as_ref().unwrap().status().digests_matched >= 3,
+        20_000,
+    );
+    assert_eq!(trio.primary.as_ref().unwrap().node.role(), RoleKind::Backup);
+}
