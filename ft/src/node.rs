@@ -361,6 +361,8 @@ pub struct Node {
     pending_install: Option<PendingInstall>,
     /// Primary: handed over to a joiner that has not acknowledged anything since.
     handover_unconfirmed: bool,
+    /// Why the last claim began.
+    claim_cause: Option<ClaimCause>,
     lease_until: Option<Instant>,
     /// Since when the oldest held output has been acknowledged but the lease was not valid:
     /// acknowledgements arrive, yet nothing can be released.
@@ -387,6 +389,29 @@ pub struct Node {
     /// No peer and no arbiter: a standalone primary (`Node::standalone`) or a backup fed from
     /// a recording (`Node::file_backup`). It never sends a frame, takes none, and has no timers.
     peerless: bool,
+}
+
+/// Why a replica asked the arbiter for the next epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimCause {
+    /// Nothing heard from the peer for `Limits::peer_timeout`.
+    PeerSilent,
+    /// The backup's acknowledgement position did not move for `Limits::ack_progress_timeout`.
+    AcknowledgementsStuck,
+    /// Acknowledged outputs could not be released for want of a valid lease for
+    /// `Limits::ack_progress_timeout`.
+    LeaseUnreachable,
+}
+
+impl ClaimCause {
+    /// A word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimCause::PeerSilent => "peer_silent",
+            ClaimCause::AcknowledgementsStuck => "acknowledgements_stuck",
+            ClaimCause::LeaseUnreachable => "lease_unreachable",
+        }
+    }
 }
 
 /// What a live primary hands over to a joining replica: the log position and count its state
@@ -455,6 +480,7 @@ impl Node {
             last_snapshot_request: None,
             pending_install: None,
             handover_unconfirmed: false,
+            claim_cause: None,
             lease_until: None,
             release_blocked_since: None,
             held: VecDeque::new(),
@@ -1514,8 +1540,13 @@ impl Node {
             });
         }
         if self.role == RoleKind::Primary {
-            // A joiner that answers is alive; its log acknowledgements come once it installed.
+            // A joiner that answers is alive; its log acknowledgements come once it installed
+            // the state, which may take longer than an acknowledgement may: until then its
+            // transfer messages count as progress (outputs still wait for it).
             self.last_heard = now;
+            if self.handover_unconfirmed {
+                self.last_ack_progress = now;
+            }
         }
         self.events.push_back(Event::Transfer(transfer));
         Ok(())
@@ -1643,6 +1674,13 @@ impl Node {
                     .release_blocked_since
                     .is_some_and(|since| now >= since + limits.ack_progress_timeout);
                 if silent || stuck || lease_unreachable {
+                    self.claim_cause = Some(if silent {
+                        ClaimCause::PeerSilent
+                    } else if stuck {
+                        ClaimCause::AcknowledgementsStuck
+                    } else {
+                        ClaimCause::LeaseUnreachable
+                    });
                     self.start_claim(now);
                     return;
                 }
@@ -1667,6 +1705,7 @@ impl Node {
             }
             RoleKind::Backup => {
                 if self.peer_heard && now >= self.last_heard + limits.peer_timeout {
+                    self.claim_cause = Some(ClaimCause::PeerSilent);
                     self.start_claim(now);
                     return;
                 }
@@ -1805,6 +1844,11 @@ impl Node {
     /// joiner installed the state and follows the log (true when nothing was handed over).
     pub fn handover_confirmed(&self) -> bool {
         !self.handover_unconfirmed
+    }
+
+    /// Why the last claim for a new epoch began, if one did.
+    pub fn claim_cause(&self) -> Option<ClaimCause> {
+        self.claim_cause
     }
 
     /// This start's incarnation.

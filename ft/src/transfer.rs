@@ -78,13 +78,17 @@ pub enum Transfer {
         /// Leaf indices.
         leaves: Vec<u32>,
     },
-    /// Live to joiner: one leaf's bytes, as the live disk holds them now.
+    /// Live to joiner: bytes of one leaf as the live disk holds them now, from
+    /// `offset_bytes` within the leaf (a leaf may travel in several messages when the
+    /// channel's datagrams are smaller than a leaf).
     DiskLeaf {
         /// The session.
         session: SessionId,
         /// Leaf index.
         leaf: u32,
-        /// Its bytes.
+        /// Where `bytes` start within the leaf.
+        offset_bytes: u32,
+        /// The bytes.
         bytes: Vec<u8>,
     },
     /// Joiner to live: its disk now matches the tree announced in `Start`; begin pre-copy.
@@ -107,6 +111,9 @@ pub enum Transfer {
         session: SessionId,
         /// The highest piece sequence applied (0: none).
         through: u32,
+        /// A later piece arrived while `through + 1` had not: it was lost (or overtaken),
+        /// so the live side sends again from there without waiting for a timeout.
+        gap: bool,
     },
 }
 
@@ -166,6 +173,16 @@ pub enum Piece {
         first_page: u32,
         /// The pages.
         pages: Vec<PageData>,
+    },
+    /// Part of one RAM page, for channels whose datagrams are smaller than a page; a page's
+    /// parts travel in consecutive pieces, in order.
+    RamPart {
+        /// The page's number.
+        page: u32,
+        /// Where `bytes` start within the page.
+        offset_bytes: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
     },
     /// Disk bytes the guest wrote since the disk was compared.
     Disk {

@@ -4,7 +4,7 @@
 //! Both ends are sans-IO state machines over the machine and its disk: the replica calls
 //! them between run slices with the messages that arrived, and they queue messages through
 //! the node. Their work per call is bounded ([`HASH_BYTES_PER_TURN`],
-//! [`PIECES_IN_FLIGHT_MAX`]) so the live guest keeps running while a join goes on.
+//! [`IN_FLIGHT_BYTES_MAX`]) so the live guest keeps running while a join goes on.
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -20,13 +20,77 @@ use understudy_machine::Machine;
 pub const PAGE_BYTES: usize = 4096;
 /// Bytes of one disk range compared by digest and fetched whole.
 pub const DISK_LEAF_BYTES: u32 = 16 * 1024;
-/// Most state bytes in one piece: pieces travel as single datagrams, and the appliance's log
-/// channel carries datagrams of up to 32 KiB.
-pub const PIECE_BYTES_MAX: usize = 24 * 1024;
-/// Pieces sent and not yet acknowledged, at most (about 1.2 MiB in flight).
-pub const PIECES_IN_FLIGHT_MAX: usize = 48;
-/// Tree nodes asked for in one query, and leaves fetched at once.
-pub const DISK_REQUESTS_MAX: usize = 128;
+/// Most state bytes in one transfer message by default: each travels as one datagram, and a
+/// host's loopback or a LAN with IP fragmentation carries 24 KiB datagrams well. A driver
+/// whose channel should not fragment sets less ([`TransferLimits::for_mtu`]).
+pub const MESSAGE_BYTES_DEFAULT: usize = 24 * 1024;
+/// State bytes sent and not yet acknowledged, at most.
+pub const IN_FLIGHT_BYTES_MAX: usize = 1536 * 1024;
+/// Leaf bytes fetched and not yet received, at most.
+pub const FETCH_BYTES_IN_FLIGHT_MAX: usize = 128 * 1024;
+/// The window a session starts with. It grows by a piece with every acknowledgement that
+/// moves and halves when one is missing for a retransmission timeout (TCP's additive
+/// increase, multiplicative decrease, RFC 5681 section 3.1): a burst larger than the
+/// receiver's ring or the sender's buffer loses its tail, and resending the same burst would
+/// lose it again.
+pub const PIECES_WINDOW_INITIAL: usize = 4;
+/// Pages a joiner writes before it lets the machine's digest hash them.
+const DIGEST_PAGES_PER_STEP: usize = 512;
+/// Pages taken from a round's list at once (then packed into pieces).
+const RUN_PAGES_MAX: usize = 1024;
+/// Bytes of a tree node's name and digest in a `DiskDigests` message, generously.
+const DIGEST_ENTRY_BYTES: usize = 48;
+/// Bytes of a tree node's name in a `DiskQuery`, generously.
+const QUERY_ENTRY_BYTES: usize = 8;
+/// What a transfer message costs beyond its state bytes (frame header, tag, message tags,
+/// session, numbers), generously.
+const MESSAGE_OVERHEAD_BYTES: usize = 160;
+
+/// How large a join's messages may be, chosen by the driver for its channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Most state bytes in one message.
+    pub message_bytes: usize,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        TransferLimits {
+            message_bytes: MESSAGE_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl TransferLimits {
+    /// Messages that fit one IPv4/UDP datagram of an `mtu_bytes` link unfragmented.
+    pub fn for_mtu(mtu_bytes: usize) -> TransferLimits {
+        TransferLimits {
+            message_bytes: mtu_bytes
+                .saturating_sub(28 + MESSAGE_OVERHEAD_BYTES)
+                .max(256),
+        }
+    }
+
+    /// Pieces in flight at most.
+    fn window_max(self) -> usize {
+        (IN_FLIGHT_BYTES_MAX / self.message_bytes).max(1)
+    }
+
+    /// Digests per `DiskDigests` message.
+    fn digests_per_message(self) -> usize {
+        (self.message_bytes / DIGEST_ENTRY_BYTES).max(1)
+    }
+
+    /// Nodes per `DiskQuery` message.
+    fn queries_per_message(self) -> usize {
+        (self.message_bytes / QUERY_ENTRY_BYTES).clamp(1, 256)
+    }
+
+    /// Leaves fetched at once.
+    fn leaves_in_flight(self) -> usize {
+        (FETCH_BYTES_IN_FLIGHT_MAX / DISK_LEAF_BYTES as usize).max(1)
+    }
+}
 /// Disk bytes hashed per call, on either side, so the guest keeps running in between.
 pub const HASH_BYTES_PER_TURN: usize = 4 * 1024 * 1024;
 /// A pre-copy round that found at most this many dirty pages is followed by the pause.
@@ -59,6 +123,10 @@ pub struct JoinProgress {
     pub pause_us: u64,
     /// Completed joins (live side: handovers the joiner confirmed; joiner: installs).
     pub completed: u64,
+    /// Live side: times pieces were sent again from the first missing one.
+    pub go_backs: u64,
+    /// Live side: the current window in pieces.
+    pub window: u64,
 }
 
 /// The phase of a join.
@@ -192,8 +260,20 @@ pub struct LiveJoin {
     session: SessionId,
     phase: LivePhase,
     disk_bytes: Option<u64>,
-    /// Sent pieces not yet acknowledged, oldest first, for resending.
+    /// Numbered pieces not yet acknowledged, oldest first (`acked_through + 1` at the front),
+    /// sent or still to send.
     in_flight: VecDeque<(u32, Piece)>,
+    /// The highest piece sent since the last go-back.
+    sent_through: u32,
+    /// Pieces allowed between `acked_through` and `sent_through`.
+    window: usize,
+    /// Sent again after a gap and not yet acknowledged past it: later gap reports are the
+    /// same loss, for a round trip.
+    recovering: bool,
+    /// Smoothed round trip from a go-back to the acknowledgement that moved past it, in
+    /// microseconds (RFC 6298 section 2's SRTT, gain 1/8).
+    round_trip_us: Option<u64>,
+    limits: TransferLimits,
     /// Captured at the pause and not yet sent.
     queued: VecDeque<Piece>,
     next_sequence: u32,
@@ -222,6 +302,7 @@ impl LiveJoin {
         machine: &mut Machine,
         session: SessionId,
         shared_disk: bool,
+        limits: TransferLimits,
         now: Instant,
     ) -> LiveJoin {
         machine.start_dirty_log();
@@ -241,6 +322,11 @@ impl LiveJoin {
             phase,
             disk_bytes,
             in_flight: VecDeque::new(),
+            sent_through: 0,
+            window: PIECES_WINDOW_INITIAL,
+            recovering: false,
+            round_trip_us: None,
+            limits,
             queued: VecDeque::new(),
             next_sequence: 1,
             acked_through: 0,
@@ -272,6 +358,14 @@ impl LiveJoin {
         self.progress
     }
 
+    /// Progress with the current window.
+    pub fn progress_now(&self) -> JoinProgress {
+        JoinProgress {
+            window: self.window as u64,
+            ..self.progress
+        }
+    }
+
     /// Stops the machine's dirty logs (the join ended either way).
     pub fn stop(&self, machine: &mut Machine) {
         machine.stop_dirty_log();
@@ -300,15 +394,17 @@ impl LiveJoin {
                 else {
                     return;
                 };
-                let digests = nodes
+                let digests: Vec<_> = nodes
                     .into_iter()
-                    .take(DISK_REQUESTS_MAX)
+                    .take(self.limits.queries_per_message())
                     .filter_map(|node| Some((node, tree.digest(node)?)))
                     .collect();
-                let _ = node.send_transfer(Transfer::DiskDigests {
-                    session: self.session,
-                    digests,
-                });
+                for part in digests.chunks(self.limits.digests_per_message()) {
+                    let _ = node.send_transfer(Transfer::DiskDigests {
+                        session: self.session,
+                        digests: part.to_vec(),
+                    });
+                }
             }
             Transfer::DiskFetch { leaves, .. } => {
                 if !matches!(self.phase, LivePhase::Offering { tree: Some(_), .. }) {
@@ -316,7 +412,7 @@ impl LiveJoin {
                 }
                 let len_bytes = self.disk_bytes.unwrap_or(0);
                 let count = DiskTree::leaf_count(len_bytes, DISK_LEAF_BYTES);
-                for leaf in leaves.into_iter().take(DISK_REQUESTS_MAX) {
+                for leaf in leaves.into_iter().take(self.limits.leaves_in_flight()) {
                     if leaf >= count {
                         continue;
                     }
@@ -325,11 +421,14 @@ impl LiveJoin {
                     read_disk(machine, offset, &mut bytes);
                     self.progress.bytes += len as u64;
                     self.progress.disk_ranges_copied += 1;
-                    let _ = node.send_transfer(Transfer::DiskLeaf {
-                        session: self.session,
-                        leaf,
-                        bytes,
-                    });
+                    for (index, part) in bytes.chunks(self.limits.message_bytes).enumerate() {
+                        let _ = node.send_transfer(Transfer::DiskLeaf {
+                            session: self.session,
+                            leaf,
+                            offset_bytes: (index * self.limits.message_bytes) as u32,
+                            bytes: part.to_vec(),
+                        });
+                    }
                 }
             }
             Transfer::DiskMatched { .. } => {
@@ -343,6 +442,16 @@ impl LiveJoin {
                 if through > self.acked_through && through < self.next_sequence =>
             {
                 self.acked_through = through;
+                self.sent_through = self.sent_through.max(through);
+                self.window = (self.window + 1).min(self.limits.window_max());
+                if self.recovering {
+                    let sample = now.0.saturating_sub(self.last_resend.0);
+                    self.round_trip_us = Some(match self.round_trip_us {
+                        Some(smoothed) => (smoothed * 7 + sample) / 8,
+                        None => sample,
+                    });
+                }
+                self.recovering = false;
                 self.last_progress = now;
                 while self
                     .in_flight
@@ -351,6 +460,21 @@ impl LiveJoin {
                 {
                     self.in_flight.pop_front();
                 }
+            }
+            // The joiner saw a later piece before the next one it needs: that one was lost.
+            // Go back at once instead of after a timeout (as TCP's fast retransmit, RFC 5681
+            // section 3.2), once per loss: the window's later pieces report the same gap.
+            Transfer::PieceAck {
+                through, gap: true, ..
+            } if through == self.acked_through
+                && self.sent_through > through
+                && (!self.recovering
+                    || now
+                        >= self.last_resend + self.resend_timeout(Duration::from_millis(200))) =>
+            {
+                self.recovering = true;
+                self.go_back(now);
+                self.send_queued(node);
             }
             _ => {}
         }
@@ -439,8 +563,11 @@ impl LiveJoin {
         }
     }
 
+    /// Every page and range of the round is numbered and sent (pieces made but still
+    /// queued behind the window count as not sent).
     fn round_sent(&self) -> bool {
-        matches!(&self.phase, LivePhase::PreCopy { pages, disk } if pages.is_empty() && disk.is_empty())
+        self.queued.is_empty()
+            && matches!(&self.phase, LivePhase::PreCopy { pages, disk } if pages.is_empty() && disk.is_empty())
     }
 
     /// Round 0: every page (the dirty log restarts, so the next round has only what changed
@@ -486,22 +613,23 @@ impl LiveJoin {
         pages.sort_unstable();
         pages.dedup();
         self.progress.last_round_pages = pages.len() as u64;
-        for piece in ram_pieces(machine, &pages) {
+        for piece in ram_pieces(machine, &pages, self.limits.message_bytes) {
             self.queued.push_back(piece);
         }
         if self.disk_bytes.is_some() {
             let written: Vec<(u64, u64)> = written_ranges(machine).collect();
             for (offset, len) in written {
-                for piece in disk_pieces(machine, offset, len) {
+                for piece in disk_pieces(machine, offset, len, self.limits.message_bytes) {
                     self.queued.push_back(piece);
                 }
             }
         }
         let devices = machine.save_devices();
         let total_bytes = devices.len() as u32;
-        for (index, chunk) in devices.chunks(PIECE_BYTES_MAX).enumerate() {
+        let part_bytes = self.limits.message_bytes;
+        for (index, chunk) in devices.chunks(part_bytes).enumerate() {
             self.queued.push_back(Piece::Devices {
-                offset_bytes: (index * PIECE_BYTES_MAX) as u32,
+                offset_bytes: (index * part_bytes) as u32,
                 total_bytes,
                 bytes: chunk.to_vec(),
             });
@@ -527,29 +655,30 @@ impl LiveJoin {
 
     /// Fills the window from the round's pages and disk ranges.
     fn send_round(&mut self, machine: &mut Machine, node: &mut Node) {
-        while self.in_flight.len() + self.queued.len() < PIECES_IN_FLIGHT_MAX {
+        let message_bytes = self.limits.message_bytes;
+        while self.in_flight.len() + self.queued.len() < self.limits.window_max() {
             let LivePhase::PreCopy { pages, disk } = &mut self.phase else {
                 return;
             };
             if let Some(first) = pages.pop_front() {
-                // Consecutive pages share a piece.
+                // A run of consecutive pages, which `ram_pieces` packs into pieces (zero
+                // pages cost a byte, so a run of them shares one).
                 let mut run = vec![first];
-                let mut bytes = PAGE_BYTES;
                 while let Some(&next) = pages.front() {
-                    if next != run[run.len() - 1] + 1 || bytes + PAGE_BYTES > PIECE_BYTES_MAX {
+                    if next != run[run.len() - 1] + 1 || run.len() >= RUN_PAGES_MAX {
                         break;
                     }
                     run.push(next);
-                    bytes += PAGE_BYTES;
                     pages.pop_front();
                 }
-                self.queued.extend(ram_pieces(machine, &run));
+                self.queued.extend(ram_pieces(machine, &run, message_bytes));
             } else if let Some((offset, len)) = disk.pop_front() {
-                let take = len.min(PIECE_BYTES_MAX as u64);
+                let take = len.min(message_bytes as u64);
                 if take < len {
                     disk.push_front((offset + take, len - take));
                 }
-                self.queued.extend(disk_pieces(machine, offset, take));
+                self.queued
+                    .extend(disk_pieces(machine, offset, take, message_bytes));
             } else {
                 break;
             }
@@ -557,38 +686,58 @@ impl LiveJoin {
         }
     }
 
+    /// Sends what the window allows: numbered pieces not sent since the last go-back
+    /// first, then new ones from the queue.
     fn send_queued(&mut self, node: &mut Node) {
-        while self.in_flight.len() < PIECES_IN_FLIGHT_MAX {
-            let Some(piece) = self.queued.pop_front() else {
-                return;
-            };
-            let sequence = self.next_sequence;
-            self.next_sequence += 1;
-            self.progress.pieces += 1;
-            self.progress.bytes += piece_bytes(&piece) as u64;
-            let _ = node.send_transfer(Transfer::Piece {
-                session: self.session,
-                sequence,
-                piece: piece.clone(),
-            });
-            self.in_flight.push_back((sequence, piece));
-        }
-    }
-
-    /// Go-back-N: a window without progress for a retransmission timeout goes again.
-    fn resend_if_stuck(&mut self, node: &mut Node, now: Instant, retransmit: Duration) {
-        if self.in_flight.is_empty() || now < self.last_progress.max(self.last_resend) + retransmit
-        {
-            return;
-        }
-        self.last_resend = now;
-        for (sequence, piece) in &self.in_flight {
+        while ((self.sent_through - self.acked_through) as usize) < self.window {
+            let next = self.sent_through + 1;
+            if next == self.next_sequence {
+                let Some(piece) = self.queued.pop_front() else {
+                    return;
+                };
+                self.next_sequence += 1;
+                self.progress.pieces += 1;
+                self.progress.bytes += piece_bytes(&piece) as u64;
+                self.in_flight.push_back((next, piece));
+            }
+            let index = (next - self.acked_through - 1) as usize;
+            let (sequence, piece) = &self.in_flight[index];
             let _ = node.send_transfer(Transfer::Piece {
                 session: self.session,
                 sequence: *sequence,
                 piece: piece.clone(),
             });
+            self.sent_through = next;
         }
+    }
+
+    /// Go-back-N: nothing acknowledged for a retransmission timeout sends the window again
+    /// from the first missing piece, with the window halved.
+    fn resend_if_stuck(&mut self, node: &mut Node, now: Instant, retransmit: Duration) {
+        if self.sent_through == self.acked_through
+            || now < self.last_progress.max(self.last_resend) + self.resend_timeout(retransmit)
+        {
+            return;
+        }
+        self.go_back(now);
+        self.send_queued(node);
+    }
+
+    /// How long a sent piece may go unacknowledged: twice the measured round trip (at least a
+    /// millisecond), or `retransmit` before there is a measure and as the ceiling.
+    fn resend_timeout(&self, retransmit: Duration) -> Duration {
+        match self.round_trip_us {
+            Some(round_trip) => Duration((round_trip * 2).clamp(1_000, retransmit.0)),
+            None => retransmit,
+        }
+    }
+
+    /// Sends again from the first missing piece, with the window halved.
+    fn go_back(&mut self, now: Instant) {
+        self.progress.go_backs += 1;
+        self.last_resend = now;
+        self.window = (self.window / 2).max(1);
+        self.sent_through = self.acked_through;
     }
 }
 
@@ -605,6 +754,19 @@ fn written_ranges(machine: &mut Machine) -> impl Iterator<Item = (u64, u64)> {
     })
 }
 
+/// Pages a piece writes whole (a page's last part counts it).
+fn piece_pages_of(piece: &Piece) -> usize {
+    match piece {
+        Piece::Ram { pages, .. } => pages.len(),
+        Piece::RamPart {
+            offset_bytes,
+            bytes,
+            ..
+        } => usize::from(*offset_bytes as usize + bytes.len() == PAGE_BYTES),
+        Piece::Disk { .. } | Piece::Devices { .. } => 0,
+    }
+}
+
 fn piece_bytes(piece: &Piece) -> usize {
     match piece {
         Piece::Ram { pages, .. } => pages
@@ -614,55 +776,66 @@ fn piece_bytes(piece: &Piece) -> usize {
                 PageData::Bytes(bytes) => bytes.len(),
             })
             .sum(),
-        Piece::Disk { bytes, .. } | Piece::Devices { bytes, .. } => bytes.len(),
+        Piece::RamPart { bytes, .. } | Piece::Disk { bytes, .. } | Piece::Devices { bytes, .. } => {
+            bytes.len()
+        }
     }
 }
 
-/// Pieces for these pages (in increasing order), consecutive ones together; zero pages
-/// cost a byte.
-fn ram_pieces(machine: &Machine, pages: &[u32]) -> Vec<Piece> {
+/// Pieces for these pages (in increasing order), consecutive ones together up to
+/// `message_bytes`; zero pages cost a byte; a page larger than a message goes in parts.
+fn ram_pieces(machine: &Machine, pages: &[u32], message_bytes: usize) -> Vec<Piece> {
     let ram = machine.ram();
     let mut pieces = Vec::new();
     let mut current: Option<(u32, Vec<PageData>, usize)> = None;
+    let flush = |current: &mut Option<(u32, Vec<PageData>, usize)>, pieces: &mut Vec<Piece>| {
+        if let Some((first_page, pages, _)) = current.take() {
+            pieces.push(Piece::Ram { first_page, pages });
+        }
+    };
     for &page in pages {
         let start = page as usize * PAGE_BYTES;
         let bytes = &ram[start..start + PAGE_BYTES];
-        let data = if bytes.iter().all(|&b| b == 0) {
-            PageData::Zero
+        let zero = bytes.iter().all(|&b| b == 0);
+        if !zero && PAGE_BYTES > message_bytes {
+            flush(&mut current, &mut pieces);
+            for (index, part) in bytes.chunks(message_bytes).enumerate() {
+                pieces.push(Piece::RamPart {
+                    page,
+                    offset_bytes: (index * message_bytes) as u32,
+                    bytes: part.to_vec(),
+                });
+            }
+            continue;
+        }
+        let (data, size) = if zero {
+            (PageData::Zero, 1)
         } else {
-            PageData::Bytes(bytes.to_vec())
-        };
-        let size = match &data {
-            PageData::Zero => 1,
-            PageData::Bytes(_) => PAGE_BYTES,
+            (PageData::Bytes(bytes.to_vec()), PAGE_BYTES)
         };
         match &mut current {
             Some((first, run, run_bytes))
-                if *first + run.len() as u32 == page && *run_bytes + size <= PIECE_BYTES_MAX =>
+                if *first + run.len() as u32 == page && *run_bytes + size <= message_bytes =>
             {
                 run.push(data);
                 *run_bytes += size;
             }
             _ => {
-                if let Some((first_page, pages, _)) = current.take() {
-                    pieces.push(Piece::Ram { first_page, pages });
-                }
+                flush(&mut current, &mut pieces);
                 current = Some((page, vec![data], size));
             }
         }
     }
-    if let Some((first_page, pages, _)) = current {
-        pieces.push(Piece::Ram { first_page, pages });
-    }
+    flush(&mut current, &mut pieces);
     pieces
 }
 
-fn disk_pieces(machine: &mut Machine, offset: u64, len: u64) -> Vec<Piece> {
+fn disk_pieces(machine: &mut Machine, offset: u64, len: u64, message_bytes: usize) -> Vec<Piece> {
     let mut pieces = Vec::new();
     let mut at = offset;
     let end = offset + len;
     while at < end {
-        let take = (end - at).min(PIECE_BYTES_MAX as u64) as usize;
+        let take = (end - at).min(message_bytes as u64) as usize;
         let mut bytes = vec![0u8; take];
         read_disk(machine, at, &mut bytes);
         pieces.push(Piece::Disk {
@@ -698,8 +871,8 @@ struct Comparison {
     queried: BTreeMap<TreeNode, Instant>,
     /// Leaves to fetch.
     to_fetch: VecDeque<u32>,
-    /// Fetched, with when.
-    fetching: BTreeMap<u32, Instant>,
+    /// Fetched: when, and the parts (offset, length) received so far.
+    fetching: BTreeMap<u32, (Instant, BTreeMap<u32, u32>)>,
     matched_sent: Option<Instant>,
 }
 
@@ -716,8 +889,15 @@ pub struct Joiner {
     next_sequence: u32,
     devices: Vec<u8>,
     devices_total: Option<u32>,
+    /// A page arriving in parts (`Piece::RamPart`): its number and the bytes so far.
+    page_parts: Option<(u32, Vec<u8>)>,
+    /// Pages written since the machine's digest last hashed them.
+    pages_unhashed: usize,
+    limits: TransferLimits,
     last_heard: Instant,
     ack_due: bool,
+    /// A piece after the next one needed arrived since the last acknowledgement.
+    gap_seen: bool,
     last_ack: Option<Instant>,
     progress: JoinProgress,
     /// Why the last session failed, for the operator.
@@ -726,7 +906,12 @@ pub struct Joiner {
 
 impl Joiner {
     /// A joiner over `machine` (powered on, not run): hashes its separate disk first.
-    pub fn new(machine: &mut Machine, shared_disk: bool, now: Instant) -> Joiner {
+    pub fn new(
+        machine: &mut Machine,
+        shared_disk: bool,
+        limits: TransferLimits,
+        now: Instant,
+    ) -> Joiner {
         let disk_bytes = separate_disk_bytes(machine, shared_disk);
         Joiner {
             phase: match disk_bytes {
@@ -740,8 +925,12 @@ impl Joiner {
             next_sequence: 1,
             devices: Vec::new(),
             devices_total: None,
+            page_parts: None,
+            pages_unhashed: 0,
+            limits,
             last_heard: now,
             ack_due: false,
+            gap_seen: false,
             last_ack: None,
             progress: JoinProgress {
                 phase: if disk_bytes.is_some() {
@@ -759,6 +948,11 @@ impl Joiner {
     /// Progress for status.
     pub fn progress(&self) -> JoinProgress {
         self.progress
+    }
+
+    /// Sets the message size limits (before the first session).
+    pub fn set_limits(&mut self, limits: TransferLimits) {
+        self.limits = limits;
     }
 
     /// A message from the live side.
@@ -802,24 +996,45 @@ impl Joiner {
                     }
                 }
             }
-            Transfer::DiskLeaf { leaf, bytes, .. } => {
+            Transfer::DiskLeaf {
+                leaf,
+                offset_bytes,
+                bytes,
+                ..
+            } => {
                 let JoinerPhase::Comparing(comparison) = &mut self.phase else {
                     return;
                 };
-                if comparison.fetching.remove(&leaf).is_none() {
-                    return;
-                }
                 let len_bytes = comparison.live.len_bytes;
                 let (offset, len) = DiskTree::leaf_range(len_bytes, DISK_LEAF_BYTES, leaf);
-                if bytes.len() != len {
+                let Some((_, parts)) = comparison.fetching.get_mut(&leaf) else {
+                    return;
+                };
+                let end = offset_bytes as usize + bytes.len();
+                if end > len || bytes.is_empty() {
                     return;
                 }
-                write_disk(machine, offset, &bytes);
+                write_disk(machine, offset + u64::from(offset_bytes), &bytes);
+                self.progress.bytes += bytes.len() as u64;
+                parts.insert(offset_bytes, bytes.len() as u32);
+                // Complete when the parts cover the leaf (a part sent twice counts once).
+                let mut covered = 0usize;
+                for (&start, &part) in parts.iter() {
+                    if start as usize > covered {
+                        return;
+                    }
+                    covered = covered.max(start as usize + part as usize);
+                }
+                if covered < len {
+                    return;
+                }
+                comparison.fetching.remove(&leaf);
+                let mut written = vec![0u8; len];
+                read_disk(machine, offset, &mut written);
                 if let Some(tree) = &mut self.tree {
-                    tree.set_leaf(leaf, DiskTree::leaf_digest(&bytes));
+                    tree.set_leaf(leaf, DiskTree::leaf_digest(&written));
                 }
                 self.progress.disk_ranges_copied += 1;
-                self.progress.bytes += len as u64;
             }
             Transfer::Piece {
                 sequence, piece, ..
@@ -834,14 +1049,25 @@ impl Joiner {
                     }
                 }
                 if sequence == self.next_sequence {
+                    let pages_written = piece_pages_of(&piece);
                     if self.apply(machine, piece).is_err() {
                         self.fail(node, "a piece did not fit this machine");
                         return;
                     }
                     self.next_sequence += 1;
                     self.progress.pieces += 1;
+                    self.pages_unhashed += pages_written;
+                    if self.pages_unhashed >= DIGEST_PAGES_PER_STEP {
+                        // The digest at the handover hashes every page written since the last
+                        // digest; hashing them as they come keeps that last step short (a
+                        // whole RAM at once would silence this joiner for seconds on a slow
+                        // machine, and its primary would give up on it).
+                        self.pages_unhashed = 0;
+                        let _ = machine.digest();
+                    }
                 }
                 // In order or not, say where we are (a gap makes the live side resend).
+                self.gap_seen |= sequence > self.next_sequence;
                 self.ack_due = true;
             }
             _ => {}
@@ -888,12 +1114,13 @@ impl Joiner {
             }
             _ => {}
         }
-        self.last_error = None;
+        // The last error stays shown until a join succeeds.
         self.session = Some(session);
         self.last_heard = now;
         self.next_sequence = 1;
         self.devices.clear();
         self.devices_total = None;
+        self.page_parts = None;
         self.progress = JoinProgress {
             session: session.0,
             disk_bytes: self.disk_bytes.unwrap_or(0),
@@ -972,29 +1199,28 @@ impl Joiner {
             let expired: Vec<u32> = comparison
                 .fetching
                 .iter()
-                .filter(|(_, at)| now >= **at + retransmit)
+                .filter(|(_, (at, _))| now >= *at + retransmit)
                 .map(|(leaf, _)| *leaf)
                 .collect();
             for leaf in expired {
                 comparison.fetching.remove(&leaf);
                 comparison.to_fetch.push_front(leaf);
             }
-            if comparison.queried.len() < DISK_REQUESTS_MAX && !comparison.to_query.is_empty() {
-                let take =
-                    (DISK_REQUESTS_MAX - comparison.queried.len()).min(comparison.to_query.len());
+            let queries_max = self.limits.queries_per_message();
+            if comparison.queried.len() < queries_max && !comparison.to_query.is_empty() {
+                let take = (queries_max - comparison.queried.len()).min(comparison.to_query.len());
                 let nodes: Vec<TreeNode> = comparison.to_query.drain(..take).collect();
                 for tree_node in &nodes {
                     comparison.queried.insert(*tree_node, now);
                 }
                 let _ = node.send_transfer(Transfer::DiskQuery { session, nodes });
             }
-            if comparison.fetching.len() < DISK_REQUESTS_MAX / 4 && !comparison.to_fetch.is_empty()
-            {
-                let take = (DISK_REQUESTS_MAX / 4 - comparison.fetching.len())
-                    .min(comparison.to_fetch.len());
+            let fetch_max = self.limits.leaves_in_flight();
+            if comparison.fetching.len() < fetch_max && !comparison.to_fetch.is_empty() {
+                let take = (fetch_max - comparison.fetching.len()).min(comparison.to_fetch.len());
                 let leaves: Vec<u32> = comparison.to_fetch.drain(..take).collect();
                 for leaf in &leaves {
-                    comparison.fetching.insert(*leaf, now);
+                    comparison.fetching.insert(*leaf, (now, BTreeMap::new()));
                 }
                 let _ = node.send_transfer(Transfer::DiskFetch { session, leaves });
             }
@@ -1020,6 +1246,7 @@ impl Joiner {
             let _ = node.send_transfer(Transfer::PieceAck {
                 session,
                 through: self.next_sequence - 1,
+                gap: core::mem::take(&mut self.gap_seen),
             });
         }
     }
@@ -1037,6 +1264,29 @@ impl Joiner {
                         PageData::Bytes(_) => return Err(()),
                     };
                     machine.write_ram_page(number, bytes).map_err(|_| ())?;
+                }
+            }
+            Piece::RamPart {
+                page,
+                offset_bytes,
+                bytes,
+            } => {
+                // Parts of a page come in order in consecutive pieces.
+                let (number, mut assembled) = match self.page_parts.take() {
+                    Some((number, assembled)) if number == page => (number, assembled),
+                    _ if offset_bytes == 0 => (page, Vec::with_capacity(PAGE_BYTES)),
+                    _ => return Err(()),
+                };
+                if offset_bytes as usize != assembled.len()
+                    || assembled.len() + bytes.len() > PAGE_BYTES
+                {
+                    return Err(());
+                }
+                assembled.extend_from_slice(&bytes);
+                if assembled.len() == PAGE_BYTES {
+                    machine.write_ram_page(number, &assembled).map_err(|_| ())?;
+                } else {
+                    self.page_parts = Some((number, assembled));
                 }
             }
             Piece::Disk {
@@ -1096,7 +1346,8 @@ impl Joiner {
         };
         let complete = self.session == Some(completion.session)
             && self.next_sequence == completion.pieces + 1
-            && self.devices_total == Some(self.devices.len() as u32);
+            && self.devices_total == Some(self.devices.len() as u32)
+            && self.page_parts.is_none();
         if !complete {
             // An old session's handover, or pieces still missing: not this one.
             node.refuse_install();
@@ -1114,6 +1365,7 @@ impl Joiner {
             return false;
         }
         self.session = None;
+        self.last_error = None;
         self.phase = JoinerPhase::Waiting;
         self.progress.phase = JoinPhase::Idle;
         self.progress.completed += 1;

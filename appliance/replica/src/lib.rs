@@ -61,7 +61,7 @@ use understudy_machine::devices::virtio::RxError;
 use understudy_machine::{DebugStop, DebugTargets, Exit, InjectError, Input, Machine};
 
 pub use announce::announce_frames;
-pub use join::{JoinPhase, JoinProgress};
+pub use join::{JoinPhase, JoinProgress, TransferLimits};
 use join::{Joiner, LiveJoin, LiveStep};
 pub use shared_disk::{split_disk_payload, DiskMode, SharedDisk, DISK_OFFSET_BYTES};
 
@@ -266,6 +266,8 @@ pub struct Replica {
     join_wake: Option<Instant>,
     /// Events for the driver, after the runtime saw them.
     events: VecDeque<Event>,
+    /// How large a join's messages may be on this driver's channel.
+    transfer_limits: TransferLimits,
 }
 
 impl Replica {
@@ -348,10 +350,16 @@ impl Replica {
             last_join: JoinProgress::default(),
             join_wake: None,
             events: VecDeque::new(),
+            transfer_limits: TransferLimits::default(),
         };
         if replica.node.role() == RoleKind::Joining {
             let shared = replica.shared_disk().is_some();
-            replica.joiner = Some(Joiner::new(&mut replica.machine, shared, now));
+            replica.joiner = Some(Joiner::new(
+                &mut replica.machine,
+                shared,
+                TransferLimits::default(),
+                now,
+            ));
             return replica;
         }
         let live = replica.is_live();
@@ -1190,6 +1198,15 @@ impl Replica {
         }
     }
 
+    /// Sets how large a join's messages may be (each travels as one datagram): the kernel's
+    /// channel carries them unfragmented ([`TransferLimits::for_mtu`]).
+    pub fn set_transfer_limits(&mut self, limits: TransferLimits) {
+        self.transfer_limits = limits;
+        if let Some(joiner) = &mut self.joiner {
+            joiner.set_limits(limits);
+        }
+    }
+
     /// Why the last join attempt of this joining replica failed, if it did.
     pub fn join_error(&self) -> Option<&'static str> {
         self.joiner.as_ref().and_then(|joiner| joiner.last_error)
@@ -1229,7 +1246,12 @@ impl Replica {
                 } => {
                     // A replica that never ran joins its partner's newer epoch.
                     let shared = self.shared_disk().is_some();
-                    self.joiner = Some(Joiner::new(&mut self.machine, shared, now));
+                    self.joiner = Some(Joiner::new(
+                        &mut self.machine,
+                        shared,
+                        self.transfer_limits,
+                        now,
+                    ));
                     self.unlogged.clear();
                 }
                 _ => {}
@@ -1250,7 +1272,13 @@ impl Replica {
             (self.node.incarnation().0 << 20) | (self.joins_started & 0xf_ffff),
         );
         let shared = self.shared_disk().is_some();
-        self.live_join = Some(LiveJoin::start(&mut self.machine, session, shared, now));
+        self.live_join = Some(LiveJoin::start(
+            &mut self.machine,
+            session,
+            shared,
+            self.transfer_limits,
+            now,
+        ));
     }
 
     /// Joining: the handover arrived; install and check it.
@@ -1331,7 +1359,7 @@ impl Replica {
                 _ => false,
             },
             join: if let Some(join) = &self.live_join {
-                join.progress()
+                join.progress_now()
             } else if let Some(joiner) = &self.joiner {
                 joiner.progress()
             } else {

@@ -2,7 +2,7 @@
 //! backup (either may be dead: `None`) and an arbiter whose writes are durable at once.
 use alloc::vec::Vec;
 
-use understudy_ft::{Arbiter, Instant, NodeId};
+use understudy_ft::{Arbiter, Instant, NodeId, Transmit};
 
 use crate::Replica;
 
@@ -12,6 +12,18 @@ pub fn deliver_round(
     arbiter_id: NodeId,
     replicas: [(NodeId, Option<&mut Replica>); 2],
     arbiter: &mut Arbiter,
+) {
+    deliver_round_losing(now, arbiter_id, replicas, arbiter, &mut |_| false);
+}
+
+/// `deliver_round`, dropping the frames between the replicas for which `lose` says so (it
+/// sees every one of them).
+pub fn deliver_round_losing(
+    now: Instant,
+    arbiter_id: NodeId,
+    replicas: [(NodeId, Option<&mut Replica>); 2],
+    arbiter: &mut Arbiter,
+    lose: &mut dyn FnMut(&Transmit) -> bool,
 ) {
     let [(first_id, mut first), (second_id, mut second)] = replicas;
     let mut in_flight = Vec::new();
@@ -41,7 +53,9 @@ pub fn deliver_round(
                 arbiter.storage_written(record);
             }
         } else if let Some(replica) = target {
-            let _ = replica.handle_frame(now, &transmit.bytes);
+            if !lose(&transmit) {
+                let _ = replica.handle_frame(now, &transmit.bytes);
+            }
         }
     }
 }

@@ -72,6 +72,11 @@ struct Trio {
     released: [Vec<u8>; 2],
     /// Console bytes still to type into whichever replica is live, with the count to wait for.
     to_type: Vec<u8>,
+    /// Every this many frames between the replicas, one is lost.
+    lose_every: Option<u64>,
+    frames_between: u64,
+    /// The largest frame between the replicas so far.
+    largest_between: usize,
 }
 
 impl Trio {
@@ -92,6 +97,9 @@ impl Trio {
             ),
             released: [Vec::new(), Vec::new()],
             to_type: TYPED.to_vec(),
+            lose_every: None,
+            frames_between: 0,
+            largest_between: 0,
         }
     }
 
@@ -99,7 +107,12 @@ impl Trio {
     fn tick(&mut self) {
         self.now = Instant(self.now.0 + TICK_MICROS);
         let now = self.now;
-        crate::test_network::deliver_round(
+        let (lose_every, sent, largest) = (
+            self.lose_every,
+            &mut self.frames_between,
+            &mut self.largest_between,
+        );
+        crate::test_network::deliver_round_losing(
             now,
             ARBITER,
             [
@@ -107,6 +120,11 @@ impl Trio {
                 (BACKUP, self.backup.as_mut()),
             ],
             &mut self.arbiter,
+            &mut |transmit| {
+                *largest = (*largest).max(transmit.bytes.len());
+                *sent += 1;
+                lose_every.is_some_and(|every| *sent % every == 0)
+            },
         );
         for (slot, id) in [PRIMARY, BACKUP].into_iter().enumerate() {
             let to_type = &mut self.to_type;
@@ -747,4 +765,25 @@ fn a_joiner_killed_during_the_transfer_is_forgotten_and_the_next_one_joins() {
         20_000,
     );
     assert_eq!(trio.primary.as_ref().unwrap().node.role(), RoleKind::Backup);
+}
+
+#[test]
+fn a_joiner_joins_in_datagrams_of_one_ethernet_frame_over_a_link_that_loses_one_in_seven() {
+    let mut trio = survivor_and_joiner(2);
+    let limits = TransferLimits::for_mtu(1500);
+    trio.backup.as_mut().unwrap().set_transfer_limits(limits);
+    trio.primary.as_mut().unwrap().set_transfer_limits(limits);
+    trio.lose_every = Some(7);
+    trio.largest_between = 0;
+    trio.run_until(|t| t.backup.as_ref().unwrap().status().protected, 60_000);
+    let survivor = trio.backup.as_ref().unwrap();
+    assert!(survivor.status().protected, "{:?}", survivor.status());
+    assert_eq!(trio.primary.as_ref().unwrap().node.role(), RoleKind::Backup);
+    // What the two sent each other fit one frame: no IP fragmentation needed.
+    let largest = trio.largest_between;
+    assert!(largest <= 1500 - 28, "a {largest}-byte datagram");
+    trio.run_until(
+        |t| t.primary.as_ref().unwrap().status().digests_matched >= 3,
+        20_000,
+    );
 }

@@ -35,6 +35,9 @@ const RECEIVE_DATAGRAMS_MAX: usize = 1024;
 const SEND_BUFFER_BYTES: usize = 1 << 20;
 /// Datagrams queued for sending at most, per destination.
 const SEND_DATAGRAMS_MAX: usize = 512;
+/// Egress passes per poll at most: each sends a fragment or a datagram, so this many frames
+/// leave per poll (a 64 KiB datagram is 45 fragments; the transmit queue holds 256 frames).
+const EGRESS_PASSES_MAX: usize = 256;
 /// The local port of the first destination's sending socket (the dynamic range, RFC 6335).
 const SEND_PORT_FIRST: u16 = 49_152;
 /// Destinations at most: the partner and the arbiter, or the arbiter's two replicas.
@@ -116,9 +119,23 @@ impl LogChannel {
     }
 
     /// Moves frames between the NIC and the socket; returns whether anything happened.
+    ///
+    /// smoltcp sends one fragment of a fragmented datagram per egress pass and reports no
+    /// change for it, so one `Interface::poll` moves a 24 KiB datagram (17 fragments) by a
+    /// fragment only; the egress passes repeat while frames leave, so a datagram leaves whole
+    /// in one call (bounded by the NIC's transmit queue).
     pub fn poll(&mut self) -> bool {
         let now = NetInstant::from_micros(tsc::now().0 as i64);
         let result = self.iface.poll(now, &mut self.device, &mut self.sockets);
+        for _ in 0..EGRESS_PASSES_MAX {
+            let sent = self.device.counters().frames_sent;
+            let _ = self
+                .iface
+                .poll_egress(now, &mut self.device, &mut self.sockets);
+            if self.device.counters().frames_sent == sent {
+                break;
+            }
+        }
         result == smoltcp::iface::PollResult::SocketStateChanged
     }
 

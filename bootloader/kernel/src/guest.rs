@@ -36,7 +36,7 @@ use understudy_machine::{Exit, Input, Machine, MachineConfig};
 use understudy_replica::announce::guest_ipv4;
 use understudy_replica::{
     announce_frames, split_disk_payload, GuestIdentity, JoinPhase, Refused, Replica, SharedDisk,
-    Step, CONSOLE, DISK, NET,
+    Step, TransferLimits, CONSOLE, DISK, NET,
 };
 use understudy_replica::{logfmt, metrics};
 use x86_64::instructions::random::RdRand;
@@ -332,7 +332,10 @@ pub fn run(spec: GuestSpec, protection: Protection) -> Summary {
         Protection::Pair { config, channel } => {
             let node = pair_node(&config, now);
             shared_arbiter = shared_link(&config);
-            let replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now);
+            let mut replica = Replica::new(machine, node, identity, DIGEST_EVERY_INSTRUCTIONS, now);
+            // A join's messages fit one Ethernet frame: a lost fragment would lose a whole
+            // datagram, and smoltcp sends fragments a poll at a time.
+            replica.set_transfer_limits(TransferLimits::for_mtu(crate::net::MTU_BYTES));
             (replica, Some(channel), Some(config))
         }
     };
@@ -701,6 +704,7 @@ impl Driver {
                     {
                         self.failovers += 1;
                     }
+                    let cause = replica.node().claim_cause().map_or("none", |c| c.as_str());
                     log_event(
                         LogLevel::Info,
                         "role_change",
@@ -708,6 +712,7 @@ impl Driver {
                         &[
                             ("from", alloc::format!("{from}")),
                             ("to", alloc::format!("{to}")),
+                            ("claim_cause", String::from(cause)),
                         ],
                     );
                     self.print_status(replica);
@@ -1101,6 +1106,13 @@ impl Driver {
                 alloc::format!("{:.3}", status.join.pause_us as f64 / 1e3),
             ),
             ("joins_completed", text(&status.join.completed)),
+            ("join_pieces", text(&status.join.pieces)),
+            ("join_go_backs", text(&status.join.go_backs)),
+            ("join_window", text(&status.join.window)),
+            (
+                "join_error",
+                String::from(replica.join_error().unwrap_or("none")).replace(' ', "-"),
+            ),
         ]
     }
 

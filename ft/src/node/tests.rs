@@ -305,6 +305,7 @@ fn apply(node: &mut Node, stimulus: Stimulus) -> bool {
             let message = Message::Transfer(Transfer::PieceAck {
                 session: SessionId(1),
                 through: 0,
+                gap: false,
             });
             node.handle_frame(now, &forge.frame(peer, Epoch(0), message))
                 .is_ok()
@@ -1615,6 +1616,7 @@ fn transfer_messages_reach_the_runtime_and_go_only_the_right_way() {
     let ack = Transfer::PieceAck {
         session: SessionId(4),
         through: 7,
+        gap: false,
     };
     live.handle_frame(
         T0,
@@ -1690,4 +1692,35 @@ fn a_replica_that_never_heard_its_partner_joins_when_the_arbiter_names_a_newer_e
         .unwrap();
     assert_eq!(node.role(), RoleKind::Joining);
     assert_eq!(node.epoch(), Epoch(4));
+}
+
+#[test]
+fn a_primary_waits_for_a_joiner_that_still_transfers_but_not_for_a_silent_one() {
+    let limits = limits();
+    let mut live = solo();
+    drain_transmits(&mut live, T0);
+    live.hand_over(T0, InstructionCount(9)).unwrap();
+    live.record(T0, input(10, 1)).unwrap();
+    let mut forge = Forge::new();
+    let mut now = T0;
+    // Pieces are acknowledged for three acknowledgement timeouts: the primary stays.
+    while now
+        < T0 + limits.ack_progress_timeout
+            + limits.ack_progress_timeout
+            + limits.ack_progress_timeout
+    {
+        now = now + Duration::from_millis(50);
+        let ack = Transfer::PieceAck {
+            session: SessionId(1),
+            through: 1,
+            gap: false,
+        };
+        live.handle_frame(now, &forge.frame(B, Epoch(1), Message::Transfer(ack)))
+            .unwrap();
+        live.handle_timeout(now);
+        assert_eq!(live.role(), RoleKind::Primary);
+    }
+    // Then the joiner goes silent: the primary claims.
+    live.handle_timeout(now + limits.ack_progress_timeout);
+    assert_eq!(live.role(), RoleKind::ClaimingAsPrimary);
 }

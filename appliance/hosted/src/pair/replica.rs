@@ -649,7 +649,13 @@ impl Driver {
                         )
                     };
                     if claiming(to) && !claiming(from) {
-                        log::event(Level::Warn, "peer_lost", epoch.0, &[]);
+                        let cause = replica.node().claim_cause().map_or("none", |c| c.as_str());
+                        log::event(
+                            Level::Warn,
+                            "peer_lost",
+                            epoch.0,
+                            &[("cause", cause.into())],
+                        );
                     }
                     if claiming(from) && !claiming(to) {
                         let granted = to != RoleKind::Halted;
