@@ -395,6 +395,7 @@ fn measure_replicated(guest: &DrillGuest, work_dir: &Path) -> Result<Side> {
         requests_before: 0,
         requests_after: 0,
         cycles: 1,
+        rejoin: understudy::pair::drill::RejoinSetup::default(),
         peer_timeout_ms: drill::DRILL_PEER_TIMEOUT_MS,
         platform: drill::Platform::Hosted,
     };

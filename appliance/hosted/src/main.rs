@@ -171,6 +171,16 @@ struct DrillArgs {
     /// Failover and rejoin cycles of `--fault rejoin`.
     #[arg(long, default_value_t = 10)]
     cycles: u32,
+    /// `--fault rejoin`: each replica's disk in MiB.
+    #[arg(long, default_value_t = 64)]
+    disk_mib: u64,
+    /// `--fault rejoin`: overwrite this percentage of the killed replica's disk ranges before
+    /// it starts again (every cycle then is of kind `changed`).
+    #[arg(long)]
+    disk_change_percent: Option<u32>,
+    /// `--fault rejoin`: redis keeps no file on the disk (the disks then stay identical).
+    #[arg(long)]
+    no_redis_aof: bool,
 }
 
 #[derive(clap::Args)]
@@ -519,6 +529,11 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         requests_before: args.requests_before,
         requests_after: args.requests_after,
         cycles: args.cycles,
+        rejoin: pair::drill::RejoinSetup {
+            disk_mib: args.disk_mib,
+            disk_change_percent: args.disk_change_percent,
+            redis_aof: !args.no_redis_aof,
+        },
         peer_timeout_ms: args
             .peer_timeout_ms
             .unwrap_or(if args.platform == "appliance" {
@@ -546,6 +561,7 @@ fn soak(args: SoakArgs) -> Result<ExitCode> {
         peer_timeout_ms: pair::drill::DRILL_PEER_TIMEOUT_MS,
         platform: pair::drill::Platform::Hosted,
         cycles: 1,
+        rejoin: pair::drill::RejoinSetup::default(),
     };
     let inside = |fault: Fault| -> Vec<String> {
         let fault = clap::ValueEnum::to_possible_value(&fault)

@@ -124,6 +124,30 @@ pub struct DrillOptions {
     pub platform: Platform,
     /// Failover and rejoin cycles (`Fault::Rejoin`).
     pub cycles: u32,
+    /// How `Fault::Rejoin` sets up the replicas' disks and the guest.
+    pub rejoin: RejoinSetup,
+}
+
+/// The disks and the guest's use of them in a rejoin drill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejoinSetup {
+    /// Each replica's disk, in MiB.
+    pub disk_mib: u64,
+    /// When set, every cycle is of kind `changed`: before the killed replica starts again,
+    /// this percentage of its disk's ranges is overwritten (a disk that fell behind).
+    pub disk_change_percent: Option<u32>,
+    /// redis keeps an append-only file on the disk (so the guest writes it during joins).
+    pub redis_aof: bool,
+}
+
+impl Default for RejoinSetup {
+    fn default() -> Self {
+        RejoinSetup {
+            disk_mib: 64,
+            disk_change_percent: None,
+            redis_aof: true,
+        }
+    }
 }
 
 /// What a drill measured.
@@ -170,6 +194,8 @@ pub struct Report {
     pub status_check: String,
     /// `Fault::Rejoin`: one entry per completed cycle.
     pub rejoins: Vec<Rejoin>,
+    /// Requests answered per second before the first fault.
+    pub requests_per_s_before: f64,
 }
 
 /// One failover and rejoin cycle.
@@ -186,6 +212,8 @@ pub struct Rejoin {
     pub state_bytes: u64,
     /// Disk ranges found different and copied.
     pub disk_ranges: u64,
+    /// Requests the client had answered per second while the replica joined.
+    pub requests_per_s: f64,
     /// State digests the new backup compared with the primary's after joining.
     pub digests_matched: u64,
 }
@@ -201,7 +229,7 @@ impl Report {
              primary_exit={}\nbackup_exit={}\nguest_mac_port={}\nrestarted_primary={}\n\
              download_bytes={}\nfailover_available_without_arbiter={}\nfault_at={}\n\
              protected_after_s={}\nbackup_lag_instructions={}\nstatus_check={}\n\
-             rejoins={}\n{}",
+             requests_per_s_before={:.1}\nrejoins={}\n{}",
             self.requests_acknowledged,
             self.writes_lost,
             self.writes_applied_twice,
@@ -230,19 +258,21 @@ impl Report {
                 .map_or("none".to_owned(), |s| format!("{s:.3}")),
             self.backup_lag_instructions,
             self.status_check,
+            self.requests_per_s_before,
             self.rejoins.len(),
             self.rejoins
                 .iter()
                 .enumerate()
                 .map(|(index, rejoin)| format!(
-                    "rejoin_{}=kind:{} seconds:{:.3} pause_ms:{:.3} state_bytes:{} disk_ranges:{} digests_matched:{}\n",
+                    "rejoin_{}=kind:{} seconds:{:.3} pause_ms:{:.3} state_bytes:{} disk_ranges:{} digests_matched:{} requests_per_s:{:.1}\n",
                     index + 1,
                     rejoin.kind,
                     rejoin.seconds,
                     rejoin.pause_ms,
                     rejoin.state_bytes,
                     rejoin.disk_ranges,
-                    rejoin.digests_matched
+                    rejoin.digests_matched,
+                    rejoin.requests_per_s
                 ))
                 .collect::<String>(),
         )
@@ -336,6 +366,7 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 parts.next().unwrap_or_default(),
             ]
         },
+        requests_per_s_before: value("requests_per_s_before")?.parse()?,
         rejoins: (1..=number("rejoins")?)
             .map(|index| parse_rejoin(&value(&format!("rejoin_{index}"))?))
             .collect::<Result<_>>()?,
@@ -359,6 +390,7 @@ fn parse_rejoin(text: &str) -> Result<Rejoin> {
         state_bytes: field("state_bytes")?.parse()?,
         disk_ranges: field("disk_ranges")?.parse()?,
         digests_matched: field("digests_matched")?.parse()?,
+        requests_per_s: field("requests_per_s")?.parse()?,
     })
 }
 
@@ -509,12 +541,16 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
         options.peer_timeout_ms,
         guest.memory_mib,
         guest.numbers,
-        if disks { " understudy.redis_aof=1" } else { "" },
+        if disks && options.rejoin.redis_aof {
+            " understudy.redis_aof=1"
+        } else {
+            ""
+        },
         guest.kernel.display(),
         guest.initrd.display()
     );
     if disks {
-        make_ext4(&dir.join("primary.img"))?;
+        make_ext4(&dir.join("primary.img"), options.rejoin.disk_mib << 20)?;
         std::fs::copy(dir.join("primary.img"), dir.join("backup.img"))?;
     }
     for (index, role) in ["primary", "backup"].into_iter().enumerate() {
@@ -541,12 +577,9 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of each replica's disk in a rejoin drill.
-const REJOIN_DISK_BYTES: u64 = 64 * 1024 * 1024;
-
-/// An empty ext4 file system of `REJOIN_DISK_BYTES` (e2fsprogs' `mkfs.ext4`).
-fn make_ext4(path: &Path) -> Result<()> {
-    std::fs::File::create(path)?.set_len(REJOIN_DISK_BYTES)?;
+/// An empty ext4 file system of `len_bytes` (e2fsprogs' `mkfs.ext4`).
+fn make_ext4(path: &Path, len_bytes: u64) -> Result<()> {
+    std::fs::File::create(path)?.set_len(len_bytes)?;
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F"])
         .arg(path)
@@ -645,7 +678,10 @@ fn inside(options: &DrillOptions) -> Result<Report> {
     } else {
         None
     };
+    let load_began = Instant::now();
     client.load(options.requests_before)?;
+    report.requests_per_s_before =
+        options.requests_before as f64 / load_began.elapsed().as_secs_f64().max(1e-3);
     report.log_mbit_s = trio.status_number("primary", "log_bytes_sent") * 8.0
         / trio.status_number("primary", "running_s").max(1e-3)
         / 1e6;
@@ -816,20 +852,25 @@ fn rejoin_cycles(
         client.answer_after = Some(Instant::now());
         client.first_answer_after = None;
         client.load(options.requests_after)?;
-        let kind = match cycle % 3 {
-            0 => "empty",
-            2 => "cut",
-            _ => "stale",
+        let kind = match (options.rejoin.disk_change_percent, cycle % 3) {
+            (Some(_), _) => "changed",
+            (None, 0) => "empty",
+            (None, 2) => "cut",
+            (None, _) => "stale",
         };
+        if let Some(percent) = options.rejoin.disk_change_percent {
+            change_disk(&trio.work_dir.join(format!("{live}.img")), percent, cycle)?;
+        }
         if kind == "empty" {
             // A fresh machine: no state, a disk of zeroes of the same size.
             let dir = &trio.work_dir;
             std::fs::remove_dir_all(dir.join(live))?;
             let disk = dir.join(format!("{live}.img"));
             std::fs::remove_file(&disk)?;
-            std::fs::File::create(&disk)?.set_len(REJOIN_DISK_BYTES)?;
+            std::fs::File::create(&disk)?.set_len(options.rejoin.disk_mib << 20)?;
         }
         let started = Instant::now();
+        let answered_before = client.acknowledged;
         let mut child = Some(trio.spawn(live, &[])?);
         if kind == "cut" {
             // Killed in the middle of its join, then started again: it must join afresh.
@@ -856,6 +897,7 @@ fn rejoin_cycles(
                 && trio.status_text(survivor, "protected") == "true"
         })?;
         let seconds = started.elapsed().as_secs_f64();
+        let requests_per_s = (client.acknowledged - answered_before) as f64 / seconds.max(1e-3);
         // The new backup compares the primary's periodic state digests from here on.
         wait_for_status(trio, client, &mut child, live, |trio| {
             trio.status_number(live, "digests_matched") >= 1.0
@@ -872,6 +914,7 @@ fn rejoin_cycles(
             state_bytes: trio.status_number(live, "join_state_bytes") as u64,
             disk_ranges: trio.status_number(live, "join_disk_ranges_copied") as u64,
             digests_matched: trio.status_number(live, "digests_matched") as u64,
+            requests_per_s,
         };
         say(&format!(
             "cycle {cycle}: the {live} rejoined ({kind}) in {seconds:.1} s, pause {:.3} ms, {} state bytes, {} disk ranges",
@@ -880,6 +923,28 @@ fn rejoin_cycles(
         rejoins.push(rejoin);
     }
     Ok(rejoins)
+}
+
+/// Bytes of the ranges `change_disk` overwrites: the ranges the join compares.
+const CHANGED_RANGE_BYTES: u64 = 16 * 1024;
+
+/// Overwrites `percent` of the 16 KiB ranges of the disk at `path`, spread evenly, with
+/// bytes that depend on `seed` (a disk that fell behind its partner's).
+fn change_disk(path: &Path, percent: u32, seed: u32) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let ranges = file.metadata()?.len() / CHANGED_RANGE_BYTES;
+    let changed = ranges * u64::from(percent) / 100;
+    let mut bytes = vec![0u8; CHANGED_RANGE_BYTES as usize];
+    for index in 0..changed {
+        let range = index * ranges / changed.max(1);
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (i as u32 ^ seed ^ range as u32).to_le_bytes()[i % 4] | 1;
+        }
+        file.write_all_at(&bytes, range * CHANGED_RANGE_BYTES)?;
+    }
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Runs the load in small batches until `done` says so, failing if the replica `role`
