@@ -40,6 +40,7 @@ mod fp;
 pub mod inst;
 mod mmu;
 mod pmp;
+mod translate;
 mod trigger;
 
 use alloc::vec;
@@ -49,6 +50,9 @@ use core::fmt;
 pub use csr::numbers as csr_numbers;
 pub use debug::{DataAccess, DebugStop, DebugTargets, WatchKind, Watchpoint};
 pub use inst::{decode, decode_compressed, encode, Instruction, Op};
+pub use translate::{
+    ExecutableMemory, TranslatorError, TranslatorStats, CODE_BYTES_MAX, CODE_BYTES_MIN,
+};
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -290,6 +294,8 @@ pub struct Hart {
     /// One bit per RAM page written since the last `take_dirty_pages`.
     pub(crate) dirty: Vec<u64>,
     pub(crate) blocks: block::BlockCache,
+    /// The translator and its code cache, when the embedder turned it on.
+    pub(crate) translator: Option<alloc::boxed::Box<translate::Translator>>,
 }
 
 impl fmt::Debug for Hart {
@@ -334,6 +340,7 @@ impl Hart {
             mmu: mmu::Tlbs::new(),
             dirty: vec![0u64; (pages as usize).div_ceil(64)],
             blocks: block::BlockCache::new(pages as usize),
+            translator: None,
         };
         hart.update_tlb_keys();
         hart
@@ -371,7 +378,12 @@ impl Hart {
                     break stop;
                 }
             }
-            if let Some(stop) = self.run_block(platform, end) {
+            let stop = if self.translator.is_some() {
+                self.run_translated(platform, end)
+            } else {
+                self.run_block(platform, end)
+            };
+            if let Some(stop) = stop {
                 break stop;
             }
         };
@@ -581,6 +593,11 @@ impl Hart {
         self.last_trap_instret = u64::MAX;
         self.mmu.flush_all();
         self.blocks.clear();
+        if let Some(translator) = self.translator.as_mut() {
+            // Translations are checked against page generations, which `clear` leaves
+            // alone while RAM may change freely until code is decoded again.
+            translator.flush();
+        }
         self.update_tlb_keys();
         Ok(())
     }

@@ -1,0 +1,513 @@
+//! Templates: each translated RISC-V instruction as a fixed x86-64 sequence.
+//!
+//! Register plan inside translated code (all callee-saved in the System V ABI, so the
+//! trampoline saves them once per entry):
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
+//! - r12: guest RAM, r15: the load TLB, rbp: the store TLB,
+//! - r13: instructions that may still retire in this run,
+//! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
+//!
+//! rax, rcx, rdx, rsi and rdi are scratch within one instruction; no guest value lives in
+//! a host register across instructions, so every exit leaves `Hart::x` complete.
+
+use alloc::vec::Vec;
+use core::mem::offset_of;
+
+use super::x86::{
+    at, at_index, Alu, Assembler, Cond, Shift, Unary, Width, R12, R13, R14, R15, RAX, RBP, RBX,
+    RCX, RDI, RDX, RSI, RSP,
+};
+use super::{Exit, Frame};
+use crate::inst::{Instruction, Op};
+use crate::PAGE_SIZE_BYTES;
+
+/// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
+const TLB_ENTRY_BYTES: u8 = 16;
+/// log2 of the TLB's entry count (`mmu::TLB_ENTRIES` = 256).
+const TLB_INDEX_MASK: i32 = 255;
+/// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
+const STORE_THROUGH_SLOW_PATH: u8 = 1;
+
+fn frame(field: usize) -> super::x86::Mem {
+    at(R14, field as i32)
+}
+
+fn xreg(r: u8) -> super::x86::Mem {
+    at(RBX, (r as i32 & 31) * 8)
+}
+
+/// The entry trampoline `extern "sysv64" fn(frame: *mut Frame, code: *const u8) -> u32` and
+/// the shared epilogue it contains; returns the code and the epilogue's offset.
+pub(super) fn trampoline() -> (Vec<u8>, usize) {
+    let mut a = Assembler::new();
+    for r in [RBX, RBP, R12, R13, R14, R15] {
+        a.push(r);
+    }
+    // Six pushes after the return address leave rsp 8 modulo 16; realign for any call.
+    a.alu_imm(Alu::Sub, Width::W64, RSP, 8);
+    a.mov(Width::W64, R14, RDI);
+    a.load(Width::W64, RBX, frame(offset_of!(Frame, x)));
+    a.load(Width::W64, R12, frame(offset_of!(Frame, ram)));
+    a.load(Width::W64, R15, frame(offset_of!(Frame, load_tlb)));
+    a.load(Width::W64, RBP, frame(offset_of!(Frame, store_tlb)));
+    a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
+    a.jmp_reg(RSI);
+    let epilogue = a.len();
+    a.store(frame(offset_of!(Frame, remaining)), R13);
+    a.alu_imm(Alu::Add, Width::W64, RSP, 8);
+    for r in [R15, R14, R13, R12, RBP, RBX] {
+        a.pop(r);
+    }
+    a.ret();
+    (a.code, epilogue)
+}
+
+/// An out-of-line exit, emitted after the block body.
+enum Stub {
+    /// Leave with `reason`, `exit_pc` = `pc`, after subtracting `retired` from r13.
+    Leave { pc: u64, retired: u32, reason: Exit },
+    /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
+    /// the rel32 that the translator may later point at the target block.
+    Chain { pc: u64, site: usize },
+}
+
+struct Emitter {
+    a: Assembler,
+    /// Absolute address the block will run at.
+    origin: u64,
+    epilogue: u64,
+    /// Virtual page of the block (chaining stays inside it).
+    page: u64,
+    stubs: Vec<(usize, Stub)>,
+}
+
+impl Emitter {
+    /// `jmp` to an absolute address outside the block.
+    fn jmp_absolute(&mut self, target: u64) {
+        let site = self.a.jmp();
+        self.a.patch(site, target.wrapping_sub(self.origin) as i64);
+    }
+
+    fn leave_now(&mut self, reason: Exit) {
+        self.a.mov_imm(RAX, reason as u32 as u64);
+        self.jmp_absolute(self.epilogue);
+    }
+
+    fn retire(&mut self, count: u32) {
+        if count > 0 {
+            self.a.alu_imm(Alu::Sub, Width::W64, R13, count as i32);
+        }
+    }
+
+    /// Leaves the block for `target` after `retired` instructions: a chainable jump in the
+    /// same page, an exit through the lookup otherwise.
+    fn goto(&mut self, target: u64, retired: u32) {
+        self.retire(retired);
+        if target / PAGE_SIZE_BYTES == self.page {
+            let site = self.a.jmp();
+            self.stubs.push((site, Stub::Chain { pc: target, site }));
+        } else {
+            self.a.mov_imm(RAX, target);
+            self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+            self.leave_now(Exit::Jump);
+        }
+    }
+
+    /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`.
+    fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit) {
+        let site = self.a.jcc(cond);
+        self.stubs.push((
+            site,
+            Stub::Leave {
+                pc,
+                retired,
+                reason,
+            },
+        ));
+    }
+
+    fn emit_stubs(&mut self) {
+        let stubs = core::mem::take(&mut self.stubs);
+        for (site, stub) in stubs {
+            self.a.bind(site);
+            match stub {
+                Stub::Leave {
+                    pc,
+                    retired,
+                    reason,
+                } => {
+                    self.retire(retired);
+                    self.a.mov_imm(RAX, pc);
+                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                    self.leave_now(reason);
+                }
+                Stub::Chain { pc, site } => {
+                    self.a.mov_imm(RAX, pc);
+                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                    self.a.mov_imm(RAX, self.origin + site as u64);
+                    self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
+                    self.leave_now(Exit::Chain);
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, dst: super::x86::Reg, r: u8) {
+        self.a.load(Width::W64, dst, xreg(r));
+    }
+
+    fn write_rax(&mut self, rd: u8) {
+        if rd != 0 {
+            self.a.store(xreg(rd), RAX);
+        }
+    }
+
+    /// rax = x[rs1] + imm (the effective address of a load or store).
+    fn address(&mut self, inst: &Instruction) {
+        self.read(RAX, inst.rs1);
+        if inst.imm != 0 {
+            self.a.alu_imm(Alu::Add, Width::W64, RAX, inst.imm);
+        }
+    }
+
+    /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
+    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
+    /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
+    /// a page-crossing access.
+    fn tlb_probe(&mut self, tlb: super::x86::Reg, key: usize, size: u64, pc: u64, index: u32) {
+        let a = &mut self.a;
+        a.mov(Width::W64, RCX, RAX);
+        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
+        a.mov(Width::W32, RDX, RCX);
+        a.alu_imm(Alu::And, Width::W32, RDX, TLB_INDEX_MASK);
+        a.shift_imm(
+            Shift::Shl,
+            Width::W32,
+            RDX,
+            TLB_ENTRY_BYTES.trailing_zeros() as u8,
+        );
+        a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(tlb, RDX, 0));
+        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Step);
+        let a = &mut self.a;
+        a.mov(Width::W32, RCX, RAX);
+        a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
+        a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
+        self.jcc_leave(Cond::Above, pc, index, Exit::Step);
+    }
+
+    fn load(&mut self, inst: &Instruction, size: u64, signed: bool, pc: u64, index: u32) {
+        self.address(inst);
+        self.tlb_probe(R15, offset_of!(Frame, load_key), size, pc, index);
+        let a = &mut self.a;
+        // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
+        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(R15, RDX, 8));
+        a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
+        self.write_rax(inst.rd);
+    }
+
+    fn store(&mut self, inst: &Instruction, size: u64, pc: u64, index: u32) {
+        self.address(inst);
+        self.tlb_probe(RBP, offset_of!(Frame, store_key), size, pc, index);
+        self.a.load(Width::W64, RDX, at_index(RBP, RDX, 8));
+        self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
+        // A page holding decoded code: the interpreter's store keeps the caches coherent.
+        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Step);
+        let a = &mut self.a;
+        a.alu(Alu::Add, Width::W64, RCX, RDX);
+        // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
+        a.shift_imm(Shift::Shr, Width::W64, RDX, 12);
+        a.mov(Width::W64, RSI, RDX);
+        a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
+        a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
+        a.alu(Alu::Xor, Width::W32, RAX, RAX);
+        a.bts(RAX, RDX);
+        a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
+        a.or_to_mem(at_index(RDI, RSI, 0), RAX);
+        a.load(Width::W64, RAX, xreg(inst.rs2));
+        a.store_sized(size, at_index(R12, RCX, 0), RAX);
+    }
+
+    /// Register-register or register-immediate ALU operation into rd.
+    fn alu(&mut self, inst: &Instruction, op: Alu, width: Width, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            self.a.alu_imm(op, width, RAX, inst.imm);
+        } else {
+            self.a.alu_mem(op, width, RAX, xreg(inst.rs2));
+        }
+        if width == Width::W32 {
+            self.a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn shift(&mut self, inst: &Instruction, op: Shift, width: Width, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            let mask = if width == Width::W64 { 63 } else { 31 };
+            self.a.shift_imm(op, width, RAX, (inst.imm & mask) as u8);
+        } else {
+            // x86 masks the count to 6 (64-bit) or 5 (32-bit) bits, as RV64I does for
+            // sll/srl/sra and sllw/srlw/sraw (unprivileged spec 2.4.2, 5.3.2).
+            self.read(RCX, inst.rs2);
+            self.a.shift_cl(op, width, RAX);
+        }
+        if width == Width::W32 {
+            self.a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn compare(&mut self, inst: &Instruction, cond: Cond, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            // The sign-extended imm32 compares as the sign-extended 12-bit immediate, also
+            // for sltiu (unprivileged spec 2.4.1).
+            self.a.alu_imm(Alu::Cmp, Width::W64, RAX, inst.imm);
+        } else {
+            self.a.alu_mem(Alu::Cmp, Width::W64, RAX, xreg(inst.rs2));
+        }
+        self.a.set_cond(cond, RAX);
+        self.write_rax(inst.rd);
+    }
+
+    fn multiply(&mut self, inst: &Instruction) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        self.read(RCX, inst.rs2);
+        let a = &mut self.a;
+        match inst.op {
+            Op::Mul => a.imul(Width::W64, RAX, RCX),
+            Op::Mulw => {
+                a.imul(Width::W32, RAX, RCX);
+                a.movsxd(RAX, RAX);
+            }
+            Op::Mulh => {
+                a.unary(Unary::Imul, Width::W64, RCX);
+                a.mov(Width::W64, RAX, RDX);
+            }
+            Op::Mulhu => {
+                a.unary(Unary::Mul, Width::W64, RCX);
+                a.mov(Width::W64, RAX, RDX);
+            }
+            _ => {
+                // mulhsu: the unsigned high half, minus rs2 when rs1 is negative (the
+                // signed rs1 is rs1 - 2^64 then).
+                a.unary(Unary::Mul, Width::W64, RCX);
+                a.load(Width::W64, RSI, xreg(inst.rs1));
+                a.shift_imm(Shift::Sar, Width::W64, RSI, 63);
+                a.alu(Alu::And, Width::W64, RSI, RCX);
+                a.alu(Alu::Sub, Width::W64, RDX, RSI);
+                a.mov(Width::W64, RAX, RDX);
+            }
+        }
+        self.write_rax(inst.rd);
+    }
+
+    /// Division and remainder with the RISC-V results where x86 would fault (M spec 7.2,
+    /// table 7.1): x / 0 = all ones, x % 0 = x, MIN / -1 = MIN, MIN % -1 = 0.
+    fn divide(&mut self, inst: &Instruction) {
+        if inst.rd == 0 {
+            return;
+        }
+        let (width, signed, remainder) = match inst.op {
+            Op::Div => (Width::W64, true, false),
+            Op::Divu => (Width::W64, false, false),
+            Op::Rem => (Width::W64, true, true),
+            Op::Remu => (Width::W64, false, true),
+            Op::Divw => (Width::W32, true, false),
+            Op::Divuw => (Width::W32, false, false),
+            Op::Remw => (Width::W32, true, true),
+            _ => (Width::W32, false, true),
+        };
+        self.read(RAX, inst.rs1);
+        self.read(RCX, inst.rs2);
+        let a = &mut self.a;
+        a.test(width, RCX, RCX);
+        let zero = a.jcc(Cond::Equal);
+        let mut done = Vec::new();
+        if signed {
+            a.alu_imm(Alu::Cmp, width, RCX, -1);
+            let normal = a.jcc(Cond::NotEqual);
+            // Dividing by -1 negates (wrapping at MIN); the remainder is 0.
+            if remainder {
+                a.alu(Alu::Xor, Width::W32, RAX, RAX);
+            } else {
+                a.unary(Unary::Neg, width, RAX);
+            }
+            done.push(a.jmp());
+            a.bind(normal);
+            a.sign_extend_into_rdx(width);
+            a.unary(Unary::Idiv, width, RCX);
+        } else {
+            a.alu(Alu::Xor, Width::W32, RDX, RDX);
+            a.unary(Unary::Div, width, RCX);
+        }
+        if remainder {
+            a.mov(Width::W64, RAX, RDX);
+        }
+        done.push(a.jmp());
+        a.bind(zero);
+        if !remainder {
+            a.mov_imm(RAX, u64::MAX);
+        }
+        // (x % 0 = x: rax still holds x.)
+        for site in done {
+            a.bind(site);
+        }
+        if width == Width::W32 {
+            a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
+        self.read(RAX, inst.rs1);
+        self.a.alu_mem(Alu::Cmp, Width::W64, RAX, xreg(inst.rs2));
+        let not_taken = self.a.jcc(cond.negate());
+        self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
+        self.a.bind(not_taken);
+    }
+
+    /// One instruction; returns false when it ended the block (a jump).
+    fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
+        use Op::*;
+        let next = pc.wrapping_add(inst.length_bytes as u64);
+        match inst.op {
+            Lui | Auipc => {
+                if inst.rd != 0 {
+                    let base = if inst.op == Auipc { pc } else { 0 };
+                    self.a
+                        .mov_imm(RAX, base.wrapping_add(inst.imm as i64 as u64));
+                    self.write_rax(inst.rd);
+                }
+            }
+            Addi => self.alu(inst, Alu::Add, Width::W64, true),
+            Xori => self.alu(inst, Alu::Xor, Width::W64, true),
+            Ori => self.alu(inst, Alu::Or, Width::W64, true),
+            Andi => self.alu(inst, Alu::And, Width::W64, true),
+            Addiw => self.alu(inst, Alu::Add, Width::W32, true),
+            Add => self.alu(inst, Alu::Add, Width::W64, false),
+            Sub => self.alu(inst, Alu::Sub, Width::W64, false),
+            Xor => self.alu(inst, Alu::Xor, Width::W64, false),
+            Or => self.alu(inst, Alu::Or, Width::W64, false),
+            And => self.alu(inst, Alu::And, Width::W64, false),
+            Addw => self.alu(inst, Alu::Add, Width::W32, false),
+            Subw => self.alu(inst, Alu::Sub, Width::W32, false),
+            Slli => self.shift(inst, Shift::Shl, Width::W64, true),
+            Srli => self.shift(inst, Shift::Shr, Width::W64, true),
+            Srai => self.shift(inst, Shift::Sar, Width::W64, true),
+            Slliw => self.shift(inst, Shift::Shl, Width::W32, true),
+            Srliw => self.shift(inst, Shift::Shr, Width::W32, true),
+            Sraiw => self.shift(inst, Shift::Sar, Width::W32, true),
+            Sll => self.shift(inst, Shift::Shl, Width::W64, false),
+            Srl => self.shift(inst, Shift::Shr, Width::W64, false),
+            Sra => self.shift(inst, Shift::Sar, Width::W64, false),
+            Sllw => self.shift(inst, Shift::Shl, Width::W32, false),
+            Srlw => self.shift(inst, Shift::Shr, Width::W32, false),
+            Sraw => self.shift(inst, Shift::Sar, Width::W32, false),
+            Slti => self.compare(inst, Cond::Less, true),
+            Sltiu => self.compare(inst, Cond::Below, true),
+            Slt => self.compare(inst, Cond::Less, false),
+            Sltu => self.compare(inst, Cond::Below, false),
+            Mul | Mulh | Mulhsu | Mulhu | Mulw => self.multiply(inst),
+            Div | Divu | Rem | Remu | Divw | Divuw | Remw | Remuw => self.divide(inst),
+            Lb => self.load(inst, 1, true, pc, index),
+            Lh => self.load(inst, 2, true, pc, index),
+            Lw => self.load(inst, 4, true, pc, index),
+            Ld => self.load(inst, 8, false, pc, index),
+            Lbu => self.load(inst, 1, false, pc, index),
+            Lhu => self.load(inst, 2, false, pc, index),
+            Lwu => self.load(inst, 4, false, pc, index),
+            Sb => self.store(inst, 1, pc, index),
+            Sh => self.store(inst, 2, pc, index),
+            Sw => self.store(inst, 4, pc, index),
+            Sd => self.store(inst, 8, pc, index),
+            Beq => self.branch(inst, Cond::Equal, pc, index),
+            Bne => self.branch(inst, Cond::NotEqual, pc, index),
+            Blt => self.branch(inst, Cond::Less, pc, index),
+            Bge => self.branch(inst, Cond::GreaterOrEqual, pc, index),
+            Bltu => self.branch(inst, Cond::Below, pc, index),
+            Bgeu => self.branch(inst, Cond::AboveOrEqual, pc, index),
+            // Plain fences order memory for other harts and devices; with one hart and
+            // MMIO handled outside translated code, retiring it is all there is to do.
+            Fence => {}
+            Jal => {
+                if inst.rd != 0 {
+                    self.a.mov_imm(RAX, next);
+                    self.write_rax(inst.rd);
+                }
+                self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
+                return false;
+            }
+            Jalr => {
+                // Target first: rd may be rs1 (unprivileged spec 2.5.1).
+                self.address(inst);
+                self.a.alu_imm(Alu::And, Width::W64, RAX, -2);
+                if inst.rd != 0 {
+                    self.a.mov_imm(RCX, next);
+                    self.a.store(xreg(inst.rd), RCX);
+                }
+                self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                self.retire(index + 1);
+                self.leave_now(Exit::Jump);
+                return false;
+            }
+            _ => unreachable!("translate::translates admits only the ops above"),
+        }
+        true
+    }
+}
+
+/// Machine code for the block `ops` at virtual `pc` (RAM offset `ram_offset`, whose page had
+/// `generation` when decoded), to run at absolute address `origin`.
+pub(super) fn block(
+    ops: &[Instruction],
+    pc: u64,
+    ram_offset: u64,
+    generation: u64,
+    origin: u64,
+    epilogue: u64,
+) -> Vec<u8> {
+    let mut e = Emitter {
+        a: Assembler::new(),
+        origin,
+        epilogue,
+        page: pc / PAGE_SIZE_BYTES,
+        stubs: Vec::new(),
+    };
+    let count = ops.len() as u32;
+    // Entry: enough budget for the whole block, and the page unchanged since decoding.
+    e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
+    e.jcc_leave(Cond::Below, pc, 0, Exit::Budget);
+    let page = ram_offset / PAGE_SIZE_BYTES;
+    e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
+    let page_disp = i32::try_from(page * 8).expect("RAM of at most 2 GiB pages of offsets");
+    e.a.load(Width::W64, RAX, at(RAX, page_disp));
+    e.a.mov_imm(RCX, generation);
+    e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
+    e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale);
+    let mut at_pc = pc;
+    let mut open = true;
+    for (index, inst) in ops.iter().enumerate() {
+        open = e.instruction(inst, at_pc, index as u32);
+        at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
+    }
+    if open {
+        e.goto(at_pc, count);
+    }
+    e.emit_stubs();
+    e.a.code
+}

@@ -1,0 +1,570 @@
+//! The translator: hot integer guest code becomes x86-64 machine code in a code cache.
+//!
+//! Shape (a template translator, as early QEMU "dyngen" and TinyEMU's JIT-less cousins):
+//! a translated block covers the same straight-line run of instructions the decode cache
+//! would (`block.rs`): it starts at any instruction, never leaves its 4 KiB page, continues
+//! past conditional branches that are not taken, and ends after `jal`/`jalr`, at the end
+//! of the page, after `BLOCK_INSTRUCTIONS_MAX`, or before the first instruction it does
+//! not translate (CSR, FP, AMO, system, fences that matter). Those run in the interpreter,
+//! one at a time, and the translated code picks up after them.
+//!
+//! Exact counting: a block knows how many instructions it holds (N). Its entry compares
+//! the remaining budget (a host register) with N and leaves without executing anything
+//! when fewer remain; the interpreter then runs the tail with its own per-instruction
+//! count. Every exit subtracts the number of instructions retired up to it. A load or
+//! store that misses the inline soft-TLB path leaves the block *before* the access, with
+//! the count of the instructions before it, and the interpreter executes that one
+//! instruction exactly as it always does (faults, MMIO, page crossings, stores to pages
+//! holding code), so a trap in any position stops the count at the faulting instruction.
+//!
+//! Interrupts: `Hart::run` checks for a pending interrupt before each block it enters.
+//! Translated code runs only instructions that cannot change whether an interrupt is
+//! pending (no CSR, xRET, wfi, MMIO or trap is handled inside it), so chaining from block
+//! to block without that check takes every interrupt at the same count as the interpreter.
+//!
+//! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
+//! generation, which stores to decoded code bump (`BlockCache::invalidate_range`); each
+//! block's entry re-checks its page's generation, so a chained jump into a block whose
+//! page was written leaves it at once and the block is translated again. Direct chaining
+//! only links blocks in the same virtual page (as QEMU's `goto_tb`), so a change of
+//! translation (satp, privilege, sfence.vma) can never send a chain to the wrong code.
+//!
+//! Code memory comes from the embedder (`ExecutableMemory`): the crate stays `no_std`,
+//! and the hosted process maps it with mmap while a bare-metal kernel hands in a region.
+
+mod emit;
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::inst::{decode, decode_compressed, Instruction, Op};
+use crate::{Hart, Platform, StopReason, PAGE_SIZE_BYTES};
+
+/// Memory the translator may write machine code into and execute.
+///
+/// # Safety
+/// `as_mut_ptr` must return the start of `len_bytes` bytes that are readable, writable
+/// and executable by the current thread, exclusively owned by this object, and valid (at
+/// the same address) for as long as the object lives.
+pub unsafe trait ExecutableMemory: Send {
+    /// Start of the region.
+    fn as_mut_ptr(&mut self) -> *mut u8;
+    /// Length of the region in bytes.
+    fn len_bytes(&self) -> usize;
+}
+
+/// Why `Hart::enable_translator` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TranslatorError {
+    /// The translator emits x86-64 code; this host is another architecture.
+    UnsupportedHost,
+    /// The code region is smaller than `CODE_BYTES_MIN` or larger than `CODE_BYTES_MAX`.
+    RegionSize {
+        /// The size offered.
+        len_bytes: usize,
+    },
+}
+
+impl fmt::Display for TranslatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TranslatorError::UnsupportedHost => {
+                write!(f, "the translator needs an x86-64 host; run without it")
+            }
+            TranslatorError::RegionSize { len_bytes } => write!(
+                f,
+                "code region of {len_bytes} bytes is outside {CODE_BYTES_MIN}..={CODE_BYTES_MAX}; hand in a region in that range"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for TranslatorError {}
+
+/// Counters of the translator's work (not architectural state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TranslatorStats {
+    /// Blocks translated.
+    pub blocks_translated: u64,
+    /// Guest instructions in the translated blocks.
+    pub instructions_translated: u64,
+    /// Bytes of machine code emitted.
+    pub code_bytes_emitted: u64,
+    /// Times the code cache was emptied because it was full.
+    pub cache_flushes: u64,
+    /// Entries into translated code from `Hart::run`.
+    pub entries: u64,
+    /// Exits to the interpreter for one instruction (TLB miss, MMIO, fault, code page).
+    pub single_steps: u64,
+    /// Direct jumps patched between blocks.
+    pub chains: u64,
+}
+
+/// Smallest code region accepted: the trampoline plus a few worst-case blocks.
+pub const CODE_BYTES_MIN: usize = 256 * 1024;
+/// Largest code region accepted: rel32 jumps must reach across it.
+pub const CODE_BYTES_MAX: usize = 1 << 30;
+/// Slots of the direct-mapped table from (pc, RAM offset) to translated code.
+const TABLE_SLOTS: usize = 1 << 15;
+/// Longest translated block, in instructions (as the decode cache's blocks).
+const BLOCK_INSTRUCTIONS_MAX: usize = 128;
+/// Marks a table slot whose instruction the translator does not handle.
+const CODE_NONE: u32 = u32::MAX;
+
+/// How translated code left (the value in eax at the epilogue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Exit {
+    /// Continue at `exit_pc` through the lookup (indirect or cross-page jump).
+    Jump = 0,
+    /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
+    /// the address of its rel32.
+    Chain = 1,
+    /// Interpret the one instruction at `exit_pc`, then continue.
+    Step = 2,
+    /// The block at `exit_pc` holds more instructions than the budget has left.
+    Budget = 3,
+    /// The block at `exit_pc` was decoded from bytes since overwritten.
+    Stale = 4,
+}
+
+/// What translated code reads and writes besides guest registers: filled before each
+/// entry. `#[repr(C)]` because the templates address its fields by offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    pub x: *mut u64,
+    pub ram: *mut u8,
+    pub load_tlb: *const u8,
+    pub store_tlb: *const u8,
+    pub load_key: u64,
+    pub store_key: u64,
+    pub dirty: *mut u64,
+    pub generations: *const u64,
+    /// Instructions that may still retire in this `run` (host register r13 inside).
+    pub remaining: u64,
+    pub exit_pc: u64,
+    pub exit_site: u64,
+}
+
+impl Frame {
+    fn empty() -> Frame {
+        Frame {
+            x: core::ptr::null_mut(),
+            ram: core::ptr::null_mut(),
+            load_tlb: core::ptr::null(),
+            store_tlb: core::ptr::null(),
+            load_key: 0,
+            store_key: 0,
+            dirty: core::ptr::null_mut(),
+            generations: core::ptr::null(),
+            remaining: 0,
+            exit_pc: 0,
+            exit_site: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pc: u64,
+    ram_offset: u64,
+    generation: u64,
+    /// Offset of the block's entry in the code region, or `CODE_NONE`.
+    code: u32,
+    instructions: u32,
+}
+
+const SLOT_EMPTY: Slot = Slot {
+    pc: u64::MAX,
+    ram_offset: u64::MAX,
+    generation: 0,
+    code: CODE_NONE,
+    instructions: 0,
+};
+
+pub(crate) struct Translator {
+    memory: Box<dyn ExecutableMemory>,
+    base: *mut u8,
+    len_bytes: usize,
+    /// End of the trampoline: blocks are placed from here.
+    first_block: usize,
+    epilogue: usize,
+    used_bytes: usize,
+    table: Vec<Slot>,
+    frame: Frame,
+    pub stats: TranslatorStats,
+}
+
+// SAFETY: `base` points into memory owned by `memory`, which is `Send`; nothing else holds
+// the pointer, so moving the translator to another thread moves sole access with it.
+unsafe impl Send for Translator {}
+
+impl Translator {
+    fn new(mut memory: Box<dyn ExecutableMemory>) -> Result<Translator, TranslatorError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(TranslatorError::UnsupportedHost);
+        }
+        let len_bytes = memory.len_bytes();
+        if !(CODE_BYTES_MIN..=CODE_BYTES_MAX).contains(&len_bytes) {
+            return Err(TranslatorError::RegionSize { len_bytes });
+        }
+        let base = memory.as_mut_ptr();
+        let (code, epilogue) = emit::trampoline();
+        // SAFETY: the region is `len_bytes` >= CODE_BYTES_MIN writable bytes owned by
+        // `memory` (ExecutableMemory contract) and the trampoline is far shorter.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base, code.len()) };
+        let first_block = code.len().next_multiple_of(64);
+        Ok(Translator {
+            memory,
+            base,
+            len_bytes,
+            first_block,
+            epilogue,
+            used_bytes: first_block,
+            table: vec![SLOT_EMPTY; TABLE_SLOTS],
+            frame: Frame::empty(),
+            stats: TranslatorStats::default(),
+        })
+    }
+
+    fn slot_index(pc: u64) -> usize {
+        ((pc >> 1) ^ (pc >> 17)) as usize & (TABLE_SLOTS - 1)
+    }
+
+    /// Forgets every translation and reuses the whole region.
+    pub fn flush(&mut self) {
+        self.table.fill(SLOT_EMPTY);
+        self.used_bytes = self.first_block;
+    }
+
+    /// Machine code for a block, to be placed at `used_bytes`.
+    fn assemble(&self, ops: &[Instruction], pc: u64, offset: u64, generation: u64) -> Vec<u8> {
+        let base = self.base as u64;
+        emit::block(
+            ops,
+            pc,
+            offset,
+            generation,
+            base + self.used_bytes as u64,
+            base + self.epilogue as u64,
+        )
+    }
+
+    /// Copies an assembled block to the region at `used_bytes`.
+    fn place(&mut self, code: &[u8]) -> usize {
+        let at = self.used_bytes;
+        assert!(
+            at + code.len() <= self.len_bytes,
+            "block placed past the region"
+        );
+        // SAFETY: [at, at + len) lies inside the region (checked above); no translated code
+        // runs while the translator writes (single thread, outside `enter`).
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), self.base.add(at), code.len()) };
+        self.used_bytes = (at + code.len()).next_multiple_of(16);
+        self.stats.code_bytes_emitted += code.len() as u64;
+        at
+    }
+
+    /// Points the rel32 at absolute address `site` to the block entry at region offset
+    /// `target`.
+    fn link(&mut self, site: u64, target: u32) {
+        let base = self.base as u64;
+        let end = base + self.used_bytes as u64;
+        if site < base + self.first_block as u64 || site + 4 > end {
+            return;
+        }
+        let rel = (base + target as u64) as i64 - (site as i64 + 4);
+        let Ok(rel) = i32::try_from(rel) else { return };
+        // SAFETY: `site` lies inside the emitted part of the region (checked above) and
+        // was reported by translated code as the rel32 of one of its jumps.
+        unsafe { core::ptr::write_unaligned(site as *mut i32, rel) };
+        self.stats.chains += 1;
+    }
+
+    /// Runs translated code from region offset `code` until it exits.
+    fn enter(&mut self, code: u32) -> Exit {
+        self.stats.entries += 1;
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: the region starts with the trampoline emitted in `new`, a sysv64
+            // function (frame, code) -> exit reason that saves and restores every
+            // callee-saved register; `code` is the entry of a block emitted by `emit` into
+            // the same region, and the frame's pointers were set by the caller to live
+            // hart state that nothing else touches until this returns.
+            let reason = unsafe {
+                let trampoline: extern "sysv64" fn(*mut Frame, *const u8) -> u32 =
+                    core::mem::transmute(self.base);
+                trampoline(&mut self.frame, self.base.add(code as usize))
+            };
+            match reason {
+                0 => Exit::Jump,
+                1 => Exit::Chain,
+                2 => Exit::Step,
+                3 => Exit::Budget,
+                _ => Exit::Stale,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = code;
+            Exit::Budget
+        }
+    }
+}
+
+/// Whether the translator emits code for `op`; others run in the interpreter.
+pub(crate) fn translates(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        Lui | Auipc
+            | Jal
+            | Jalr
+            | Beq
+            | Bne
+            | Blt
+            | Bge
+            | Bltu
+            | Bgeu
+            | Lb
+            | Lh
+            | Lw
+            | Ld
+            | Lbu
+            | Lhu
+            | Lwu
+            | Sb
+            | Sh
+            | Sw
+            | Sd
+            | Addi
+            | Slti
+            | Sltiu
+            | Xori
+            | Ori
+            | Andi
+            | Slli
+            | Srli
+            | Srai
+            | Add
+            | Sub
+            | Sll
+            | Slt
+            | Sltu
+            | Xor
+            | Srl
+            | Sra
+            | Or
+            | And
+            | Addiw
+            | Slliw
+            | Srliw
+            | Sraiw
+            | Addw
+            | Subw
+            | Sllw
+            | Srlw
+            | Sraw
+            | Fence
+            | Mul
+            | Mulh
+            | Mulhsu
+            | Mulhu
+            | Div
+            | Divu
+            | Rem
+            | Remu
+            | Mulw
+            | Divw
+            | Divuw
+            | Remw
+            | Remuw
+    )
+}
+
+impl Hart {
+    /// Turns the translator on, with `memory` as its code cache. Guest-visible behaviour
+    /// is the same with and without it; only speed differs.
+    pub fn enable_translator(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+    ) -> Result<(), TranslatorError> {
+        self.translator = Some(Box::new(Translator::new(memory)?));
+        Ok(())
+    }
+
+    /// Turns the translator off and hands back its code memory.
+    pub fn disable_translator(&mut self) -> Option<Box<dyn ExecutableMemory>> {
+        self.translator.take().map(|t| t.memory)
+    }
+
+    /// The translator's counters, when it is on.
+    pub fn translator_stats(&self) -> Option<TranslatorStats> {
+        self.translator.as_ref().map(|t| t.stats)
+    }
+
+    /// `run_block` through translated code where there is some: runs at most up to instret
+    /// `end`, and returns a stop reason if `run` must return.
+    pub(crate) fn run_translated(
+        &mut self,
+        platform: &mut impl Platform,
+        end: u64,
+    ) -> Option<StopReason> {
+        if self.csr.triggers.armed {
+            return self.run_block(platform, end);
+        }
+        let Some(mut translator) = self.translator.take() else {
+            return self.run_block(platform, end);
+        };
+        let stop = self.run_translated_with(&mut translator, platform, end);
+        self.translator = Some(translator);
+        stop
+    }
+
+    fn run_translated_with(
+        &mut self,
+        translator: &mut Translator,
+        platform: &mut impl Platform,
+        end: u64,
+    ) -> Option<StopReason> {
+        let pc = self.pc;
+        let offset = match self.fetch_page(pc) {
+            Ok((offset, true)) => offset as u64,
+            // Not cacheable or faulting: the interpreter does exactly what it always does.
+            _ => return self.run_block(platform, end),
+        };
+        let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset) else {
+            return self.run_block(platform, end);
+        };
+        if end - self.instret < instructions as u64 {
+            return self.run_block(platform, end);
+        }
+        self.fill_frame(translator, end);
+        let exit = translator.enter(code);
+        let frame = translator.frame;
+        self.instret = end - frame.remaining;
+        self.pc = frame.exit_pc;
+        match exit {
+            Exit::Jump | Exit::Budget | Exit::Stale => None,
+            Exit::Step => {
+                translator.stats.single_steps += 1;
+                self.step_slow(platform)
+            }
+            Exit::Chain => {
+                // Link the jump now, under the translation the source block just ran with
+                // (same virtual page, so the same physical page).
+                if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
+                    let same_page =
+                        target_offset as u64 / PAGE_SIZE_BYTES == offset / PAGE_SIZE_BYTES;
+                    let flushes = translator.stats.cache_flushes;
+                    let target =
+                        self.lookup_or_translate(translator, self.pc, target_offset as u64);
+                    // A flush while translating the target freed the source block too.
+                    if let (Some((code, _)), true, true) =
+                        (target, same_page, flushes == translator.stats.cache_flushes)
+                    {
+                        translator.link(frame.exit_site, code);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn fill_frame(&mut self, translator: &mut Translator, end: u64) {
+        translator.frame = Frame {
+            x: self.x.as_mut_ptr(),
+            ram: self.ram.as_mut_ptr(),
+            load_tlb: self.mmu.load.entries_ptr(),
+            store_tlb: self.mmu.store.entries_ptr(),
+            load_key: self.mmu.load_key(),
+            store_key: self.mmu.store_key(),
+            dirty: self.dirty.as_mut_ptr(),
+            generations: self.blocks.page_generations.as_ptr(),
+            remaining: end - self.instret,
+            exit_pc: self.pc,
+            exit_site: 0,
+        };
+    }
+
+    /// The translated block for `pc` at RAM offset `offset`: its code offset and length in
+    /// instructions, translating it first if needed; `None` when its first instruction is
+    /// not one the translator handles.
+    fn lookup_or_translate(
+        &mut self,
+        translator: &mut Translator,
+        pc: u64,
+        offset: u64,
+    ) -> Option<(u32, u32)> {
+        let page = (offset / PAGE_SIZE_BYTES) as usize;
+        let generation = self.blocks.page_generations[page];
+        let index = Translator::slot_index(pc);
+        let slot = translator.table[index];
+        if slot.pc == pc && slot.ram_offset == offset && slot.generation == generation {
+            return (slot.code != CODE_NONE).then_some((slot.code, slot.instructions));
+        }
+        let ops = self.decode_for_translation(offset);
+        let mut new_slot = Slot {
+            pc,
+            ram_offset: offset,
+            generation,
+            code: CODE_NONE,
+            instructions: 0,
+        };
+        if !ops.is_empty() {
+            let mut block = translator.assemble(&ops, pc, offset, generation);
+            if translator.used_bytes + block.len() > translator.len_bytes {
+                translator.flush();
+                translator.stats.cache_flushes += 1;
+                block = translator.assemble(&ops, pc, offset, generation);
+            }
+            let at = translator.place(&block);
+            // Stores to these bytes must now bump the page generation.
+            let last = ops.iter().map(|i| i.length_bytes as u64).sum::<u64>();
+            self.note_decoded_range(offset, offset + last);
+            new_slot.code = at as u32;
+            new_slot.instructions = ops.len() as u32;
+            translator.stats.blocks_translated += 1;
+            translator.stats.instructions_translated += ops.len() as u64;
+        }
+        translator.table[index] = new_slot;
+        (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
+    }
+
+    /// The instructions of the block at RAM offset `start`, up to the first one the
+    /// translator does not handle (excluded) or the first jump (included).
+    fn decode_for_translation(&self, start: u64) -> Vec<Instruction> {
+        let page_end = (start / PAGE_SIZE_BYTES + 1) * PAGE_SIZE_BYTES;
+        let mut ops = Vec::new();
+        let mut at = start;
+        while ops.len() < BLOCK_INSTRUCTIONS_MAX && at + 2 <= page_end {
+            let low = u16::from_le_bytes([self.ram[at as usize], self.ram[at as usize + 1]]);
+            let inst = if low & 3 != 3 {
+                decode_compressed(low)
+            } else {
+                if at + 4 > page_end {
+                    break;
+                }
+                let high =
+                    u16::from_le_bytes([self.ram[at as usize + 2], self.ram[at as usize + 3]]);
+                decode(low as u32 | (high as u32) << 16)
+            };
+            if !translates(inst.op) {
+                break;
+            }
+            ops.push(inst);
+            at += inst.length_bytes as u64;
+            if matches!(inst.op, Op::Jal | Op::Jalr) {
+                break;
+            }
+        }
+        ops
+    }
+}
