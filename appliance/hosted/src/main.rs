@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
+use understudy::code_memory::{MappedCode, CODE_CACHE_BYTES};
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
 use understudy::gdb::GdbDebugger;
@@ -112,6 +113,10 @@ struct RunGuest {
     /// Print instructions, seconds and MIPS to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Run hot guest code through the x86-64 translator (same instructions, counts and
+    /// digests as without it; faster).
+    #[arg(long)]
+    translate: bool,
 }
 
 #[derive(clap::Args)]
@@ -331,6 +336,13 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
 
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start {}", args.kernel.display()))?;
+    if args.translate {
+        let memory = MappedCode::new(CODE_CACHE_BYTES)
+            .context("cannot map executable memory for the translator")?;
+        machine
+            .enable_translator(Box::new(memory))
+            .context("cannot start the translator")?;
+    }
     if let Some(path) = &args.disk {
         let context = || format!("cannot open disk {}", path.display());
         if args.record.is_some() {
@@ -388,12 +400,16 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     )
     .context("cannot write the record log or the console")?;
     let final_pc = replica.machine().hart().pc();
+    let translator_stats = replica.machine().translator_stats();
     recorder
         .finish(summary.instructions, &summary.ending)
         .context("cannot finish the record log")?;
     if args.stats {
         print_stats(summary.instructions, summary.elapsed);
         eprintln!("pc {final_pc:#x}");
+        if let Some(stats) = translator_stats {
+            eprintln!("translator {stats:?}");
+        }
     }
     Ok(match summary.ending {
         // QEMU's sifive_test calls exit(code), and the kernel keeps the low 8 bits of a

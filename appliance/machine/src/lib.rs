@@ -24,7 +24,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use understudy_cpu::{
-    DebugStop, DebugTargets, GuestPhysAddr, InstructionCount, WatchKind, Watchpoint,
+    DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount,
+    TranslatorError, TranslatorStats, WatchKind, Watchpoint,
 };
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 
@@ -612,6 +613,20 @@ impl Machine {
 
     pub fn hart(&self) -> &Hart {
         &self.hart
+    }
+
+    /// Runs hot guest code through the translator from now on, with `memory` as its code
+    /// cache. The guest sees no difference: same instructions, counts and digests.
+    pub fn enable_translator(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+    ) -> Result<(), TranslatorError> {
+        self.hart.enable_translator(memory)
+    }
+
+    /// The translator's counters, when it is on.
+    pub fn translator_stats(&self) -> Option<TranslatorStats> {
+        self.hart.translator_stats()
     }
 
     /// SHA-256 over hart state, device state and RAM, at the current boundary. Cheap: only
