@@ -104,7 +104,7 @@ impl BlockCache {
 }
 
 /// Whether `op` must be the last instruction of a block.
-fn ends_block(op: Op) -> bool {
+pub(crate) fn ends_block(op: Op) -> bool {
     use Op::*;
     matches!(
         op,
@@ -186,7 +186,7 @@ impl Hart {
 
     /// Completes an instruction that ends its block.
     #[inline]
-    fn finish(&mut self, inst: &Instruction, flow: Flow) -> Option<StopReason> {
+    pub(crate) fn finish(&mut self, inst: &Instruction, flow: Flow) -> Option<StopReason> {
         self.instret += 1;
         match flow {
             Flow::Jumped => None,

@@ -314,6 +314,17 @@ impl Hart {
         Err(access.page_fault(vaddr))
     }
 
+    /// RAM offset of the instruction at `vaddr` when the fetch TLB holds its page (so a
+    /// block may run from it), without walking the page table.
+    #[inline]
+    pub(crate) fn fetch_cached(&self, vaddr: u64) -> Option<u64> {
+        let tag = (vaddr >> 12) | self.mmu.fetch_key;
+        self.mmu
+            .fetch
+            .lookup(tag, vaddr)
+            .map(|page| page + (vaddr & 0xfff))
+    }
+
     /// RAM offset of the instruction parcel at `vaddr` (fetches from outside RAM fault).
     #[inline(always)]
     pub(crate) fn fetch_offset(&mut self, vaddr: u64) -> Result<usize, Exception> {

@@ -10,14 +10,15 @@
 //! rax, rcx, rdx, rsi and rdi are scratch within one instruction; no guest value lives in
 //! a host register across instructions, so every exit leaves `Hart::x` complete.
 
+use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::offset_of;
 
 use super::x86::{
-    at, at_index, Alu, Assembler, Cond, Shift, Unary, Width, R12, R13, R14, R15, RAX, RBP, RBX,
-    RCX, RDI, RDX, RSI, RSP,
+    at as at_base, at_index, Alu, Assembler, Cond, Shift, Unary, Width, R12, R13, R14, R15, RAX,
+    RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
-use super::{Exit, Frame};
+use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
 use crate::PAGE_SIZE_BYTES;
 
@@ -29,11 +30,11 @@ const TLB_INDEX_MASK: i32 = 255;
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
 
 fn frame(field: usize) -> super::x86::Mem {
-    at(R14, field as i32)
+    at_base(R14, field as i32)
 }
 
 fn xreg(r: u8) -> super::x86::Mem {
-    at(RBX, (r as i32 & 31) * 8)
+    at_base(RBX, (r as i32 & 31) * 8)
 }
 
 /// The entry trampoline `extern "sysv64" fn(frame: *mut Frame, code: *const u8) -> u32` and
@@ -62,13 +63,36 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     (a.code, epilogue)
 }
 
-/// An out-of-line exit, emitted after the block body.
+/// An out-of-line path, emitted after the block body.
 enum Stub {
     /// Leave with `reason`, `exit_pc` = `pc`, after subtracting `retired` from r13.
     Leave { pc: u64, retired: u32, reason: Exit },
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
+    /// The slow path of a load or store: interpret it, then resume after its fast path.
+    Interpret {
+        list_index: u32,
+        pc: u64,
+        retired: u32,
+        resume: usize,
+    },
+}
+
+/// Where a block goes and what it was decoded from.
+pub(super) struct Placement {
+    /// Virtual address of the block's first instruction.
+    pub pc: u64,
+    /// RAM offset of the block's first instruction.
+    pub ram_offset: u64,
+    /// The generation of its page when decoded.
+    pub generation: u64,
+    /// Absolute address the block will run at.
+    pub origin: u64,
+    /// Absolute address of the trampoline's epilogue.
+    pub epilogue: u64,
+    /// Index in the translator's interpreted-instruction list of this block's first one.
+    pub first_interpreted: u32,
 }
 
 struct Emitter {
@@ -78,7 +102,12 @@ struct Emitter {
     epilogue: u64,
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
-    stubs: Vec<(usize, Stub)>,
+    stubs: Vec<(Vec<usize>, Stub)>,
+    /// Instructions handed to the interpreter, in list order from `first_interpreted`.
+    interpreted: Vec<Instruction>,
+    first_interpreted: u32,
+    /// Jumps of the current instruction to its interpreter slow path.
+    slow_sites: Vec<usize>,
 }
 
 impl Emitter {
@@ -100,24 +129,39 @@ impl Emitter {
     }
 
     /// Leaves the block for `target` after `retired` instructions: a chainable jump in the
-    /// same page, an exit through the lookup otherwise.
+    /// same page, a jump through the lookup otherwise.
     fn goto(&mut self, target: u64, retired: u32) {
         self.retire(retired);
         if target / PAGE_SIZE_BYTES == self.page {
             let site = self.a.jmp();
-            self.stubs.push((site, Stub::Chain { pc: target, site }));
+            self.stubs
+                .push((vec![site], Stub::Chain { pc: target, site }));
         } else {
             self.a.mov_imm(RAX, target);
-            self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
-            self.leave_now(Exit::Jump);
+            self.jump_through_lookup();
         }
+    }
+
+    /// With the target pc in rax (and r13 already counted): jump to its translation if the
+    /// lookup finds one, else leave for `Hart::run` to continue there.
+    fn jump_through_lookup(&mut self) {
+        let a = &mut self.a;
+        a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+        a.mov(Width::W64, RDI, R14);
+        a.mov(Width::W64, RSI, RAX);
+        a.call_mem(frame(offset_of!(Frame, lookup)));
+        a.test(Width::W64, RAX, RAX);
+        let missing = a.jcc(Cond::Equal);
+        a.jmp_reg(RAX);
+        a.bind(missing);
+        self.leave_now(Exit::Jump);
     }
 
     /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`.
     fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit) {
         let site = self.a.jcc(cond);
         self.stubs.push((
-            site,
+            vec![site],
             Stub::Leave {
                 pc,
                 retired,
@@ -126,10 +170,40 @@ impl Emitter {
         ));
     }
 
+    /// A conditional jump to the current load or store's interpreter slow path.
+    fn jcc_slow(&mut self, cond: Cond) {
+        let site = self.a.jcc(cond);
+        self.slow_sites.push(site);
+    }
+
+    /// Calls the interpreter for `inst` (the `index`th instruction of the block, at `pc`);
+    /// leaves unless it fell through.
+    fn interpret(&mut self, list_index: u32, pc: u64, index: u32) {
+        let a = &mut self.a;
+        a.mov(Width::W64, RDI, R14);
+        a.mov_imm(RSI, (self.first_interpreted + list_index) as u64);
+        a.mov_imm(RDX, pc);
+        a.mov(Width::W64, RCX, R13);
+        if index > 0 {
+            a.alu_imm(Alu::Sub, Width::W64, RCX, index as i32);
+        }
+        a.call_mem(frame(offset_of!(Frame, interpret)));
+        a.test(Width::W64, RAX, RAX);
+        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Helper);
+    }
+
+    /// Adds `inst` to the interpreted list; returns its position there.
+    fn hand_over(&mut self, inst: &Instruction) -> u32 {
+        self.interpreted.push(*inst);
+        self.interpreted.len() as u32 - 1
+    }
+
     fn emit_stubs(&mut self) {
-        let stubs = core::mem::take(&mut self.stubs);
-        for (site, stub) in stubs {
-            self.a.bind(site);
+        // Stubs may add stubs (an interpreted slow path leaves through a Leave stub).
+        while let Some((sites, stub)) = self.stubs.pop() {
+            for site in sites {
+                self.a.bind(site);
+            }
             match stub {
                 Stub::Leave {
                     pc,
@@ -147,6 +221,16 @@ impl Emitter {
                     self.a.mov_imm(RAX, self.origin + site as u64);
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
                     self.leave_now(Exit::Chain);
+                }
+                Stub::Interpret {
+                    list_index,
+                    pc,
+                    retired,
+                    resume,
+                } => {
+                    self.interpret(list_index, pc, retired);
+                    let back = self.a.jmp();
+                    self.a.patch(back, resume as i64);
                 }
             }
         }
@@ -174,7 +258,7 @@ impl Emitter {
     /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
     /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
     /// a page-crossing access.
-    fn tlb_probe(&mut self, tlb: super::x86::Reg, key: usize, size: u64, pc: u64, index: u32) {
+    fn tlb_probe(&mut self, tlb: super::x86::Reg, key: usize, size: u64) {
         let a = &mut self.a;
         a.mov(Width::W64, RCX, RAX);
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
@@ -188,17 +272,17 @@ impl Emitter {
         );
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
         a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(tlb, RDX, 0));
-        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Step);
+        self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
         a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
         a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
-        self.jcc_leave(Cond::Above, pc, index, Exit::Step);
+        self.jcc_slow(Cond::Above);
     }
 
-    fn load(&mut self, inst: &Instruction, size: u64, signed: bool, pc: u64, index: u32) {
+    fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.tlb_probe(R15, offset_of!(Frame, load_key), size, pc, index);
+        self.tlb_probe(R15, offset_of!(Frame, load_key), size);
         let a = &mut self.a;
         // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
         a.alu_mem(Alu::Add, Width::W64, RCX, at_index(R15, RDX, 8));
@@ -206,13 +290,13 @@ impl Emitter {
         self.write_rax(inst.rd);
     }
 
-    fn store(&mut self, inst: &Instruction, size: u64, pc: u64, index: u32) {
+    fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
-        self.tlb_probe(RBP, offset_of!(Frame, store_key), size, pc, index);
+        self.tlb_probe(RBP, offset_of!(Frame, store_key), size);
         self.a.load(Width::W64, RDX, at_index(RBP, RDX, 8));
         self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
         // A page holding decoded code: the interpreter's store keeps the caches coherent.
-        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Step);
+        self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.alu(Alu::Add, Width::W64, RCX, RDX);
         // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
@@ -383,8 +467,33 @@ impl Emitter {
 
     /// One instruction; returns false when it ended the block (a jump).
     fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
-        use Op::*;
         let next = pc.wrapping_add(inst.length_bytes as u64);
+        if !translates(inst.op) {
+            let list_index = self.hand_over(inst);
+            self.interpret(list_index, pc, index);
+            return true;
+        }
+        let open = self.translated(inst, pc, index, next);
+        if !self.slow_sites.is_empty() {
+            let sites = core::mem::take(&mut self.slow_sites);
+            let list_index = self.hand_over(inst);
+            let resume = self.a.len();
+            self.stubs.push((
+                sites,
+                Stub::Interpret {
+                    list_index,
+                    pc,
+                    retired: index,
+                    resume,
+                },
+            ));
+        }
+        open
+    }
+
+    /// An instruction the translator handles inline.
+    fn translated(&mut self, inst: &Instruction, pc: u64, index: u32, next: u64) -> bool {
+        use Op::*;
         match inst.op {
             Lui | Auipc => {
                 if inst.rd != 0 {
@@ -424,17 +533,17 @@ impl Emitter {
             Sltu => self.compare(inst, Cond::Below, false),
             Mul | Mulh | Mulhsu | Mulhu | Mulw => self.multiply(inst),
             Div | Divu | Rem | Remu | Divw | Divuw | Remw | Remuw => self.divide(inst),
-            Lb => self.load(inst, 1, true, pc, index),
-            Lh => self.load(inst, 2, true, pc, index),
-            Lw => self.load(inst, 4, true, pc, index),
-            Ld => self.load(inst, 8, false, pc, index),
-            Lbu => self.load(inst, 1, false, pc, index),
-            Lhu => self.load(inst, 2, false, pc, index),
-            Lwu => self.load(inst, 4, false, pc, index),
-            Sb => self.store(inst, 1, pc, index),
-            Sh => self.store(inst, 2, pc, index),
-            Sw => self.store(inst, 4, pc, index),
-            Sd => self.store(inst, 8, pc, index),
+            Lb => self.load(inst, 1, true),
+            Lh => self.load(inst, 2, true),
+            Lw => self.load(inst, 4, true),
+            Ld => self.load(inst, 8, false),
+            Lbu => self.load(inst, 1, false),
+            Lhu => self.load(inst, 2, false),
+            Lwu => self.load(inst, 4, false),
+            Sb => self.store(inst, 1),
+            Sh => self.store(inst, 2),
+            Sw => self.store(inst, 4),
+            Sd => self.store(inst, 8),
             Beq => self.branch(inst, Cond::Equal, pc, index),
             Bne => self.branch(inst, Cond::NotEqual, pc, index),
             Blt => self.branch(inst, Cond::Less, pc, index),
@@ -460,9 +569,8 @@ impl Emitter {
                     self.a.mov_imm(RCX, next);
                     self.a.store(xreg(inst.rd), RCX);
                 }
-                self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
                 self.retire(index + 1);
-                self.leave_now(Exit::Jump);
+                self.jump_through_lookup();
                 return false;
             }
             _ => unreachable!("translate::translates admits only the ops above"),
@@ -471,32 +579,29 @@ impl Emitter {
     }
 }
 
-/// Machine code for the block `ops` at virtual `pc` (RAM offset `ram_offset`, whose page had
-/// `generation` when decoded), to run at absolute address `origin`.
-pub(super) fn block(
-    ops: &[Instruction],
-    pc: u64,
-    ram_offset: u64,
-    generation: u64,
-    origin: u64,
-    epilogue: u64,
-) -> Vec<u8> {
+/// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
+/// the interpreter (to append to the translator's list).
+pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
+    let pc = at.pc;
     let mut e = Emitter {
         a: Assembler::new(),
-        origin,
-        epilogue,
+        origin: at.origin,
+        epilogue: at.epilogue,
         page: pc / PAGE_SIZE_BYTES,
         stubs: Vec::new(),
+        interpreted: Vec::new(),
+        first_interpreted: at.first_interpreted,
+        slow_sites: Vec::new(),
     };
     let count = ops.len() as u32;
     // Entry: enough budget for the whole block, and the page unchanged since decoding.
     e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
     e.jcc_leave(Cond::Below, pc, 0, Exit::Budget);
-    let page = ram_offset / PAGE_SIZE_BYTES;
+    let page = at.ram_offset / PAGE_SIZE_BYTES;
     e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
-    let page_disp = i32::try_from(page * 8).expect("RAM of at most 2 GiB pages of offsets");
-    e.a.load(Width::W64, RAX, at(RAX, page_disp));
-    e.a.mov_imm(RCX, generation);
+    let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
+    e.a.load(Width::W64, RAX, at_base(RAX, page_disp));
+    e.a.mov_imm(RCX, at.generation);
     e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
     e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale);
     let mut at_pc = pc;
@@ -509,5 +614,5 @@ pub(super) fn block(
         e.goto(at_pc, count);
     }
     e.emit_stubs();
-    e.a.code
+    (e.a.code, e.interpreted)
 }

@@ -1,33 +1,38 @@
-//! The translator: hot integer guest code becomes x86-64 machine code in a code cache.
+//! The translator: hot guest code becomes x86-64 machine code in a code cache.
 //!
-//! Shape (a template translator, as early QEMU "dyngen" and TinyEMU's JIT-less cousins):
-//! a translated block covers the same straight-line run of instructions the decode cache
-//! would (`block.rs`): it starts at any instruction, never leaves its 4 KiB page, continues
-//! past conditional branches that are not taken, and ends after `jal`/`jalr`, at the end
-//! of the page, after `BLOCK_INSTRUCTIONS_MAX`, or before the first instruction it does
-//! not translate (CSR, FP, AMO, system, fences that matter). Those run in the interpreter,
-//! one at a time, and the translated code picks up after them.
+//! Shape (a template translator): a translated block covers exactly the instructions the
+//! decode cache's block at the same address holds (`block.rs`): it starts at any
+//! instruction, never leaves its 4 KiB page, continues past conditional branches that are
+//! not taken, and ends after the first instruction that ends a block there. RV64I and M
+//! become inline machine code; every other instruction (CSR, FP, AMO, system) is handed to
+//! the interpreter's `execute` through a call, one instruction at a time, with pc and
+//! instret set as the interpreter would have them.
 //!
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
 //! the remaining budget (a host register) with N and leaves without executing anything
 //! when fewer remain; the interpreter then runs the tail with its own per-instruction
 //! count. Every exit subtracts the number of instructions retired up to it. A load or
-//! store that misses the inline soft-TLB path leaves the block *before* the access, with
-//! the count of the instructions before it, and the interpreter executes that one
-//! instruction exactly as it always does (faults, MMIO, page crossings, stores to pages
-//! holding code), so a trap in any position stops the count at the faulting instruction.
+//! store that misses the inline soft-TLB path calls the interpreter for that one
+//! instruction; when an interpreted instruction does anything but fall through (a trap,
+//! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting
+//! it and `Hart::run` completes it exactly as `run_block` does, so a trap in any position
+//! stops the count at the faulting instruction.
 //!
 //! Interrupts: `Hart::run` checks for a pending interrupt before each block it enters.
-//! Translated code runs only instructions that cannot change whether an interrupt is
-//! pending (no CSR, xRET, wfi, MMIO or trap is handled inside it), so chaining from block
-//! to block without that check takes every interrupt at the same count as the interpreter.
+//! Translated code goes on from block to block only through instructions after which the
+//! interpreter would also go on without that check (inside a block) or that cannot change
+//! whether an interrupt is pending (plain jumps and branches between blocks): everything
+//! that can (CSR writes, xRET, wfi, MMIO, traps) ends the interpreter's block with a flow
+//! other than "next" and so leaves translated code. Interrupts are therefore taken at the
+//! same counts as with the interpreter.
 //!
 //! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
 //! generation, which stores to decoded code bump (`BlockCache::invalidate_range`); each
 //! block's entry re-checks its page's generation, so a chained jump into a block whose
 //! page was written leaves it at once and the block is translated again. Direct chaining
 //! only links blocks in the same virtual page (as QEMU's `goto_tb`), so a change of
-//! translation (satp, privilege, sfence.vma) can never send a chain to the wrong code.
+//! translation (satp, privilege, sfence.vma) can never send a chain to the wrong code;
+//! other jumps look the target up through the fetch TLB on every execution.
 //!
 //! Code memory comes from the embedder (`ExecutableMemory`): the crate stays `no_std`,
 //! and the hosted process maps it with mmap while a bare-metal kernel hands in a region.
@@ -43,8 +48,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::block::ends_block;
 use crate::inst::{decode, decode_compressed, Instruction, Op};
-use crate::{Hart, Platform, StopReason, PAGE_SIZE_BYTES};
+use crate::{Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
 
 /// Memory the translator may write machine code into and execute.
 ///
@@ -100,8 +106,9 @@ pub struct TranslatorStats {
     pub cache_flushes: u64,
     /// Entries into translated code from `Hart::run`.
     pub entries: u64,
-    /// Exits to the interpreter for one instruction (TLB miss, MMIO, fault, code page).
-    pub single_steps: u64,
+    /// Instructions translated code handed to the interpreter (those it does not
+    /// translate, and loads and stores that miss the inline soft-TLB path).
+    pub interpreted: u64,
     /// Direct jumps patched between blocks.
     pub chains: u64,
 }
@@ -121,13 +128,15 @@ const CODE_NONE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum Exit {
-    /// Continue at `exit_pc` through the lookup (indirect or cross-page jump).
+    /// Continue at `exit_pc` through `Hart::run` (an indirect or cross-page jump whose
+    /// target the inline lookup did not find).
     Jump = 0,
     /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
     /// the address of its rel32.
     Chain = 1,
-    /// Interpret the one instruction at `exit_pc`, then continue.
-    Step = 2,
+    /// The interpreter executed an instruction for translated code and it did not simply
+    /// fall through (`Frame::outcome` says what it did).
+    Helper = 2,
     /// The block at `exit_pc` holds more instructions than the budget has left.
     Budget = 3,
     /// The block at `exit_pc` was decoded from bytes since overwritten.
@@ -135,9 +144,8 @@ pub(crate) enum Exit {
 }
 
 /// What translated code reads and writes besides guest registers: filled before each
-/// entry. `#[repr(C)]` because the templates address its fields by offset.
+/// entry. `#[repr(C)]` because the templates address its first fields by offset.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
 pub(crate) struct Frame {
     pub x: *mut u64,
     pub ram: *mut u8,
@@ -151,24 +159,19 @@ pub(crate) struct Frame {
     pub remaining: u64,
     pub exit_pc: u64,
     pub exit_site: u64,
-}
-
-impl Frame {
-    fn empty() -> Frame {
-        Frame {
-            x: core::ptr::null_mut(),
-            ram: core::ptr::null_mut(),
-            load_tlb: core::ptr::null(),
-            store_tlb: core::ptr::null(),
-            load_key: 0,
-            store_key: 0,
-            dirty: core::ptr::null_mut(),
-            generations: core::ptr::null(),
-            remaining: 0,
-            exit_pc: 0,
-            exit_site: 0,
-        }
-    }
+    /// `interpret::<P>`: executes one instruction in the interpreter.
+    pub interpret: usize,
+    /// `lookup`: the entry of the translated block for a pc, or 0.
+    pub lookup: usize,
+    // The fields below are read by the helpers only, never by translated code.
+    pub hart: *mut Hart,
+    pub platform: *mut u8,
+    pub translator: *const Translator,
+    /// instret at which the run ends (`remaining` counts down to it).
+    pub end: u64,
+    /// What the last interpreted instruction did, when it ended the translated run.
+    pub outcome: Option<(Instruction, Result<Flow, Exception>)>,
+    pub helper_calls: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -198,7 +201,8 @@ pub(crate) struct Translator {
     epilogue: usize,
     used_bytes: usize,
     table: Vec<Slot>,
-    frame: Frame,
+    /// Instructions that translated code hands to the interpreter, by index.
+    interpreted_ops: Vec<Instruction>,
     pub stats: TranslatorStats,
 }
 
@@ -229,7 +233,7 @@ impl Translator {
             epilogue,
             used_bytes: first_block,
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
-            frame: Frame::empty(),
+            interpreted_ops: Vec::new(),
             stats: TranslatorStats::default(),
         })
     }
@@ -241,20 +245,41 @@ impl Translator {
     /// Forgets every translation and reuses the whole region.
     pub fn flush(&mut self) {
         self.table.fill(SLOT_EMPTY);
+        self.interpreted_ops.clear();
         self.used_bytes = self.first_block;
     }
 
     /// Machine code for a block, to be placed at `used_bytes`.
-    fn assemble(&self, ops: &[Instruction], pc: u64, offset: u64, generation: u64) -> Vec<u8> {
+    fn assemble(&mut self, ops: &[Instruction], pc: u64, offset: u64, generation: u64) -> Vec<u8> {
         let base = self.base as u64;
-        emit::block(
+        let first_interpreted = self.interpreted_ops.len() as u32;
+        let (code, interpreted) = emit::block(
             ops,
-            pc,
-            offset,
-            generation,
-            base + self.used_bytes as u64,
-            base + self.epilogue as u64,
-        )
+            emit::Placement {
+                pc,
+                ram_offset: offset,
+                generation,
+                origin: base + self.used_bytes as u64,
+                epilogue: base + self.epilogue as u64,
+                first_interpreted,
+            },
+        );
+        self.interpreted_ops.extend_from_slice(&interpreted);
+        code
+    }
+
+    /// The absolute entry address of the live translation of `pc` at RAM `offset`, or 0.
+    fn entry_address(&self, pc: u64, offset: u64, generation: u64) -> u64 {
+        let slot = self.table[Translator::slot_index(pc)];
+        if slot.pc == pc
+            && slot.ram_offset == offset
+            && slot.generation == generation
+            && slot.code != CODE_NONE
+        {
+            self.base as u64 + slot.code as u64
+        } else {
+            0
+        }
     }
 
     /// Copies an assembled block to the region at `used_bytes`.
@@ -289,8 +314,7 @@ impl Translator {
     }
 
     /// Runs translated code from region offset `code` until it exits.
-    fn enter(&mut self, code: u32) -> Exit {
-        self.stats.entries += 1;
+    fn enter(&self, frame: &mut Frame, code: u32) -> Exit {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: the region starts with the trampoline emitted in `new`, a sysv64
@@ -301,25 +325,81 @@ impl Translator {
             let reason = unsafe {
                 let trampoline: extern "sysv64" fn(*mut Frame, *const u8) -> u32 =
                     core::mem::transmute(self.base);
-                trampoline(&mut self.frame, self.base.add(code as usize))
+                trampoline(frame, self.base.add(code as usize))
             };
             match reason {
                 0 => Exit::Jump,
                 1 => Exit::Chain,
-                2 => Exit::Step,
+                2 => Exit::Helper,
                 3 => Exit::Budget,
                 _ => Exit::Stale,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = code;
+            let _ = (frame, code);
             Exit::Budget
         }
     }
 }
 
-/// Whether the translator emits code for `op`; others run in the interpreter.
+/// Called by translated code for an instruction it hands to the interpreter: executes
+/// `interpreted_ops[index]` at `pc` with `remaining` instructions left in the run, exactly
+/// as `run_block` would. Returns 0 when the instruction fell through (translated code goes
+/// on), 1 when it did anything else (the outcome waits in the frame; translated code
+/// leaves without counting it).
+extern "sysv64" fn interpret<P: Platform>(
+    frame: *mut Frame,
+    index: u64,
+    pc: u64,
+    remaining: u64,
+) -> u64 {
+    // SAFETY: translated code passes the frame `run_translated_with` filled for this entry;
+    // its hart, platform and translator pointers come from the live borrows held across
+    // the call into translated code, and nothing else uses them meanwhile.
+    let (frame, hart, platform, translator) = unsafe {
+        let frame = &mut *frame;
+        let hart = &mut *frame.hart;
+        let platform = &mut *frame.platform.cast::<P>();
+        let translator = &*frame.translator;
+        (frame, hart, platform, translator)
+    };
+    frame.helper_calls += 1;
+    let Some(&inst) = translator.interpreted_ops.get(index as usize) else {
+        // Cannot happen (indices are emitted with their instructions); leave, retiring
+        // nothing, and let `Hart::run` go on from pc.
+        frame.outcome = None;
+        return 1;
+    };
+    hart.pc = pc;
+    hart.instret = frame.end - remaining;
+    match hart.execute(platform, &inst) {
+        Ok(Flow::Next) => 0,
+        result => {
+            frame.outcome = Some((inst, result));
+            1
+        }
+    }
+}
+
+/// Called by translated code for an indirect or cross-page jump: the entry address of the
+/// translated block at `pc` if the fetch TLB already maps it (a walk, which may fault or
+/// set A bits, stays with `Hart::run`), else 0. Reads only.
+extern "sysv64" fn lookup(frame: *mut Frame, pc: u64) -> u64 {
+    // SAFETY: as for `interpret`; this only reads through the pointers.
+    let (hart, translator) = unsafe {
+        let frame = &*frame;
+        (&*frame.hart, &*frame.translator)
+    };
+    let Some(offset) = hart.fetch_cached(pc) else {
+        return 0;
+    };
+    let generation = hart.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
+    translator.entry_address(pc, offset, generation)
+}
+
+/// Whether the translator emits code for `op`; translated code hands the others to the
+/// interpreter, one instruction at a time.
 pub(crate) fn translates(op: Op) -> bool {
     use Op::*;
     matches!(
@@ -428,10 +508,10 @@ impl Hart {
         stop
     }
 
-    fn run_translated_with(
+    fn run_translated_with<P: Platform>(
         &mut self,
         translator: &mut Translator,
-        platform: &mut impl Platform,
+        platform: &mut P,
         end: u64,
     ) -> Option<StopReason> {
         let pc = self.pc;
@@ -441,22 +521,48 @@ impl Hart {
             _ => return self.run_block(platform, end),
         };
         let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset) else {
+            // Nothing to translate: the first instruction crosses the end of the page.
             return self.run_block(platform, end);
         };
         if end - self.instret < instructions as u64 {
             return self.run_block(platform, end);
         }
-        self.fill_frame(translator, end);
-        let exit = translator.enter(code);
-        let frame = translator.frame;
+        let mut frame = Frame {
+            x: self.x.as_mut_ptr(),
+            ram: self.ram.as_mut_ptr(),
+            load_tlb: self.mmu.load.entries_ptr(),
+            store_tlb: self.mmu.store.entries_ptr(),
+            load_key: self.mmu.load_key(),
+            store_key: self.mmu.store_key(),
+            dirty: self.dirty.as_mut_ptr(),
+            generations: self.blocks.page_generations.as_ptr(),
+            remaining: end - self.instret,
+            exit_pc: self.pc,
+            exit_site: 0,
+            interpret: interpret::<P> as *const () as usize,
+            lookup: lookup as *const () as usize,
+            hart: self,
+            platform: (platform as *mut P).cast(),
+            translator,
+            end,
+            outcome: None,
+            helper_calls: 0,
+        };
+        translator.stats.entries += 1;
+        let exit = translator.enter(&mut frame, code);
+        translator.stats.interpreted += frame.helper_calls;
         self.instret = end - frame.remaining;
-        self.pc = frame.exit_pc;
+        if exit != Exit::Helper {
+            // (After an interpreted instruction pc is where the interpreter left it.)
+            self.pc = frame.exit_pc;
+        }
         match exit {
             Exit::Jump | Exit::Budget | Exit::Stale => None,
-            Exit::Step => {
-                translator.stats.single_steps += 1;
-                self.step_slow(platform)
-            }
+            Exit::Helper => match frame.outcome {
+                Some((inst, Ok(flow))) => self.finish(&inst, flow),
+                Some((_, Err(e))) => self.take_trap(e.cause, e.tval, false),
+                None => None,
+            },
             Exit::Chain => {
                 // Link the jump now, under the translation the source block just ran with
                 // (same virtual page, so the same physical page).
@@ -476,22 +582,6 @@ impl Hart {
                 None
             }
         }
-    }
-
-    fn fill_frame(&mut self, translator: &mut Translator, end: u64) {
-        translator.frame = Frame {
-            x: self.x.as_mut_ptr(),
-            ram: self.ram.as_mut_ptr(),
-            load_tlb: self.mmu.load.entries_ptr(),
-            store_tlb: self.mmu.store.entries_ptr(),
-            load_key: self.mmu.load_key(),
-            store_key: self.mmu.store_key(),
-            dirty: self.dirty.as_mut_ptr(),
-            generations: self.blocks.page_generations.as_ptr(),
-            remaining: end - self.instret,
-            exit_pc: self.pc,
-            exit_site: 0,
-        };
     }
 
     /// The translated block for `pc` at RAM offset `offset`: its code offset and length in
@@ -538,8 +628,8 @@ impl Hart {
         (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
     }
 
-    /// The instructions of the block at RAM offset `start`, up to the first one the
-    /// translator does not handle (excluded) or the first jump (included).
+    /// The instructions of the block at RAM offset `start`, as `build_block` decodes them:
+    /// up to and including the first that ends a block.
     fn decode_for_translation(&self, start: u64) -> Vec<Instruction> {
         let page_end = (start / PAGE_SIZE_BYTES + 1) * PAGE_SIZE_BYTES;
         let mut ops = Vec::new();
@@ -556,12 +646,9 @@ impl Hart {
                     u16::from_le_bytes([self.ram[at as usize + 2], self.ram[at as usize + 3]]);
                 decode(low as u32 | (high as u32) << 16)
             };
-            if !translates(inst.op) {
-                break;
-            }
             ops.push(inst);
             at += inst.length_bytes as u64;
-            if matches!(inst.op, Op::Jal | Op::Jalr) {
+            if ends_block(inst.op) {
                 break;
             }
         }

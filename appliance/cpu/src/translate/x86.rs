@@ -378,6 +378,13 @@ impl Assembler {
         self.byte(0xc3);
     }
 
+    /// `call [mem]` (an absolute address held in memory).
+    pub fn call_mem(&mut self, mem: Mem) {
+        self.rex_mem(false, 2, mem, false);
+        self.byte(0xff);
+        self.modrm_mem(2, mem);
+    }
+
     /// `jmp reg`.
     pub fn jmp_reg(&mut self, reg: Reg) {
         self.rex(false, 0, 0, reg.0, false);
@@ -532,6 +539,11 @@ mod tests {
         assert_eq!(bytes(|a| a.pop(RBX)), [0x5b]);
         // jmp rsi
         assert_eq!(bytes(|a| a.jmp_reg(RSI)), [0xff, 0xe6]);
+        // call [r14+0x58]
+        assert_eq!(
+            bytes(|a| a.call_mem(at(R14, 0x58))),
+            [0x41, 0xff, 0x96, 0x58, 0, 0, 0]
+        );
     }
 
     #[test]
