@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use understudy_cpu::{
-    DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount,
-    TranslatorError, TranslatorStats, WatchKind, Watchpoint,
+    DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
+    TranslatorStats, WatchKind, Watchpoint,
 };
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 
