@@ -263,7 +263,7 @@ pub fn run_understudy_with(
 }
 
 /// Instructions between state digests when a run is compared with a translated one.
-pub const DIGEST_EVERY_INSTRUCTIONS: u64 = 10_000;
+pub const DIGEST_EVERY_INSTRUCTIONS: u64 = 1_000;
 
 /// The `digest <count> <hex>` lines a run printed to stderr (`--digest-every`).
 pub fn digests(outcome: &Outcome) -> Vec<String> {

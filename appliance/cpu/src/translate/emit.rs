@@ -70,14 +70,31 @@ enum Stub {
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
-    /// The slow path of a load or store: interpret it, then resume after its fast path.
-    Interpret {
-        list_index: u32,
-        pc: u64,
-        retired: u32,
+    /// A store to a page holding decoded code (rcx = offset in page, rdx = the TLB entry's
+    /// RAM offset with its flag): stores that touch no decoded 64-byte chunk go back to the
+    /// fast path at `resume` with the flag cleared, as `Hart::store_phys` would find no
+    /// code to invalidate; the others take the interpreter slow path.
+    CodePageStore {
+        size_bytes: u64,
         resume: usize,
+        slow: Slow,
     },
+    /// The slow path of a load or store: interpret it, then resume after it.
+    Interpret { slow: Slow },
 }
+
+/// How to interpret one load or store on its slow path, and where to go on after it.
+#[derive(Clone, Copy)]
+struct Slow {
+    list_index: u32,
+    pc: u64,
+    retired: u32,
+    /// Position after the instruction (`PENDING` while it is emitted).
+    resume: usize,
+}
+
+/// A resume position not known yet.
+const PENDING: usize = usize::MAX;
 
 /// Where a block goes and what it was decoded from.
 pub(super) struct Placement {
@@ -108,6 +125,8 @@ struct Emitter {
     first_interpreted: u32,
     /// Jumps of the current instruction to its interpreter slow path.
     slow_sites: Vec<usize>,
+    /// The slow path of the load or store being emitted.
+    current: Option<Slow>,
 }
 
 impl Emitter {
@@ -222,15 +241,38 @@ impl Emitter {
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
                     self.leave_now(Exit::Chain);
                 }
-                Stub::Interpret {
-                    list_index,
-                    pc,
-                    retired,
+                Stub::CodePageStore {
+                    size_bytes,
                     resume,
+                    slow,
                 } => {
-                    self.interpret(list_index, pc, retired);
+                    let a = &mut self.a;
+                    a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
+                    a.mov(Width::W64, RDI, RDX);
+                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+                    a.shift_imm(Shift::Shl, Width::W64, RDI, 3);
+                    a.load(Width::W64, RSI, at_index(RSI, RDI, 0));
+                    // The access lies in one page (checked), so its first and last bytes
+                    // name every chunk it touches (at most two: 8 bytes <= 64).
+                    a.mov(Width::W32, RDI, RCX);
+                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+                    a.bt(RSI, RDI);
+                    let first = a.jcc(Cond::Below);
+                    a.mov(Width::W32, RDI, RCX);
+                    a.alu_imm(Alu::Add, Width::W32, RDI, size_bytes as i32 - 1);
+                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+                    a.bt(RSI, RDI);
+                    let last = a.jcc(Cond::Below);
+                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
+                    let back = a.jmp();
+                    a.patch(back, resume as i64);
+                    self.stubs
+                        .push((vec![first, last], Stub::Interpret { slow }));
+                }
+                Stub::Interpret { slow } => {
+                    self.interpret(slow.list_index, slow.pc, slow.retired);
                     let back = self.a.jmp();
-                    self.a.patch(back, resume as i64);
+                    self.a.patch(back, slow.resume as i64);
                 }
             }
         }
@@ -295,8 +337,8 @@ impl Emitter {
         self.tlb_probe(RBP, offset_of!(Frame, store_key), size);
         self.a.load(Width::W64, RDX, at_index(RBP, RDX, 8));
         self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
-        // A page holding decoded code: the interpreter's store keeps the caches coherent.
-        self.jcc_slow(Cond::NotEqual);
+        let code_page = self.a.jcc(Cond::NotEqual);
+        let resume = self.a.len();
         let a = &mut self.a;
         a.alu(Alu::Add, Width::W64, RCX, RDX);
         // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
@@ -310,6 +352,15 @@ impl Emitter {
         a.or_to_mem(at_index(RDI, RSI, 0), RAX);
         a.load(Width::W64, RAX, xreg(inst.rs2));
         a.store_sized(size, at_index(R12, RCX, 0), RAX);
+        let slow = self.current.expect("a store is being emitted");
+        self.stubs.push((
+            vec![code_page],
+            Stub::CodePageStore {
+                size_bytes: size,
+                resume,
+                slow,
+            },
+        ));
     }
 
     /// Register-register or register-immediate ALU operation into rd.
@@ -473,20 +524,29 @@ impl Emitter {
             self.interpret(list_index, pc, index);
             return true;
         }
-        let open = self.translated(inst, pc, index, next);
-        if !self.slow_sites.is_empty() {
-            let sites = core::mem::take(&mut self.slow_sites);
+        let first_stub = self.stubs.len();
+        if accesses_memory(inst.op) {
             let list_index = self.hand_over(inst);
-            let resume = self.a.len();
-            self.stubs.push((
-                sites,
-                Stub::Interpret {
-                    list_index,
-                    pc,
-                    retired: index,
-                    resume,
-                },
-            ));
+            self.current = Some(Slow {
+                list_index,
+                pc,
+                retired: index,
+                resume: PENDING,
+            });
+        }
+        let open = self.translated(inst, pc, index, next);
+        if let Some(slow) = self.current.take() {
+            let sites = core::mem::take(&mut self.slow_sites);
+            self.stubs.push((sites, Stub::Interpret { slow }));
+        }
+        // Everything out of line for this instruction goes on after it.
+        let after = self.a.len();
+        for (_, stub) in &mut self.stubs[first_stub..] {
+            if let Stub::Interpret { slow } | Stub::CodePageStore { slow, .. } = stub {
+                if slow.resume == PENDING {
+                    slow.resume = after;
+                }
+            }
         }
         open
     }
@@ -579,6 +639,12 @@ impl Emitter {
     }
 }
 
+/// Loads and stores: translated inline with an interpreter slow path.
+fn accesses_memory(op: Op) -> bool {
+    use Op::*;
+    matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd)
+}
+
 /// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
 /// the interpreter (to append to the translator's list).
 pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
@@ -592,6 +658,7 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,
         slow_sites: Vec::new(),
+        current: None,
     };
     let count = ops.len() as u32;
     // Entry: enough budget for the whole block, and the page unchanged since decoding.
@@ -600,9 +667,14 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
     let page = at.ram_offset / PAGE_SIZE_BYTES;
     e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
     let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
-    e.a.load(Width::W64, RAX, at_base(RAX, page_disp));
-    e.a.mov_imm(RCX, at.generation);
-    e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
+    match i32::try_from(at.generation) {
+        Ok(generation) => e.a.cmp_mem_imm(at_base(RAX, page_disp), generation),
+        Err(_) => {
+            e.a.load(Width::W64, RAX, at_base(RAX, page_disp));
+            e.a.mov_imm(RCX, at.generation);
+            e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
+        }
+    }
     e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale);
     let mut at_pc = pc;
     let mut open = true;

@@ -155,6 +155,8 @@ pub(crate) struct Frame {
     pub store_key: u64,
     pub dirty: *mut u64,
     pub generations: *const u64,
+    /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
+    pub code_chunks: *const u64,
     /// Instructions that may still retire in this `run` (host register r13 inside).
     pub remaining: u64,
     pub exit_pc: u64,
@@ -536,6 +538,7 @@ impl Hart {
             store_key: self.mmu.store_key(),
             dirty: self.dirty.as_mut_ptr(),
             generations: self.blocks.page_generations.as_ptr(),
+            code_chunks: self.blocks.code_chunks.as_ptr(),
             remaining: end - self.instret,
             exit_pc: self.pc,
             exit_site: 0,

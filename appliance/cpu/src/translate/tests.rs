@@ -608,3 +608,61 @@ fn a_full_code_cache_is_emptied_and_translation_goes_on() {
     let stats = translated.translator_stats().unwrap();
     assert!(stats.cache_flushes > 0, "{stats:?}");
 }
+
+#[test]
+fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_not() {
+    use Op::*;
+    // Data in the code's own page (as small programs link .data right after .text): the
+    // loop stores next to itself 2000 times, then once over its own next instruction.
+    let program = [
+        ins(Sd, 0, 4, 10, 0x7f8),
+        ins(Sw, 0, 4, 10, 0x7f0),
+        ins(Sb, 0, 4, 10, 0x7ff),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Blt, 0, 10, 11, -16),
+        ins(Sw, 0, 4, 12, 24),
+        ins(Addi, 13, 13, 0, 1),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let nop = crate::encode(&ins(Addi, 0, 0, 0, 0)).unwrap() as u64;
+    let setup = |h: &mut Hart| {
+        h.set_x(11, 2000);
+        h.set_x(12, nop);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(&mut reference, &mut translated, &[5000, 10, 100], "stores beside code");
+    // The store over `addi x13` turned it into a nop before it ran.
+    assert_eq!(translated.x(13), 0);
+    let stats = translated.translator_stats().unwrap();
+    assert!(
+        stats.interpreted < 20,
+        "stores beside code went through the interpreter: {stats:?}"
+    );
+}
+
+#[test]
+fn dump_block_for_inspection() {
+    use Op::*;
+    let ops = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Xor, 11, 11, 10, 0),
+        ins(Ld, 14, 2, 0, 0),
+        ins(Sd, 0, 2, 13, 0),
+        ins(Bne, 0, 7, 0, -36),
+    ];
+    let (code, _) = super::emit::block(
+        &ops,
+        super::emit::Placement {
+            pc: 0x8000_2000,
+            ram_offset: 0x2000,
+            generation: 0,
+            origin: 0x1000,
+            epilogue: 0x100,
+            first_interpreted: 0,
+        },
+    );
+    std::fs::write("/tmp/block.bin", &code).unwrap();
+}

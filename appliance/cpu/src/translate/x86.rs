@@ -359,6 +359,19 @@ impl Assembler {
         self.op_reg(true, &[0x0f, 0xab], bit.0, dst.0);
     }
 
+    /// `bt value, bit` (register form): CF = bit `bit & 63` of `value`.
+    pub fn bt(&mut self, value: Reg, bit: Reg) {
+        self.op_reg(true, &[0x0f, 0xa3], bit.0, value.0);
+    }
+
+    /// `cmp qword [mem], imm32` (sign-extended).
+    pub fn cmp_mem_imm(&mut self, mem: Mem, imm: i32) {
+        self.rex_mem(true, 0, mem, false);
+        self.byte(0x81);
+        self.modrm_mem(Alu::Cmp as u8, mem);
+        self.imm32(imm);
+    }
+
     /// `or [mem], src` (64-bit).
     pub fn or_to_mem(&mut self, mem: Mem, src: Reg) {
         self.op_mem(true, &[0x09], src.0, mem);
@@ -534,6 +547,13 @@ mod tests {
         );
         // bts rax, rdx
         assert_eq!(bytes(|a| a.bts(RAX, RDX)), [0x48, 0x0f, 0xab, 0xd0]);
+        // bt rsi, rdi
+        assert_eq!(bytes(|a| a.bt(RSI, RDI)), [0x48, 0x0f, 0xa3, 0xfe]);
+        // cmp qword [rax+0x10], 7
+        assert_eq!(
+            bytes(|a| a.cmp_mem_imm(at(RAX, 0x10), 7)),
+            [0x48, 0x81, 0xb8, 0x10, 0, 0, 0, 7, 0, 0, 0]
+        );
         // push r15; pop rbx
         assert_eq!(bytes(|a| a.push(R15)), [0x41, 0x57]);
         assert_eq!(bytes(|a| a.pop(RBX)), [0x5b]);
