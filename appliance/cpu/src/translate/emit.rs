@@ -7,16 +7,19 @@
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
 //!
-//! rax, rcx, rdx, rsi and rdi are scratch within one instruction; no guest value lives in
-//! a host register across instructions, so every exit leaves `Hart::x` complete.
+//! rax, rcx, rdx, rsi and rdi are scratch within one instruction. r8-r11 cache guest
+//! registers inside one block (`RegisterCache`): a write puts its value there, later reads
+//! take it from there, and every way out of the block (an exit, a chained jump, a call into
+//! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
+//! every exit see `Hart::x` complete.
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::offset_of;
 
 use super::x86::{
-    at as at_base, at_index, Alu, Assembler, Cond, Shift, Unary, Width, R12, R13, R14, R15, RAX,
-    RBP, RBX, RCX, RDI, RDX, RSI, RSP,
+    at as at_base, at_index, Alu, Assembler, Cond, Reg, Shift, Unary, Width, R12, R13, R14, R15,
+    RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
@@ -63,10 +66,42 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     (a.code, epilogue)
 }
 
+/// Host registers that cache guest registers inside a block. Caller-saved: a call into
+/// the interpreter clobbers them, so they are written back before it and reloaded after.
+const CACHE_REGS: [Reg; 4] = [Reg(8), Reg(9), Reg(10), Reg(11)];
+
+/// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
+/// translating: the state is the same on every path through that point).
+#[derive(Clone, Copy, Default)]
+struct RegisterCache {
+    /// Guest register number, 0 for none (x0 is never cached).
+    guest: [u8; 4],
+    /// The host register holds a value `Hart::x` does not have yet.
+    dirty: [bool; 4],
+    /// When each was last written, to evict the oldest.
+    written_at: [u32; 4],
+    clock: u32,
+}
+
+impl RegisterCache {
+    fn find(&self, r: u8) -> Option<usize> {
+        if r == 0 {
+            return None;
+        }
+        self.guest.iter().position(|&g| g == r)
+    }
+}
+
 /// An out-of-line path, emitted after the block body.
 enum Stub {
-    /// Leave with `reason`, `exit_pc` = `pc`, after subtracting `retired` from r13.
-    Leave { pc: u64, retired: u32, reason: Exit },
+    /// Leave with `reason`, `exit_pc` = `pc`, after subtracting `retired` from r13 and
+    /// writing back what `cache` holds dirty.
+    Leave {
+        pc: u64,
+        retired: u32,
+        reason: Exit,
+        cache: RegisterCache,
+    },
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
@@ -89,6 +124,10 @@ struct Slow {
     list_index: u32,
     pc: u64,
     retired: u32,
+    /// The register cache before the instruction (its fast path reads, never allocates).
+    before: RegisterCache,
+    /// The register cache after the instruction, to reload after the interpreter ran it.
+    after: RegisterCache,
     /// Position after the instruction (`PENDING` while it is emitted).
     resume: usize,
 }
@@ -127,6 +166,7 @@ struct Emitter {
     slow_sites: Vec<usize>,
     /// The slow path of the load or store being emitted.
     current: Option<Slow>,
+    cache: RegisterCache,
 }
 
 impl Emitter {
@@ -150,6 +190,7 @@ impl Emitter {
     /// Leaves the block for `target` after `retired` instructions: a chainable jump in the
     /// same page, a jump through the lookup otherwise.
     fn goto(&mut self, target: u64, retired: u32) {
+        self.write_back(self.cache);
         self.retire(retired);
         if target / PAGE_SIZE_BYTES == self.page {
             let site = self.a.jmp();
@@ -176,8 +217,9 @@ impl Emitter {
         self.leave_now(Exit::Jump);
     }
 
-    /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`.
-    fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit) {
+    /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`,
+    /// writing back what `cache` holds dirty.
+    fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit, cache: RegisterCache) {
         let site = self.a.jcc(cond);
         self.stubs.push((
             vec![site],
@@ -185,8 +227,29 @@ impl Emitter {
                 pc,
                 retired,
                 reason,
+                cache,
             },
         ));
+    }
+
+    /// Stores every dirty cached register of `cache` to `Hart::x` (emits code only; the
+    /// caller decides what the state is afterwards).
+    fn write_back(&mut self, cache: RegisterCache) {
+        for slot in 0..CACHE_REGS.len() {
+            if cache.dirty[slot] {
+                self.a.store(xreg(cache.guest[slot]), CACHE_REGS[slot]);
+            }
+        }
+    }
+
+    /// Loads every cached register of `cache` from `Hart::x`.
+    fn reload(&mut self, cache: RegisterCache) {
+        for slot in 0..CACHE_REGS.len() {
+            if cache.guest[slot] != 0 {
+                self.a
+                    .load(Width::W64, CACHE_REGS[slot], xreg(cache.guest[slot]));
+            }
+        }
     }
 
     /// A conditional jump to the current load or store's interpreter slow path.
@@ -197,6 +260,7 @@ impl Emitter {
 
     /// Calls the interpreter for `inst` (the `index`th instruction of the block, at `pc`);
     /// leaves unless it fell through.
+    /// The caller writes back the register cache first; the call clobbers r8-r11.
     fn interpret(&mut self, list_index: u32, pc: u64, index: u32) {
         let a = &mut self.a;
         a.mov(Width::W64, RDI, R14);
@@ -208,7 +272,15 @@ impl Emitter {
         }
         a.call_mem(frame(offset_of!(Frame, interpret)));
         a.test(Width::W64, RAX, RAX);
-        self.jcc_leave(Cond::NotEqual, pc, index, Exit::Helper);
+        // Everything was written back before the call, and the interpreter may have
+        // changed any register since: leave without writing anything back.
+        self.jcc_leave(
+            Cond::NotEqual,
+            pc,
+            index,
+            Exit::Helper,
+            RegisterCache::default(),
+        );
     }
 
     /// Adds `inst` to the interpreted list; returns its position there.
@@ -228,7 +300,9 @@ impl Emitter {
                     pc,
                     retired,
                     reason,
+                    cache,
                 } => {
+                    self.write_back(cache);
                     self.retire(retired);
                     self.a.mov_imm(RAX, pc);
                     self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
@@ -270,7 +344,11 @@ impl Emitter {
                         .push((vec![first, last], Stub::Interpret { slow }));
                 }
                 Stub::Interpret { slow } => {
+                    self.write_back(slow.before);
                     self.interpret(slow.list_index, slow.pc, slow.retired);
+                    // The interpreter ran the instruction: its result is in `Hart::x`,
+                    // and so is every other cached register (written back above).
+                    self.reload(slow.after);
                     let back = self.a.jmp();
                     self.a.patch(back, slow.resume as i64);
                 }
@@ -278,14 +356,50 @@ impl Emitter {
         }
     }
 
-    fn read(&mut self, dst: super::x86::Reg, r: u8) {
-        self.a.load(Width::W64, dst, xreg(r));
+    /// dst = x[r], from the register cache when it holds r.
+    fn read(&mut self, dst: Reg, r: u8) {
+        match self.cache.find(r) {
+            Some(slot) => self.a.mov(Width::W64, dst, CACHE_REGS[slot]),
+            None => self.a.load(Width::W64, dst, xreg(r)),
+        }
     }
 
-    fn write_rax(&mut self, rd: u8) {
-        if rd != 0 {
-            self.a.store(xreg(rd), RAX);
+    /// `op rax, x[r]`.
+    fn alu_source(&mut self, op: Alu, width: Width, r: u8) {
+        match self.cache.find(r) {
+            Some(slot) => self.a.alu(op, width, RAX, CACHE_REGS[slot]),
+            None => self.a.alu_mem(op, width, RAX, xreg(r)),
         }
+    }
+
+    /// x[rd] = rax, into the register cache (evicting the oldest entry when full).
+    fn write_rax(&mut self, rd: u8) {
+        if rd == 0 {
+            return;
+        }
+        let cache = &mut self.cache;
+        cache.clock = cache.clock.wrapping_add(1);
+        let slot = match cache.find(rd) {
+            Some(slot) => slot,
+            None => {
+                let slot = match cache.guest.iter().position(|&g| g == 0) {
+                    Some(free) => free,
+                    None => (0..CACHE_REGS.len())
+                        .min_by_key(|&slot| cache.written_at[slot])
+                        .unwrap_or(0),
+                };
+                if cache.guest[slot] != 0 && cache.dirty[slot] {
+                    let evicted = cache.guest[slot];
+                    self.a.store(xreg(evicted), CACHE_REGS[slot]);
+                }
+                slot
+            }
+        };
+        let cache = &mut self.cache;
+        cache.guest[slot] = rd;
+        cache.dirty[slot] = true;
+        cache.written_at[slot] = cache.clock;
+        self.a.mov(Width::W64, CACHE_REGS[slot], RAX);
     }
 
     /// rax = x[rs1] + imm (the effective address of a load or store).
@@ -350,8 +464,8 @@ impl Emitter {
         a.bts(RAX, RDX);
         a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
         a.or_to_mem(at_index(RDI, RSI, 0), RAX);
-        a.load(Width::W64, RAX, xreg(inst.rs2));
-        a.store_sized(size, at_index(R12, RCX, 0), RAX);
+        self.read(RAX, inst.rs2);
+        self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
             vec![code_page],
@@ -372,7 +486,7 @@ impl Emitter {
         if immediate {
             self.a.alu_imm(op, width, RAX, inst.imm);
         } else {
-            self.a.alu_mem(op, width, RAX, xreg(inst.rs2));
+            self.alu_source(op, width, inst.rs2);
         }
         if width == Width::W32 {
             self.a.movsxd(RAX, RAX);
@@ -410,7 +524,7 @@ impl Emitter {
             // for sltiu (unprivileged spec 2.4.1).
             self.a.alu_imm(Alu::Cmp, Width::W64, RAX, inst.imm);
         } else {
-            self.a.alu_mem(Alu::Cmp, Width::W64, RAX, xreg(inst.rs2));
+            self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
         }
         self.a.set_cond(cond, RAX);
         self.write_rax(inst.rd);
@@ -441,7 +555,9 @@ impl Emitter {
                 // mulhsu: the unsigned high half, minus rs2 when rs1 is negative (the
                 // signed rs1 is rs1 - 2^64 then).
                 a.unary(Unary::Mul, Width::W64, RCX);
-                a.load(Width::W64, RSI, xreg(inst.rs1));
+                // rax held rs1 and the product overwrote it: rsi = rs1 again.
+                self.read(RSI, inst.rs1);
+                let a = &mut self.a;
                 a.shift_imm(Shift::Sar, Width::W64, RSI, 63);
                 a.alu(Alu::And, Width::W64, RSI, RCX);
                 a.alu(Alu::Sub, Width::W64, RDX, RSI);
@@ -510,7 +626,7 @@ impl Emitter {
 
     fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
         self.read(RAX, inst.rs1);
-        self.a.alu_mem(Alu::Cmp, Width::W64, RAX, xreg(inst.rs2));
+        self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
         let not_taken = self.a.jcc(cond.negate());
         self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
         self.a.bind(not_taken);
@@ -521,7 +637,9 @@ impl Emitter {
         let next = pc.wrapping_add(inst.length_bytes as u64);
         if !translates(inst.op) {
             let list_index = self.hand_over(inst);
+            self.write_back(self.cache);
             self.interpret(list_index, pc, index);
+            self.cache = RegisterCache::default();
             return true;
         }
         let first_stub = self.stubs.len();
@@ -531,6 +649,8 @@ impl Emitter {
                 list_index,
                 pc,
                 retired: index,
+                before: self.cache,
+                after: self.cache,
                 resume: PENDING,
             });
         }
@@ -539,12 +659,15 @@ impl Emitter {
             let sites = core::mem::take(&mut self.slow_sites);
             self.stubs.push((sites, Stub::Interpret { slow }));
         }
-        // Everything out of line for this instruction goes on after it.
+        // Everything out of line for this instruction goes on after it, with the
+        // register cache as the instruction left it.
         let after = self.a.len();
+        let cache = self.cache;
         for (_, stub) in &mut self.stubs[first_stub..] {
             if let Stub::Interpret { slow } | Stub::CodePageStore { slow, .. } = stub {
                 if slow.resume == PENDING {
                     slow.resume = after;
+                    slow.after = cache;
                 }
             }
         }
@@ -618,6 +741,7 @@ impl Emitter {
                     self.a.mov_imm(RAX, next);
                     self.write_rax(inst.rd);
                 }
+                // (goto writes the link back with every other cached register.)
                 self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
                 return false;
             }
@@ -625,10 +749,13 @@ impl Emitter {
                 // Target first: rd may be rs1 (unprivileged spec 2.5.1).
                 self.address(inst);
                 self.a.alu_imm(Alu::And, Width::W64, RAX, -2);
+                self.a.mov(Width::W64, RDX, RAX);
                 if inst.rd != 0 {
-                    self.a.mov_imm(RCX, next);
-                    self.a.store(xreg(inst.rd), RCX);
+                    self.a.mov_imm(RAX, next);
+                    self.write_rax(inst.rd);
                 }
+                self.write_back(self.cache);
+                self.a.mov(Width::W64, RAX, RDX);
                 self.retire(index + 1);
                 self.jump_through_lookup();
                 return false;
@@ -659,11 +786,12 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
         first_interpreted: at.first_interpreted,
         slow_sites: Vec::new(),
         current: None,
+        cache: RegisterCache::default(),
     };
     let count = ops.len() as u32;
     // Entry: enough budget for the whole block, and the page unchanged since decoding.
     e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
-    e.jcc_leave(Cond::Below, pc, 0, Exit::Budget);
+    e.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
     let page = at.ram_offset / PAGE_SIZE_BYTES;
     e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
     let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
@@ -675,7 +803,7 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
             e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
         }
     }
-    e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale);
+    e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {

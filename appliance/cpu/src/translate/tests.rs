@@ -633,7 +633,12 @@ fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_
     let mut translated = translating(machine(&program));
     setup(&mut reference);
     setup(&mut translated);
-    lockstep(&mut reference, &mut translated, &[5000, 10, 100], "stores beside code");
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[5000, 10, 100],
+        "stores beside code",
+    );
     // The store over `addi x13` turned it into a nop before it ran.
     assert_eq!(translated.x(13), 0);
     let stats = translated.translator_stats().unwrap();
@@ -641,28 +646,4 @@ fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_
         stats.interpreted < 20,
         "stores beside code went through the interpreter: {stats:?}"
     );
-}
-
-#[test]
-fn dump_block_for_inspection() {
-    use Op::*;
-    let ops = [
-        ins(Addi, 10, 10, 0, 1),
-        ins(Xor, 11, 11, 10, 0),
-        ins(Ld, 14, 2, 0, 0),
-        ins(Sd, 0, 2, 13, 0),
-        ins(Bne, 0, 7, 0, -36),
-    ];
-    let (code, _) = super::emit::block(
-        &ops,
-        super::emit::Placement {
-            pc: 0x8000_2000,
-            ram_offset: 0x2000,
-            generation: 0,
-            origin: 0x1000,
-            epilogue: 0x100,
-            first_interpreted: 0,
-        },
-    );
-    std::fs::write("/tmp/block.bin", &code).unwrap();
 }
