@@ -215,6 +215,10 @@ struct Replay {
     /// `gdb-multiarch -ex 'target remote ADDR'`. Stops and steps never move an input.
     #[arg(long, value_name = "ADDR")]
     gdb: Option<String>,
+    /// Run hot guest code through the x86-64 translator (the log's digests must still
+    /// match, whichever way it was recorded).
+    #[arg(long)]
+    translate: bool,
 }
 
 #[derive(clap::Args)]
@@ -638,7 +642,13 @@ fn run_replay(args: Replay) -> Result<ExitCode> {
     let debugger = debugger
         .as_mut()
         .map(|debugger| debugger as &mut dyn replay::ReplayDebugger);
-    let outcome = replay::replay(&args.log, args.digest_every, output, debugger)?;
+    let outcome = replay::replay_with(
+        &args.log,
+        args.digest_every,
+        output,
+        debugger,
+        args.translate,
+    )?;
     eprintln!(
         "replay: {} inputs, {} digests checked, {} instructions, same end as recorded ({:.3} s)",
         outcome.inputs,
