@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use understudy::code_memory::{MappedCode, CODE_CACHE_BYTES};
-use understudy_machine::{Exit, Input, Machine, MachineConfig};
+use understudy_machine::{Exit, Input, Machine, MachineConfig, HOT_EXECUTIONS_DEFAULT};
 
 mod common;
 
@@ -23,9 +23,10 @@ fn boot(kernel: &[u8], initrd: &[u8], translate: bool) -> Machine {
     let mut machine = Machine::new(&config, kernel, Some(initrd)).expect("the guest boots");
     if translate {
         machine
-            .enable_translator(Box::new(
-                MappedCode::new(CODE_CACHE_BYTES).expect("executable memory"),
-            ))
+            .enable_translator(
+                Box::new(MappedCode::new(CODE_CACHE_BYTES).expect("executable memory")),
+                HOT_EXECUTIONS_DEFAULT,
+            )
             .expect("translator");
     }
     machine

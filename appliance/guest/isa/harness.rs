@@ -297,7 +297,14 @@ pub fn run_interpreted_and_translated(
         elf,
         max_instructions,
         false,
-        &["--digest-every", &every, "--translate"],
+        // The translator forced on: every block translated the first time it runs.
+        &[
+            "--digest-every",
+            &every,
+            "--translate",
+            "--translate-after",
+            "1",
+        ],
         timeout,
     );
     let (left, right) = (digests(&interpreted), digests(&translated));

@@ -21,7 +21,7 @@ use understudy::record::{
 use understudy::replay;
 use understudy_boot_config::Role;
 use understudy_ft::sim::{self, SimCommand};
-use understudy_machine::{Machine, MachineConfig};
+use understudy_machine::{Machine, MachineConfig, HOT_EXECUTIONS_DEFAULT};
 
 /// Exit status when the guest crashed or could not wake up (a guest's own failure code is
 /// passed through unchanged).
@@ -117,6 +117,10 @@ struct RunGuest {
     /// digests as without it; faster).
     #[arg(long)]
     translate: bool,
+    /// With --translate: translate a block once it has run this many times (1: every
+    /// block at once).
+    #[arg(long, default_value_t = HOT_EXECUTIONS_DEFAULT, value_name = "RUNS")]
+    translate_after: u32,
 }
 
 #[derive(clap::Args)]
@@ -344,7 +348,7 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
         let memory = MappedCode::new(CODE_CACHE_BYTES)
             .context("cannot map executable memory for the translator")?;
         machine
-            .enable_translator(Box::new(memory))
+            .enable_translator(Box::new(memory), args.translate_after)
             .context("cannot start the translator")?;
     }
     if let Some(path) = &args.disk {

@@ -141,7 +141,7 @@ pub fn replay_with(
         let memory = crate::code_memory::MappedCode::new(crate::code_memory::CODE_CACHE_BYTES)
             .context("cannot map executable memory for the translator")?;
         machine
-            .enable_translator(Box::new(memory))
+            .enable_translator(Box::new(memory), understudy_machine::HOT_EXECUTIONS_DEFAULT)
             .context("cannot start the translator")?;
     }
     if let Some(disk) = disk {

@@ -25,7 +25,7 @@ use core::fmt;
 
 pub use understudy_cpu::{
     DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
-    TranslatorStats, WatchKind, Watchpoint,
+    TranslatorStats, WatchKind, Watchpoint, HOT_EXECUTIONS_DEFAULT,
 };
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 
@@ -616,12 +616,15 @@ impl Machine {
     }
 
     /// Runs hot guest code through the translator from now on, with `memory` as its code
-    /// cache. The guest sees no difference: same instructions, counts and digests.
+    /// cache; a block is hot once run `hot_executions` times (`HOT_EXECUTIONS_DEFAULT`
+    /// normally, 1 to translate everything at once). The guest sees no difference: same
+    /// instructions, counts and digests.
     pub fn enable_translator(
         &mut self,
         memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
     ) -> Result<(), TranslatorError> {
-        self.hart.enable_translator(memory)
+        self.hart.enable_translator_after(memory, hot_executions)
     }
 
     /// The translator's counters, when it is on.

@@ -117,8 +117,14 @@ pub struct TranslatorStats {
 pub const CODE_BYTES_MIN: usize = 256 * 1024;
 /// Largest code region accepted: rel32 jumps must reach across it.
 pub const CODE_BYTES_MAX: usize = 1 << 30;
-/// Slots of the direct-mapped table from (pc, RAM offset) to translated code.
-const TABLE_SLOTS: usize = 1 << 15;
+/// log2 of the slots in the direct-mapped table from (pc, RAM offset) to translated code
+/// (32 bytes a slot: 2 MiB).
+const TABLE_SLOTS_LOG2: u32 = 16;
+const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
+/// How often `Hart::run` reaches a block before it is translated, unless the embedder says
+/// otherwise: code that runs rarely is cheaper to interpret than to translate (about 5 us
+/// a block) and keep in the host's caches (about 100 bytes of x86-64 per instruction).
+pub const HOT_EXECUTIONS_DEFAULT: u32 = 64;
 /// Longest translated block, in instructions (as the decode cache's blocks).
 const BLOCK_INSTRUCTIONS_MAX: usize = 128;
 /// Marks a table slot whose instruction the translator does not handle.
@@ -184,6 +190,8 @@ struct Slot {
     /// Offset of the block's entry in the code region, or `CODE_NONE`.
     code: u32,
     instructions: u32,
+    /// Times `Hart::run` reached the block while it was not translated yet.
+    executions: u32,
 }
 
 const SLOT_EMPTY: Slot = Slot {
@@ -192,6 +200,7 @@ const SLOT_EMPTY: Slot = Slot {
     generation: 0,
     code: CODE_NONE,
     instructions: 0,
+    executions: 0,
 };
 
 pub(crate) struct Translator {
@@ -205,6 +214,8 @@ pub(crate) struct Translator {
     table: Vec<Slot>,
     /// Instructions that translated code hands to the interpreter, by index.
     interpreted_ops: Vec<Instruction>,
+    /// Executions after which a block is translated (1: at once).
+    hot_executions: u32,
     pub stats: TranslatorStats,
 }
 
@@ -213,7 +224,10 @@ pub(crate) struct Translator {
 unsafe impl Send for Translator {}
 
 impl Translator {
-    fn new(mut memory: Box<dyn ExecutableMemory>) -> Result<Translator, TranslatorError> {
+    fn new(
+        mut memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
+    ) -> Result<Translator, TranslatorError> {
         if !cfg!(target_arch = "x86_64") {
             return Err(TranslatorError::UnsupportedHost);
         }
@@ -236,12 +250,15 @@ impl Translator {
             used_bytes: first_block,
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
             interpreted_ops: Vec::new(),
+            hot_executions: hot_executions.max(1),
             stats: TranslatorStats::default(),
         })
     }
 
+    /// Multiplicative (Fibonacci) hashing of the instruction address: code is laid out
+    /// with regular spacing, which a plain mask of the low bits would map onto a few slots.
     fn slot_index(pc: u64) -> usize {
-        ((pc >> 1) ^ (pc >> 17)) as usize & (TABLE_SLOTS - 1)
+        ((pc >> 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TABLE_SLOTS_LOG2)) as usize
     }
 
     /// Forgets every translation and reuses the whole region.
@@ -472,13 +489,24 @@ pub(crate) fn translates(op: Op) -> bool {
 }
 
 impl Hart {
-    /// Turns the translator on, with `memory` as its code cache. Guest-visible behaviour
-    /// is the same with and without it; only speed differs.
+    /// Turns the translator on, with `memory` as its code cache: blocks that `run` reaches
+    /// `HOT_EXECUTIONS_DEFAULT` times are translated. Guest-visible behaviour is the same
+    /// with and without it; only speed differs.
     pub fn enable_translator(
         &mut self,
         memory: Box<dyn ExecutableMemory>,
     ) -> Result<(), TranslatorError> {
-        self.translator = Some(Box::new(Translator::new(memory)?));
+        self.enable_translator_after(memory, HOT_EXECUTIONS_DEFAULT)
+    }
+
+    /// `enable_translator`, translating a block once `run` has reached it `hot_executions`
+    /// times (1: every block at once, as the tests force it).
+    pub fn enable_translator_after(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
+    ) -> Result<(), TranslatorError> {
+        self.translator = Some(Box::new(Translator::new(memory, hot_executions)?));
         Ok(())
     }
 
@@ -522,8 +550,10 @@ impl Hart {
             // Not cacheable or faulting: the interpreter does exactly what it always does.
             _ => return self.run_block(platform, end),
         };
-        let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset) else {
-            // Nothing to translate: the first instruction crosses the end of the page.
+        let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset, false)
+        else {
+            // Not hot yet, or nothing to translate (the first instruction crosses the end
+            // of the page).
             return self.run_block(platform, end);
         };
         if end - self.instret < instructions as u64 {
@@ -573,8 +603,9 @@ impl Hart {
                     let same_page =
                         target_offset as u64 / PAGE_SIZE_BYTES == offset / PAGE_SIZE_BYTES;
                     let flushes = translator.stats.cache_flushes;
+                    // A jump from translated code leads to hot code: translate it now.
                     let target =
-                        self.lookup_or_translate(translator, self.pc, target_offset as u64);
+                        self.lookup_or_translate(translator, self.pc, target_offset as u64, true);
                     // A flush while translating the target freed the source block too.
                     if let (Some((code, _)), true, true) =
                         (target, same_page, flushes == translator.stats.cache_flushes)
@@ -588,20 +619,39 @@ impl Hart {
     }
 
     /// The translated block for `pc` at RAM offset `offset`: its code offset and length in
-    /// instructions, translating it first if needed; `None` when its first instruction is
-    /// not one the translator handles.
+    /// instructions. A block not translated yet is counted, and translated once it is hot
+    /// (or at once with `force`); `None` until then, and when its first instruction crosses
+    /// the end of the page.
     fn lookup_or_translate(
         &mut self,
         translator: &mut Translator,
         pc: u64,
         offset: u64,
+        force: bool,
     ) -> Option<(u32, u32)> {
         let page = (offset / PAGE_SIZE_BYTES) as usize;
         let generation = self.blocks.page_generations[page];
         let index = Translator::slot_index(pc);
-        let slot = translator.table[index];
-        if slot.pc == pc && slot.ram_offset == offset && slot.generation == generation {
-            return (slot.code != CODE_NONE).then_some((slot.code, slot.instructions));
+        let slot = &mut translator.table[index];
+        let same = slot.pc == pc && slot.ram_offset == offset && slot.generation == generation;
+        if same && slot.code != CODE_NONE {
+            return Some((slot.code, slot.instructions));
+        }
+        let executions = if same {
+            slot.executions.saturating_add(1)
+        } else {
+            1
+        };
+        if !force && executions < translator.hot_executions {
+            *slot = Slot {
+                pc,
+                ram_offset: offset,
+                generation,
+                code: CODE_NONE,
+                instructions: 0,
+                executions,
+            };
+            return None;
         }
         let ops = self.decode_for_translation(offset);
         let mut new_slot = Slot {
@@ -610,6 +660,7 @@ impl Hart {
             generation,
             code: CODE_NONE,
             instructions: 0,
+            executions: 0,
         };
         if !ops.is_empty() {
             let mut block = translator.assemble(&ops, pc, offset, generation);

@@ -67,8 +67,9 @@ unsafe impl ExecutableMemory for Mapped {
     }
 }
 
+/// The translator forced on: every block translated the first time it runs.
 fn translating(mut h: Hart) -> Hart {
-    h.enable_translator(Box::new(Mapped::new(TEST_REGION_BYTES)))
+    h.enable_translator_after(Box::new(Mapped::new(TEST_REGION_BYTES)), 1)
         .expect("translator available on x86-64");
     h
 }
@@ -597,7 +598,7 @@ fn a_full_code_cache_is_emptied_and_translation_goes_on() {
     let mut reference = machine(&program);
     let mut translated = machine(&program);
     translated
-        .enable_translator(Box::new(Mapped::new(super::CODE_BYTES_MIN)))
+        .enable_translator_after(Box::new(Mapped::new(super::CODE_BYTES_MIN)), 1)
         .unwrap();
     lockstep(
         &mut reference,
@@ -645,5 +646,33 @@ fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_
     assert!(
         stats.interpreted < 20,
         "stores beside code went through the interpreter: {stats:?}"
+    );
+}
+
+#[test]
+fn by_default_only_blocks_run_often_enough_are_translated() {
+    use Op::*;
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Blt, 0, 10, 11, -4),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| h.set_x(11, 1000);
+    let mut reference = machine(&program);
+    let mut translated = machine(&program);
+    translated
+        .enable_translator(Box::new(Mapped::new(TEST_REGION_BYTES)))
+        .unwrap();
+    setup(&mut reference);
+    setup(&mut translated);
+    // Fewer runs of the loop than the threshold: nothing is translated yet.
+    let cold = 2 * (super::HOT_EXECUTIONS_DEFAULT as u64 - 2);
+    lockstep(&mut reference, &mut translated, &[cold], "cold");
+    assert_eq!(translated.translator_stats().unwrap().blocks_translated, 0);
+    lockstep(&mut reference, &mut translated, &[2000, 50], "hot");
+    let stats = translated.translator_stats().unwrap();
+    assert!(
+        stats.blocks_translated >= 1 && stats.entries >= 1,
+        "{stats:?}"
     );
 }
