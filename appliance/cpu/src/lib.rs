@@ -4,7 +4,8 @@
 //! only at instruction boundaries determined by architectural state, and reaches the outside
 //! world only through the `Platform` trait (MMIO and the `time` CSR). Speed comes from a
 //! decode cache of straight-line blocks keyed by physical address and direct-mapped soft TLBs
-//! per access kind that cover RAM only (the TinyEMU/RVVM shape).
+//! per access kind that cover RAM only (the TinyEMU/RVVM shape), and, when the embedder hands
+//! in executable memory, from a translator of hot integer code to x86-64 (`translate`).
 //!
 //! Implementation choices where the specifications leave room (matching QEMU 7.2 TCG):
 //! - A and D bits are set by the hart during the page walk (the PTE is written back), not
@@ -25,9 +26,10 @@
 //!   off at reset, so whoever starts the hart below M-mode grants memory first, as firmware
 //!   does.
 //!
-//! Determinism: the decode cache and TLBs are not architectural state and cannot change
-//! what the guest observes (stores keep decoded code coherent at once, with or without
-//! fence.i; TLBs hold only what the page tables said when filled, as the spec permits).
+//! Determinism: the decode cache, the translator and TLBs are not architectural state and
+//! cannot change what the guest observes (stores keep decoded and translated code coherent
+//! at once, with or without fence.i; TLBs hold only what the page tables said when filled,
+//! as the spec permits).
 #![no_std]
 #![warn(missing_docs)]
 extern crate alloc;

@@ -235,19 +235,18 @@ impl Emitter {
     /// Stores every dirty cached register of `cache` to `Hart::x` (emits code only; the
     /// caller decides what the state is afterwards).
     fn write_back(&mut self, cache: RegisterCache) {
-        for slot in 0..CACHE_REGS.len() {
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
             if cache.dirty[slot] {
-                self.a.store(xreg(cache.guest[slot]), CACHE_REGS[slot]);
+                self.a.store(xreg(cache.guest[slot]), host);
             }
         }
     }
 
     /// Loads every cached register of `cache` from `Hart::x`.
     fn reload(&mut self, cache: RegisterCache) {
-        for slot in 0..CACHE_REGS.len() {
-            if cache.guest[slot] != 0 {
-                self.a
-                    .load(Width::W64, CACHE_REGS[slot], xreg(cache.guest[slot]));
+        for (&guest, &host) in cache.guest.iter().zip(&CACHE_REGS) {
+            if guest != 0 {
+                self.a.load(Width::W64, host, xreg(guest));
             }
         }
     }

@@ -36,6 +36,17 @@
 //!
 //! Code memory comes from the embedder (`ExecutableMemory`): the crate stays `no_std`,
 //! and the hosted process maps it with mmap while a bare-metal kernel hands in a region.
+//!
+//! Only hot code is translated: `Hart::run` interprets a block until it has reached it
+//! `HOT_EXECUTIONS_DEFAULT` times (translation costs a few microseconds a block and code
+//! that runs rarely runs faster from the decode cache, which is far smaller than its
+//! machine code); a jump from translated code translates its target at once.
+//!
+//! Why templates over a hand-written encoder (`x86.rs`) rather than an assembler crate or
+//! Cranelift: the templates need about thirty instruction forms, which fit in one small
+//! file with byte-exact tests and no dependency to vet for `no_std`; Cranelift would bring
+//! register allocation and optimisation at the cost of translation latency (milliseconds,
+//! against microseconds here) and a large dependency in the replicated core.
 
 mod emit;
 mod x86;
