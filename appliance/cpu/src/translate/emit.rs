@@ -2,12 +2,13 @@
 //!
 //! Register plan inside translated code (all callee-saved in the System V ABI, so the
 //! trampoline saves them once per entry):
-//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
-//! - r12: guest RAM, r15: the load TLB, rbp: the store TLB,
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there); the soft TLBs sit
+//!   at fixed distances from them in the same `Hart` (`Placement::load_tlb`, `store_tlb`),
+//! - r12: guest RAM,
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
 //!
-//! rax, rcx, rdx, rsi and rdi are scratch within one instruction. r8-r11 cache guest
+//! rax, rcx, rdx, rsi and rdi are scratch within one instruction. r8-r11, rbp and r15 cache guest
 //! registers inside one block (`RegisterCache`): a write puts its value there, later reads
 //! take it from there, and every way out of the block (an exit, a chained jump, a call into
 //! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
@@ -52,8 +53,6 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     a.mov(Width::W64, R14, RDI);
     a.load(Width::W64, RBX, frame(offset_of!(Frame, x)));
     a.load(Width::W64, R12, frame(offset_of!(Frame, ram)));
-    a.load(Width::W64, R15, frame(offset_of!(Frame, load_tlb)));
-    a.load(Width::W64, RBP, frame(offset_of!(Frame, store_tlb)));
     a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
     a.jmp_reg(RSI);
     let epilogue = a.len();
@@ -66,20 +65,22 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     (a.code, epilogue)
 }
 
-/// Host registers that cache guest registers inside a block. Caller-saved: a call into
-/// the interpreter clobbers them, so they are written back before it and reloaded after.
-const CACHE_REGS: [Reg; 4] = [Reg(8), Reg(9), Reg(10), Reg(11)];
+/// Host registers that cache guest registers inside a block. A call into the interpreter
+/// clobbers the caller-saved ones and may change any guest register, so all are written
+/// back before it and reloaded (or forgotten) after.
+const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15];
+const CACHE_SLOTS: usize = 6;
 
 /// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
 /// translating: the state is the same on every path through that point).
 #[derive(Clone, Copy, Default)]
 struct RegisterCache {
     /// Guest register number, 0 for none (x0 is never cached).
-    guest: [u8; 4],
+    guest: [u8; CACHE_SLOTS],
     /// The host register holds a value `Hart::x` does not have yet.
-    dirty: [bool; 4],
+    dirty: [bool; CACHE_SLOTS],
     /// When each was last written, to evict the oldest.
-    written_at: [u32; 4],
+    written_at: [u32; CACHE_SLOTS],
     clock: u32,
 }
 
@@ -149,6 +150,10 @@ pub(super) struct Placement {
     pub epilogue: u64,
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
+    /// Byte distance from `Hart::x` to the load TLB's entries.
+    pub load_tlb: i32,
+    /// Byte distance from `Hart::x` to the store TLB's entries.
+    pub store_tlb: i32,
 }
 
 struct Emitter {
@@ -158,6 +163,18 @@ struct Emitter {
     epilogue: u64,
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
+    /// Virtual address of the block's first instruction.
+    block_pc: u64,
+    /// Instructions in the block.
+    count: u32,
+    /// Where a jump back to the block's own start lands (after the entry checks, with the
+    /// register cache loaded as the state says), when the block is a loop.
+    loop_header: Option<(usize, RegisterCache)>,
+    /// The register cache at the first jump back to the block's start (found by a first
+    /// translation, to choose the loop header's state).
+    back_edge: Option<RegisterCache>,
+    load_tlb: i32,
+    store_tlb: i32,
     stubs: Vec<(Vec<usize>, Stub)>,
     /// Instructions handed to the interpreter, in list order from `first_interpreted`.
     interpreted: Vec<Instruction>,
@@ -187,9 +204,28 @@ impl Emitter {
         }
     }
 
-    /// Leaves the block for `target` after `retired` instructions: a chainable jump in the
-    /// same page, a jump through the lookup otherwise.
+    /// Leaves the block for `target` after `retired` instructions: back to its own loop
+    /// header, a chainable jump in the same page, a jump through the lookup otherwise.
     fn goto(&mut self, target: u64, retired: u32) {
+        if target == self.block_pc {
+            if self.back_edge.is_none() {
+                self.back_edge = Some(self.cache);
+            }
+            if let Some((header, state)) = self.loop_header {
+                // A loop that stays in this block: the registers stay cached (moved to
+                // the header's state), and the budget check of the entry is repeated;
+                // the page cannot have changed, as a write to it would have left
+                // translated code.
+                self.transfer(self.cache, state);
+                self.retire(retired);
+                self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+                let pc = self.block_pc;
+                self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, state);
+                let back = self.a.jmp();
+                self.a.patch(back, header as i64);
+                return;
+            }
+        }
         self.write_back(self.cache);
         self.retire(retired);
         if target / PAGE_SIZE_BYTES == self.page {
@@ -238,6 +274,26 @@ impl Emitter {
         for (slot, &host) in CACHE_REGS.iter().enumerate() {
             if cache.dirty[slot] {
                 self.a.store(xreg(cache.guest[slot]), host);
+            }
+        }
+    }
+
+    /// Turns register cache state `from` into `to` on a path that joins code expecting
+    /// `to`: first every dirty value that does not stay dirty in the same host register is
+    /// written back (before any host register is overwritten), then every host register
+    /// that `to` expects to hold something else than `from` had is loaded.
+    fn transfer(&mut self, from: RegisterCache, to: RegisterCache) {
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
+            let guest = from.guest[slot];
+            let stays = to.guest[slot] == guest && to.dirty[slot];
+            if guest != 0 && from.dirty[slot] && !stays {
+                self.a.store(xreg(guest), host);
+            }
+        }
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
+            let guest = to.guest[slot];
+            if guest != 0 && from.guest[slot] != guest {
+                self.a.load(Width::W64, host, xreg(guest));
             }
         }
     }
@@ -376,17 +432,30 @@ impl Emitter {
         if rd == 0 {
             return;
         }
+        let homes = self
+            .loop_header
+            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
         let cache = &mut self.cache;
         cache.clock = cache.clock.wrapping_add(1);
         let slot = match cache.find(rd) {
             Some(slot) => slot,
             None => {
-                let slot = match cache.guest.iter().position(|&g| g == 0) {
-                    Some(free) => free,
-                    None => (0..CACHE_REGS.len())
-                        .min_by_key(|&slot| cache.written_at[slot])
-                        .unwrap_or(0),
-                };
+                // In a loop, a register the loop header caches goes back to its slot there,
+                // so the jump back finds it in place; others take a free slot, or the
+                // least recently written one that is no register's home.
+                let home = homes.iter().position(|&g| g == rd);
+                let free =
+                    (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
+                let oldest_spare = (0..CACHE_SLOTS)
+                    .filter(|&slot| homes[slot] == 0)
+                    .min_by_key(|&slot| cache.written_at[slot]);
+                let oldest = (0..CACHE_SLOTS).min_by_key(|&slot| cache.written_at[slot]);
+                let slot = home
+                    .or(free)
+                    .or_else(|| cache.guest.iter().position(|&g| g == 0))
+                    .or(oldest_spare)
+                    .or(oldest)
+                    .unwrap_or(0);
                 if cache.guest[slot] != 0 && cache.dirty[slot] {
                     let evicted = cache.guest[slot];
                     self.a.store(xreg(evicted), CACHE_REGS[slot]);
@@ -413,7 +482,7 @@ impl Emitter {
     /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
     /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
     /// a page-crossing access.
-    fn tlb_probe(&mut self, tlb: super::x86::Reg, key: usize, size: u64) {
+    fn tlb_probe(&mut self, tlb: i32, key: usize, size: u64) {
         let a = &mut self.a;
         a.mov(Width::W64, RCX, RAX);
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
@@ -426,7 +495,7 @@ impl Emitter {
             TLB_ENTRY_BYTES.trailing_zeros() as u8,
         );
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(tlb, RDX, 0));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RBX, RDX, tlb));
         self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
@@ -437,18 +506,24 @@ impl Emitter {
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.tlb_probe(R15, offset_of!(Frame, load_key), size);
+        self.tlb_probe(self.load_tlb, offset_of!(Frame, load_key), size);
         let a = &mut self.a;
         // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(R15, RDX, 8));
+        a.alu_mem(
+            Alu::Add,
+            Width::W64,
+            RCX,
+            at_index(RBX, RDX, self.load_tlb + 8),
+        );
         a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
         self.write_rax(inst.rd);
     }
 
     fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
-        self.tlb_probe(RBP, offset_of!(Frame, store_key), size);
-        self.a.load(Width::W64, RDX, at_index(RBP, RDX, 8));
+        self.tlb_probe(self.store_tlb, offset_of!(Frame, store_key), size);
+        self.a
+            .load(Width::W64, RDX, at_index(RBX, RDX, self.store_tlb + 8));
         self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
         let code_page = self.a.jcc(Cond::NotEqual);
         let resume = self.a.len();
@@ -774,12 +849,37 @@ fn accesses_memory(op: Op) -> bool {
 /// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
 /// the interpreter (to append to the translator's list).
 pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
+    let first = emit_block(ops, &at, None);
+    match first.back_edge {
+        // A loop: translate again with the registers cached at the jump back as the loop
+        // header's state (all marked dirty, so whatever the body leaves there stays put and
+        // every exit writes them back).
+        Some(mut state) => {
+            for slot in 0..CACHE_SLOTS {
+                state.dirty[slot] = state.guest[slot] != 0;
+            }
+            let looped = emit_block(ops, &at, Some(state));
+            (looped.a.code, looped.interpreted)
+        }
+        None => (first.a.code, first.interpreted),
+    }
+}
+
+/// One translation of the block; `header` is the register cache state of its loop header.
+fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>) -> Emitter {
     let pc = at.pc;
+    let count = ops.len() as u32;
     let mut e = Emitter {
         a: Assembler::new(),
         origin: at.origin,
         epilogue: at.epilogue,
         page: pc / PAGE_SIZE_BYTES,
+        block_pc: pc,
+        count,
+        loop_header: None,
+        back_edge: None,
+        load_tlb: at.load_tlb,
+        store_tlb: at.store_tlb,
         stubs: Vec::new(),
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,
@@ -787,7 +887,6 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
         current: None,
         cache: RegisterCache::default(),
     };
-    let count = ops.len() as u32;
     // Entry: enough budget for the whole block, and the page unchanged since decoding.
     e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
     e.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
@@ -803,6 +902,11 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
         }
     }
     e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+    if let Some(state) = header {
+        e.reload(state);
+        e.cache = state;
+        e.loop_header = Some((e.a.len(), state));
+    }
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {
@@ -813,5 +917,5 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
         e.goto(at_pc, count);
     }
     e.emit_stubs();
-    (e.a.code, e.interpreted)
+    e
 }

@@ -166,8 +166,6 @@ pub(crate) enum Exit {
 pub(crate) struct Frame {
     pub x: *mut u64,
     pub ram: *mut u8,
-    pub load_tlb: *const u8,
-    pub store_tlb: *const u8,
     pub load_key: u64,
     pub store_key: u64,
     pub dirty: *mut u64,
@@ -280,7 +278,14 @@ impl Translator {
     }
 
     /// Machine code for a block, to be placed at `used_bytes`.
-    fn assemble(&mut self, ops: &[Instruction], pc: u64, offset: u64, generation: u64) -> Vec<u8> {
+    fn assemble(
+        &mut self,
+        ops: &[Instruction],
+        pc: u64,
+        offset: u64,
+        generation: u64,
+        tlbs: (i32, i32),
+    ) -> Vec<u8> {
         let base = self.base as u64;
         let first_interpreted = self.interpreted_ops.len() as u32;
         let (code, interpreted) = emit::block(
@@ -292,6 +297,8 @@ impl Translator {
                 origin: base + self.used_bytes as u64,
                 epilogue: base + self.epilogue as u64,
                 first_interpreted,
+                load_tlb: tlbs.0,
+                store_tlb: tlbs.1,
             },
         );
         self.interpreted_ops.extend_from_slice(&interpreted);
@@ -573,8 +580,6 @@ impl Hart {
         let mut frame = Frame {
             x: self.x.as_mut_ptr(),
             ram: self.ram.as_mut_ptr(),
-            load_tlb: self.mmu.load.entries_ptr(),
-            store_tlb: self.mmu.store.entries_ptr(),
             load_key: self.mmu.load_key(),
             store_key: self.mmu.store_key(),
             dirty: self.dirty.as_mut_ptr(),
@@ -674,11 +679,12 @@ impl Hart {
             executions: 0,
         };
         if !ops.is_empty() {
-            let mut block = translator.assemble(&ops, pc, offset, generation);
+            let tlbs = self.tlb_distances();
+            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs);
             if translator.used_bytes + block.len() > translator.len_bytes {
                 translator.flush();
                 translator.stats.cache_flushes += 1;
-                block = translator.assemble(&ops, pc, offset, generation);
+                block = translator.assemble(&ops, pc, offset, generation, tlbs);
             }
             let at = translator.place(&block);
             // Stores to these bytes must now bump the page generation.
@@ -691,6 +697,19 @@ impl Hart {
         }
         translator.table[index] = new_slot;
         (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
+    }
+
+    /// Byte distances from `x` to the load and store TLBs' entries: fields of this same
+    /// `Hart`, so the same wherever the hart lives.
+    fn tlb_distances(&self) -> (i32, i32) {
+        let x = self.x.as_ptr() as isize;
+        let distance = |tlb: *const u8| {
+            i32::try_from(tlb as isize - x).expect("a hart's fields lie within 2 GiB")
+        };
+        (
+            distance(self.mmu.load.entries_ptr()),
+            distance(self.mmu.store.entries_ptr()),
+        )
     }
 
     /// The instructions of the block at RAM offset `start`, as `build_block` decodes them:
