@@ -1,5 +1,5 @@
-//! The minimal Linux guest booted twice in one process, interpreted and translated, run in
-//! lockstep with the same budgets: after every slice the hart state and the machine digest
+//! The minimal Linux guest booted in one process interpreted and translated (every block at
+//! once, and only hot blocks as by default), run in lockstep with the same budgets: after every slice the hart state and the machine digest
 //! must be the same. On a difference the run is repeated instruction by instruction from
 //! the last equal point and the first differing instruction is reported.
 
@@ -15,17 +15,18 @@ const SLICE_INSTRUCTIONS: u64 = 200_000;
 /// Instructions after which the comparison stops (the minimal boot takes about 1.05e9).
 const INSTRUCTIONS_MAX: u64 = 1_200_000_000;
 
-fn boot(kernel: &[u8], initrd: &[u8], translate: bool) -> Machine {
+/// `translate`: the translator's hot threshold, or `None` for the interpreter alone.
+fn boot(kernel: &[u8], initrd: &[u8], translate: Option<u32>) -> Machine {
     let config = MachineConfig {
         bootargs: "console=ttyS0 understudy.init='echo hello from init'".to_string(),
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(&config, kernel, Some(initrd)).expect("the guest boots");
-    if translate {
+    if let Some(hot_executions) = translate {
         machine
             .enable_translator(
                 Box::new(MappedCode::new(CODE_CACHE_BYTES).expect("executable memory")),
-                HOT_EXECUTIONS_DEFAULT,
+                hot_executions,
             )
             .expect("translator");
     }
@@ -79,12 +80,22 @@ fn describe(machine: &Machine) -> String {
 }
 
 #[test]
-fn linux_boot_translated_stays_in_lockstep_with_the_interpreter() {
+fn linux_boot_with_every_block_translated_stays_in_lockstep_with_the_interpreter() {
+    lockstep(1);
+}
+
+#[test]
+fn linux_boot_with_hot_blocks_translated_stays_in_lockstep_with_the_interpreter() {
+    lockstep(HOT_EXECUTIONS_DEFAULT);
+}
+
+fn lockstep(hot_executions: u32) {
     let paths = common::artifacts();
     let kernel = std::fs::read(PathBuf::from(&paths["minimal_kernel"])).expect("kernel");
     let initrd = std::fs::read(PathBuf::from(&paths["minimal_initramfs"])).expect("initrd");
-    let mut interpreted = boot(&kernel, &initrd, false);
-    let mut translated = boot(&kernel, &initrd, true);
+    let translate = Some(hot_executions);
+    let mut interpreted = boot(&kernel, &initrd, None);
+    let mut translated = boot(&kernel, &initrd, translate);
     let mut done = 0;
     let mut divergence = None;
     while done < INSTRUCTIONS_MAX {
@@ -110,8 +121,8 @@ fn linux_boot_translated_stays_in_lockstep_with_the_interpreter() {
         return;
     };
     // Replay both to the last equal slice, then one instruction at a time.
-    let mut interpreted = boot(&kernel, &initrd, false);
-    let mut translated = boot(&kernel, &initrd, true);
+    let mut interpreted = boot(&kernel, &initrd, None);
+    let mut translated = boot(&kernel, &initrd, translate);
     step(&mut interpreted, start);
     step(&mut translated, start);
     for offset in 0..SLICE_INSTRUCTIONS {
