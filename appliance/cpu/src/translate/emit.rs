@@ -421,10 +421,31 @@ impl Emitter {
 
     /// `op rax, x[r]`.
     fn alu_source(&mut self, op: Alu, width: Width, r: u8) {
+        self.alu_source_to(RAX, op, width, r);
+    }
+
+    /// `op dst, x[r]`.
+    fn alu_source_to(&mut self, dst: Reg, op: Alu, width: Width, r: u8) {
         match self.cache.find(r) {
-            Some(slot) => self.a.alu(op, width, RAX, CACHE_REGS[slot]),
-            None => self.a.alu_mem(op, width, RAX, xreg(r)),
+            Some(slot) => self.a.alu(op, width, dst, CACHE_REGS[slot]),
+            None => self.a.alu_mem(op, width, dst, xreg(r)),
         }
+    }
+
+    /// The cache slot of `rd` when an operation rd = rs1 op rs2 can be computed in it
+    /// directly: rd is cached already (no eviction that could drop a source) and, unless
+    /// it is also rs1, is not the second source (which the first move would overwrite).
+    fn in_place(&self, rd: u8, rs1: u8, rs2: Option<u8>) -> Option<usize> {
+        let slot = self.cache.find(rd)?;
+        (rs1 == rd || rs2 != Some(rd)).then_some(slot)
+    }
+
+    /// Records that cache slot `slot` was just written.
+    fn wrote(&mut self, slot: usize) {
+        let cache = &mut self.cache;
+        cache.clock = cache.clock.wrapping_add(1);
+        cache.dirty[slot] = true;
+        cache.written_at[slot] = cache.clock;
     }
 
     /// x[rd] = rax, into the register cache (evicting the oldest entry when full).
@@ -556,6 +577,22 @@ impl Emitter {
         if inst.rd == 0 {
             return;
         }
+        let rs2 = (!immediate).then_some(inst.rs2);
+        if let Some(slot) = self.in_place(inst.rd, inst.rs1, rs2) {
+            let host = CACHE_REGS[slot];
+            if inst.rs1 != inst.rd {
+                self.read(host, inst.rs1);
+            }
+            match rs2 {
+                None => self.a.alu_imm(op, width, host, inst.imm),
+                Some(rs2) => self.alu_source_to(host, op, width, rs2),
+            }
+            if width == Width::W32 {
+                self.a.movsxd(host, host);
+            }
+            self.wrote(slot);
+            return;
+        }
         self.read(RAX, inst.rs1);
         if immediate {
             self.a.alu_imm(op, width, RAX, inst.imm);
@@ -572,9 +609,23 @@ impl Emitter {
         if inst.rd == 0 {
             return;
         }
+        let mask = if width == Width::W64 { 63 } else { 31 };
+        if immediate {
+            if let Some(slot) = self.in_place(inst.rd, inst.rs1, None) {
+                let host = CACHE_REGS[slot];
+                if inst.rs1 != inst.rd {
+                    self.read(host, inst.rs1);
+                }
+                self.a.shift_imm(op, width, host, (inst.imm & mask) as u8);
+                if width == Width::W32 {
+                    self.a.movsxd(host, host);
+                }
+                self.wrote(slot);
+                return;
+            }
+        }
         self.read(RAX, inst.rs1);
         if immediate {
-            let mask = if width == Width::W64 { 63 } else { 31 };
             self.a.shift_imm(op, width, RAX, (inst.imm & mask) as u8);
         } else {
             // x86 masks the count to 6 (64-bit) or 5 (32-bit) bits, as RV64I does for
