@@ -676,3 +676,55 @@ fn by_default_only_blocks_run_often_enough_are_translated() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn code_on_a_page_that_gets_remapped_runs_what_the_new_mapping_holds() {
+    use crate::tests::{sv39_hart, write_u64, ROOT};
+    use Op::*;
+    // S-mode code at one virtual page, first backed by physical page A, then (after the
+    // page table changes) by page B, with and without the TLB flush that makes the change
+    // visible; translated blocks are keyed by the physical page, so neither may leak.
+    const VA: u64 = 0x4000_0000;
+    const PAGE_A: u64 = RAM_BASE + 0x20_000;
+    const PAGE_B: u64 = RAM_BASE + 0x21_000;
+    let flags = 0xcb; // V R X A D (privileged spec 4.3.1)
+    let code_a = assemble(&[
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 11, 11, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ]);
+    let code_b = assemble(&[
+        ins(Addi, 10, 10, 0, 100),
+        ins(Addi, 12, 12, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ]);
+    let leaf = ROOT + 0x2000 + ((VA >> 12) & 0x1ff) * 8;
+    let build = || {
+        let mut h = sv39_hart(VA, PAGE_A, flags);
+        h.write_phys(GuestPhysAddr(PAGE_A), &code_a).unwrap();
+        h.write_phys(GuestPhysAddr(PAGE_B), &code_b).unwrap();
+        h.reset(VA, Privilege::Supervisor, 0, 0);
+        h
+    };
+    for flush in [true, false] {
+        let mut reference = build();
+        let mut translated = translating(build());
+        let what = format!("remap, flush {flush}");
+        lockstep(&mut reference, &mut translated, &[300, 301], &what);
+        for h in [&mut reference, &mut translated] {
+            write_u64(h, leaf, (PAGE_B >> 12) << 10 | flags);
+            if flush {
+                h.flush_translations();
+            }
+        }
+        lockstep(&mut reference, &mut translated, &[300, 7, 300], &what);
+        let b_runs = translated.x(12);
+        if flush {
+            assert!(b_runs > 200, "{what}: page B ran {b_runs} times");
+        } else {
+            // The cached translation still maps page A, as the spec allows until sfence.vma.
+            assert_eq!(b_runs, 0, "{what}: page B ran without a flush");
+        }
+        assert!(entries(&translated) > 0, "{what}: nothing translated");
+    }
+}
