@@ -1,9 +1,9 @@
 //! A small x86-64 encoder: just the instructions the translator's templates use.
 //!
 //! Encodings follow the Intel SDM volume 2 (chapter 2 for REX, ModRM and SIB; the opcode
-//! tables of chapters 3-5 for each instruction). Memory operands always use a 32-bit
-//! displacement (ModRM mod = 10), which sidesteps the special cases of rbp/r13 as a base
-//! with mod = 00 at the cost of a few bytes.
+//! tables of chapters 3-5 for each instruction). Memory operands use an 8- or 32-bit
+//! displacement (ModRM mod = 01 or 10), never none, which sidesteps the special cases of
+//! rbp/r13 as a base with mod = 00 at the cost of a byte.
 
 use alloc::vec::Vec;
 
@@ -161,22 +161,29 @@ impl Assembler {
 
     /// ModRM (+ SIB) + disp32 for a memory operand (SDM tables 2-2 and 2-3).
     fn modrm_mem(&mut self, reg: u8, mem: Mem) {
+        // mod = 01 (disp8) when the displacement fits, else 10 (disp32); never 00.
+        let short = i8::try_from(mem.disp).is_ok();
+        let mode = if short { 0x40 } else { 0x80 };
         match mem.index {
             None if mem.base.0 & 7 != 4 => {
-                self.byte(0x80 | (reg & 7) << 3 | (mem.base.0 & 7));
+                self.byte(mode | (reg & 7) << 3 | (mem.base.0 & 7));
             }
             None => {
                 // rsp/r12 as a base need a SIB byte with no index (index = 100).
-                self.byte(0x80 | (reg & 7) << 3 | 4);
+                self.byte(mode | (reg & 7) << 3 | 4);
                 self.byte(4 << 3 | (mem.base.0 & 7));
             }
             Some(index) => {
                 assert!(index != RSP, "rsp cannot be an index register");
-                self.byte(0x80 | (reg & 7) << 3 | 4);
+                self.byte(mode | (reg & 7) << 3 | 4);
                 self.byte((index.0 & 7) << 3 | (mem.base.0 & 7));
             }
         }
-        self.imm32(mem.disp);
+        if short {
+            self.byte(mem.disp as i8 as u8);
+        } else {
+            self.imm32(mem.disp);
+        }
     }
 
     fn modrm_reg(&mut self, reg: u8, rm: u8) {
@@ -447,38 +454,43 @@ mod tests {
     }
 
     // Expected bytes are the encodings binutils' `as` produces for the same instruction
-    // (with a 32-bit displacement where ours always uses one).
+    // (with an 8-bit displacement of 0 where `as` would use none).
     #[test]
     fn memory_operands_encode_rsp_r12_and_r13_bases_and_index_registers() {
+        // mov rax, [rbx+0x100] (a 32-bit displacement)
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RAX, at(RBX, 0x100))),
+            [0x48, 0x8b, 0x83, 0, 1, 0, 0]
+        );
         // mov rax, [rbx+0x10]
         assert_eq!(
             bytes(|a| a.load(Width::W64, RAX, at(RBX, 0x10))),
-            [0x48, 0x8b, 0x83, 0x10, 0, 0, 0]
+            [0x48, 0x8b, 0x43, 0x10]
         );
         // mov rcx, [r12+8]
         assert_eq!(
             bytes(|a| a.load(Width::W64, RCX, at(R12, 8))),
-            [0x49, 0x8b, 0x8c, 0x24, 8, 0, 0, 0]
+            [0x49, 0x8b, 0x4c, 0x24, 8]
         );
         // mov rax, [r13+0]
         assert_eq!(
             bytes(|a| a.load(Width::W64, RAX, at(R13, 0))),
-            [0x49, 0x8b, 0x85, 0, 0, 0, 0]
+            [0x49, 0x8b, 0x45, 0]
         );
         // mov rcx, [r15+rdx+8]
         assert_eq!(
             bytes(|a| a.load(Width::W64, RCX, at_index(R15, RDX, 8))),
-            [0x49, 0x8b, 0x8c, 0x17, 8, 0, 0, 0]
+            [0x49, 0x8b, 0x4c, 0x17, 8]
         );
         // mov [r12+rcx], al
         assert_eq!(
             bytes(|a| a.store_sized(1, at_index(R12, RCX, 0), RAX)),
-            [0x41, 0x88, 0x84, 0x0c, 0, 0, 0, 0]
+            [0x41, 0x88, 0x44, 0x0c, 0]
         );
         // mov [r12+rcx], ax
         assert_eq!(
             bytes(|a| a.store_sized(2, at_index(R12, RCX, 0), RAX)),
-            [0x66, 0x41, 0x89, 0x84, 0x0c, 0, 0, 0, 0]
+            [0x66, 0x41, 0x89, 0x44, 0x0c, 0]
         );
     }
 
@@ -487,17 +499,17 @@ mod tests {
         // movsx rax, byte [r12+rcx]
         assert_eq!(
             bytes(|a| a.load_extend(1, true, RAX, at_index(R12, RCX, 0))),
-            [0x49, 0x0f, 0xbe, 0x84, 0x0c, 0, 0, 0, 0]
+            [0x49, 0x0f, 0xbe, 0x44, 0x0c, 0]
         );
         // movzx eax, word [r12+rcx]
         assert_eq!(
             bytes(|a| a.load_extend(2, false, RAX, at_index(R12, RCX, 0))),
-            [0x41, 0x0f, 0xb7, 0x84, 0x0c, 0, 0, 0, 0]
+            [0x41, 0x0f, 0xb7, 0x44, 0x0c, 0]
         );
         // movsxd rax, dword [r12+rcx]
         assert_eq!(
             bytes(|a| a.load_extend(4, true, RAX, at_index(R12, RCX, 0))),
-            [0x49, 0x63, 0x84, 0x0c, 0, 0, 0, 0]
+            [0x49, 0x63, 0x44, 0x0c, 0]
         );
     }
 
@@ -552,7 +564,7 @@ mod tests {
         // cmp qword [rax+0x10], 7
         assert_eq!(
             bytes(|a| a.cmp_mem_imm(at(RAX, 0x10), 7)),
-            [0x48, 0x81, 0xb8, 0x10, 0, 0, 0, 7, 0, 0, 0]
+            [0x48, 0x81, 0x78, 0x10, 7, 0, 0, 0]
         );
         // push r15; pop rbx
         assert_eq!(bytes(|a| a.push(R15)), [0x41, 0x57]);
@@ -562,7 +574,7 @@ mod tests {
         // call [r14+0x58]
         assert_eq!(
             bytes(|a| a.call_mem(at(R14, 0x58))),
-            [0x41, 0xff, 0x96, 0x58, 0, 0, 0]
+            [0x41, 0xff, 0x56, 0x58]
         );
     }
 
