@@ -1,7 +1,9 @@
-//! CPU benchmark: the same CPU-bound guest (appliance/guest/isa/bench/coremark_like.c, about
-//! 1.5 billion instructions of list, integer matrix, state machine, CRC and floating-point
-//! work) runs in our machine and in `qemu-system-riscv64 -M virt` (TCG) in one run; prints
-//! guest MIPS for both and their ratio. Run with `cargo bench --bench cpu_vs_qemu`.
+//! CPU benchmark: benchmark guests (appliance/guest/isa/bench/*.c) run in one go under
+//! `qemu-system-riscv64 -M virt` with TCG, under QEMU with `-icount shift=0` (exact counting,
+//! as ours), and in our machine interpreted and translated (`run-guest --translate`); prints
+//! guest MIPS for each and the ratios of the translator to the others. Checksums must agree
+//! between all four. Run with `cargo bench --bench cpu_vs_qemu [-- GUEST...]`, GUEST among
+//! integer_heavy, memory_bound, fp_heavy and coremark_like (default: all).
 
 #[path = "../appliance/guest/isa/harness.rs"]
 mod harness;
@@ -11,6 +13,25 @@ use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 const INSTRUCTIONS_MAX: u64 = 20_000_000_000;
+/// The guests, in the order measured, with what each stresses.
+const GUESTS: [(&str, &str); 4] = [
+    (
+        "integer_heavy",
+        "integer ALU, multiply, branches; cache resident",
+    ),
+    (
+        "memory_bound",
+        "pointer chase, strided sums, copies over 32 MiB",
+    ),
+    (
+        "fp_heavy",
+        "double matrix products, square roots, single polynomials",
+    ),
+    (
+        "coremark_like",
+        "lists, integer matrices, state machine, CRC, some FP",
+    ),
+];
 
 /// The guest's own summary lines, `bench.<name> 0x<value>`.
 fn guest_value(stdout: &[u8], name: &str) -> Option<u64> {
@@ -20,6 +41,16 @@ fn guest_value(stdout: &[u8], name: &str) -> Option<u64> {
         .find(|line| line.starts_with(&format!("bench.{name} ")))?;
     let value = line.split_whitespace().nth(1)?;
     u64::from_str_radix(value.trim_start_matches("0x"), 16).ok()
+}
+
+/// Every `bench.*` line except the instruction count (QEMU without icount counts
+/// differently): the results that must agree.
+fn checksums(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|line| line.starts_with("bench.") && !line.starts_with("bench.instret"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `instructions <N>` from `run-guest --stats` on stderr.
@@ -33,122 +64,168 @@ fn mips(instructions: u64, elapsed: Duration) -> f64 {
     instructions as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
 
-fn line(
-    name: &str,
-    wall: Duration,
+/// One machine's run of one guest.
+struct Measured {
+    name: &'static str,
     wall_mips: f64,
-    cpu: Option<Duration>,
     cpu_mips: Option<f64>,
-) -> String {
-    let mut text = format!(
-        "{name:<12} wall {:8.3} s {:8.1} MIPS",
-        wall.as_secs_f64(),
-        wall_mips
+}
+
+fn measure(name: &'static str, outcome: &harness::Outcome, instructions: u64) -> Measured {
+    let measured = Measured {
+        name,
+        wall_mips: mips(instructions, outcome.elapsed),
+        cpu_mips: outcome.cpu_time.map(|time| mips(instructions, time)),
+    };
+    let cpu = match (outcome.cpu_time, measured.cpu_mips) {
+        (Some(time), Some(cpu_mips)) => {
+            format!("   cpu {:8.3} s {:8.1} MIPS", time.as_secs_f64(), cpu_mips)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "  {name:<22} wall {:8.3} s {:8.1} MIPS{cpu}",
+        outcome.elapsed.as_secs_f64(),
+        measured.wall_mips
     );
-    if let (Some(cpu), Some(cpu_mips)) = (cpu, cpu_mips) {
-        text.push_str(&format!(
-            "   cpu {:8.3} s {:8.1} MIPS",
-            cpu.as_secs_f64(),
-            cpu_mips
+    measured
+}
+
+fn ratio_line(ours: &Measured, other: &Measured, goal: Option<f64>) {
+    let mut text = format!(
+        "  ratio {} / {}: {:.2} (wall)",
+        ours.name,
+        other.name,
+        ours.wall_mips / other.wall_mips
+    );
+    if let (Some(a), Some(b)) = (ours.cpu_mips, other.cpu_mips) {
+        let cpu_ratio = a / b;
+        text.push_str(&format!(", {cpu_ratio:.2} (cpu)"));
+        if let Some(goal) = goal {
+            let verdict = if cpu_ratio >= goal { "met" } else { "MISSED" };
+            text.push_str(&format!("   goal >= {goal:.1}: {verdict}"));
+        }
+    }
+    println!("{text}");
+}
+
+fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
+    let elf = dir.join(format!("{guest}.elf"));
+    if !elf.is_file() {
+        return Err(format!("{} was not built", elf.display()));
+    }
+    println!("guest {guest}: {what}");
+    let binary: &Path = env!("CARGO_BIN_EXE_understudy").as_ref();
+    let interpreted =
+        harness::run_understudy_with(binary, &elf, INSTRUCTIONS_MAX, true, &[], RUN_TIMEOUT);
+    let translated = harness::run_understudy_with(
+        binary,
+        &elf,
+        INSTRUCTIONS_MAX,
+        true,
+        &["--translate"],
+        RUN_TIMEOUT,
+    );
+    let tcg = harness::run_qemu(&elf, false, RUN_TIMEOUT);
+    let icount = harness::run_qemu(&elf, true, RUN_TIMEOUT);
+    for (name, outcome) in [
+        ("interpreter", &interpreted),
+        ("translator", &translated),
+        ("qemu tcg", &tcg),
+        ("qemu icount", &icount),
+    ] {
+        if outcome.status != Some(0) {
+            return Err(format!(
+                "{guest} under {name}: {} {}",
+                outcome.describe_status(),
+                String::from_utf8_lossy(&outcome.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    let expected = checksums(&icount.stdout);
+    for (name, outcome) in [
+        ("interpreter", &interpreted),
+        ("translator", &translated),
+        ("qemu tcg", &tcg),
+    ] {
+        if checksums(&outcome.stdout) != expected {
+            return Err(format!(
+                "{guest}: {name} printed {:?}, qemu -icount {expected:?}",
+                checksums(&outcome.stdout)
+            ));
+        }
+    }
+    // Our machine counts every instruction of the run; the guest's own count (minstret
+    // around its work) must agree between us and QEMU in icount mode.
+    let instructions = stats_instructions(&interpreted.stderr).ok_or("no instruction count")?;
+    if stats_instructions(&translated.stderr) != Some(instructions) {
+        return Err(format!(
+            "{guest}: the translator retired {:?} instructions, the interpreter {instructions}",
+            stats_instructions(&translated.stderr)
         ));
     }
-    text
+    let guest_instret = guest_value(&interpreted.stdout, "instret");
+    if guest_value(&icount.stdout, "instret") != guest_instret
+        || guest_value(&translated.stdout, "instret") != guest_instret
+    {
+        return Err(format!("{guest}: the guest's own minstret deltas differ"));
+    }
+    println!("  guest instructions: {instructions}");
+    let interpreter = measure("understudy interpreter", &interpreted, instructions);
+    let translator = measure("understudy translator", &translated, instructions);
+    let tcg = measure("qemu tcg", &tcg, instructions);
+    let icount = measure("qemu -icount shift=0", &icount, instructions);
+    if let Some(line) = String::from_utf8_lossy(&translated.stderr)
+        .lines()
+        .find(|line| line.starts_with("translator "))
+    {
+        println!("  {line}");
+    }
+    ratio_line(&translator, &interpreter, None);
+    ratio_line(&translator, &tcg, Some(1.0));
+    ratio_line(&translator, &icount, Some(3.0));
+    Ok(())
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter that does not name us means "not this one".
+    // `cargo bench` passes `--bench`; other words are guest names, or "cpu_vs_qemu" itself
+    // when another bench target's filter was meant.
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|filter| "cpu_vs_qemu".contains(filter.as_str()))
-    {
+    let selected: Vec<(&str, &str)> = GUESTS
+        .iter()
+        .copied()
+        .filter(|(guest, _)| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| guest.contains(f.as_str()) || "cpu_vs_qemu".contains(f.as_str()))
+        })
+        .collect();
+    if selected.is_empty() {
         return;
     }
     harness::require_tools(&["riscv64-unknown-elf-gcc", "qemu-system-riscv64"]);
-    let elf = harness::build_programs().join("coremark_like.elf");
-    assert!(elf.is_file(), "{} was not built", elf.display());
-    println!("guest: {}", elf.display());
-
-    let qemu = harness::run_qemu(&elf, false, RUN_TIMEOUT);
-    assert_eq!(
-        qemu.status,
-        Some(0),
-        "QEMU run failed ({}): {}",
-        qemu.describe_status(),
-        String::from_utf8_lossy(&qemu.stderr)
+    let dir = harness::build_programs();
+    println!("guests: {}", dir.display());
+    println!(
+        "MIPS by wall time, and by the process's own CPU time (fairer when the host is busy;\n\
+         QEMU's includes its I/O thread). The instruction count is our machine's, which equals\n\
+         QEMU -icount's."
     );
-
-    let binary: &Path = env!("CARGO_BIN_EXE_understudy").as_ref();
-    let ours = harness::run_understudy(binary, &elf, INSTRUCTIONS_MAX, true, RUN_TIMEOUT);
-    let ours_ok = ours.status == Some(0);
-
-    // The instruction count is a property of the program: our machine counts it exactly;
-    // without a working run, QEMU in icount mode (slower, not timed) counts it instead.
-    let instructions = if ours_ok {
-        stats_instructions(&ours.stderr).or_else(|| guest_value(&ours.stdout, "instret"))
-    } else {
-        let counted = harness::run_qemu(&elf, true, RUN_TIMEOUT);
-        guest_value(&counted.stdout, "instret")
+    let mut failed = false;
+    for (guest, what) in selected {
+        if let Err(problem) = bench_guest(&dir, guest, what) {
+            println!("  FAILED: {problem}");
+            failed = true;
+        }
     }
-    .expect("no instruction count from either machine");
-
-    println!("guest instructions: {instructions}");
-    println!(
-        "MIPS by wall time, and by the process's own CPU time (fairer when the host is busy):"
-    );
-    let qemu_mips = mips(instructions, qemu.elapsed);
-    let qemu_cpu_mips = qemu.cpu_time.map(|time| mips(instructions, time));
-    println!(
-        "{}",
-        line(
-            "qemu (TCG)",
-            qemu.elapsed,
-            qemu_mips,
-            qemu.cpu_time,
-            qemu_cpu_mips
-        )
-    );
-    if ours_ok {
-        for name in ["crc", "float"] {
-            assert_eq!(
-                guest_value(&qemu.stdout, name),
-                guest_value(&ours.stdout, name),
-                "checksum {name} differs between QEMU and our machine"
-            );
-        }
-        let ours_mips = mips(instructions, ours.elapsed);
-        let ours_cpu_mips = ours.cpu_time.map(|time| mips(instructions, time));
-        println!(
-            "{}",
-            line(
-                "understudy",
-                ours.elapsed,
-                ours_mips,
-                ours.cpu_time,
-                ours_cpu_mips
-            )
-        );
-        print!(
-            "ratio understudy / qemu: {:.2} (wall)",
-            ours_mips / qemu_mips
-        );
-        if let (Some(ours_cpu), Some(qemu_cpu)) = (ours_cpu_mips, qemu_cpu_mips) {
-            print!(", {:.2} (cpu)", ours_cpu / qemu_cpu);
-        }
-        println!();
-    } else {
-        println!(
-            "understudy: run failed ({}): {}",
-            ours.describe_status(),
-            String::from_utf8_lossy(&ours.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+    if failed {
         std::process::exit(1);
     }
 }

@@ -2,7 +2,8 @@
 //! programs (integer, M, A on a scratch buffer, F/D in every rounding mode, compressed,
 //! bounded forward branches, and instructions that trap) run in M, S or U mode in both
 //! machines; every x and f register, fcsr, the log of traps taken and the scratch buffer are
-//! printed at the end and must match exactly.
+//! printed at the end and must match exactly. Each program also runs translated
+//! (`--translate`), which must match QEMU too and pass through the interpreter's state digests.
 //!
 //! `UNDERSTUDY_FUZZ_SEED` (a number, or `random`) picks the seed, `UNDERSTUDY_FUZZ_PROGRAMS`
 //! how many programs, `UNDERSTUDY_FUZZ_ONLY` a single program index to reproduce.
@@ -988,7 +989,13 @@ fn random_valid_instruction_sequences_match_qemu() {
             .unwrap_or_else(|error| panic!("seed {seed:#x} program {index}: {error}"));
         let qemu = harness::run_qemu(&elf, true, RUN_TIMEOUT);
         let ours = harness::run_understudy(binary, &elf, INSTRUCTIONS_MAX, false, RUN_TIMEOUT);
-        if let Err(report) = harness::compare(&format!("program {index}"), &qemu, &ours) {
+        let translated =
+            harness::run_interpreted_and_translated(binary, &elf, INSTRUCTIONS_MAX, RUN_TIMEOUT)
+                .and_then(|(_, translated)| {
+                    harness::compare(&format!("program {index}, translated"), &qemu, &translated)
+                });
+        let compared = harness::compare(&format!("program {index}"), &qemu, &ours).and(translated);
+        if let Err(report) = compared {
             println!("{report}");
             println!(
                 "reproduce: UNDERSTUDY_FUZZ_SEED={seed:#x} UNDERSTUDY_FUZZ_ONLY={index} cargo test --release \

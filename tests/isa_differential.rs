@@ -1,6 +1,8 @@
 //! Differential tests of the hart against QEMU: every ISA test program in
 //! appliance/guest/isa/programs runs under `qemu-system-riscv64 -M virt` and under
-//! `understudy run-guest`; console output and exit status must be identical.
+//! `understudy run-guest`, interpreted and translated (`--translate`); console output and
+//! exit status must be identical, and the interpreted and translated runs must pass through
+//! the same state digests.
 
 #[path = "../appliance/guest/isa/harness.rs"]
 mod harness;
@@ -25,6 +27,17 @@ fn differential(name: &str) {
         false,
         RUN_TIMEOUT,
     );
+    let translated = harness::run_interpreted_and_translated(
+        env!("CARGO_BIN_EXE_understudy").as_ref(),
+        &elf,
+        INSTRUCTIONS_MAX,
+        RUN_TIMEOUT,
+    )
+    .map(|(_, translated)| translated)
+    .unwrap_or_else(|report| panic!("translator: {report}"));
+    if let Err(report) = harness::compare(name, &qemu, &translated) {
+        panic!("translator: {report}");
+    }
     if let Err(report) = harness::compare(name, &qemu, &ours) {
         panic!(
             "{report}\nreproduce: qemu-system-riscv64 -M virt -cpu {} -bios none -nographic -icount shift=0 -kernel {}\n\

@@ -104,7 +104,7 @@ impl BlockCache {
 }
 
 /// Whether `op` must be the last instruction of a block.
-fn ends_block(op: Op) -> bool {
+pub(crate) fn ends_block(op: Op) -> bool {
     use Op::*;
     matches!(
         op,
@@ -186,7 +186,7 @@ impl Hart {
 
     /// Completes an instruction that ends its block.
     #[inline]
-    fn finish(&mut self, inst: &Instruction, flow: Flow) -> Option<StopReason> {
+    pub(crate) fn finish(&mut self, inst: &Instruction, flow: Flow) -> Option<StopReason> {
         self.instret += 1;
         match flow {
             Flow::Jumped => None,
@@ -238,21 +238,28 @@ impl Hart {
         if built {
             entry.tag = start;
             entry.generation = self.blocks.page_generations[page];
-            let first = (start % PAGE_SIZE_BYTES) / 64;
-            let last = ((at - 1) % PAGE_SIZE_BYTES) / 64;
-            let chunks = (u64::MAX >> (63 - last)) & (u64::MAX << first);
-            if self.blocks.code_chunks[page] == 0 {
-                // From now on stores to this page must take the slow path.
-                self.mmu.store.mark_ram_page_code(page);
-            }
-            self.blocks.code_chunks[page] |= chunks;
+            self.note_decoded_range(start, at);
         }
         built
     }
 
+    /// Records that RAM bytes [start, end) (within one page) hold decoded instructions, so
+    /// stores to them invalidate the page's blocks and translations.
+    pub(crate) fn note_decoded_range(&mut self, start: u64, end: u64) {
+        let page = (start / PAGE_SIZE_BYTES) as usize;
+        let first = (start % PAGE_SIZE_BYTES) / 64;
+        let last = ((end - 1) % PAGE_SIZE_BYTES) / 64;
+        let chunks = (u64::MAX >> (63 - last)) & (u64::MAX << first);
+        if self.blocks.code_chunks[page] == 0 {
+            // From now on stores to this page must take the slow path.
+            self.mmu.store.mark_ram_page_code(page);
+        }
+        self.blocks.code_chunks[page] |= chunks;
+    }
+
     /// Fetches, decodes and executes one instruction without the cache (an instruction
     /// that crosses a page boundary, or one in a page with a PMP boundary inside).
-    fn step_slow(&mut self, platform: &mut impl Platform) -> Option<StopReason> {
+    pub(crate) fn step_slow(&mut self, platform: &mut impl Platform) -> Option<StopReason> {
         let inst = match self.fetch_uncached(self.pc) {
             Ok(inst) => inst,
             Err(e) => return self.take_trap(e.cause, e.tval, false),

@@ -4,7 +4,8 @@
 //! only at instruction boundaries determined by architectural state, and reaches the outside
 //! world only through the `Platform` trait (MMIO and the `time` CSR). Speed comes from a
 //! decode cache of straight-line blocks keyed by physical address and direct-mapped soft TLBs
-//! per access kind that cover RAM only (the TinyEMU/RVVM shape).
+//! per access kind that cover RAM only (the TinyEMU/RVVM shape), and, when the embedder hands
+//! in executable memory, from a translator of hot integer code to x86-64 (`translate`).
 //!
 //! Implementation choices where the specifications leave room (matching QEMU 7.2 TCG):
 //! - A and D bits are set by the hart during the page walk (the PTE is written back), not
@@ -25,9 +26,10 @@
 //!   off at reset, so whoever starts the hart below M-mode grants memory first, as firmware
 //!   does.
 //!
-//! Determinism: the decode cache and TLBs are not architectural state and cannot change
-//! what the guest observes (stores keep decoded code coherent at once, with or without
-//! fence.i; TLBs hold only what the page tables said when filled, as the spec permits).
+//! Determinism: the decode cache, the translator and TLBs are not architectural state and
+//! cannot change what the guest observes (stores keep decoded and translated code coherent
+//! at once, with or without fence.i; TLBs hold only what the page tables said when filled,
+//! as the spec permits).
 #![no_std]
 #![warn(missing_docs)]
 extern crate alloc;
@@ -40,6 +42,7 @@ mod fp;
 pub mod inst;
 mod mmu;
 mod pmp;
+mod translate;
 mod trigger;
 
 use alloc::vec;
@@ -49,6 +52,10 @@ use core::fmt;
 pub use csr::numbers as csr_numbers;
 pub use debug::{DataAccess, DebugStop, DebugTargets, WatchKind, Watchpoint};
 pub use inst::{decode, decode_compressed, encode, Instruction, Op};
+pub use translate::{
+    ExecutableMemory, TranslatorError, TranslatorStats, CODE_BYTES_MAX, CODE_BYTES_MIN,
+    HOT_EXECUTIONS_DEFAULT,
+};
 
 /// A guest physical address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -290,6 +297,8 @@ pub struct Hart {
     /// One bit per RAM page written since the last `take_dirty_pages`.
     pub(crate) dirty: Vec<u64>,
     pub(crate) blocks: block::BlockCache,
+    /// The translator and its code cache, when the embedder turned it on.
+    pub(crate) translator: Option<alloc::boxed::Box<translate::Translator>>,
 }
 
 impl fmt::Debug for Hart {
@@ -334,6 +343,7 @@ impl Hart {
             mmu: mmu::Tlbs::new(),
             dirty: vec![0u64; (pages as usize).div_ceil(64)],
             blocks: block::BlockCache::new(pages as usize),
+            translator: None,
         };
         hart.update_tlb_keys();
         hart
@@ -371,7 +381,12 @@ impl Hart {
                     break stop;
                 }
             }
-            if let Some(stop) = self.run_block(platform, end) {
+            let stop = if self.translator.is_some() {
+                self.run_translated(platform, end)
+            } else {
+                self.run_block(platform, end)
+            };
+            if let Some(stop) = stop {
                 break stop;
             }
         };
@@ -581,6 +596,11 @@ impl Hart {
         self.last_trap_instret = u64::MAX;
         self.mmu.flush_all();
         self.blocks.clear();
+        if let Some(translator) = self.translator.as_mut() {
+            // Translations are checked against page generations, which `clear` leaves
+            // alone while RAM may change freely until code is decoded again.
+            translator.flush();
+        }
         self.update_tlb_keys();
         Ok(())
     }

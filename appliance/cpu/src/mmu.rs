@@ -72,7 +72,9 @@ impl Access {
     }
 }
 
+/// `#[repr(C)]`: translated code reads `tag` at byte 0 and `ram_offset` at byte 8.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct TlbEntry {
     tag: u64,
     /// Offset of the page's first byte in guest RAM, with flags in the low 12 bits.
@@ -106,6 +108,10 @@ impl Tlb {
                 e.ram_offset |= STORE_THROUGH_SLOW_PATH;
             }
         }
+    }
+    /// The first entry, for translated code's inline lookup (`translate::emit`).
+    pub fn entries_ptr(&self) -> *const u8 {
+        self.entries.as_ptr().cast()
     }
     /// The entry's RAM offset with its flags, on a hit.
     #[inline(always)]
@@ -144,6 +150,14 @@ impl Tlbs {
             load_key: 0,
             store_key: 0,
         }
+    }
+    /// The permission key in load TLB tags now.
+    pub fn load_key(&self) -> u64 {
+        self.load_key
+    }
+    /// The permission key in store TLB tags now.
+    pub fn store_key(&self) -> u64 {
+        self.store_key
     }
     pub fn flush_all(&mut self) {
         self.fetch.flush();
@@ -298,6 +312,17 @@ impl Hart {
             return Ok(((ppn << 12) & !mask) | (vaddr & mask));
         }
         Err(access.page_fault(vaddr))
+    }
+
+    /// RAM offset of the instruction at `vaddr` when the fetch TLB holds its page (so a
+    /// block may run from it), without walking the page table.
+    #[inline]
+    pub(crate) fn fetch_cached(&self, vaddr: u64) -> Option<u64> {
+        let tag = (vaddr >> 12) | self.mmu.fetch_key;
+        self.mmu
+            .fetch
+            .lookup(tag, vaddr)
+            .map(|page| page + (vaddr & 0xfff))
     }
 
     /// RAM offset of the instruction parcel at `vaddr` (fetches from outside RAM fault).

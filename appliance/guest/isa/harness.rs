@@ -239,6 +239,18 @@ pub fn run_understudy(
     stats: bool,
     timeout: Duration,
 ) -> Outcome {
+    run_understudy_with(binary, elf, max_instructions, stats, &[], timeout)
+}
+
+/// `run_understudy` with more `run-guest` arguments (`--translate`, `--digest-every N`).
+pub fn run_understudy_with(
+    binary: &Path,
+    elf: &Path,
+    max_instructions: u64,
+    stats: bool,
+    extra: &[&str],
+    timeout: Duration,
+) -> Outcome {
     let mut command = Command::new(binary);
     command.arg("run-guest").arg("--kernel").arg(elf);
     command.args(["--clock", "virtual", "--max-instructions"]);
@@ -246,7 +258,82 @@ pub fn run_understudy(
     if stats {
         command.arg("--stats");
     }
+    command.args(extra);
     run_with_timeout(&mut command, timeout)
+}
+
+/// Instructions between state digests when a run is compared with a translated one.
+pub const DIGEST_EVERY_INSTRUCTIONS: u64 = 1_000;
+
+/// The `digest <count> <hex>` lines a run printed to stderr (`--digest-every`).
+pub fn digests(outcome: &Outcome) -> Vec<String> {
+    String::from_utf8_lossy(&outcome.stderr)
+        .lines()
+        .filter(|line| line.starts_with("digest "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `elf` interpreted and translated, both with state digests every
+/// `DIGEST_EVERY_INSTRUCTIONS`; returns both outcomes, or why their digests, exit
+/// statuses or console output differ.
+pub fn run_interpreted_and_translated(
+    binary: &Path,
+    elf: &Path,
+    max_instructions: u64,
+    timeout: Duration,
+) -> Result<(Outcome, Outcome), String> {
+    let every = DIGEST_EVERY_INSTRUCTIONS.to_string();
+    let interpreted = run_understudy_with(
+        binary,
+        elf,
+        max_instructions,
+        false,
+        &["--digest-every", &every],
+        timeout,
+    );
+    let translated = run_understudy_with(
+        binary,
+        elf,
+        max_instructions,
+        false,
+        // The translator forced on: every block translated the first time it runs.
+        &[
+            "--digest-every",
+            &every,
+            "--translate",
+            "--translate-after",
+            "1",
+        ],
+        timeout,
+    );
+    let (left, right) = (digests(&interpreted), digests(&translated));
+    if left.is_empty() {
+        return Err(format!("{}: the run printed no digests", elf.display()));
+    }
+    if left != right {
+        let first = left
+            .iter()
+            .zip(&right)
+            .position(|(a, b)| a != b)
+            .unwrap_or(left.len().min(right.len()));
+        return Err(format!(
+            "{}: state digests part at checkpoint {first} of {} (interpreter {:?}, translator {:?})",
+            elf.display(),
+            left.len(),
+            left.get(first),
+            right.get(first)
+        ));
+    }
+    if interpreted.status != translated.status || interpreted.stdout != translated.stdout {
+        return Err(format!(
+            "{}: interpreter {} but translator {}, or their console output differs",
+            elf.display(),
+            interpreted.describe_status(),
+            translated.describe_status()
+        ));
+    }
+    Ok((interpreted, translated))
 }
 
 /// Lines of context printed around a difference, and the most differing lines shown.

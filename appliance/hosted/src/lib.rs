@@ -1,5 +1,6 @@
 //! The hosted platform: runs the machine as a Linux process with a console and a clock.
 
+pub mod code_memory;
 pub mod demo;
 pub mod disk;
 pub mod gdb;

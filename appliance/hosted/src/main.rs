@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
+use understudy::code_memory::{MappedCode, CODE_CACHE_BYTES};
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
 use understudy::gdb::GdbDebugger;
@@ -20,7 +21,7 @@ use understudy::record::{
 use understudy::replay;
 use understudy_boot_config::Role;
 use understudy_ft::sim::{self, SimCommand};
-use understudy_machine::{Machine, MachineConfig};
+use understudy_machine::{Machine, MachineConfig, HOT_EXECUTIONS_DEFAULT};
 
 /// Exit status when the guest crashed or could not wake up (a guest's own failure code is
 /// passed through unchanged).
@@ -112,6 +113,14 @@ struct RunGuest {
     /// Print instructions, seconds and MIPS to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Run hot guest code through the x86-64 translator (same instructions, counts and
+    /// digests as without it; faster).
+    #[arg(long)]
+    translate: bool,
+    /// With --translate: translate a block once it has run this many times (1: every
+    /// block at once).
+    #[arg(long, default_value_t = HOT_EXECUTIONS_DEFAULT, value_name = "RUNS")]
+    translate_after: u32,
 }
 
 #[derive(clap::Args)]
@@ -223,6 +232,10 @@ struct Replay {
     /// `gdb-multiarch -ex 'target remote ADDR'`. Stops and steps never move an input.
     #[arg(long, value_name = "ADDR")]
     gdb: Option<String>,
+    /// Run hot guest code through the x86-64 translator (the log's digests must still
+    /// match, whichever way it was recorded).
+    #[arg(long)]
+    translate: bool,
 }
 
 #[derive(clap::Args)]
@@ -344,6 +357,13 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
 
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start {}", args.kernel.display()))?;
+    if args.translate {
+        let memory = MappedCode::new(CODE_CACHE_BYTES)
+            .context("cannot map executable memory for the translator")?;
+        machine
+            .enable_translator(Box::new(memory), args.translate_after)
+            .context("cannot start the translator")?;
+    }
     if let Some(path) = &args.disk {
         let context = || format!("cannot open disk {}", path.display());
         if args.record.is_some() {
@@ -401,12 +421,16 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     )
     .context("cannot write the record log or the console")?;
     let final_pc = replica.machine().hart().pc();
+    let translator_stats = replica.machine().translator_stats();
     recorder
         .finish(summary.instructions, &summary.ending)
         .context("cannot finish the record log")?;
     if args.stats {
         print_stats(summary.instructions, summary.elapsed);
         eprintln!("pc {final_pc:#x}");
+        if let Some(stats) = translator_stats {
+            eprintln!("translator {stats:?}");
+        }
     }
     Ok(match summary.ending {
         // QEMU's sifive_test calls exit(code), and the kernel keeps the low 8 bits of a
@@ -643,7 +667,13 @@ fn run_replay(args: Replay) -> Result<ExitCode> {
     let debugger = debugger
         .as_mut()
         .map(|debugger| debugger as &mut dyn replay::ReplayDebugger);
-    let outcome = replay::replay(&args.log, args.digest_every, output, debugger)?;
+    let outcome = replay::replay_with(
+        &args.log,
+        args.digest_every,
+        output,
+        debugger,
+        args.translate,
+    )?;
     eprintln!(
         "replay: {} inputs, {} digests checked, {} instructions, same end as recorded ({:.3} s)",
         outcome.inputs,

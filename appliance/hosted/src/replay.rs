@@ -80,6 +80,18 @@ pub fn replay(
     console: Option<&mut dyn Write>,
     debugger: Option<&mut dyn ReplayDebugger>,
 ) -> Result<ReplayOutcome> {
+    replay_with(path, digest_every, console, debugger, false)
+}
+
+/// `replay`, with hot guest code run through the translator when `translate` is set: a
+/// log recorded by an interpreting machine then checks the translator's digests.
+pub fn replay_with(
+    path: &Path,
+    digest_every: Option<u64>,
+    console: Option<&mut dyn Write>,
+    debugger: Option<&mut dyn ReplayDebugger>,
+    translate: bool,
+) -> Result<ReplayOutcome> {
     let mut reader =
         LogReader::open(path).with_context(|| format!("cannot replay {}", path.display()))?;
     let header = reader.header.clone();
@@ -125,6 +137,13 @@ pub fn replay(
     };
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .context("cannot rebuild the recorded machine")?;
+    if translate {
+        let memory = crate::code_memory::MappedCode::new(crate::code_memory::CODE_CACHE_BYTES)
+            .context("cannot map executable memory for the translator")?;
+        machine
+            .enable_translator(Box::new(memory), understudy_machine::HOT_EXECUTIONS_DEFAULT)
+            .context("cannot start the translator")?;
+    }
     if let Some(disk) = disk {
         machine.attach_disk(Box::new(disk), b"understudy-disk");
     }

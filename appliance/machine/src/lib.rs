@@ -27,7 +27,8 @@ use core::fmt;
 use sha2::Digest as _;
 
 pub use understudy_cpu::{
-    DebugStop, DebugTargets, GuestPhysAddr, InstructionCount, WatchKind, Watchpoint,
+    DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
+    TranslatorStats, WatchKind, Watchpoint, HOT_EXECUTIONS_DEFAULT,
 };
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 
@@ -626,6 +627,23 @@ impl Machine {
 
     pub fn hart(&self) -> &Hart {
         &self.hart
+    }
+
+    /// Runs hot guest code through the translator from now on, with `memory` as its code
+    /// cache; a block is hot once run `hot_executions` times (`HOT_EXECUTIONS_DEFAULT`
+    /// normally, 1 to translate everything at once). The guest sees no difference: same
+    /// instructions, counts and digests.
+    pub fn enable_translator(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
+    ) -> Result<(), TranslatorError> {
+        self.hart.enable_translator_after(memory, hot_executions)
+    }
+
+    /// The translator's counters, when it is on.
+    pub fn translator_stats(&self) -> Option<TranslatorStats> {
+        self.hart.translator_stats()
     }
 
     /// SHA-256 over hart state, device state and RAM, at the current boundary. Cheap: only

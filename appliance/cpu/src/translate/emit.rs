@@ -1,0 +1,972 @@
+//! Templates: each translated RISC-V instruction as a fixed x86-64 sequence.
+//!
+//! Register plan inside translated code (all callee-saved in the System V ABI, so the
+//! trampoline saves them once per entry):
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there); the soft TLBs sit
+//!   at fixed distances from them in the same `Hart` (`Placement::load_tlb`, `store_tlb`),
+//! - r12: guest RAM,
+//! - r13: instructions that may still retire in this run,
+//! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
+//!
+//! rax, rcx, rdx, rsi and rdi are scratch within one instruction. r8-r11, rbp and r15 cache guest
+//! registers inside one block (`RegisterCache`): a write puts its value there, later reads
+//! take it from there, and every way out of the block (an exit, a chained jump, a call into
+//! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
+//! every exit see `Hart::x` complete.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::mem::offset_of;
+
+use super::x86::{
+    at as at_base, at_index, Alu, Assembler, Cond, Reg, Shift, Unary, Width, R12, R13, R14, R15,
+    RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
+};
+use super::{translates, Exit, Frame};
+use crate::inst::{Instruction, Op};
+use crate::PAGE_SIZE_BYTES;
+
+/// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
+const TLB_ENTRY_BYTES: u8 = 16;
+/// log2 of the TLB's entry count (`mmu::TLB_ENTRIES` = 256).
+const TLB_INDEX_MASK: i32 = 255;
+/// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
+const STORE_THROUGH_SLOW_PATH: u8 = 1;
+
+fn frame(field: usize) -> super::x86::Mem {
+    at_base(R14, field as i32)
+}
+
+fn xreg(r: u8) -> super::x86::Mem {
+    at_base(RBX, (r as i32 & 31) * 8)
+}
+
+/// The entry trampoline `extern "sysv64" fn(frame: *mut Frame, code: *const u8) -> u32` and
+/// the shared epilogue it contains; returns the code and the epilogue's offset.
+pub(super) fn trampoline() -> (Vec<u8>, usize) {
+    let mut a = Assembler::new();
+    for r in [RBX, RBP, R12, R13, R14, R15] {
+        a.push(r);
+    }
+    // Six pushes after the return address leave rsp 8 modulo 16; realign for any call.
+    a.alu_imm(Alu::Sub, Width::W64, RSP, 8);
+    a.mov(Width::W64, R14, RDI);
+    a.load(Width::W64, RBX, frame(offset_of!(Frame, x)));
+    a.load(Width::W64, R12, frame(offset_of!(Frame, ram)));
+    a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
+    a.jmp_reg(RSI);
+    let epilogue = a.len();
+    a.store(frame(offset_of!(Frame, remaining)), R13);
+    a.alu_imm(Alu::Add, Width::W64, RSP, 8);
+    for r in [R15, R14, R13, R12, RBP, RBX] {
+        a.pop(r);
+    }
+    a.ret();
+    (a.code, epilogue)
+}
+
+/// Host registers that cache guest registers inside a block. A call into the interpreter
+/// clobbers the caller-saved ones and may change any guest register, so all are written
+/// back before it and reloaded (or forgotten) after.
+const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15];
+const CACHE_SLOTS: usize = 6;
+
+/// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
+/// translating: the state is the same on every path through that point).
+#[derive(Clone, Copy, Default)]
+struct RegisterCache {
+    /// Guest register number, 0 for none (x0 is never cached).
+    guest: [u8; CACHE_SLOTS],
+    /// The host register holds a value `Hart::x` does not have yet.
+    dirty: [bool; CACHE_SLOTS],
+    /// When each was last written, to evict the oldest.
+    written_at: [u32; CACHE_SLOTS],
+    clock: u32,
+}
+
+impl RegisterCache {
+    fn find(&self, r: u8) -> Option<usize> {
+        if r == 0 {
+            return None;
+        }
+        self.guest.iter().position(|&g| g == r)
+    }
+}
+
+/// An out-of-line path, emitted after the block body.
+enum Stub {
+    /// Leave with `reason`, `exit_pc` = `pc`, after subtracting `retired` from r13 and
+    /// writing back what `cache` holds dirty.
+    Leave {
+        pc: u64,
+        retired: u32,
+        reason: Exit,
+        cache: RegisterCache,
+    },
+    /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
+    /// the rel32 that the translator may later point at the target block.
+    Chain { pc: u64, site: usize },
+    /// A store to a page holding decoded code (rcx = offset in page, rdx = the TLB entry's
+    /// RAM offset with its flag): stores that touch no decoded 64-byte chunk go back to the
+    /// fast path at `resume` with the flag cleared, as `Hart::store_phys` would find no
+    /// code to invalidate; the others take the interpreter slow path.
+    CodePageStore {
+        size_bytes: u64,
+        resume: usize,
+        slow: Slow,
+    },
+    /// The slow path of a load or store: interpret it, then resume after it.
+    Interpret { slow: Slow },
+}
+
+/// How to interpret one load or store on its slow path, and where to go on after it.
+#[derive(Clone, Copy)]
+struct Slow {
+    list_index: u32,
+    pc: u64,
+    retired: u32,
+    /// The register cache before the instruction (its fast path reads, never allocates).
+    before: RegisterCache,
+    /// The register cache after the instruction, to reload after the interpreter ran it.
+    after: RegisterCache,
+    /// Position after the instruction (`PENDING` while it is emitted).
+    resume: usize,
+}
+
+/// A resume position not known yet.
+const PENDING: usize = usize::MAX;
+
+/// Where a block goes and what it was decoded from.
+pub(super) struct Placement {
+    /// Virtual address of the block's first instruction.
+    pub pc: u64,
+    /// RAM offset of the block's first instruction.
+    pub ram_offset: u64,
+    /// The generation of its page when decoded.
+    pub generation: u64,
+    /// Absolute address the block will run at.
+    pub origin: u64,
+    /// Absolute address of the trampoline's epilogue.
+    pub epilogue: u64,
+    /// Index in the translator's interpreted-instruction list of this block's first one.
+    pub first_interpreted: u32,
+    /// Byte distance from `Hart::x` to the load TLB's entries.
+    pub load_tlb: i32,
+    /// Byte distance from `Hart::x` to the store TLB's entries.
+    pub store_tlb: i32,
+}
+
+struct Emitter {
+    a: Assembler,
+    /// Absolute address the block will run at.
+    origin: u64,
+    epilogue: u64,
+    /// Virtual page of the block (chaining stays inside it).
+    page: u64,
+    /// Virtual address of the block's first instruction.
+    block_pc: u64,
+    /// Instructions in the block.
+    count: u32,
+    /// Where a jump back to the block's own start lands (after the entry checks, with the
+    /// register cache loaded as the state says), when the block is a loop.
+    loop_header: Option<(usize, RegisterCache)>,
+    /// The register cache at the first jump back to the block's start (found by a first
+    /// translation, to choose the loop header's state).
+    back_edge: Option<RegisterCache>,
+    load_tlb: i32,
+    store_tlb: i32,
+    stubs: Vec<(Vec<usize>, Stub)>,
+    /// Instructions handed to the interpreter, in list order from `first_interpreted`.
+    interpreted: Vec<Instruction>,
+    first_interpreted: u32,
+    /// Jumps of the current instruction to its interpreter slow path.
+    slow_sites: Vec<usize>,
+    /// The slow path of the load or store being emitted.
+    current: Option<Slow>,
+    cache: RegisterCache,
+}
+
+impl Emitter {
+    /// `jmp` to an absolute address outside the block.
+    fn jmp_absolute(&mut self, target: u64) {
+        let site = self.a.jmp();
+        self.a.patch(site, target.wrapping_sub(self.origin) as i64);
+    }
+
+    fn leave_now(&mut self, reason: Exit) {
+        self.a.mov_imm(RAX, reason as u32 as u64);
+        self.jmp_absolute(self.epilogue);
+    }
+
+    fn retire(&mut self, count: u32) {
+        if count > 0 {
+            self.a.alu_imm(Alu::Sub, Width::W64, R13, count as i32);
+        }
+    }
+
+    /// Leaves the block for `target` after `retired` instructions: back to its own loop
+    /// header, a chainable jump in the same page, a jump through the lookup otherwise.
+    fn goto(&mut self, target: u64, retired: u32) {
+        if target == self.block_pc {
+            if self.back_edge.is_none() {
+                self.back_edge = Some(self.cache);
+            }
+            if let Some((header, state)) = self.loop_header {
+                // A loop that stays in this block: the registers stay cached (moved to
+                // the header's state), and the budget check of the entry is repeated;
+                // the page cannot have changed, as a write to it would have left
+                // translated code.
+                self.transfer(self.cache, state);
+                self.retire(retired);
+                self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+                let pc = self.block_pc;
+                self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, state);
+                let back = self.a.jmp();
+                self.a.patch(back, header as i64);
+                return;
+            }
+        }
+        self.write_back(self.cache);
+        self.retire(retired);
+        if target / PAGE_SIZE_BYTES == self.page {
+            let site = self.a.jmp();
+            self.stubs
+                .push((vec![site], Stub::Chain { pc: target, site }));
+        } else {
+            self.a.mov_imm(RAX, target);
+            self.jump_through_lookup();
+        }
+    }
+
+    /// With the target pc in rax (and r13 already counted): jump to its translation if the
+    /// lookup finds one, else leave for `Hart::run` to continue there.
+    fn jump_through_lookup(&mut self) {
+        let a = &mut self.a;
+        a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+        a.mov(Width::W64, RDI, R14);
+        a.mov(Width::W64, RSI, RAX);
+        a.call_mem(frame(offset_of!(Frame, lookup)));
+        a.test(Width::W64, RAX, RAX);
+        let missing = a.jcc(Cond::Equal);
+        a.jmp_reg(RAX);
+        a.bind(missing);
+        self.leave_now(Exit::Jump);
+    }
+
+    /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`,
+    /// writing back what `cache` holds dirty.
+    fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit, cache: RegisterCache) {
+        let site = self.a.jcc(cond);
+        self.stubs.push((
+            vec![site],
+            Stub::Leave {
+                pc,
+                retired,
+                reason,
+                cache,
+            },
+        ));
+    }
+
+    /// Stores every dirty cached register of `cache` to `Hart::x` (emits code only; the
+    /// caller decides what the state is afterwards).
+    fn write_back(&mut self, cache: RegisterCache) {
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
+            if cache.dirty[slot] {
+                self.a.store(xreg(cache.guest[slot]), host);
+            }
+        }
+    }
+
+    /// Turns register cache state `from` into `to` on a path that joins code expecting
+    /// `to`: first every dirty value that does not stay dirty in the same host register is
+    /// written back (before any host register is overwritten), then every host register
+    /// that `to` expects to hold something else than `from` had is loaded.
+    fn transfer(&mut self, from: RegisterCache, to: RegisterCache) {
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
+            let guest = from.guest[slot];
+            let stays = to.guest[slot] == guest && to.dirty[slot];
+            if guest != 0 && from.dirty[slot] && !stays {
+                self.a.store(xreg(guest), host);
+            }
+        }
+        for (slot, &host) in CACHE_REGS.iter().enumerate() {
+            let guest = to.guest[slot];
+            if guest != 0 && from.guest[slot] != guest {
+                self.a.load(Width::W64, host, xreg(guest));
+            }
+        }
+    }
+
+    /// Loads every cached register of `cache` from `Hart::x`.
+    fn reload(&mut self, cache: RegisterCache) {
+        for (&guest, &host) in cache.guest.iter().zip(&CACHE_REGS) {
+            if guest != 0 {
+                self.a.load(Width::W64, host, xreg(guest));
+            }
+        }
+    }
+
+    /// A conditional jump to the current load or store's interpreter slow path.
+    fn jcc_slow(&mut self, cond: Cond) {
+        let site = self.a.jcc(cond);
+        self.slow_sites.push(site);
+    }
+
+    /// Calls the interpreter for `inst` (the `index`th instruction of the block, at `pc`);
+    /// leaves unless it fell through.
+    /// The caller writes back the register cache first; the call clobbers r8-r11.
+    fn interpret(&mut self, list_index: u32, pc: u64, index: u32) {
+        let a = &mut self.a;
+        a.mov(Width::W64, RDI, R14);
+        a.mov_imm(RSI, (self.first_interpreted + list_index) as u64);
+        a.mov_imm(RDX, pc);
+        a.mov(Width::W64, RCX, R13);
+        if index > 0 {
+            a.alu_imm(Alu::Sub, Width::W64, RCX, index as i32);
+        }
+        a.call_mem(frame(offset_of!(Frame, interpret)));
+        a.test(Width::W64, RAX, RAX);
+        // Everything was written back before the call, and the interpreter may have
+        // changed any register since: leave without writing anything back.
+        self.jcc_leave(
+            Cond::NotEqual,
+            pc,
+            index,
+            Exit::Helper,
+            RegisterCache::default(),
+        );
+    }
+
+    /// Adds `inst` to the interpreted list; returns its position there.
+    fn hand_over(&mut self, inst: &Instruction) -> u32 {
+        self.interpreted.push(*inst);
+        self.interpreted.len() as u32 - 1
+    }
+
+    fn emit_stubs(&mut self) {
+        // Stubs may add stubs (an interpreted slow path leaves through a Leave stub).
+        while let Some((sites, stub)) = self.stubs.pop() {
+            for site in sites {
+                self.a.bind(site);
+            }
+            match stub {
+                Stub::Leave {
+                    pc,
+                    retired,
+                    reason,
+                    cache,
+                } => {
+                    self.write_back(cache);
+                    self.retire(retired);
+                    self.a.mov_imm(RAX, pc);
+                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                    self.leave_now(reason);
+                }
+                Stub::Chain { pc, site } => {
+                    self.a.mov_imm(RAX, pc);
+                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                    self.a.mov_imm(RAX, self.origin + site as u64);
+                    self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
+                    self.leave_now(Exit::Chain);
+                }
+                Stub::CodePageStore {
+                    size_bytes,
+                    resume,
+                    slow,
+                } => {
+                    let a = &mut self.a;
+                    a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
+                    a.mov(Width::W64, RDI, RDX);
+                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+                    a.shift_imm(Shift::Shl, Width::W64, RDI, 3);
+                    a.load(Width::W64, RSI, at_index(RSI, RDI, 0));
+                    // The access lies in one page (checked), so its first and last bytes
+                    // name every chunk it touches (at most two: 8 bytes <= 64).
+                    a.mov(Width::W32, RDI, RCX);
+                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+                    a.bt(RSI, RDI);
+                    let first = a.jcc(Cond::Below);
+                    a.mov(Width::W32, RDI, RCX);
+                    a.alu_imm(Alu::Add, Width::W32, RDI, size_bytes as i32 - 1);
+                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+                    a.bt(RSI, RDI);
+                    let last = a.jcc(Cond::Below);
+                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
+                    let back = a.jmp();
+                    a.patch(back, resume as i64);
+                    self.stubs
+                        .push((vec![first, last], Stub::Interpret { slow }));
+                }
+                Stub::Interpret { slow } => {
+                    self.write_back(slow.before);
+                    self.interpret(slow.list_index, slow.pc, slow.retired);
+                    // The interpreter ran the instruction: its result is in `Hart::x`,
+                    // and so is every other cached register (written back above).
+                    self.reload(slow.after);
+                    let back = self.a.jmp();
+                    self.a.patch(back, slow.resume as i64);
+                }
+            }
+        }
+    }
+
+    /// dst = x[r], from the register cache when it holds r.
+    fn read(&mut self, dst: Reg, r: u8) {
+        match self.cache.find(r) {
+            Some(slot) => self.a.mov(Width::W64, dst, CACHE_REGS[slot]),
+            None => self.a.load(Width::W64, dst, xreg(r)),
+        }
+    }
+
+    /// `op rax, x[r]`.
+    fn alu_source(&mut self, op: Alu, width: Width, r: u8) {
+        self.alu_source_to(RAX, op, width, r);
+    }
+
+    /// `op dst, x[r]`.
+    fn alu_source_to(&mut self, dst: Reg, op: Alu, width: Width, r: u8) {
+        match self.cache.find(r) {
+            Some(slot) => self.a.alu(op, width, dst, CACHE_REGS[slot]),
+            None => self.a.alu_mem(op, width, dst, xreg(r)),
+        }
+    }
+
+    /// The cache slot of `rd` when an operation rd = rs1 op rs2 can be computed in it
+    /// directly: rd is cached already (no eviction that could drop a source) and, unless
+    /// it is also rs1, is not the second source (which the first move would overwrite).
+    fn in_place(&self, rd: u8, rs1: u8, rs2: Option<u8>) -> Option<usize> {
+        let slot = self.cache.find(rd)?;
+        (rs1 == rd || rs2 != Some(rd)).then_some(slot)
+    }
+
+    /// Records that cache slot `slot` was just written.
+    fn wrote(&mut self, slot: usize) {
+        let cache = &mut self.cache;
+        cache.clock = cache.clock.wrapping_add(1);
+        cache.dirty[slot] = true;
+        cache.written_at[slot] = cache.clock;
+    }
+
+    /// x[rd] = rax, into the register cache (evicting the oldest entry when full).
+    fn write_rax(&mut self, rd: u8) {
+        if rd == 0 {
+            return;
+        }
+        let homes = self
+            .loop_header
+            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
+        let cache = &mut self.cache;
+        cache.clock = cache.clock.wrapping_add(1);
+        let slot = match cache.find(rd) {
+            Some(slot) => slot,
+            None => {
+                // In a loop, a register the loop header caches goes back to its slot there,
+                // so the jump back finds it in place; others take a free slot, or the
+                // least recently written one that is no register's home.
+                let home = homes.iter().position(|&g| g == rd);
+                let free =
+                    (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
+                let oldest_spare = (0..CACHE_SLOTS)
+                    .filter(|&slot| homes[slot] == 0)
+                    .min_by_key(|&slot| cache.written_at[slot]);
+                let oldest = (0..CACHE_SLOTS).min_by_key(|&slot| cache.written_at[slot]);
+                let slot = home
+                    .or(free)
+                    .or_else(|| cache.guest.iter().position(|&g| g == 0))
+                    .or(oldest_spare)
+                    .or(oldest)
+                    .unwrap_or(0);
+                if cache.guest[slot] != 0 && cache.dirty[slot] {
+                    let evicted = cache.guest[slot];
+                    self.a.store(xreg(evicted), CACHE_REGS[slot]);
+                }
+                slot
+            }
+        };
+        let cache = &mut self.cache;
+        cache.guest[slot] = rd;
+        cache.dirty[slot] = true;
+        cache.written_at[slot] = cache.clock;
+        self.a.mov(Width::W64, CACHE_REGS[slot], RAX);
+    }
+
+    /// rax = x[rs1] + imm (the effective address of a load or store).
+    fn address(&mut self, inst: &Instruction) {
+        self.read(RAX, inst.rs1);
+        if inst.imm != 0 {
+            self.a.alu_imm(Alu::Add, Width::W64, RAX, inst.imm);
+        }
+    }
+
+    /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
+    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
+    /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
+    /// a page-crossing access.
+    fn tlb_probe(&mut self, tlb: i32, key: usize, size: u64) {
+        let a = &mut self.a;
+        a.mov(Width::W64, RCX, RAX);
+        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
+        a.mov(Width::W32, RDX, RCX);
+        a.alu_imm(Alu::And, Width::W32, RDX, TLB_INDEX_MASK);
+        a.shift_imm(
+            Shift::Shl,
+            Width::W32,
+            RDX,
+            TLB_ENTRY_BYTES.trailing_zeros() as u8,
+        );
+        a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RBX, RDX, tlb));
+        self.jcc_slow(Cond::NotEqual);
+        let a = &mut self.a;
+        a.mov(Width::W32, RCX, RAX);
+        a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
+        a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
+        self.jcc_slow(Cond::Above);
+    }
+
+    fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
+        self.address(inst);
+        self.tlb_probe(self.load_tlb, offset_of!(Frame, load_key), size);
+        let a = &mut self.a;
+        // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
+        a.alu_mem(
+            Alu::Add,
+            Width::W64,
+            RCX,
+            at_index(RBX, RDX, self.load_tlb + 8),
+        );
+        a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
+        self.write_rax(inst.rd);
+    }
+
+    fn store(&mut self, inst: &Instruction, size: u64) {
+        self.address(inst);
+        self.tlb_probe(self.store_tlb, offset_of!(Frame, store_key), size);
+        self.a
+            .load(Width::W64, RDX, at_index(RBX, RDX, self.store_tlb + 8));
+        self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
+        let code_page = self.a.jcc(Cond::NotEqual);
+        let resume = self.a.len();
+        let a = &mut self.a;
+        a.alu(Alu::Add, Width::W64, RCX, RDX);
+        // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
+        a.shift_imm(Shift::Shr, Width::W64, RDX, 12);
+        a.mov(Width::W64, RSI, RDX);
+        a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
+        a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
+        a.alu(Alu::Xor, Width::W32, RAX, RAX);
+        a.bts(RAX, RDX);
+        a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
+        a.or_to_mem(at_index(RDI, RSI, 0), RAX);
+        self.read(RAX, inst.rs2);
+        self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
+        let slow = self.current.expect("a store is being emitted");
+        self.stubs.push((
+            vec![code_page],
+            Stub::CodePageStore {
+                size_bytes: size,
+                resume,
+                slow,
+            },
+        ));
+    }
+
+    /// Register-register or register-immediate ALU operation into rd.
+    fn alu(&mut self, inst: &Instruction, op: Alu, width: Width, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        let rs2 = (!immediate).then_some(inst.rs2);
+        if let Some(slot) = self.in_place(inst.rd, inst.rs1, rs2) {
+            let host = CACHE_REGS[slot];
+            if inst.rs1 != inst.rd {
+                self.read(host, inst.rs1);
+            }
+            match rs2 {
+                None => self.a.alu_imm(op, width, host, inst.imm),
+                Some(rs2) => self.alu_source_to(host, op, width, rs2),
+            }
+            if width == Width::W32 {
+                self.a.movsxd(host, host);
+            }
+            self.wrote(slot);
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            self.a.alu_imm(op, width, RAX, inst.imm);
+        } else {
+            self.alu_source(op, width, inst.rs2);
+        }
+        if width == Width::W32 {
+            self.a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn shift(&mut self, inst: &Instruction, op: Shift, width: Width, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        let mask = if width == Width::W64 { 63 } else { 31 };
+        if immediate {
+            if let Some(slot) = self.in_place(inst.rd, inst.rs1, None) {
+                let host = CACHE_REGS[slot];
+                if inst.rs1 != inst.rd {
+                    self.read(host, inst.rs1);
+                }
+                self.a.shift_imm(op, width, host, (inst.imm & mask) as u8);
+                if width == Width::W32 {
+                    self.a.movsxd(host, host);
+                }
+                self.wrote(slot);
+                return;
+            }
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            self.a.shift_imm(op, width, RAX, (inst.imm & mask) as u8);
+        } else {
+            // x86 masks the count to 6 (64-bit) or 5 (32-bit) bits, as RV64I does for
+            // sll/srl/sra and sllw/srlw/sraw (unprivileged spec 2.4.2, 5.3.2).
+            self.read(RCX, inst.rs2);
+            self.a.shift_cl(op, width, RAX);
+        }
+        if width == Width::W32 {
+            self.a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn compare(&mut self, inst: &Instruction, cond: Cond, immediate: bool) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        if immediate {
+            // The sign-extended imm32 compares as the sign-extended 12-bit immediate, also
+            // for sltiu (unprivileged spec 2.4.1).
+            self.a.alu_imm(Alu::Cmp, Width::W64, RAX, inst.imm);
+        } else {
+            self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+        }
+        self.a.set_cond(cond, RAX);
+        self.write_rax(inst.rd);
+    }
+
+    fn multiply(&mut self, inst: &Instruction) {
+        if inst.rd == 0 {
+            return;
+        }
+        self.read(RAX, inst.rs1);
+        self.read(RCX, inst.rs2);
+        let a = &mut self.a;
+        match inst.op {
+            Op::Mul => a.imul(Width::W64, RAX, RCX),
+            Op::Mulw => {
+                a.imul(Width::W32, RAX, RCX);
+                a.movsxd(RAX, RAX);
+            }
+            Op::Mulh => {
+                a.unary(Unary::Imul, Width::W64, RCX);
+                a.mov(Width::W64, RAX, RDX);
+            }
+            Op::Mulhu => {
+                a.unary(Unary::Mul, Width::W64, RCX);
+                a.mov(Width::W64, RAX, RDX);
+            }
+            _ => {
+                // mulhsu: the unsigned high half, minus rs2 when rs1 is negative (the
+                // signed rs1 is rs1 - 2^64 then).
+                a.unary(Unary::Mul, Width::W64, RCX);
+                // rax held rs1 and the product overwrote it: rsi = rs1 again.
+                self.read(RSI, inst.rs1);
+                let a = &mut self.a;
+                a.shift_imm(Shift::Sar, Width::W64, RSI, 63);
+                a.alu(Alu::And, Width::W64, RSI, RCX);
+                a.alu(Alu::Sub, Width::W64, RDX, RSI);
+                a.mov(Width::W64, RAX, RDX);
+            }
+        }
+        self.write_rax(inst.rd);
+    }
+
+    /// Division and remainder with the RISC-V results where x86 would fault (M spec 7.2,
+    /// table 7.1): x / 0 = all ones, x % 0 = x, MIN / -1 = MIN, MIN % -1 = 0.
+    fn divide(&mut self, inst: &Instruction) {
+        if inst.rd == 0 {
+            return;
+        }
+        let (width, signed, remainder) = match inst.op {
+            Op::Div => (Width::W64, true, false),
+            Op::Divu => (Width::W64, false, false),
+            Op::Rem => (Width::W64, true, true),
+            Op::Remu => (Width::W64, false, true),
+            Op::Divw => (Width::W32, true, false),
+            Op::Divuw => (Width::W32, false, false),
+            Op::Remw => (Width::W32, true, true),
+            _ => (Width::W32, false, true),
+        };
+        self.read(RAX, inst.rs1);
+        self.read(RCX, inst.rs2);
+        let a = &mut self.a;
+        a.test(width, RCX, RCX);
+        let zero = a.jcc(Cond::Equal);
+        let mut done = Vec::new();
+        if signed {
+            a.alu_imm(Alu::Cmp, width, RCX, -1);
+            let normal = a.jcc(Cond::NotEqual);
+            // Dividing by -1 negates (wrapping at MIN); the remainder is 0.
+            if remainder {
+                a.alu(Alu::Xor, Width::W32, RAX, RAX);
+            } else {
+                a.unary(Unary::Neg, width, RAX);
+            }
+            done.push(a.jmp());
+            a.bind(normal);
+            a.sign_extend_into_rdx(width);
+            a.unary(Unary::Idiv, width, RCX);
+        } else {
+            a.alu(Alu::Xor, Width::W32, RDX, RDX);
+            a.unary(Unary::Div, width, RCX);
+        }
+        if remainder {
+            a.mov(Width::W64, RAX, RDX);
+        }
+        done.push(a.jmp());
+        a.bind(zero);
+        if !remainder {
+            a.mov_imm(RAX, u64::MAX);
+        }
+        // (x % 0 = x: rax still holds x.)
+        for site in done {
+            a.bind(site);
+        }
+        if width == Width::W32 {
+            a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
+        self.read(RAX, inst.rs1);
+        self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+        let not_taken = self.a.jcc(cond.negate());
+        self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
+        self.a.bind(not_taken);
+    }
+
+    /// One instruction; returns false when it ended the block (a jump).
+    fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
+        let next = pc.wrapping_add(inst.length_bytes as u64);
+        if !translates(inst.op) {
+            let list_index = self.hand_over(inst);
+            self.write_back(self.cache);
+            self.interpret(list_index, pc, index);
+            self.cache = RegisterCache::default();
+            return true;
+        }
+        let first_stub = self.stubs.len();
+        if accesses_memory(inst.op) {
+            let list_index = self.hand_over(inst);
+            self.current = Some(Slow {
+                list_index,
+                pc,
+                retired: index,
+                before: self.cache,
+                after: self.cache,
+                resume: PENDING,
+            });
+        }
+        let open = self.translated(inst, pc, index, next);
+        if let Some(slow) = self.current.take() {
+            let sites = core::mem::take(&mut self.slow_sites);
+            self.stubs.push((sites, Stub::Interpret { slow }));
+        }
+        // Everything out of line for this instruction goes on after it, with the
+        // register cache as the instruction left it.
+        let after = self.a.len();
+        let cache = self.cache;
+        for (_, stub) in &mut self.stubs[first_stub..] {
+            if let Stub::Interpret { slow } | Stub::CodePageStore { slow, .. } = stub {
+                if slow.resume == PENDING {
+                    slow.resume = after;
+                    slow.after = cache;
+                }
+            }
+        }
+        open
+    }
+
+    /// An instruction the translator handles inline.
+    fn translated(&mut self, inst: &Instruction, pc: u64, index: u32, next: u64) -> bool {
+        use Op::*;
+        match inst.op {
+            Lui | Auipc => {
+                if inst.rd != 0 {
+                    let base = if inst.op == Auipc { pc } else { 0 };
+                    self.a
+                        .mov_imm(RAX, base.wrapping_add(inst.imm as i64 as u64));
+                    self.write_rax(inst.rd);
+                }
+            }
+            Addi => self.alu(inst, Alu::Add, Width::W64, true),
+            Xori => self.alu(inst, Alu::Xor, Width::W64, true),
+            Ori => self.alu(inst, Alu::Or, Width::W64, true),
+            Andi => self.alu(inst, Alu::And, Width::W64, true),
+            Addiw => self.alu(inst, Alu::Add, Width::W32, true),
+            Add => self.alu(inst, Alu::Add, Width::W64, false),
+            Sub => self.alu(inst, Alu::Sub, Width::W64, false),
+            Xor => self.alu(inst, Alu::Xor, Width::W64, false),
+            Or => self.alu(inst, Alu::Or, Width::W64, false),
+            And => self.alu(inst, Alu::And, Width::W64, false),
+            Addw => self.alu(inst, Alu::Add, Width::W32, false),
+            Subw => self.alu(inst, Alu::Sub, Width::W32, false),
+            Slli => self.shift(inst, Shift::Shl, Width::W64, true),
+            Srli => self.shift(inst, Shift::Shr, Width::W64, true),
+            Srai => self.shift(inst, Shift::Sar, Width::W64, true),
+            Slliw => self.shift(inst, Shift::Shl, Width::W32, true),
+            Srliw => self.shift(inst, Shift::Shr, Width::W32, true),
+            Sraiw => self.shift(inst, Shift::Sar, Width::W32, true),
+            Sll => self.shift(inst, Shift::Shl, Width::W64, false),
+            Srl => self.shift(inst, Shift::Shr, Width::W64, false),
+            Sra => self.shift(inst, Shift::Sar, Width::W64, false),
+            Sllw => self.shift(inst, Shift::Shl, Width::W32, false),
+            Srlw => self.shift(inst, Shift::Shr, Width::W32, false),
+            Sraw => self.shift(inst, Shift::Sar, Width::W32, false),
+            Slti => self.compare(inst, Cond::Less, true),
+            Sltiu => self.compare(inst, Cond::Below, true),
+            Slt => self.compare(inst, Cond::Less, false),
+            Sltu => self.compare(inst, Cond::Below, false),
+            Mul | Mulh | Mulhsu | Mulhu | Mulw => self.multiply(inst),
+            Div | Divu | Rem | Remu | Divw | Divuw | Remw | Remuw => self.divide(inst),
+            Lb => self.load(inst, 1, true),
+            Lh => self.load(inst, 2, true),
+            Lw => self.load(inst, 4, true),
+            Ld => self.load(inst, 8, false),
+            Lbu => self.load(inst, 1, false),
+            Lhu => self.load(inst, 2, false),
+            Lwu => self.load(inst, 4, false),
+            Sb => self.store(inst, 1),
+            Sh => self.store(inst, 2),
+            Sw => self.store(inst, 4),
+            Sd => self.store(inst, 8),
+            Beq => self.branch(inst, Cond::Equal, pc, index),
+            Bne => self.branch(inst, Cond::NotEqual, pc, index),
+            Blt => self.branch(inst, Cond::Less, pc, index),
+            Bge => self.branch(inst, Cond::GreaterOrEqual, pc, index),
+            Bltu => self.branch(inst, Cond::Below, pc, index),
+            Bgeu => self.branch(inst, Cond::AboveOrEqual, pc, index),
+            // Plain fences order memory for other harts and devices; with one hart and
+            // MMIO handled outside translated code, retiring it is all there is to do.
+            Fence => {}
+            Jal => {
+                if inst.rd != 0 {
+                    self.a.mov_imm(RAX, next);
+                    self.write_rax(inst.rd);
+                }
+                // (goto writes the link back with every other cached register.)
+                self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
+                return false;
+            }
+            Jalr => {
+                // Target first: rd may be rs1 (unprivileged spec 2.5.1).
+                self.address(inst);
+                self.a.alu_imm(Alu::And, Width::W64, RAX, -2);
+                self.a.mov(Width::W64, RDX, RAX);
+                if inst.rd != 0 {
+                    self.a.mov_imm(RAX, next);
+                    self.write_rax(inst.rd);
+                }
+                self.write_back(self.cache);
+                self.a.mov(Width::W64, RAX, RDX);
+                self.retire(index + 1);
+                self.jump_through_lookup();
+                return false;
+            }
+            _ => unreachable!("translate::translates admits only the ops above"),
+        }
+        true
+    }
+}
+
+/// Loads and stores: translated inline with an interpreter slow path.
+fn accesses_memory(op: Op) -> bool {
+    use Op::*;
+    matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd)
+}
+
+/// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
+/// the interpreter (to append to the translator's list).
+pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
+    let first = emit_block(ops, &at, None);
+    match first.back_edge {
+        // A loop: translate again with the registers cached at the jump back as the loop
+        // header's state (all marked dirty, so whatever the body leaves there stays put and
+        // every exit writes them back).
+        Some(mut state) => {
+            for slot in 0..CACHE_SLOTS {
+                state.dirty[slot] = state.guest[slot] != 0;
+            }
+            let looped = emit_block(ops, &at, Some(state));
+            (looped.a.code, looped.interpreted)
+        }
+        None => (first.a.code, first.interpreted),
+    }
+}
+
+/// One translation of the block; `header` is the register cache state of its loop header.
+fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>) -> Emitter {
+    let pc = at.pc;
+    let count = ops.len() as u32;
+    let mut e = Emitter {
+        a: Assembler::new(),
+        origin: at.origin,
+        epilogue: at.epilogue,
+        page: pc / PAGE_SIZE_BYTES,
+        block_pc: pc,
+        count,
+        loop_header: None,
+        back_edge: None,
+        load_tlb: at.load_tlb,
+        store_tlb: at.store_tlb,
+        stubs: Vec::new(),
+        interpreted: Vec::new(),
+        first_interpreted: at.first_interpreted,
+        slow_sites: Vec::new(),
+        current: None,
+        cache: RegisterCache::default(),
+    };
+    // Entry: enough budget for the whole block, and the page unchanged since decoding.
+    e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
+    e.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
+    let page = at.ram_offset / PAGE_SIZE_BYTES;
+    e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
+    let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
+    match i32::try_from(at.generation) {
+        Ok(generation) => e.a.cmp_mem_imm(at_base(RAX, page_disp), generation),
+        Err(_) => {
+            e.a.load(Width::W64, RAX, at_base(RAX, page_disp));
+            e.a.mov_imm(RCX, at.generation);
+            e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
+        }
+    }
+    e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+    if let Some(state) = header {
+        e.reload(state);
+        e.cache = state;
+        e.loop_header = Some((e.a.len(), state));
+    }
+    let mut at_pc = pc;
+    let mut open = true;
+    for (index, inst) in ops.iter().enumerate() {
+        open = e.instruction(inst, at_pc, index as u32);
+        at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
+    }
+    if open {
+        e.goto(at_pc, count);
+    }
+    e.emit_stubs();
+    e
+}

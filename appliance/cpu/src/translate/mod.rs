@@ -1,0 +1,741 @@
+//! The translator: hot guest code becomes x86-64 machine code in a code cache.
+//!
+//! Shape (a template translator): a translated block covers exactly the instructions the
+//! decode cache's block at the same address holds (`block.rs`): it starts at any
+//! instruction, never leaves its 4 KiB page, continues past conditional branches that are
+//! not taken, and ends after the first instruction that ends a block there. RV64I and M
+//! become inline machine code; every other instruction (CSR, FP, AMO, system) is handed to
+//! the interpreter's `execute` through a call, one instruction at a time, with pc and
+//! instret set as the interpreter would have them.
+//!
+//! Exact counting: a block knows how many instructions it holds (N). Its entry compares
+//! the remaining budget (a host register) with N and leaves without executing anything
+//! when fewer remain; the interpreter then runs the tail with its own per-instruction
+//! count. Every exit subtracts the number of instructions retired up to it. A load or
+//! store that misses the inline soft-TLB path calls the interpreter for that one
+//! instruction; when an interpreted instruction does anything but fall through (a trap,
+//! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting
+//! it and `Hart::run` completes it exactly as `run_block` does, so a trap in any position
+//! stops the count at the faulting instruction.
+//!
+//! Interrupts: `Hart::run` checks for a pending interrupt before each block it enters.
+//! Translated code goes on from block to block only through instructions after which the
+//! interpreter would also go on without that check (inside a block) or that cannot change
+//! whether an interrupt is pending (plain jumps and branches between blocks): everything
+//! that can (CSR writes, xRET, wfi, MMIO, traps) ends the interpreter's block with a flow
+//! other than "next" and so leaves translated code. Interrupts are therefore taken at the
+//! same counts as with the interpreter.
+//!
+//! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
+//! generation, which stores to decoded code bump (`BlockCache::invalidate_range`); each
+//! block's entry re-checks its page's generation, so a chained jump into a block whose
+//! page was written leaves it at once and the block is translated again. Direct chaining
+//! only links blocks in the same virtual page (as QEMU's `goto_tb`), so a change of
+//! translation (satp, privilege, sfence.vma) can never send a chain to the wrong code;
+//! other jumps look the target up through the fetch TLB on every execution.
+//!
+//! Code memory comes from the embedder (`ExecutableMemory`): the crate stays `no_std`,
+//! and the hosted process maps it with mmap while a bare-metal kernel hands in a region.
+//!
+//! Only hot code is translated: `Hart::run` interprets a block until it has reached it
+//! `HOT_EXECUTIONS_DEFAULT` times (translation costs a few microseconds a block and code
+//! that runs rarely runs faster from the decode cache, which is far smaller than its
+//! machine code); a jump from translated code translates its target at once.
+//!
+//! Why templates over a hand-written encoder (`x86.rs`) rather than an assembler crate or
+//! Cranelift: the templates need about thirty instruction forms, which fit in one small
+//! file with byte-exact tests and no dependency to vet for `no_std`; Cranelift would bring
+//! register allocation and optimisation at the cost of translation latency (milliseconds,
+//! against microseconds here) and a large dependency in the replicated core.
+
+mod emit;
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::block::ends_block;
+use crate::inst::{decode, decode_compressed, Instruction, Op};
+use crate::{Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
+
+/// Memory the translator may write machine code into and execute.
+///
+/// # Safety
+/// `as_mut_ptr` must return the start of `len_bytes` bytes that are readable, writable
+/// and executable by the current thread, exclusively owned by this object, and valid (at
+/// the same address) for as long as the object lives.
+pub unsafe trait ExecutableMemory: Send {
+    /// Start of the region.
+    fn as_mut_ptr(&mut self) -> *mut u8;
+    /// Length of the region in bytes.
+    fn len_bytes(&self) -> usize;
+}
+
+/// Why `Hart::enable_translator` refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TranslatorError {
+    /// The translator emits x86-64 code; this host is another architecture.
+    UnsupportedHost,
+    /// The code region is smaller than `CODE_BYTES_MIN` or larger than `CODE_BYTES_MAX`.
+    RegionSize {
+        /// The size offered.
+        len_bytes: usize,
+    },
+}
+
+impl fmt::Display for TranslatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TranslatorError::UnsupportedHost => {
+                write!(f, "the translator needs an x86-64 host; run without it")
+            }
+            TranslatorError::RegionSize { len_bytes } => write!(
+                f,
+                "code region of {len_bytes} bytes is outside {CODE_BYTES_MIN}..={CODE_BYTES_MAX}; hand in a region in that range"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for TranslatorError {}
+
+/// Counters of the translator's work (not architectural state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TranslatorStats {
+    /// Blocks translated.
+    pub blocks_translated: u64,
+    /// Guest instructions in the translated blocks.
+    pub instructions_translated: u64,
+    /// Bytes of machine code emitted.
+    pub code_bytes_emitted: u64,
+    /// Times the code cache was emptied because it was full.
+    pub cache_flushes: u64,
+    /// Entries into translated code from `Hart::run`.
+    pub entries: u64,
+    /// Instructions translated code handed to the interpreter (those it does not
+    /// translate, and loads and stores that miss the inline soft-TLB path).
+    pub interpreted: u64,
+    /// Direct jumps patched between blocks.
+    pub chains: u64,
+}
+
+/// Smallest code region accepted: the trampoline plus a few worst-case blocks.
+pub const CODE_BYTES_MIN: usize = 256 * 1024;
+/// Largest code region accepted: rel32 jumps must reach across it.
+pub const CODE_BYTES_MAX: usize = 1 << 30;
+/// log2 of the slots in the direct-mapped table from (pc, RAM offset) to translated code
+/// (32 bytes a slot: 2 MiB).
+const TABLE_SLOTS_LOG2: u32 = 16;
+const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
+/// How often `Hart::run` reaches a block before it is translated, unless the embedder says
+/// otherwise: code that runs rarely is cheaper to interpret than to translate (about 5 us
+/// a block) and keep in the host's caches (about 100 bytes of x86-64 per instruction).
+pub const HOT_EXECUTIONS_DEFAULT: u32 = 64;
+/// Longest translated block, in instructions (as the decode cache's blocks).
+const BLOCK_INSTRUCTIONS_MAX: usize = 128;
+/// Marks a table slot whose instruction the translator does not handle.
+const CODE_NONE: u32 = u32::MAX;
+
+/// How translated code left (the value in eax at the epilogue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Exit {
+    /// Continue at `exit_pc` through `Hart::run` (an indirect or cross-page jump whose
+    /// target the inline lookup did not find).
+    Jump = 0,
+    /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
+    /// the address of its rel32.
+    Chain = 1,
+    /// The interpreter executed an instruction for translated code and it did not simply
+    /// fall through (`Frame::outcome` says what it did).
+    Helper = 2,
+    /// The block at `exit_pc` holds more instructions than the budget has left.
+    Budget = 3,
+    /// The block at `exit_pc` was decoded from bytes since overwritten.
+    Stale = 4,
+}
+
+/// What translated code reads and writes besides guest registers: filled before each
+/// entry. `#[repr(C)]` because the templates address its first fields by offset.
+#[repr(C)]
+pub(crate) struct Frame {
+    pub x: *mut u64,
+    pub ram: *mut u8,
+    pub load_key: u64,
+    pub store_key: u64,
+    pub dirty: *mut u64,
+    pub generations: *const u64,
+    /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
+    pub code_chunks: *const u64,
+    /// Instructions that may still retire in this `run` (host register r13 inside).
+    pub remaining: u64,
+    pub exit_pc: u64,
+    pub exit_site: u64,
+    /// `interpret::<P>`: executes one instruction in the interpreter.
+    pub interpret: usize,
+    /// `lookup`: the entry of the translated block for a pc, or 0.
+    pub lookup: usize,
+    // The fields below are read by the helpers only, never by translated code.
+    pub hart: *mut Hart,
+    pub platform: *mut u8,
+    pub translator: *const Translator,
+    /// instret at which the run ends (`remaining` counts down to it).
+    pub end: u64,
+    /// What the last interpreted instruction did, when it ended the translated run.
+    pub outcome: Option<(Instruction, Result<Flow, Exception>)>,
+    pub helper_calls: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pc: u64,
+    ram_offset: u64,
+    generation: u64,
+    /// Offset of the block's entry in the code region, or `CODE_NONE`.
+    code: u32,
+    instructions: u32,
+    /// Times `Hart::run` reached the block while it was not translated yet.
+    executions: u32,
+}
+
+const SLOT_EMPTY: Slot = Slot {
+    pc: u64::MAX,
+    ram_offset: u64::MAX,
+    generation: 0,
+    code: CODE_NONE,
+    instructions: 0,
+    executions: 0,
+};
+
+pub(crate) struct Translator {
+    memory: Box<dyn ExecutableMemory>,
+    base: *mut u8,
+    len_bytes: usize,
+    /// End of the trampoline: blocks are placed from here.
+    first_block: usize,
+    epilogue: usize,
+    used_bytes: usize,
+    table: Vec<Slot>,
+    /// Instructions that translated code hands to the interpreter, by index.
+    interpreted_ops: Vec<Instruction>,
+    /// Executions after which a block is translated (1: at once).
+    hot_executions: u32,
+    pub stats: TranslatorStats,
+}
+
+// SAFETY: `base` points into memory owned by `memory`, which is `Send`; nothing else holds
+// the pointer, so moving the translator to another thread moves sole access with it.
+unsafe impl Send for Translator {}
+
+impl Translator {
+    fn new(
+        mut memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
+    ) -> Result<Translator, TranslatorError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(TranslatorError::UnsupportedHost);
+        }
+        let len_bytes = memory.len_bytes();
+        if !(CODE_BYTES_MIN..=CODE_BYTES_MAX).contains(&len_bytes) {
+            return Err(TranslatorError::RegionSize { len_bytes });
+        }
+        let base = memory.as_mut_ptr();
+        let (code, epilogue) = emit::trampoline();
+        // SAFETY: the region is `len_bytes` >= CODE_BYTES_MIN writable bytes owned by
+        // `memory` (ExecutableMemory contract) and the trampoline is far shorter.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base, code.len()) };
+        let first_block = code.len().next_multiple_of(64);
+        Ok(Translator {
+            memory,
+            base,
+            len_bytes,
+            first_block,
+            epilogue,
+            used_bytes: first_block,
+            table: vec![SLOT_EMPTY; TABLE_SLOTS],
+            interpreted_ops: Vec::new(),
+            hot_executions: hot_executions.max(1),
+            stats: TranslatorStats::default(),
+        })
+    }
+
+    /// Multiplicative (Fibonacci) hashing of the instruction address: code is laid out
+    /// with regular spacing, which a plain mask of the low bits would map onto a few slots.
+    fn slot_index(pc: u64) -> usize {
+        ((pc >> 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TABLE_SLOTS_LOG2)) as usize
+    }
+
+    /// Forgets every translation and reuses the whole region.
+    pub fn flush(&mut self) {
+        self.table.fill(SLOT_EMPTY);
+        self.interpreted_ops.clear();
+        self.used_bytes = self.first_block;
+    }
+
+    /// Machine code for a block, to be placed at `used_bytes`.
+    fn assemble(
+        &mut self,
+        ops: &[Instruction],
+        pc: u64,
+        offset: u64,
+        generation: u64,
+        tlbs: (i32, i32),
+    ) -> Vec<u8> {
+        let base = self.base as u64;
+        let first_interpreted = self.interpreted_ops.len() as u32;
+        let (code, interpreted) = emit::block(
+            ops,
+            emit::Placement {
+                pc,
+                ram_offset: offset,
+                generation,
+                origin: base + self.used_bytes as u64,
+                epilogue: base + self.epilogue as u64,
+                first_interpreted,
+                load_tlb: tlbs.0,
+                store_tlb: tlbs.1,
+            },
+        );
+        self.interpreted_ops.extend_from_slice(&interpreted);
+        code
+    }
+
+    /// The absolute entry address of the live translation of `pc` at RAM `offset`, or 0.
+    fn entry_address(&self, pc: u64, offset: u64, generation: u64) -> u64 {
+        let slot = self.table[Translator::slot_index(pc)];
+        if slot.pc == pc
+            && slot.ram_offset == offset
+            && slot.generation == generation
+            && slot.code != CODE_NONE
+        {
+            self.base as u64 + slot.code as u64
+        } else {
+            0
+        }
+    }
+
+    /// Copies an assembled block to the region at `used_bytes`.
+    fn place(&mut self, code: &[u8]) -> usize {
+        let at = self.used_bytes;
+        assert!(
+            at + code.len() <= self.len_bytes,
+            "block placed past the region"
+        );
+        // SAFETY: [at, at + len) lies inside the region (checked above); no translated code
+        // runs while the translator writes (single thread, outside `enter`).
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), self.base.add(at), code.len()) };
+        self.used_bytes = (at + code.len()).next_multiple_of(16);
+        self.stats.code_bytes_emitted += code.len() as u64;
+        at
+    }
+
+    /// Points the rel32 at absolute address `site` to the block entry at region offset
+    /// `target`.
+    fn link(&mut self, site: u64, target: u32) {
+        let base = self.base as u64;
+        let end = base + self.used_bytes as u64;
+        if site < base + self.first_block as u64 || site + 4 > end {
+            return;
+        }
+        let rel = (base + target as u64) as i64 - (site as i64 + 4);
+        let Ok(rel) = i32::try_from(rel) else { return };
+        // SAFETY: `site` lies inside the emitted part of the region (checked above) and
+        // was reported by translated code as the rel32 of one of its jumps.
+        unsafe { core::ptr::write_unaligned(site as *mut i32, rel) };
+        self.stats.chains += 1;
+    }
+
+    /// Runs translated code from region offset `code` until it exits.
+    fn enter(&self, frame: &mut Frame, code: u32) -> Exit {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: the region starts with the trampoline emitted in `new`, a sysv64
+            // function (frame, code) -> exit reason that saves and restores every
+            // callee-saved register; `code` is the entry of a block emitted by `emit` into
+            // the same region, and the frame's pointers were set by the caller to live
+            // hart state that nothing else touches until this returns.
+            let reason = unsafe {
+                let trampoline: extern "sysv64" fn(*mut Frame, *const u8) -> u32 =
+                    core::mem::transmute(self.base);
+                trampoline(frame, self.base.add(code as usize))
+            };
+            match reason {
+                0 => Exit::Jump,
+                1 => Exit::Chain,
+                2 => Exit::Helper,
+                3 => Exit::Budget,
+                _ => Exit::Stale,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (frame, code);
+            Exit::Budget
+        }
+    }
+}
+
+/// Called by translated code for an instruction it hands to the interpreter: executes
+/// `interpreted_ops[index]` at `pc` with `remaining` instructions left in the run, exactly
+/// as `run_block` would. Returns 0 when the instruction fell through (translated code goes
+/// on), 1 when it did anything else (the outcome waits in the frame; translated code
+/// leaves without counting it).
+extern "sysv64" fn interpret<P: Platform>(
+    frame: *mut Frame,
+    index: u64,
+    pc: u64,
+    remaining: u64,
+) -> u64 {
+    // SAFETY: translated code passes the frame `run_translated_with` filled for this entry;
+    // its hart, platform and translator pointers come from the live borrows held across
+    // the call into translated code, and nothing else uses them meanwhile.
+    let (frame, hart, platform, translator) = unsafe {
+        let frame = &mut *frame;
+        let hart = &mut *frame.hart;
+        let platform = &mut *frame.platform.cast::<P>();
+        let translator = &*frame.translator;
+        (frame, hart, platform, translator)
+    };
+    frame.helper_calls += 1;
+    let Some(&inst) = translator.interpreted_ops.get(index as usize) else {
+        // Cannot happen (indices are emitted with their instructions); leave, retiring
+        // nothing, and let `Hart::run` go on from pc.
+        frame.outcome = None;
+        return 1;
+    };
+    hart.pc = pc;
+    hart.instret = frame.end - remaining;
+    match hart.execute(platform, &inst) {
+        Ok(Flow::Next) => 0,
+        result => {
+            frame.outcome = Some((inst, result));
+            1
+        }
+    }
+}
+
+/// Called by translated code for an indirect or cross-page jump: the entry address of the
+/// translated block at `pc` if the fetch TLB already maps it (a walk, which may fault or
+/// set A bits, stays with `Hart::run`), else 0. Reads only.
+extern "sysv64" fn lookup(frame: *mut Frame, pc: u64) -> u64 {
+    // SAFETY: as for `interpret`; this only reads through the pointers.
+    let (hart, translator) = unsafe {
+        let frame = &*frame;
+        (&*frame.hart, &*frame.translator)
+    };
+    let Some(offset) = hart.fetch_cached(pc) else {
+        return 0;
+    };
+    let generation = hart.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
+    translator.entry_address(pc, offset, generation)
+}
+
+/// Whether the translator emits code for `op`; translated code hands the others to the
+/// interpreter, one instruction at a time.
+pub(crate) fn translates(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        Lui | Auipc
+            | Jal
+            | Jalr
+            | Beq
+            | Bne
+            | Blt
+            | Bge
+            | Bltu
+            | Bgeu
+            | Lb
+            | Lh
+            | Lw
+            | Ld
+            | Lbu
+            | Lhu
+            | Lwu
+            | Sb
+            | Sh
+            | Sw
+            | Sd
+            | Addi
+            | Slti
+            | Sltiu
+            | Xori
+            | Ori
+            | Andi
+            | Slli
+            | Srli
+            | Srai
+            | Add
+            | Sub
+            | Sll
+            | Slt
+            | Sltu
+            | Xor
+            | Srl
+            | Sra
+            | Or
+            | And
+            | Addiw
+            | Slliw
+            | Srliw
+            | Sraiw
+            | Addw
+            | Subw
+            | Sllw
+            | Srlw
+            | Sraw
+            | Fence
+            | Mul
+            | Mulh
+            | Mulhsu
+            | Mulhu
+            | Div
+            | Divu
+            | Rem
+            | Remu
+            | Mulw
+            | Divw
+            | Divuw
+            | Remw
+            | Remuw
+    )
+}
+
+impl Hart {
+    /// Turns the translator on, with `memory` as its code cache: blocks that `run` reaches
+    /// `HOT_EXECUTIONS_DEFAULT` times are translated. Guest-visible behaviour is the same
+    /// with and without it; only speed differs.
+    pub fn enable_translator(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+    ) -> Result<(), TranslatorError> {
+        self.enable_translator_after(memory, HOT_EXECUTIONS_DEFAULT)
+    }
+
+    /// `enable_translator`, translating a block once `run` has reached it `hot_executions`
+    /// times (1: every block at once, as the tests force it).
+    pub fn enable_translator_after(
+        &mut self,
+        memory: Box<dyn ExecutableMemory>,
+        hot_executions: u32,
+    ) -> Result<(), TranslatorError> {
+        self.translator = Some(Box::new(Translator::new(memory, hot_executions)?));
+        Ok(())
+    }
+
+    /// Turns the translator off and hands back its code memory.
+    pub fn disable_translator(&mut self) -> Option<Box<dyn ExecutableMemory>> {
+        self.translator.take().map(|t| t.memory)
+    }
+
+    /// The translator's counters, when it is on.
+    pub fn translator_stats(&self) -> Option<TranslatorStats> {
+        self.translator.as_ref().map(|t| t.stats)
+    }
+
+    /// `run_block` through translated code where there is some: runs at most up to instret
+    /// `end`, and returns a stop reason if `run` must return.
+    pub(crate) fn run_translated(
+        &mut self,
+        platform: &mut impl Platform,
+        end: u64,
+    ) -> Option<StopReason> {
+        if self.csr.triggers.armed {
+            return self.run_block(platform, end);
+        }
+        let Some(mut translator) = self.translator.take() else {
+            return self.run_block(platform, end);
+        };
+        let stop = self.run_translated_with(&mut translator, platform, end);
+        self.translator = Some(translator);
+        stop
+    }
+
+    fn run_translated_with<P: Platform>(
+        &mut self,
+        translator: &mut Translator,
+        platform: &mut P,
+        end: u64,
+    ) -> Option<StopReason> {
+        let pc = self.pc;
+        let offset = match self.fetch_page(pc) {
+            Ok((offset, true)) => offset as u64,
+            // Not cacheable or faulting: the interpreter does exactly what it always does.
+            _ => return self.run_block(platform, end),
+        };
+        let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset, false)
+        else {
+            // Not hot yet, or nothing to translate (the first instruction crosses the end
+            // of the page).
+            return self.run_block(platform, end);
+        };
+        if end - self.instret < instructions as u64 {
+            return self.run_block(platform, end);
+        }
+        let mut frame = Frame {
+            x: self.x.as_mut_ptr(),
+            ram: self.ram.as_mut_ptr(),
+            load_key: self.mmu.load_key(),
+            store_key: self.mmu.store_key(),
+            dirty: self.dirty.as_mut_ptr(),
+            generations: self.blocks.page_generations.as_ptr(),
+            code_chunks: self.blocks.code_chunks.as_ptr(),
+            remaining: end - self.instret,
+            exit_pc: self.pc,
+            exit_site: 0,
+            interpret: interpret::<P> as *const () as usize,
+            lookup: lookup as *const () as usize,
+            hart: self,
+            platform: (platform as *mut P).cast(),
+            translator,
+            end,
+            outcome: None,
+            helper_calls: 0,
+        };
+        translator.stats.entries += 1;
+        let exit = translator.enter(&mut frame, code);
+        translator.stats.interpreted += frame.helper_calls;
+        self.instret = end - frame.remaining;
+        if exit != Exit::Helper {
+            // (After an interpreted instruction pc is where the interpreter left it.)
+            self.pc = frame.exit_pc;
+        }
+        match exit {
+            Exit::Jump | Exit::Budget | Exit::Stale => None,
+            Exit::Helper => match frame.outcome {
+                Some((inst, Ok(flow))) => self.finish(&inst, flow),
+                Some((_, Err(e))) => self.take_trap(e.cause, e.tval, false),
+                None => None,
+            },
+            Exit::Chain => {
+                // Link the jump now, under the translation the source block just ran with
+                // (same virtual page, so the same physical page).
+                if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
+                    let same_page =
+                        target_offset as u64 / PAGE_SIZE_BYTES == offset / PAGE_SIZE_BYTES;
+                    let flushes = translator.stats.cache_flushes;
+                    // A jump from translated code leads to hot code: translate it now.
+                    let target =
+                        self.lookup_or_translate(translator, self.pc, target_offset as u64, true);
+                    // A flush while translating the target freed the source block too.
+                    if let (Some((code, _)), true, true) =
+                        (target, same_page, flushes == translator.stats.cache_flushes)
+                    {
+                        translator.link(frame.exit_site, code);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The translated block for `pc` at RAM offset `offset`: its code offset and length in
+    /// instructions. A block not translated yet is counted, and translated once it is hot
+    /// (or at once with `force`); `None` until then, and when its first instruction crosses
+    /// the end of the page.
+    fn lookup_or_translate(
+        &mut self,
+        translator: &mut Translator,
+        pc: u64,
+        offset: u64,
+        force: bool,
+    ) -> Option<(u32, u32)> {
+        let page = (offset / PAGE_SIZE_BYTES) as usize;
+        let generation = self.blocks.page_generations[page];
+        let index = Translator::slot_index(pc);
+        let slot = &mut translator.table[index];
+        let same = slot.pc == pc && slot.ram_offset == offset && slot.generation == generation;
+        if same && slot.code != CODE_NONE {
+            return Some((slot.code, slot.instructions));
+        }
+        let executions = if same {
+            slot.executions.saturating_add(1)
+        } else {
+            1
+        };
+        if !force && executions < translator.hot_executions {
+            *slot = Slot {
+                pc,
+                ram_offset: offset,
+                generation,
+                code: CODE_NONE,
+                instructions: 0,
+                executions,
+            };
+            return None;
+        }
+        let ops = self.decode_for_translation(offset);
+        let mut new_slot = Slot {
+            pc,
+            ram_offset: offset,
+            generation,
+            code: CODE_NONE,
+            instructions: 0,
+            executions: 0,
+        };
+        if !ops.is_empty() {
+            let tlbs = self.tlb_distances();
+            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs);
+            if translator.used_bytes + block.len() > translator.len_bytes {
+                translator.flush();
+                translator.stats.cache_flushes += 1;
+                block = translator.assemble(&ops, pc, offset, generation, tlbs);
+            }
+            let at = translator.place(&block);
+            // Stores to these bytes must now bump the page generation.
+            let last = ops.iter().map(|i| i.length_bytes as u64).sum::<u64>();
+            self.note_decoded_range(offset, offset + last);
+            new_slot.code = at as u32;
+            new_slot.instructions = ops.len() as u32;
+            translator.stats.blocks_translated += 1;
+            translator.stats.instructions_translated += ops.len() as u64;
+        }
+        translator.table[index] = new_slot;
+        (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
+    }
+
+    /// Byte distances from `x` to the load and store TLBs' entries: fields of this same
+    /// `Hart`, so the same wherever the hart lives.
+    fn tlb_distances(&self) -> (i32, i32) {
+        let x = self.x.as_ptr() as isize;
+        let distance = |tlb: *const u8| {
+            i32::try_from(tlb as isize - x).expect("a hart's fields lie within 2 GiB")
+        };
+        (
+            distance(self.mmu.load.entries_ptr()),
+            distance(self.mmu.store.entries_ptr()),
+        )
+    }
+
+    /// The instructions of the block at RAM offset `start`, as `build_block` decodes them:
+    /// up to and including the first that ends a block.
+    fn decode_for_translation(&self, start: u64) -> Vec<Instruction> {
+        let page_end = (start / PAGE_SIZE_BYTES + 1) * PAGE_SIZE_BYTES;
+        let mut ops = Vec::new();
+        let mut at = start;
+        while ops.len() < BLOCK_INSTRUCTIONS_MAX && at + 2 <= page_end {
+            let low = u16::from_le_bytes([self.ram[at as usize], self.ram[at as usize + 1]]);
+            let inst = if low & 3 != 3 {
+                decode_compressed(low)
+            } else {
+                if at + 4 > page_end {
+                    break;
+                }
+                let high =
+                    u16::from_le_bytes([self.ram[at as usize + 2], self.ram[at as usize + 3]]);
+                decode(low as u32 | (high as u32) << 16)
+            };
+            ops.push(inst);
+            at += inst.length_bytes as u64;
+            if ends_block(inst.op) {
+                break;
+            }
+        }
+        ops
+    }
+}

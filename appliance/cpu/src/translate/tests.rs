@@ -1,0 +1,730 @@
+//! Translator tests: every run with the translator must leave the same architectural state,
+//! RAM, counts and stop reasons as the interpreter, at every budget.
+
+extern crate std;
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use std::format;
+
+use super::ExecutableMemory;
+use crate::csr_numbers::{MEPC, MIE, MSTATUS, MTVEC};
+use crate::inst::{Instruction, Op};
+use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
+use crate::{GuestPhysAddr, Hart, Privilege, RunOutcome};
+
+/// Code region for tests: 4 MiB mapped read, write and execute.
+struct Mapped {
+    ptr: *mut u8,
+    len_bytes: usize,
+}
+
+const TEST_REGION_BYTES: usize = 4 << 20;
+
+impl Mapped {
+    fn new(len_bytes: usize) -> Mapped {
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions;
+        // the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "mmap of the test code region failed"
+        );
+        Mapped {
+            ptr: ptr.cast(),
+            len_bytes,
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len_bytes are exactly the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+// SAFETY: the mapping is owned by this object alone and moves with it.
+unsafe impl Send for Mapped {}
+
+// SAFETY: `new` maps len_bytes RWX bytes that stay mapped until drop.
+unsafe impl ExecutableMemory for Mapped {
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+    fn len_bytes(&self) -> usize {
+        self.len_bytes
+    }
+}
+
+/// The translator forced on: every block translated the first time it runs.
+fn translating(mut h: Hart) -> Hart {
+    h.enable_translator_after(Box::new(Mapped::new(TEST_REGION_BYTES)), 1)
+        .expect("translator available on x86-64");
+    h
+}
+
+/// Unmapped physical address (outside RAM and the test bus's MMIO window).
+const UNMAPPED: u64 = 0x4000_0000;
+const MMIO: u64 = 0x1000_0000;
+const HANDLER: u64 = RAM_BASE + 0x1000;
+const CODE: u64 = RAM_BASE + 0x2000;
+const SCRATCH: u64 = RAM_BASE + 0x10_000;
+
+/// An M-mode trap handler that skips the trapping 4-byte instruction (x5 is its scratch).
+fn handler() -> Vec<Instruction> {
+    use Op::*;
+    vec![
+        ins(Csrrs, 5, 0, 0, MEPC as i32),
+        ins(Addi, 5, 5, 0, 4),
+        ins(Csrrw, 0, 5, 0, MEPC as i32),
+        ins(Mret, 0, 0, 0, 0),
+    ]
+}
+
+/// A hart with the handler installed, `program` at CODE, sp (x2) in the scratch page,
+/// x3 at an unmapped address, x4 at the code and x6 at MMIO.
+fn machine(program: &[Instruction]) -> Hart {
+    let mut h = hart(false);
+    h.write_phys(GuestPhysAddr(HANDLER), &assemble(&handler()))
+        .unwrap();
+    h.write_phys(GuestPhysAddr(CODE), &assemble(program))
+        .unwrap();
+    h.write_csr(MTVEC, HANDLER);
+    h.reset(CODE, Privilege::Machine, 0, 0);
+    h.set_x(2, SCRATCH + 0x800);
+    h.set_x(3, UNMAPPED);
+    h.set_x(4, CODE);
+    h.set_x(6, MMIO);
+    h
+}
+
+fn state(h: &Hart) -> Vec<u8> {
+    let mut out = Vec::new();
+    h.write_state(&mut out);
+    out
+}
+
+/// Runs both harts with the same budgets; every outcome, the registers, CSRs and RAM must
+/// agree after every run. Returns the translating hart for further checks.
+fn lockstep(reference: &mut Hart, translated: &mut Hart, budgets: &[u64], what: &str) {
+    let mut bus_reference = Bus::default();
+    let mut bus_translated = Bus::default();
+    for (step, &budget) in budgets.iter().enumerate() {
+        let expected: RunOutcome = reference.run(&mut bus_reference, budget);
+        let actual = translated.run(&mut bus_translated, budget);
+        assert_eq!(
+            actual, expected,
+            "{what}: outcome of run {step} (budget {budget})"
+        );
+        assert_eq!(
+            translated.pc(),
+            reference.pc(),
+            "{what}: pc after run {step} (budget {budget})"
+        );
+        assert!(
+            state(translated) == state(reference),
+            "{what}: state after run {step} (budget {budget}): {:?} vs {:?}",
+            translated,
+            reference
+        );
+        assert!(
+            translated.ram() == reference.ram(),
+            "{what}: RAM after run {step} (budget {budget})"
+        );
+        assert_eq!(
+            bus_translated.stores, bus_reference.stores,
+            "{what}: MMIO stores after run {step}"
+        );
+    }
+    assert_eq!(
+        translated.take_dirty_pages(),
+        reference.take_dirty_pages(),
+        "{what}: dirty pages"
+    );
+}
+
+fn entries(h: &Hart) -> u64 {
+    h.translator_stats().expect("translator on").entries
+}
+
+#[test]
+fn every_integer_operation_matches_the_interpreter_on_special_values() {
+    use Op::*;
+    let specials: [u64; 10] = [
+        0,
+        1,
+        u64::MAX,
+        i64::MAX as u64,
+        i64::MIN as u64,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0xffff_ffff_8000_0000,
+        63,
+    ];
+    let ops = [
+        Add, Sub, Sll, Slt, Sltu, Xor, Srl, Sra, Or, And, Addw, Subw, Sllw, Srlw, Sraw, Mul, Mulh,
+        Mulhsu, Mulhu, Div, Divu, Rem, Remu, Mulw, Divw, Divuw, Remw, Remuw,
+    ];
+    let immediates = [
+        Addi, Slti, Sltiu, Xori, Ori, Andi, Slli, Srli, Srai, Addiw, Slliw, Srliw, Sraiw,
+    ];
+    // x10..x19 hold the specials; each result goes to x20 and is stored to a fresh slot,
+    // so every result is compared, not only the last one in each register.
+    let mut program = Vec::new();
+    let record = |program: &mut Vec<Instruction>, inst: Instruction| {
+        program.push(inst);
+        program.push(ins(Sd, 0, 2, 20, 0));
+        program.push(ins(Addi, 2, 2, 0, 8));
+    };
+    for i in 0..specials.len() as u8 {
+        for j in 0..specials.len() as u8 {
+            for &op in &ops {
+                record(&mut program, ins(op, 20, 10 + i, 10 + j, 0));
+            }
+        }
+        for &op in &immediates {
+            for imm in [0, 1, -1, 31, 2047, -2048] {
+                let imm = match op {
+                    Slli | Srli | Srai => imm & 63,
+                    Slliw | Srliw | Sraiw => imm & 31,
+                    _ => imm,
+                };
+                record(&mut program, ins(op, 20, 10 + i, 0, imm));
+            }
+        }
+    }
+    program.push(ins(Jal, 0, 0, 0, 0));
+    let setup = |h: &mut Hart| {
+        for (i, &v) in specials.iter().enumerate() {
+            h.set_x(10 + i, v);
+        }
+    };
+    let mut reference = machine(&program);
+    setup(&mut reference);
+    let mut translated = translating(machine(&program));
+    setup(&mut translated);
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[program.len() as u64 + 10],
+        "specials",
+    );
+    assert!(entries(&translated) > 0, "the translator ran nothing");
+}
+
+/// A random program: integer ALU and M operations, loads and stores (some faulting, some
+/// misaligned, some crossing a page, some to MMIO, a few into the code itself), forward
+/// and backward branches, jumps, and instructions the translator leaves to the
+/// interpreter (CSR reads, fence.i, ecall).
+fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
+    use Op::*;
+    let alu = [
+        Add, Sub, Sll, Slt, Sltu, Xor, Srl, Sra, Or, And, Addw, Subw, Sllw, Srlw, Sraw, Mul, Mulh,
+        Mulhsu, Mulhu, Div, Divu, Rem, Remu, Mulw, Divw, Divuw, Remw, Remuw,
+    ];
+    let alu_imm = [Addi, Slti, Sltiu, Xori, Ori, Andi, Addiw];
+    let shifts = [Slli, Srli, Srai];
+    let shifts_w = [Slliw, Srliw, Sraiw];
+    let loads = [Lb, Lh, Lw, Ld, Lbu, Lhu, Lwu];
+    let stores = [Sb, Sh, Sw, Sd];
+    let branches = [Beq, Bne, Blt, Bge, Bltu, Bgeu];
+    // Destinations avoid x0 (kept interesting elsewhere), x2, x3, x4, x6 (bases) and x5
+    // (the handler's scratch).
+    let rd = |rng: &mut Rng| -> u8 {
+        loop {
+            let r = rng.below(32) as u8;
+            if ![0, 2, 3, 4, 5, 6].contains(&r) {
+                return r;
+            }
+        }
+    };
+    let rs = |rng: &mut Rng| -> u8 { rng.below(32) as u8 };
+    let mut program = Vec::with_capacity(length);
+    while program.len() < length {
+        let roll = rng.below(100);
+        let here = program.len() as i32;
+        let inst = match roll {
+            0..=34 => ins(*pick(rng, &alu), rd(rng), rs(rng), rs(rng), 0),
+            35..=44 => ins(
+                *pick(rng, &alu_imm),
+                rd(rng),
+                rs(rng),
+                0,
+                rng.below(4096) as i32 - 2048,
+            ),
+            45..=49 => ins(
+                *pick(rng, &shifts),
+                rd(rng),
+                rs(rng),
+                0,
+                rng.below(64) as i32,
+            ),
+            50..=52 => ins(
+                *pick(rng, &shifts_w),
+                rd(rng),
+                rs(rng),
+                0,
+                rng.below(32) as i32,
+            ),
+            53..=54 => ins(Lui, rd(rng), 0, 0, (rng.next() as i32) & !0xfff),
+            55 => ins(Auipc, rd(rng), 0, 0, (rng.next() as i32) & !0xfff),
+            56..=67 => {
+                let base = match rng.below(40) {
+                    0 => 3,
+                    1 => 6,
+                    _ => 2,
+                };
+                ins(
+                    *pick(rng, &loads),
+                    rd(rng),
+                    base,
+                    0,
+                    rng.below(4096) as i32 - 2048,
+                )
+            }
+            68..=77 => {
+                let (base, offset) = match rng.below(60) {
+                    0 => (3, 0),
+                    1 => (6, rng.below(64) as i32),
+                    // Into the program itself, ahead of or behind this store.
+                    2 => (4, (rng.below(length as u64) * 4) as i32 & 0x7fc),
+                    _ => (2, rng.below(4096) as i32 - 2048),
+                };
+                ins(*pick(rng, &stores), 0, base, rs(rng), offset)
+            }
+            78..=88 => {
+                // Mostly forward; a few backward (loops end with the budget).
+                let delta = if rng.below(8) == 0 {
+                    -(rng.below(here.min(12) as u64 + 1) as i32)
+                } else {
+                    1 + rng.below(8) as i32
+                };
+                ins(*pick(rng, &branches), 0, rs(rng), rs(rng), delta * 4)
+            }
+            89..=91 => ins(Jal, rd(rng), 0, 0, (1 + rng.below(6) as i32) * 4),
+            92 => {
+                // jalr to the next-but-one instruction through a register set just before.
+                program.push(ins(Auipc, 7, 0, 0, 0));
+                ins(Jalr, rd(rng), 7, 0, 8)
+            }
+            93..=94 => ins(Csrrs, rd(rng), 0, 0, crate::csr_numbers::INSTRET as i32),
+            95 => ins(FenceI, 0, 0, 0, 0),
+            96 => ins(Fence, 0, 0, 0, 0),
+            97 => ins(Ecall, 0, 0, 0, 0),
+            _ => ins(Addi, 0, rs(rng), 0, 1),
+        };
+        program.push(inst);
+    }
+    program.push(ins(Jal, 0, 0, 0, 0));
+    program
+}
+
+fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
+    &items[rng.below(items.len() as u64) as usize]
+}
+
+/// Same random registers in both harts.
+fn seed_registers(h: &mut Hart, rng: &mut Rng) {
+    for r in [1, 7, 8, 9] {
+        h.set_x(r, rng.next());
+    }
+    for r in 10..32 {
+        h.set_x(
+            r,
+            match rng.below(4) {
+                0 => rng.below(16),
+                1 => (rng.below(16) as i64 - 8) as u64,
+                _ => rng.next(),
+            },
+        );
+    }
+}
+
+#[test]
+fn random_programs_match_the_interpreter_at_random_budgets() {
+    const SEED: u64 = 0x7a11_51a7_e000_0001;
+    const PROGRAMS: u64 = 60;
+    const PROGRAM_INSTRUCTIONS: usize = 1500;
+    std::println!("seed {SEED:#x}");
+    let mut total_entries = 0;
+    for program_index in 0..PROGRAMS {
+        let mut rng = Rng(SEED ^ program_index.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let program = random_program(&mut rng, PROGRAM_INSTRUCTIONS);
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        let mut registers = Rng(rng.next() | 1);
+        seed_registers(&mut reference, &mut Rng(registers.0));
+        seed_registers(&mut translated, &mut registers);
+        let budgets: Vec<u64> = (0..40).map(|_| 1 + rng.below(300)).collect();
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &budgets,
+            &format!("program {program_index} of seed {SEED:#x}"),
+        );
+        total_entries += entries(&translated);
+    }
+    assert!(
+        total_entries > 1000,
+        "translated code barely ran: {total_entries} entries"
+    );
+}
+
+#[test]
+fn every_budget_across_a_loop_gives_the_interpreters_state() {
+    use Op::*;
+    // A loop of ten instructions with a load and a store, run 1..=120 instructions at a
+    // time from a fresh start: every cut point inside and between blocks.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Xor, 11, 11, 10, 0),
+        ins(Slli, 12, 10, 0, 3),
+        ins(Add, 13, 13, 12, 0),
+        ins(Sd, 0, 2, 13, 0),
+        ins(Ld, 14, 2, 0, 0),
+        ins(Sub, 15, 14, 11, 0),
+        ins(Mul, 16, 15, 10, 0),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -36),
+        ins(Addi, 7, 0, 0, 5),
+        ins(Jal, 0, 0, 0, -44),
+    ];
+    for budget in 1..=120u64 {
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        reference.set_x(7, 5);
+        translated.set_x(7, 5);
+        // The same budget again and again: the cut moves through every position.
+        let budgets = [budget; 8];
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &budgets,
+            &format!("budget {budget}"),
+        );
+        if budget >= 12 {
+            assert!(
+                entries(&translated) > 0,
+                "budget {budget}: nothing translated"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fault_in_every_position_of_a_block_stops_the_count_at_the_faulting_instruction() {
+    use Op::*;
+    const BLOCK: usize = 24;
+    for position in 0..BLOCK {
+        for faulting in [Ld, Sw, Lbu, Sd] {
+            // Loads and stores in sp's page; the one at `position` uses x3 (unmapped).
+            let mut program = Vec::new();
+            for i in 0..BLOCK {
+                let base = if i == position { 3 } else { 2 };
+                let op = if i == position {
+                    faulting
+                } else if i % 2 == 0 {
+                    Ld
+                } else {
+                    Sd
+                };
+                program.push(match op {
+                    Sw | Sd => ins(op, 0, base, 10 + (i % 8) as u8, (i * 8) as i32),
+                    _ => ins(op, 10 + (i % 8) as u8, base, 0, (i * 8) as i32),
+                });
+                program.push(ins(Addi, 20, 20, 0, 1));
+            }
+            program.push(ins(Jal, 0, 0, 0, -(program.len() as i32 * 4)));
+            let mut reference = machine(&program);
+            let mut translated = translating(machine(&program));
+            let what = format!("{faulting:?} at position {position}");
+            // First run: up to and including the fault and the handler.
+            lockstep(
+                &mut reference,
+                &mut translated,
+                &[2 * position as u64 + 1, 1, 4, 200, 3, 77],
+                &what,
+            );
+            // The handler stepped mepc past the faulting instruction.
+            assert_eq!(
+                translated.read_csr(MEPC),
+                Some(CODE + 8 * position as u64 + 4),
+                "{what}: mepc"
+            );
+        }
+    }
+}
+
+#[test]
+fn self_modifying_code_and_fence_i_run_the_new_instructions() {
+    use Op::*;
+    // The loop body's third instruction is rewritten each round: `addi x10, x10, 1` becomes
+    // `addi x10, x10, 100` (stored from x11), with and without fence.i.
+    let patched = crate::encode(&ins(Addi, 10, 10, 0, 100)).unwrap() as u64;
+    for fence in [true, false] {
+        let mut program = vec![
+            ins(Addi, 12, 12, 0, 1),
+            ins(Addi, 13, 13, 0, 3),
+            ins(Addi, 10, 10, 0, 1),
+            ins(Sw, 0, 4, 11, 8),
+        ];
+        program.push(if fence {
+            ins(FenceI, 0, 0, 0, 0)
+        } else {
+            ins(Fence, 0, 0, 0, 0)
+        });
+        program.push(ins(Jal, 0, 0, 0, -20));
+        let setup = |h: &mut Hart| h.set_x(11, patched);
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        setup(&mut reference);
+        setup(&mut translated);
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &[3, 50, 1, 1, 1, 1000, 7],
+            &format!("fence.i {fence}"),
+        );
+        // Six instructions a round: an increment of 1 in the first round, then 100 in
+        // every later one that reached its third instruction.
+        let retired = translated.instret().0;
+        let (rounds, partial) = (retired / 6, retired % 6);
+        let expected = 1 + 100 * (rounds - 1) + if partial >= 3 { 100 } else { 0 };
+        assert_eq!(translated.x(10), expected, "fence.i {fence}");
+    }
+}
+
+#[test]
+fn code_written_from_outside_between_runs_is_translated_again() {
+    use Op::*;
+    let program = [ins(Addi, 10, 10, 0, 1), ins(Jal, 0, 0, 0, -4)];
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    lockstep(&mut reference, &mut translated, &[100], "before");
+    let replacement = assemble(&[ins(Addi, 10, 10, 0, -7)]);
+    for h in [&mut reference, &mut translated] {
+        h.write_phys(GuestPhysAddr(CODE), &replacement).unwrap();
+    }
+    lockstep(&mut reference, &mut translated, &[100], "after");
+    assert_eq!(
+        translated.x(10),
+        50u64.wrapping_add(50u64.wrapping_mul(-7i64 as u64))
+    );
+}
+
+#[test]
+fn interrupts_raised_between_runs_are_taken_at_the_same_count() {
+    use Op::*;
+    // A counting loop with the machine timer interrupt enabled; the line is raised and
+    // lowered between runs of varying length, so interrupts arrive at block boundaries
+    // and in the middle of blocks.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 11, 11, 0, 2),
+        ins(Add, 12, 12, 10, 0),
+        ins(Jal, 0, 0, 0, -12),
+    ];
+    let handler_program = [
+        ins(Addi, 20, 20, 0, 1),
+        ins(Csrrw, 0, 0, 0, MIE as i32),
+        ins(Mret, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| {
+        h.write_phys(GuestPhysAddr(HANDLER), &assemble(&handler_program))
+            .unwrap();
+        h.write_csr(MSTATUS, 1 << 3);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    let mut rng = Rng(0x1e7_0001);
+    let mut bus_reference = Bus::default();
+    let mut bus_translated = Bus::default();
+    for round in 0..400 {
+        let raise = rng.below(3) == 0;
+        let budget = 1 + rng.below(40);
+        for h in [&mut reference, &mut translated] {
+            if raise {
+                h.write_csr(MIE, 1 << 7);
+                h.set_interrupt_lines(1 << 7);
+            } else {
+                h.set_interrupt_lines(0);
+            }
+        }
+        let expected = reference.run(&mut bus_reference, budget);
+        let actual = translated.run(&mut bus_translated, budget);
+        assert_eq!(actual, expected, "round {round}");
+        assert!(state(&translated) == state(&reference), "round {round}");
+    }
+    assert!(translated.x(20) > 10, "interrupts were taken");
+    assert!(entries(&translated) > 0);
+}
+
+#[test]
+fn a_region_of_the_wrong_size_is_refused() {
+    let mut h = hart(false);
+    let result = h.enable_translator(Box::new(Mapped::new(4096)));
+    assert_eq!(
+        result,
+        Err(super::TranslatorError::RegionSize { len_bytes: 4096 })
+    );
+    assert!(h.translator_stats().is_none());
+}
+
+#[test]
+fn a_full_code_cache_is_emptied_and_translation_goes_on() {
+    use Op::*;
+    // Many distinct blocks (each ends in a jal to the next) in the smallest region.
+    let mut program = Vec::new();
+    for i in 0..20_000i32 {
+        program.push(ins(Addi, 10, 10, 0, i % 100));
+        program.push(ins(Mul, 11, 10, 10, 0));
+        program.push(ins(Jal, 0, 0, 0, 4));
+    }
+    program.push(ins(Jal, 0, 0, 0, 0));
+    let mut reference = machine(&program);
+    let mut translated = machine(&program);
+    translated
+        .enable_translator_after(Box::new(Mapped::new(super::CODE_BYTES_MIN)), 1)
+        .unwrap();
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[30_000, 30_000, 1, 30_000],
+        "small cache",
+    );
+    let stats = translated.translator_stats().unwrap();
+    assert!(stats.cache_flushes > 0, "{stats:?}");
+}
+
+#[test]
+fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_not() {
+    use Op::*;
+    // Data in the code's own page (as small programs link .data right after .text): the
+    // loop stores next to itself 2000 times, then once over its own next instruction.
+    let program = [
+        ins(Sd, 0, 4, 10, 0x7f8),
+        ins(Sw, 0, 4, 10, 0x7f0),
+        ins(Sb, 0, 4, 10, 0x7ff),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Blt, 0, 10, 11, -16),
+        ins(Sw, 0, 4, 12, 24),
+        ins(Addi, 13, 13, 0, 1),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let nop = crate::encode(&ins(Addi, 0, 0, 0, 0)).unwrap() as u64;
+    let setup = |h: &mut Hart| {
+        h.set_x(11, 2000);
+        h.set_x(12, nop);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[5000, 10, 100],
+        "stores beside code",
+    );
+    // The store over `addi x13` turned it into a nop before it ran.
+    assert_eq!(translated.x(13), 0);
+    let stats = translated.translator_stats().unwrap();
+    assert!(
+        stats.interpreted < 20,
+        "stores beside code went through the interpreter: {stats:?}"
+    );
+}
+
+#[test]
+fn by_default_only_blocks_run_often_enough_are_translated() {
+    use Op::*;
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Blt, 0, 10, 11, -4),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| h.set_x(11, 1000);
+    let mut reference = machine(&program);
+    let mut translated = machine(&program);
+    translated
+        .enable_translator(Box::new(Mapped::new(TEST_REGION_BYTES)))
+        .unwrap();
+    setup(&mut reference);
+    setup(&mut translated);
+    // Fewer runs of the loop than the threshold: nothing is translated yet.
+    let cold = 2 * (super::HOT_EXECUTIONS_DEFAULT as u64 - 2);
+    lockstep(&mut reference, &mut translated, &[cold], "cold");
+    assert_eq!(translated.translator_stats().unwrap().blocks_translated, 0);
+    lockstep(&mut reference, &mut translated, &[2000, 50], "hot");
+    let stats = translated.translator_stats().unwrap();
+    assert!(
+        stats.blocks_translated >= 1 && stats.entries >= 1,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn code_on_a_page_that_gets_remapped_runs_what_the_new_mapping_holds() {
+    use crate::tests::{sv39_hart, write_u64, ROOT};
+    use Op::*;
+    // S-mode code at one virtual page, first backed by physical page A, then (after the
+    // page table changes) by page B, with and without the TLB flush that makes the change
+    // visible; translated blocks are keyed by the physical page, so neither may leak.
+    const VA: u64 = 0x4000_0000;
+    const PAGE_A: u64 = RAM_BASE + 0x20_000;
+    const PAGE_B: u64 = RAM_BASE + 0x21_000;
+    let flags = 0xcb; // V R X A D (privileged spec 4.3.1)
+    let code_a = assemble(&[
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 11, 11, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ]);
+    let code_b = assemble(&[
+        ins(Addi, 10, 10, 0, 100),
+        ins(Addi, 12, 12, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ]);
+    let leaf = ROOT + 0x2000 + ((VA >> 12) & 0x1ff) * 8;
+    let build = || {
+        let mut h = sv39_hart(VA, PAGE_A, flags);
+        h.write_phys(GuestPhysAddr(PAGE_A), &code_a).unwrap();
+        h.write_phys(GuestPhysAddr(PAGE_B), &code_b).unwrap();
+        h.reset(VA, Privilege::Supervisor, 0, 0);
+        h
+    };
+    for flush in [true, false] {
+        let mut reference = build();
+        let mut translated = translating(build());
+        let what = format!("remap, flush {flush}");
+        lockstep(&mut reference, &mut translated, &[300, 301], &what);
+        for h in [&mut reference, &mut translated] {
+            write_u64(h, leaf, (PAGE_B >> 12) << 10 | flags);
+            if flush {
+                h.flush_translations();
+            }
+        }
+        lockstep(&mut reference, &mut translated, &[300, 7, 300], &what);
+        let b_runs = translated.x(12);
+        if flush {
+            assert!(b_runs > 200, "{what}: page B ran {b_runs} times");
+        } else {
+            // The cached translation still maps page A, as the spec allows until sfence.vma.
+            assert_eq!(b_runs, 0, "{what}: page B ran without a flush");
+        }
+        assert!(entries(&translated) > 0, "{what}: nothing translated");
+    }
+}

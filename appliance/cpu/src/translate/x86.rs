@@ -1,0 +1,602 @@
+//! A small x86-64 encoder: just the instructions the translator's templates use.
+//!
+//! Encodings follow the Intel SDM volume 2 (chapter 2 for REX, ModRM and SIB; the opcode
+//! tables of chapters 3-5 for each instruction). Memory operands use an 8- or 32-bit
+//! displacement (ModRM mod = 01 or 10), never none, which sidesteps the special cases of
+//! rbp/r13 as a base with mod = 00 at the cost of a byte.
+
+use alloc::vec::Vec;
+
+/// A 64-bit general-purpose register, numbered as in the ModRM encoding (SDM table 2-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reg(pub u8);
+
+pub(crate) const RAX: Reg = Reg(0);
+pub(crate) const RCX: Reg = Reg(1);
+pub(crate) const RDX: Reg = Reg(2);
+pub(crate) const RBX: Reg = Reg(3);
+pub(crate) const RSP: Reg = Reg(4);
+pub(crate) const RBP: Reg = Reg(5);
+pub(crate) const RSI: Reg = Reg(6);
+pub(crate) const RDI: Reg = Reg(7);
+pub(crate) const R12: Reg = Reg(12);
+pub(crate) const R13: Reg = Reg(13);
+pub(crate) const R14: Reg = Reg(14);
+pub(crate) const R15: Reg = Reg(15);
+
+/// `[base + index + disp]` (scale 1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mem {
+    pub base: Reg,
+    pub index: Option<Reg>,
+    pub disp: i32,
+}
+
+/// `[base + disp]`.
+pub(crate) fn at(base: Reg, disp: i32) -> Mem {
+    Mem {
+        base,
+        index: None,
+        disp,
+    }
+}
+
+/// `[base + index + disp]`.
+pub(crate) fn at_index(base: Reg, index: Reg, disp: i32) -> Mem {
+    Mem {
+        base,
+        index: Some(index),
+        disp,
+    }
+}
+
+/// Condition codes (SDM appendix B.1.4.7), the low nibble of Jcc and SETcc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Cond {
+    Below = 0x2,
+    AboveOrEqual = 0x3,
+    Equal = 0x4,
+    NotEqual = 0x5,
+    BelowOrEqual = 0x6,
+    Above = 0x7,
+    Less = 0xc,
+    GreaterOrEqual = 0xd,
+}
+
+impl Cond {
+    /// The opposite condition (flip of the low bit, SDM B.1.4.7).
+    pub fn negate(self) -> Cond {
+        match self {
+            Cond::Below => Cond::AboveOrEqual,
+            Cond::AboveOrEqual => Cond::Below,
+            Cond::Equal => Cond::NotEqual,
+            Cond::NotEqual => Cond::Equal,
+            Cond::BelowOrEqual => Cond::Above,
+            Cond::Above => Cond::BelowOrEqual,
+            Cond::Less => Cond::GreaterOrEqual,
+            Cond::GreaterOrEqual => Cond::Less,
+        }
+    }
+}
+
+/// The two-operand integer operations of the 0x01-0x3B opcode rows (SDM "ADD", "OR", ...):
+/// the value is the /digit of the 0x81 immediate form, and `8 * digit` the base opcode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Alu {
+    Add = 0,
+    Or = 1,
+    And = 4,
+    Sub = 5,
+    Xor = 6,
+    Cmp = 7,
+}
+
+/// Shift operations: the /digit of the C1 and D3 opcodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Shift {
+    Shl = 4,
+    Shr = 5,
+    Sar = 7,
+}
+
+/// One-operand F7 group operations: the /digit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Unary {
+    Neg = 3,
+    Mul = 4,
+    Imul = 5,
+    Div = 6,
+    Idiv = 7,
+}
+
+/// Operand width of an integer instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Width {
+    W32,
+    W64,
+}
+
+/// Machine code being assembled, with its absolute address for rip-relative jumps.
+pub(crate) struct Assembler {
+    pub code: Vec<u8>,
+}
+
+impl Assembler {
+    pub fn new() -> Assembler {
+        Assembler { code: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.code.len()
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.code.push(b);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.code.extend_from_slice(b);
+    }
+
+    fn imm32(&mut self, v: i32) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// A REX prefix (SDM 2.2.1) when any of W, R, X, B is needed or `force` (byte
+    /// registers sil/dil need an empty REX).
+    fn rex(&mut self, w: bool, reg: u8, index: u8, base: u8, force: bool) {
+        let value = 0x40
+            | (w as u8) << 3
+            | ((reg >> 3) & 1) << 2
+            | ((index >> 3) & 1) << 1
+            | (base >> 3) & 1;
+        if value != 0x40 || force {
+            self.byte(value);
+        }
+    }
+
+    /// ModRM (+ SIB) + disp32 for a memory operand (SDM tables 2-2 and 2-3).
+    fn modrm_mem(&mut self, reg: u8, mem: Mem) {
+        // mod = 01 (disp8) when the displacement fits, else 10 (disp32); never 00.
+        let short = i8::try_from(mem.disp).is_ok();
+        let mode = if short { 0x40 } else { 0x80 };
+        match mem.index {
+            None if mem.base.0 & 7 != 4 => {
+                self.byte(mode | (reg & 7) << 3 | (mem.base.0 & 7));
+            }
+            None => {
+                // rsp/r12 as a base need a SIB byte with no index (index = 100).
+                self.byte(mode | (reg & 7) << 3 | 4);
+                self.byte(4 << 3 | (mem.base.0 & 7));
+            }
+            Some(index) => {
+                assert!(index != RSP, "rsp cannot be an index register");
+                self.byte(mode | (reg & 7) << 3 | 4);
+                self.byte((index.0 & 7) << 3 | (mem.base.0 & 7));
+            }
+        }
+        if short {
+            self.byte(mem.disp as i8 as u8);
+        } else {
+            self.imm32(mem.disp);
+        }
+    }
+
+    fn modrm_reg(&mut self, reg: u8, rm: u8) {
+        self.byte(0xc0 | (reg & 7) << 3 | (rm & 7));
+    }
+
+    fn rex_mem(&mut self, w: bool, reg: u8, mem: Mem, force: bool) {
+        let index = mem.index.map_or(0, |r| r.0);
+        self.rex(w, reg, index, mem.base.0, force);
+    }
+
+    /// `op reg, [mem]` / `op [mem], reg` with a one- or two-byte opcode.
+    fn op_mem(&mut self, w: bool, opcode: &[u8], reg: u8, mem: Mem) {
+        self.rex_mem(w, reg, mem, false);
+        self.bytes(opcode);
+        self.modrm_mem(reg, mem);
+    }
+
+    /// `op rm, reg` register form (`reg` in ModRM.reg).
+    fn op_reg(&mut self, w: bool, opcode: &[u8], reg: u8, rm: u8) {
+        self.rex(w, reg, 0, rm, false);
+        self.bytes(opcode);
+        self.modrm_reg(reg, rm);
+    }
+
+    /// `mov dst, [mem]`: 64-bit, or 32-bit zero-extending.
+    pub fn load(&mut self, width: Width, dst: Reg, mem: Mem) {
+        self.op_mem(width == Width::W64, &[0x8b], dst.0, mem);
+    }
+
+    /// `mov [mem], src` of 1, 2, 4 or 8 bytes.
+    pub fn store_sized(&mut self, size_bytes: u64, mem: Mem, src: Reg) {
+        match size_bytes {
+            1 => self.op_mem_byte_store(mem, src),
+            2 => {
+                self.byte(0x66);
+                self.op_mem(false, &[0x89], src.0, mem);
+            }
+            4 => self.op_mem(false, &[0x89], src.0, mem),
+            _ => self.op_mem(true, &[0x89], src.0, mem),
+        }
+    }
+
+    fn op_mem_byte_store(&mut self, mem: Mem, src: Reg) {
+        // spl/bpl/sil/dil need a REX prefix to be addressable as bytes.
+        let force = (4..8).contains(&src.0);
+        self.rex_mem(false, src.0, mem, force);
+        self.byte(0x88);
+        self.modrm_mem(src.0, mem);
+    }
+
+    /// `mov [mem], src` (64-bit).
+    pub fn store(&mut self, mem: Mem, src: Reg) {
+        self.op_mem(true, &[0x89], src.0, mem);
+    }
+
+    /// A load of 1, 2, 4 or 8 bytes into `dst`, sign- or zero-extended to 64 bits.
+    pub fn load_extend(&mut self, size_bytes: u64, signed: bool, dst: Reg, mem: Mem) {
+        match (size_bytes, signed) {
+            (1, false) => self.op_mem(false, &[0x0f, 0xb6], dst.0, mem),
+            (1, true) => self.op_mem(true, &[0x0f, 0xbe], dst.0, mem),
+            (2, false) => self.op_mem(false, &[0x0f, 0xb7], dst.0, mem),
+            (2, true) => self.op_mem(true, &[0x0f, 0xbf], dst.0, mem),
+            (4, false) => self.op_mem(false, &[0x8b], dst.0, mem),
+            (4, true) => self.op_mem(true, &[0x63], dst.0, mem),
+            _ => self.op_mem(true, &[0x8b], dst.0, mem),
+        }
+    }
+
+    /// `mov dst, src`.
+    pub fn mov(&mut self, width: Width, dst: Reg, src: Reg) {
+        self.op_reg(width == Width::W64, &[0x89], src.0, dst.0);
+    }
+
+    /// `mov dst, imm64` using the shortest encoding for the value.
+    pub fn mov_imm(&mut self, dst: Reg, value: u64) {
+        if value <= u32::MAX as u64 {
+            // mov r32, imm32 zero-extends (B8+r).
+            self.rex(false, 0, 0, dst.0, false);
+            self.byte(0xb8 | (dst.0 & 7));
+            self.imm32(value as u32 as i32);
+        } else if value as i64 == value as i32 as i64 {
+            // REX.W C7 /0: sign-extended imm32.
+            self.rex(true, 0, 0, dst.0, false);
+            self.byte(0xc7);
+            self.modrm_reg(0, dst.0);
+            self.imm32(value as i32);
+        } else {
+            self.rex(true, 0, 0, dst.0, false);
+            self.byte(0xb8 | (dst.0 & 7));
+            self.bytes(&value.to_le_bytes());
+        }
+    }
+
+    /// `op dst, src`.
+    pub fn alu(&mut self, op: Alu, width: Width, dst: Reg, src: Reg) {
+        self.op_reg(width == Width::W64, &[(op as u8) << 3 | 1], src.0, dst.0);
+    }
+
+    /// `op dst, [mem]`.
+    pub fn alu_mem(&mut self, op: Alu, width: Width, dst: Reg, mem: Mem) {
+        self.op_mem(width == Width::W64, &[(op as u8) << 3 | 3], dst.0, mem);
+    }
+
+    /// `op dst, imm32` (sign-extended to 64 bits in the 64-bit form).
+    pub fn alu_imm(&mut self, op: Alu, width: Width, dst: Reg, imm: i32) {
+        self.rex(width == Width::W64, 0, 0, dst.0, false);
+        if (-128..128).contains(&imm) {
+            self.byte(0x83);
+            self.modrm_reg(op as u8, dst.0);
+            self.byte(imm as i8 as u8);
+        } else {
+            self.byte(0x81);
+            self.modrm_reg(op as u8, dst.0);
+            self.imm32(imm);
+        }
+    }
+
+    /// `shift dst, imm8`.
+    pub fn shift_imm(&mut self, op: Shift, width: Width, dst: Reg, amount: u8) {
+        self.rex(width == Width::W64, 0, 0, dst.0, false);
+        self.byte(0xc1);
+        self.modrm_reg(op as u8, dst.0);
+        self.byte(amount);
+    }
+
+    /// `shift dst, cl` (the hardware masks the count to 5 or 6 bits, as RISC-V does).
+    pub fn shift_cl(&mut self, op: Shift, width: Width, dst: Reg) {
+        self.rex(width == Width::W64, 0, 0, dst.0, false);
+        self.byte(0xd3);
+        self.modrm_reg(op as u8, dst.0);
+    }
+
+    /// `imul dst, src` (low half of the product).
+    pub fn imul(&mut self, width: Width, dst: Reg, src: Reg) {
+        self.op_reg(width == Width::W64, &[0x0f, 0xaf], dst.0, src.0);
+    }
+
+    /// F7-group one-operand instruction (`neg`, `mul`, `imul`, `div`, `idiv`).
+    pub fn unary(&mut self, op: Unary, width: Width, rm: Reg) {
+        self.op_reg(width == Width::W64, &[0xf7], op as u8, rm.0);
+    }
+
+    /// `cqo` (64-bit) or `cdq` (32-bit): sign-extend rax/eax into rdx/edx.
+    pub fn sign_extend_into_rdx(&mut self, width: Width) {
+        if width == Width::W64 {
+            self.byte(0x48);
+        }
+        self.byte(0x99);
+    }
+
+    /// `movsxd dst, src32`.
+    pub fn movsxd(&mut self, dst: Reg, src: Reg) {
+        self.op_reg(true, &[0x63], dst.0, src.0);
+    }
+
+    /// `test a, b`.
+    pub fn test(&mut self, width: Width, a: Reg, b: Reg) {
+        self.op_reg(width == Width::W64, &[0x85], b.0, a.0);
+    }
+
+    /// `test reg8, imm8` for al, cl, dl, bl.
+    pub fn test_low_byte(&mut self, reg: Reg, imm: u8) {
+        assert!(reg.0 < 4, "only al, cl, dl and bl are encoded without REX");
+        self.byte(0xf6);
+        self.modrm_reg(0, reg.0);
+        self.byte(imm);
+    }
+
+    /// `setcc dst8; movzx dst32, dst8` for al, cl, dl, bl: dst = condition as 0 or 1.
+    pub fn set_cond(&mut self, cond: Cond, dst: Reg) {
+        assert!(dst.0 < 4, "only al, cl, dl and bl are encoded without REX");
+        self.bytes(&[0x0f, 0x90 | cond as u8]);
+        self.modrm_reg(0, dst.0);
+        self.op_reg(false, &[0x0f, 0xb6], dst.0, dst.0);
+    }
+
+    /// `bts dst, bit` (register form): sets bit `bit & 63` of `dst`.
+    pub fn bts(&mut self, dst: Reg, bit: Reg) {
+        self.op_reg(true, &[0x0f, 0xab], bit.0, dst.0);
+    }
+
+    /// `bt value, bit` (register form): CF = bit `bit & 63` of `value`.
+    pub fn bt(&mut self, value: Reg, bit: Reg) {
+        self.op_reg(true, &[0x0f, 0xa3], bit.0, value.0);
+    }
+
+    /// `cmp qword [mem], imm32` (sign-extended).
+    pub fn cmp_mem_imm(&mut self, mem: Mem, imm: i32) {
+        self.rex_mem(true, 0, mem, false);
+        self.byte(0x81);
+        self.modrm_mem(Alu::Cmp as u8, mem);
+        self.imm32(imm);
+    }
+
+    /// `or [mem], src` (64-bit).
+    pub fn or_to_mem(&mut self, mem: Mem, src: Reg) {
+        self.op_mem(true, &[0x09], src.0, mem);
+    }
+
+    pub fn push(&mut self, reg: Reg) {
+        self.rex(false, 0, 0, reg.0, false);
+        self.byte(0x50 | (reg.0 & 7));
+    }
+
+    pub fn pop(&mut self, reg: Reg) {
+        self.rex(false, 0, 0, reg.0, false);
+        self.byte(0x58 | (reg.0 & 7));
+    }
+
+    pub fn ret(&mut self) {
+        self.byte(0xc3);
+    }
+
+    /// `call [mem]` (an absolute address held in memory).
+    pub fn call_mem(&mut self, mem: Mem) {
+        self.rex_mem(false, 2, mem, false);
+        self.byte(0xff);
+        self.modrm_mem(2, mem);
+    }
+
+    /// `jmp reg`.
+    pub fn jmp_reg(&mut self, reg: Reg) {
+        self.rex(false, 0, 0, reg.0, false);
+        self.byte(0xff);
+        self.modrm_reg(4, reg.0);
+    }
+
+    /// `jcc rel32` with a zero displacement; returns the position of the rel32 to patch.
+    pub fn jcc(&mut self, cond: Cond) -> usize {
+        self.bytes(&[0x0f, 0x80 | cond as u8]);
+        let at = self.len();
+        self.imm32(0);
+        at
+    }
+
+    /// `jmp rel32` with a zero displacement; returns the position of the rel32 to patch.
+    pub fn jmp(&mut self) -> usize {
+        self.byte(0xe9);
+        let at = self.len();
+        self.imm32(0);
+        at
+    }
+
+    /// Points the rel32 at `site` (a position in this buffer) to position `target`, which
+    /// may lie outside the buffer (negative: code placed before it).
+    pub fn patch(&mut self, site: usize, target: i64) {
+        let rel = target - (site as i64 + 4);
+        let rel = i32::try_from(rel).expect("jump within one assembler buffer");
+        self.code[site..site + 4].copy_from_slice(&rel.to_le_bytes());
+    }
+
+    /// Points the rel32 at `site` to the current end of the buffer.
+    pub fn bind(&mut self, site: usize) {
+        let here = self.len() as i64;
+        self.patch(site, here);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(f: impl FnOnce(&mut Assembler)) -> Vec<u8> {
+        let mut a = Assembler::new();
+        f(&mut a);
+        a.code
+    }
+
+    // Expected bytes are the encodings binutils' `as` produces for the same instruction
+    // (with an 8-bit displacement of 0 where `as` would use none).
+    #[test]
+    fn memory_operands_encode_rsp_r12_and_r13_bases_and_index_registers() {
+        // mov rax, [rbx+0x100] (a 32-bit displacement)
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RAX, at(RBX, 0x100))),
+            [0x48, 0x8b, 0x83, 0, 1, 0, 0]
+        );
+        // mov rax, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RAX, at(RBX, 0x10))),
+            [0x48, 0x8b, 0x43, 0x10]
+        );
+        // mov rcx, [r12+8]
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RCX, at(R12, 8))),
+            [0x49, 0x8b, 0x4c, 0x24, 8]
+        );
+        // mov rax, [r13+0]
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RAX, at(R13, 0))),
+            [0x49, 0x8b, 0x45, 0]
+        );
+        // mov rcx, [r15+rdx+8]
+        assert_eq!(
+            bytes(|a| a.load(Width::W64, RCX, at_index(R15, RDX, 8))),
+            [0x49, 0x8b, 0x4c, 0x17, 8]
+        );
+        // mov [r12+rcx], al
+        assert_eq!(
+            bytes(|a| a.store_sized(1, at_index(R12, RCX, 0), RAX)),
+            [0x41, 0x88, 0x44, 0x0c, 0]
+        );
+        // mov [r12+rcx], ax
+        assert_eq!(
+            bytes(|a| a.store_sized(2, at_index(R12, RCX, 0), RAX)),
+            [0x66, 0x41, 0x89, 0x44, 0x0c, 0]
+        );
+    }
+
+    #[test]
+    fn extending_loads_pick_movzx_movsx_and_movsxd() {
+        // movsx rax, byte [r12+rcx]
+        assert_eq!(
+            bytes(|a| a.load_extend(1, true, RAX, at_index(R12, RCX, 0))),
+            [0x49, 0x0f, 0xbe, 0x44, 0x0c, 0]
+        );
+        // movzx eax, word [r12+rcx]
+        assert_eq!(
+            bytes(|a| a.load_extend(2, false, RAX, at_index(R12, RCX, 0))),
+            [0x41, 0x0f, 0xb7, 0x44, 0x0c, 0]
+        );
+        // movsxd rax, dword [r12+rcx]
+        assert_eq!(
+            bytes(|a| a.load_extend(4, true, RAX, at_index(R12, RCX, 0))),
+            [0x49, 0x63, 0x44, 0x0c, 0]
+        );
+    }
+
+    #[test]
+    fn register_forms_set_rex_bits_for_high_registers() {
+        // add rax, rcx
+        assert_eq!(
+            bytes(|a| a.alu(Alu::Add, Width::W64, RAX, RCX)),
+            [0x48, 0x01, 0xc8]
+        );
+        // sub r13, 5 (imm8 form)
+        assert_eq!(
+            bytes(|a| a.alu_imm(Alu::Sub, Width::W64, R13, 5)),
+            [0x49, 0x83, 0xed, 5]
+        );
+        // cmp r13, 0x1000 (imm32 form)
+        assert_eq!(
+            bytes(|a| a.alu_imm(Alu::Cmp, Width::W64, R13, 0x1000)),
+            [0x49, 0x81, 0xfd, 0, 0x10, 0, 0]
+        );
+        // shl eax, cl
+        assert_eq!(
+            bytes(|a| a.shift_cl(Shift::Shl, Width::W32, RAX)),
+            [0xd3, 0xe0]
+        );
+        // sar rax, 63
+        assert_eq!(
+            bytes(|a| a.shift_imm(Shift::Sar, Width::W64, RAX, 63)),
+            [0x48, 0xc1, 0xf8, 63]
+        );
+        // imul rax, rcx
+        assert_eq!(
+            bytes(|a| a.imul(Width::W64, RAX, RCX)),
+            [0x48, 0x0f, 0xaf, 0xc1]
+        );
+        // idiv rcx
+        assert_eq!(
+            bytes(|a| a.unary(Unary::Idiv, Width::W64, RCX)),
+            [0x48, 0xf7, 0xf9]
+        );
+        // movsxd rax, eax
+        assert_eq!(bytes(|a| a.movsxd(RAX, RAX)), [0x48, 0x63, 0xc0]);
+        // setl al; movzx eax, al
+        assert_eq!(
+            bytes(|a| a.set_cond(Cond::Less, RAX)),
+            [0x0f, 0x9c, 0xc0, 0x0f, 0xb6, 0xc0]
+        );
+        // bts rax, rdx
+        assert_eq!(bytes(|a| a.bts(RAX, RDX)), [0x48, 0x0f, 0xab, 0xd0]);
+        // bt rsi, rdi
+        assert_eq!(bytes(|a| a.bt(RSI, RDI)), [0x48, 0x0f, 0xa3, 0xfe]);
+        // cmp qword [rax+0x10], 7
+        assert_eq!(
+            bytes(|a| a.cmp_mem_imm(at(RAX, 0x10), 7)),
+            [0x48, 0x81, 0x78, 0x10, 7, 0, 0, 0]
+        );
+        // push r15; pop rbx
+        assert_eq!(bytes(|a| a.push(R15)), [0x41, 0x57]);
+        assert_eq!(bytes(|a| a.pop(RBX)), [0x5b]);
+        // jmp rsi
+        assert_eq!(bytes(|a| a.jmp_reg(RSI)), [0xff, 0xe6]);
+        // call [r14+0x58]
+        assert_eq!(
+            bytes(|a| a.call_mem(at(R14, 0x58))),
+            [0x41, 0xff, 0x56, 0x58]
+        );
+    }
+
+    #[test]
+    fn immediates_use_the_shortest_move() {
+        assert_eq!(bytes(|a| a.mov_imm(RAX, 7)), [0xb8, 7, 0, 0, 0]);
+        assert_eq!(
+            bytes(|a| a.mov_imm(RCX, u64::MAX)),
+            [0x48, 0xc7, 0xc1, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(
+            bytes(|a| a.mov_imm(Reg(8), 0x1_0000_0000)),
+            [0x49, 0xb8, 0, 0, 0, 0, 1, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn jumps_patch_to_their_targets() {
+        let mut a = Assembler::new();
+        let site = a.jcc(Cond::NotEqual);
+        a.ret();
+        a.bind(site);
+        assert_eq!(a.code, [0x0f, 0x85, 1, 0, 0, 0, 0xc3]);
+    }
+}

@@ -1,0 +1,57 @@
+//! Executable memory for the translator's code cache in the hosted process (mmap).
+
+use understudy_machine::ExecutableMemory;
+
+/// Size of the hosted code cache: room for every hot block of a Linux boot many times over.
+pub const CODE_CACHE_BYTES: usize = 64 << 20;
+
+/// An anonymous private mapping that is readable, writable and executable.
+pub struct MappedCode {
+    ptr: *mut u8,
+    len_bytes: usize,
+}
+
+impl MappedCode {
+    /// Maps `len_bytes` of RWX memory.
+    pub fn new(len_bytes: usize) -> std::io::Result<MappedCode> {
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions;
+        // the result is checked against MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(MappedCode {
+            ptr: ptr.cast(),
+            len_bytes,
+        })
+    }
+}
+
+impl Drop for MappedCode {
+    fn drop(&mut self) {
+        // SAFETY: ptr and len_bytes are exactly the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+// SAFETY: the mapping belongs to this object alone; moving it moves sole access.
+unsafe impl Send for MappedCode {}
+
+// SAFETY: `new` maps len_bytes RWX bytes that stay mapped, at the same address, until drop.
+unsafe impl ExecutableMemory for MappedCode {
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+    fn len_bytes(&self) -> usize {
+        self.len_bytes
+    }
+}
