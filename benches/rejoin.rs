@@ -15,7 +15,9 @@ const DISK_MIB: u64 = 1024;
 fn drill(name: &str, extra: &[&str]) -> Report {
     let work_dir = std::env::temp_dir().join(format!("understudy-bench-rejoin-{name}"));
     let output = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["drill", "--guest", "trixie", "--fault", "rejoin", "--cycles", "1"])
+        .args([
+            "drill", "--guest", "trixie", "--fault", "rejoin", "--cycles", "1",
+        ])
         .args(["--disk-mib", &DISK_MIB.to_string()])
         .args(["--requests-before", "300", "--requests-after", "100"])
         .args(["--namespace", &format!("us-bench-rejoin-{name}")])
@@ -45,7 +47,10 @@ fn main() {
         "{:<26} {:>9} {:>12} {:>12} {:>10} {:>14} {:>14}",
         "disk", "rejoin s", "state MiB", "ranges sent", "pause ms", "req/s before", "req/s joining"
     );
-    for (label, report) in [("equal (ext4 mount only)", &same), ("5% of ranges differ", &changed)] {
+    for (label, report) in [
+        ("equal (ext4 mount only)", &same),
+        ("5% of ranges differ", &changed),
+    ] {
         let rejoin = &report.rejoins[0];
         println!(
             "{label:<26} {:>9.2} {:>12.1} {:>12} {:>10.3} {:>14.1} {:>14.1}",

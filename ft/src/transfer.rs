@@ -213,6 +213,9 @@ pub struct Completion {
     pub pieces: u32,
     /// The machine's state digest at the handover's instruction count.
     pub digest: [u8; 32],
+    /// The root of the live disk's tree at the handover (separate disks only): the joiner's
+    /// disk must have the same.
+    pub disk_root: Option<[u8; 32]>,
 }
 
 impl Completion {
@@ -446,6 +449,7 @@ mod tests {
             session: SessionId(7),
             pieces: 42,
             digest: [3; 32],
+            disk_root: Some([4; 32]),
         };
         assert_eq!(Completion::decode(&completion.encode()), Some(completion));
         assert_eq!(Completion::decode(&[1, 2]), None);

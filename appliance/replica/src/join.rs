@@ -260,6 +260,8 @@ pub struct LiveJoin {
     session: SessionId,
     phase: LivePhase,
     disk_bytes: Option<u64>,
+    /// The disk's tree once the disks were compared, kept up to date with the guest's writes.
+    tree: Option<DiskTree>,
     /// Numbered pieces not yet acknowledged, oldest first (`acked_through + 1` at the front),
     /// sent or still to send.
     in_flight: VecDeque<(u32, Piece)>,
@@ -321,6 +323,7 @@ impl LiveJoin {
             session,
             phase,
             disk_bytes,
+            tree: None,
             in_flight: VecDeque::new(),
             sent_through: 0,
             window: PIECES_WINDOW_INITIAL,
@@ -432,7 +435,10 @@ impl LiveJoin {
                 }
             }
             Transfer::DiskMatched { .. } => {
-                if matches!(self.phase, LivePhase::Offering { .. }) {
+                if let LivePhase::Offering { tree, .. } = &mut self.phase {
+                    // From here the tree follows the disk: the ranges of every round's
+                    // write log are hashed again, so its root at the handover is exact.
+                    self.tree = tree.take();
                     self.begin_first_round(machine);
                     self.progress.phase = JoinPhase::PreCopy;
                 }
@@ -581,11 +587,14 @@ impl LiveJoin {
     /// A round of these pages and the disk ranges written since the last round.
     fn begin_round(&mut self, machine: &mut Machine, pages: Vec<u32>) {
         let pages: VecDeque<u32> = pages.into();
-        let disk = if self.disk_bytes.is_some() {
+        let disk: VecDeque<(u64, u64)> = if self.disk_bytes.is_some() {
             written_ranges(machine).collect()
         } else {
             VecDeque::new()
         };
+        for &(offset, len) in &disk {
+            self.rehash(machine, offset, len);
+        }
         self.progress.last_round_pages = pages.len() as u64;
         self.phase = LivePhase::PreCopy { pages, disk };
     }
@@ -619,6 +628,7 @@ impl LiveJoin {
         if self.disk_bytes.is_some() {
             let written: Vec<(u64, u64)> = written_ranges(machine).collect();
             for (offset, len) in written {
+                self.rehash(machine, offset, len);
                 for piece in disk_pieces(machine, offset, len, self.limits.message_bytes) {
                     self.queued.push_back(piece);
                 }
@@ -647,10 +657,18 @@ impl LiveJoin {
                 session: self.session,
                 pieces,
                 digest,
+                disk_root: self.tree.as_ref().map(DiskTree::root),
             },
             last_sent: None,
         };
         self.progress.phase = JoinPhase::HandingOver;
+    }
+
+    /// Hashes again the tree's leaves that `len` bytes at `offset` touch.
+    fn rehash(&mut self, machine: &mut Machine, offset: u64, len: u64) {
+        if let Some(tree) = &mut self.tree {
+            rehash_leaves(tree, machine, offset, len);
+        }
     }
 
     /// Fills the window from the round's pages and disk ranges.
@@ -738,6 +756,23 @@ impl LiveJoin {
         self.last_resend = now;
         self.window = (self.window / 2).max(1);
         self.sent_through = self.acked_through;
+    }
+}
+
+/// Hashes again, from the disk, the leaves of `tree` that `len` bytes at `offset` touch.
+fn rehash_leaves(tree: &mut DiskTree, machine: &mut Machine, offset: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    let leaf_bytes = u64::from(DISK_LEAF_BYTES);
+    let first = (offset / leaf_bytes) as u32;
+    let last = ((offset + len - 1) / leaf_bytes) as u32;
+    let len_bytes = tree.len_bytes();
+    let mut buffer = vec![0u8; DISK_LEAF_BYTES as usize];
+    for leaf in first..=last {
+        let (start, leaf_len) = DiskTree::leaf_range(len_bytes, DISK_LEAF_BYTES, leaf);
+        read_disk(machine, start, &mut buffer[..leaf_len]);
+        tree.set_leaf(leaf, DiskTree::leaf_digest(&buffer[..leaf_len]));
     }
 }
 
@@ -1299,16 +1334,9 @@ impl Joiner {
                 }
                 write_disk(machine, offset_bytes, &bytes);
                 if let Some(tree) = &mut self.tree {
-                    // The tree follows the disk, so a later session compares the truth.
-                    let first = (offset_bytes / u64::from(DISK_LEAF_BYTES)) as u32;
-                    let last = ((end - 1) / u64::from(DISK_LEAF_BYTES)) as u32;
-                    let len_bytes = tree.len_bytes();
-                    for leaf in first..=last {
-                        let (start, len) = DiskTree::leaf_range(len_bytes, DISK_LEAF_BYTES, leaf);
-                        let mut buffer = vec![0u8; len];
-                        read_disk(machine, start, &mut buffer);
-                        tree.set_leaf(leaf, DiskTree::leaf_digest(&buffer));
-                    }
+                    // The tree follows the disk: the handover's root is checked against it,
+                    // and a later session compares the truth.
+                    rehash_leaves(tree, machine, offset_bytes, bytes.len() as u64);
                 }
             }
             Piece::Devices {
@@ -1361,6 +1389,13 @@ impl Joiner {
             self.fail(
                 node,
                 "the state after the join differs from the primary's by digest",
+            );
+            return false;
+        }
+        if self.tree.as_ref().map(DiskTree::root) != completion.disk_root {
+            self.fail(
+                node,
+                "the disk after the join differs from the primary's by digest",
             );
             return false;
         }
