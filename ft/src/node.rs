@@ -361,6 +361,9 @@ pub struct Node {
     pending_install: Option<PendingInstall>,
     /// Primary: handed over to a joiner that has not acknowledged anything since.
     handover_unconfirmed: bool,
+    /// Primary: that handover was made by a solo primary, and its `Snapshot` has not been
+    /// sent yet: the joiner cannot be a backup, so losing it needs no new epoch.
+    handover_revocable: bool,
     /// Why the last claim began.
     claim_cause: Option<ClaimCause>,
     lease_until: Option<Instant>,
@@ -480,6 +483,7 @@ impl Node {
             last_snapshot_request: None,
             pending_install: None,
             handover_unconfirmed: false,
+            handover_revocable: false,
             claim_cause: None,
             lease_until: None,
             release_blocked_since: None,
@@ -908,6 +912,7 @@ impl Node {
             released_through: self.released_through,
             held_outputs,
         };
+        self.handover_revocable = self.role == RoleKind::Solo;
         if self.role == RoleKind::Solo {
             // No log was kept while solo: the state covers everything so far.
             self.log.clear();
@@ -938,6 +943,8 @@ impl Node {
         if self.role != RoleKind::Primary {
             return Err(NodeError::WrongRole { role: self.role });
         }
+        // From here the joiner may install and become a backup: losing it takes an epoch.
+        self.handover_revocable = false;
         let message = Message::Snapshot {
             sent_at: now,
             position: handover.position,
@@ -1616,6 +1623,23 @@ impl Node {
 
     // ----- Time -----
 
+    /// Back to solo after a handover whose joiner went silent before it could install.
+    fn revoke_handover(&mut self) {
+        self.handover_unconfirmed = false;
+        self.handover_revocable = false;
+        self.set_role(RoleKind::Solo);
+        self.log.clear();
+        self.log_bytes = 0;
+        self.lease_until = None;
+        self.log_start = self.end.next();
+        self.acked = self.end;
+        self.acked_at = self.end_at;
+        let held = core::mem::take(&mut self.held);
+        for output in held {
+            self.release(output, false, false);
+        }
+    }
+
     fn start_claim(&mut self, now: Instant) {
         let to = if self.role == RoleKind::Primary {
             RoleKind::ClaimingAsPrimary
@@ -1673,6 +1697,12 @@ impl Node {
                 let lease_unreachable = self
                     .release_blocked_since
                     .is_some_and(|since| now >= since + limits.ack_progress_timeout);
+                if (silent || stuck) && self.handover_unconfirmed && self.handover_revocable {
+                    // The joiner died before it was sent the handover: it never was a
+                    // backup, so this primary is solo again in its epoch, without a claim.
+                    self.revoke_handover();
+                    return;
+                }
                 if silent || stuck || lease_unreachable {
                     self.claim_cause = Some(if silent {
                         ClaimCause::PeerSilent

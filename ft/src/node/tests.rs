@@ -1699,7 +1699,9 @@ fn a_primary_waits_for_a_joiner_that_still_transfers_but_not_for_a_silent_one() 
     let limits = limits();
     let mut live = solo();
     drain_transmits(&mut live, T0);
-    live.hand_over(T0, InstructionCount(9)).unwrap();
+    let handover = live.hand_over(T0, InstructionCount(9)).unwrap();
+    // Sent: from here the joiner may be a backup, so losing it takes a claim.
+    live.send_handover(T0, &handover, vec![1]).unwrap();
     live.record(T0, input(10, 1)).unwrap();
     let mut forge = Forge::new();
     let mut now = T0;
@@ -1722,5 +1724,40 @@ fn a_primary_waits_for_a_joiner_that_still_transfers_but_not_for_a_silent_one() 
     }
     // Then the joiner goes silent: the primary claims.
     live.handle_timeout(now + limits.ack_progress_timeout);
+    assert_eq!(live.role(), RoleKind::ClaimingAsPrimary);
+}
+
+#[test]
+fn a_solo_primary_whose_joiner_dies_before_the_handover_is_sent_is_solo_again_without_a_claim() {
+    let limits = limits();
+    let mut live = solo();
+    drain_transmits(&mut live, T0);
+    drain_events(&mut live);
+    live.hand_over(T0, InstructionCount(9)).unwrap();
+    live.record(T0, input(10, 1)).unwrap();
+    let position = live
+        .submit_output(T0, InstructionCount(10), DeviceId(1), vec![5])
+        .unwrap();
+    assert_eq!(live.poll_release(T0), None, "held for the joiner");
+    let later = T0 + limits.peer_timeout + limits.ack_progress_timeout;
+    live.handle_timeout(later);
+    assert_eq!(live.role(), RoleKind::Solo);
+    assert_eq!(live.epoch(), Epoch(2), "no new epoch");
+    let released = live.poll_release(later).expect("released once solo");
+    assert_eq!(
+        (released.position, released.acknowledged),
+        (position, false)
+    );
+}
+
+#[test]
+fn a_primary_whose_joiner_dies_after_the_handover_was_sent_claims_a_new_epoch() {
+    let limits = limits();
+    let mut live = solo();
+    drain_transmits(&mut live, T0);
+    let handover = live.hand_over(T0, InstructionCount(9)).unwrap();
+    live.send_handover(T0, &handover, vec![1]).unwrap();
+    live.record(T0, input(10, 1)).unwrap();
+    live.handle_timeout(T0 + limits.peer_timeout + limits.ack_progress_timeout);
     assert_eq!(live.role(), RoleKind::ClaimingAsPrimary);
 }
