@@ -201,12 +201,12 @@ impl Hart {
         }
     }
 
-    /// Decodes a block starting at RAM offset `start` into `slot`. Returns false if the first
-    /// instruction crosses the end of the page (it is then executed uncached).
-    fn build_block(&mut self, start: u64, slot: usize) -> bool {
-        let page = (start / PAGE_SIZE_BYTES) as usize;
-        let page_end = (page as u64 + 1) * PAGE_SIZE_BYTES;
-        let mut ops = core::mem::take(&mut self.blocks.slots[slot].ops);
+    /// Decodes the block at RAM offset `start` into `ops` (emptied first): up to
+    /// `BLOCK_INSTRUCTIONS_MAX` instructions within the page, through the first that ends a
+    /// block. Empty when the first instruction crosses the end of the page. The decode cache
+    /// and the translator both take their blocks from here.
+    pub(crate) fn decode_block(&self, start: u64, ops: &mut Vec<Instruction>) {
+        let page_end = (start / PAGE_SIZE_BYTES + 1) * PAGE_SIZE_BYTES;
         ops.clear();
         let mut at = start;
         while ops.len() < BLOCK_INSTRUCTIONS_MAX && at + 2 <= page_end {
@@ -227,6 +227,14 @@ impl Hart {
                 break;
             }
         }
+    }
+
+    /// Decodes a block starting at RAM offset `start` into `slot`. Returns false if the first
+    /// instruction crosses the end of the page (it is then executed uncached).
+    fn build_block(&mut self, start: u64, slot: usize) -> bool {
+        let page = (start / PAGE_SIZE_BYTES) as usize;
+        let mut ops = core::mem::take(&mut self.blocks.slots[slot].ops);
+        self.decode_block(start, &mut ops);
         let built = !ops.is_empty();
         let entry = &mut self.blocks.slots[slot];
         entry.ops = ops;
@@ -238,7 +246,8 @@ impl Hart {
         if built {
             entry.tag = start;
             entry.generation = self.blocks.page_generations[page];
-            self.note_decoded_range(start, at);
+            let end = start + ops_end_bytes(&self.blocks.slots[slot].ops);
+            self.note_decoded_range(start, end);
         }
         built
     }
@@ -315,4 +324,9 @@ impl Hart {
     fn fetch_uncached(&mut self, pc: u64) -> Result<Instruction, Exception> {
         Ok(decode(self.fetch_raw(pc)?))
     }
+}
+
+/// The bytes a decoded block covers.
+fn ops_end_bytes(ops: &[Instruction]) -> u64 {
+    ops.iter().map(|inst| u64::from(inst.length_bytes)).sum()
 }

@@ -59,8 +59,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::block::ends_block;
-use crate::inst::{decode, decode_compressed, Instruction, Op};
+use crate::inst::{Instruction, Op};
 use crate::{Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
 
 /// Memory the translator may write machine code into and execute.
@@ -136,8 +135,6 @@ const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
 /// otherwise: code that runs rarely is cheaper to interpret than to translate (about 5 us
 /// a block) and keep in the host's caches (about 100 bytes of x86-64 per instruction).
 pub const HOT_EXECUTIONS_DEFAULT: u32 = 64;
-/// Longest translated block, in instructions (as the decode cache's blocks).
-const BLOCK_INSTRUCTIONS_MAX: usize = 128;
 /// Marks a table slot whose instruction the translator does not handle.
 const CODE_NONE: u32 = u32::MAX;
 
@@ -669,7 +666,8 @@ impl Hart {
             };
             return None;
         }
-        let ops = self.decode_for_translation(offset);
+        let mut ops = Vec::new();
+        self.decode_block(offset, &mut ops);
         let mut new_slot = Slot {
             pc,
             ram_offset: offset,
@@ -710,32 +708,5 @@ impl Hart {
             distance(self.mmu.load.entries_ptr()),
             distance(self.mmu.store.entries_ptr()),
         )
-    }
-
-    /// The instructions of the block at RAM offset `start`, as `build_block` decodes them:
-    /// up to and including the first that ends a block.
-    fn decode_for_translation(&self, start: u64) -> Vec<Instruction> {
-        let page_end = (start / PAGE_SIZE_BYTES + 1) * PAGE_SIZE_BYTES;
-        let mut ops = Vec::new();
-        let mut at = start;
-        while ops.len() < BLOCK_INSTRUCTIONS_MAX && at + 2 <= page_end {
-            let low = u16::from_le_bytes([self.ram[at as usize], self.ram[at as usize + 1]]);
-            let inst = if low & 3 != 3 {
-                decode_compressed(low)
-            } else {
-                if at + 4 > page_end {
-                    break;
-                }
-                let high =
-                    u16::from_le_bytes([self.ram[at as usize + 2], self.ram[at as usize + 3]]);
-                decode(low as u32 | (high as u32) << 16)
-            };
-            ops.push(inst);
-            at += inst.length_bytes as u64;
-            if ends_block(inst.op) {
-                break;
-            }
-        }
-        ops
     }
 }
