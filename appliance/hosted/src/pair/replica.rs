@@ -227,6 +227,7 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
     };
     let started = WallInstant::now();
     let mut peer_found = false;
+    let mut formed = false;
     loop {
         let step = driver.turn(&mut replica, now())?;
         if !peer_found && replica.node().peer_heard() {
@@ -259,8 +260,21 @@ pub fn run(config: &PairConfig, options: &Options) -> Result<Ending> {
             driver.write_status(&replica, now(), true)?;
             return Ok(ending);
         }
-        if replica.node().role() == RoleKind::Primary
-            && !replica.is_paired()
+        // The pair formed once the backup confirmed the identity digests (or, on a backup,
+        // once it followed a primary). A primary whose backup never did may also have lost
+        // it and claimed in the meantime (a backup that halts on a mismatch falls silent):
+        // it still has no pair to serve, whatever its role now.
+        let role = replica.node().role();
+        formed |= match role {
+            RoleKind::Primary => replica.is_paired(),
+            RoleKind::Backup | RoleKind::GoingLive => replica.node().peer_heard(),
+            _ => false,
+        };
+        if !formed
+            && matches!(
+                role,
+                RoleKind::Primary | RoleKind::ClaimingAsPrimary | RoleKind::Solo
+            )
             && started.elapsed() > options.wait_for_partner
         {
             bail!(
