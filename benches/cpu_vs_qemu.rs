@@ -1,6 +1,6 @@
 //! CPU benchmark: benchmark guests (appliance/guest/isa/bench/*.c) run in one go under
 //! `qemu-system-riscv64 -M virt` with TCG, under QEMU with `-icount shift=0` (exact counting,
-//! as ours), and in our machine interpreted and translated (`run-guest --translate`); prints
+//! as ours), and in our machine interpreted (`run-guest --interpret`) and translated; prints
 //! guest MIPS for each and the ratios of the translator to the others. Checksums must agree
 //! between all four. Run with `cargo bench --bench cpu_vs_qemu [-- GUEST...]`, GUEST among
 //! integer_heavy, memory_bound, fp_heavy and coremark_like (default: all).
@@ -116,16 +116,16 @@ fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
     }
     println!("guest {guest}: {what}");
     let binary: &Path = env!("CARGO_BIN_EXE_understudy").as_ref();
-    let interpreted =
-        harness::run_understudy_with(binary, &elf, INSTRUCTIONS_MAX, true, &[], RUN_TIMEOUT);
-    let translated = harness::run_understudy_with(
+    let interpreted = harness::run_understudy_with(
         binary,
         &elf,
         INSTRUCTIONS_MAX,
         true,
-        &["--translate"],
+        &["--interpret"],
         RUN_TIMEOUT,
     );
+    let translated =
+        harness::run_understudy_with(binary, &elf, INSTRUCTIONS_MAX, true, &[], RUN_TIMEOUT);
     let tcg = harness::run_qemu(&elf, false, RUN_TIMEOUT);
     let icount = harness::run_qemu(&elf, true, RUN_TIMEOUT);
     for (name, outcome) in [

@@ -3,7 +3,7 @@
 //! bounded forward branches, and instructions that trap) run in M, S or U mode in both
 //! machines; every x and f register, fcsr, the log of traps taken and the scratch buffer are
 //! printed at the end and must match exactly. Each program also runs translated
-//! (`--translate`), which must match QEMU too and pass through the interpreter's state digests.
+//! (`--translate-after 1`), which must match QEMU too and pass through the interpreter's state digests.
 //!
 //! `UNDERSTUDY_FUZZ_SEED` (a number, or `random`) picks the seed, `UNDERSTUDY_FUZZ_PROGRAMS`
 //! how many programs, `UNDERSTUDY_FUZZ_ONLY` a single program index to reproduce.

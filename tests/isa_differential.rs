@@ -1,6 +1,6 @@
 //! Differential tests of the hart against QEMU: every ISA test program in
 //! appliance/guest/isa/programs runs under `qemu-system-riscv64 -M virt` and under
-//! `understudy run-guest`, interpreted and translated (`--translate`); console output and
+//! `understudy run-guest`, interpreted (`--interpret`) and translated; console output and
 //! exit status must be identical, and the interpreted and translated runs must pass through
 //! the same state digests.
 

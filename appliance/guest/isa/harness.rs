@@ -242,7 +242,7 @@ pub fn run_understudy(
     run_understudy_with(binary, elf, max_instructions, stats, &[], timeout)
 }
 
-/// `run_understudy` with more `run-guest` arguments (`--translate`, `--digest-every N`).
+/// `run_understudy` with more `run-guest` arguments (`--interpret`, `--digest-every N`).
 pub fn run_understudy_with(
     binary: &Path,
     elf: &Path,
@@ -289,7 +289,7 @@ pub fn run_interpreted_and_translated(
         elf,
         max_instructions,
         false,
-        &["--digest-every", &every],
+        &["--digest-every", &every, "--interpret"],
         timeout,
     );
     let translated = run_understudy_with(
@@ -297,14 +297,8 @@ pub fn run_interpreted_and_translated(
         elf,
         max_instructions,
         false,
-        // The translator forced on: every block translated the first time it runs.
-        &[
-            "--digest-every",
-            &every,
-            "--translate",
-            "--translate-after",
-            "1",
-        ],
+        // Every block translated the first time it runs.
+        &["--digest-every", &every, "--translate-after", "1"],
         timeout,
     );
     let (left, right) = (digests(&interpreted), digests(&translated));

@@ -1,6 +1,7 @@
 //! Executable memory for the translator's code cache in the hosted process (mmap).
 
-use understudy_machine::ExecutableMemory;
+use anyhow::{Context, Result};
+use understudy_machine::{ExecutableMemory, Machine};
 
 /// Size of the hosted code cache: room for every hot block of a Linux boot many times over.
 pub const CODE_CACHE_BYTES: usize = 64 << 20;
@@ -54,4 +55,14 @@ unsafe impl ExecutableMemory for MappedCode {
     fn len_bytes(&self) -> usize {
         self.len_bytes
     }
+}
+
+/// Turns `machine`'s translator on with a fresh code cache of `CODE_CACHE_BYTES`,
+/// translating a block once it has run `hot_executions` times.
+pub fn enable_translator(machine: &mut Machine, hot_executions: u32) -> Result<()> {
+    let memory = MappedCode::new(CODE_CACHE_BYTES)
+        .context("cannot map executable memory for the translator")?;
+    machine
+        .enable_translator(Box::new(memory), hot_executions)
+        .context("cannot start the translator")
 }

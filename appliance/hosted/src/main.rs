@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
-use understudy::code_memory::{MappedCode, CODE_CACHE_BYTES};
+use understudy::code_memory;
 use understudy::demo;
 use understudy::disk::{FileDisk, OverlayDisk};
 use understudy::gdb::GdbDebugger;
@@ -113,12 +113,11 @@ struct RunGuest {
     /// Print instructions, seconds and MIPS to stderr at the end.
     #[arg(long)]
     stats: bool,
-    /// Run hot guest code through the x86-64 translator (same instructions, counts and
-    /// digests as without it; faster).
+    /// Run every instruction in the interpreter, the reference, instead of translating hot
+    /// guest code to x86-64 (same instructions, counts and digests; slower).
     #[arg(long)]
-    translate: bool,
-    /// With --translate: translate a block once it has run this many times (1: every
-    /// block at once).
+    interpret: bool,
+    /// Translate a block once it has run this many times (1: every block at once).
     #[arg(long, default_value_t = HOT_EXECUTIONS_DEFAULT, value_name = "RUNS")]
     translate_after: u32,
 }
@@ -232,10 +231,10 @@ struct Replay {
     /// `gdb-multiarch -ex 'target remote ADDR'`. Stops and steps never move an input.
     #[arg(long, value_name = "ADDR")]
     gdb: Option<String>,
-    /// Run hot guest code through the x86-64 translator (the log's digests must still
-    /// match, whichever way it was recorded).
+    /// Run every instruction in the interpreter instead of translating hot code (the log's
+    /// digests must match either way, whichever way it was recorded).
     #[arg(long)]
-    translate: bool,
+    interpret: bool,
 }
 
 #[derive(clap::Args)]
@@ -357,12 +356,8 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
 
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start {}", args.kernel.display()))?;
-    if args.translate {
-        let memory = MappedCode::new(CODE_CACHE_BYTES)
-            .context("cannot map executable memory for the translator")?;
-        machine
-            .enable_translator(Box::new(memory), args.translate_after)
-            .context("cannot start the translator")?;
+    if !args.interpret {
+        code_memory::enable_translator(&mut machine, args.translate_after)?;
     }
     if let Some(path) = &args.disk {
         let context = || format!("cannot open disk {}", path.display());
@@ -672,7 +667,7 @@ fn run_replay(args: Replay) -> Result<ExitCode> {
         args.digest_every,
         output,
         debugger,
-        args.translate,
+        !args.interpret,
     )?;
     eprintln!(
         "replay: {} inputs, {} digests checked, {} instructions, same end as recorded ({:.3} s)",

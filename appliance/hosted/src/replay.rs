@@ -138,11 +138,10 @@ pub fn replay_with(
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .context("cannot rebuild the recorded machine")?;
     if translate {
-        let memory = crate::code_memory::MappedCode::new(crate::code_memory::CODE_CACHE_BYTES)
-            .context("cannot map executable memory for the translator")?;
-        machine
-            .enable_translator(Box::new(memory), understudy_machine::HOT_EXECUTIONS_DEFAULT)
-            .context("cannot start the translator")?;
+        crate::code_memory::enable_translator(
+            &mut machine,
+            understudy_machine::HOT_EXECUTIONS_DEFAULT,
+        )?;
     }
     if let Some(disk) = disk {
         machine.attach_disk(Box::new(disk), b"understudy-disk");

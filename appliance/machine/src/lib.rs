@@ -28,7 +28,7 @@ use sha2::Digest as _;
 
 pub use understudy_cpu::{
     DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
-    TranslatorStats, WatchKind, Watchpoint, HOT_EXECUTIONS_DEFAULT,
+    TranslatorStats, WatchKind, Watchpoint, CODE_BYTES_MIN, HOT_EXECUTIONS_DEFAULT,
 };
 use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
 

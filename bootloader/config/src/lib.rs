@@ -101,6 +101,25 @@ impl fmt::Display for DiskMode {
     }
 }
 
+/// How the machine executes guest code. Both give the same instructions, counts and state
+/// digests (so the two replicas of a pair may differ); only speed differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Execution {
+    /// Hot code runs as x86-64 translated blocks, the rest in the interpreter (the default).
+    Translate,
+    /// Every instruction runs in the interpreter, the reference.
+    Interpret,
+}
+
+impl fmt::Display for Execution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Execution::Translate => "translate",
+            Execution::Interpret => "interpret",
+        })
+    }
+}
+
 /// An IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4(pub [u8; 4]);
@@ -280,6 +299,7 @@ pub struct Config {
     /// address (`/metrics`, `/status`, `/status.json`).
     pub metrics_port: Option<u16>,
     pub arbiter_backend: ArbiterBackend,
+    pub execution: Execution,
 }
 
 impl Config {
@@ -355,7 +375,7 @@ impl Config {
 }
 
 /// The keys a config may hold.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 19] = [
     "role",
     "primary",
     "backup",
@@ -374,6 +394,7 @@ pub const KEYS: [&str; 18] = [
     "arbiter_backend",
     "etcd_endpoints",
     "etcd_prefix",
+    "execution",
 ];
 
 /// Why a config was rejected. Line numbers count from 1.
@@ -435,6 +456,9 @@ pub enum ConfigError {
     UnknownArbiterBackend {
         line: usize,
     },
+    UnknownExecution {
+        line: usize,
+    },
     BadEtcdEndpoints {
         line: usize,
     },
@@ -460,7 +484,7 @@ impl fmt::Display for ConfigError {
             Self::EmptyKey { line } => write!(f, "line {line}: missing key before `=`"),
             Self::UnknownKey { line } => write!(
                 f,
-                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, arbiter_backend, etcd_endpoints, etcd_prefix"
+                "line {line}: unknown key; known keys: role, primary, backup, arbiter, port, gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, arbiter_backend, etcd_endpoints, etcd_prefix, execution"
             ),
             Self::DuplicateKey { line, key } => write!(f, "line {line}: `{key}` is set twice"),
             Self::EmptyValue { line, key } => write!(f, "line {line}: `{key}` has no value"),
@@ -506,6 +530,9 @@ impl fmt::Display for ConfigError {
             ),
             Self::UnknownArbiterBackend { line } => {
                 write!(f, "line {line}: unknown arbiter_backend; expected builtin or etcd")
+            }
+            Self::UnknownExecution { line } => {
+                write!(f, "line {line}: unknown execution; expected translate or interpret")
             }
             Self::BadEtcdEndpoints { line } => write!(
                 f,
@@ -766,6 +793,12 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         }
         Some((line, _)) => return Err(ConfigError::UnknownArbiterBackend { line }),
     };
+    let execution = match get("execution") {
+        None | Some((_, "translate")) => Execution::Translate,
+        Some((_, "interpret")) => Execution::Interpret,
+        Some((line, _)) => return Err(ConfigError::UnknownExecution { line }),
+    };
+
     let metrics_port = match get("metrics_port") {
         Some((line, value)) => Some(parse_port(value).ok_or(ConfigError::BadPort { line })?),
         None => None,
@@ -798,6 +831,7 @@ fn validate(fields: &Fields<'_>) -> Result<Config, ConfigError> {
         peer_timeout_ms,
         metrics_port,
         arbiter_backend,
+        execution,
     })
 }
 
@@ -831,6 +865,9 @@ mod tests {
     fn primary_config_parses_with_peer_from_backup_address() {
         let config = parse(&example("primary")).unwrap();
         assert_eq!(config.role, Role::Primary);
+        assert_eq!(config.execution, Execution::Translate);
+        let interpreted = parse(&format!("{}execution = interpret\n", example("primary")));
+        assert_eq!(interpreted.unwrap().execution, Execution::Interpret);
         assert_eq!(
             config.own_address(),
             Ipv4Cidr {
@@ -953,6 +990,8 @@ mod tests {
     fn bad_disk_mode_key_port_and_syntax_are_rejected() {
         let text = replace(&example("primary"), "disk", "disk = mirrored");
         assert_eq!(parse(&text), Err(ConfigError::UnknownDiskMode { line: 6 }));
+        let text = format!("{}execution = jit\n", example("primary"));
+        assert_eq!(parse(&text), Err(ConfigError::UnknownExecution { line: 8 }));
         let text = replace(&example("primary"), "channel_key", "channel_key = 0011");
         assert_eq!(parse(&text), Err(ConfigError::BadChannelKey { line: 7 }));
         let text = replace(

@@ -24,7 +24,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 use spin::Mutex;
-use understudy_boot_config::{ArbiterBackend, ArbiterKeys, Config, DiskMode, Role, SocketAddress};
+use understudy_boot_config::{
+    ArbiterBackend, ArbiterKeys, Config, DiskMode, Execution, Role, SocketAddress,
+};
 use understudy_ft::shared::{SharedArbiter, StorageOp, StorageResult};
 use understudy_ft::{
     ArbiterConfig, Event, Incarnation, Instant, Key, Limits, Node, NodeConfig, NodeId,
@@ -101,6 +103,8 @@ pub struct GuestSpec<'a> {
     pub disk_mode: DiskMode,
     /// The service NIC: the guest gets a virtio-net device bridged to it.
     pub service_nic: Option<NetDevice>,
+    /// Whether hot guest code is translated (same guest behaviour either way).
+    pub execution: Execution,
 }
 
 /// How the guest is protected.
@@ -175,6 +179,12 @@ fn build(
         ..MachineConfig::default()
     };
     let mut machine = Machine::new(&config, spec.kernel, spec.initrd)?;
+    if spec.execution == Execution::Translate {
+        match crate::code::enable_translator(&mut machine, crate::heap::free_bytes()) {
+            Ok(bytes) => println!("understudy: translator on, code cache {} MiB", bytes >> 20),
+            Err(why) => println!("understudy: translator off, guest code interpreted: {why}"),
+        }
+    }
     let mut identity = GuestIdentity {
         disk_sha256: [0; 32],
     };

@@ -16,6 +16,7 @@ mod boot;
 mod bootinfo;
 mod channel;
 mod cmos;
+mod code;
 mod dhcp;
 mod guest;
 mod guestdisk;
@@ -397,6 +398,7 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             disk: None,
             disk_mode: config::DiskMode::Separate,
             service_nic: None,
+            execution: platform.config.execution,
         };
         run_guest(spec, guest::Protection::Unprotected)
     }
@@ -444,6 +446,7 @@ fn run(mut platform: Platform, options: &BootOptions) -> ! {
             disk,
             disk_mode: platform.config.disk,
             service_nic: platform.service_nic.take(),
+            execution: platform.config.execution,
         };
         run_guest(spec, protection)
     }

@@ -10,14 +10,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant as WallInstant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use understudy_boot_config::{DiskMode, Role, SocketAddress};
+use understudy_boot_config::{DiskMode, Execution, Role, SocketAddress};
 use understudy_ft::shared::{SharedArbiter, StorageOp};
 use understudy_ft::{
     ArbiterConfig, Epoch, Event, Incarnation, Instant, Key, Node, NodeConfig, NodeId, ReceiveError,
     RoleKind,
 };
 use understudy_machine::clock::TIMEBASE_HZ;
-use understudy_machine::{Exit, Input, Machine, MachineConfig};
+use understudy_machine::{Exit, Input, Machine, MachineConfig, HOT_EXECUTIONS_DEFAULT};
 use understudy_replica::announce::guest_ipv4;
 use understudy_replica::{
     announce_frames, split_disk_payload, GuestIdentity, JoinPhase, Refused, Replica, SharedDisk,
@@ -406,6 +406,9 @@ fn build_machine(
     };
     let mut machine = Machine::new(&machine_config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start the guest {}", guest.kernel.display()))?;
+    if config.boot.execution == Execution::Translate {
+        crate::code_memory::enable_translator(&mut machine, HOT_EXECUTIONS_DEFAULT)?;
+    }
     let mut disk_sha256 = [0u8; 32];
     let mut shared_image = None;
     if let Some(path) = &guest.disk {
