@@ -186,7 +186,7 @@ fn a_config_with_a_wrong_key_is_refused_with_its_line_number() {
             "error: {}: line 11: unknown key; known keys: role, primary, backup, arbiter, port, \
              gateway, disk, channel_key, guest_memory_mib, guest_cmdline, arbiter_key_primary, \
              arbiter_key_backup, arbiter_key, peer_timeout_ms, metrics_port, arbiter_backend, \
-             etcd_endpoints, etcd_prefix, guest_kernel, guest_initrd, \
+             etcd_endpoints, etcd_prefix, execution, guest_kernel, guest_initrd, \
              guest_disk, service_net, state_dir, metrics_address, log_level, log_format",
             config.display()
         )
