@@ -1,6 +1,8 @@
 //! Recording real network sessions and replaying them: a Linux guest serving `curl` through
 //! busybox httpd, and the trixie guest serving `redis-benchmark`, are recorded with their
-//! network input, replayed from the log alone, and every state digest compared.
+//! network input, replayed from the log alone, and every state digest compared. Both are
+//! recorded with the translator on; the httpd session also replays with the interpreter alone,
+//! so a machine that translates and one that interprets pass through the same digests.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -100,27 +102,33 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
-fn replay_matches(log: &Path, recorded: &Output) {
+/// Replays `log` once per entry of `modes` (extra `replay` arguments: none runs hot code
+/// translated, `--interpret` the interpreter alone); every replay must pass through the
+/// recorded digests and print the recorded console output.
+fn replay_matches(log: &Path, recorded: &Output, modes: &[&[&str]]) {
     let recorded_digests = digest_lines(&recorded.stderr);
     assert!(recorded_digests.len() >= 5, "{recorded_digests:?}");
-    let replayed = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args([
-            "replay",
-            log.to_str().unwrap(),
-            "--digest-every",
-            DIGEST_EVERY,
-            "--console",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        replayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
-    assert_eq!(digest_lines(&replayed.stderr), recorded_digests);
-    assert_eq!(replayed.stdout, recorded.stdout);
+    for mode in modes {
+        let replayed = Command::new(env!("CARGO_BIN_EXE_understudy"))
+            .args([
+                "replay",
+                log.to_str().unwrap(),
+                "--digest-every",
+                DIGEST_EVERY,
+                "--console",
+            ])
+            .args(*mode)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            replayed.status.success(),
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&replayed.stderr)
+        );
+        assert_eq!(digest_lines(&replayed.stderr), recorded_digests, "{mode:?}");
+        assert_eq!(replayed.stdout, recorded.stdout, "{mode:?}");
+    }
 }
 
 #[test]
@@ -152,7 +160,8 @@ fn an_httpd_session_with_curl_is_recorded_and_replays_to_identical_digests() {
             }
         },
     );
-    replay_matches(&log, &recorded);
+    // Recorded with the translator, replayed with and without it.
+    replay_matches(&log, &recorded, &[&[], &["--interpret"]]);
 }
 
 #[test]
@@ -187,5 +196,5 @@ fn a_redis_benchmark_session_is_recorded_and_replays_to_identical_digests() {
             assert!(text.contains("SET") && text.contains("GET"), "{text}");
         },
     );
-    replay_matches(&log, &recorded);
+    replay_matches(&log, &recorded, &[&[]]);
 }

@@ -138,6 +138,8 @@ pub struct Summary {
     pub elapsed_ms: u64,
     /// Service-network frames dropped because the guest could not take them.
     pub frames_dropped: u64,
+    /// Guest blocks the translator turned into x86-64 code (0 when interpreting).
+    pub blocks_translated: u64,
 }
 
 /// The one disk both machines see (`disk = shared`): the machine reads it through the
@@ -468,6 +470,10 @@ impl Driver {
             instructions: replica.machine().instret().0,
             elapsed_ms: (tsc::now().0 - started.0) / 1000,
             frames_dropped: self.frames_dropped,
+            blocks_translated: replica
+                .machine()
+                .translator_stats()
+                .map_or(0, |stats| stats.blocks_translated),
         }
     }
 

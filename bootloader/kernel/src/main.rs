@@ -509,8 +509,8 @@ fn run_guest(spec: guest::GuestSpec, protection: guest::Protection) -> ! {
     let code = match summary.ending {
         guest::Ending::PowerOff { code } => {
             println!(
-                "understudy: guest powered off with code {code} after {} instructions in {} ms ({mips} MIPS)",
-                summary.instructions, summary.elapsed_ms
+                "understudy: guest powered off with code {code} after {} instructions in {} ms ({mips} MIPS, {} blocks translated)",
+                summary.instructions, summary.elapsed_ms, summary.blocks_translated
             );
             code
         }
