@@ -396,6 +396,7 @@ fn measure_replicated(guest: &DrillGuest, work_dir: &Path) -> Result<Side> {
         requests_after: 0,
         cycles: 1,
         rejoin: understudy::pair::drill::RejoinSetup::default(),
+        execution: understudy_boot_config::Execution::Translate,
         peer_timeout_ms: drill::DRILL_PEER_TIMEOUT_MS,
         platform: drill::Platform::Hosted,
     };

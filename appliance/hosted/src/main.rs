@@ -19,7 +19,7 @@ use understudy::record::{
     file_sha256, Header, ImageRef, ImageRole, LogWriter, ENTRIES_VERSION, LOG_VERSION,
 };
 use understudy::replay;
-use understudy_boot_config::Role;
+use understudy_boot_config::{Execution, Role};
 use understudy_ft::sim::{self, SimCommand};
 use understudy_machine::{Machine, MachineConfig, HOT_EXECUTIONS_DEFAULT};
 
@@ -189,6 +189,10 @@ struct DrillArgs {
     /// `--fault rejoin`: redis keeps no file on the disk (the disks then stay identical).
     #[arg(long)]
     no_redis_aof: bool,
+    /// How the replicas execute the guest: `translate` hot code (the default) or
+    /// `interpret` every instruction (`execution` in their configs).
+    #[arg(long, default_value = "translate", value_parser = ["translate", "interpret"])]
+    execution: String,
 }
 
 #[derive(clap::Args)]
@@ -553,6 +557,11 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
             disk_change_percent: args.disk_change_percent,
             redis_aof: !args.no_redis_aof,
         },
+        execution: if args.execution == "interpret" {
+            Execution::Interpret
+        } else {
+            Execution::Translate
+        },
         peer_timeout_ms: args
             .peer_timeout_ms
             .unwrap_or(if args.platform == "appliance" {
@@ -581,6 +590,7 @@ fn soak(args: SoakArgs) -> Result<ExitCode> {
         platform: pair::drill::Platform::Hosted,
         cycles: 1,
         rejoin: pair::drill::RejoinSetup::default(),
+        execution: Execution::Translate,
     };
     let inside = |fault: Fault| -> Vec<String> {
         let fault = clap::ValueEnum::to_possible_value(&fault)

@@ -93,7 +93,7 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
         "role = primary\nprimary = {PRIMARY_CIDR}\nbackup = {BACKUP_CIDR}\narbiter = {ARBITER_ADDRESS}\n\
          port = 7000\ndisk = {}\nchannel_key = {channel_key}\narbiter_key_primary = {primary_key}\n\
          arbiter_key_backup = {backup_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
-         metrics_port = {STATUS_PORT}\n\
+         metrics_port = {STATUS_PORT}\nexecution = {}\n\
          guest_cmdline = console=ttyS0 understudy.ip=10.0.2.15/24 understudy.numbers={}\n",
         match setup.disk {
             understudy_boot_config::DiskMode::Shared => "shared",
@@ -101,6 +101,7 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
         },
         options.peer_timeout_ms,
         guest.memory_mib,
+        options.execution,
         guest.numbers,
     );
     let config = if setup.etcd {

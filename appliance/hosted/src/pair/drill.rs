@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use understudy_boot_config::Execution;
 
 use super::appliance;
 use super::download::SlowDownload;
@@ -126,6 +127,8 @@ pub struct DrillOptions {
     pub cycles: u32,
     /// How `Fault::Rejoin` sets up the replicas' disks and the guest.
     pub rejoin: RejoinSetup,
+    /// How the replicas execute the guest (`execution` in their configs).
+    pub execution: Execution,
 }
 
 /// The disks and the guest's use of them in a rejoin drill.
@@ -536,10 +539,11 @@ fn write_configs(options: &DrillOptions) -> Result<()> {
     let common = format!(
         "primary = 127.0.0.1/8\nbackup = 127.0.0.2/8\narbiter = 127.0.0.3:7100\nport = 7000\n\
          disk = separate\nchannel_key = {channel_key}\npeer_timeout_ms = {}\nguest_memory_mib = {}\n\
-         guest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24 understudy.numbers={}{}\n\
+         execution = {}\nguest_cmdline = console=ttyS0 earlycon no4lvl understudy.ip=10.0.2.15/24 understudy.numbers={}{}\n\
          guest_kernel = {}\nguest_initrd = {}\n",
         options.peer_timeout_ms,
         guest.memory_mib,
+        options.execution,
         guest.numbers,
         if disks && options.rejoin.redis_aof {
             " understudy.redis_aof=1"
