@@ -30,7 +30,7 @@ const FS_INITIAL_REGISTER: u8 = 27;
 /// NaNs, subnormals, the edges of the normal range, values whose products round to the
 /// smallest normal from below (tininess after rounding) or overflow, and the top halves of
 /// singles (which read as NaNs when taken as doubles).
-const DOUBLES: [u64; 28] = [
+const DOUBLES: [u64; 33] = [
     0x0000_0000_0000_0000,
     0x8000_0000_0000_0000,
     0x3ff0_0000_0000_0000,
@@ -59,6 +59,14 @@ const DOUBLES: [u64; 28] = [
     0x3fd5_5555_5555_5555,
     0x4059_0000_0000_0000,
     0xc1e0_0000_0000_0000,
+    // For fcvt.s.d: just below the smallest normal single (rounds up to it), the smallest
+    // normal single, above the largest single (overflows), the smallest subnormal single,
+    // and just above half of it.
+    0x380f_ffff_ffff_ffff,
+    0x3810_0000_0000_0000,
+    0x47ef_ffff_ffff_ffff,
+    0x36a0_0000_0000_0000,
+    0x3690_0000_0000_0001,
 ];
 
 /// Singles, to be NaN-boxed (or not) in f registers, with the same intent.
@@ -410,6 +418,56 @@ fn inline_double_results_and_flags_are_the_softfloat_ones() {
         ),
         (0xc000_0000_0000_0000, 0)
     );
+}
+
+#[test]
+fn inline_single_and_conversion_results_detect_tininess_after_rounding() {
+    use Op::*;
+    const BOX: u64 = 0xffff_ffff_0000_0000;
+    let rne = |op| fp(op, 3, 1, 2, 4, 0);
+    // (1 + 2^-23) * (2^-126 - 2^-149) rounds up to the smallest normal single: inexact
+    // only.
+    assert_eq!(
+        one(rne(FmulS), BOX | 0x3f80_0001, BOX | 0x007f_ffff, 0),
+        (BOX | 0x0080_0000, NX)
+    );
+    // The same through a fused multiply-add with -0 added.
+    assert_eq!(
+        one(
+            rne(FmaddD),
+            0x3ff0_0000_0000_0001,
+            0x000f_ffff_ffff_ffff,
+            0x8000_0000_0000_0000
+        ),
+        (0x0010_0000_0000_0000, NX)
+    );
+    // A double just below the smallest normal single converts to it: inexact only.
+    assert_eq!(
+        one(rne(FcvtSD), 0x380f_ffff_ffff_ffff, 0, 0),
+        (BOX | 0x0080_0000, NX)
+    );
+    // Just above half the smallest subnormal single: rounds up to it, tiny and inexact.
+    assert_eq!(
+        one(rne(FcvtSD), 0x3690_0000_0000_0001, 0, 0),
+        (BOX | 0x0000_0001, UF | NX)
+    );
+    // Above the largest single: overflow to infinity.
+    assert_eq!(
+        one(rne(FcvtSD), 0x47ef_ffff_ffff_ffff, 0, 0),
+        (BOX | 0x7f80_0000, OF | NX)
+    );
+    // A signalling NaN single widens to the canonical double NaN with NV.
+    assert_eq!(
+        one(rne(FcvtDS), BOX | 0x7f80_0001, 0, 0),
+        (0x7ff8_0000_0000_0000, NV)
+    );
+    // fcvt.s.l rounds: 2^24 + 1 is not a single.
+    let program = [fp(FcvtSL, 3, 10, 0, 0, 7), ins(Jal, 0, 0, 0, 0)];
+    let h = run_both(&program, |h| {
+        h.set_x(10, 0x0100_0001);
+        h.csr.fflags = 0;
+    });
+    assert_eq!((h.f[3], h.csr.fflags), (BOX | 0x4b80_0000, NX));
 }
 
 #[test]
