@@ -13,6 +13,9 @@
 //! take it from there, and every way out of the block (an exit, a chained jump, a call into
 //! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
 //! every exit see `Hart::x` complete.
+//!
+//! xmm0 and xmm1 are scratch within one FP instruction; f registers stay in `Hart::f`, and
+//! MXCSR holds `float::MXCSR_TRANSLATED` plus the flags raised since the last fold.
 
 use alloc::vec;
 use alloc::vec::Vec;
