@@ -552,3 +552,94 @@ fn dynamic_rounding_other_than_nearest_runs_in_the_interpreter() {
         assert_eq!(h.csr.fflags, NX, "frm {frm}");
     }
 }
+
+#[test]
+fn fused_multiply_adds_are_interpreted_on_a_host_without_fma3() {
+    use Op::*;
+    let program = [
+        fp(FmaddD, 3, 1, 2, 4, 7),
+        fp(FnmsubD, 5, 1, 2, 4, 7),
+        fp(FaddD, 6, 1, 2, 0, 7),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    for fma in [false, true] {
+        let (mut reference, mut translated) = float_pair(&program, 1);
+        if let Some(t) = translated.translator.as_mut() {
+            t.fused_multiply_add &= fma;
+        }
+        for h in [&mut reference, &mut translated] {
+            h.f[1] = 0x3ff8_0000_0000_0000;
+            h.f[2] = 0x4000_0000_0000_0000;
+            h.f[4] = 0x3ff0_0000_0000_0000;
+        }
+        lockstep(&mut reference, &mut translated, &[10], "fma");
+        // 1.5 * 2 + 1 = 4 and -(1.5 * 2) + 1 = -2.
+        assert_eq!(
+            (translated.f[3], translated.f[5]),
+            (0x4010_0000_0000_0000, 0xc000_0000_0000_0000)
+        );
+        let stats = translated.translator_stats().expect("translator on");
+        let expected = if fma && super::super::emit::float::host_has_fused_multiply_add() {
+            0
+        } else {
+            2
+        };
+        assert_eq!(stats.interpreted, expected, "fma {fma}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn mxcsr() -> u32 {
+    let mut value = 0u32;
+    // SAFETY: stmxcsr writes the four bytes of a live local.
+    unsafe { core::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack)) };
+    value
+}
+
+#[cfg(target_arch = "x86_64")]
+fn set_mxcsr(value: u32) {
+    // SAFETY: the callers pass valid MXCSR values (no reserved bit set).
+    unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack)) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_embedders_mxcsr_neither_leaks_into_translated_code_nor_changes() {
+    use Op::*;
+    // Round towards zero (RC = 11), flush to zero and denormals are zero, PE already set:
+    // translated code must still round to nearest, keep subnormals, and hand this back.
+    const EMBEDDER: u32 = 0x1f80 | 3 << 13 | 1 << 15 | 1 << 6 | 1 << 5;
+    let program = [
+        fp(FdivD, 3, 1, 2, 0, 7),
+        fp(FmulD, 5, 6, 7, 0, 7),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let (mut reference, mut translated) = float_pair(&program, 1);
+    for h in [&mut reference, &mut translated] {
+        h.f[1] = 0x3ff0_0000_0000_0000;
+        h.f[2] = 0x4024_0000_0000_0000;
+        h.f[6] = 0x3fe0_0000_0000_0000;
+        h.f[7] = 0x0000_0000_0000_0003;
+        h.csr.fflags = 0;
+    }
+    let saved = mxcsr();
+    set_mxcsr(EMBEDDER);
+    let mut bus = crate::tests::Bus::default();
+    translated.run(&mut bus, 10);
+    let after = mxcsr();
+    set_mxcsr(saved);
+    assert_eq!(after, EMBEDDER);
+    let mut reference_bus = crate::tests::Bus::default();
+    reference.run(&mut reference_bus, 10);
+    lockstep(&mut reference, &mut translated, &[0], "mxcsr");
+    assert_eq!(translated.f[3], 0x3fb9_9999_9999_999a);
+    assert_eq!(translated.f[5], 0x0000_0000_0000_0002);
+    assert_eq!(translated.csr.fflags, UF | NX);
+    assert!(
+        translated
+            .translator_stats()
+            .expect("translator on")
+            .entries
+            > 0
+    );
+}
