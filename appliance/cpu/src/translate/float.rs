@@ -206,6 +206,10 @@ pub(super) fn inline(inst: &Instruction, fused_multiply_add: bool) -> bool {
                 | FsgnjD
                 | FsgnjnD
                 | FsgnjxD
+                | FminS
+                | FmaxS
+                | FminD
+                | FmaxD
                 | FeqS
                 | FltS
                 | FleS
@@ -229,7 +233,10 @@ pub(super) fn has_slow_path(op: Op) -> bool {
     use Op::*;
     is_float_access(op)
         || (rounds(op) && !matches!(op, FcvtSW | FcvtSWu | FcvtSL | FcvtDW | FcvtDWu | FcvtDL))
-        || matches!(op, FsgnjS | FsgnjnS | FsgnjxS | FeqS | FltS | FleS)
+        || matches!(
+            op,
+            FsgnjS | FsgnjnS | FsgnjxS | FeqS | FltS | FleS | FminS | FmaxS | FminD | FmaxD
+        )
 }
 
 impl Emitter {
@@ -357,6 +364,10 @@ impl Emitter {
             FmsubD => self.float_fused(inst, Double, Fused::MulSub),
             FnmsubD => self.float_fused(inst, Double, Fused::NegMulAdd),
             FnmaddD => self.float_fused(inst, Double, Fused::NegMulSub),
+            FminS => self.min_max(inst, Single, FloatOp::Min),
+            FmaxS => self.min_max(inst, Single, FloatOp::Max),
+            FminD => self.min_max(inst, Double, FloatOp::Min),
+            FmaxD => self.min_max(inst, Double, FloatOp::Max),
             FsgnjS | FsgnjnS | FsgnjxS => self.sign_injection(inst, Single),
             FsgnjD | FsgnjnD | FsgnjxD => self.sign_injection(inst, Double),
             // feq is quiet (NV for signalling NaNs only), flt and fle signal on any NaN
@@ -450,6 +461,25 @@ impl Emitter {
         self.a.float_load(precision, XMM1, a);
         self.a.fused(precision, op, XMM0, XMM1, b);
         self.nan_to_interpreter(precision);
+        self.float_result(precision, inst.rd);
+    }
+
+    /// fmin, fmax (11.6): MINSD and MAXSD agree with RISC-V only for two ordered, unequal
+    /// operands (they return the second operand for NaNs, raising invalid even for quiet
+    /// ones, and for -0 against +0; SDM "MINSD"); a NaN or an equality goes to the
+    /// interpreter before MINSD runs. The unordered compare raises invalid only for a
+    /// signalling NaN, for which the interpreter raises NV too.
+    fn min_max(&mut self, inst: &Instruction, precision: Precision, op: FloatOp) {
+        if precision == Precision::Single {
+            self.require_boxed(inst.rs1);
+            self.require_boxed(inst.rs2);
+        }
+        let (a, b) = (self.freg(inst.rs1), self.freg(inst.rs2));
+        self.a.float_load(precision, XMM0, a);
+        self.a.float_unordered_compare_mem(precision, XMM0, b);
+        // ZF is set for equal and for unordered operands alike (SDM "UCOMISD").
+        self.jcc_slow(Cond::Equal);
+        self.a.float_op(precision, op, XMM0, b);
         self.float_result(precision, inst.rd);
     }
 

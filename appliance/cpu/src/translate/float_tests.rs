@@ -471,6 +471,42 @@ fn inline_single_and_conversion_results_detect_tininess_after_rounding() {
 }
 
 #[test]
+fn min_and_max_order_zeros_and_return_the_number_beside_a_nan() {
+    use Op::*;
+    const CANONICAL: u64 = 0x7ff8_0000_0000_0000;
+    const BOX: u64 = 0xffff_ffff_0000_0000;
+    let min = fp(FminD, 3, 1, 2, 0, 0);
+    let max = fp(FmaxD, 3, 1, 2, 0, 0);
+    let one_d = 0x3ff0_0000_0000_0000;
+    let two_d = 0x4000_0000_0000_0000;
+    assert_eq!(one(min, two_d, one_d, 0), (one_d, 0));
+    assert_eq!(one(max, one_d, two_d, 0), (two_d, 0));
+    assert_eq!(one(max, 0xfff0_0000_0000_0000, one_d, 0), (one_d, 0));
+    // -0 is below +0 (11.6), in either order.
+    for (a, b) in [(0, 0x8000_0000_0000_0000), (0x8000_0000_0000_0000, 0)] {
+        assert_eq!(one(min, a, b, 0), (0x8000_0000_0000_0000, 0));
+        assert_eq!(one(max, a, b, 0), (0, 0));
+    }
+    // One quiet NaN: the number, no flag; a signalling one: the number and NV.
+    assert_eq!(one(min, 0x7ff8_0000_0000_0123, one_d, 0), (one_d, 0));
+    assert_eq!(one(max, one_d, 0x7ff0_0000_0000_0001, 0), (one_d, NV));
+    // Two NaNs: the canonical NaN.
+    assert_eq!(
+        one(min, 0xfff8_0000_0000_0001, 0x7ff8_0000_0000_0002, 0),
+        (CANONICAL, 0)
+    );
+    let min_s = fp(FminS, 3, 1, 2, 0, 0);
+    assert_eq!(
+        one(min_s, BOX | 0x4000_0000, BOX | 0x3f80_0000, 0),
+        (BOX | 0x3f80_0000, 0)
+    );
+    assert_eq!(
+        one(min_s, BOX | 0x7fc0_0001, BOX | 0x3f80_0000, 0),
+        (BOX | 0x3f80_0000, 0)
+    );
+}
+
+#[test]
 fn inline_single_operands_must_be_nan_boxed() {
     use Op::*;
     const BOX: u64 = 0xffff_ffff_0000_0000;

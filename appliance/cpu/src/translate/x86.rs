@@ -142,7 +142,9 @@ pub(crate) enum FloatOp {
     Add = 0x58,
     Mul = 0x59,
     Sub = 0x5c,
+    Min = 0x5d,
     Div = 0x5e,
+    Max = 0x5f,
 }
 
 /// The fused forms `dst = ±(src1 * src2) ± dst` (the 231 operand order, SDM "VFMADD231SD"
@@ -537,6 +539,14 @@ impl Assembler {
         self.op_reg(false, &[0x0f, 0x2e], a.0, b.0);
     }
 
+    /// `ucomisd a, [mem]` / `ucomiss a, [mem]`.
+    pub fn float_unordered_compare_mem(&mut self, precision: Precision, a: Xmm, mem: Mem) {
+        if precision == Precision::Double {
+            self.byte(0x66);
+        }
+        self.op_mem(false, &[0x0f, 0x2e], a.0, mem);
+    }
+
     /// `cmpsd dst, [mem], predicate` / `cmpss`: dst's low lane all ones when it holds.
     pub fn float_compare(
         &mut self,
@@ -828,6 +838,15 @@ mod tests {
         assert_eq!(
             bytes(|a| a.float_unordered_compare(single, XMM0, XMM0)),
             [0x0f, 0x2e, 0xc0]
+        );
+        // ucomisd xmm0, [rbx+0x10]; maxss xmm0, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.float_unordered_compare_mem(double, XMM0, at(RBX, 0x10))),
+            [0x66, 0x0f, 0x2e, 0x43, 0x10]
+        );
+        assert_eq!(
+            bytes(|a| a.float_op(single, FloatOp::Max, XMM0, at(RBX, 0x10))),
+            [0xf3, 0x0f, 0x5f, 0x43, 0x10]
         );
         // cmpltsd xmm0, [rbx+0x10]
         assert_eq!(
