@@ -6,16 +6,17 @@
 //!   checked at the block's entry); MXCSR holds RC = nearest while translated code runs.
 //! - Flags: SSE raises the IEEE 754 exceptions under the same conditions as RISC-V for the
 //!   operations translated here, with tininess detected after rounding and, underflow being
-//!   masked, UE only when the result is also inexact (SDM vol. 1 11.5.2.4 and 4.9.1.5;
+//!   masked, UE only when the result is also inexact (SDM vol. 1 4.9.1.5 and 11.5.2.5;
 //!   unprivileged spec 11.2). MXCSR's sticky flags accrue while translated code runs and are
 //!   folded into fflags (`accrue`) at every way out and before every call into the
 //!   interpreter, which may read fflags. DE (denormal operand) has no RISC-V counterpart.
 //! - NaNs: RISC-V returns the canonical NaN (11.3) where SSE returns its default NaN or
 //!   propagates a payload, and fused multiply-add must raise NV for inf * 0 + qNaN (11.6)
-//!   where FMA3 need not. A NaN result therefore never reaches an f register from here:
-//!   translated code hands the instruction to the interpreter instead (its operands are
-//!   untouched, and the flags SSE raised for it, invalid at most, are a subset of the ones
-//!   the interpreter raises again).
+//!   where FMA3 need not. An arithmetic NaN result therefore never reaches an f register
+//!   from here: translated code hands the instruction to the interpreter instead (its
+//!   operands are untouched, and the flags SSE raised for it, invalid at most, are a subset
+//!   of the ones the interpreter raises again). Moves and sign injection copy NaNs as bits,
+//!   as RISC-V does.
 //! - NaN boxing (12.2): a single operand whose upper 32 bits are not all ones reads as the
 //!   canonical NaN; translated code hands such instructions to the interpreter too.
 //! - mstatus.FS (privileged 3.1.6.6): a block with inline FP instructions leaves for the
