@@ -98,16 +98,21 @@ pub(crate) fn accrue(hart: &mut Hart, mxcsr: u32) {
 }
 
 /// MXCSR as translated code left it (called by the interpreter helper), reset to
-/// `MXCSR_TRANSLATED` so that flags are folded once.
+/// `MXCSR_TRANSLATED` so that flags are folded once. The reset is skipped when no flag is
+/// raised: ldmxcsr costs far more than stmxcsr, and the helper runs for every load or store
+/// off the inline path.
 pub(crate) fn take_mxcsr() -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         let mut value: u32 = 0;
-        // SAFETY: stmxcsr writes the four bytes of a live local; ldmxcsr loads a valid
-        // MXCSR (reserved bits clear), the state translated code runs in.
-        unsafe {
-            core::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack));
-            core::arch::asm!("ldmxcsr [{}]", in(reg) &MXCSR_TRANSLATED, options(nostack));
+        // SAFETY: stmxcsr writes the four bytes of a live local.
+        unsafe { core::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack)) };
+        if value != MXCSR_TRANSLATED {
+            // SAFETY: ldmxcsr loads a valid MXCSR (reserved bits clear), the state
+            // translated code runs in.
+            unsafe {
+                core::arch::asm!("ldmxcsr [{}]", in(reg) &MXCSR_TRANSLATED, options(nostack))
+            };
         }
         value
     }
