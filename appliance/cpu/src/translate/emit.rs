@@ -13,6 +13,9 @@
 //! take it from there, and every way out of the block (an exit, a chained jump, a call into
 //! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
 //! every exit see `Hart::x` complete.
+//!
+//! xmm0 and xmm1 are scratch within one FP instruction; f registers stay in `Hart::f`, and
+//! MXCSR holds `float::MXCSR_TRANSLATED` plus the flags raised since the last fold.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -25,6 +28,10 @@ use super::x86::{
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
 use crate::PAGE_SIZE_BYTES;
+pub(super) use float::FloatLayout;
+
+#[path = "float.rs"]
+pub(super) mod float;
 
 /// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
 const TLB_ENTRY_BYTES: u8 = 16;
@@ -51,12 +58,19 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     // Six pushes after the return address leave rsp 8 modulo 16; realign for any call.
     a.alu_imm(Alu::Sub, Width::W64, RSP, 8);
     a.mov(Width::W64, R14, RDI);
+    // The embedder's MXCSR is kept for the way out; translated FP code runs in a known one
+    // (`float::MXCSR_TRANSLATED`, in the frame) and leaves its flags in the frame.
+    let (host_mxcsr, guest_mxcsr) = float::mxcsr_fields();
+    a.stmxcsr(at_base(R14, host_mxcsr));
+    a.ldmxcsr(at_base(R14, guest_mxcsr));
     a.load(Width::W64, RBX, frame(offset_of!(Frame, x)));
     a.load(Width::W64, R12, frame(offset_of!(Frame, ram)));
     a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
     a.jmp_reg(RSI);
     let epilogue = a.len();
     a.store(frame(offset_of!(Frame, remaining)), R13);
+    a.stmxcsr(at_base(R14, guest_mxcsr));
+    a.ldmxcsr(at_base(R14, host_mxcsr));
     a.alu_imm(Alu::Add, Width::W64, RSP, 8);
     for r in [R15, R14, R13, R12, RBP, RBX] {
         a.pop(r);
@@ -154,6 +168,8 @@ pub(super) struct Placement {
     pub load_tlb: i32,
     /// Byte distance from `Hart::x` to the store TLB's entries.
     pub store_tlb: i32,
+    /// Where the FP state lies, and whether FMA3 may be used.
+    pub float: FloatLayout,
 }
 
 struct Emitter {
@@ -184,6 +200,9 @@ struct Emitter {
     /// The slow path of the load or store being emitted.
     current: Option<Slow>,
     cache: RegisterCache,
+    float: FloatLayout,
+    /// An earlier instruction of the block has set mstatus.FS to Dirty.
+    float_dirty: bool,
 }
 
 impl Emitter {
@@ -537,7 +556,11 @@ impl Emitter {
             at_index(RBX, RDX, self.load_tlb + 8),
         );
         a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
-        self.write_rax(inst.rd);
+        if float::is_float_access(inst.op) {
+            self.float_loaded(inst);
+        } else {
+            self.write_rax(inst.rd);
+        }
     }
 
     fn store(&mut self, inst: &Instruction, size: u64) {
@@ -559,7 +582,11 @@ impl Emitter {
         a.bts(RAX, RDX);
         a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
         a.or_to_mem(at_index(RDI, RSI, 0), RAX);
-        self.read(RAX, inst.rs2);
+        if float::is_float_access(inst.op) {
+            self.float_store_source(inst);
+        } else {
+            self.read(RAX, inst.rs2);
+        }
         self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
@@ -760,7 +787,7 @@ impl Emitter {
     /// One instruction; returns false when it ended the block (a jump).
     fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
         let next = pc.wrapping_add(inst.length_bytes as u64);
-        if !translates(inst.op) {
+        if !translates(inst.op) && !float::inline(inst, self.float.fused_multiply_add) {
             let list_index = self.hand_over(inst);
             self.write_back(self.cache);
             self.interpret(list_index, pc, index);
@@ -768,7 +795,7 @@ impl Emitter {
             return true;
         }
         let first_stub = self.stubs.len();
-        if accesses_memory(inst.op) {
+        if accesses_memory(inst.op) || float::has_slow_path(inst.op) {
             let list_index = self.hand_over(inst);
             self.current = Some(Slow {
                 list_index,
@@ -885,6 +912,7 @@ impl Emitter {
                 self.jump_through_lookup();
                 return false;
             }
+            _ if float::inline(inst, self.float.fused_multiply_add) => self.float(inst),
             _ => unreachable!("translate::translates admits only the ops above"),
         }
         true
@@ -937,6 +965,8 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         slow_sites: Vec::new(),
         current: None,
         cache: RegisterCache::default(),
+        float: at.float,
+        float_dirty: false,
     };
     // Entry: enough budget for the whole block, and the page unchanged since decoding.
     e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
@@ -953,6 +983,7 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         }
     }
     e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+    e.float_entry_checks(ops, pc);
     if let Some(state) = header {
         e.reload(state);
         e.cache = state;

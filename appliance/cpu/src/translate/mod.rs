@@ -3,10 +3,11 @@
 //! Shape (a template translator): a translated block covers exactly the instructions the
 //! decode cache's block at the same address holds (`block.rs`): it starts at any
 //! instruction, never leaves its 4 KiB page, continues past conditional branches that are
-//! not taken, and ends after the first instruction that ends a block there. RV64I and M
-//! become inline machine code; every other instruction (CSR, FP, AMO, system) is handed to
-//! the interpreter's `execute` through a call, one instruction at a time, with pc and
-//! instret set as the interpreter would have them.
+//! not taken, and ends after the first instruction that ends a block there. RV64I and M,
+//! and the F and D instructions that round to nearest even (`float.rs`: SSE2, and FMA3
+//! where the host has it), become inline machine code; every other instruction (CSR, AMO,
+//! system, the remaining FP ones) is handed to the interpreter's `execute` through a call,
+//! one instruction at a time, with pc and instret set as the interpreter would have them.
 //!
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
 //! the remaining budget (a host register) with N and leaves without executing anything
@@ -155,6 +156,9 @@ pub(crate) enum Exit {
     Budget = 3,
     /// The block at `exit_pc` was decoded from bytes since overwritten.
     Stale = 4,
+    /// The block at `exit_pc` runs FP instructions inline, which needs FS not Off and, for
+    /// dynamic rounding, frm = RNE; the interpreter runs it instead.
+    FloatState = 5,
 }
 
 /// What translated code reads and writes besides guest registers: filled before each
@@ -177,6 +181,12 @@ pub(crate) struct Frame {
     pub interpret: usize,
     /// `lookup`: the entry of the translated block for a pc, or 0.
     pub lookup: usize,
+    /// MXCSR of the embedder while translated code runs (saved and restored by the
+    /// trampoline).
+    pub host_mxcsr: u32,
+    /// MXCSR of translated code: loaded on entry, stored on the way out with the flags
+    /// raised since the last fold (`float::accrue`).
+    pub guest_mxcsr: u32,
     // The fields below are read by the helpers only, never by translated code.
     pub hart: *mut Hart,
     pub platform: *mut u8,
@@ -222,6 +232,8 @@ pub(crate) struct Translator {
     interpreted_ops: Vec<Instruction>,
     /// Executions after which a block is translated (1: at once).
     hot_executions: u32,
+    /// Whether the fused multiply-adds become FMA3 instructions (the host has them).
+    fused_multiply_add: bool,
     pub stats: TranslatorStats,
 }
 
@@ -257,6 +269,7 @@ impl Translator {
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
             interpreted_ops: Vec::new(),
             hot_executions: hot_executions.max(1),
+            fused_multiply_add: emit::float::host_has_fused_multiply_add(),
             stats: TranslatorStats::default(),
         })
     }
@@ -282,6 +295,7 @@ impl Translator {
         offset: u64,
         generation: u64,
         tlbs: (i32, i32),
+        float: emit::FloatLayout,
     ) -> Vec<u8> {
         let base = self.base as u64;
         let first_interpreted = self.interpreted_ops.len() as u32;
@@ -296,6 +310,7 @@ impl Translator {
                 first_interpreted,
                 load_tlb: tlbs.0,
                 store_tlb: tlbs.1,
+                float,
             },
         );
         self.interpreted_ops.extend_from_slice(&interpreted);
@@ -366,7 +381,8 @@ impl Translator {
                 1 => Exit::Chain,
                 2 => Exit::Helper,
                 3 => Exit::Budget,
-                _ => Exit::Stale,
+                4 => Exit::Stale,
+                _ => Exit::FloatState,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -407,7 +423,13 @@ extern "sysv64" fn interpret<P: Platform>(
     };
     hart.pc = pc;
     hart.instret = frame.end - remaining;
-    match hart.execute(platform, &inst) {
+    // The interpreter may read fflags (a CSR read, or accrue to it): fold what translated
+    // code raised so far first.
+    emit::float::accrue(hart, emit::float::take_mxcsr());
+    let result = hart.execute(platform, &inst);
+    // Whatever host code did to MXCSR's flags meanwhile is no guest's.
+    emit::float::take_mxcsr();
+    match result {
         Ok(Flow::Next) => 0,
         result => {
             frame.outcome = Some((inst, result));
@@ -587,6 +609,8 @@ impl Hart {
             exit_site: 0,
             interpret: interpret::<P> as *const () as usize,
             lookup: lookup as *const () as usize,
+            host_mxcsr: 0,
+            guest_mxcsr: emit::float::MXCSR_TRANSLATED,
             hart: self,
             platform: (platform as *mut P).cast(),
             translator,
@@ -596,6 +620,7 @@ impl Hart {
         };
         translator.stats.entries += 1;
         let exit = translator.enter(&mut frame, code);
+        emit::float::accrue(self, frame.guest_mxcsr);
         translator.stats.interpreted += frame.helper_calls;
         self.instret = end - frame.remaining;
         if exit != Exit::Helper {
@@ -604,6 +629,7 @@ impl Hart {
         }
         match exit {
             Exit::Jump | Exit::Budget | Exit::Stale => None,
+            Exit::FloatState => self.run_block(platform, end),
             Exit::Helper => match frame.outcome {
                 Some((inst, Ok(flow))) => self.finish(&inst, flow),
                 Some((_, Err(e))) => self.take_trap(e.cause, e.tval, false),
@@ -678,11 +704,12 @@ impl Hart {
         };
         if !ops.is_empty() {
             let tlbs = self.tlb_distances();
-            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs);
+            let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
+            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
             if translator.used_bytes + block.len() > translator.len_bytes {
                 translator.flush();
                 translator.stats.cache_flushes += 1;
-                block = translator.assemble(&ops, pc, offset, generation, tlbs);
+                block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
             }
             let at = translator.place(&block);
             // Stores to these bytes must now bump the page generation.

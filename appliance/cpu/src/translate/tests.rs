@@ -154,6 +154,9 @@ fn lockstep(reference: &mut Hart, translated: &mut Hart, budgets: &[u64], what: 
     );
 }
 
+#[path = "float_tests.rs"]
+mod float;
+
 fn entries(h: &Hart) -> u64 {
     h.translator_stats().expect("translator on").entries
 }

@@ -60,6 +60,8 @@ pub(crate) enum Cond {
     NotEqual = 0x5,
     BelowOrEqual = 0x6,
     Above = 0x7,
+    Parity = 0xa,
+    NotParity = 0xb,
     Less = 0xc,
     GreaterOrEqual = 0xd,
 }
@@ -74,6 +76,8 @@ impl Cond {
             Cond::NotEqual => Cond::Equal,
             Cond::BelowOrEqual => Cond::Above,
             Cond::Above => Cond::BelowOrEqual,
+            Cond::Parity => Cond::NotParity,
+            Cond::NotParity => Cond::Parity,
             Cond::Less => Cond::GreaterOrEqual,
             Cond::GreaterOrEqual => Cond::Less,
         }
@@ -106,11 +110,66 @@ pub(crate) enum Shift {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Unary {
+    Not = 2,
     Neg = 3,
     Mul = 4,
     Imul = 5,
     Div = 6,
     Idiv = 7,
+}
+
+/// An SSE register (xmm0-xmm15), numbered as in ModRM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Xmm(pub u8);
+
+pub(crate) const XMM0: Xmm = Xmm(0);
+pub(crate) const XMM1: Xmm = Xmm(1);
+
+/// Scalar SSE/SSE2 precision: the mandatory prefix of the scalar arithmetic forms (SDM
+/// 2.1.2: F3 for single, F2 for double).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Precision {
+    Single = 0xf3,
+    Double = 0xf2,
+}
+
+/// Scalar SSE arithmetic: the second opcode byte after 0F (SDM "ADDSD", "SUBSD", ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum FloatOp {
+    Sqrt = 0x51,
+    Add = 0x58,
+    Mul = 0x59,
+    Sub = 0x5c,
+    Min = 0x5d,
+    Div = 0x5e,
+    Max = 0x5f,
+}
+
+/// The fused forms `dst = ±(src1 * src2) ± dst` (the 231 operand order, SDM "VFMADD231SD"
+/// and siblings): the opcode byte in the 0F38 map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Fused {
+    /// a * b + c
+    MulAdd = 0xb9,
+    /// a * b - c
+    MulSub = 0xbb,
+    /// -(a * b) + c
+    NegMulAdd = 0xbd,
+    /// -(a * b) - c
+    NegMulSub = 0xbf,
+}
+
+/// CMPSD/CMPSS predicates (SDM table 3-1): the ordered, quiet `EQ_OQ` and the ordered,
+/// signalling `LT_OS` and `LE_OS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum FloatCompare {
+    Equal = 0,
+    Less = 1,
+    LessOrEqual = 2,
 }
 
 /// Operand width of an integer instruction.
@@ -428,6 +487,143 @@ impl Assembler {
         at
     }
 
+    /// A legacy-SSE instruction `prefix [REX] 0F op` with a memory operand.
+    fn sse_mem(&mut self, prefix: u8, w: bool, opcode: &[u8], reg: u8, mem: Mem) {
+        self.byte(prefix);
+        self.op_mem(w, opcode, reg, mem);
+    }
+
+    /// A legacy-SSE instruction `prefix [REX] 0F op` with a register operand.
+    fn sse_reg(&mut self, prefix: u8, w: bool, opcode: &[u8], reg: u8, rm: u8) {
+        self.byte(prefix);
+        self.op_reg(w, opcode, reg, rm);
+    }
+
+    /// `movsd dst, [mem]` / `movss dst, [mem]` (zeroing the rest of dst).
+    pub fn float_load(&mut self, precision: Precision, dst: Xmm, mem: Mem) {
+        self.sse_mem(precision as u8, false, &[0x0f, 0x10], dst.0, mem);
+    }
+
+    /// `movsd [mem], src` / `movss [mem], src`.
+    pub fn float_store(&mut self, precision: Precision, mem: Mem, src: Xmm) {
+        self.sse_mem(precision as u8, false, &[0x0f, 0x11], src.0, mem);
+    }
+
+    /// `addsd dst, [mem]` and the other scalar operations (sqrt: dst = sqrt([mem])).
+    pub fn float_op(&mut self, precision: Precision, op: FloatOp, dst: Xmm, mem: Mem) {
+        self.sse_mem(precision as u8, false, &[0x0f, op as u8], dst.0, mem);
+    }
+
+    /// `vfmadd231sd dst, a, [mem]` and siblings (VEX.LIG.66.0F38.W1 for double, W0 for
+    /// single; SDM 2.3.5 for the three-byte VEX prefix): dst = ±(a * [mem]) ± dst.
+    pub fn fused(&mut self, precision: Precision, op: Fused, dst: Xmm, a: Xmm, mem: Mem) {
+        let index = mem.index.map_or(0, |r| r.0);
+        self.byte(0xc4);
+        // R, X, B inverted; map 0F38 (m-mmmm = 00010).
+        self.byte(
+            (!(dst.0 >> 3) & 1) << 7 | (!(index >> 3) & 1) << 6 | (!(mem.base.0 >> 3) & 1) << 5 | 2,
+        );
+        // W, vvvv inverted, L = 0 (scalar), pp = 01 (66).
+        let w = (precision == Precision::Double) as u8;
+        self.byte(w << 7 | (!a.0 & 15) << 3 | 1);
+        self.byte(op as u8);
+        self.modrm_mem(dst.0, mem);
+    }
+
+    /// `ucomisd a, b` / `ucomiss a, b`: ZF, PF, CF from an unordered compare (PF = 1 when
+    /// either is NaN); raises invalid only for signalling NaNs.
+    pub fn float_unordered_compare(&mut self, precision: Precision, a: Xmm, b: Xmm) {
+        if precision == Precision::Double {
+            self.byte(0x66);
+        }
+        self.op_reg(false, &[0x0f, 0x2e], a.0, b.0);
+    }
+
+    /// `ucomisd a, [mem]` / `ucomiss a, [mem]`.
+    pub fn float_unordered_compare_mem(&mut self, precision: Precision, a: Xmm, mem: Mem) {
+        if precision == Precision::Double {
+            self.byte(0x66);
+        }
+        self.op_mem(false, &[0x0f, 0x2e], a.0, mem);
+    }
+
+    /// `cmpsd dst, [mem], predicate` / `cmpss`: dst's low lane all ones when it holds.
+    pub fn float_compare(
+        &mut self,
+        precision: Precision,
+        predicate: FloatCompare,
+        dst: Xmm,
+        mem: Mem,
+    ) {
+        self.sse_mem(precision as u8, false, &[0x0f, 0xc2], dst.0, mem);
+        self.byte(predicate as u8);
+    }
+
+    /// `movq dst, src` (W64) or `movd dst, src` (W32): xmm to general register.
+    pub fn move_from_xmm(&mut self, width: Width, dst: Reg, src: Xmm) {
+        self.sse_reg(0x66, width == Width::W64, &[0x0f, 0x7e], src.0, dst.0);
+    }
+
+    /// `cvtsi2sd dst, src` / `cvtsi2ss` from a 32- or 64-bit signed integer.
+    pub fn float_from_int(&mut self, precision: Precision, width: Width, dst: Xmm, src: Reg) {
+        self.sse_reg(
+            precision as u8,
+            width == Width::W64,
+            &[0x0f, 0x2a],
+            dst.0,
+            src.0,
+        );
+    }
+
+    /// `cvtss2sd dst, [mem]` (from single) or `cvtsd2ss dst, [mem]` (from double).
+    pub fn float_convert(&mut self, from: Precision, dst: Xmm, mem: Mem) {
+        self.sse_mem(from as u8, false, &[0x0f, 0x5a], dst.0, mem);
+    }
+
+    /// `xorps dst, dst`: zeroes dst (and breaks its dependency on earlier values).
+    pub fn float_xor_self(&mut self, dst: Xmm) {
+        self.op_reg(false, &[0x0f, 0x57], dst.0, dst.0);
+    }
+
+    /// `mov dword [mem], imm32`.
+    pub fn store_imm32(&mut self, mem: Mem, imm: i32) {
+        self.rex_mem(false, 0, mem, false);
+        self.byte(0xc7);
+        self.modrm_mem(0, mem);
+        self.imm32(imm);
+    }
+
+    /// `ldmxcsr [mem]`.
+    pub fn ldmxcsr(&mut self, mem: Mem) {
+        self.op_mem(false, &[0x0f, 0xae], 2, mem);
+    }
+
+    /// `stmxcsr [mem]`.
+    pub fn stmxcsr(&mut self, mem: Mem) {
+        self.op_mem(false, &[0x0f, 0xae], 3, mem);
+    }
+
+    /// `cmp dword [mem], imm32`.
+    pub fn cmp_mem32_imm(&mut self, mem: Mem, imm: i32) {
+        self.rex_mem(false, 0, mem, false);
+        self.byte(0x81);
+        self.modrm_mem(Alu::Cmp as u8, mem);
+        self.imm32(imm);
+    }
+
+    /// `test byte [mem], imm8`.
+    pub fn test_mem_byte(&mut self, mem: Mem, imm: u8) {
+        self.rex_mem(false, 0, mem, false);
+        self.byte(0xf6);
+        self.modrm_mem(0, mem);
+        self.byte(imm);
+    }
+
+    /// `movsxd dst, dword [mem]`.
+    pub fn load_sign_extended32(&mut self, dst: Reg, mem: Mem) {
+        self.op_mem(true, &[0x63], dst.0, mem);
+    }
+
     /// Points the rel32 at `site` (a position in this buffer) to position `target`, which
     /// may lie outside the buffer (negative: code placed before it).
     pub fn patch(&mut self, site: usize, target: i64) {
@@ -598,5 +794,123 @@ mod tests {
         a.ret();
         a.bind(site);
         assert_eq!(a.code, [0x0f, 0x85, 1, 0, 0, 0, 0xc3]);
+    }
+
+    #[test]
+    fn sse_fma_and_mxcsr_forms_encode_as_binutils_does() {
+        let double = Precision::Double;
+        let single = Precision::Single;
+        // movsd xmm0, [rbx+0x108]
+        assert_eq!(
+            bytes(|a| a.float_load(double, XMM0, at(RBX, 0x108))),
+            [0xf2, 0x0f, 0x10, 0x83, 0x08, 0x01, 0, 0]
+        );
+        // movss [rbx+0x10], xmm0
+        assert_eq!(
+            bytes(|a| a.float_store(single, at(RBX, 0x10), XMM0)),
+            [0xf3, 0x0f, 0x11, 0x43, 0x10]
+        );
+        // addsd xmm0, [rbx+0x110]
+        assert_eq!(
+            bytes(|a| a.float_op(double, FloatOp::Add, XMM0, at(RBX, 0x110))),
+            [0xf2, 0x0f, 0x58, 0x83, 0x10, 0x01, 0, 0]
+        );
+        // sqrtss xmm0, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.float_op(single, FloatOp::Sqrt, XMM0, at(RBX, 0x10))),
+            [0xf3, 0x0f, 0x51, 0x43, 0x10]
+        );
+        // vfmadd231sd xmm0, xmm1, [rbx+0x118]
+        assert_eq!(
+            bytes(|a| a.fused(double, Fused::MulAdd, XMM0, XMM1, at(RBX, 0x118))),
+            [0xc4, 0xe2, 0xf1, 0xb9, 0x83, 0x18, 0x01, 0, 0]
+        );
+        // vfnmsub231ss xmm0, xmm1, [rbx+0x18]
+        assert_eq!(
+            bytes(|a| a.fused(single, Fused::NegMulSub, XMM0, XMM1, at(RBX, 0x18))),
+            [0xc4, 0xe2, 0x71, 0xbf, 0x43, 0x18]
+        );
+        // ucomisd xmm0, xmm0; ucomiss xmm0, xmm0
+        assert_eq!(
+            bytes(|a| a.float_unordered_compare(double, XMM0, XMM0)),
+            [0x66, 0x0f, 0x2e, 0xc0]
+        );
+        assert_eq!(
+            bytes(|a| a.float_unordered_compare(single, XMM0, XMM0)),
+            [0x0f, 0x2e, 0xc0]
+        );
+        // ucomisd xmm0, [rbx+0x10]; maxss xmm0, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.float_unordered_compare_mem(double, XMM0, at(RBX, 0x10))),
+            [0x66, 0x0f, 0x2e, 0x43, 0x10]
+        );
+        assert_eq!(
+            bytes(|a| a.float_op(single, FloatOp::Max, XMM0, at(RBX, 0x10))),
+            [0xf3, 0x0f, 0x5f, 0x43, 0x10]
+        );
+        // cmpltsd xmm0, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.float_compare(double, FloatCompare::Less, XMM0, at(RBX, 0x10))),
+            [0xf2, 0x0f, 0xc2, 0x43, 0x10, 1]
+        );
+        // movd eax, xmm0
+        assert_eq!(
+            bytes(|a| a.move_from_xmm(Width::W32, RAX, XMM0)),
+            [0x66, 0x0f, 0x7e, 0xc0]
+        );
+        // cvtsi2sd xmm0, eax; cvtsi2ss xmm0, rax
+        assert_eq!(
+            bytes(|a| a.float_from_int(double, Width::W32, XMM0, RAX)),
+            [0xf2, 0x0f, 0x2a, 0xc0]
+        );
+        assert_eq!(
+            bytes(|a| a.float_from_int(single, Width::W64, XMM0, RAX)),
+            [0xf3, 0x48, 0x0f, 0x2a, 0xc0]
+        );
+        // cvtss2sd xmm0, [rbx+0x10]; cvtsd2ss xmm0, [rbx+0x10]
+        assert_eq!(
+            bytes(|a| a.float_convert(single, XMM0, at(RBX, 0x10))),
+            [0xf3, 0x0f, 0x5a, 0x43, 0x10]
+        );
+        assert_eq!(
+            bytes(|a| a.float_convert(double, XMM0, at(RBX, 0x10))),
+            [0xf2, 0x0f, 0x5a, 0x43, 0x10]
+        );
+        // ldmxcsr [r14+0x70]; stmxcsr [r14+0x74]
+        assert_eq!(
+            bytes(|a| a.ldmxcsr(at(R14, 0x70))),
+            [0x41, 0x0f, 0xae, 0x56, 0x70]
+        );
+        assert_eq!(
+            bytes(|a| a.stmxcsr(at(R14, 0x74))),
+            [0x41, 0x0f, 0xae, 0x5e, 0x74]
+        );
+        // xorps xmm0, xmm0
+        assert_eq!(bytes(|a| a.float_xor_self(XMM0)), [0x0f, 0x57, 0xc0]);
+        // mov dword [rbx+0x114], -1
+        assert_eq!(
+            bytes(|a| a.store_imm32(at(RBX, 0x114), -1)),
+            [0xc7, 0x83, 0x14, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        // cmp dword [rbx+0x114], -1 (the imm32 form)
+        assert_eq!(
+            bytes(|a| a.cmp_mem32_imm(at(RBX, 0x114), -1)),
+            [0x81, 0xbb, 0x14, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        // test byte [rbx+0x201], 0x60
+        assert_eq!(
+            bytes(|a| a.test_mem_byte(at(RBX, 0x201), 0x60)),
+            [0xf6, 0x83, 0x01, 0x02, 0, 0, 0x60]
+        );
+        // movsxd rax, dword [rbx+0x110]
+        assert_eq!(
+            bytes(|a| a.load_sign_extended32(RAX, at(RBX, 0x110))),
+            [0x48, 0x63, 0x83, 0x10, 0x01, 0, 0]
+        );
+        // not ecx
+        assert_eq!(
+            bytes(|a| a.unary(Unary::Not, Width::W32, RCX)),
+            [0xf7, 0xd1]
+        );
     }
 }
