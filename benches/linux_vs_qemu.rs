@@ -1,8 +1,11 @@
-//! Linux guests in our machine and in `qemu-system-riscv64 -M virt` (TCG) side by side in one
-//! run: the minimal kernel's boot to the ready marker, `curl` requests/s against busybox
-//! httpd and `redis-benchmark` GET/SET ops/s against the trixie guest, both through user-mode
-//! networking on loopback; prints a table with the ratios (issue 3, item 6).
-//! Run with `cargo bench --bench linux_vs_qemu [-- boot|curl|redis]`.
+//! Linux guests in our machine (translator on) and in `qemu-system-riscv64 -M virt`, under
+//! TCG and under `-icount shift=0`, side by side in one run: the minimal kernel's boot to the
+//! ready marker, `curl` requests against busybox httpd, the trixie kernel's boot to power off,
+//! and its boot to the services plus `redis-benchmark` SET and GET, through user-mode
+//! networking on loopback; prints wall and process CPU time (or rates) for each, with the
+//! ratios. QEMU's CPU is cut down to our extensions (`harness::QEMU_CPU`).
+//! Run with `cargo bench --bench linux_vs_qemu [-- boot|curl|poweroff|redis] [interpreter]`
+//! (`interpreter` adds a column for our interpreter, the reference).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,9 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "../appliance/guest/isa/harness.rs"]
+mod harness;
+
 const READY_MARKER: &str = "understudy-guest: ready";
+/// The kernel's last console line before it powers the machine off (kernel/reboot.c).
+const POWER_OFF_MARKER: &str = "reboot: Power down";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the forwarded service may take to answer its first request after the ready
@@ -39,16 +48,60 @@ const CLOCK_TICKS_PER_SECOND: u64 = 100;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Machine {
+    /// `understudy run-guest` with the x86-64 translator on.
     Understudy,
+    /// `understudy run-guest` with every instruction interpreted: the reference column,
+    /// only with the `interpreter` word (it doubles the run time).
+    UnderstudyInterpreted,
     Qemu,
+    /// QEMU with `-icount shift=0`: one instruction per virtual nanosecond, QEMU's exact
+    /// count mode, the fair anchor for a machine that counts every instruction.
+    QemuIcount,
 }
 
 impl Machine {
     fn name(self) -> &'static str {
         match self {
             Machine::Understudy => "understudy",
-            Machine::Qemu => "qemu (TCG)",
+            Machine::UnderstudyInterpreted => "interpreted",
+            Machine::Qemu => "qemu TCG",
+            Machine::QemuIcount => "qemu icount",
         }
+    }
+}
+
+static FLAGS: OnceLock<TranslatorFlags> = OnceLock::new();
+
+/// How `run-guest` chooses translation: older binaries translate with `--translate`, newer
+/// ones by default and interpret with `--interpret`. Read from its `--help`.
+struct TranslatorFlags {
+    translate: Option<&'static str>,
+    interpret: Option<&'static str>,
+}
+
+fn translator_flags() -> TranslatorFlags {
+    let output = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["run-guest", "--help"])
+        .output()
+        .expect("understudy run-guest --help runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let lists = |flag: &str| {
+        help.split_whitespace()
+            .any(|word| word.trim_end_matches(',') == flag)
+    };
+    if lists("--translate") {
+        TranslatorFlags {
+            translate: Some("--translate"),
+            interpret: None,
+        }
+    } else if lists("--interpret") {
+        TranslatorFlags {
+            translate: None,
+            interpret: Some("--interpret"),
+        }
+    } else {
+        eprintln!("linux_vs_qemu: run-guest --help lists neither --translate nor --interpret");
+        std::process::exit(1);
     }
 }
 
@@ -125,9 +178,16 @@ struct GuestSpec<'a> {
 fn command_for(machine: Machine, spec: &GuestSpec) -> Command {
     let mut command;
     match machine {
-        Machine::Understudy => {
+        Machine::Understudy | Machine::UnderstudyInterpreted => {
             command = Command::new(env!("CARGO_BIN_EXE_understudy"));
-            command.arg("run-guest").arg("--kernel").arg(spec.kernel);
+            command.arg("run-guest");
+            let flags = FLAGS.get_or_init(translator_flags);
+            let flag = match machine {
+                Machine::Understudy => flags.translate,
+                _ => flags.interpret,
+            };
+            command.args(flag);
+            command.arg("--kernel").arg(spec.kernel);
             command.arg("--initrd").arg(spec.initrd);
             command.args(["--append", &spec.append, "--stats", "--clock", "wall"]);
             command.args(["--memory-mib", &spec.memory_mib.to_string()]);
@@ -140,9 +200,15 @@ fn command_for(machine: Machine, spec: &GuestSpec) -> Command {
                 command.args(["--net", &format!("user:{}", forwards.join(","))]);
             }
         }
-        Machine::Qemu => {
+        Machine::Qemu | Machine::QemuIcount => {
             command = Command::new("qemu-system-riscv64");
+            // The default firmware (OpenSBI) stays: it is QEMU's SBI, where we have our own
+            // monitor; -cpu limits the ISA to ours (harness::QEMU_CPU).
             command.args(["-M", "virt", "-accel", "tcg", "-nographic"]);
+            command.args(["-cpu", harness::QEMU_CPU]);
+            if machine == Machine::QemuIcount {
+                command.args(["-icount", "shift=0"]);
+            }
             command.args(["-m", &format!("{}M", spec.memory_mib)]);
             command.arg("-kernel").arg(spec.kernel);
             command.arg("-initrd").arg(spec.initrd);
@@ -388,77 +454,104 @@ fn curl_get(port: u16) -> Result<(), String> {
 /// A result cell: a measured value or why there is none.
 type Cell = Result<f64, String>;
 
-struct BootResult {
+/// Wall and process CPU time of one measured stretch.
+#[derive(Clone)]
+struct Timing {
     wall_s: Cell,
-    cpu_s: Option<f64>,
-    instructions: Option<u64>,
+    cpu_s: Cell,
 }
 
-/// Boots the minimal kernel to the ready marker; the init command then powers it off.
-fn boot(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> BootResult {
-    let spec = GuestSpec {
+impl Timing {
+    fn failed(error: String) -> Timing {
+        Timing {
+            wall_s: Err(error.clone()),
+            cpu_s: Err(error),
+        }
+    }
+
+    /// Process CPU seconds spent between two readings, or why there is no figure.
+    fn cpu_between(before: Option<Duration>, after: Option<Duration>) -> Cell {
+        match (before, after) {
+            (Some(before), Some(after)) => Ok(after.saturating_sub(before).as_secs_f64()),
+            _ => Err("no cpu time".into()),
+        }
+    }
+}
+
+/// Boots `spec` to the console line `marker` (the ready marker, or the kernel's power-off
+/// line) and waits for the emulator to exit; the CPU time is read at the marker, so a
+/// guest that powers off right after its marker is measured to its last instruction.
+fn boot_to(machine: Machine, spec: &GuestSpec, marker: &str) -> (Timing, Option<u64>) {
+    let mut guest = Guest::start(machine, spec);
+    let wall = guest.wait_for(marker, BOOT_TIMEOUT);
+    let cpu = guest.cpu_time();
+    if let Ok(wall) = &wall {
+        println!(
+            "  {}: {marker:?} after {:.1} s",
+            machine.name(),
+            wall.as_secs_f64()
+        );
+    }
+    let exited = wall.is_ok().then(|| guest.wait_exit(EXIT_TIMEOUT));
+    if let Some(Err(error)) = &exited {
+        println!("  {}: power off after the boot: {error}", machine.name());
+    }
+    let instructions = guest.stderr().lines().find_map(|line| {
+        line.strip_prefix("instructions ")
+            .and_then(|n| n.trim().parse().ok())
+    });
+    let timing = Timing {
+        wall_s: wall.map(|d| d.as_secs_f64()),
+        cpu_s: Timing::cpu_between(Some(Duration::ZERO), cpu),
+    };
+    (timing, instructions)
+}
+
+/// The median of each column over several runs (any failed run makes the column failed).
+fn median_timing(runs: &[Timing]) -> Timing {
+    fn median(cells: Vec<&Cell>) -> Cell {
+        let mut values = Vec::new();
+        for cell in cells {
+            values.push(cell.clone()?);
+        }
+        values.sort_by(f64::total_cmp);
+        values
+            .get(values.len() / 2)
+            .copied()
+            .ok_or_else(|| "no runs".into())
+    }
+    Timing {
+        wall_s: median(runs.iter().map(|run| &run.wall_s).collect()),
+        cpu_s: median(runs.iter().map(|run| &run.cpu_s).collect()),
+    }
+}
+
+fn minimal_boot_spec(paths: &BTreeMap<String, PathBuf>) -> GuestSpec<'_> {
+    GuestSpec {
         kernel: &paths["minimal_kernel"],
         initrd: &paths["minimal_initramfs"],
         append: "console=ttyS0 understudy.init='true'".into(),
         memory_mib: MINIMAL_MEMORY_MIB,
         forwards: Vec::new(),
-    };
-    let mut guest = Guest::start(machine, &spec);
-    let wall = guest.wait_for(READY_MARKER, BOOT_TIMEOUT);
-    if let Ok(wall) = &wall {
-        println!(
-            "  {}: ready after {:.1} s",
-            machine.name(),
-            wall.as_secs_f64()
-        );
-    }
-    let cpu = guest.cpu_time();
-    let exited = guest.wait_exit(EXIT_TIMEOUT);
-    let instructions = guest.stderr().lines().find_map(|line| {
-        line.strip_prefix("instructions ")
-            .and_then(|n| n.trim().parse().ok())
-    });
-    if let Err(error) = &exited {
-        println!("  {}: power off after the boot: {error}", machine.name());
-    }
-    BootResult {
-        wall_s: wall.map(|d| d.as_secs_f64()),
-        cpu_s: cpu.map(|d| d.as_secs_f64()),
-        instructions,
     }
 }
 
-/// The median wall and CPU time of several boots (a failed boot makes the result failed),
-/// with the last instruction count.
-fn median_boot(runs: Vec<BootResult>) -> BootResult {
-    fn median(mut values: Vec<f64>) -> Option<f64> {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    }
-    let instructions = runs.iter().rev().find_map(|run| run.instructions);
-    let cpu_s = median(runs.iter().filter_map(|run| run.cpu_s).collect());
-    let mut walls = Vec::new();
-    for run in runs {
-        match run.wall_s {
-            Ok(wall) => walls.push(wall),
-            Err(error) => {
-                return BootResult {
-                    wall_s: Err(error),
-                    cpu_s,
-                    instructions,
-                }
-            }
-        }
-    }
-    BootResult {
-        wall_s: median(walls).ok_or_else(|| "no boots".to_string()),
-        cpu_s,
-        instructions,
+/// The trixie kernel and initramfs with no services, powering off from init at once: the
+/// kernel's whole boot and shutdown, to its last console line.
+fn trixie_poweroff_spec(paths: &BTreeMap<String, PathBuf>) -> GuestSpec<'_> {
+    GuestSpec {
+        kernel: &paths["trixie_kernel"],
+        initrd: &paths["trixie_initramfs"],
+        // `no4lvl` keeps the Debian kernel in Sv39 (guest/README.md) in both machines:
+        // QEMU 7.2 has no CPU property to cap the satp modes.
+        append: "console=ttyS0 no4lvl understudy.services=0 understudy.init=poweroff".into(),
+        memory_mib: TRIXIE_MEMORY_MIB,
+        forwards: Vec::new(),
     }
 }
 
-/// Requests/s of `CURL_REQUESTS` sequential GETs, one connection each.
-fn curl_rate(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> Cell {
+/// `CURL_REQUESTS` sequential GETs, one connection each: the time and CPU of all of them.
+fn curl_run(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> Result<Timing, String> {
     let port = free_port();
     let spec = GuestSpec {
         kernel: &paths["minimal_kernel"],
@@ -477,47 +570,50 @@ fn curl_rate(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> Cell {
         ready.as_secs_f64()
     );
     warm_up("httpd", SERVICE_WARMUP_TIMEOUT, || curl_get(port).is_ok())?;
+    let cpu_before = guest.cpu_time();
     let started = Instant::now();
     for request in 0..CURL_REQUESTS {
         curl_get(port).map_err(|error| format!("request {request}: {error}"))?;
     }
-    Ok(f64::from(CURL_REQUESTS) / started.elapsed().as_secs_f64())
+    Ok(Timing {
+        wall_s: Ok(started.elapsed().as_secs_f64()),
+        cpu_s: Timing::cpu_between(cpu_before, guest.cpu_time()),
+    })
 }
 
-/// SET and GET requests/s from one `redis-benchmark` client.
-/// The trixie guest's time to its ready marker, and the SET and GET rates.
+/// The trixie guest with its services: the boot to the ready marker, then one
+/// `redis-benchmark` client for SET and another for GET.
 struct RedisResult {
-    ready_s: Cell,
-    set: Cell,
-    get: Cell,
+    ready: Timing,
+    set: Timing,
+    get: Timing,
 }
 
-fn redis_rates(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> RedisResult {
-    let mut ready_s: Cell = Err("no ready marker".into());
-    match redis_rates_inner(machine, paths, &mut ready_s) {
-        Ok((set, get)) => RedisResult {
-            ready_s,
-            set: Ok(set),
-            get: Ok(get),
-        },
-        Err(error) => RedisResult {
-            ready_s,
-            set: Err(error.clone()),
-            get: Err(error),
-        },
+fn redis_run(machine: Machine, paths: &BTreeMap<String, PathBuf>) -> RedisResult {
+    let mut result = RedisResult {
+        ready: Timing::failed("no ready marker".into()),
+        set: Timing::failed("not run".into()),
+        get: Timing::failed("not run".into()),
+    };
+    if let Err(error) = redis_run_inner(machine, paths, &mut result) {
+        for timing in [&mut result.set, &mut result.get] {
+            if timing.wall_s.is_err() {
+                *timing = Timing::failed(error.clone());
+            }
+        }
     }
+    result
 }
 
-fn redis_rates_inner(
+fn redis_run_inner(
     machine: Machine,
     paths: &BTreeMap<String, PathBuf>,
-    ready_s: &mut Cell,
-) -> Result<(f64, f64), String> {
+    result: &mut RedisResult,
+) -> Result<(), String> {
     let port = free_port();
     let spec = GuestSpec {
         kernel: &paths["trixie_kernel"],
         initrd: &paths["trixie_initramfs"],
-        // `no4lvl` keeps the Debian kernel in Sv39 (guest/README.md).
         append: format!(
             "console=ttyS0 no4lvl {GUEST_NET_ARGS} understudy.init='sleep {SERVICE_GUEST_SLEEP_S}'"
         ),
@@ -525,13 +621,17 @@ fn redis_rates_inner(
         forwards: vec![(port, 6379)],
     };
     let mut guest = Guest::start(machine, &spec);
-    let ready = guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
+    let ready = guest.wait_for(READY_MARKER, BOOT_TIMEOUT);
+    result.ready = Timing {
+        wall_s: ready.clone().map(|d| d.as_secs_f64()),
+        cpu_s: Timing::cpu_between(Some(Duration::ZERO), guest.cpu_time()),
+    };
+    let ready = ready?;
     println!(
         "  {}: ready after {:.1} s",
         machine.name(),
         ready.as_secs_f64()
     );
-    *ready_s = Ok(ready.as_secs_f64());
     let port_text = port.to_string();
     warm_up("redis-server", SERVICE_WARMUP_TIMEOUT, || {
         run_bounded(
@@ -540,72 +640,137 @@ fn redis_rates_inner(
         )
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "PONG")
     })?;
+    for (test, timing) in [("set", &mut result.set), ("get", &mut result.get)] {
+        let cpu_before = guest.cpu_time();
+        let started = Instant::now();
+        redis_benchmark(&port_text, test)?;
+        *timing = Timing {
+            wall_s: Ok(started.elapsed().as_secs_f64()),
+            cpu_s: Timing::cpu_between(cpu_before, guest.cpu_time()),
+        };
+    }
+    Ok(())
+}
+
+/// One `redis-benchmark` client running `REDIS_REQUESTS` of `test`; checks that it reported
+/// a rate (the rate itself is taken from the wall time around it, like the CPU time).
+fn redis_benchmark(port: &str, test: &str) -> Result<(), String> {
     let requests = REDIS_REQUESTS.to_string();
     let output = run_bounded(
         Command::new("redis-benchmark").args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_text,
-            "-n",
-            &requests,
-            "-c",
-            "1",
-            "-t",
-            "set,get",
-            "--csv",
+            "-h", "127.0.0.1", "-p", port, "-n", &requests, "-c", "1", "-t", test, "--csv",
         ]),
         REDIS_BENCHMARK_TIMEOUT,
     )?;
     // `--csv` lines: "SET","1234.56",... (progress lines end in '\r').
     let text = String::from_utf8_lossy(&output.stdout).replace('\r', "\n");
-    let rate = |test: &str| -> Option<f64> {
-        text.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-            (fields.first() == Some(&test))
-                .then(|| fields.get(1)?.parse().ok())
-                .flatten()
-        })
-    };
-    match (rate("SET"), rate("GET")) {
-        (Some(set), Some(get)) => Ok((set, get)),
-        _ => Err(format!(
-            "redis-benchmark printed no rates ({}): {}{}",
+    let name = test.to_uppercase();
+    let reported = text.lines().any(|line| {
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+        fields.first() == Some(&name.as_str())
+            && fields.get(1).is_some_and(|rate| rate.parse::<f64>().is_ok())
+    });
+    if reported {
+        Ok(())
+    } else {
+        Err(format!(
+            "redis-benchmark printed no {name} rate ({}): {}{}",
             output.status,
             text.trim(),
             String::from_utf8_lossy(&output.stderr).trim()
-        )),
+        ))
     }
 }
 
-fn cell(value: &Cell, precision: usize) -> String {
+/// One row of the table: a value per machine, and which way is better.
+struct Row {
+    label: String,
+    cells: Vec<Cell>,
+    higher_is_better: bool,
+}
+
+impl Row {
+    /// Two rows from the timings of one stretch: the wall time and the process CPU time.
+    fn times(label: &str, timings: &[Timing]) -> [Row; 2] {
+        [
+            Row {
+                label: format!("{label}, wall s"),
+                cells: timings.iter().map(|t| t.wall_s.clone()).collect(),
+                higher_is_better: false,
+            },
+            Row {
+                label: format!("{label}, CPU s"),
+                cells: timings.iter().map(|t| t.cpu_s.clone()).collect(),
+                higher_is_better: false,
+            },
+        ]
+    }
+
+    /// Two rows from `count` operations in each timing: per wall second and per CPU second.
+    fn rates(label: &str, count: u32, timings: &[Timing]) -> [Row; 2] {
+        let per = |seconds: &Cell| -> Cell {
+            match seconds {
+                Ok(seconds) if *seconds > 0.0 => Ok(f64::from(count) / seconds),
+                Ok(_) => Err("no measurable time".into()),
+                Err(error) => Err(error.clone()),
+            }
+        };
+        [
+            Row {
+                label: format!("{label}/s (wall)"),
+                cells: timings.iter().map(|t| per(&t.wall_s)).collect(),
+                higher_is_better: true,
+            },
+            Row {
+                label: format!("{label}/CPU s"),
+                cells: timings.iter().map(|t| per(&t.cpu_s)).collect(),
+                higher_is_better: true,
+            },
+        ]
+    }
+
+    /// How many times faster our translated machine is than column `other` (above 1: we
+    /// are faster), whatever the direction of the measure.
+    fn speedup(&self, other: usize) -> String {
+        match (&self.cells[0], &self.cells[other]) {
+            (Ok(ours), Ok(theirs)) if *ours > 0.0 && *theirs > 0.0 => {
+                let speedup = if self.higher_is_better {
+                    ours / theirs
+                } else {
+                    theirs / ours
+                };
+                format!("{speedup:.2}")
+            }
+            _ => "-".into(),
+        }
+    }
+}
+
+fn cell(value: &Cell) -> String {
     match value {
-        Ok(value) => format!("{value:.precision$}"),
+        Ok(value) if *value >= 100.0 => format!("{value:.0}"),
+        Ok(value) => format!("{value:.2}"),
         Err(_) => "failed".into(),
     }
 }
 
-fn ratio(ours: &Cell, qemu: &Cell) -> String {
-    match (ours, qemu) {
-        (Ok(ours), Ok(qemu)) if *qemu > 0.0 => format!("{:.3}", ours / qemu),
-        _ => "-".into(),
-    }
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; other words choose parts (boot, curl, redis).
-    let filters: Vec<String> = std::env::args()
+    // `cargo bench` passes `--bench`; other words choose parts, and `interpreter` adds the
+    // interpreted column.
+    let mut words: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
-    let parts = ["boot", "curl", "redis"];
-    let everything = filters.is_empty()
-        || filters
+    let with_interpreter = words.iter().any(|word| word == "interpreter");
+    words.retain(|word| word != "interpreter");
+    let parts = ["boot", "curl", "poweroff", "redis"];
+    let everything = words.is_empty()
+        || words
             .iter()
-            .any(|filter| "linux_vs_qemu".contains(filter.as_str()));
+            .any(|word| "linux_vs_qemu".contains(word.as_str()));
     let chosen: Vec<&str> = parts
         .into_iter()
-        .filter(|part| everything || filters.iter().any(|filter| part.contains(filter.as_str())))
+        .filter(|part| everything || words.iter().any(|word| part.contains(word.as_str())))
         .collect();
     if chosen.is_empty() {
         return;
@@ -620,98 +785,133 @@ fn main() {
     if chosen.contains(&"boot") || chosen.contains(&"curl") {
         guests.push("minimal");
     }
-    if chosen.contains(&"redis") {
+    if chosen.contains(&"poweroff") || chosen.contains(&"redis") {
         guests.push("trixie");
     }
     let paths = artifacts(&guests);
+    // The translated machine comes first: every ratio is against it.
+    let mut machines = vec![Machine::Understudy, Machine::Qemu, Machine::QemuIcount];
+    if with_interpreter {
+        machines.push(Machine::UnderstudyInterpreted);
+    }
     println!("load average at start: {}", load_average());
+    println!("qemu: -cpu {}", harness::QEMU_CPU);
 
-    // Rows: (label, understudy, qemu, unit note).
-    let mut rows: Vec<(String, Cell, Cell)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    let mut note_failure = |what: &str, machine: Machine, cell: &Cell| {
-        if let Err(error) = cell {
-            failures.push(format!("{what} in {}: {error}", machine.name()));
+    let mut note_failures = |what: &str, timings: &[Timing]| {
+        for (machine, timing) in machines.iter().zip(timings) {
+            if let Err(error) = &timing.wall_s {
+                failures.push(format!("{what} in {}: {error}", machine.name()));
+            }
+        }
+    };
+    let mut note_instructions = |what: &str, instructions: Option<u64>, timing: &Timing| {
+        if let (Some(instructions), Ok(wall)) = (instructions, &timing.wall_s) {
+            notes.push(format!(
+                "{what}: understudy executed {instructions} instructions ({:.0} MIPS by wall time)",
+                instructions as f64 / wall / 1e6
+            ));
         }
     };
     if chosen.contains(&"boot") {
         println!(
             "boot: minimal 6.1 kernel to {READY_MARKER:?}, median of {BOOT_REPEATS} boots each"
         );
-        let mut ours_runs = Vec::new();
-        let mut qemu_runs = Vec::new();
+        let spec = minimal_boot_spec(&paths);
+        let mut runs: Vec<Vec<Timing>> = vec![Vec::new(); machines.len()];
+        let mut instructions = None;
         for _ in 0..BOOT_REPEATS {
-            ours_runs.push(boot(Machine::Understudy, &paths));
-            qemu_runs.push(boot(Machine::Qemu, &paths));
-        }
-        let (ours, qemu) = (median_boot(ours_runs), median_boot(qemu_runs));
-        note_failure("boot", Machine::Understudy, &ours.wall_s);
-        note_failure("boot", Machine::Qemu, &qemu.wall_s);
-        if let Some(instructions) = ours.instructions {
-            notes.push(format!(
-                "understudy boot executed {instructions} instructions (to power off right after the ready marker, --stats)"
-            ));
-            if let Ok(wall) = ours.wall_s {
-                notes.push(format!(
-                    "understudy boot: {:.1} MIPS by wall time",
-                    instructions as f64 / wall / 1e6
-                ));
+            // Interleaved, so a change of the host's load hits every machine alike.
+            for (index, &machine) in machines.iter().enumerate() {
+                let (timing, counted) = boot_to(machine, &spec, READY_MARKER);
+                if machine == Machine::Understudy {
+                    instructions = instructions.or(counted);
+                }
+                runs[index].push(timing);
             }
         }
-        notes.push("qemu boot instructions: not counted (QEMU 7.2 here ships no TCG plugins; -icount would change its speed)".into());
-        let cpu =
-            |result: &BootResult| -> Cell { result.cpu_s.ok_or_else(|| "no cpu time".to_string()) };
-        let (ours_cpu, qemu_cpu) = (cpu(&ours), cpu(&qemu));
-        rows.push((
-            "boot to ready, wall s (lower is better)".into(),
-            ours.wall_s,
-            qemu.wall_s,
-        ));
-        rows.push(("boot to ready, process CPU s".into(), ours_cpu, qemu_cpu));
+        let timings: Vec<Timing> = runs.iter().map(|runs| median_timing(runs)).collect();
+        note_failures("boot", &timings);
+        note_instructions(
+            "minimal boot (to power off after the marker)",
+            instructions,
+            &timings[0],
+        );
+        rows.extend(Row::times("minimal 6.1 boot to ready", &timings));
     }
     if chosen.contains(&"curl") {
         println!("curl: {CURL_REQUESTS} sequential GETs of / from busybox httpd, minimal guest");
-        let ours = curl_rate(Machine::Understudy, &paths);
-        let qemu = curl_rate(Machine::Qemu, &paths);
-        note_failure("curl", Machine::Understudy, &ours);
-        note_failure("curl", Machine::Qemu, &qemu);
-        rows.push(("curl GET requests/s".into(), ours, qemu));
+        let timings: Vec<Timing> = machines
+            .iter()
+            .map(|&machine| curl_run(machine, &paths).unwrap_or_else(Timing::failed))
+            .collect();
+        note_failures("curl", &timings);
+        rows.extend(Row::rates("curl GET requests", CURL_REQUESTS, &timings));
+    }
+    if chosen.contains(&"poweroff") {
+        println!("poweroff: trixie 6.12 kernel, no services, init powers off at once");
+        let spec = trixie_poweroff_spec(&paths);
+        let mut timings = Vec::new();
+        for &machine in &machines {
+            let (timing, counted) = boot_to(machine, &spec, POWER_OFF_MARKER);
+            if machine == Machine::Understudy {
+                note_instructions("trixie boot to power off", counted, &timing);
+            }
+            timings.push(timing);
+        }
+        note_failures("poweroff", &timings);
+        rows.extend(Row::times("trixie 6.12 boot to power off", &timings));
     }
     if chosen.contains(&"redis") {
         println!(
-            "redis: redis-benchmark -n {REDIS_REQUESTS} -c 1 -t set,get against the trixie guest"
+            "redis: trixie guest with its services; redis-benchmark -n {REDIS_REQUESTS} -c 1 -t set, then -t get"
         );
-        let ours = redis_rates(Machine::Understudy, &paths);
-        let qemu = redis_rates(Machine::Qemu, &paths);
-        note_failure("redis", Machine::Understudy, &ours.set);
-        note_failure("redis", Machine::Qemu, &qemu.set);
-        rows.push((
-            "trixie boot to ready, wall s (lower is better)".into(),
-            ours.ready_s,
-            qemu.ready_s,
-        ));
-        rows.push(("redis SET requests/s".into(), ours.set, qemu.set));
-        rows.push(("redis GET requests/s".into(), ours.get, qemu.get));
+        let results: Vec<RedisResult> = machines
+            .iter()
+            .map(|&machine| redis_run(machine, &paths))
+            .collect();
+        let ready: Vec<Timing> = results.iter().map(|r| r.ready.clone()).collect();
+        let set: Vec<Timing> = results.iter().map(|r| r.set.clone()).collect();
+        let get: Vec<Timing> = results.iter().map(|r| r.get.clone()).collect();
+        note_failures("redis boot", &ready);
+        note_failures("redis SET", &set);
+        note_failures("redis GET", &get);
+        rows.extend(Row::times("trixie boot to httpd + redis ready", &ready));
+        rows.extend(Row::rates("redis SET requests", REDIS_REQUESTS, &set));
+        rows.extend(Row::rates("redis GET requests", REDIS_REQUESTS, &get));
     }
 
     println!();
     println!("load average at end: {}", load_average());
-    println!(
-        "{:<48} {:>12} {:>12} {:>18}",
-        "measure",
-        Machine::Understudy.name(),
-        Machine::Qemu.name(),
-        "understudy / qemu"
-    );
-    for (label, ours, qemu) in &rows {
-        println!(
-            "{label:<48} {:>12} {:>12} {:>18}",
-            cell(ours, 2),
-            cell(qemu, 2),
-            ratio(ours, qemu)
-        );
+    let mut header = format!("{:<44}", "measure");
+    for machine in &machines {
+        header.push_str(&format!(" {:>12}", machine.name()));
     }
+    for machine in &machines[1..] {
+        header.push_str(&format!(" {:>14}", format!("vs {}", machine.name())));
+    }
+    println!("{header}");
+    for row in &rows {
+        let mut line = format!("{:<44}", row.label);
+        for value in &row.cells {
+            line.push_str(&format!(" {:>12}", cell(value)));
+        }
+        for other in 1..machines.len() {
+            line.push_str(&format!(" {:>14}", row.speedup(other)));
+        }
+        println!("{line}");
+    }
+    println!(
+        "note: \"vs X\" is how many times faster the translated understudy is than X (above 1: faster), for times and rates alike"
+    );
+    println!(
+        "note: firmware differs: QEMU boots OpenSBI (its default -bios) and then the kernel; understudy starts the kernel in S-mode and answers SBI calls itself"
+    );
+    println!(
+        "note: same kernel, initramfs, command line and memory in all; QEMU's virt machine also has devices the guest does not use here (PCIe, flash, fw_cfg)"
+    );
     for note in &notes {
         println!("note: {note}");
     }
