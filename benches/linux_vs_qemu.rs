@@ -14,8 +14,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "../appliance/guest/isa/harness.rs"]
@@ -658,7 +658,17 @@ fn redis_benchmark(port: &str, test: &str) -> Result<(), String> {
     let requests = REDIS_REQUESTS.to_string();
     let output = run_bounded(
         Command::new("redis-benchmark").args([
-            "-h", "127.0.0.1", "-p", port, "-n", &requests, "-c", "1", "-t", test, "--csv",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-n",
+            &requests,
+            "-c",
+            "1",
+            "-t",
+            test,
+            "--csv",
         ]),
         REDIS_BENCHMARK_TIMEOUT,
     )?;
@@ -668,7 +678,9 @@ fn redis_benchmark(port: &str, test: &str) -> Result<(), String> {
     let reported = text.lines().any(|line| {
         let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
         fields.first() == Some(&name.as_str())
-            && fields.get(1).is_some_and(|rate| rate.parse::<f64>().is_ok())
+            && fields
+                .get(1)
+                .is_some_and(|rate| rate.parse::<f64>().is_ok())
     });
     if reported {
         Ok(())

@@ -22,13 +22,20 @@ const ENABLE_STRIDE: u64 = 0x80;
 const CONTEXT_BASE: u64 = 0x20_0000;
 const CONTEXT_STRIDE: u64 = 0x1000;
 const WORDS: usize = PLIC_SOURCES.div_ceil(32);
+/// One bit per source in a `u128`, so that finding the best source looks only at the
+/// sources that are pending and enabled (usually none or one) instead of all 95.
+const _: () = assert!(PLIC_SOURCES <= 128);
 
 pub struct Plic {
     priority: [u32; PLIC_SOURCES],
-    level: [bool; PLIC_SOURCES],
-    pending: [bool; PLIC_SOURCES],
-    claimed: [bool; PLIC_SOURCES],
-    enable: [[u32; WORDS]; PLIC_CONTEXTS],
+    /// Bit n: source n's line is high.
+    level: u128,
+    /// Bit n: source n's gateway forwarded a request that was not claimed yet.
+    pending: u128,
+    /// Bit n: source n was claimed and not completed.
+    claimed: u128,
+    /// Bit n of `enable[context]`: source n may interrupt the context.
+    enable: [u128; PLIC_CONTEXTS],
     threshold: [u32; PLIC_CONTEXTS],
 }
 
@@ -38,14 +45,18 @@ impl Default for Plic {
     }
 }
 
+fn bit(source: usize) -> u128 {
+    1 << source
+}
+
 impl Plic {
     pub fn new() -> Self {
         Plic {
             priority: [0; PLIC_SOURCES],
-            level: [false; PLIC_SOURCES],
-            pending: [false; PLIC_SOURCES],
-            claimed: [false; PLIC_SOURCES],
-            enable: [[0; WORDS]; PLIC_CONTEXTS],
+            level: 0,
+            pending: 0,
+            claimed: 0,
+            enable: [0; PLIC_CONTEXTS],
             threshold: [0; PLIC_CONTEXTS],
         }
     }
@@ -56,31 +67,31 @@ impl Plic {
             source > 0 && source < PLIC_SOURCES,
             "plic: no source {source}"
         );
-        self.level[source] = high;
-        if high && !self.claimed[source] {
-            self.pending[source] = true;
+        if high {
+            self.level |= bit(source);
+            if self.claimed & bit(source) == 0 {
+                self.pending |= bit(source);
+            }
+        } else {
+            self.level &= !bit(source);
         }
     }
 
-    fn pending(&self, source: usize) -> bool {
-        self.pending[source]
-    }
-
     fn enabled(&self, context: usize, source: usize) -> bool {
-        self.enable[context][source / 32] & (1 << (source % 32)) != 0
+        self.enable[context] & bit(source) != 0
     }
 
     /// The best claimable source for `context`: highest priority above the threshold, ties
-    /// to the lowest source number (spec 5).
+    /// to the lowest source number (spec 5). Visits the pending and enabled sources only,
+    /// lowest number first.
     fn best(&self, context: usize) -> Option<usize> {
         let mut best: Option<(usize, u32)> = None;
-        for source in 1..PLIC_SOURCES {
+        let mut candidates = self.pending & self.enable[context];
+        while candidates != 0 {
+            let source = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
             let priority = self.priority[source];
-            if self.pending(source)
-                && self.enabled(context, source)
-                && priority > self.threshold[context]
-                && best.is_none_or(|(_, p)| priority > p)
-            {
+            if priority > self.threshold[context] && best.is_none_or(|(_, p)| priority > p) {
                 best = Some((source, priority));
             }
         }
@@ -90,6 +101,10 @@ impl Plic {
     /// Whether the context's external interrupt line (MEIP or SEIP) is asserted.
     pub fn interrupt(&self, context: usize) -> bool {
         self.best(context).is_some()
+    }
+
+    fn enable_word(&self, context: usize, word: usize) -> u32 {
+        (self.enable[context] >> (32 * word)) as u32
     }
 
     pub fn load(&mut self, offset: u64, size_bytes: u8) -> Option<u64> {
@@ -103,15 +118,14 @@ impl Plic {
                 .unwrap_or(0)
         } else if offset < ENABLE_BASE {
             let word = ((offset - PENDING_BASE) / 4) as usize;
-            (0..32)
-                .filter(|bit| {
-                    let source = word * 32 + bit;
-                    source < PLIC_SOURCES && self.pending(source)
-                })
-                .fold(0, |acc, bit| acc | (1 << bit))
+            if word < WORDS {
+                (self.pending >> (32 * word)) as u32
+            } else {
+                0
+            }
         } else if offset < CONTEXT_BASE {
             let (context, word) = enable_index(offset)?;
-            self.enable[context][word]
+            self.enable_word(context, word)
         } else {
             let context = ((offset - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
             if context >= PLIC_CONTEXTS {
@@ -142,7 +156,7 @@ impl Plic {
             if let Some((context, word)) = enable_index(offset) {
                 // Source 0 does not exist: its enable bit is hardwired to zero.
                 let mask = if word == 0 { !1 } else { u32::MAX };
-                self.enable[context][word] = value & mask;
+                self.set_enable_word(context, word, value & mask);
             }
         } else {
             let context = ((offset - CONTEXT_BASE) / CONTEXT_STRIDE) as usize;
@@ -157,11 +171,17 @@ impl Plic {
         true
     }
 
+    fn set_enable_word(&mut self, context: usize, word: usize, value: u32) {
+        let shift = 32 * word;
+        self.enable[context] =
+            self.enable[context] & !(u128::from(u32::MAX) << shift) | u128::from(value) << shift;
+    }
+
     fn claim(&mut self, context: usize) -> usize {
         match self.best(context) {
             Some(source) => {
-                self.pending[source] = false;
-                self.claimed[source] = true;
+                self.pending &= !bit(source);
+                self.claimed |= bit(source);
                 source
             }
             None => 0,
@@ -171,23 +191,24 @@ impl Plic {
     /// Spec 9: a completion for a source not enabled for the context is ignored.
     fn complete(&mut self, context: usize, source: usize) {
         if source > 0 && source < PLIC_SOURCES && self.enabled(context, source) {
-            self.claimed[source] = false;
-            if self.level[source] {
-                self.pending[source] = true;
+            self.claimed &= !bit(source);
+            if self.level & bit(source) != 0 {
+                self.pending |= bit(source);
             }
         }
     }
 
     pub fn write_state(&self, out: &mut StateWriter) {
+        let flag = |bits: u128, source: usize| ((bits >> source) & 1) as u8;
         for source in 0..PLIC_SOURCES {
             out.u32(self.priority[source]);
-            out.u8(self.level[source] as u8
-                | (self.claimed[source] as u8) << 1
-                | (self.pending[source] as u8) << 2);
+            out.u8(flag(self.level, source)
+                | flag(self.claimed, source) << 1
+                | flag(self.pending, source) << 2);
         }
         for context in 0..PLIC_CONTEXTS {
-            for word in self.enable[context] {
-                out.u32(word);
+            for word in 0..WORDS {
+                out.u32(self.enable_word(context, word));
             }
             out.u32(self.threshold[context]);
         }
@@ -220,9 +241,10 @@ impl Plic {
                 });
             }
             plic.priority[source] = priority;
-            plic.level[source] = flags & 1 != 0;
-            plic.claimed[source] = flags & 2 != 0;
-            plic.pending[source] = flags & 4 != 0;
+            let set = |bits: &mut u128, flag: u8| *bits |= u128::from(flags & flag != 0) << source;
+            set(&mut plic.level, 1);
+            set(&mut plic.claimed, 2);
+            set(&mut plic.pending, 4);
         }
         for context in 0..PLIC_CONTEXTS {
             for word in 0..WORDS {
@@ -233,7 +255,7 @@ impl Plic {
                         value: u64::from(value),
                     });
                 }
-                plic.enable[context][word] = value;
+                plic.set_enable_word(context, word, value);
             }
             let threshold = input.u32()?;
             if threshold & !PRIORITY_MASK != 0 {
@@ -385,5 +407,140 @@ mod tests {
             Plic::restore(&mut StateReader::new(&bytes[..bytes.len() - 1])),
             Err(RestoreError::Truncated { .. })
         ));
+    }
+
+    /// The specification's algorithm spelled out (chapters 4, 5 and 9), one array slot per
+    /// source and a scan over all of them, as the reference for the bitmap version.
+    struct ReferencePlic {
+        priority: [u32; PLIC_SOURCES],
+        level: [bool; PLIC_SOURCES],
+        pending: [bool; PLIC_SOURCES],
+        claimed: [bool; PLIC_SOURCES],
+        enable: [[bool; PLIC_SOURCES]; PLIC_CONTEXTS],
+        threshold: [u32; PLIC_CONTEXTS],
+    }
+
+    impl ReferencePlic {
+        fn best(&self, context: usize) -> Option<usize> {
+            let mut best: Option<(usize, u32)> = None;
+            for source in 1..PLIC_SOURCES {
+                let priority = self.priority[source];
+                if self.pending[source]
+                    && self.enable[context][source]
+                    && priority > self.threshold[context]
+                    && best.is_none_or(|(_, p)| priority > p)
+                {
+                    best = Some((source, priority));
+                }
+            }
+            best.map(|(source, _)| source)
+        }
+
+        fn set_level(&mut self, source: usize, high: bool) {
+            self.level[source] = high;
+            if high && !self.claimed[source] {
+                self.pending[source] = true;
+            }
+        }
+
+        fn claim(&mut self, context: usize) -> usize {
+            let Some(source) = self.best(context) else {
+                return 0;
+            };
+            self.pending[source] = false;
+            self.claimed[source] = true;
+            source
+        }
+
+        fn complete(&mut self, context: usize, source: usize) {
+            if source > 0 && source < PLIC_SOURCES && self.enable[context][source] {
+                self.claimed[source] = false;
+                if self.level[source] {
+                    self.pending[source] = true;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bitmap_plic_claims_what_the_reference_scan_claims_over_random_traffic() {
+        let mut plic = Plic::new();
+        let mut reference = ReferencePlic {
+            priority: [0; PLIC_SOURCES],
+            level: [false; PLIC_SOURCES],
+            pending: [false; PLIC_SOURCES],
+            claimed: [false; PLIC_SOURCES],
+            enable: [[false; PLIC_SOURCES]; PLIC_CONTEXTS],
+            threshold: [0; PLIC_CONTEXTS],
+        };
+        // A fixed xorshift sequence: the same traffic every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for step in 0..200_000 {
+            let roll = next();
+            // Few distinct sources and priorities, so ties and re-raised lines are common;
+            // sources 1 and 95 are the ends of the bitmap's words.
+            let source = [1, 10, 31, 32, 33, 63, 64, 95][(roll >> 8) as usize % 8];
+            let context = (roll >> 16) as usize % PLIC_CONTEXTS;
+            let value = (roll >> 24) as u32 % 4;
+            match roll % 6 {
+                0 | 1 => {
+                    let high = value.is_multiple_of(2);
+                    plic.set_level(source, high);
+                    reference.set_level(source, high);
+                }
+                2 => {
+                    plic.store(4 * source as u64, 4, u64::from(value));
+                    reference.priority[source] = value;
+                }
+                3 => {
+                    let word = source / 32;
+                    let mask = 1u32 << (source % 32);
+                    let offset = ENABLE_BASE + context as u64 * ENABLE_STRIDE + 4 * word as u64;
+                    let old = plic.load(offset, 4).unwrap() as u32;
+                    let new = if value < 3 { old | mask } else { old & !mask };
+                    plic.store(offset, 4, u64::from(new));
+                    reference.enable[context][source] = value < 3;
+                }
+                4 => {
+                    let claim = CONTEXT_BASE + context as u64 * CONTEXT_STRIDE + 4;
+                    assert_eq!(
+                        plic.load(claim, 4),
+                        Some(reference.claim(context) as u64),
+                        "claim at step {step}"
+                    );
+                }
+                _ => {
+                    let complete = CONTEXT_BASE + context as u64 * CONTEXT_STRIDE + 4;
+                    plic.store(complete, 4, source as u64);
+                    reference.complete(context, source);
+                    if value == 0 {
+                        let threshold = CONTEXT_BASE + context as u64 * CONTEXT_STRIDE;
+                        let level = (roll >> 40) as u32 % 3;
+                        plic.store(threshold, 4, u64::from(level));
+                        reference.threshold[context] = level;
+                    }
+                }
+            }
+            for context in 0..PLIC_CONTEXTS {
+                assert_eq!(
+                    plic.best(context),
+                    reference.best(context),
+                    "context {context} at step {step}"
+                );
+            }
+            for word in 0..WORDS {
+                let pending = plic.load(PENDING_BASE + 4 * word as u64, 4).unwrap() as u32;
+                let expected = (0..32)
+                    .filter(|bit| reference.pending.get(word * 32 + bit) == Some(&true))
+                    .fold(0, |acc, bit| acc | 1 << bit);
+                assert_eq!(pending, expected, "pending word {word} at step {step}");
+            }
+        }
     }
 }
