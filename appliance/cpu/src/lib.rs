@@ -17,8 +17,10 @@
 //! - satp keeps a 16-bit ASID; writes with a MODE other than Bare or Sv39 are ignored.
 //! - SC succeeds when the reservation address matches and memory still holds the value LR
 //!   read (QEMU's compare-and-swap rule).
-//! - `run` returns after every retired MMIO access (`StopReason::MmioAccess`) so the machine
-//!   can update interrupt lines at an exact instruction boundary.
+//! - `run` returns after a retired MMIO access (`StopReason::MmioAccess`) when the platform
+//!   says the machine must act before the next instruction, or when the interrupt lines the
+//!   platform handed back make an interrupt take place there (`Platform::mmio_effect`); so
+//!   the lines change at an exact instruction boundary either way.
 //! - Debug triggers (Sdtrig): two address-match triggers of type 2 or 6 with `tcontrol`
 //!   (`trigger.rs` lists what they support); while one is armed the hart steps instruction
 //!   by instruction.
@@ -108,6 +110,29 @@ pub trait Platform {
     ) -> bool;
     /// The value of the `time` CSR when the hart has retired `instret` instructions.
     fn time(&mut self, instret: InstructionCount) -> u64;
+    /// What the MMIO access just made (the last successful `mmio_load` or `mmio_store`)
+    /// leaves to do before the next instruction; `after` is the instruction count once the
+    /// accessing instruction retires. Asked once per access. The default ends the run after
+    /// every access, so the caller of `run` can do whatever it does between runs.
+    fn mmio_effect(&mut self, after: InstructionCount) -> MmioEffect {
+        let _ = after;
+        MmioEffect::EndRun
+    }
+}
+
+/// What an MMIO access leaves to do before the next instruction (`Platform::mmio_effect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioEffect {
+    /// Nothing: no interrupt line and nothing the caller of `run` looks at changed.
+    Unchanged,
+    /// Only the interrupt lines may have changed; these are the `set_interrupt_lines` bits
+    /// now. The hart takes them at once and ends the run only if that makes an interrupt
+    /// pending and enabled, so it is taken before the next instruction as it would be after
+    /// a run that ended here.
+    Lines(u64),
+    /// The caller of `run` must act before the next instruction (device work, output, a
+    /// changed timer deadline, power off): the run ends after this instruction.
+    EndRun,
 }
 
 /// How to build a hart.
@@ -132,9 +157,10 @@ pub enum StopReason {
     BudgetExhausted,
     /// `wfi` retired and no enabled interrupt is pending: the caller may skip time forward.
     WaitForInterrupt,
-    /// An instruction that accessed MMIO (load or store) retired; device state, and so the
-    /// interrupt lines, may have changed (reading a UART or a PLIC claim register changes
-    /// them too), so the caller recomputes the lines before the next instruction.
+    /// An instruction that accessed MMIO (load or store) retired and the platform's
+    /// `mmio_effect` asked for the run to end, or handed back lines that make an interrupt
+    /// pending: the caller does its device work and recomputes the lines before the next
+    /// instruction.
     MmioAccess,
     /// An `ecall` from S-mode retired while `host_monitor` is set.
     SupervisorEcall,

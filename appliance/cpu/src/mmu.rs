@@ -20,7 +20,8 @@
 
 use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
 use crate::{
-    cause, Exception, Flow, GuestPhysAddr, Hart, InstructionCount, Platform, Privilege, StopReason,
+    cause, Exception, Flow, GuestPhysAddr, Hart, InstructionCount, MmioEffect, Platform, Privilege,
+    StopReason,
 };
 
 /// Entries per TLB (direct mapped).
@@ -433,7 +434,9 @@ impl Hart {
                 InstructionCount(self.instret),
             )
             .ok_or(Access::Load.access_fault(vaddr))?;
-        self.mmio_loaded = true;
+        // `|=`: a load that crosses a page is made of several accesses, and any of them may
+        // end the run.
+        self.mmio_loaded |= self.mmio_ends_run(platform);
         Ok(value)
     }
 
@@ -498,6 +501,21 @@ impl Hart {
         self.store_phys(platform, vaddr, paddr, size, value)
     }
 
+    /// Whether the MMIO access just made ends the run (`Platform::mmio_effect`). New lines
+    /// take effect at once; the run ends if they make an interrupt pending and enabled, so
+    /// the interrupt is taken before the next instruction, where a run that ended after
+    /// every access took it too.
+    fn mmio_ends_run(&mut self, platform: &mut impl Platform) -> bool {
+        match platform.mmio_effect(InstructionCount(self.instret + 1)) {
+            MmioEffect::Unchanged => false,
+            MmioEffect::Lines(bits) => {
+                self.set_interrupt_lines(bits);
+                self.pending_interrupt().is_some()
+            }
+            MmioEffect::EndRun => true,
+        }
+    }
+
     fn store_phys(
         &mut self,
         platform: &mut impl Platform,
@@ -524,7 +542,11 @@ impl Hart {
             value,
             InstructionCount(self.instret),
         ) {
-            Ok(Flow::Stop(StopReason::MmioAccess))
+            Ok(if self.mmio_ends_run(platform) {
+                Flow::Stop(StopReason::MmioAccess)
+            } else {
+                Flow::Next
+            })
         } else {
             Err(Access::Store.access_fault(vaddr))
         }

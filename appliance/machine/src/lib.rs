@@ -30,7 +30,7 @@ pub use understudy_cpu::{
     DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
     TranslatorStats, WatchKind, Watchpoint, CODE_BYTES_MIN, HOT_EXECUTIONS_DEFAULT,
 };
-use understudy_cpu::{Hart, HartConfig, Platform, Privilege, StopReason};
+use understudy_cpu::{Hart, HartConfig, MmioEffect, Platform, Privilege, StopReason};
 
 use clock::{Clock, TIMEBASE_HZ};
 use devices::clint::{Clint, CLINT_BASE, CLINT_SIZE};
@@ -225,6 +225,30 @@ pub struct Devices {
     finisher_request: Option<FinisherRequest>,
     rtc: GoldfishRtc,
     virtio: VirtioBus,
+    /// True for Linux `Image` guests: the SBI timer drives STIP (a copy of the machine's).
+    host_monitor: bool,
+    /// What the last MMIO access changed, for `Platform::mmio_effect`. Not machine state:
+    /// set by every access and read right after it.
+    last_access: AccessEffect,
+    /// Tests compare against the machine as it was before `mmio_effect`: every access ends
+    /// the slice.
+    #[cfg(test)]
+    every_access_ends_run: bool,
+}
+
+/// What one MMIO access changed, as far as the run loop is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AccessEffect {
+    /// No interrupt line and nothing `Machine::run` looks at between slices: reads of
+    /// registers without side effects.
+    Nothing,
+    /// At most the interrupt lines: PLIC claims, completions and enables, UART reads and
+    /// register writes, virtio register writes that leave no queue work.
+    Lines,
+    /// Something the machine must handle before the next instruction: a virtio queue to
+    /// process, console output, a timer compare (the slice's end moves), the finisher, the
+    /// RTC.
+    Machine,
 }
 
 impl Platform for Devices {
@@ -235,23 +259,44 @@ impl Platform for Devices {
         now: InstructionCount,
     ) -> Option<u64> {
         let address = addr.0;
-        if in_range(address, CLINT_BASE, CLINT_SIZE) {
-            self.clint
-                .load(address - CLINT_BASE, size_bytes, &self.clock, now)
+        // Virtio first: the network and disk drivers' accesses are the most frequent.
+        let (value, effect) = if VirtioBus::contains(address) {
+            // Register and configuration reads have no side effects (virtio 1.2, 4.2.2).
+            (
+                self.virtio.mmio_load(address, size_bytes),
+                AccessEffect::Nothing,
+            )
         } else if in_range(address, PLIC_BASE, PLIC_SIZE) {
-            self.plic.load(address - PLIC_BASE, size_bytes)
+            // A claim takes a source's pending bit.
+            (
+                self.plic.load(address - PLIC_BASE, size_bytes),
+                AccessEffect::Lines,
+            )
         } else if in_range(address, UART_BASE, UART_SIZE) {
-            self.uart.load(address - UART_BASE, size_bytes)
+            // Reading RBR or IIR can lower the UART's line.
+            (
+                self.uart.load(address - UART_BASE, size_bytes),
+                AccessEffect::Lines,
+            )
+        } else if in_range(address, CLINT_BASE, CLINT_SIZE) {
+            (
+                self.clint
+                    .load(address - CLINT_BASE, size_bytes, &self.clock, now),
+                AccessEffect::Nothing,
+            )
         } else if in_range(address, FINISHER_BASE, FINISHER_SIZE) {
-            Some(0)
-        } else if VirtioBus::contains(address) {
-            self.virtio.mmio_load(address, size_bytes)
+            (Some(0), AccessEffect::Nothing)
         } else if in_range(address, RTC_BASE, RTC_SIZE) {
             let ticks = self.clock.ticks(now);
-            self.rtc.load(address - RTC_BASE, size_bytes, ticks)
+            (
+                self.rtc.load(address - RTC_BASE, size_bytes, ticks),
+                AccessEffect::Machine,
+            )
         } else {
-            None
-        }
+            (None, AccessEffect::Machine)
+        };
+        self.last_access = effect;
+        value
     }
 
     fn mmio_store(
@@ -262,29 +307,73 @@ impl Platform for Devices {
         now: InstructionCount,
     ) -> bool {
         let address = addr.0;
-        if in_range(address, CLINT_BASE, CLINT_SIZE) {
-            self.clint.store(address - CLINT_BASE, size_bytes, value)
+        let (accepted, effect) = if VirtioBus::contains(address) {
+            let accepted = self.virtio.mmio_store(address, size_bytes, value);
+            // A queue notify leaves work that must be done before the next instruction
+            // (devices touch guest memory only between slices); any other register write
+            // can change no more than the device's interrupt line.
+            let effect = if self.virtio.has_work() {
+                AccessEffect::Machine
+            } else {
+                AccessEffect::Lines
+            };
+            (accepted, effect)
         } else if in_range(address, PLIC_BASE, PLIC_SIZE) {
-            self.plic.store(address - PLIC_BASE, size_bytes, value)
+            (
+                self.plic.store(address - PLIC_BASE, size_bytes, value),
+                AccessEffect::Lines,
+            )
         } else if in_range(address, UART_BASE, UART_SIZE) {
-            self.uart.store(address - UART_BASE, size_bytes, value)
+            let offset = address - UART_BASE;
+            // Offset 0 is THR: console output, whose buffer the machine checks for room.
+            let effect = if offset == 0 {
+                AccessEffect::Machine
+            } else {
+                AccessEffect::Lines
+            };
+            (self.uart.store(offset, size_bytes, value), effect)
+        } else if in_range(address, CLINT_BASE, CLINT_SIZE) {
+            // mtimecmp moves the end of the slice; msip is rare enough to treat alike.
+            (
+                self.clint.store(address - CLINT_BASE, size_bytes, value),
+                AccessEffect::Machine,
+            )
         } else if in_range(address, FINISHER_BASE, FINISHER_SIZE) {
             if let Some(request) = finisher::decode(address - FINISHER_BASE, value) {
                 self.finisher_request = Some(request);
             }
-            true
-        } else if VirtioBus::contains(address) {
-            self.virtio.mmio_store(address, size_bytes, value)
+            (true, AccessEffect::Machine)
         } else if in_range(address, RTC_BASE, RTC_SIZE) {
             let ticks = self.clock.ticks(now);
-            self.rtc.store(address - RTC_BASE, size_bytes, value, ticks)
+            (
+                self.rtc.store(address - RTC_BASE, size_bytes, value, ticks),
+                AccessEffect::Machine,
+            )
         } else {
-            false
-        }
+            (false, AccessEffect::Machine)
+        };
+        self.last_access = effect;
+        accepted
     }
 
     fn time(&mut self, instret: InstructionCount) -> u64 {
         self.clock.ticks(instret)
+    }
+
+    /// The run goes on after accesses that change at most the interrupt lines: the lines
+    /// are computed here exactly as `Machine::run` computes them between slices, at the
+    /// count where the next slice would start, so the guest sees what it saw when every
+    /// access ended the slice (ARCHITECTURE.md, "The determinism contract").
+    fn mmio_effect(&mut self, after: InstructionCount) -> MmioEffect {
+        #[cfg(test)]
+        if self.every_access_ends_run {
+            return MmioEffect::EndRun;
+        }
+        match self.last_access {
+            AccessEffect::Nothing => MmioEffect::Unchanged,
+            AccessEffect::Lines => MmioEffect::Lines(self.interrupt_lines(after)),
+            AccessEffect::Machine => MmioEffect::EndRun,
+        }
     }
 }
 
@@ -293,6 +382,36 @@ fn in_range(address: u64, base: u64, size: u64) -> bool {
 }
 
 impl Devices {
+    /// Drives the PLIC's sources from the devices' lines and returns the hart's interrupt
+    /// lines (`Hart::set_interrupt_lines` bits) at instruction count `now`.
+    fn interrupt_lines(&mut self, now: InstructionCount) -> u64 {
+        let ticks = self.clock.ticks(now);
+        let uart_line = self.uart.interrupt();
+        self.plic.set_level(UART_IRQ, uart_line);
+        let rtc_line = self.rtc.interrupt(ticks);
+        self.plic.set_level(RTC_IRQ, rtc_line);
+        for (irq, level) in self.virtio.interrupt_lines() {
+            self.plic.set_level(irq, level);
+        }
+        let mut lines = 0;
+        if self.clint.msip() {
+            lines |= MIP_MSIP;
+        }
+        if ticks >= self.clint.mtimecmp {
+            lines |= MIP_MTIP;
+        }
+        if self.host_monitor && ticks >= self.sbi_timer_ticks {
+            lines |= MIP_STIP;
+        }
+        if self.plic.interrupt(CONTEXT_MACHINE) {
+            lines |= MIP_MEIP;
+        }
+        if self.plic.interrupt(CONTEXT_SUPERVISOR) {
+            lines |= MIP_SEIP;
+        }
+        lines
+    }
+
     fn write_state(&self, out: &mut StateWriter) {
         out.u64(self.clock.offset_ticks());
         self.clint.write_state(out);
@@ -316,6 +435,9 @@ pub struct Machine {
     device_tree_sha256: [u8; 32],
     /// The pages the hart reported written, fanned out to the digest and the dirty log.
     dirty: DirtyPages,
+    /// `Hart::run` calls since the machine was built: what ending slices costs. Not machine
+    /// state (a replay with other budgets has other counts).
+    slices: u64,
 }
 
 impl Machine {
@@ -433,6 +555,10 @@ impl Machine {
             finisher_request: None,
             rtc: GoldfishRtc::new(),
             virtio: VirtioBus::new(),
+            host_monitor,
+            last_access: AccessEffect::Machine,
+            #[cfg(test)]
+            every_access_ends_run: false,
         };
         if let Some(mac) = config.net_mac {
             devices
@@ -447,6 +573,7 @@ impl Machine {
         let digest = Digest::new(memory_bytes);
         let device_tree_sha256 = sha2::Sha256::digest(&device_tree).into();
         Ok(Machine {
+            slices: 0,
             dirty: DirtyPages::new(hart.ram().len()),
             hart,
             devices,
@@ -482,9 +609,10 @@ impl Machine {
         let mut executed = 0;
         while executed < budget {
             // Device queue work happens between slices, never inside the MMIO access that
-            // notified the device (a slice ends at every MMIO access): here, before any
-            // further instruction runs, so it lands at the same instruction whatever the
-            // budgets. A full network outbox stops the run before it executes more.
+            // notified the device (a queue notify ends the slice, `Devices::mmio_effect`):
+            // here, before any further instruction runs, so it lands at the same instruction
+            // whatever the budgets. A full network outbox stops the run before it executes
+            // more.
             self.process_devices();
             if self.transmit_blocked() {
                 return (InstructionCount(executed), Exit::NetOutputFull, None);
@@ -495,6 +623,7 @@ impl Machine {
                 Some(wait) => wait.min(budget - executed),
                 None => budget - executed,
             };
+            self.slices += 1;
             let (outcome, hit) = match targets {
                 None => (self.hart.run(&mut self.devices, slice), None),
                 Some(targets) => self.hart.run_debug(&mut self.devices, slice, targets),
@@ -620,6 +749,12 @@ impl Machine {
         self.hart.instret()
     }
 
+    /// Run slices (`Hart::run` calls) since the machine was built; each ends at a budget, a
+    /// timer deadline or a device access the machine must handle.
+    pub fn slices(&self) -> u64 {
+        self.slices
+    }
+
     /// Guest time in timebase ticks (`TIMEBASE_HZ` per second).
     pub fn time_ticks(&self) -> u64 {
         self.devices.clock.ticks(self.hart.instret())
@@ -659,31 +794,7 @@ impl Machine {
     }
 
     fn update_interrupt_lines(&mut self) {
-        let now = self.hart.instret();
-        let ticks = self.devices.clock.ticks(now);
-        let uart_line = self.devices.uart.interrupt();
-        self.devices.plic.set_level(UART_IRQ, uart_line);
-        let rtc_line = self.devices.rtc.interrupt(ticks);
-        self.devices.plic.set_level(RTC_IRQ, rtc_line);
-        for (irq, level) in self.devices.virtio.interrupt_lines() {
-            self.devices.plic.set_level(irq, level);
-        }
-        let mut lines = 0;
-        if self.devices.clint.msip() {
-            lines |= MIP_MSIP;
-        }
-        if ticks >= self.devices.clint.mtimecmp {
-            lines |= MIP_MTIP;
-        }
-        if self.host_monitor && ticks >= self.devices.sbi_timer_ticks {
-            lines |= MIP_STIP;
-        }
-        if self.devices.plic.interrupt(CONTEXT_MACHINE) {
-            lines |= MIP_MEIP;
-        }
-        if self.devices.plic.interrupt(CONTEXT_SUPERVISOR) {
-            lines |= MIP_SEIP;
-        }
+        let lines = self.devices.interrupt_lines(self.hart.instret());
         self.hart.set_interrupt_lines(lines);
     }
 
@@ -841,7 +952,142 @@ mod tests {
     use std::string::ToString;
 
     use super::*;
-    use crate::program::echo_guest;
+    use crate::program::{echo_guest, reg, Assembler};
+    use understudy_cpu::Op;
+
+    /// Console bytes the interrupt guest takes before it powers off.
+    const INTERRUPT_GUEST_BYTES: i32 = 40;
+
+    /// An M-mode guest that takes console bytes by interrupt: its handler claims the UART's
+    /// source from the PLIC, reads RBR, folds the byte and the main loop's counter into a
+    /// hash (so the instruction where each interrupt came in shows) and completes; a claim
+    /// that finds nothing is counted in S4. The main loop turns the UART's receive
+    /// interrupt off and on again, so a waiting byte raises the line right after a store
+    /// in the middle of a block. Powers off after `INTERRUPT_GUEST_BYTES` bytes.
+    fn interrupt_guest() -> Vec<u8> {
+        use reg::*;
+        const PLIC_PRIORITY_UART: i32 = 0x0c00_0000 + 4 * UART_IRQ as i32;
+        const PLIC_ENABLE_MACHINE: i32 = 0x0c00_2000;
+        const PLIC_CLAIM_MACHINE: i32 = 0x0c20_0004;
+        const CSR_MSTATUS: u16 = 0x300;
+        const CSR_MIE: u16 = 0x304;
+        const CSR_MTVEC: u16 = 0x305;
+        let mut a = Assembler::new();
+        a.li(S0, UART_BASE as i32);
+        let after_handler = a.label();
+        a.jump_and_link(T0, after_handler); // T0: the handler's address
+        a.li(T0, PLIC_CLAIM_MACHINE);
+        a.i(Op::Lw, T1, T0, 0); // claim
+        let claimed = a.label();
+        a.branch(Op::Bne, T1, ZERO, claimed);
+        a.i(Op::Addi, S4, S4, 1);
+        a.fixed(Op::Mret);
+        a.bind(claimed);
+        a.i(Op::Lbu, T2, S0, 0); // RBR
+        a.i(Op::Slli, T5, S1, 5);
+        a.r(Op::Sub, T5, T5, S1);
+        a.r(Op::Add, T5, T5, T2);
+        a.r(Op::Add, S1, T5, S2); // hash = hash * 31 + byte + loop counter
+        a.i(Op::Addi, S3, S3, 1);
+        a.store(Op::Sw, T1, T0, 0); // complete
+        a.fixed(Op::Mret);
+        a.bind(after_handler);
+        a.csr(Op::Csrrw, ZERO, T0, CSR_MTVEC);
+        a.li(T0, PLIC_PRIORITY_UART);
+        a.li(T1, 1);
+        a.store(Op::Sw, T1, T0, 0);
+        a.li(T0, PLIC_ENABLE_MACHINE);
+        a.li(T1, 1 << UART_IRQ);
+        a.store(Op::Sw, T1, T0, 0);
+        a.li(T1, 1 << 11); // MEIE
+        a.csr(Op::Csrrs, ZERO, T1, CSR_MIE);
+        a.li(T1, 1 << 3); // MIE
+        a.csr(Op::Csrrs, ZERO, T1, CSR_MSTATUS);
+        let spin = a.here();
+        a.i(Op::Addi, S2, S2, 1);
+        a.store(Op::Sb, ZERO, S0, 1); // IER: off
+        a.li(T3, 1);
+        a.store(Op::Sb, T3, S0, 1); // IER: receive data available
+        a.li(T4, INTERRUPT_GUEST_BYTES);
+        a.branch(Op::Blt, S3, T4, spin);
+        a.li(T0, FINISHER_BASE as i32);
+        a.li(T1, 0x5555);
+        a.store(Op::Sw, T1, T0, 0);
+        let forever = a.here();
+        a.jump(forever);
+        loader::elf_executable(RAM_BASE, &a.finish())
+    }
+
+    /// Runs the interrupt guest with console bytes arriving at fixed counts, in slices of
+    /// pseudo-random length from `seed`; returns the digest at every arrival and at the end,
+    /// with the machine.
+    fn run_interrupt_guest(every_access_ends_run: bool, seed: u64) -> (Vec<[u8; 32]>, Machine) {
+        let mut machine =
+            Machine::new(&MachineConfig::default(), &interrupt_guest(), None).expect("boots");
+        machine.devices.every_access_ends_run = every_access_ends_run;
+        let mut state = seed;
+        let mut budget = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            1 + state % 5000
+        };
+        let mut digests = Vec::new();
+        for byte in 0..INTERRUPT_GUEST_BYTES as u64 {
+            // Bytes come in bursts of two, so the FIFO sometimes holds a second one when
+            // the handler completes.
+            let arrival = 20_000 + (byte / 2) * 7_919;
+            while machine.instret().0 < arrival {
+                let left = arrival - machine.instret().0;
+                let (_, exit) = machine.run(budget().min(left));
+                assert_eq!(exit, Exit::BudgetExhausted, "byte {byte}");
+            }
+            machine
+                .inject(&Input::ConsoleByte(b'a' + byte as u8))
+                .expect("the FIFO has room");
+            digests.push(machine.digest());
+        }
+        loop {
+            match machine.run(budget()).1 {
+                Exit::BudgetExhausted => {}
+                Exit::PowerOff { code: 0 } => break,
+                exit => panic!("unexpected exit {exit:?}"),
+            }
+            assert!(machine.instret().0 < 10_000_000, "the guest never finished");
+        }
+        digests.push(machine.digest());
+        (digests, machine)
+    }
+
+    #[test]
+    fn interrupt_lines_taken_within_a_slice_give_the_execution_of_a_slice_per_access() {
+        let (reference, old) = run_interrupt_guest(true, 0x1234_5678);
+        let (digests, new) = run_interrupt_guest(false, 0x8765_4321);
+        assert_eq!(old.hart().x(reg::S3 as usize), INTERRUPT_GUEST_BYTES as u64);
+        assert_eq!(old.hart().x(reg::S4 as usize), 0, "no claim found nothing");
+        assert_eq!(new.instret(), old.instret());
+        assert_eq!(
+            new.hart().x(reg::S1 as usize),
+            old.hart().x(reg::S1 as usize),
+            "every interrupt came in at the same instruction"
+        );
+        assert_eq!(digests, reference);
+    }
+
+    #[test]
+    fn plic_claims_uart_reads_and_register_writes_do_not_end_the_slice() {
+        let (_, old) = run_interrupt_guest(true, 7);
+        let (_, new) = run_interrupt_guest(false, 7);
+        // Every access ended a slice before: the main loop makes two per turn.
+        assert!(old.slices() > 2 * old.hart().x(reg::S2 as usize));
+        // Now only budgets and interrupts that came in after a write end one.
+        assert!(
+            new.slices() * 10 < old.slices(),
+            "{} slices against {}",
+            new.slices(),
+            old.slices()
+        );
+    }
 
     #[test]
     fn zero_instructions_per_tick_is_a_boot_error_not_a_panic() {

@@ -112,8 +112,13 @@ impl Assembler {
     }
 
     pub fn jump(&mut self, target: Label) {
+        self.jump_and_link(reg::ZERO, target);
+    }
+
+    /// `jal rd, target`: rd gets the address of the next instruction.
+    pub fn jump_and_link(&mut self, rd: u8, target: Label) {
         self.fixups.push((self.words.len(), target));
-        self.push(Op::Jal, reg::ZERO, 0, 0, 0);
+        self.push(Op::Jal, rd, 0, 0, 0);
     }
 
     pub fn csr(&mut self, op: Op, rd: u8, rs1: u8, csr: u16) {
