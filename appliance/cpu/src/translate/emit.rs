@@ -2,8 +2,7 @@
 //!
 //! Register plan inside translated code (all callee-saved in the System V ABI, so the
 //! trampoline saves them once per entry):
-//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there); the soft TLBs sit
-//!   at fixed distances from them in the same `Hart` (`Placement::load_tlb`, `store_tlb`),
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
 //! - r12: guest RAM,
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
@@ -27,6 +26,7 @@ use super::x86::{
 };
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
+use crate::mmu::DATA_TLB_ENTRIES;
 use crate::PAGE_SIZE_BYTES;
 pub(super) use float::FloatLayout;
 
@@ -35,8 +35,8 @@ pub(super) mod float;
 
 /// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
 const TLB_ENTRY_BYTES: u8 = 16;
-/// log2 of the TLB's entry count (`mmu::TLB_ENTRIES` = 256).
-const TLB_INDEX_MASK: i32 = 255;
+/// Index mask of the load and store TLBs (`mmu::DATA_TLB_ENTRIES` entries).
+const TLB_INDEX_MASK: i32 = DATA_TLB_ENTRIES as i32 - 1;
 /// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
 
@@ -164,10 +164,6 @@ pub(super) struct Placement {
     pub epilogue: u64,
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
-    /// Byte distance from `Hart::x` to the load TLB's entries.
-    pub load_tlb: i32,
-    /// Byte distance from `Hart::x` to the store TLB's entries.
-    pub store_tlb: i32,
     /// Where the FP state lies, and whether FMA3 may be used.
     pub float: FloatLayout,
 }
@@ -189,8 +185,6 @@ struct Emitter {
     /// The register cache at the first jump back to the block's start (found by a first
     /// translation, to choose the loop header's state).
     back_edge: Option<RegisterCache>,
-    load_tlb: i32,
-    store_tlb: i32,
     stubs: Vec<(Vec<usize>, Stub)>,
     /// Instructions handed to the interpreter, in list order from `first_interpreted`.
     interpreted: Vec<Instruction>,
@@ -519,11 +513,12 @@ impl Emitter {
     }
 
     /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
-    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
-    /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
-    /// a page-crossing access.
-    fn tlb_probe(&mut self, tlb: i32, key: usize, size: u64) {
+    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rsi = the
+    /// TLB's entries (from `Frame` field `tlb`), rdx = entry byte offset in the TLB, rcx =
+    /// offset in the page; jumps to a step exit on a miss or a page-crossing access.
+    fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
         let a = &mut self.a;
+        a.load(Width::W64, RSI, frame(tlb));
         a.mov(Width::W64, RCX, RAX);
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
         a.mov(Width::W32, RDX, RCX);
@@ -535,7 +530,7 @@ impl Emitter {
             TLB_ENTRY_BYTES.trailing_zeros() as u8,
         );
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RBX, RDX, tlb));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
         self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
@@ -546,15 +541,14 @@ impl Emitter {
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.tlb_probe(self.load_tlb, offset_of!(Frame, load_key), size);
+        self.tlb_probe(
+            offset_of!(Frame, load_tlb),
+            offset_of!(Frame, load_key),
+            size,
+        );
         let a = &mut self.a;
         // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        a.alu_mem(
-            Alu::Add,
-            Width::W64,
-            RCX,
-            at_index(RBX, RDX, self.load_tlb + 8),
-        );
+        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
         a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
         if float::is_float_access(inst.op) {
             self.float_loaded(inst);
@@ -565,9 +559,12 @@ impl Emitter {
 
     fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
-        self.tlb_probe(self.store_tlb, offset_of!(Frame, store_key), size);
-        self.a
-            .load(Width::W64, RDX, at_index(RBX, RDX, self.store_tlb + 8));
+        self.tlb_probe(
+            offset_of!(Frame, store_tlb),
+            offset_of!(Frame, store_key),
+            size,
+        );
+        self.a.load(Width::W64, RDX, at_index(RSI, RDX, 8));
         self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
         let code_page = self.a.jcc(Cond::NotEqual);
         let resume = self.a.len();
@@ -957,8 +954,6 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         count,
         loop_header: None,
         back_edge: None,
-        load_tlb: at.load_tlb,
-        store_tlb: at.store_tlb,
         stubs: Vec::new(),
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,

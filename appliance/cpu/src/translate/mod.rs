@@ -169,6 +169,9 @@ pub(crate) struct Frame {
     pub ram: *mut u8,
     pub load_key: u64,
     pub store_key: u64,
+    /// The load and store TLBs' entries (`mmu::Tlb::entries_ptr`).
+    pub load_tlb: *const u8,
+    pub store_tlb: *const u8,
     pub dirty: *mut u64,
     pub generations: *const u64,
     /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
@@ -294,7 +297,6 @@ impl Translator {
         pc: u64,
         offset: u64,
         generation: u64,
-        tlbs: (i32, i32),
         float: emit::FloatLayout,
     ) -> Vec<u8> {
         let base = self.base as u64;
@@ -308,8 +310,6 @@ impl Translator {
                 origin: base + self.used_bytes as u64,
                 epilogue: base + self.epilogue as u64,
                 first_interpreted,
-                load_tlb: tlbs.0,
-                store_tlb: tlbs.1,
                 float,
             },
         );
@@ -601,6 +601,8 @@ impl Hart {
             ram: self.ram.as_mut_ptr(),
             load_key: self.mmu.load_key(),
             store_key: self.mmu.store_key(),
+            load_tlb: self.mmu.load.entries_ptr(),
+            store_tlb: self.mmu.store.entries_ptr(),
             dirty: self.dirty.as_mut_ptr(),
             generations: self.blocks.page_generations.as_ptr(),
             code_chunks: self.blocks.code_chunks.as_ptr(),
@@ -703,13 +705,12 @@ impl Hart {
             executions: 0,
         };
         if !ops.is_empty() {
-            let tlbs = self.tlb_distances();
             let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
-            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
+            let mut block = translator.assemble(&ops, pc, offset, generation, float);
             if translator.used_bytes + block.len() > translator.len_bytes {
                 translator.flush();
                 translator.stats.cache_flushes += 1;
-                block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
+                block = translator.assemble(&ops, pc, offset, generation, float);
             }
             let at = translator.place(&block);
             // Stores to these bytes must now bump the page generation.
@@ -722,18 +723,5 @@ impl Hart {
         }
         translator.table[index] = new_slot;
         (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
-    }
-
-    /// Byte distances from `x` to the load and store TLBs' entries: fields of this same
-    /// `Hart`, so the same wherever the hart lives.
-    fn tlb_distances(&self) -> (i32, i32) {
-        let x = self.x.as_ptr() as isize;
-        let distance = |tlb: *const u8| {
-            i32::try_from(tlb as isize - x).expect("a hart's fields lie within 2 GiB")
-        };
-        (
-            distance(self.mmu.load.entries_ptr()),
-            distance(self.mmu.store.entries_ptr()),
-        )
     }
 }
