@@ -131,6 +131,28 @@ enum Stub {
     },
     /// The slow path of a load or store: interpret it, then resume after it.
     Interpret { slow: Slow },
+    /// A taken conditional branch to a later instruction of the block: counts the
+    /// `skipped` instructions it jumps over as not retired (the exits after the target
+    /// subtract its index, which counts them), moves the register cache from `from` to
+    /// `to` and joins the target's code at `resume`.
+    Forward {
+        skipped: u32,
+        from: RegisterCache,
+        to: RegisterCache,
+        resume: usize,
+    },
+}
+
+/// A forward branch inside the block whose target's code is not emitted yet.
+struct PendingForward {
+    /// Index of the target instruction in the block.
+    target: u32,
+    /// The branch's rel32.
+    site: usize,
+    /// The register cache at the branch.
+    from: RegisterCache,
+    /// Instructions between the branch and its target.
+    skipped: u32,
 }
 
 /// How to interpret one load or store on its slow path, and where to go on after it.
@@ -179,6 +201,13 @@ struct Emitter {
     block_pc: u64,
     /// Instructions in the block.
     count: u32,
+    /// Virtual address of each instruction of the block.
+    pcs: Vec<u64>,
+    /// Where the code of each instruction emitted so far starts, and the register cache
+    /// there (targets of branches back inside the block).
+    starts: Vec<(usize, RegisterCache)>,
+    /// Forward branches inside the block waiting for their target.
+    forward: Vec<PendingForward>,
     /// Where a jump back to the block's own start lands (after the entry checks, with the
     /// register cache loaded as the state says), when the block is a loop.
     loop_header: Option<(usize, RegisterCache)>,
@@ -351,6 +380,26 @@ impl Emitter {
         );
     }
 
+    /// Makes the forward branches to instruction `index` join its code, which starts here
+    /// with the register cache the straight path brings.
+    fn join_forward(&mut self, index: u32) {
+        let mut at = 0;
+        while at < self.forward.len() {
+            if self.forward[at].target != index {
+                at += 1;
+                continue;
+            }
+            let edge = self.forward.swap_remove(at);
+            let stub = Stub::Forward {
+                skipped: edge.skipped,
+                from: edge.from,
+                to: self.cache,
+                resume: self.a.len(),
+            };
+            self.stubs.push((vec![edge.site], stub));
+        }
+    }
+
     /// Adds `inst` to the interpreted list; returns its position there.
     fn hand_over(&mut self, inst: &Instruction) -> u32 {
         self.interpreted.push(*inst);
@@ -410,6 +459,19 @@ impl Emitter {
                     a.patch(back, resume as i64);
                     self.stubs
                         .push((vec![first, last], Stub::Interpret { slow }));
+                }
+                Stub::Forward {
+                    skipped,
+                    from,
+                    to,
+                    resume,
+                } => {
+                    if skipped > 0 {
+                        self.a.alu_imm(Alu::Add, Width::W64, R13, skipped as i32);
+                    }
+                    self.transfer(from, to);
+                    let back = self.a.jmp();
+                    self.a.patch(back, resume as i64);
                 }
                 Stub::Interpret { slow } => {
                     self.write_back(slow.before);
@@ -776,6 +838,39 @@ impl Emitter {
     fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
         self.read(RAX, inst.rs1);
         self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+        let target = pc.wrapping_add(inst.imm as i64 as u64);
+        // A target inside the block (other than its start, the loop header) is reached
+        // without leaving it: the same instructions retire as through an exit and a chained
+        // entry, with the register cache kept.
+        match self.pcs.binary_search(&target) {
+            Ok(to) if to as u32 > index => {
+                let site = self.a.jcc(cond);
+                self.forward.push(PendingForward {
+                    target: to as u32,
+                    site,
+                    from: self.cache,
+                    skipped: to as u32 - index - 1,
+                });
+                return;
+            }
+            Ok(to) if to > 0 && to as u32 <= index => {
+                let to = to as u32;
+                let not_taken = self.a.jcc(cond.negate());
+                let (start, state) = self.starts[to as usize];
+                // Instructions from the target on run again: as for the loop header in
+                // `goto`, count what retired (index + 1 - to on top of the target's index
+                // that later exits subtract) and check the budget for the rest of the block.
+                self.transfer(self.cache, state);
+                self.retire(index + 1 - to);
+                self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+                self.jcc_leave(Cond::Below, target, to, Exit::Budget, state);
+                let back = self.a.jmp();
+                self.a.patch(back, start as i64);
+                self.a.bind(not_taken);
+                return;
+            }
+            _ => {}
+        }
         let not_taken = self.a.jcc(cond.negate());
         self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
         self.a.bind(not_taken);
@@ -952,6 +1047,16 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         page: pc / PAGE_SIZE_BYTES,
         block_pc: pc,
         count,
+        pcs: ops
+            .iter()
+            .scan(pc, |at, inst| {
+                let this = *at;
+                *at = at.wrapping_add(inst.length_bytes as u64);
+                Some(this)
+            })
+            .collect(),
+        starts: Vec::with_capacity(ops.len()),
+        forward: Vec::new(),
         loop_header: None,
         back_edge: None,
         stubs: Vec::new(),
@@ -987,6 +1092,8 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {
+        e.join_forward(index as u32);
+        e.starts.push((e.a.len(), e.cache));
         open = e.instruction(inst, at_pc, index as u32);
         at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
     }

@@ -12,7 +12,10 @@
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
 //! the remaining budget (a host register) with N and leaves without executing anything
 //! when fewer remain; the interpreter then runs the tail with its own per-instruction
-//! count. Every exit subtracts the number of instructions retired up to it. A load or
+//! count. Every exit subtracts the number of instructions retired up to it (the
+//! instruction's index in the block; a conditional branch to a later instruction of the
+//! same block jumps there without leaving and adds back the instructions it skips, one to
+//! an earlier instruction re-checks the budget as a loop does). A load or
 //! store that misses the inline soft-TLB path calls the interpreter for that one
 //! instruction; when an interpreted instruction does anything but fall through (a trap,
 //! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting

@@ -427,6 +427,53 @@ fn every_budget_across_a_loop_gives_the_interpreters_state() {
 }
 
 #[test]
+fn branches_inside_a_block_stay_in_it_and_count_exactly_at_every_budget() {
+    use Op::*;
+    // One block: a forward branch over two instructions (taken every other round) and a
+    // branch back to its second instruction, then a jump back to its start. Both branches
+    // stay inside the translated block (no chained jump is ever needed), and every cut
+    // point must leave the interpreter's state.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Andi, 11, 10, 0, 1),
+        ins(Beq, 0, 11, 0, 12),
+        ins(Addi, 12, 12, 0, 3),
+        ins(Xor, 13, 13, 10, 0),
+        ins(Add, 14, 14, 10, 0),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -28),
+        ins(Addi, 7, 0, 0, 5),
+        ins(Jal, 0, 0, 0, -40),
+    ];
+    for budget in 1..=120u64 {
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        reference.set_x(7, 5);
+        translated.set_x(7, 5);
+        let budgets = [budget; 8];
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &budgets,
+            &format!("budget {budget}"),
+        );
+        if budget >= program.len() as u64 {
+            assert!(
+                entries(&translated) > 0,
+                "budget {budget}: nothing translated"
+            );
+        }
+    }
+    // Run in one go from the start, the block is entered once and never leaves.
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    lockstep(&mut reference, &mut translated, &[1000], "one run");
+    let stats = translated.translator_stats().expect("translator on");
+    assert_eq!((stats.entries, stats.chains), (1, 0), "{stats:?}");
+}
+
+#[test]
 fn a_fault_in_every_position_of_a_block_stops_the_count_at_the_faulting_instruction() {
     use Op::*;
     const BLOCK: usize = 24;
