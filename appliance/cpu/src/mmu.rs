@@ -10,7 +10,9 @@
 //! `sfence.vma` sees whether the next access walked the table again), so entries are
 //! dropped only by the guest's own actions (`sfence.vma`, `satp` and PMP writes, SBI remote
 //! fences) and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
-//! instead: a store TLB hit marks its page dirty for the digest, and a store entry for a page
+//! instead: a store entry for a page whose dirty bit may be clear carries `STORE_MARKS_DIRTY`
+//! (a store through it marks the page for the digest and clears the flag, so later stores
+//! to the page mark nothing, as QEMU's "notdirty" entries), and a store entry for a page
 //! holding decoded code carries `STORE_THROUGH_SLOW_PATH`, so the store still uses the cached
 //! translation but keeps the decode cache coherent.
 //!
@@ -39,6 +41,10 @@ const TLB_INVALID: u64 = u64::MAX;
 /// Flag in the low bits of a store TLB entry's RAM offset: the page holds decoded code, so a
 /// store must invalidate it (`Hart::store_phys`) rather than write RAM directly.
 const STORE_THROUGH_SLOW_PATH: u64 = 1;
+/// Flag in the low bits of a store TLB entry's RAM offset: the page's dirty bit may be clear
+/// (`Hart::take_dirty_pages` cleared it after the entry was filled), so a store through the
+/// entry must mark it. Entries without it belong to pages marked dirty.
+pub(crate) const STORE_MARKS_DIRTY: u64 = 2;
 /// The page-offset bits of an entry's `ram_offset`, where flags live.
 const ENTRY_FLAGS: u64 = 0xfff;
 /// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
@@ -148,6 +154,22 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
                 mark(&mut self.entries[index as usize]);
             }
         }
+    }
+    /// Sets `STORE_MARKS_DIRTY` in every entry: the dirty bits were just cleared.
+    pub fn mark_all_clean(&mut self) {
+        let mark = |e: &mut TlbEntry| e.ram_offset |= STORE_MARKS_DIRTY;
+        if self.filled_overflow {
+            self.entries.iter_mut().for_each(mark);
+        } else {
+            for &index in &self.filled {
+                mark(&mut self.entries[index as usize]);
+            }
+        }
+    }
+    /// Clears `STORE_MARKS_DIRTY` in the entry for `vaddr` (its page was just marked).
+    #[inline(always)]
+    fn clear_marks_dirty(&mut self, vaddr: u64) {
+        self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)].ram_offset &= !STORE_MARKS_DIRTY;
     }
     /// The first entry, for translated code's inline lookup (`translate::emit`).
     pub fn entries_ptr(&self) -> *const u8 {
@@ -500,8 +522,12 @@ impl Hart {
                     let paddr = self.ram_base + (entry & !ENTRY_FLAGS) + in_page;
                     return self.store_phys(platform, vaddr, paddr, size, value);
                 }
-                self.mark_page_dirty((entry >> 12) as usize);
-                write_le(&mut self.ram, (entry + in_page) as usize, size, value);
+                if entry & STORE_MARKS_DIRTY != 0 {
+                    self.mark_page_dirty((entry >> 12) as usize);
+                    self.mmu.store.clear_marks_dirty(vaddr);
+                }
+                let offset = (entry & !ENTRY_FLAGS) + in_page;
+                write_le(&mut self.ram, offset as usize, size, value);
                 return Ok(Flow::Next);
             }
         }
@@ -578,11 +604,13 @@ impl Hart {
 
     /// Caches the translation of `vaddr` to RAM offset `offset` for stores, flagged for the
     /// slow path if the page holds decoded code; not at all if the PMP does not allow
-    /// stores to the whole page.
+    /// stores to the whole page. The caller stores to the page: it is marked dirty here, so
+    /// the entry needs no `STORE_MARKS_DIRTY`.
     fn fill_store_tlb(&mut self, vaddr: u64, offset: usize) {
         if !self.pmp_allows_page(self.ram_base + offset as u64, Access::Store) {
             return;
         }
+        self.mark_page_dirty(offset / crate::PAGE_SIZE_BYTES as usize);
         let tag = (vaddr >> 12) | self.mmu.store_key;
         let flags = if self
             .blocks

@@ -26,7 +26,7 @@ use super::x86::{
 };
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
-use crate::mmu::DATA_TLB_ENTRIES;
+use crate::mmu::{self, DATA_TLB_ENTRIES};
 use crate::PAGE_SIZE_BYTES;
 pub(super) use float::FloatLayout;
 
@@ -39,6 +39,8 @@ const TLB_ENTRY_BYTES: u8 = 16;
 const TLB_INDEX_MASK: i32 = DATA_TLB_ENTRIES as i32 - 1;
 /// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
+/// Store TLB flag: the page's dirty bit may be clear (`mmu::STORE_MARKS_DIRTY`).
+const STORE_MARKS_DIRTY: u8 = mmu::STORE_MARKS_DIRTY as u8;
 
 fn frame(field: usize) -> super::x86::Mem {
     at_base(R14, field as i32)
@@ -120,11 +122,13 @@ enum Stub {
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
-    /// A store to a page holding decoded code (rcx = offset in page, rdx = the TLB entry's
-    /// RAM offset with its flag): stores that touch no decoded 64-byte chunk go back to the
-    /// fast path at `resume` with the flag cleared, as `Hart::store_phys` would find no
-    /// code to invalidate; the others take the interpreter slow path.
-    CodePageStore {
+    /// A store through a flagged TLB entry (rsi = the entry, rdx = its RAM offset with its
+    /// flags, rcx = offset in page). `STORE_MARKS_DIRTY`: marks the page dirty and clears
+    /// the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the page
+    /// holds decoded code): stores that touch no decoded 64-byte chunk go back to the fast
+    /// path at `resume` with the flags cleared, as `Hart::store_phys` would find no code to
+    /// invalidate; the others take the interpreter slow path.
+    FlaggedStore {
         size_bytes: u64,
         resume: usize,
         slow: Slow,
@@ -432,12 +436,30 @@ impl Emitter {
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
                     self.leave_now(Exit::Chain);
                 }
-                Stub::CodePageStore {
+                Stub::FlaggedStore {
                     size_bytes,
                     resume,
                     slow,
                 } => {
                     let a = &mut self.a;
+                    a.test_low_byte(RDX, STORE_MARKS_DIRTY);
+                    let clean = a.jcc(Cond::Equal);
+                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
+                    a.store(at_base(RSI, 8), RDX);
+                    // `Hart::mark_page_dirty`: dirty[page / 64] |= 1 << page % 64.
+                    a.mov(Width::W64, RDI, RDX);
+                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+                    a.mov(Width::W64, RSI, RDI);
+                    a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
+                    a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
+                    a.alu(Alu::Xor, Width::W32, RAX, RAX);
+                    a.bts(RAX, RDI);
+                    a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
+                    a.or_to_mem(at_index(RDI, RSI, 0), RAX);
+                    a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
+                    let back = a.jcc(Cond::Equal);
+                    a.patch(back, resume as i64);
+                    a.bind(clean);
                     a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
                     a.mov(Width::W64, RDI, RDX);
                     a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
@@ -626,21 +648,14 @@ impl Emitter {
             offset_of!(Frame, store_key),
             size,
         );
-        self.a.load(Width::W64, RDX, at_index(RSI, RDX, 8));
-        self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
-        let code_page = self.a.jcc(Cond::NotEqual);
-        let resume = self.a.len();
         let a = &mut self.a;
+        a.alu(Alu::Add, Width::W64, RSI, RDX);
+        a.load(Width::W64, RDX, at_base(RSI, 8));
+        // An entry without flags belongs to a page already marked dirty, holding no code.
+        a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
+        let flagged = a.jcc(Cond::NotEqual);
+        let resume = a.len();
         a.alu(Alu::Add, Width::W64, RCX, RDX);
-        // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
-        a.shift_imm(Shift::Shr, Width::W64, RDX, 12);
-        a.mov(Width::W64, RSI, RDX);
-        a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
-        a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
-        a.alu(Alu::Xor, Width::W32, RAX, RAX);
-        a.bts(RAX, RDX);
-        a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
-        a.or_to_mem(at_index(RDI, RSI, 0), RAX);
         if float::is_float_access(inst.op) {
             self.float_store_source(inst);
         } else {
@@ -649,8 +664,8 @@ impl Emitter {
         self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
-            vec![code_page],
-            Stub::CodePageStore {
+            vec![flagged],
+            Stub::FlaggedStore {
                 size_bytes: size,
                 resume,
                 slow,
@@ -908,7 +923,7 @@ impl Emitter {
         let after = self.a.len();
         let cache = self.cache;
         for (_, stub) in &mut self.stubs[first_stub..] {
-            if let Stub::Interpret { slow } | Stub::CodePageStore { slow, .. } = stub {
+            if let Stub::Interpret { slow } | Stub::FlaggedStore { slow, .. } = stub {
                 if slow.resume == PENDING {
                     slow.resume = after;
                     slow.after = cache;

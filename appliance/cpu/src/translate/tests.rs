@@ -474,6 +474,46 @@ fn branches_inside_a_block_stay_in_it_and_count_exactly_at_every_budget() {
 }
 
 #[test]
+fn a_page_stored_to_again_after_its_dirty_bit_was_taken_is_reported_again() {
+    use Op::*;
+    // Stores through a cached store translation: the first marks the page; once
+    // `take_dirty_pages` has cleared it, the next store through the same entry must mark
+    // it again, interpreted and translated alike.
+    let program = [
+        ins(Sd, 0, 2, 10, 0),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ];
+    let scratch_page = ((SCRATCH + 0x800 - RAM_BASE) / crate::PAGE_SIZE_BYTES) as u32;
+    for translate in [false, true] {
+        let mut h = machine(&program);
+        if translate {
+            h = translating(h);
+        }
+        let mut bus = Bus::default();
+        h.take_dirty_pages();
+        for round in 0..4 {
+            // One store, then several through the same entry.
+            h.run(&mut bus, [3, 30, 3, 300][round]);
+            assert_eq!(
+                h.take_dirty_pages(),
+                [scratch_page],
+                "translate {translate}, round {round}"
+            );
+        }
+        // No store, no page: the store, then the two instructions after it.
+        h.run(&mut bus, 1);
+        h.take_dirty_pages();
+        h.run(&mut bus, 2);
+        assert_eq!(h.pc(), CODE, "translate {translate}");
+        assert!(h.take_dirty_pages().is_empty(), "translate {translate}");
+        if translate {
+            assert!(entries(&h) > 0, "nothing translated");
+        }
+    }
+}
+
+#[test]
 fn a_fault_in_every_position_of_a_block_stops_the_count_at_the_faulting_instruction() {
     use Op::*;
     const BLOCK: usize = 24;
