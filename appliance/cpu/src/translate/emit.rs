@@ -510,6 +510,10 @@ impl Emitter {
 
     /// dst = x[r], from the register cache when it holds r.
     fn read(&mut self, dst: Reg, r: u8) {
+        if r == 0 {
+            self.a.alu(Alu::Xor, Width::W32, dst, dst);
+            return;
+        }
         match self.cache.find(r) {
             Some(slot) => self.a.mov(Width::W64, dst, CACHE_REGS[slot]),
             None => self.a.load(Width::W64, dst, xreg(r)),
@@ -523,9 +527,28 @@ impl Emitter {
 
     /// `op dst, x[r]`.
     fn alu_source_to(&mut self, dst: Reg, op: Alu, width: Width, r: u8) {
+        if r == 0 {
+            // x0 reads 0: adding, subtracting, or-ing and xor-ing it change nothing (the
+            // callers sign-extend 32-bit results themselves), and-ing it clears, and
+            // comparing with it sets the flags as testing the value against itself.
+            match op {
+                Alu::Add | Alu::Sub | Alu::Or | Alu::Xor => {}
+                Alu::And => self.a.alu(Alu::Xor, Width::W32, dst, dst),
+                Alu::Cmp => self.a.test(width, dst, dst),
+            }
+            return;
+        }
         match self.cache.find(r) {
             Some(slot) => self.a.alu(op, width, dst, CACHE_REGS[slot]),
             None => self.a.alu_mem(op, width, dst, xreg(r)),
+        }
+    }
+
+    /// `op dst, imm`, nothing for an immediate that changes nothing (`mv` and `sext.w`
+    /// are addi and addiw with 0: the callers sign-extend 32-bit results themselves).
+    fn alu_immediate(&mut self, op: Alu, width: Width, dst: Reg, imm: i32) {
+        if imm != 0 || !matches!(op, Alu::Add | Alu::Or | Alu::Xor) {
+            self.a.alu_imm(op, width, dst, imm);
         }
     }
 
@@ -685,7 +708,7 @@ impl Emitter {
                 self.read(host, inst.rs1);
             }
             match rs2 {
-                None => self.a.alu_imm(op, width, host, inst.imm),
+                None => self.alu_immediate(op, width, host, inst.imm),
                 Some(rs2) => self.alu_source_to(host, op, width, rs2),
             }
             if width == Width::W32 {
@@ -696,7 +719,7 @@ impl Emitter {
         }
         self.read(RAX, inst.rs1);
         if immediate {
-            self.a.alu_imm(op, width, RAX, inst.imm);
+            self.alu_immediate(op, width, RAX, inst.imm);
         } else {
             self.alu_source(op, width, inst.rs2);
         }
