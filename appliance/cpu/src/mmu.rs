@@ -29,8 +29,9 @@ use crate::{
     cause, Exception, Flow, GuestPhysAddr, Hart, InstructionCount, Platform, Privilege, StopReason,
 };
 
-/// Entries of the fetch TLB (direct mapped): a few hundred code pages are hot at a time.
-const FETCH_TLB_ENTRIES: usize = 256;
+/// Entries of the fetch TLB (direct mapped). A Linux kernel's text alone spans thousands of
+/// pages, and a miss on a jump out of translated code leaves it for `Hart::run` to walk.
+const FETCH_TLB_ENTRIES: usize = 4096;
 /// Entries of the load and the store TLB (direct mapped, 16 MiB of 4 KiB pages each): data
 /// working sets are far larger than code, and a miss costs a call out of translated code.
 pub(crate) const DATA_TLB_ENTRIES: usize = 4096;
