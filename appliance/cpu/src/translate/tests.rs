@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use std::format;
 
 use super::ExecutableMemory;
-use crate::csr_numbers::{MEPC, MIE, MSTATUS, MTVEC};
+use crate::csr_numbers::{MEPC, MIE, MSCRATCH, MSTATUS, MTVEC};
 use crate::inst::{Instruction, Op};
 use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
 use crate::{GuestPhysAddr, Hart, Privilege, RunOutcome};
@@ -615,6 +615,70 @@ fn code_written_from_outside_between_runs_is_translated_again() {
         translated.x(10),
         50u64.wrapping_add(50u64.wrapping_mul(-7i64 as u64))
     );
+}
+
+/// A loop that reads mscratch and writes it, and after x7 rounds sets the bits of x12 in
+/// mstatus (`csrs`), then starts over with eight rounds.
+fn csr_loop() -> [Instruction; 8] {
+    use Op::*;
+    [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Csrrs, 13, 0, 0, MSCRATCH as i32),
+        ins(Csrrw, 0, 10, 0, MSCRATCH as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -16),
+        ins(Csrrs, 0, 12, 0, MSTATUS as i32),
+        ins(Addi, 7, 0, 0, 8),
+        ins(Jal, 0, 0, 0, -28),
+    ]
+}
+
+#[test]
+fn csr_reads_and_scratch_writes_stay_in_translated_code() {
+    let mut reference = machine(&csr_loop());
+    let mut translated = translating(machine(&csr_loop()));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(7, 1 << 40);
+    }
+    lockstep(&mut reference, &mut translated, &[20_000], "csr loop");
+    // One entry, and one more after each first jump between its blocks (to link it).
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 1 + stats.chains, "{stats:?}");
+    assert_eq!(translated.read_csr(MSCRATCH), Some(translated.x(10)));
+}
+
+#[test]
+fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once() {
+    // The timer interrupt is pending and enabled in mie; the loop's write of mstatus sets
+    // MIE every eight rounds, and the handler returns with MIE clear (it clears MPIE, with
+    // x21 = 1 << 7, before mret). Once linked, the loop's blocks chain into each other, so
+    // only the write's own exit lets `Hart::run` take the interrupt at once.
+    let handler_program = [
+        ins(Op::Addi, 20, 20, 0, 1),
+        ins(Op::Csrrc, 0, 21, 0, MSTATUS as i32),
+        ins(Op::Mret, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| {
+        h.write_phys(GuestPhysAddr(HANDLER), &assemble(&handler_program))
+            .unwrap();
+        h.write_csr(MIE, 1 << 7);
+        h.set_interrupt_lines(1 << 7);
+        h.set_x(7, 8);
+        h.set_x(12, 1 << 3);
+        h.set_x(21, 1 << 7);
+    };
+    let mut reference = machine(&csr_loop());
+    let mut translated = translating(machine(&csr_loop()));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[500, 37, 1000, 3],
+        "mstatus writes",
+    );
+    assert!(translated.x(20) > 10, "interrupts were taken");
+    assert!(entries(&translated) > 0);
 }
 
 #[test]
