@@ -201,6 +201,8 @@ struct Emitter {
     epilogue: u64,
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
+    /// RAM page the block was decoded from (reported with an unlinked jump).
+    ram_page: u64,
     /// Virtual address of the block's first instruction.
     block_pc: u64,
     /// Instructions in the block.
@@ -434,6 +436,8 @@ impl Emitter {
                     self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
                     self.a.mov_imm(RAX, self.origin + site as u64);
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
+                    self.a.mov_imm(RAX, self.ram_page);
+                    self.a.store(frame(offset_of!(Frame, exit_ram_page)), RAX);
                     self.leave_now(Exit::Chain);
                 }
                 Stub::FlaggedStore {
@@ -1083,6 +1087,7 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         origin: at.origin,
         epilogue: at.epilogue,
         page: pc / PAGE_SIZE_BYTES,
+        ram_page: at.ram_offset / PAGE_SIZE_BYTES,
         block_pc: pc,
         count,
         pcs: ops

@@ -150,7 +150,7 @@ pub(crate) enum Exit {
     /// target the inline lookup did not find).
     Jump = 0,
     /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
-    /// the address of its rel32.
+    /// the address of its rel32, `exit_ram_page` the RAM page of its block.
     Chain = 1,
     /// The interpreter executed an instruction for translated code and it did not simply
     /// fall through (`Frame::outcome` says what it did).
@@ -183,6 +183,8 @@ pub(crate) struct Frame {
     pub remaining: u64,
     pub exit_pc: u64,
     pub exit_site: u64,
+    /// With `Exit::Chain`: the RAM page of the block that holds `exit_site`.
+    pub exit_ram_page: u64,
     /// `interpret::<P>`: executes one instruction in the interpreter.
     pub interpret: usize,
     /// `lookup`: the entry of the translated block for a pc, or 0.
@@ -612,6 +614,7 @@ impl Hart {
             remaining: end - self.instret,
             exit_pc: self.pc,
             exit_site: 0,
+            exit_ram_page: 0,
             interpret: interpret::<P> as *const () as usize,
             lookup: lookup as *const () as usize,
             host_mxcsr: 0,
@@ -642,10 +645,11 @@ impl Hart {
             },
             Exit::Chain => {
                 // Link the jump now, under the translation the source block just ran with
-                // (same virtual page, so the same physical page).
+                // (same virtual page, so the same physical page: checked against the
+                // source block's own page, which is not the entry block's once translated
+                // code has gone to another page through the lookup).
                 if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
-                    let same_page =
-                        target_offset as u64 / PAGE_SIZE_BYTES == offset / PAGE_SIZE_BYTES;
+                    let same_page = target_offset as u64 / PAGE_SIZE_BYTES == frame.exit_ram_page;
                     let flushes = translator.stats.cache_flushes;
                     // A jump from translated code leads to hot code: translate it now.
                     let target =

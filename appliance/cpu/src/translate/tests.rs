@@ -682,6 +682,41 @@ fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once()
 }
 
 #[test]
+fn a_jump_in_a_block_reached_from_another_page_is_linked_at_its_first_exit() {
+    use Op::*;
+    // The page at CODE holds S (addi x10; beq x10, x9 to L; jal to T), and at its end L
+    // and T (writes of mie, which leave translated code). The next instruction, E, starts
+    // the next page and jumps back to S through x8. S first runs entered directly (after
+    // E's lookup missed it) and takes the branch to L; from then on every entry is at E,
+    // so S's jump to T first exits while the entry block lies in another page than S.
+    let mut program = vec![
+        ins(Addi, 10, 10, 0, 1),
+        ins(Beq, 0, 10, 9, 0xff4),
+        ins(Jal, 0, 0, 0, 0xff4),
+    ];
+    program.resize(1022, ins(Addi, 0, 0, 0, 0));
+    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
+    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
+    program.push(ins(Jalr, 0, 8, 0, 0));
+    let setup = |h: &mut Hart| {
+        h.set_pc(CODE + 0x1000);
+        h.set_x(8, CODE);
+        h.set_x(9, 1);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    // Rounds of E, S (three instructions) and T after the first.
+    lockstep(&mut reference, &mut translated, &[500], "rounds");
+    assert!(reference.x(10) > 90, "{}", reference.x(10));
+    let stats = translated.translator_stats().expect("translator on");
+    // Both of S's jumps are linked, and each round enters once (at E).
+    assert_eq!(stats.chains, 2, "{stats:?}");
+    assert!(stats.entries <= reference.x(10) + 5, "{stats:?}");
+}
+
+#[test]
 fn interrupts_raised_between_runs_are_taken_at_the_same_count() {
     use Op::*;
     // A counting loop with the machine timer interrupt enabled; the line is raised and
