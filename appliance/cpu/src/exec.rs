@@ -1,5 +1,6 @@
 //! Instruction semantics for RV64I, M, A, Zicsr, Zifencei and the privileged instructions.
 
+use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, MTVAL, SCAUSE, SEPC, SSCRATCH, STVAL};
 use crate::csr::{
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
     MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
@@ -392,7 +393,20 @@ impl Hart {
             }
         }
         self.set_reg(inst.rd, old);
-        Ok(Flow::EndBlock)
+        // Every CSR instruction ends its block, but only those that may change whether an
+        // interrupt is pending and enabled, the translation, the triggers or the FP state
+        // need the checks `Hart::run` makes between blocks (EndBlock). A read, or a write of
+        // a CSR that only holds data for software (scratch, trap cause, value and pc),
+        // changes none of these, so translated code may go on past it (Next).
+        let data_only = matches!(
+            csr,
+            SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
+        );
+        Ok(if writes && !data_only {
+            Flow::EndBlock
+        } else {
+            Flow::Next
+        })
     }
 }
 

@@ -524,9 +524,11 @@ impl Hart {
             }
             *word = 0;
         }
-        // The TLBs stay as they are: store TLB hits mark their page dirty themselves, and
-        // dropping entries here would make the next access walk the page table again and
-        // perhaps set an A/D bit the guest cleared, so the digest would change the guest.
+        // The TLBs keep their translations: dropping entries here would make the next access
+        // walk the page table again and perhaps set an A/D bit the guest cleared, so the
+        // digest would change the guest. Their store entries are flagged instead, so the
+        // next store through each marks its page again.
+        self.mmu.store.mark_all_clean();
         out
     }
 

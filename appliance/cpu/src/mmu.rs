@@ -10,7 +10,9 @@
 //! `sfence.vma` sees whether the next access walked the table again), so entries are
 //! dropped only by the guest's own actions (`sfence.vma`, `satp` and PMP writes, SBI remote
 //! fences) and by state restore, never by host bookkeeping. Host bookkeeping rides on the entries
-//! instead: a store TLB hit marks its page dirty for the digest, and a store entry for a page
+//! instead: a store entry for a page whose dirty bit may be clear carries `STORE_MARKS_DIRTY`
+//! (a store through it marks the page for the digest and clears the flag, so later stores
+//! to the page mark nothing, as QEMU's "notdirty" entries), and a store entry for a page
 //! holding decoded code carries `STORE_THROUGH_SLOW_PATH`, so the store still uses the cached
 //! translation but keeps the decode cache coherent.
 //!
@@ -18,18 +20,33 @@
 //! for a page that one PMP entry (or none) decides wholly and that allows the access, so a
 //! hit needs no check; any other page takes the slow path, which checks every access.
 
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::csr::{MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM};
 use crate::{
     cause, Exception, Flow, GuestPhysAddr, Hart, InstructionCount, MmioEffect, Platform, Privilege,
     StopReason,
 };
 
-/// Entries per TLB (direct mapped).
-const TLB_ENTRIES: usize = 256;
+/// Entries of the fetch TLB (direct mapped). A Linux kernel's text alone spans thousands of
+/// pages, and a miss on a jump out of translated code leaves it for `Hart::run` to walk.
+const FETCH_TLB_ENTRIES: usize = 4096;
+/// Entries of the load and the store TLB (direct mapped, 16 MiB of 4 KiB pages each): data
+/// working sets are far larger than code, and a miss costs a call out of translated code.
+pub(crate) const DATA_TLB_ENTRIES: usize = 4096;
+/// Filled entries a TLB remembers by index, so that a flush (every `sfence.vma`) rewrites
+/// only those; past this many it rewrites every entry.
+const FILLED_TRACKED_MAX: usize = 512;
 const TLB_INVALID: u64 = u64::MAX;
 /// Flag in the low bits of a store TLB entry's RAM offset: the page holds decoded code, so a
 /// store must invalidate it (`Hart::store_phys`) rather than write RAM directly.
 const STORE_THROUGH_SLOW_PATH: u64 = 1;
+/// Flag in the low bits of a store TLB entry's RAM offset: the page's dirty bit may be clear
+/// (`Hart::take_dirty_pages` cleared it after the entry was filled), so a store through the
+/// entry must mark it. Entries without it belong to pages marked dirty.
+pub(crate) const STORE_MARKS_DIRTY: u64 = 2;
 /// The page-offset bits of an entry's `ram_offset`, where flags live.
 const ENTRY_FLAGS: u64 = 0xfff;
 /// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
@@ -82,33 +99,79 @@ pub(crate) struct TlbEntry {
     ram_offset: u64,
 }
 
-pub(crate) struct Tlb {
-    entries: [TlbEntry; TLB_ENTRIES],
+pub(crate) struct Tlb<const ENTRIES: usize> {
+    /// On the heap: the data TLBs are 64 KiB each, too large to move with the `Hart`.
+    entries: Box<[TlbEntry; ENTRIES]>,
+    /// Indices filled since the last flush (may repeat), unless `filled_overflow`.
+    filled: Vec<u16>,
+    /// More than `FILLED_TRACKED_MAX` fills since the last flush: any entry may be valid.
+    filled_overflow: bool,
 }
 
-impl Tlb {
-    fn new() -> Tlb {
-        Tlb {
-            entries: [TlbEntry {
+impl<const ENTRIES: usize> Tlb<ENTRIES> {
+    fn new() -> Tlb<ENTRIES> {
+        const { assert!(ENTRIES.is_power_of_two() && ENTRIES <= 1 << 16) };
+        let entries = vec![
+            TlbEntry {
                 tag: TLB_INVALID,
                 ram_offset: 0,
-            }; TLB_ENTRIES],
+            };
+            ENTRIES
+        ];
+        Tlb {
+            entries: entries
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("the vector holds ENTRIES entries")),
+            filled: Vec::with_capacity(FILLED_TRACKED_MAX),
+            filled_overflow: false,
         }
     }
     pub fn flush(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.tag = TLB_INVALID;
+        if self.filled_overflow {
+            for e in self.entries.iter_mut() {
+                e.tag = TLB_INVALID;
+            }
+        } else {
+            for &index in &self.filled {
+                self.entries[index as usize].tag = TLB_INVALID;
+            }
         }
+        self.filled.clear();
+        self.filled_overflow = false;
     }
     /// Sends stores through every entry that maps RAM page `page` to the slow path, which
     /// keeps the decode cache coherent (the page now holds decoded code). The translations
     /// stay cached: dropping them would be visible to the guest.
     pub fn mark_ram_page_code(&mut self, page: usize) {
-        for e in self.entries.iter_mut() {
+        let mark = |e: &mut TlbEntry| {
             if e.tag != TLB_INVALID && e.ram_offset >> 12 == page as u64 {
                 e.ram_offset |= STORE_THROUGH_SLOW_PATH;
             }
+        };
+        if self.filled_overflow {
+            self.entries.iter_mut().for_each(mark);
+        } else {
+            for &index in &self.filled {
+                mark(&mut self.entries[index as usize]);
+            }
         }
+    }
+    /// Sets `STORE_MARKS_DIRTY` in every entry: the dirty bits were just cleared.
+    pub fn mark_all_clean(&mut self) {
+        let mark = |e: &mut TlbEntry| e.ram_offset |= STORE_MARKS_DIRTY;
+        if self.filled_overflow {
+            self.entries.iter_mut().for_each(mark);
+        } else {
+            for &index in &self.filled {
+                mark(&mut self.entries[index as usize]);
+            }
+        }
+    }
+    /// Clears `STORE_MARKS_DIRTY` in the entry for `vaddr` (its page was just marked).
+    #[inline(always)]
+    fn clear_marks_dirty(&mut self, vaddr: u64) {
+        self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)].ram_offset &= !STORE_MARKS_DIRTY;
     }
     /// The first entry, for translated code's inline lookup (`translate::emit`).
     pub fn entries_ptr(&self) -> *const u8 {
@@ -117,7 +180,7 @@ impl Tlb {
     /// The entry's RAM offset with its flags, on a hit.
     #[inline(always)]
     fn lookup(&self, tag: u64, vaddr: u64) -> Option<u64> {
-        let e = &self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)];
+        let e = &self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)];
         if e.tag == tag {
             Some(e.ram_offset)
         } else {
@@ -125,17 +188,23 @@ impl Tlb {
         }
     }
     fn fill(&mut self, tag: u64, vaddr: u64, ram_offset: u64, flags: u64) {
-        self.entries[((vaddr >> 12) as usize) & (TLB_ENTRIES - 1)] = TlbEntry {
+        let index = ((vaddr >> 12) as usize) & (ENTRIES - 1);
+        self.entries[index] = TlbEntry {
             tag,
             ram_offset: (ram_offset & !ENTRY_FLAGS) | flags,
         };
+        if self.filled.len() < FILLED_TRACKED_MAX {
+            self.filled.push(index as u16);
+        } else {
+            self.filled_overflow = true;
+        }
     }
 }
 
 pub(crate) struct Tlbs {
-    pub fetch: Tlb,
-    pub load: Tlb,
-    pub store: Tlb,
+    pub fetch: Tlb<FETCH_TLB_ENTRIES>,
+    pub load: Tlb<DATA_TLB_ENTRIES>,
+    pub store: Tlb<DATA_TLB_ENTRIES>,
     fetch_key: u64,
     load_key: u64,
     store_key: u64,
@@ -457,8 +526,12 @@ impl Hart {
                     let paddr = self.ram_base + (entry & !ENTRY_FLAGS) + in_page;
                     return self.store_phys(platform, vaddr, paddr, size, value);
                 }
-                self.mark_page_dirty((entry >> 12) as usize);
-                write_le(&mut self.ram, (entry + in_page) as usize, size, value);
+                if entry & STORE_MARKS_DIRTY != 0 {
+                    self.mark_page_dirty((entry >> 12) as usize);
+                    self.mmu.store.clear_marks_dirty(vaddr);
+                }
+                let offset = (entry & !ENTRY_FLAGS) + in_page;
+                write_le(&mut self.ram, offset as usize, size, value);
                 return Ok(Flow::Next);
             }
         }
@@ -554,11 +627,13 @@ impl Hart {
 
     /// Caches the translation of `vaddr` to RAM offset `offset` for stores, flagged for the
     /// slow path if the page holds decoded code; not at all if the PMP does not allow
-    /// stores to the whole page.
+    /// stores to the whole page. The caller stores to the page: it is marked dirty here, so
+    /// the entry needs no `STORE_MARKS_DIRTY`.
     fn fill_store_tlb(&mut self, vaddr: u64, offset: usize) {
         if !self.pmp_allows_page(self.ram_base + offset as u64, Access::Store) {
             return;
         }
+        self.mark_page_dirty(offset / crate::PAGE_SIZE_BYTES as usize);
         let tag = (vaddr >> 12) | self.mmu.store_key;
         let flags = if self
             .blocks
@@ -612,5 +687,60 @@ impl Hart {
             write_le(&mut self.ram, offset, size, new);
         }
         Ok((old, flow))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: u64 = 1 << KEY_SHIFT;
+
+    fn filled_tlb(pages: u64) -> Tlb<DATA_TLB_ENTRIES> {
+        let mut tlb = Tlb::new();
+        for page in 0..pages {
+            tlb.fill(page | KEY, page << 12, page << 12, 0);
+        }
+        tlb
+    }
+
+    fn hits(tlb: &Tlb<DATA_TLB_ENTRIES>, pages: u64) -> usize {
+        (0..pages)
+            .filter(|&page| tlb.lookup(page | KEY, page << 12).is_some())
+            .count()
+    }
+
+    #[test]
+    fn a_flush_drops_every_entry_whether_few_or_many_were_filled() {
+        for pages in [3, FILLED_TRACKED_MAX as u64 + 1, DATA_TLB_ENTRIES as u64] {
+            let mut tlb = filled_tlb(pages);
+            assert_eq!(hits(&tlb, pages), pages as usize);
+            tlb.flush();
+            assert_eq!(hits(&tlb, pages), 0, "{pages} pages filled");
+            // And the next fills are tracked again from nothing.
+            tlb.fill(7 | KEY, 7 << 12, 7 << 12, 0);
+            tlb.flush();
+            assert_eq!(hits(&tlb, 8), 0);
+        }
+    }
+
+    #[test]
+    fn marking_a_code_page_flags_its_store_entries_whether_few_or_many_were_filled() {
+        for pages in [3, FILLED_TRACKED_MAX as u64 + 1] {
+            let mut tlb = filled_tlb(pages);
+            // Another virtual page mapping the same RAM page.
+            tlb.fill(4095 | KEY, 4095 << 12, 2 << 12, 0);
+            tlb.mark_ram_page_code(2);
+            for (page, vaddr) in [(2, 2 << 12), (2, 4095 << 12), (1, 1 << 12)] {
+                let entry = tlb
+                    .lookup((vaddr >> 12) | KEY, vaddr)
+                    .expect("still cached");
+                assert_eq!(
+                    entry & STORE_THROUGH_SLOW_PATH != 0,
+                    page == 2,
+                    "{pages} pages filled, vaddr {vaddr:#x}"
+                );
+            }
+        }
     }
 }

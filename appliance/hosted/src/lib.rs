@@ -4,6 +4,7 @@ pub mod code_memory;
 pub mod demo;
 pub mod disk;
 pub mod gdb;
+pub mod guest_memory;
 pub mod live;
 pub mod net;
 pub mod pair;

@@ -360,6 +360,7 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
 
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start {}", args.kernel.display()))?;
+    understudy::guest_memory::advise_huge_pages(&machine);
     if !args.interpret {
         code_memory::enable_translator(&mut machine, args.translate_after)?;
     }

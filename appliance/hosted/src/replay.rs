@@ -137,6 +137,7 @@ pub fn replay_with(
     };
     let mut machine = Machine::new(&config, &kernel, initrd.as_deref())
         .context("cannot rebuild the recorded machine")?;
+    crate::guest_memory::advise_huge_pages(&machine);
     if translate {
         crate::code_memory::enable_translator(
             &mut machine,

@@ -2,8 +2,7 @@
 //!
 //! Register plan inside translated code (all callee-saved in the System V ABI, so the
 //! trampoline saves them once per entry):
-//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there); the soft TLBs sit
-//!   at fixed distances from them in the same `Hart` (`Placement::load_tlb`, `store_tlb`),
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
 //! - r12: guest RAM,
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
@@ -27,6 +26,7 @@ use super::x86::{
 };
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
+use crate::mmu::{self, DATA_TLB_ENTRIES};
 use crate::PAGE_SIZE_BYTES;
 pub(super) use float::FloatLayout;
 
@@ -35,10 +35,12 @@ pub(super) mod float;
 
 /// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
 const TLB_ENTRY_BYTES: u8 = 16;
-/// log2 of the TLB's entry count (`mmu::TLB_ENTRIES` = 256).
-const TLB_INDEX_MASK: i32 = 255;
+/// Index mask of the load and store TLBs (`mmu::DATA_TLB_ENTRIES` entries).
+const TLB_INDEX_MASK: i32 = DATA_TLB_ENTRIES as i32 - 1;
 /// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
+/// Store TLB flag: the page's dirty bit may be clear (`mmu::STORE_MARKS_DIRTY`).
+const STORE_MARKS_DIRTY: u8 = mmu::STORE_MARKS_DIRTY as u8;
 
 fn frame(field: usize) -> super::x86::Mem {
     at_base(R14, field as i32)
@@ -120,17 +122,41 @@ enum Stub {
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
-    /// A store to a page holding decoded code (rcx = offset in page, rdx = the TLB entry's
-    /// RAM offset with its flag): stores that touch no decoded 64-byte chunk go back to the
-    /// fast path at `resume` with the flag cleared, as `Hart::store_phys` would find no
-    /// code to invalidate; the others take the interpreter slow path.
-    CodePageStore {
+    /// A store through a flagged TLB entry (rsi = the entry, rdx = its RAM offset with its
+    /// flags, rcx = offset in page). `STORE_MARKS_DIRTY`: marks the page dirty and clears
+    /// the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the page
+    /// holds decoded code): stores that touch no decoded 64-byte chunk go back to the fast
+    /// path at `resume` with the flags cleared, as `Hart::store_phys` would find no code to
+    /// invalidate; the others take the interpreter slow path.
+    FlaggedStore {
         size_bytes: u64,
         resume: usize,
         slow: Slow,
     },
     /// The slow path of a load or store: interpret it, then resume after it.
     Interpret { slow: Slow },
+    /// A taken conditional branch to a later instruction of the block: counts the
+    /// `skipped` instructions it jumps over as not retired (the exits after the target
+    /// subtract its index, which counts them), moves the register cache from `from` to
+    /// `to` and joins the target's code at `resume`.
+    Forward {
+        skipped: u32,
+        from: RegisterCache,
+        to: RegisterCache,
+        resume: usize,
+    },
+}
+
+/// A forward branch inside the block whose target's code is not emitted yet.
+struct PendingForward {
+    /// Index of the target instruction in the block.
+    target: u32,
+    /// The branch's rel32.
+    site: usize,
+    /// The register cache at the branch.
+    from: RegisterCache,
+    /// Instructions between the branch and its target.
+    skipped: u32,
 }
 
 /// How to interpret one load or store on its slow path, and where to go on after it.
@@ -164,10 +190,6 @@ pub(super) struct Placement {
     pub epilogue: u64,
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
-    /// Byte distance from `Hart::x` to the load TLB's entries.
-    pub load_tlb: i32,
-    /// Byte distance from `Hart::x` to the store TLB's entries.
-    pub store_tlb: i32,
     /// Where the FP state lies, and whether FMA3 may be used.
     pub float: FloatLayout,
 }
@@ -179,18 +201,25 @@ struct Emitter {
     epilogue: u64,
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
+    /// RAM page the block was decoded from (reported with an unlinked jump).
+    ram_page: u64,
     /// Virtual address of the block's first instruction.
     block_pc: u64,
     /// Instructions in the block.
     count: u32,
+    /// Virtual address of each instruction of the block.
+    pcs: Vec<u64>,
+    /// Where the code of each instruction emitted so far starts, and the register cache
+    /// there (targets of branches back inside the block).
+    starts: Vec<(usize, RegisterCache)>,
+    /// Forward branches inside the block waiting for their target.
+    forward: Vec<PendingForward>,
     /// Where a jump back to the block's own start lands (after the entry checks, with the
     /// register cache loaded as the state says), when the block is a loop.
     loop_header: Option<(usize, RegisterCache)>,
     /// The register cache at the first jump back to the block's start (found by a first
     /// translation, to choose the loop header's state).
     back_edge: Option<RegisterCache>,
-    load_tlb: i32,
-    store_tlb: i32,
     stubs: Vec<(Vec<usize>, Stub)>,
     /// Instructions handed to the interpreter, in list order from `first_interpreted`.
     interpreted: Vec<Instruction>,
@@ -357,6 +386,26 @@ impl Emitter {
         );
     }
 
+    /// Makes the forward branches to instruction `index` join its code, which starts here
+    /// with the register cache the straight path brings.
+    fn join_forward(&mut self, index: u32) {
+        let mut at = 0;
+        while at < self.forward.len() {
+            if self.forward[at].target != index {
+                at += 1;
+                continue;
+            }
+            let edge = self.forward.swap_remove(at);
+            let stub = Stub::Forward {
+                skipped: edge.skipped,
+                from: edge.from,
+                to: self.cache,
+                resume: self.a.len(),
+            };
+            self.stubs.push((vec![edge.site], stub));
+        }
+    }
+
     /// Adds `inst` to the interpreted list; returns its position there.
     fn hand_over(&mut self, inst: &Instruction) -> u32 {
         self.interpreted.push(*inst);
@@ -387,14 +436,34 @@ impl Emitter {
                     self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
                     self.a.mov_imm(RAX, self.origin + site as u64);
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
+                    self.a.mov_imm(RAX, self.ram_page);
+                    self.a.store(frame(offset_of!(Frame, exit_ram_page)), RAX);
                     self.leave_now(Exit::Chain);
                 }
-                Stub::CodePageStore {
+                Stub::FlaggedStore {
                     size_bytes,
                     resume,
                     slow,
                 } => {
                     let a = &mut self.a;
+                    a.test_low_byte(RDX, STORE_MARKS_DIRTY);
+                    let clean = a.jcc(Cond::Equal);
+                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
+                    a.store(at_base(RSI, 8), RDX);
+                    // `Hart::mark_page_dirty`: dirty[page / 64] |= 1 << page % 64.
+                    a.mov(Width::W64, RDI, RDX);
+                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+                    a.mov(Width::W64, RSI, RDI);
+                    a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
+                    a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
+                    a.alu(Alu::Xor, Width::W32, RAX, RAX);
+                    a.bts(RAX, RDI);
+                    a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
+                    a.or_to_mem(at_index(RDI, RSI, 0), RAX);
+                    a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
+                    let back = a.jcc(Cond::Equal);
+                    a.patch(back, resume as i64);
+                    a.bind(clean);
                     a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
                     a.mov(Width::W64, RDI, RDX);
                     a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
@@ -417,6 +486,19 @@ impl Emitter {
                     self.stubs
                         .push((vec![first, last], Stub::Interpret { slow }));
                 }
+                Stub::Forward {
+                    skipped,
+                    from,
+                    to,
+                    resume,
+                } => {
+                    if skipped > 0 {
+                        self.a.alu_imm(Alu::Add, Width::W64, R13, skipped as i32);
+                    }
+                    self.transfer(from, to);
+                    let back = self.a.jmp();
+                    self.a.patch(back, resume as i64);
+                }
                 Stub::Interpret { slow } => {
                     self.write_back(slow.before);
                     self.interpret(slow.list_index, slow.pc, slow.retired);
@@ -432,6 +514,10 @@ impl Emitter {
 
     /// dst = x[r], from the register cache when it holds r.
     fn read(&mut self, dst: Reg, r: u8) {
+        if r == 0 {
+            self.a.alu(Alu::Xor, Width::W32, dst, dst);
+            return;
+        }
         match self.cache.find(r) {
             Some(slot) => self.a.mov(Width::W64, dst, CACHE_REGS[slot]),
             None => self.a.load(Width::W64, dst, xreg(r)),
@@ -445,9 +531,28 @@ impl Emitter {
 
     /// `op dst, x[r]`.
     fn alu_source_to(&mut self, dst: Reg, op: Alu, width: Width, r: u8) {
+        if r == 0 {
+            // x0 reads 0: adding, subtracting, or-ing and xor-ing it change nothing (the
+            // callers sign-extend 32-bit results themselves), and-ing it clears, and
+            // comparing with it sets the flags as testing the value against itself.
+            match op {
+                Alu::Add | Alu::Sub | Alu::Or | Alu::Xor => {}
+                Alu::And => self.a.alu(Alu::Xor, Width::W32, dst, dst),
+                Alu::Cmp => self.a.test(width, dst, dst),
+            }
+            return;
+        }
         match self.cache.find(r) {
             Some(slot) => self.a.alu(op, width, dst, CACHE_REGS[slot]),
             None => self.a.alu_mem(op, width, dst, xreg(r)),
+        }
+    }
+
+    /// `op dst, imm`, nothing for an immediate that changes nothing (`mv` and `sext.w`
+    /// are addi and addiw with 0: the callers sign-extend 32-bit results themselves).
+    fn alu_immediate(&mut self, op: Alu, width: Width, dst: Reg, imm: i32) {
+        if imm != 0 || !matches!(op, Alu::Add | Alu::Or | Alu::Xor) {
+            self.a.alu_imm(op, width, dst, imm);
         }
     }
 
@@ -519,11 +624,12 @@ impl Emitter {
     }
 
     /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
-    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = entry
-    /// byte offset in the TLB, rcx = offset in the page; jumps to a step exit on a miss or
-    /// a page-crossing access.
-    fn tlb_probe(&mut self, tlb: i32, key: usize, size: u64) {
+    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rsi = the
+    /// TLB's entries (from `Frame` field `tlb`), rdx = entry byte offset in the TLB, rcx =
+    /// offset in the page; jumps to a step exit on a miss or a page-crossing access.
+    fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
         let a = &mut self.a;
+        a.load(Width::W64, RSI, frame(tlb));
         a.mov(Width::W64, RCX, RAX);
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
         a.mov(Width::W32, RDX, RCX);
@@ -535,7 +641,7 @@ impl Emitter {
             TLB_ENTRY_BYTES.trailing_zeros() as u8,
         );
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RBX, RDX, tlb));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
         self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
@@ -546,15 +652,14 @@ impl Emitter {
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.tlb_probe(self.load_tlb, offset_of!(Frame, load_key), size);
+        self.tlb_probe(
+            offset_of!(Frame, load_tlb),
+            offset_of!(Frame, load_key),
+            size,
+        );
         let a = &mut self.a;
         // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        a.alu_mem(
-            Alu::Add,
-            Width::W64,
-            RCX,
-            at_index(RBX, RDX, self.load_tlb + 8),
-        );
+        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
         a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
         if float::is_float_access(inst.op) {
             self.float_loaded(inst);
@@ -565,23 +670,19 @@ impl Emitter {
 
     fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
-        self.tlb_probe(self.store_tlb, offset_of!(Frame, store_key), size);
-        self.a
-            .load(Width::W64, RDX, at_index(RBX, RDX, self.store_tlb + 8));
-        self.a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
-        let code_page = self.a.jcc(Cond::NotEqual);
-        let resume = self.a.len();
+        self.tlb_probe(
+            offset_of!(Frame, store_tlb),
+            offset_of!(Frame, store_key),
+            size,
+        );
         let a = &mut self.a;
+        a.alu(Alu::Add, Width::W64, RSI, RDX);
+        a.load(Width::W64, RDX, at_base(RSI, 8));
+        // An entry without flags belongs to a page already marked dirty, holding no code.
+        a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
+        let flagged = a.jcc(Cond::NotEqual);
+        let resume = a.len();
         a.alu(Alu::Add, Width::W64, RCX, RDX);
-        // Mark the page dirty (`Hart::mark_page_dirty`): dirty[page / 64] |= 1 << page % 64.
-        a.shift_imm(Shift::Shr, Width::W64, RDX, 12);
-        a.mov(Width::W64, RSI, RDX);
-        a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
-        a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
-        a.alu(Alu::Xor, Width::W32, RAX, RAX);
-        a.bts(RAX, RDX);
-        a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
-        a.or_to_mem(at_index(RDI, RSI, 0), RAX);
         if float::is_float_access(inst.op) {
             self.float_store_source(inst);
         } else {
@@ -590,8 +691,8 @@ impl Emitter {
         self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
-            vec![code_page],
-            Stub::CodePageStore {
+            vec![flagged],
+            Stub::FlaggedStore {
                 size_bytes: size,
                 resume,
                 slow,
@@ -611,7 +712,7 @@ impl Emitter {
                 self.read(host, inst.rs1);
             }
             match rs2 {
-                None => self.a.alu_imm(op, width, host, inst.imm),
+                None => self.alu_immediate(op, width, host, inst.imm),
                 Some(rs2) => self.alu_source_to(host, op, width, rs2),
             }
             if width == Width::W32 {
@@ -622,7 +723,7 @@ impl Emitter {
         }
         self.read(RAX, inst.rs1);
         if immediate {
-            self.a.alu_imm(op, width, RAX, inst.imm);
+            self.alu_immediate(op, width, RAX, inst.imm);
         } else {
             self.alu_source(op, width, inst.rs2);
         }
@@ -779,6 +880,39 @@ impl Emitter {
     fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
         self.read(RAX, inst.rs1);
         self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+        let target = pc.wrapping_add(inst.imm as i64 as u64);
+        // A target inside the block (other than its start, the loop header) is reached
+        // without leaving it: the same instructions retire as through an exit and a chained
+        // entry, with the register cache kept.
+        match self.pcs.binary_search(&target) {
+            Ok(to) if to as u32 > index => {
+                let site = self.a.jcc(cond);
+                self.forward.push(PendingForward {
+                    target: to as u32,
+                    site,
+                    from: self.cache,
+                    skipped: to as u32 - index - 1,
+                });
+                return;
+            }
+            Ok(to) if to > 0 && to as u32 <= index => {
+                let to = to as u32;
+                let not_taken = self.a.jcc(cond.negate());
+                let (start, state) = self.starts[to as usize];
+                // Instructions from the target on run again: as for the loop header in
+                // `goto`, count what retired (index + 1 - to on top of the target's index
+                // that later exits subtract) and check the budget for the rest of the block.
+                self.transfer(self.cache, state);
+                self.retire(index + 1 - to);
+                self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+                self.jcc_leave(Cond::Below, target, to, Exit::Budget, state);
+                let back = self.a.jmp();
+                self.a.patch(back, start as i64);
+                self.a.bind(not_taken);
+                return;
+            }
+            _ => {}
+        }
         let not_taken = self.a.jcc(cond.negate());
         self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
         self.a.bind(not_taken);
@@ -816,7 +950,7 @@ impl Emitter {
         let after = self.a.len();
         let cache = self.cache;
         for (_, stub) in &mut self.stubs[first_stub..] {
-            if let Stub::Interpret { slow } | Stub::CodePageStore { slow, .. } = stub {
+            if let Stub::Interpret { slow } | Stub::FlaggedStore { slow, .. } = stub {
                 if slow.resume == PENDING {
                     slow.resume = after;
                     slow.after = cache;
@@ -953,12 +1087,21 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         origin: at.origin,
         epilogue: at.epilogue,
         page: pc / PAGE_SIZE_BYTES,
+        ram_page: at.ram_offset / PAGE_SIZE_BYTES,
         block_pc: pc,
         count,
+        pcs: ops
+            .iter()
+            .scan(pc, |at, inst| {
+                let this = *at;
+                *at = at.wrapping_add(inst.length_bytes as u64);
+                Some(this)
+            })
+            .collect(),
+        starts: Vec::with_capacity(ops.len()),
+        forward: Vec::new(),
         loop_header: None,
         back_edge: None,
-        load_tlb: at.load_tlb,
-        store_tlb: at.store_tlb,
         stubs: Vec::new(),
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,
@@ -992,6 +1135,8 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {
+        e.join_forward(index as u32);
+        e.starts.push((e.a.len(), e.cache));
         open = e.instruction(inst, at_pc, index as u32);
         at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
     }

@@ -24,9 +24,10 @@
 //!   f register write of a block sets FS = Dirty and SD, as `Csr::set_fs_dirty` does (the
 //!   later ones in the same block cannot be reached without passing it).
 //!
-//! FS and frm cannot change while translated code runs: every CSR instruction, trap and
-//! xRET ends the interpreter's block with a flow other than "next", which leaves
-//! translated code; interpreted FP instructions only accrue flags and set FS to Dirty.
+//! FS and frm cannot change while translated code runs: every CSR write but those of
+//! data-only CSRs (`Hart::execute_csr`), every trap and xRET ends the interpreter's block
+//! with a flow other than "next", which leaves translated code; interpreted FP
+//! instructions only accrue flags and set FS to Dirty.
 
 use core::mem::offset_of;
 

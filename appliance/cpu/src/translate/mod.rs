@@ -12,7 +12,10 @@
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
 //! the remaining budget (a host register) with N and leaves without executing anything
 //! when fewer remain; the interpreter then runs the tail with its own per-instruction
-//! count. Every exit subtracts the number of instructions retired up to it. A load or
+//! count. Every exit subtracts the number of instructions retired up to it (the
+//! instruction's index in the block; a conditional branch to a later instruction of the
+//! same block jumps there without leaving and adds back the instructions it skips, one to
+//! an earlier instruction re-checks the budget as a loop does). A load or
 //! store that misses the inline soft-TLB path calls the interpreter for that one
 //! instruction; when an interpreted instruction does anything but fall through (a trap,
 //! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting
@@ -23,8 +26,8 @@
 //! Translated code goes on from block to block only through instructions after which the
 //! interpreter would also go on without that check (inside a block) or that cannot change
 //! whether an interrupt is pending (plain jumps and branches between blocks): everything
-//! that can (CSR writes, xRET, wfi, MMIO, traps) ends the interpreter's block with a flow
-//! other than "next" and so leaves translated code. Interrupts are therefore taken at the
+//! that can (CSR writes other than to data-only CSRs, xRET, wfi, MMIO, traps) ends the
+//! interpreter's block with a flow other than "next" and so leaves translated code. Interrupts are therefore taken at the
 //! same counts as with the interpreter.
 //!
 //! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
@@ -147,7 +150,7 @@ pub(crate) enum Exit {
     /// target the inline lookup did not find).
     Jump = 0,
     /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
-    /// the address of its rel32.
+    /// the address of its rel32, `exit_ram_page` the RAM page of its block.
     Chain = 1,
     /// The interpreter executed an instruction for translated code and it did not simply
     /// fall through (`Frame::outcome` says what it did).
@@ -169,6 +172,9 @@ pub(crate) struct Frame {
     pub ram: *mut u8,
     pub load_key: u64,
     pub store_key: u64,
+    /// The load and store TLBs' entries (`mmu::Tlb::entries_ptr`).
+    pub load_tlb: *const u8,
+    pub store_tlb: *const u8,
     pub dirty: *mut u64,
     pub generations: *const u64,
     /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
@@ -177,6 +183,8 @@ pub(crate) struct Frame {
     pub remaining: u64,
     pub exit_pc: u64,
     pub exit_site: u64,
+    /// With `Exit::Chain`: the RAM page of the block that holds `exit_site`.
+    pub exit_ram_page: u64,
     /// `interpret::<P>`: executes one instruction in the interpreter.
     pub interpret: usize,
     /// `lookup`: the entry of the translated block for a pc, or 0.
@@ -294,7 +302,6 @@ impl Translator {
         pc: u64,
         offset: u64,
         generation: u64,
-        tlbs: (i32, i32),
         float: emit::FloatLayout,
     ) -> Vec<u8> {
         let base = self.base as u64;
@@ -308,8 +315,6 @@ impl Translator {
                 origin: base + self.used_bytes as u64,
                 epilogue: base + self.epilogue as u64,
                 first_interpreted,
-                load_tlb: tlbs.0,
-                store_tlb: tlbs.1,
                 float,
             },
         );
@@ -601,12 +606,15 @@ impl Hart {
             ram: self.ram.as_mut_ptr(),
             load_key: self.mmu.load_key(),
             store_key: self.mmu.store_key(),
+            load_tlb: self.mmu.load.entries_ptr(),
+            store_tlb: self.mmu.store.entries_ptr(),
             dirty: self.dirty.as_mut_ptr(),
             generations: self.blocks.page_generations.as_ptr(),
             code_chunks: self.blocks.code_chunks.as_ptr(),
             remaining: end - self.instret,
             exit_pc: self.pc,
             exit_site: 0,
+            exit_ram_page: 0,
             interpret: interpret::<P> as *const () as usize,
             lookup: lookup as *const () as usize,
             host_mxcsr: 0,
@@ -637,10 +645,11 @@ impl Hart {
             },
             Exit::Chain => {
                 // Link the jump now, under the translation the source block just ran with
-                // (same virtual page, so the same physical page).
+                // (same virtual page, so the same physical page: checked against the
+                // source block's own page, which is not the entry block's once translated
+                // code has gone to another page through the lookup).
                 if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
-                    let same_page =
-                        target_offset as u64 / PAGE_SIZE_BYTES == offset / PAGE_SIZE_BYTES;
+                    let same_page = target_offset as u64 / PAGE_SIZE_BYTES == frame.exit_ram_page;
                     let flushes = translator.stats.cache_flushes;
                     // A jump from translated code leads to hot code: translate it now.
                     let target =
@@ -703,13 +712,12 @@ impl Hart {
             executions: 0,
         };
         if !ops.is_empty() {
-            let tlbs = self.tlb_distances();
             let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
-            let mut block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
+            let mut block = translator.assemble(&ops, pc, offset, generation, float);
             if translator.used_bytes + block.len() > translator.len_bytes {
                 translator.flush();
                 translator.stats.cache_flushes += 1;
-                block = translator.assemble(&ops, pc, offset, generation, tlbs, float);
+                block = translator.assemble(&ops, pc, offset, generation, float);
             }
             let at = translator.place(&block);
             // Stores to these bytes must now bump the page generation.
@@ -722,18 +730,5 @@ impl Hart {
         }
         translator.table[index] = new_slot;
         (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
-    }
-
-    /// Byte distances from `x` to the load and store TLBs' entries: fields of this same
-    /// `Hart`, so the same wherever the hart lives.
-    fn tlb_distances(&self) -> (i32, i32) {
-        let x = self.x.as_ptr() as isize;
-        let distance = |tlb: *const u8| {
-            i32::try_from(tlb as isize - x).expect("a hart's fields lie within 2 GiB")
-        };
-        (
-            distance(self.mmu.load.entries_ptr()),
-            distance(self.mmu.store.entries_ptr()),
-        )
     }
 }

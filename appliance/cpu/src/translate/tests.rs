@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use std::format;
 
 use super::ExecutableMemory;
-use crate::csr_numbers::{MEPC, MIE, MSTATUS, MTVEC};
+use crate::csr_numbers::{MEPC, MIE, MSCRATCH, MSTATUS, MTVEC};
 use crate::inst::{Instruction, Op};
 use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
 use crate::{GuestPhysAddr, Hart, Privilege, RunOutcome};
@@ -183,20 +183,23 @@ fn every_integer_operation_matches_the_interpreter_on_special_values() {
     let immediates = [
         Addi, Slti, Sltiu, Xori, Ori, Andi, Slli, Srli, Srai, Addiw, Slliw, Srliw, Sraiw,
     ];
-    // x10..x19 hold the specials; each result goes to x20 and is stored to a fresh slot,
-    // so every result is compared, not only the last one in each register.
+    // x10..x19 hold the specials (and x0 its zero); each result goes to x20 and is stored
+    // to a fresh slot, so every result is compared, not only the last one in each register.
     let mut program = Vec::new();
     let record = |program: &mut Vec<Instruction>, inst: Instruction| {
         program.push(inst);
         program.push(ins(Sd, 0, 2, 20, 0));
         program.push(ins(Addi, 2, 2, 0, 8));
     };
-    for i in 0..specials.len() as u8 {
-        for j in 0..specials.len() as u8 {
+    let sources: Vec<u8> = core::iter::once(0).chain(10..20).collect();
+    for &rs1 in &sources {
+        for &rs2 in &sources {
             for &op in &ops {
-                record(&mut program, ins(op, 20, 10 + i, 10 + j, 0));
+                record(&mut program, ins(op, 20, rs1, rs2, 0));
             }
         }
+    }
+    for i in 0..specials.len() as u8 {
         for &op in &immediates {
             for imm in [0, 1, -1, 31, 2047, -2048] {
                 let imm = match op {
@@ -427,6 +430,93 @@ fn every_budget_across_a_loop_gives_the_interpreters_state() {
 }
 
 #[test]
+fn branches_inside_a_block_stay_in_it_and_count_exactly_at_every_budget() {
+    use Op::*;
+    // One block: a forward branch over two instructions (taken every other round) and a
+    // branch back to its second instruction, then a jump back to its start. Both branches
+    // stay inside the translated block (no chained jump is ever needed), and every cut
+    // point must leave the interpreter's state.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Andi, 11, 10, 0, 1),
+        ins(Beq, 0, 11, 0, 12),
+        ins(Addi, 12, 12, 0, 3),
+        ins(Xor, 13, 13, 10, 0),
+        ins(Add, 14, 14, 10, 0),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -28),
+        ins(Addi, 7, 0, 0, 5),
+        ins(Jal, 0, 0, 0, -40),
+    ];
+    for budget in 1..=120u64 {
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        reference.set_x(7, 5);
+        translated.set_x(7, 5);
+        let budgets = [budget; 8];
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &budgets,
+            &format!("budget {budget}"),
+        );
+        if budget >= program.len() as u64 {
+            assert!(
+                entries(&translated) > 0,
+                "budget {budget}: nothing translated"
+            );
+        }
+    }
+    // Run in one go from the start, the block is entered once and never leaves.
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    lockstep(&mut reference, &mut translated, &[1000], "one run");
+    let stats = translated.translator_stats().expect("translator on");
+    assert_eq!((stats.entries, stats.chains), (1, 0), "{stats:?}");
+}
+
+#[test]
+fn a_page_stored_to_again_after_its_dirty_bit_was_taken_is_reported_again() {
+    use Op::*;
+    // Stores through a cached store translation: the first marks the page; once
+    // `take_dirty_pages` has cleared it, the next store through the same entry must mark
+    // it again, interpreted and translated alike.
+    let program = [
+        ins(Sd, 0, 2, 10, 0),
+        ins(Addi, 10, 10, 0, 1),
+        ins(Jal, 0, 0, 0, -8),
+    ];
+    let scratch_page = ((SCRATCH + 0x800 - RAM_BASE) / crate::PAGE_SIZE_BYTES) as u32;
+    for translate in [false, true] {
+        let mut h = machine(&program);
+        if translate {
+            h = translating(h);
+        }
+        let mut bus = Bus::default();
+        h.take_dirty_pages();
+        for round in 0..4 {
+            // One store, then several through the same entry.
+            h.run(&mut bus, [3, 30, 3, 300][round]);
+            assert_eq!(
+                h.take_dirty_pages(),
+                [scratch_page],
+                "translate {translate}, round {round}"
+            );
+        }
+        // No store, no page: the store, then the two instructions after it.
+        h.run(&mut bus, 1);
+        h.take_dirty_pages();
+        h.run(&mut bus, 2);
+        assert_eq!(h.pc(), CODE, "translate {translate}");
+        assert!(h.take_dirty_pages().is_empty(), "translate {translate}");
+        if translate {
+            assert!(entries(&h) > 0, "nothing translated");
+        }
+    }
+}
+
+#[test]
 fn a_fault_in_every_position_of_a_block_stops_the_count_at_the_faulting_instruction() {
     use Op::*;
     const BLOCK: usize = 24;
@@ -525,6 +615,105 @@ fn code_written_from_outside_between_runs_is_translated_again() {
         translated.x(10),
         50u64.wrapping_add(50u64.wrapping_mul(-7i64 as u64))
     );
+}
+
+/// A loop that reads mscratch and writes it, and after x7 rounds sets the bits of x12 in
+/// mstatus (`csrs`), then starts over with eight rounds.
+fn csr_loop() -> [Instruction; 8] {
+    use Op::*;
+    [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Csrrs, 13, 0, 0, MSCRATCH as i32),
+        ins(Csrrw, 0, 10, 0, MSCRATCH as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -16),
+        ins(Csrrs, 0, 12, 0, MSTATUS as i32),
+        ins(Addi, 7, 0, 0, 8),
+        ins(Jal, 0, 0, 0, -28),
+    ]
+}
+
+#[test]
+fn csr_reads_and_scratch_writes_stay_in_translated_code() {
+    let mut reference = machine(&csr_loop());
+    let mut translated = translating(machine(&csr_loop()));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(7, 1 << 40);
+    }
+    lockstep(&mut reference, &mut translated, &[20_000], "csr loop");
+    // One entry, and one more after each first jump between its blocks (to link it).
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 1 + stats.chains, "{stats:?}");
+    assert_eq!(translated.read_csr(MSCRATCH), Some(translated.x(10)));
+}
+
+#[test]
+fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once() {
+    // The timer interrupt is pending and enabled in mie; the loop's write of mstatus sets
+    // MIE every eight rounds, and the handler returns with MIE clear (it clears MPIE, with
+    // x21 = 1 << 7, before mret). Once linked, the loop's blocks chain into each other, so
+    // only the write's own exit lets `Hart::run` take the interrupt at once.
+    let handler_program = [
+        ins(Op::Addi, 20, 20, 0, 1),
+        ins(Op::Csrrc, 0, 21, 0, MSTATUS as i32),
+        ins(Op::Mret, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| {
+        h.write_phys(GuestPhysAddr(HANDLER), &assemble(&handler_program))
+            .unwrap();
+        h.write_csr(MIE, 1 << 7);
+        h.set_interrupt_lines(1 << 7);
+        h.set_x(7, 8);
+        h.set_x(12, 1 << 3);
+        h.set_x(21, 1 << 7);
+    };
+    let mut reference = machine(&csr_loop());
+    let mut translated = translating(machine(&csr_loop()));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[500, 37, 1000, 3],
+        "mstatus writes",
+    );
+    assert!(translated.x(20) > 10, "interrupts were taken");
+    assert!(entries(&translated) > 0);
+}
+
+#[test]
+fn a_jump_in_a_block_reached_from_another_page_is_linked_at_its_first_exit() {
+    use Op::*;
+    // The page at CODE holds S (addi x10; beq x10, x9 to L; jal to T), and at its end L
+    // and T (writes of mie, which leave translated code). The next instruction, E, starts
+    // the next page and jumps back to S through x8. S first runs entered directly (after
+    // E's lookup missed it) and takes the branch to L; from then on every entry is at E,
+    // so S's jump to T first exits while the entry block lies in another page than S.
+    let mut program = vec![
+        ins(Addi, 10, 10, 0, 1),
+        ins(Beq, 0, 10, 9, 0xff4),
+        ins(Jal, 0, 0, 0, 0xff4),
+    ];
+    program.resize(1022, ins(Addi, 0, 0, 0, 0));
+    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
+    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
+    program.push(ins(Jalr, 0, 8, 0, 0));
+    let setup = |h: &mut Hart| {
+        h.set_pc(CODE + 0x1000);
+        h.set_x(8, CODE);
+        h.set_x(9, 1);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    // Rounds of E, S (three instructions) and T after the first.
+    lockstep(&mut reference, &mut translated, &[500], "rounds");
+    assert!(reference.x(10) > 90, "{}", reference.x(10));
+    let stats = translated.translator_stats().expect("translator on");
+    // Both of S's jumps are linked, and each round enters once (at E).
+    assert_eq!(stats.chains, 2, "{stats:?}");
+    assert!(stats.entries <= reference.x(10) + 5, "{stats:?}");
 }
 
 #[test]

@@ -406,6 +406,7 @@ fn build_machine(
     };
     let mut machine = Machine::new(&machine_config, &kernel, initrd.as_deref())
         .with_context(|| format!("cannot start the guest {}", guest.kernel.display()))?;
+    crate::guest_memory::advise_huge_pages(&machine);
     if config.boot.execution == Execution::Translate {
         crate::code_memory::enable_translator(&mut machine, HOT_EXECUTIONS_DEFAULT)?;
     }
