@@ -8,11 +8,6 @@
 //!
 //! Needs root (namespaces, TAP devices), QEMU and GRUB (`tools/install-prerequisites`) and the
 //! minimal guest (`guest/build`); the drill builds the appliance kernel in `bootloader/`.
-//!
-//! The appliances interpret the guest (`execution = interpret`): under QEMU's TCG every block
-//! the kernel's translator writes or links is code QEMU has to translate again, which made the
-//! pair serve 7.6 requests/s translated against 56.8 interpreted in the same conditions.
-//! `bootloader/test` checks the translator inside the appliance on a Linux boot.
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -113,7 +108,6 @@ fn drill_with(name: &str, fault: &str, disk: &str, arbiter: &str) -> Report {
         .args(["--requests-before", &BEFORE.to_string()])
         .args(["--requests-after", &AFTER.to_string()])
         .args(["--namespace", &format!("us-test-{name}")])
-        .args(["--execution", "interpret"])
         .arg("--work-dir")
         .arg(&work_dir)
         .output()
