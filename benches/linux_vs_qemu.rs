@@ -14,7 +14,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,41 +66,6 @@ impl Machine {
             Machine::Qemu => "qemu TCG",
             Machine::QemuIcount => "qemu icount",
         }
-    }
-}
-
-static FLAGS: OnceLock<TranslatorFlags> = OnceLock::new();
-
-/// How `run-guest` chooses translation: older binaries translate with `--translate`, newer
-/// ones by default and interpret with `--interpret`. Read from its `--help`.
-struct TranslatorFlags {
-    translate: Option<&'static str>,
-    interpret: Option<&'static str>,
-}
-
-fn translator_flags() -> TranslatorFlags {
-    let output = Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["run-guest", "--help"])
-        .output()
-        .expect("understudy run-guest --help runs");
-    let help = String::from_utf8_lossy(&output.stdout);
-    let lists = |flag: &str| {
-        help.split_whitespace()
-            .any(|word| word.trim_end_matches(',') == flag)
-    };
-    if lists("--translate") {
-        TranslatorFlags {
-            translate: Some("--translate"),
-            interpret: None,
-        }
-    } else if lists("--interpret") {
-        TranslatorFlags {
-            translate: None,
-            interpret: Some("--interpret"),
-        }
-    } else {
-        eprintln!("linux_vs_qemu: run-guest --help lists neither --translate nor --interpret");
-        std::process::exit(1);
     }
 }
 
@@ -181,12 +145,9 @@ fn command_for(machine: Machine, spec: &GuestSpec) -> Command {
         Machine::Understudy | Machine::UnderstudyInterpreted => {
             command = Command::new(env!("CARGO_BIN_EXE_understudy"));
             command.arg("run-guest");
-            let flags = FLAGS.get_or_init(translator_flags);
-            let flag = match machine {
-                Machine::Understudy => flags.translate,
-                _ => flags.interpret,
-            };
-            command.args(flag);
+            if machine == Machine::UnderstudyInterpreted {
+                command.arg("--interpret");
+            }
             command.arg("--kernel").arg(spec.kernel);
             command.arg("--initrd").arg(spec.initrd);
             command.args(["--append", &spec.append, "--stats", "--clock", "wall"]);
