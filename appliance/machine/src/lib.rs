@@ -85,12 +85,14 @@ const MIDELEG_FOR_LINUX: u64 = MIP_SSIP | MIP_STIP | MIP_SEIP;
 pub struct MachineConfig {
     pub memory_bytes: u64,
     /// Guest time advances one timebase tick (100 ns) per this many instructions, plus any
-    /// `Input::AdvanceTime`. The default, 100, is a nominal 1 GIPS, near what translated
-    /// code retires: guest time can only move forward, so a guest that runs faster than
-    /// the nominal rate pulls its clock ahead of the wall clock and every idle wait then
-    /// lasts until the wall clock catches up (at 10, a nominal 100 MIPS, the minimal guest's
-    /// boot took 10.9 s of wall time for 1.4 s of CPU). A guest slower than the rate only
-    /// lags, which the live drivers correct with `Input::AdvanceTime`.
+    /// `Input::AdvanceTime`. The default, 200, is a nominal 2 GIPS, at or above what
+    /// translated code retires: guest time can only move forward, so a guest that runs
+    /// faster than the nominal rate pulls its clock ahead of the wall clock and every idle
+    /// wait then lasts until the wall clock catches up (at 10, a nominal 100 MIPS, the
+    /// minimal guest's boot took 10.9 s of wall time for 1.4 s of CPU; at 100 the Debian
+    /// guest, booting at 1.6 GIPS, was ready after 5.2 s for 3.3 s of CPU, at 200 after
+    /// 3.3 s). A guest slower than the rate only lags, which the live drivers correct with
+    /// `Input::AdvanceTime` every 10 ms of lag.
     pub instructions_per_tick: u64,
     /// The kernel command line (`/chosen/bootargs`).
     pub bootargs: String,
@@ -104,7 +106,7 @@ impl Default for MachineConfig {
     fn default() -> Self {
         MachineConfig {
             memory_bytes: 128 * 1024 * 1024,
-            instructions_per_tick: 100,
+            instructions_per_tick: 200,
             bootargs: String::new(),
             net_mac: None,
             entropy: false,
