@@ -792,6 +792,39 @@ fn a_full_code_cache_is_emptied_and_translation_goes_on() {
 }
 
 #[test]
+fn jumps_through_the_lookup_after_the_code_cache_was_emptied_find_no_old_code() {
+    use Op::*;
+    // A loop that calls a function on another page (through the lookup and its jump
+    // cache), then runs through enough distinct blocks to empty the smallest code cache
+    // several times before it calls again.
+    const CHAIN_BLOCKS: i32 = 8_000;
+    let mut program = vec![ins(Jal, 1, 0, 0, (CHAIN_BLOCKS * 3 + 2) * 4)];
+    for i in 0..CHAIN_BLOCKS {
+        program.push(ins(Addi, 10, 10, 0, i % 100));
+        program.push(ins(Mul, 11, 10, 10, 0));
+        program.push(ins(Jal, 0, 0, 0, 4));
+    }
+    program.push(ins(Jal, 0, 0, 0, -(CHAIN_BLOCKS * 3 + 1) * 4));
+    program.push(ins(Addi, 12, 12, 0, 1));
+    program.push(ins(Jalr, 0, 1, 0, 0));
+    let mut reference = machine(&program);
+    let mut translated = machine(&program);
+    translated
+        .enable_translator_after(Box::new(Mapped::new(super::CODE_BYTES_MIN)), 1)
+        .unwrap();
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[50_000, 50_000, 7, 50_000],
+        "jumps after flushes",
+    );
+    // 24,004 instructions a round, each round one call.
+    assert_eq!(translated.x(12), 150_007 / 24_004 + 1);
+    let stats = translated.translator_stats().unwrap();
+    assert!(stats.cache_flushes >= 6, "{stats:?}");
+}
+
+#[test]
 fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_not() {
     use Op::*;
     // Data in the code's own page (as small programs link .data right after .text): the
