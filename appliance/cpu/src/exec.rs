@@ -270,7 +270,10 @@ impl Hart {
                 if trapped {
                     return Err(self.illegal());
                 }
-                self.mmu.flush_all();
+                match inst.rs1 {
+                    0 => self.mmu.flush_all(),
+                    rs1 => self.mmu.flush_page(self.reg(rs1)),
+                }
                 Ok(Flow::EndBlock)
             }
             LrW | LrD => {

@@ -15,6 +15,9 @@
 //!   misaligned (4), misaligned SC and AMOs raise store/AMO address misaligned (6).
 //! - `mtval`/`stval` hold the instruction bits for illegal instructions and 0 for ebreak.
 //! - satp keeps a 16-bit ASID; writes with a MODE other than Bare or Sv39 are ignored.
+//! - `sfence.vma` with rs1 = x0 and writes to satp drop every cached translation;
+//!   `sfence.vma` with an address drops that page's (every address space), or all when the
+//!   address lies where superpages were cached from (as QEMU does).
 //! - SC succeeds when the reservation address matches and memory still holds the value LR
 //!   read (QEMU's compare-and-swap rule).
 //! - `run` returns after a retired MMIO access (`StopReason::MmioAccess`) when the platform

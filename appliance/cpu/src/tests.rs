@@ -1621,6 +1621,86 @@ fn a_page_that_becomes_code_keeps_its_cached_store_translation() {
 }
 
 #[test]
+fn sfence_vma_with_an_address_drops_that_page_and_keeps_the_others() {
+    // Privileged spec 4.2.1: with rs1 != x0 only translations of that address must go;
+    // others may stay cached (as in QEMU), so a PTE cleared without its own sfence.vma
+    // keeps working until it gets one.
+    let mut h = sv39_hart(VA, PA, PTE_V | PTE_R | PTE_W | PTE_A | PTE_D);
+    write_u64(&mut h, PA, 0x5a5a);
+    h.set_x(13, VA);
+    h.set_x(14, ROOT + 0x2000 + 3 * 8);
+    h.set_x(17, VA + 0x1000);
+    let out = sv39_run(
+        &mut h,
+        &[
+            ins(Op::Ld, 10, 13, 0, 0),
+            ins(Op::Sd, 0, 14, 0, 0),
+            ins(Op::SfenceVma, 0, 17, 0, 0),
+            ins(Op::Ld, 11, 13, 0, 0),
+            ins(Op::SfenceVma, 0, 13, 0, 0),
+            ins(Op::Ld, 12, 13, 0, 0),
+            ebreak(),
+        ],
+        Privilege::Supervisor,
+    );
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 13,
+            tval: VA,
+            pc: RAM_BASE + 20
+        }
+    );
+    assert_eq!((h.x(10), h.x(11), h.x(12)), (0x5a5a, 0x5a5a, 0));
+}
+
+#[test]
+fn sfence_vma_with_an_address_in_a_superpage_drops_all_of_the_superpage() {
+    // A megapage at 0x4020_0000 onto RAM_BASE: both of its first two 4 KiB pages are read
+    // (two cached translations), the megapage's PTE is cleared and only the first page
+    // fenced. The superpage's translation is gone, so the second page faults too.
+    const MEGAPAGE: u64 = 0x4020_0000;
+    let mut h = hart(true);
+    write_u64(
+        &mut h,
+        ROOT + 2 * 8,
+        (RAM_BASE >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D,
+    );
+    write_u64(&mut h, ROOT + 8, ((ROOT + 0x1000) >> 12) << 10 | PTE_V);
+    let leaf = ROOT + 0x1000 + 8;
+    write_u64(
+        &mut h,
+        leaf,
+        (RAM_BASE >> 12) << 10 | PTE_V | PTE_R | PTE_W | PTE_A | PTE_D,
+    );
+    assert!(h.write_csr(csr_numbers::SATP, 8 << 60 | ROOT >> 12));
+    h.set_x(13, MEGAPAGE);
+    h.set_x(14, MEGAPAGE + 0x1000);
+    h.set_x(16, leaf);
+    let out = sv39_run(
+        &mut h,
+        &[
+            ins(Op::Ld, 10, 13, 0, 0),
+            ins(Op::Ld, 11, 14, 0, 0),
+            ins(Op::Sd, 0, 16, 0, 0),
+            ins(Op::SfenceVma, 0, 13, 0, 0),
+            ins(Op::Ld, 12, 14, 0, 0),
+            ebreak(),
+        ],
+        Privilege::Supervisor,
+    );
+    assert_eq!(
+        out.stop,
+        StopReason::MonitorTrap {
+            cause: 13,
+            tval: MEGAPAGE + 0x1000,
+            pc: RAM_BASE + 16
+        }
+    );
+    assert_eq!(out.executed.0, 4);
+}
+
+#[test]
 fn sv39_faults_report_the_virtual_address_in_stval() {
     // Unmapped page: load page fault.
     let mut h = sv39_hart(VA, PA, PTE_V | PTE_R);
