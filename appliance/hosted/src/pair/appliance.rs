@@ -138,6 +138,21 @@ pub fn prepare(setup: &Setup, options: &DrillOptions, keys: &[String; 3]) -> Res
     Ok(())
 }
 
+/// Downloads the crates `tools/build-image` builds with (the bootloader and mkimage
+/// workspaces), to be run before the drill enters its namespace: inside, the crate
+/// registry is out of reach, and a fresh machine has none of them yet.
+pub fn fetch_crates(setup: &Setup) -> Result<()> {
+    for workspace in ["bootloader", "tools/mkimage"] {
+        run(
+            Command::new("cargo")
+                .arg("fetch")
+                .current_dir(setup.source_root.join(workspace)),
+            &format!("cargo fetch in {workspace}/"),
+        )?;
+    }
+    Ok(())
+}
+
 /// One image for the pair, built by `tools/build-image` from the primary's config, copied
 /// per machine and flipped to its role by `mkimage set-role`; the arbiter's first boot gets
 /// `understudy.arbiter=init` on its command line (`mkimage set-cmdline`).

@@ -292,6 +292,9 @@ pub fn run(options: &DrillOptions, args_inside: &[String]) -> Result<Report> {
 
 fn run_outside(options: &DrillOptions, args_inside: &[String]) -> Result<Report> {
     let namespace = &options.namespace;
+    if let Platform::Appliance(setup) = &options.platform {
+        appliance::fetch_crates(setup)?;
+    }
     // A namespace left by an interrupted drill goes first.
     let _ = Command::new("ip")
         .args(["netns", "del", namespace])
