@@ -1,6 +1,8 @@
 //! Instruction semantics for RV64I, M, A, Zicsr, Zifencei and the privileged instructions.
 
-use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, MTVAL, SCAUSE, SEPC, SSCRATCH, STVAL};
+use crate::csr::numbers::{
+    MCAUSE, MEPC, MIE, MSCRATCH, MSTATUS, MTVAL, SCAUSE, SEPC, SIE, SSCRATCH, SSTATUS, STVAL,
+};
 use crate::csr::{
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
     MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
@@ -385,6 +387,7 @@ impl Hart {
             Ok(v) => v,
             Err(_) => return Err(self.illegal()),
         };
+        let enables_before = (self.csr.mstatus, self.csr.mie);
         if writes {
             let new = match inst.op {
                 Csrrw | Csrrwi => source,
@@ -401,11 +404,22 @@ impl Hart {
         // need the checks `Hart::run` makes between blocks (EndBlock). A read, or a write of
         // a CSR that only holds data for software (scratch, trap cause, value and pc),
         // changes none of these, so translated code may go on past it (Next).
+        // Nor does a write that leaves the status and enables as they were or only clears
+        // interrupt enables (Linux's local_irq_save and the restore of a disabled state):
+        // no interrupt can become takeable, and none was takeable before, as `run` takes
+        // each one at the instruction that makes it so.
         let data_only = matches!(
             csr,
             SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
         );
-        Ok(if writes && !data_only {
+        let only_clears = |before: u64, after: u64, clearable: u64| {
+            after & !before == 0 && (before ^ after) & !clearable == 0
+        };
+        let (status, enables) = enables_before;
+        let disables_at_most = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
+            && only_clears(status, self.csr.mstatus, MSTATUS_SIE | MSTATUS_MIE)
+            && only_clears(enables, self.csr.mie, u64::MAX);
+        Ok(if writes && !data_only && !disables_at_most {
             Flow::EndBlock
         } else {
             Flow::Next

@@ -637,6 +637,43 @@ fn csr_reads_and_scratch_writes_stay_in_translated_code() {
 }
 
 #[test]
+fn csr_writes_that_only_disable_interrupts_stay_in_translated_code() {
+    use Op::*;
+    // Each round clears MIE in mstatus (csrrci, as local_irq_save), writes mstatus back
+    // unchanged (csrrs with x14 = 0, as the restore of a disabled state) and clears the
+    // timer enable in mie; only the first round changes anything.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Csrrci, 13, 8, 0, MSTATUS as i32),
+        ins(Csrrs, 0, 14, 0, MSTATUS as i32),
+        ins(Csrrc, 0, 15, 0, MIE as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -20),
+    ];
+    let setup = |h: &mut Hart| {
+        h.write_csr(MSTATUS, 1 << 3);
+        h.write_csr(MIE, 1 << 7);
+        h.set_x(7, 1 << 40);
+        h.set_x(15, 1 << 7);
+    };
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[3, 20_000],
+        "disabling loop",
+    );
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 2 + stats.chains, "{stats:?}");
+    assert_eq!(translated.x(10), 20_003 / 6 + 1);
+    assert_eq!(translated.read_csr(MSTATUS).map(|m| m & 1 << 3), Some(0));
+    assert_eq!(translated.read_csr(MIE), Some(0));
+}
+
+#[test]
 fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once() {
     // The timer interrupt is pending and enabled in mie; the loop's write of mstatus sets
     // MIE every eight rounds, and the handler returns with MIE clear (it clears MPIE, with
@@ -674,7 +711,7 @@ fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once()
 fn a_jump_in_a_block_reached_from_another_page_is_linked_at_its_first_exit() {
     use Op::*;
     // The page at CODE holds S (addi x10; beq x10, x9 to L; jal to T), and at its end L
-    // and T (writes of mie, which leave translated code). The next instruction, E, starts
+    // and T (writes of mtvec, which leave translated code). The next instruction, E, starts
     // the next page and jumps back to S through x8. S first runs entered directly (after
     // E's lookup missed it) and takes the branch to L; from then on every entry is at E,
     // so S's jump to T first exits while the entry block lies in another page than S.
@@ -684,8 +721,8 @@ fn a_jump_in_a_block_reached_from_another_page_is_linked_at_its_first_exit() {
         ins(Jal, 0, 0, 0, 0xff4),
     ];
     program.resize(1022, ins(Addi, 0, 0, 0, 0));
-    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
-    program.push(ins(Csrrw, 0, 0, 0, MIE as i32));
+    program.push(ins(Csrrw, 0, 0, 0, MTVEC as i32));
+    program.push(ins(Csrrw, 0, 0, 0, MTVEC as i32));
     program.push(ins(Jalr, 0, 8, 0, 0));
     let setup = |h: &mut Hart| {
         h.set_pc(CODE + 0x1000);
