@@ -670,6 +670,40 @@ impl Emitter {
 
     fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
+        self.store_target(size);
+        if float::is_float_access(inst.op) {
+            self.float_store_source(inst);
+        } else {
+            self.read(RAX, inst.rs2);
+        }
+        self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
+    }
+
+    /// An AMO (unprivileged spec 8.4) of `size` bytes: rd = the old value (sign-extended
+    /// from 32 bits for the .w forms), memory = old `op` x[rs2], or x[rs2] for amoswap.
+    /// Misaligned addresses take the slow path, where the interpreter raises the fault.
+    fn amo(&mut self, inst: &Instruction, size: u64, op: Option<Alu>) {
+        self.read(RAX, inst.rs1);
+        self.a.test_low_byte(RAX, (size - 1) as u8);
+        self.jcc_slow(Cond::NotEqual);
+        self.store_target(size);
+        let target = at_index(R12, RCX, 0);
+        self.a.load_extend(size, true, RAX, target);
+        match op {
+            None => self.read(RDX, inst.rs2),
+            Some(op) => {
+                self.a.mov(Width::W64, RDX, RAX);
+                self.alu_source_to(RDX, op, Width::W64, inst.rs2);
+            }
+        }
+        self.a.store_sized(size, target, RDX);
+        self.write_rax(inst.rd);
+    }
+
+    /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
+    /// rcx = its RAM offset (an AMO reads through the same entry: privileged spec 3.7.1
+    /// makes a writable page readable). Clobbers rdx and rsi.
+    fn store_target(&mut self, size: u64) {
         self.tlb_probe(
             offset_of!(Frame, store_tlb),
             offset_of!(Frame, store_key),
@@ -683,12 +717,6 @@ impl Emitter {
         let flagged = a.jcc(Cond::NotEqual);
         let resume = a.len();
         a.alu(Alu::Add, Width::W64, RCX, RDX);
-        if float::is_float_access(inst.op) {
-            self.float_store_source(inst);
-        } else {
-            self.read(RAX, inst.rs2);
-        }
-        self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
             vec![flagged],
@@ -1013,6 +1041,16 @@ impl Emitter {
             Sh => self.store(inst, 2),
             Sw => self.store(inst, 4),
             Sd => self.store(inst, 8),
+            AmoswapW => self.amo(inst, 4, None),
+            AmoaddW => self.amo(inst, 4, Some(Alu::Add)),
+            AmoxorW => self.amo(inst, 4, Some(Alu::Xor)),
+            AmoandW => self.amo(inst, 4, Some(Alu::And)),
+            AmoorW => self.amo(inst, 4, Some(Alu::Or)),
+            AmoswapD => self.amo(inst, 8, None),
+            AmoaddD => self.amo(inst, 8, Some(Alu::Add)),
+            AmoxorD => self.amo(inst, 8, Some(Alu::Xor)),
+            AmoandD => self.amo(inst, 8, Some(Alu::And)),
+            AmoorD => self.amo(inst, 8, Some(Alu::Or)),
             Beq => self.branch(inst, Cond::Equal, pc, index),
             Bne => self.branch(inst, Cond::NotEqual, pc, index),
             Blt => self.branch(inst, Cond::Less, pc, index),
@@ -1053,10 +1091,28 @@ impl Emitter {
     }
 }
 
-/// Loads and stores: translated inline with an interpreter slow path.
+/// Loads, stores and AMOs: translated inline with an interpreter slow path.
 fn accesses_memory(op: Op) -> bool {
     use Op::*;
-    matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd)
+    matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd) || is_amo(op)
+}
+
+/// The AMOs translated inline (min and max go to the interpreter: rare in Linux).
+pub(super) fn is_amo(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        AmoswapW
+            | AmoaddW
+            | AmoxorW
+            | AmoandW
+            | AmoorW
+            | AmoswapD
+            | AmoaddD
+            | AmoxorD
+            | AmoandD
+            | AmoorD
+    )
 }
 
 /// Machine code for the block `ops` placed as `at` says, and the instructions it hands to

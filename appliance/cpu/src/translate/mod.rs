@@ -577,7 +577,7 @@ pub(crate) fn translates(op: Op) -> bool {
             | Divuw
             | Remw
             | Remuw
-    )
+    ) || emit::is_amo(op)
 }
 
 impl Hart {

@@ -230,8 +230,8 @@ fn every_integer_operation_matches_the_interpreter_on_special_values() {
     assert!(entries(&translated) > 0, "the translator ran nothing");
 }
 
-/// A random program: integer ALU and M operations, loads and stores (some faulting, some
-/// misaligned, some crossing a page, some to MMIO, a few into the code itself), forward
+/// A random program: integer ALU and M operations, loads, stores and AMOs (some faulting,
+/// some misaligned, some crossing a page, some to MMIO, a few into the code itself), forward
 /// and backward branches, jumps, and instructions the translator leaves to the
 /// interpreter (CSR reads, fence.i, ecall).
 fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
@@ -246,6 +246,22 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
     let loads = [Lb, Lh, Lw, Ld, Lbu, Lhu, Lwu];
     let stores = [Sb, Sh, Sw, Sd];
     let branches = [Beq, Bne, Blt, Bge, Bltu, Bgeu];
+    let amos = [
+        (AmoswapW, 4),
+        (AmoaddW, 4),
+        (AmoxorW, 4),
+        (AmoandW, 4),
+        (AmoorW, 4),
+        (AmominW, 4),
+        (AmomaxuW, 4),
+        (AmoswapD, 8),
+        (AmoaddD, 8),
+        (AmoxorD, 8),
+        (AmoandD, 8),
+        (AmoorD, 8),
+        (AmomaxD, 8),
+        (AmominuD, 8),
+    ];
     // Destinations avoid x0 (kept interesting elsewhere), x2, x3, x4, x6 (bases) and x5
     // (the handler's scratch).
     let rd = |rng: &mut Rng| -> u8 {
@@ -329,7 +345,20 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
             95 => ins(FenceI, 0, 0, 0, 0),
             96 => ins(Fence, 0, 0, 0, 0),
             97 => ins(Ecall, 0, 0, 0, 0),
-            _ => ins(Addi, 0, rs(rng), 0, 1),
+            _ => {
+                // An AMO at x7 = base + offset: mostly aligned data, some misaligned, some
+                // faulting, MMIO or into the code itself.
+                let (op, size) = *pick(rng, &amos);
+                let (base, offset) = match rng.below(40) {
+                    0 => (3, 0),
+                    1 => (6, 0),
+                    2 => (4, (rng.below(length as u64) * 4) as i32 & 0x7f8),
+                    3 => (2, rng.below(4096) as i32 - 2048),
+                    _ => (2, (rng.below(4096) as i32 - 2048) & -size),
+                };
+                program.push(ins(Addi, 7, base, 0, offset));
+                ins(op, rd(rng), 7, rs(rng), 0)
+            }
         };
         program.push(inst);
     }
@@ -386,6 +415,47 @@ fn random_programs_match_the_interpreter_at_random_budgets() {
         total_entries > 1000,
         "translated code barely ran: {total_entries} entries"
     );
+}
+
+#[test]
+fn amos_in_a_loop_match_the_interpreter() {
+    use Op::*;
+    // Each AMO on its own doubleword of the scratch page (the .w forms on alternate halves)
+    // with an operand that changes every round; the old values are summed in x15, and an
+    // amoor.d with rd = x0 (Linux's set_bit) ends the round.
+    let amos = [
+        AmoswapW, AmoaddW, AmoxorW, AmoandW, AmoorW, AmominW, AmomaxuW, AmoswapD, AmoaddD, AmoxorD,
+        AmoandD, AmoorD, AmomaxD, AmominuD,
+    ];
+    let mut program = vec![
+        ins(Addi, 10, 10, 0, 0x123),
+        ins(Slli, 11, 10, 0, 29),
+        ins(Xor, 11, 11, 10, 0),
+    ];
+    for (k, &op) in amos.iter().enumerate() {
+        let upper_half = if k < 7 && k % 2 == 1 { 4 } else { 0 };
+        program.push(ins(Addi, 8, 2, 0, 8 * k as i32 + upper_half));
+        program.push(ins(op, 12, 8, 11, 0));
+        program.push(ins(Add, 15, 15, 12, 0));
+    }
+    program.push(ins(AmoorD, 0, 2, 10, 0));
+    program.push(ins(Addi, 7, 7, 0, -1));
+    let back = -4 * program.len() as i32;
+    program.push(ins(Bne, 0, 7, 0, back));
+    program.push(ins(Jal, 0, 0, 0, 0));
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(7, 60);
+    }
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[3, 500, 41, 1200, 700, 999],
+        "amo loop",
+    );
+    assert_eq!(translated.x(7), 0, "the loop ran to its end");
+    assert!(entries(&translated) > 0, "nothing translated");
 }
 
 #[test]
