@@ -288,7 +288,7 @@ impl Hart {
                     });
                 }
                 let raw = self.load(p, vaddr, size)?;
-                self.reservation = Some(Reservation { vaddr, value: raw });
+                self.reservation = Reservation { vaddr, value: raw };
                 let v = if size == 4 { sext32(raw) } else { raw };
                 Ok(self.finish_load(inst.rd, v))
             }
@@ -302,7 +302,8 @@ impl Hart {
                         tval: vaddr,
                     });
                 }
-                let reservation = self.reservation.take();
+                let reservation =
+                    core::mem::replace(&mut self.reservation, Reservation::NONE).get();
                 let mut flow = Flow::Next;
                 let mut failed = 1;
                 if let Some(r) = reservation.filter(|r| r.vaddr == vaddr) {

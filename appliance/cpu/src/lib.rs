@@ -296,10 +296,24 @@ pub(crate) enum Flow {
 
 /// The load-reservation set by LR (unprivileged spec 8.2). Like QEMU, SC succeeds when the
 /// address matches and memory still holds the value LR read.
+/// `repr(C)`: translated LR and SC read and write it in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub(crate) struct Reservation {
     pub vaddr: u64,
     pub value: u64,
+}
+
+impl Reservation {
+    /// No reservation: its address is one no LR can reserve (misaligned for both sizes).
+    pub const NONE: Reservation = Reservation {
+        vaddr: u64::MAX,
+        value: 0,
+    };
+
+    pub fn get(self) -> Option<Reservation> {
+        (self.vaddr != Reservation::NONE.vaddr).then_some(self)
+    }
 }
 
 /// One RV64GC hart with its guest RAM.
@@ -312,7 +326,7 @@ pub struct Hart {
     pub(crate) csr: csr::CsrFile,
     /// Interrupt lines driven by the machine (MSIP, MTIP, MEIP, SEIP, STIP).
     pub(crate) lines: u64,
-    pub(crate) reservation: Option<Reservation>,
+    pub(crate) reservation: Reservation,
     /// instret at the last trap, and how many traps in a row happened at that count.
     pub(crate) last_trap_instret: u64,
     pub(crate) traps_without_retire: u32,
@@ -361,7 +375,7 @@ impl Hart {
             instret: 0,
             csr: csr::CsrFile::default(),
             lines: 0,
-            reservation: None,
+            reservation: Reservation::NONE,
             mmio_loaded: false,
             last_trap_instret: u64::MAX,
             traps_without_retire: 0,
@@ -390,7 +404,7 @@ impl Hart {
         self.privilege = privilege;
         self.x[10] = a0;
         self.x[11] = a1;
-        self.reservation = None;
+        self.reservation = Reservation::NONE;
         self.traps_without_retire = 0;
         self.update_tlb_keys();
     }
@@ -551,7 +565,7 @@ impl Hart {
         }
         self.csr.write_state(&mut put);
         put(self.lines);
-        match self.reservation {
+        match self.reservation.get() {
             Some(r) => {
                 put(1);
                 put(r.vaddr);
@@ -616,11 +630,11 @@ impl Hart {
         self.csr.read_state(&mut take);
         self.lines = take() & csr::LINE_BITS;
         self.reservation = match take() {
-            1 => Some(Reservation {
+            1 => Reservation {
                 vaddr: take(),
                 value: take(),
-            }),
-            _ => None,
+            },
+            _ => Reservation::NONE,
         };
         self.mmio_loaded = false;
         self.traps_without_retire = 0;

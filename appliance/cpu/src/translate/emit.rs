@@ -27,7 +27,7 @@ use super::x86::{
 use super::{translates, Exit, Frame};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES};
-use crate::PAGE_SIZE_BYTES;
+use crate::{Reservation, PAGE_SIZE_BYTES};
 pub(super) use float::FloatLayout;
 
 #[path = "float.rs"]
@@ -700,6 +700,65 @@ impl Emitter {
         self.write_rax(inst.rd);
     }
 
+    /// LR (unprivileged spec 8.2): a load that also reserves its address and the raw
+    /// value read (`Hart::reservation`, as the interpreter's LR sets it).
+    fn load_reserved(&mut self, inst: &Instruction, size: u64) {
+        self.read(RAX, inst.rs1);
+        self.a.test_low_byte(RAX, (size - 1) as u8);
+        self.jcc_slow(Cond::NotEqual);
+        self.tlb_probe(
+            offset_of!(Frame, load_tlb),
+            offset_of!(Frame, load_key),
+            size,
+        );
+        let a = &mut self.a;
+        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
+        a.load(Width::W64, RDX, frame(offset_of!(Frame, reservation)));
+        a.store(at_base(RDX, offset_of!(Reservation, vaddr) as i32), RAX);
+        a.load_extend(size, false, RAX, at_index(R12, RCX, 0));
+        a.store(at_base(RDX, offset_of!(Reservation, value) as i32), RAX);
+        if size == 4 {
+            a.movsxd(RAX, RAX);
+        }
+        self.write_rax(inst.rd);
+    }
+
+    /// SC (unprivileged spec 8.2), as the interpreter's: stores x[rs2] and writes rd = 0
+    /// when the reservation is for this address and memory still holds the value LR read,
+    /// else writes rd = 1 (touching memory only when the address matched); either way the
+    /// reservation is gone.
+    fn store_conditional(&mut self, inst: &Instruction, size: u64) {
+        let width = if size == 4 { Width::W32 } else { Width::W64 };
+        let reservation = frame(offset_of!(Frame, reservation));
+        let vaddr = at_base(RDX, offset_of!(Reservation, vaddr) as i32);
+        let value = at_base(RDX, offset_of!(Reservation, value) as i32);
+        self.read(RAX, inst.rs1);
+        self.a.test_low_byte(RAX, (size - 1) as u8);
+        self.jcc_slow(Cond::NotEqual);
+        self.a.load(Width::W64, RDX, reservation);
+        self.a.alu_mem(Alu::Cmp, Width::W64, RAX, vaddr);
+        let other_address = self.a.jcc(Cond::NotEqual);
+        self.store_target(size);
+        let target = at_index(R12, RCX, 0);
+        let a = &mut self.a;
+        a.load(Width::W64, RDX, reservation);
+        a.load_extend(size, false, RAX, target);
+        a.alu_mem(Alu::Cmp, width, RAX, value);
+        let changed = a.jcc(Cond::NotEqual);
+        self.read(RAX, inst.rs2);
+        let a = &mut self.a;
+        a.store_sized(size, target, RAX);
+        a.alu(Alu::Xor, Width::W32, RAX, RAX);
+        let done = a.jmp();
+        a.bind(other_address);
+        a.bind(changed);
+        a.mov_imm(RAX, 1);
+        a.bind(done);
+        a.mov_imm(RSI, Reservation::NONE.vaddr);
+        a.store(vaddr, RSI);
+        self.write_rax(inst.rd);
+    }
+
     /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
     /// rcx = its RAM offset (an AMO reads through the same entry: privileged spec 3.7.1
     /// makes a writable page readable). Clobbers rdx and rsi.
@@ -1041,6 +1100,10 @@ impl Emitter {
             Sh => self.store(inst, 2),
             Sw => self.store(inst, 4),
             Sd => self.store(inst, 8),
+            LrW => self.load_reserved(inst, 4),
+            LrD => self.load_reserved(inst, 8),
+            ScW => self.store_conditional(inst, 4),
+            ScD => self.store_conditional(inst, 8),
             AmoswapW => self.amo(inst, 4, None),
             AmoaddW => self.amo(inst, 4, Some(Alu::Add)),
             AmoxorW => self.amo(inst, 4, Some(Alu::Xor)),
@@ -1094,7 +1157,10 @@ impl Emitter {
 /// Loads, stores and AMOs: translated inline with an interpreter slow path.
 fn accesses_memory(op: Op) -> bool {
     use Op::*;
-    matches!(op, Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd) || is_amo(op)
+    matches!(
+        op,
+        Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | LrW | LrD | ScW | ScD
+    ) || is_amo(op)
 }
 
 /// The AMOs translated inline (min and max go to the interpreter: rare in Linux).

@@ -67,7 +67,7 @@ use core::cell::Cell;
 use core::fmt;
 
 use crate::inst::{Instruction, Op};
-use crate::{Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
+use crate::{Exception, Flow, Hart, Platform, Reservation, StopReason, PAGE_SIZE_BYTES};
 
 /// Memory the translator may write machine code into and execute.
 ///
@@ -186,6 +186,8 @@ pub(crate) struct Frame {
     pub generations: *const u64,
     /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
     pub code_chunks: *const u64,
+    /// `Hart::reservation`, which translated LR and SC set and test.
+    pub reservation: *mut Reservation,
     /// Instructions that may still retire in this `run` (host register r13 inside).
     pub remaining: u64,
     pub exit_pc: u64,
@@ -577,6 +579,10 @@ pub(crate) fn translates(op: Op) -> bool {
             | Divuw
             | Remw
             | Remuw
+            | LrW
+            | LrD
+            | ScW
+            | ScD
     ) || emit::is_amo(op)
 }
 
@@ -661,6 +667,7 @@ impl Hart {
             dirty: self.dirty.as_mut_ptr(),
             generations: self.blocks.page_generations.as_ptr(),
             code_chunks: self.blocks.code_chunks.as_ptr(),
+            reservation: &mut self.reservation,
             remaining: end - self.instret,
             exit_pc: self.pc,
             exit_site: 0,
