@@ -388,7 +388,7 @@ impl Hart {
             Ok(v) => v,
             Err(_) => return Err(self.illegal()),
         };
-        let enables_before = (self.csr.mstatus, self.csr.mie);
+        let status_before = self.csr.mstatus;
         if writes {
             let new = match inst.op {
                 Csrrw | Csrrwi => source,
@@ -405,22 +405,17 @@ impl Hart {
         // need the checks `Hart::run` makes between blocks (EndBlock). A read, or a write of
         // a CSR that only holds data for software (scratch, trap cause, value and pc),
         // changes none of these, so translated code may go on past it (Next).
-        // Nor does a write that leaves the status and enables as they were or only clears
-        // interrupt enables (Linux's local_irq_save and the restore of a disabled state):
-        // no interrupt can become takeable, and none was takeable before, as `run` takes
-        // each one at the instruction that makes it so.
+        // Nor does a write that changes no more than interrupt enables (the global ones in
+        // mstatus, the local ones in mie) when it leaves no interrupt takeable, the check
+        // `run` would make: Linux's local_irq_save and local_irq_restore.
         let data_only = matches!(
             csr,
             SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
         );
-        let only_clears = |before: u64, after: u64, clearable: u64| {
-            after & !before == 0 && (before ^ after) & !clearable == 0
-        };
-        let (status, enables) = enables_before;
-        let disables_at_most = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
-            && only_clears(status, self.csr.mstatus, MSTATUS_SIE | MSTATUS_MIE)
-            && only_clears(enables, self.csr.mie, u64::MAX);
-        Ok(if writes && !data_only && !disables_at_most {
+        let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
+            && (status_before ^ self.csr.mstatus) & !(MSTATUS_SIE | MSTATUS_MIE) == 0;
+        let quiet = enables_only && self.pending_interrupt().is_none();
+        Ok(if writes && !data_only && !quiet {
             Flow::EndBlock
         } else {
             Flow::Next

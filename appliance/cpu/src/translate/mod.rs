@@ -26,8 +26,8 @@
 //! Translated code goes on from block to block only through instructions after which the
 //! interpreter would also go on without that check (inside a block) or that cannot change
 //! whether an interrupt is pending (plain jumps and branches between blocks): everything
-//! that can (CSR writes but those to data-only CSRs and those that change no more than clear
-//! interrupt enables, xRET, wfi, MMIO, traps) ends the
+//! that can (CSR writes but those to data-only CSRs and those that change no more than
+//! interrupt enables and leave none takeable, xRET, wfi, MMIO, traps) ends the
 //! interpreter's block with a flow other than "next" and so leaves translated code. Interrupts are therefore taken at the
 //! same counts as with the interpreter.
 //!

@@ -767,18 +767,20 @@ fn csr_reads_and_scratch_writes_stay_in_translated_code() {
 }
 
 #[test]
-fn csr_writes_that_only_disable_interrupts_stay_in_translated_code() {
+fn csr_writes_that_leave_no_interrupt_takeable_stay_in_translated_code() {
     use Op::*;
     // Each round clears MIE in mstatus (csrrci, as local_irq_save), writes mstatus back
-    // unchanged (csrrs with x14 = 0, as the restore of a disabled state) and clears the
-    // timer enable in mie; only the first round changes anything.
+    // unchanged (csrrs with x14 = 0, as the restore of a disabled state), sets MIE again
+    // (as the restore of an enabled state) and clears the timer enable in mie; no
+    // interrupt line is raised.
     let program = [
         ins(Addi, 10, 10, 0, 1),
         ins(Csrrci, 13, 8, 0, MSTATUS as i32),
         ins(Csrrs, 0, 14, 0, MSTATUS as i32),
+        ins(Csrrsi, 0, 8, 0, MSTATUS as i32),
         ins(Csrrc, 0, 15, 0, MIE as i32),
         ins(Addi, 7, 7, 0, -1),
-        ins(Bne, 0, 7, 0, -20),
+        ins(Bne, 0, 7, 0, -24),
     ];
     let setup = |h: &mut Hart| {
         h.write_csr(MSTATUS, 1 << 3);
@@ -794,12 +796,15 @@ fn csr_writes_that_only_disable_interrupts_stay_in_translated_code() {
         &mut reference,
         &mut translated,
         &[3, 20_000],
-        "disabling loop",
+        "enable and disable loop",
     );
     let stats = translated.translator_stats().expect("translator on");
     assert!(stats.entries <= 2 + stats.chains, "{stats:?}");
-    assert_eq!(translated.x(10), 20_003 / 6 + 1);
-    assert_eq!(translated.read_csr(MSTATUS).map(|m| m & 1 << 3), Some(0));
+    assert_eq!(translated.x(10), 20_003 / 7 + 1);
+    assert_eq!(
+        translated.read_csr(MSTATUS).map(|m| m & 1 << 3),
+        Some(1 << 3)
+    );
     assert_eq!(translated.read_csr(MIE), Some(0));
 }
 
