@@ -32,7 +32,7 @@ use crate::{
 
 /// Entries of the fetch TLB (direct mapped). A Linux kernel's text alone spans thousands of
 /// pages, and a miss on a jump out of translated code leaves it for `Hart::run` to walk.
-const FETCH_TLB_ENTRIES: usize = 4096;
+pub(crate) const FETCH_TLB_ENTRIES: usize = 4096;
 /// Entries of the load and the store TLB (direct mapped, 16 MiB of 4 KiB pages each): data
 /// working sets are far larger than code, and a miss costs a call out of translated code.
 pub(crate) const DATA_TLB_ENTRIES: usize = 4096;
@@ -239,6 +239,10 @@ impl Tlbs {
     /// The permission key in load TLB tags now.
     pub fn load_key(&self) -> u64 {
         self.load_key
+    }
+    /// The permission key in fetch TLB tags now.
+    pub fn fetch_key(&self) -> u64 {
+        self.fetch_key
     }
     /// The permission key in store TLB tags now.
     pub fn store_key(&self) -> u64 {

@@ -18,15 +18,15 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::mem::offset_of;
+use core::mem::{offset_of, size_of};
 
 use super::x86::{
     at as at_base, at_index, Alu, Assembler, Cond, Reg, Shift, Unary, Width, R12, R13, R14, R15,
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
-use super::{translates, Exit, Frame};
+use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
 use crate::inst::{Instruction, Op};
-use crate::mmu::{self, DATA_TLB_ENTRIES};
+use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
 use crate::{Reservation, PAGE_SIZE_BYTES};
 pub(super) use float::FloatLayout;
 
@@ -291,6 +291,67 @@ impl Emitter {
     fn jump_through_lookup(&mut self) {
         let a = &mut self.a;
         a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+        // Inline, `lookup`'s hit: the fetch TLB maps pc (rcx = its RAM offset) and the jump
+        // cache holds that pc at that offset. Anything else calls `lookup`.
+        a.mov(Width::W64, RCX, RAX);
+        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
+        a.mov(Width::W32, RDX, RCX);
+        a.alu_imm(Alu::And, Width::W32, RDX, FETCH_TLB_ENTRIES as i32 - 1);
+        a.shift_imm(
+            Shift::Shl,
+            Width::W32,
+            RDX,
+            TLB_ENTRY_BYTES.trailing_zeros() as u8,
+        );
+        a.alu_mem(
+            Alu::Or,
+            Width::W64,
+            RCX,
+            frame(offset_of!(Frame, fetch_key)),
+        );
+        a.load(Width::W64, RSI, frame(offset_of!(Frame, fetch_tlb)));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
+        let tlb_miss = a.jcc(Cond::NotEqual);
+        a.load(Width::W64, RCX, at_index(RSI, RDX, 8));
+        a.mov(Width::W32, RDX, RAX);
+        a.alu_imm(Alu::And, Width::W32, RDX, 0xfff);
+        a.alu(Alu::Add, Width::W64, RCX, RDX);
+        a.mov(Width::W64, RDX, RAX);
+        a.shift_imm(Shift::Shr, Width::W64, RDX, 1);
+        a.mov_imm(RSI, JUMP_HASH);
+        a.imul(Width::W64, RDX, RSI);
+        a.shift_imm(Shift::Shr, Width::W64, RDX, (64 - JUMP_CACHE_LOG2) as u8);
+        a.shift_imm(
+            Shift::Shl,
+            Width::W64,
+            RDX,
+            size_of::<JumpEntry>().trailing_zeros() as u8,
+        );
+        a.alu_mem(
+            Alu::Add,
+            Width::W64,
+            RDX,
+            frame(offset_of!(Frame, jump_cache)),
+        );
+        a.alu_mem(
+            Alu::Cmp,
+            Width::W64,
+            RAX,
+            at_base(RDX, offset_of!(JumpEntry, pc) as i32),
+        );
+        let other_pc = a.jcc(Cond::NotEqual);
+        let ram_offset = at_base(RDX, offset_of!(JumpEntry, ram_offset) as i32);
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, ram_offset);
+        let other_offset = a.jcc(Cond::NotEqual);
+        a.load(
+            Width::W64,
+            RCX,
+            at_base(RDX, offset_of!(JumpEntry, entry) as i32),
+        );
+        a.jmp_reg(RCX);
+        a.bind(tlb_miss);
+        a.bind(other_pc);
+        a.bind(other_offset);
         a.mov(Width::W64, RDI, R14);
         a.mov(Width::W64, RSI, RAX);
         a.call_mem(frame(offset_of!(Frame, lookup)));

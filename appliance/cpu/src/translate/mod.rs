@@ -145,7 +145,9 @@ pub const HOT_EXECUTIONS_DEFAULT: u32 = 64;
 /// log2 of the entries of the jump cache in front of the table (24 bytes an entry: 96 KiB,
 /// which stays in the host's L2 where the 2 MiB table does not; measured under
 /// redis-benchmark, the table's cache misses made `lookup` 15% of all host time).
-const JUMP_CACHE_LOG2: u32 = 12;
+pub(super) const JUMP_CACHE_LOG2: u32 = 12;
+/// The jump cache's index of a pc: the top bits of (pc >> 1) times this (Fibonacci hashing).
+pub(super) const JUMP_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Marks a table slot whose instruction the translator does not handle.
 const CODE_NONE: u32 = u32::MAX;
 
@@ -186,6 +188,11 @@ pub(crate) struct Frame {
     pub generations: *const u64,
     /// `BlockCache::code_chunks`: which 64-byte chunks of each page hold decoded code.
     pub code_chunks: *const u64,
+    /// The fetch TLB's entries and key, and the jump cache, for the inline probe of
+    /// indirect jumps (`emit::Emitter::jump_through_lookup`).
+    pub fetch_tlb: *const u8,
+    pub fetch_key: u64,
+    pub jump_cache: *const JumpEntry,
     /// `Hart::reservation`, which translated LR and SC set and test.
     pub reservation: *mut Reservation,
     /// Instructions that may still retire in this `run` (host register r13 inside).
@@ -229,12 +236,14 @@ struct Slot {
 
 /// A jump cache entry: the live translation of `pc` at RAM offset `ram_offset`. No page
 /// generation: every block's entry checks its own and leaves if the page was written.
+/// `repr(C)` and 32 bytes: translated code probes it in place.
 #[derive(Clone, Copy)]
-struct JumpEntry {
-    pc: u64,
-    ram_offset: u64,
+#[repr(C, align(32))]
+pub(crate) struct JumpEntry {
+    pub pc: u64,
+    pub ram_offset: u64,
     /// Absolute address of the block's entry.
-    entry: u64,
+    pub entry: u64,
 }
 
 const JUMP_EMPTY: JumpEntry = JumpEntry {
@@ -320,7 +329,7 @@ impl Translator {
     }
 
     fn jump_index(pc: u64) -> usize {
-        ((pc >> 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - JUMP_CACHE_LOG2)) as usize
+        ((pc >> 1).wrapping_mul(JUMP_HASH) >> (64 - JUMP_CACHE_LOG2)) as usize
     }
 
     /// Forgets every translation and reuses the whole region.
@@ -667,6 +676,9 @@ impl Hart {
             dirty: self.dirty.as_mut_ptr(),
             generations: self.blocks.page_generations.as_ptr(),
             code_chunks: self.blocks.code_chunks.as_ptr(),
+            fetch_tlb: self.mmu.fetch.entries_ptr(),
+            fetch_key: self.mmu.fetch_key(),
+            jump_cache: translator.jump_cache.as_ptr().cast(),
             reservation: &mut self.reservation,
             remaining: end - self.instret,
             exit_pc: self.pc,

@@ -1064,6 +1064,50 @@ fn by_default_only_blocks_run_often_enough_are_translated() {
 }
 
 #[test]
+fn an_indirect_jump_into_a_remapped_page_runs_what_the_new_mapping_holds() {
+    use crate::tests::{sv39_hart, write_u64, ROOT};
+    use Op::*;
+    // S-mode code at one virtual page that jumps back to its start through x5 (the jump
+    // cache, probed inline by translated code), fencing the TLB every round; the page
+    // table then maps the page to other code. The jump cache still holds the start's
+    // translation at the old physical page, which the jump must not take.
+    const VA: u64 = 0x4000_0000;
+    const PAGE_A: u64 = RAM_BASE + 0x20_000;
+    const PAGE_B: u64 = RAM_BASE + 0x21_000;
+    let flags = 0xcb; // V R X A D (privileged spec 4.3.1)
+    let code = |step: i32, counter: u8| {
+        assemble(&[
+            ins(Addi, 10, 10, 0, step),
+            ins(Addi, counter, counter, 0, 1),
+            ins(SfenceVma, 0, 0, 0, 0),
+            ins(Jalr, 0, 5, 0, 0),
+        ])
+    };
+    let leaf = ROOT + 0x2000 + ((VA >> 12) & 0x1ff) * 8;
+    let build = || {
+        let mut h = sv39_hart(VA, PAGE_A, flags);
+        h.write_phys(GuestPhysAddr(PAGE_A), &code(1, 11)).unwrap();
+        h.write_phys(GuestPhysAddr(PAGE_B), &code(100, 12)).unwrap();
+        h.reset(VA, Privilege::Supervisor, 0, 0);
+        h.set_x(5, VA);
+        h
+    };
+    let mut reference = build();
+    let mut translated = translating(build());
+    lockstep(&mut reference, &mut translated, &[400, 401], "page A");
+    for h in [&mut reference, &mut translated] {
+        write_u64(h, leaf, (PAGE_B >> 12) << 10 | flags);
+    }
+    lockstep(&mut reference, &mut translated, &[400, 7, 400], "page B");
+    assert!(
+        translated.x(12) > 150,
+        "page B ran {} times",
+        translated.x(12)
+    );
+    assert!(entries(&translated) > 0, "nothing translated");
+}
+
+#[test]
 fn code_on_a_page_that_gets_remapped_runs_what_the_new_mapping_holds() {
     use crate::tests::{sv39_hart, write_u64, ROOT};
     use Op::*;
