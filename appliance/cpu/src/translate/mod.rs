@@ -4,9 +4,10 @@
 //! decode cache's block at the same address holds (`block.rs`): it starts at any
 //! instruction, never leaves its 4 KiB page, continues past conditional branches that are
 //! not taken, and ends after the first instruction that ends a block there. RV64I and M,
-//! and the F and D instructions that round to nearest even (`float.rs`: SSE2, and FMA3
-//! where the host has it), become inline machine code; every other instruction (CSR, AMO,
-//! system, the remaining FP ones) is handed to the interpreter's `execute` through a call,
+//! the AMOs but min and max, LR and SC, and the F and D instructions that round to nearest
+//! even (`float.rs`: SSE2, and FMA3 where the host has it), become inline machine code;
+//! every other instruction (CSR, AMO min and max, system, the remaining FP ones) is handed
+//! to the interpreter's `execute` through a call,
 //! one instruction at a time, with pc and instret set as the interpreter would have them.
 //!
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
