@@ -713,15 +713,8 @@ impl Emitter {
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.tlb_probe(
-            offset_of!(Frame, load_tlb),
-            offset_of!(Frame, load_key),
-            size,
-        );
-        let a = &mut self.a;
-        // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
-        a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
+        self.load_target(size);
+        self.a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
         if float::is_float_access(inst.op) {
             self.float_loaded(inst);
         } else {
@@ -742,11 +735,8 @@ impl Emitter {
 
     /// An AMO (unprivileged spec 8.4) of `size` bytes: rd = the old value (sign-extended
     /// from 32 bits for the .w forms), memory = old `op` x[rs2], or x[rs2] for amoswap.
-    /// Misaligned addresses take the slow path, where the interpreter raises the fault.
     fn amo(&mut self, inst: &Instruction, size: u64, op: Option<Alu>) {
-        self.read(RAX, inst.rs1);
-        self.a.test_low_byte(RAX, (size - 1) as u8);
-        self.jcc_slow(Cond::NotEqual);
+        self.aligned_address(inst, size);
         self.store_target(size);
         let target = at_index(R12, RCX, 0);
         self.a.load_extend(size, true, RAX, target);
@@ -764,16 +754,9 @@ impl Emitter {
     /// LR (unprivileged spec 8.2): a load that also reserves its address and the raw
     /// value read (`Hart::reservation`, as the interpreter's LR sets it).
     fn load_reserved(&mut self, inst: &Instruction, size: u64) {
-        self.read(RAX, inst.rs1);
-        self.a.test_low_byte(RAX, (size - 1) as u8);
-        self.jcc_slow(Cond::NotEqual);
-        self.tlb_probe(
-            offset_of!(Frame, load_tlb),
-            offset_of!(Frame, load_key),
-            size,
-        );
+        self.aligned_address(inst, size);
+        self.load_target(size);
         let a = &mut self.a;
-        a.alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
         a.load(Width::W64, RDX, frame(offset_of!(Frame, reservation)));
         a.store(at_base(RDX, offset_of!(Reservation, vaddr) as i32), RAX);
         a.load_extend(size, false, RAX, at_index(R12, RCX, 0));
@@ -793,9 +776,7 @@ impl Emitter {
         let reservation = frame(offset_of!(Frame, reservation));
         let vaddr = at_base(RDX, offset_of!(Reservation, vaddr) as i32);
         let value = at_base(RDX, offset_of!(Reservation, value) as i32);
-        self.read(RAX, inst.rs1);
-        self.a.test_low_byte(RAX, (size - 1) as u8);
-        self.jcc_slow(Cond::NotEqual);
+        self.aligned_address(inst, size);
         self.a.load(Width::W64, RDX, reservation);
         self.a.alu_mem(Alu::Cmp, Width::W64, RAX, vaddr);
         let other_address = self.a.jcc(Cond::NotEqual);
@@ -818,6 +799,26 @@ impl Emitter {
         a.mov_imm(RSI, Reservation::NONE.vaddr);
         a.store(vaddr, RSI);
         self.write_rax(inst.rd);
+    }
+
+    /// rax = x[rs1], the address of an AMO, LR or SC; misaligned ones take the slow path,
+    /// where the interpreter raises the fault (unprivileged spec 8.2 and 8.4).
+    fn aligned_address(&mut self, inst: &Instruction, size: u64) {
+        self.read(RAX, inst.rs1);
+        self.a.test_low_byte(RAX, (size - 1) as u8);
+        self.jcc_slow(Cond::NotEqual);
+    }
+
+    /// The load-TLB probe for a read of `size` bytes at rax; leaves rcx = its RAM offset.
+    fn load_target(&mut self, size: u64) {
+        self.tlb_probe(
+            offset_of!(Frame, load_tlb),
+            offset_of!(Frame, load_key),
+            size,
+        );
+        // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
+        self.a
+            .alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
     }
 
     /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
