@@ -139,3 +139,55 @@ fn simulate_runs_seeds_and_prints_one_seeds_trace() {
     assert!(output.status.success());
     assert!(stdout.contains("seed 3"), "{stdout}");
 }
+
+#[test]
+fn perf_map_names_every_translated_block_by_its_guest_pc() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let kernel = temp_file("echo-perf.elf", &echo_guest(5));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["run-guest", "--kernel", kernel.to_str().unwrap()])
+        .args(["--perf-map", "--stats", "--translate-after", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("understudy starts");
+    let map_path = format!("/tmp/perf-{}.map", child.id());
+    child.stdin.take().unwrap().write_all(b"hello").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let blocks: usize = stderr
+        .split("blocks_translated: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no translator stats in {stderr}"));
+    let map = std::fs::read_to_string(&map_path).expect("the map was written");
+    std::fs::remove_file(&map_path).unwrap();
+    let mut ranges: Vec<(u64, u64, u64)> = map
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            let start = u64::from_str_radix(fields[0], 16).unwrap();
+            let size = u64::from_str_radix(fields[1], 16).unwrap();
+            let pc = fields[2].strip_prefix("guest_").expect("named guest_PC");
+            (start, size, u64::from_str_radix(pc, 16).unwrap())
+        })
+        .collect();
+    assert!(blocks > 0, "{stderr}");
+    assert_eq!(ranges.len(), blocks, "one line a block:\n{map}");
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "overlap: {pair:?}");
+    }
+    // The echo guest is linked at the start of RAM (0x8000_0000) and is a few KiB long.
+    for &(_, size, pc) in &ranges {
+        assert!(
+            size > 0 && (0x8000_0000..0x8001_0000).contains(&pc),
+            "{pc:#x}"
+        );
+    }
+}

@@ -58,8 +58,8 @@ pub use csr::numbers as csr_numbers;
 pub use debug::{DataAccess, DebugStop, DebugTargets, WatchKind, Watchpoint};
 pub use inst::{decode, decode_compressed, encode, Instruction, Op};
 pub use translate::{
-    ExecutableMemory, TranslatorError, TranslatorStats, CODE_BYTES_MAX, CODE_BYTES_MIN,
-    HOT_EXECUTIONS_DEFAULT,
+    ExecutableMemory, PlacedBlock, TranslatorError, TranslatorStats, CODE_BYTES_MAX,
+    CODE_BYTES_MIN, HOT_EXECUTIONS_DEFAULT,
 };
 
 /// A guest physical address.

@@ -120,6 +120,11 @@ struct RunGuest {
     /// Translate a block once it has run this many times (1: every block at once).
     #[arg(long, default_value_t = HOT_EXECUTIONS_DEFAULT, value_name = "RUNS")]
     translate_after: u32,
+    /// At the end, write /tmp/perf-PID.map naming each translated block by its guest pc
+    /// (`guest_<pc>`), so `perf record` / `perf report` of this run attribute translated
+    /// code to guest addresses.
+    #[arg(long, conflicts_with = "interpret")]
+    perf_map: bool,
 }
 
 #[derive(clap::Args)]
@@ -312,6 +317,20 @@ fn image_ref(role: ImageRole, path: &Path) -> Result<ImageRef> {
     })
 }
 
+/// `perf`'s map for code it finds in no binary (tools/perf/Documentation/jit-interface.txt):
+/// one line per block, `START SIZE NAME` with hexadecimal start and size.
+fn write_perf_map(blocks: &[understudy_cpu::PlacedBlock]) -> Result<()> {
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    let mut text = String::with_capacity(blocks.len() * 40);
+    for block in blocks {
+        text.push_str(&format!(
+            "{:x} {:x} guest_{:x}\n",
+            block.host_address, block.len_bytes, block.guest_pc
+        ));
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {path}"))
+}
+
 fn run_guest(args: RunGuest) -> Result<ExitCode> {
     let Some(memory_bytes) = args.memory_mib.checked_mul(1024 * 1024) else {
         bail!("--memory-mib {} is too large", args.memory_mib);
@@ -363,6 +382,9 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     understudy::guest_memory::advise_huge_pages(&machine);
     if !args.interpret {
         code_memory::enable_translator(&mut machine, args.translate_after)?;
+        if args.perf_map {
+            machine.record_block_placements();
+        }
     }
     if let Some(path) = &args.disk {
         let context = || format!("cannot open disk {}", path.display());
@@ -422,6 +444,9 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
     .context("cannot write the record log or the console")?;
     let final_pc = replica.machine().hart().pc();
     let translator_stats = replica.machine().translator_stats();
+    if args.perf_map {
+        write_perf_map(replica.machine().hart().block_placements())?;
+    }
     recorder
         .finish(summary.instructions, &summary.ending)
         .context("cannot finish the record log")?;

@@ -788,6 +788,11 @@ impl Machine {
         self.hart.translator_stats()
     }
 
+    /// Keeps where translated blocks go from now on (`Hart::record_block_placements`).
+    pub fn record_block_placements(&mut self) {
+        self.hart.record_block_placements();
+    }
+
     /// SHA-256 over hart state, device state and RAM, at the current boundary. Cheap: only
     /// pages written since the last digest are hashed again.
     pub fn digest(&mut self) -> [u8; 32] {

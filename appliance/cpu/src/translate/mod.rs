@@ -111,6 +111,19 @@ impl fmt::Display for TranslatorError {
 
 impl core::error::Error for TranslatorError {}
 
+/// Where one translated block was placed, for a profiler's symbol map (`perf` reads
+/// `/tmp/perf-PID.map` lines of address, length and name to name code it cannot find in a
+/// binary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedBlock {
+    /// Where the block's code starts in the code cache.
+    pub host_address: u64,
+    /// The length of its code (stubs included).
+    pub len_bytes: u32,
+    /// The guest pc of the block's first instruction.
+    pub guest_pc: u64,
+}
+
 /// Counters of the translator's work (not architectural state).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TranslatorStats {
@@ -281,6 +294,9 @@ pub(crate) struct Translator {
     /// Whether the fused multiply-adds become FMA3 instructions (the host has them).
     fused_multiply_add: bool,
     pub stats: TranslatorStats,
+    /// Every block placed since `Hart::record_block_placements`, when asked for. A code
+    /// cache flush reuses addresses: later entries supersede earlier ones they overlap.
+    placements: Option<Vec<PlacedBlock>>,
 }
 
 // SAFETY: `base` points into memory owned by `memory`, which is `Send`; nothing else holds
@@ -320,6 +336,7 @@ impl Translator {
             hot_executions: hot_executions.max(1),
             fused_multiply_add: emit::float::host_has_fused_multiply_add(),
             stats: TranslatorStats::default(),
+            placements: None,
         })
     }
 
@@ -628,6 +645,22 @@ impl Hart {
         self.translator.as_ref().map(|t| t.stats)
     }
 
+    /// From now on, keeps where each translated block goes (`block_placements`), for a
+    /// profiler. Does nothing while the translator is off.
+    pub fn record_block_placements(&mut self) {
+        if let Some(translator) = self.translator.as_mut() {
+            translator.placements.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The blocks placed since `record_block_placements`, in placement order.
+    pub fn block_placements(&self) -> &[PlacedBlock] {
+        self.translator
+            .as_ref()
+            .and_then(|t| t.placements.as_deref())
+            .unwrap_or(&[])
+    }
+
     /// `run_block` through translated code where there is some: runs at most up to instret
     /// `end`, and returns a stop reason if `run` must return.
     pub(crate) fn run_translated(
@@ -790,6 +823,13 @@ impl Hart {
                 block = translator.assemble(&ops, pc, offset, generation, float);
             }
             let at = translator.place(&block);
+            if let Some(placements) = translator.placements.as_mut() {
+                placements.push(PlacedBlock {
+                    host_address: translator.base as u64 + at as u64,
+                    len_bytes: block.len() as u32,
+                    guest_pc: pc,
+                });
+            }
             // Stores to these bytes must now bump the page generation.
             let last = ops.iter().map(|i| i.length_bytes as u64).sum::<u64>();
             self.note_decoded_range(offset, offset + last);
