@@ -414,12 +414,13 @@ impl Hart {
         );
         let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
             && (status_before ^ self.csr.mstatus) & !(MSTATUS_SIE | MSTATUS_MIE) == 0;
-        let quiet = enables_only && self.pending_interrupt().is_none();
-        Ok(if writes && !data_only && !quiet {
-            Flow::EndBlock
-        } else {
-            Flow::Next
-        })
+        Ok(
+            if writes && !data_only && !(enables_only && self.pending_interrupt().is_none()) {
+                Flow::EndBlock
+            } else {
+                Flow::Next
+            },
+        )
     }
 }
 

@@ -35,8 +35,6 @@ pub(super) mod float;
 
 /// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
 const TLB_ENTRY_BYTES: u8 = 16;
-/// Index mask of the load and store TLBs (`mmu::DATA_TLB_ENTRIES` entries).
-const TLB_INDEX_MASK: i32 = DATA_TLB_ENTRIES as i32 - 1;
 /// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
 /// Store TLB flag: the page's dirty bit may be clear (`mmu::STORE_MARKS_DIRTY`).
@@ -293,24 +291,12 @@ impl Emitter {
         a.store(frame(offset_of!(Frame, exit_pc)), RAX);
         // Inline, `lookup`'s hit: the fetch TLB maps pc (rcx = its RAM offset) and the jump
         // cache holds that pc at that offset. Anything else calls `lookup`.
-        a.mov(Width::W64, RCX, RAX);
-        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
-        a.mov(Width::W32, RDX, RCX);
-        a.alu_imm(Alu::And, Width::W32, RDX, FETCH_TLB_ENTRIES as i32 - 1);
-        a.shift_imm(
-            Shift::Shl,
-            Width::W32,
-            RDX,
-            TLB_ENTRY_BYTES.trailing_zeros() as u8,
+        self.tlb_compare(
+            offset_of!(Frame, fetch_tlb),
+            offset_of!(Frame, fetch_key),
+            FETCH_TLB_ENTRIES,
         );
-        a.alu_mem(
-            Alu::Or,
-            Width::W64,
-            RCX,
-            frame(offset_of!(Frame, fetch_key)),
-        );
-        a.load(Width::W64, RSI, frame(offset_of!(Frame, fetch_tlb)));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
+        let a = &mut self.a;
         let tlb_miss = a.jcc(Cond::NotEqual);
         a.load(Width::W64, RCX, at_index(RSI, RDX, 8));
         a.mov(Width::W32, RDX, RAX);
@@ -689,12 +675,25 @@ impl Emitter {
     /// TLB's entries (from `Frame` field `tlb`), rdx = entry byte offset in the TLB, rcx =
     /// offset in the page; jumps to a step exit on a miss or a page-crossing access.
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
+        self.tlb_compare(tlb, key, DATA_TLB_ENTRIES);
+        self.jcc_slow(Cond::NotEqual);
+        let a = &mut self.a;
+        a.mov(Width::W32, RCX, RAX);
+        a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
+        a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
+        self.jcc_slow(Cond::Above);
+    }
+
+    /// Compares the tag of the address in rax with its entry in a TLB of `entries` (`Frame`
+    /// fields `tlb` and `key`): leaves rsi = the TLB's entries, rdx = the entry's byte
+    /// offset, rcx = the tag, and the flags equal on a hit.
+    fn tlb_compare(&mut self, tlb: usize, key: usize, entries: usize) {
         let a = &mut self.a;
         a.load(Width::W64, RSI, frame(tlb));
         a.mov(Width::W64, RCX, RAX);
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
         a.mov(Width::W32, RDX, RCX);
-        a.alu_imm(Alu::And, Width::W32, RDX, TLB_INDEX_MASK);
+        a.alu_imm(Alu::And, Width::W32, RDX, entries as i32 - 1);
         a.shift_imm(
             Shift::Shl,
             Width::W32,
@@ -703,12 +702,6 @@ impl Emitter {
         );
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
         a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
-        self.jcc_slow(Cond::NotEqual);
-        let a = &mut self.a;
-        a.mov(Width::W32, RCX, RAX);
-        a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
-        a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
-        self.jcc_slow(Cond::Above);
     }
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
