@@ -295,6 +295,7 @@ impl Emitter {
             offset_of!(Frame, fetch_tlb),
             offset_of!(Frame, fetch_key),
             FETCH_TLB_ENTRIES,
+            1,
         );
         let a = &mut self.a;
         let tlb_miss = a.jcc(Cond::NotEqual);
@@ -675,31 +676,37 @@ impl Emitter {
     /// TLB's entries (from `Frame` field `tlb`), rdx = entry byte offset in the TLB, rcx =
     /// offset in the page; jumps to a step exit on a miss or a page-crossing access.
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
-        self.tlb_compare(tlb, key, DATA_TLB_ENTRIES);
+        self.tlb_compare(tlb, key, DATA_TLB_ENTRIES, size);
         self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
         a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
-        a.alu_imm(Alu::Cmp, Width::W32, RCX, (PAGE_SIZE_BYTES - size) as i32);
-        self.jcc_slow(Cond::Above);
     }
 
-    /// Compares the tag of the address in rax with its entry in a TLB of `entries` (`Frame`
-    /// fields `tlb` and `key`): leaves rsi = the TLB's entries, rdx = the entry's byte
-    /// offset, rcx = the tag, and the flags equal on a hit.
-    fn tlb_compare(&mut self, tlb: usize, key: usize, entries: usize) {
+    /// Compares the tag of an access of `size` bytes at rax with its entry in a TLB of
+    /// `entries` (`Frame` fields `tlb` and `key`): leaves rsi = the TLB's entries, rdx =
+    /// the entry's byte offset, and the flags equal on a hit. The tag compared is that of
+    /// the access's last byte, in the entry of its first (as QEMU's `tlb_load`): an access
+    /// that crosses into the next page misses, since the next page's tag never sits in
+    /// this page's entry, so the in-page check costs no instruction of its own.
+    fn tlb_compare(&mut self, tlb: usize, key: usize, entries: usize, size: u64) {
+        let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
         let a = &mut self.a;
         a.load(Width::W64, RSI, frame(tlb));
-        a.mov(Width::W64, RCX, RAX);
-        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
-        a.mov(Width::W32, RDX, RCX);
-        a.alu_imm(Alu::And, Width::W32, RDX, entries as i32 - 1);
-        a.shift_imm(
-            Shift::Shl,
+        a.mov(Width::W32, RDX, RAX);
+        a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
+        a.alu_imm(
+            Alu::And,
             Width::W32,
             RDX,
-            TLB_ENTRY_BYTES.trailing_zeros() as u8,
+            ((entries - 1) << entry_log2) as i32,
         );
+        if size > 1 {
+            a.lea(RCX, at_base(RAX, size as i32 - 1));
+        } else {
+            a.mov(Width::W64, RCX, RAX);
+        }
+        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
         a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
     }

@@ -273,6 +273,11 @@ impl Assembler {
         self.op_mem(width == Width::W64, &[0x8b], dst.0, mem);
     }
 
+    /// `lea dst, [mem]` (64-bit): an address computed without touching the flags.
+    pub fn lea(&mut self, dst: Reg, mem: Mem) {
+        self.op_mem(true, &[0x8d], dst.0, mem);
+    }
+
     /// `mov [mem], src` of 1, 2, 4 or 8 bytes.
     pub fn store_sized(&mut self, size_bytes: u64, mem: Mem, src: Reg) {
         match size_bytes {
@@ -678,6 +683,8 @@ mod tests {
             bytes(|a| a.load(Width::W64, RCX, at_index(R15, RDX, 8))),
             [0x49, 0x8b, 0x4c, 0x17, 8]
         );
+        // lea rcx, [rax+7]
+        assert_eq!(bytes(|a| a.lea(RCX, at(RAX, 7))), [0x48, 0x8d, 0x48, 7]);
         // mov [r12+rcx], al
         assert_eq!(
             bytes(|a| a.store_sized(1, at_index(R12, RCX, 0), RAX)),
