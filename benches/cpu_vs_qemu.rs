@@ -2,13 +2,15 @@
 //! `qemu-system-riscv64 -M virt` with TCG, under QEMU with `-icount shift=0` (exact counting,
 //! as ours), and in our machine interpreted (`run-guest --interpret`) and translated; prints
 //! guest MIPS for each and the ratios of the translator to the others. Checksums must agree
-//! between all four. Run with `cargo bench --bench cpu_vs_qemu [-- GUEST...]`, GUEST among
+//! between all four and a native build of the same source (gcc -O2 for the host, run as a
+//! process: the bare-metal reference). Run with `cargo bench --bench cpu_vs_qemu [-- GUEST...]`, GUEST among
 //! integer_heavy, memory_bound, fp_heavy and coremark_like (default: all).
 
 #[path = "../appliance/guest/isa/harness.rs"]
 mod harness;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -128,11 +130,16 @@ fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
         harness::run_understudy_with(binary, &elf, INSTRUCTIONS_MAX, true, &[], RUN_TIMEOUT);
     let tcg = harness::run_qemu(&elf, false, RUN_TIMEOUT);
     let icount = harness::run_qemu(&elf, true, RUN_TIMEOUT);
+    let native = harness::run_with_timeout(
+        &mut Command::new(dir.join(format!("{guest}.native"))),
+        RUN_TIMEOUT,
+    );
     for (name, outcome) in [
         ("interpreter", &interpreted),
         ("translator", &translated),
         ("qemu tcg", &tcg),
         ("qemu icount", &icount),
+        ("native", &native),
     ] {
         if outcome.status != Some(0) {
             return Err(format!(
@@ -150,6 +157,7 @@ fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
         ("interpreter", &interpreted),
         ("translator", &translated),
         ("qemu tcg", &tcg),
+        ("native", &native),
     ] {
         if checksums(&outcome.stdout) != expected {
             return Err(format!(
@@ -178,6 +186,9 @@ fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
     let translator = measure("understudy translator", &translated, instructions);
     let tcg = measure("qemu tcg", &tcg, instructions);
     let icount = measure("qemu -icount shift=0", &icount, instructions);
+    // The same C source compiled for the host (build.sh: gcc -O2, no vectorizing), run as a
+    // process: bare metal. Its "MIPS" are the guest's instructions over its time.
+    let native = measure("native x86-64", &native, instructions);
     if let Some(line) = String::from_utf8_lossy(&translated.stderr)
         .lines()
         .find(|line| line.starts_with("translator "))
@@ -187,6 +198,15 @@ fn bench_guest(dir: &Path, guest: &str, what: &str) -> Result<(), String> {
     ratio_line(&translator, &interpreter, None);
     ratio_line(&translator, &tcg, Some(1.0));
     ratio_line(&translator, &icount, Some(3.0));
+    ratio_line(&translator, &native, None);
+    // Where the -icount goal lies against bare metal: above 1.0 it asks for more than the
+    // host CPU itself does with the same source.
+    if let (Some(icount_cpu), Some(native_cpu)) = (icount.cpu_mips, native.cpu_mips) {
+        println!(
+            "  3x qemu -icount is {:.2}x native speed",
+            3.0 * icount_cpu / native_cpu
+        );
+    }
     Ok(())
 }
 

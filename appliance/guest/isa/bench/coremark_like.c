@@ -206,7 +206,11 @@ static u64 float_work(u32 seed)
         for (int j = 0; j < FMATRIX_N; j++)
             norm += fc[i][j] * fc[i][j];
     double root;
+#ifdef __riscv
     asm("fsqrt.d %0, %1" : "=f"(root) : "f"(norm + 1.0));
+#else
+    root = __builtin_sqrt(norm + 1.0); /* the native build (runtime/native/rt.h) */
+#endif
     double ratio = norm / root;
     float single = (float)ratio * 0.5f + (float)seed;
     union {
