@@ -321,7 +321,9 @@ impl Hart {
         Ok(low | high << 16)
     }
 
-    fn fetch_uncached(&mut self, pc: u64) -> Result<Instruction, Exception> {
+    /// The instruction at `pc`, fetched through the MMU and decoded, bypassing the decode
+    /// cache (also the translator's way to run one that straddles two pages).
+    pub(crate) fn fetch_uncached(&mut self, pc: u64) -> Result<Instruction, Exception> {
         Ok(decode(self.fetch_raw(pc)?))
     }
 }

@@ -413,9 +413,14 @@ impl Emitter {
     /// leaves unless it fell through.
     /// The caller writes back the register cache first; the call clobbers r8-r11.
     fn interpret(&mut self, list_index: u32, pc: u64, index: u32) {
+        self.call_interpreter((self.first_interpreted + list_index) as u64, pc, index);
+    }
+
+    /// `interpret` with the translator's index of the instruction (or `FETCH_AT_PC`).
+    fn call_interpreter(&mut self, list_index: u64, pc: u64, index: u32) {
         let a = &mut self.a;
         a.mov(Width::W64, RDI, R14);
-        a.mov_imm(RSI, (self.first_interpreted + list_index) as u64);
+        a.mov_imm(RSI, list_index);
         a.mov_imm(RDX, pc);
         a.mov(Width::W64, RCX, R13);
         if index > 0 {
@@ -1262,27 +1267,18 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
     }
 }
 
-/// One translation of the block; `header` is the register cache state of its loop header.
-fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>) -> Emitter {
-    let pc = at.pc;
-    let count = ops.len() as u32;
-    let mut e = Emitter {
+/// An emitter for a block of `count` instructions at `pcs`, placed as `at` says.
+fn emitter(at: &Placement, count: u32, pcs: Vec<u64>) -> Emitter {
+    Emitter {
         a: Assembler::new(),
         origin: at.origin,
         epilogue: at.epilogue,
-        page: pc / PAGE_SIZE_BYTES,
+        page: at.pc / PAGE_SIZE_BYTES,
         ram_page: at.ram_offset / PAGE_SIZE_BYTES,
-        block_pc: pc,
+        block_pc: at.pc,
         count,
-        pcs: ops
-            .iter()
-            .scan(pc, |at, inst| {
-                let this = *at;
-                *at = at.wrapping_add(inst.length_bytes as u64);
-                Some(this)
-            })
-            .collect(),
-        starts: Vec::with_capacity(ops.len()),
+        pcs,
+        starts: Vec::with_capacity(count as usize),
         forward: Vec::new(),
         loop_header: None,
         back_edge: None,
@@ -1294,22 +1290,61 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         cache: RegisterCache::default(),
         float: at.float,
         float_dirty: false,
-    };
-    // Entry: enough budget for the whole block, and the page unchanged since decoding.
-    e.a.alu_imm(Alu::Cmp, Width::W64, R13, count as i32);
-    e.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
-    let page = at.ram_offset / PAGE_SIZE_BYTES;
-    e.a.load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
-    let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
-    match i32::try_from(at.generation) {
-        Ok(generation) => e.a.cmp_mem_imm(at_base(RAX, page_disp), generation),
-        Err(_) => {
-            e.a.load(Width::W64, RAX, at_base(RAX, page_disp));
-            e.a.mov_imm(RCX, at.generation);
-            e.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
-        }
     }
-    e.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+}
+
+impl Emitter {
+    /// A block's entry: enough budget for all its `count` instructions, and its page
+    /// unchanged since it was decoded.
+    fn entry_checks(&mut self, at: &Placement) {
+        let pc = at.pc;
+        self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+        self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
+        let page = at.ram_offset / PAGE_SIZE_BYTES;
+        self.a
+            .load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
+        let page_disp = i32::try_from(page * 8).expect("RAM below 1 TiB");
+        match i32::try_from(at.generation) {
+            Ok(generation) => self.a.cmp_mem_imm(at_base(RAX, page_disp), generation),
+            Err(_) => {
+                self.a.load(Width::W64, RAX, at_base(RAX, page_disp));
+                self.a.mov_imm(RCX, at.generation);
+                self.a.alu(Alu::Cmp, Width::W64, RAX, RCX);
+            }
+        }
+        self.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+    }
+}
+
+/// Machine code for the block of one instruction whose four bytes straddle the end of the
+/// page at `at.pc`. No translation may hold it: its second half lies in another page, which
+/// may be remapped or rewritten while this one stays as it is. So the interpreter fetches
+/// it afresh through the MMU each time (a fault there is the instruction's), and a fall
+/// through goes on through the lookup at the next page, as `Hart::run` would, without
+/// leaving translated code.
+pub(super) fn straddling(at: Placement) -> Vec<u8> {
+    let mut e = emitter(&at, 1, vec![at.pc]);
+    e.entry_checks(&at);
+    e.call_interpreter(super::FETCH_AT_PC, at.pc, 0);
+    e.goto(at.pc.wrapping_add(4), 1);
+    e.emit_stubs();
+    e.a.code
+}
+
+/// One translation of the block; `header` is the register cache state of its loop header.
+fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>) -> Emitter {
+    let pc = at.pc;
+    let count = ops.len() as u32;
+    let pcs = ops
+        .iter()
+        .scan(pc, |at, inst| {
+            let this = *at;
+            *at = at.wrapping_add(inst.length_bytes as u64);
+            Some(this)
+        })
+        .collect();
+    let mut e = emitter(at, count, pcs);
+    e.entry_checks(at);
     e.float_entry_checks(ops, pc);
     if let Some(state) = header {
         e.reload(state);

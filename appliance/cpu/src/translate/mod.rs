@@ -232,7 +232,7 @@ pub(crate) struct Frame {
     /// instret at which the run ends (`remaining` counts down to it).
     pub end: u64,
     /// What the last interpreted instruction did, when it ended the translated run.
-    pub outcome: Option<(Instruction, Result<Flow, Exception>)>,
+    pub outcome: Option<Result<(Instruction, Flow), Exception>>,
     pub helper_calls: u64,
 }
 
@@ -360,7 +360,8 @@ impl Translator {
         self.used_bytes = self.first_block;
     }
 
-    /// Machine code for a block, to be placed at `used_bytes`.
+    /// Machine code for a block (`ops` empty: the straddling instruction at pc), to be placed
+    /// at `used_bytes`.
     fn assemble(
         &mut self,
         ops: &[Instruction],
@@ -371,18 +372,20 @@ impl Translator {
     ) -> Vec<u8> {
         let base = self.base as u64;
         let first_interpreted = self.interpreted_ops.len() as u32;
-        let (code, interpreted) = emit::block(
-            ops,
-            emit::Placement {
-                pc,
-                ram_offset: offset,
-                generation,
-                origin: base + self.used_bytes as u64,
-                epilogue: base + self.epilogue as u64,
-                first_interpreted,
-                float,
-            },
-        );
+        let at = emit::Placement {
+            pc,
+            ram_offset: offset,
+            generation,
+            origin: base + self.used_bytes as u64,
+            epilogue: base + self.epilogue as u64,
+            first_interpreted,
+            float,
+        };
+        let (code, interpreted) = if ops.is_empty() {
+            (emit::straddling(at), Vec::new())
+        } else {
+            emit::block(ops, at)
+        };
         self.interpreted_ops.extend_from_slice(&interpreted);
         code
     }
@@ -463,11 +466,15 @@ impl Translator {
     }
 }
 
+/// `interpret`'s index for the instruction at pc fetched afresh through the MMU: one whose
+/// four bytes straddle the end of its page, which no translation may hold (`emit::straddling`).
+pub(super) const FETCH_AT_PC: u64 = u64::MAX;
+
 /// Called by translated code for an instruction it hands to the interpreter: executes
-/// `interpreted_ops[index]` at `pc` with `remaining` instructions left in the run, exactly
-/// as `run_block` would. Returns 0 when the instruction fell through (translated code goes
-/// on), 1 when it did anything else (the outcome waits in the frame; translated code
-/// leaves without counting it).
+/// `interpreted_ops[index]` (or, with `FETCH_AT_PC`, the instruction fetched at `pc`) at
+/// `pc` with `remaining` instructions left in the run, exactly as `run_block` would. Returns
+/// 0 when the instruction fell through (translated code goes on), 1 when it did anything
+/// else (the outcome waits in the frame; translated code leaves without counting it).
 extern "sysv64" fn interpret<P: Platform>(
     frame: *mut Frame,
     index: u64,
@@ -485,14 +492,27 @@ extern "sysv64" fn interpret<P: Platform>(
         (frame, hart, platform, translator)
     };
     frame.helper_calls += 1;
-    let Some(&inst) = translator.interpreted_ops.get(index as usize) else {
-        // Cannot happen (indices are emitted with their instructions); leave, retiring
-        // nothing, and let `Hart::run` go on from pc.
-        frame.outcome = None;
-        return 1;
-    };
     hart.pc = pc;
     hart.instret = frame.end - remaining;
+    let inst = if index == FETCH_AT_PC {
+        match hart.fetch_uncached(pc) {
+            Ok(inst) => inst,
+            Err(fault) => {
+                frame.outcome = Some(Err(fault));
+                return 1;
+            }
+        }
+    } else {
+        match translator.interpreted_ops.get(index as usize) {
+            Some(&inst) => inst,
+            None => {
+                // Cannot happen (indices are emitted with their instructions); leave,
+                // retiring nothing, and let `Hart::run` go on from pc.
+                frame.outcome = None;
+                return 1;
+            }
+        }
+    };
     // The interpreter may read fflags (a CSR read, or accrue to it): fold what translated
     // code raised so far first.
     emit::float::accrue(hart, emit::float::take_mxcsr());
@@ -502,7 +522,7 @@ extern "sysv64" fn interpret<P: Platform>(
     match result {
         Ok(Flow::Next) => 0,
         result => {
-            frame.outcome = Some((inst, result));
+            frame.outcome = Some(result.map(|flow| (inst, flow)));
             1
         }
     }
@@ -693,8 +713,7 @@ impl Hart {
         };
         let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset, false)
         else {
-            // Not hot yet, or nothing to translate (the first instruction crosses the end
-            // of the page).
+            // Not hot yet.
             return self.run_block(platform, end);
         };
         if end - self.instret < instructions as u64 {
@@ -742,8 +761,8 @@ impl Hart {
             Exit::Jump | Exit::Budget | Exit::Stale => None,
             Exit::FloatState => self.run_block(platform, end),
             Exit::Helper => match frame.outcome {
-                Some((inst, Ok(flow))) => self.finish(&inst, flow),
-                Some((_, Err(e))) => self.take_trap(e.cause, e.tval, false),
+                Some(Ok((inst, flow))) => self.finish(&inst, flow),
+                Some(Err(e)) => self.take_trap(e.cause, e.tval, false),
                 None => None,
             },
             Exit::Chain => {
@@ -771,8 +790,7 @@ impl Hart {
 
     /// The translated block for `pc` at RAM offset `offset`: its code offset and length in
     /// instructions. A block not translated yet is counted, and translated once it is hot
-    /// (or at once with `force`); `None` until then, and when its first instruction crosses
-    /// the end of the page.
+    /// (or at once with `force`); `None` until then.
     fn lookup_or_translate(
         &mut self,
         translator: &mut Translator,
@@ -806,51 +824,48 @@ impl Hart {
         }
         let mut ops = Vec::new();
         self.decode_block(offset, &mut ops);
-        let mut new_slot = Slot {
+        // No ops: the first instruction straddles the end of the page, and its block is that
+        // instruction alone, fetched afresh each time it runs; its half in this page decides
+        // that it straddles (a 2-byte one would not), so stores there must retranslate it.
+        let (instructions, decoded_bytes) = match ops.len() {
+            0 => (1, 2),
+            n => (n, ops.iter().map(|i| i.length_bytes as u64).sum::<u64>()),
+        };
+        let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
+        let mut block = translator.assemble(&ops, pc, offset, generation, float);
+        if translator.used_bytes + block.len() > translator.len_bytes {
+            translator.flush();
+            translator.stats.cache_flushes += 1;
+            block = translator.assemble(&ops, pc, offset, generation, float);
+        }
+        let at = translator.place(&block);
+        if let Some(placements) = translator.placements.as_mut() {
+            placements.push(PlacedBlock {
+                host_address: translator.base as u64 + at as u64,
+                len_bytes: block.len() as u32,
+                guest_pc: pc,
+            });
+        }
+        // Stores to these bytes must now bump the page generation.
+        self.note_decoded_range(offset, offset + decoded_bytes);
+        translator.stats.blocks_translated += 1;
+        translator.stats.instructions_translated += instructions as u64;
+        let new_slot = Slot {
             pc,
             ram_offset: offset,
             generation,
-            code: CODE_NONE,
-            instructions: 0,
+            code: at as u32,
+            instructions: instructions as u32,
             executions: 0,
         };
-        if !ops.is_empty() {
-            let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
-            let mut block = translator.assemble(&ops, pc, offset, generation, float);
-            if translator.used_bytes + block.len() > translator.len_bytes {
-                translator.flush();
-                translator.stats.cache_flushes += 1;
-                block = translator.assemble(&ops, pc, offset, generation, float);
-            }
-            let at = translator.place(&block);
-            if let Some(placements) = translator.placements.as_mut() {
-                placements.push(PlacedBlock {
-                    host_address: translator.base as u64 + at as u64,
-                    len_bytes: block.len() as u32,
-                    guest_pc: pc,
-                });
-            }
-            // Stores to these bytes must now bump the page generation.
-            let last = ops.iter().map(|i| i.length_bytes as u64).sum::<u64>();
-            self.note_decoded_range(offset, offset + last);
-            new_slot.code = at as u32;
-            new_slot.instructions = ops.len() as u32;
-            translator.stats.blocks_translated += 1;
-            translator.stats.instructions_translated += ops.len() as u64;
-        }
         translator.table[index] = new_slot;
         // The jump cache must not keep sending jumps to an older translation of `pc` (it
         // would leave as stale at every entry).
-        let cached = &translator.jump_cache[Translator::jump_index(pc)];
-        if new_slot.code != CODE_NONE {
-            cached.set(JumpEntry {
-                pc,
-                ram_offset: offset,
-                entry: translator.base as u64 + new_slot.code as u64,
-            });
-        } else if cached.get().pc == pc {
-            cached.set(JUMP_EMPTY);
-        }
-        (new_slot.code != CODE_NONE).then_some((new_slot.code, new_slot.instructions))
+        translator.jump_cache[Translator::jump_index(pc)].set(JumpEntry {
+            pc,
+            ram_offset: offset,
+            entry: translator.base as u64 + new_slot.code as u64,
+        });
+        Some((new_slot.code, new_slot.instructions))
     }
 }

@@ -10,7 +10,7 @@ use std::format;
 
 use super::ExecutableMemory;
 use crate::csr_numbers::{MEPC, MIE, MSCRATCH, MSTATUS, MTVEC};
-use crate::inst::{Instruction, Op};
+use crate::inst::{encode, Instruction, Op};
 use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
 use crate::{GuestPhysAddr, Hart, Privilege, RunOutcome};
 
@@ -1157,4 +1157,53 @@ fn code_on_a_page_that_gets_remapped_runs_what_the_new_mapping_holds() {
         }
         assert!(entries(&translated) > 0, "{what}: nothing translated");
     }
+}
+
+#[test]
+fn an_instruction_that_crosses_into_the_next_page_runs_in_translated_code() {
+    use Op::*;
+    // A loop at the end of the page at CODE: three addi, a c.nop, then an addi whose four
+    // bytes straddle the page boundary, and on the next page the jump back. No block can
+    // hold the straddling instruction (its bytes come from two pages, each mapped on its
+    // own), so it is a block of its own that fetches it afresh every time it runs.
+    let start = CODE + 0xff0;
+    let mut bytes = assemble(&vec![ins(Addi, 0, 0, 0, 0); 0xff0 / 4]);
+    bytes.extend(assemble(&[
+        ins(Addi, 10, 10, 0, 1),
+        ins(Addi, 12, 12, 0, 2),
+        ins(Addi, 13, 13, 0, 5),
+    ]));
+    bytes.extend(0x0001u16.to_le_bytes()); // c.nop
+    bytes.extend(assemble(&[
+        ins(Addi, 11, 11, 0, 3),
+        ins(Jal, 0, 0, 0, start as i32 - (CODE + 0x1002) as i32),
+    ]));
+    let load = |h: &mut Hart| {
+        h.write_phys(GuestPhysAddr(CODE), &bytes).unwrap();
+        h.set_pc(start);
+    };
+    let mut reference = machine(&[]);
+    let mut translated = translating(machine(&[]));
+    load(&mut reference);
+    load(&mut translated);
+    // 100 rounds of 6 instructions, in runs that end inside and between rounds.
+    lockstep(&mut reference, &mut translated, &[7, 293, 300], "rounds");
+    assert_eq!(
+        (reference.x(10), reference.x(11)),
+        (100, 300),
+        "rounds run by the interpreter"
+    );
+    // Each run enters translated code once or twice, not once a round (the straddling
+    // instruction used to end every round in `Hart::run`).
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 6, "{stats:?}");
+    // The half in the next page holds the immediate: rewriting it (from outside, which
+    // bumps only that page's generation) changes what the straddling instruction adds.
+    let high_half = (encode(&ins(Addi, 11, 11, 0, 7)).expect("encodable") >> 16) as u16;
+    for h in [&mut reference, &mut translated] {
+        h.write_phys(GuestPhysAddr(CODE + 0x1000), &high_half.to_le_bytes())
+            .unwrap();
+    }
+    lockstep(&mut reference, &mut translated, &[600], "rewritten");
+    assert_eq!(reference.x(11), 300 + 7 * 100, "the new immediate");
 }
