@@ -190,7 +190,7 @@ impl Hart {
         self.instret += 1;
         match flow {
             Flow::Jumped => None,
-            Flow::Next | Flow::EndBlock => {
+            Flow::Next | Flow::EndBlock | Flow::Refetch => {
                 self.pc = self.pc.wrapping_add(inst.length_bytes as u64);
                 None
             }

@@ -150,7 +150,7 @@ impl Hart {
             Bgeu => return Ok(self.branch(inst, a >= b)),
             Fence => return Ok(Flow::Next),
             // Stores keep the decode cache coherent, so fence.i only ends the block.
-            FenceI => return Ok(Flow::EndBlock),
+            FenceI => return Ok(Flow::Refetch),
             _ => return self.execute_rare(p, inst),
         };
         self.set_reg(rd, v);
@@ -276,7 +276,7 @@ impl Hart {
                     0 => self.mmu.flush_all(),
                     rs1 => self.mmu.flush_page(self.reg(rs1)),
                 }
-                Ok(Flow::EndBlock)
+                Ok(Flow::Refetch)
             }
             LrW | LrD => {
                 let size = if inst.op == LrW { 4 } else { 8 };

@@ -290,6 +290,11 @@ pub(crate) enum Flow {
     /// Fall through, but end the block (state that affects interrupts, translation or the
     /// decode cache may have changed).
     EndBlock,
+    /// Fall through, and fetch the next instruction afresh: the address translation or
+    /// code in RAM may have changed (sfence.vma, fence.i, a store into decoded code), but
+    /// nothing `Hart::run` checks between blocks. Translated code goes on through its
+    /// lookup, which sees the new translation and code, without leaving.
+    Refetch,
     /// Fall through and stop `run` with this reason.
     Stop(StopReason),
 }

@@ -341,6 +341,7 @@ fn merge(a: Flow, b: Flow) -> Flow {
     match (a, b) {
         (Flow::Stop(r), _) | (_, Flow::Stop(r)) => Flow::Stop(r),
         (Flow::EndBlock, _) | (_, Flow::EndBlock) => Flow::EndBlock,
+        (Flow::Refetch, _) | (_, Flow::Refetch) => Flow::Refetch,
         _ => Flow::Next,
     }
 }
@@ -688,7 +689,7 @@ impl Hart {
                 self.fill_store_tlb(vaddr, offset);
             }
             return Ok(if invalidated {
-                Flow::EndBlock
+                Flow::Refetch
             } else {
                 Flow::Next
             });
@@ -761,7 +762,7 @@ impl Hart {
             offset
         };
         let flow = if self.note_ram_write(offset, size as usize) {
-            Flow::EndBlock
+            Flow::Refetch
         } else {
             Flow::Next
         };

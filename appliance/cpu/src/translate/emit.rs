@@ -133,6 +133,15 @@ enum Stub {
     },
     /// The slow path of a load or store: interpret it, then resume after it.
     Interpret { slow: Slow },
+    /// The interpreter did not just fall through at the `index`th instruction, at `pc`
+    /// (rax = what `interpret` returned): a refetch goes on at `next` through the lookup,
+    /// anything else leaves. Everything was written back before the call, and the
+    /// interpreter may have changed any register since: nothing is written back.
+    Interpreted {
+        pc: u64,
+        index: u32,
+        next: Option<u64>,
+    },
     /// A taken conditional branch to a later instruction of the block: counts the
     /// `skipped` instructions it jumps over as not retired (the exits after the target
     /// subtract its index, which counts them), moves the register cache from `from` to
@@ -230,6 +239,8 @@ struct Emitter {
     float: FloatLayout,
     /// An earlier instruction of the block has set mstatus.FS to Dirty.
     float_dirty: bool,
+    /// Jumps to the block's one `jump_through_lookup`, emitted after the stubs when any.
+    lookup_tail: Vec<usize>,
 }
 
 impl Emitter {
@@ -410,14 +421,23 @@ impl Emitter {
     }
 
     /// Calls the interpreter for `inst` (the `index`th instruction of the block, at `pc`);
-    /// leaves unless it fell through.
+    /// goes on after it when it fell through, through the lookup when it asked for a
+    /// refetch, and leaves otherwise.
     /// The caller writes back the register cache first; the call clobbers r8-r11.
     fn interpret(&mut self, list_index: u32, pc: u64, index: u32) {
-        self.call_interpreter((self.first_interpreted + list_index) as u64, pc, index);
+        let inst = self.interpreted[list_index as usize];
+        let next = may_refetch(inst.op).then(|| pc.wrapping_add(inst.length_bytes as u64));
+        self.call_interpreter(
+            (self.first_interpreted + list_index) as u64,
+            pc,
+            index,
+            next,
+        );
     }
 
-    /// `interpret` with the translator's index of the instruction (or `FETCH_AT_PC`).
-    fn call_interpreter(&mut self, list_index: u64, pc: u64, index: u32) {
+    /// `interpret` with the translator's index of the instruction (or `FETCH_AT_PC`), and
+    /// the pc after it when a refetch is to go on there (else a refetch leaves too).
+    fn call_interpreter(&mut self, list_index: u64, pc: u64, index: u32, next: Option<u64>) {
         let a = &mut self.a;
         a.mov(Width::W64, RDI, R14);
         a.mov_imm(RSI, list_index);
@@ -427,16 +447,11 @@ impl Emitter {
             a.alu_imm(Alu::Sub, Width::W64, RCX, index as i32);
         }
         a.call_mem(frame(offset_of!(Frame, interpret)));
+        const { assert!(super::INTERPRETED_NEXT == 0) };
         a.test(Width::W64, RAX, RAX);
-        // Everything was written back before the call, and the interpreter may have
-        // changed any register since: leave without writing anything back.
-        self.jcc_leave(
-            Cond::NotEqual,
-            pc,
-            index,
-            Exit::Helper,
-            RegisterCache::default(),
-        );
+        let site = a.jcc(Cond::NotEqual);
+        self.stubs
+            .push((vec![site], Stub::Interpreted { pc, index, next }));
     }
 
     /// Makes the forward branches to instruction `index` join its code, which starts here
@@ -552,6 +567,22 @@ impl Emitter {
                     let back = self.a.jmp();
                     self.a.patch(back, resume as i64);
                 }
+                Stub::Interpreted { pc, index, next } => {
+                    if let Some(next) = next {
+                        let refetch = super::INTERPRETED_REFETCH as i32;
+                        self.a.alu_imm(Alu::Cmp, Width::W64, RAX, refetch);
+                        let other = self.a.jcc(Cond::NotEqual);
+                        self.retire(index + 1);
+                        self.a.mov_imm(RAX, next);
+                        let site = self.a.jmp();
+                        self.lookup_tail.push(site);
+                        self.a.bind(other);
+                    }
+                    self.retire(index);
+                    self.a.mov_imm(RAX, pc);
+                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+                    self.leave_now(Exit::Helper);
+                }
                 Stub::Interpret { slow } => {
                     self.write_back(slow.before);
                     self.interpret(slow.list_index, slow.pc, slow.retired);
@@ -562,6 +593,14 @@ impl Emitter {
                     self.a.patch(back, slow.resume as i64);
                 }
             }
+        }
+        // With rax = the pc and r13 counted: one way on through the lookup, shared by the
+        // block's refetches.
+        if !self.lookup_tail.is_empty() {
+            for site in core::mem::take(&mut self.lookup_tail) {
+                self.a.bind(site);
+            }
+            self.jump_through_lookup();
         }
     }
 
@@ -1230,6 +1269,18 @@ fn accesses_memory(op: Op) -> bool {
     ) || is_amo(op)
 }
 
+/// Whether the interpreter may answer `op` with `Flow::Refetch`, so that its call site
+/// needs a way on through the lookup (elsewhere a refetch leaves translated code, which is
+/// slower but as correct): fences of the translation or of code, and stores, which may
+/// write decoded code.
+fn may_refetch(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        SfenceVma | FenceI | Sb | Sh | Sw | Sd | ScW | ScD | Fsw | Fsd
+    ) || is_amo(op)
+}
+
 /// The AMOs translated inline (min and max go to the interpreter: rare in Linux).
 pub(super) fn is_amo(op: Op) -> bool {
     use Op::*;
@@ -1290,6 +1341,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>) -> Emitter {
         cache: RegisterCache::default(),
         float: at.float,
         float_dirty: false,
+        lookup_tail: Vec::new(),
     }
 }
 
@@ -1325,7 +1377,7 @@ impl Emitter {
 pub(super) fn straddling(at: Placement) -> Vec<u8> {
     let mut e = emitter(&at, 1, vec![at.pc]);
     e.entry_checks(&at);
-    e.call_interpreter(super::FETCH_AT_PC, at.pc, 0);
+    e.call_interpreter(super::FETCH_AT_PC, at.pc, 0, Some(at.pc.wrapping_add(4)));
     e.goto(at.pc.wrapping_add(4), 1);
     e.emit_stubs();
     e.a.code

@@ -466,15 +466,22 @@ impl Translator {
     }
 }
 
+/// What `interpret` returns: the instruction fell through (translated code goes on after
+/// it), did anything else (the outcome waits in the frame; translated code leaves without
+/// counting it), or fell through asking for a refetch (`Flow::Refetch`: translated code
+/// counts it and goes on through the lookup).
+pub(super) const INTERPRETED_NEXT: u64 = 0;
+pub(super) const INTERPRETED_LEAVE: u64 = 1;
+pub(super) const INTERPRETED_REFETCH: u64 = 2;
+
 /// `interpret`'s index for the instruction at pc fetched afresh through the MMU: one whose
 /// four bytes straddle the end of its page, which no translation may hold (`emit::straddling`).
 pub(super) const FETCH_AT_PC: u64 = u64::MAX;
 
 /// Called by translated code for an instruction it hands to the interpreter: executes
 /// `interpreted_ops[index]` (or, with `FETCH_AT_PC`, the instruction fetched at `pc`) at
-/// `pc` with `remaining` instructions left in the run, exactly as `run_block` would. Returns
-/// 0 when the instruction fell through (translated code goes on), 1 when it did anything
-/// else (the outcome waits in the frame; translated code leaves without counting it).
+/// `pc` with `remaining` instructions left in the run, exactly as `run_block` would; says
+/// how it went with an `INTERPRETED_*` value.
 extern "sysv64" fn interpret<P: Platform>(
     frame: *mut Frame,
     index: u64,
@@ -499,7 +506,7 @@ extern "sysv64" fn interpret<P: Platform>(
             Ok(inst) => inst,
             Err(fault) => {
                 frame.outcome = Some(Err(fault));
-                return 1;
+                return INTERPRETED_LEAVE;
             }
         }
     } else {
@@ -509,7 +516,7 @@ extern "sysv64" fn interpret<P: Platform>(
                 // Cannot happen (indices are emitted with their instructions); leave,
                 // retiring nothing, and let `Hart::run` go on from pc.
                 frame.outcome = None;
-                return 1;
+                return INTERPRETED_LEAVE;
             }
         }
     };
@@ -519,12 +526,15 @@ extern "sysv64" fn interpret<P: Platform>(
     let result = hart.execute(platform, &inst);
     // Whatever host code did to MXCSR's flags meanwhile is no guest's.
     emit::float::take_mxcsr();
+    if let Ok(Flow::Next) = result {
+        return INTERPRETED_NEXT;
+    }
+    // Kept for a refetch too: translated code without a way on through the lookup leaves,
+    // and `run` completes the instruction from here.
+    frame.outcome = Some(result.map(|flow| (inst, flow)));
     match result {
-        Ok(Flow::Next) => 0,
-        result => {
-            frame.outcome = Some(result.map(|flow| (inst, flow)));
-            1
-        }
+        Ok(Flow::Refetch) => INTERPRETED_REFETCH,
+        _ => INTERPRETED_LEAVE,
     }
 }
 

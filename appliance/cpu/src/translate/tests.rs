@@ -1207,3 +1207,33 @@ fn an_instruction_that_crosses_into_the_next_page_runs_in_translated_code() {
     lockstep(&mut reference, &mut translated, &[600], "rewritten");
     assert_eq!(reference.x(11), 300 + 7 * 100, "the new immediate");
 }
+
+#[test]
+fn fences_go_on_through_the_lookup_without_leaving_translated_code() {
+    use Op::*;
+    // sfence.vma of a data page and fence.i end their blocks (the next instruction is
+    // fetched afresh), but change nothing `Hart::run` checks: translated code goes on at
+    // the next instruction through its lookup.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(SfenceVma, 0, 15, 0, 0),
+        ins(Addi, 11, 11, 0, 1),
+        ins(FenceI, 0, 0, 0, 0),
+        ins(Addi, 12, 12, 0, 1),
+        ins(Jal, 0, 0, 0, -20),
+    ];
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(15, SCRATCH);
+    }
+    lockstep(&mut reference, &mut translated, &[7, 293, 300], "rounds");
+    assert_eq!(
+        (reference.x(10), reference.x(11), reference.x(12)),
+        (100, 100, 100)
+    );
+    // Three runs, and a few first jumps to blocks not translated yet.
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 8, "{stats:?}");
+    assert_eq!(stats.interpreted, 200, "{stats:?}");
+}
