@@ -78,7 +78,7 @@ const MSTATUS_WRITABLE: u64 = MSTATUS_SIE
     | MSTATUS_TW
     | MSTATUS_TSR;
 /// The sstatus view (privileged spec 4.1.1): SIE, SPIE, SPP, FS, SUM, MXR, UXL, SD.
-const SSTATUS_MASK: u64 = MSTATUS_SIE
+pub(crate) const SSTATUS_MASK: u64 = MSTATUS_SIE
     | MSTATUS_SPIE
     | MSTATUS_SPP
     | MSTATUS_FS

@@ -25,10 +25,10 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
+use crate::csr::{MSTATUS_SIE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
-use crate::{Reservation, PAGE_SIZE_BYTES};
-pub(super) use float::FloatLayout;
+use crate::{Hart, Privilege, Reservation, PAGE_SIZE_BYTES};
 
 #[path = "float.rs"]
 pub(super) mod float;
@@ -104,6 +104,34 @@ impl RegisterCache {
             return None;
         }
         self.guest.iter().position(|&g| g == r)
+    }
+}
+
+/// Where translated code finds the hart's state besides the x registers: byte distances
+/// from `Hart::x` (rbx) to the f registers, mstatus, frm and the privilege mode, and whether
+/// the host has FMA3.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HartLayout {
+    pub f: i32,
+    pub mstatus: i32,
+    pub frm: i32,
+    pub privilege: i32,
+    pub fused_multiply_add: bool,
+}
+
+impl HartLayout {
+    pub(super) fn of(hart: &Hart, fused_multiply_add: bool) -> HartLayout {
+        let x = hart.x.as_ptr() as isize;
+        let distance = |field: *const u8| {
+            i32::try_from(field as isize - x).expect("a hart's fields lie within 2 GiB")
+        };
+        HartLayout {
+            f: distance(hart.f.as_ptr().cast()),
+            mstatus: distance((&hart.csr.mstatus as *const u64).cast()),
+            frm: distance((&hart.csr.frm as *const u64).cast()),
+            privilege: distance((&hart.privilege as *const Privilege).cast()),
+            fused_multiply_add,
+        }
     }
 }
 
@@ -197,8 +225,8 @@ pub(super) struct Placement {
     pub epilogue: u64,
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
-    /// Where the FP state lies, and whether FMA3 may be used.
-    pub float: FloatLayout,
+    /// Where the hart's state lies, and whether FMA3 may be used.
+    pub layout: HartLayout,
 }
 
 struct Emitter {
@@ -236,7 +264,7 @@ struct Emitter {
     /// The slow path of the load or store being emitted.
     current: Option<Slow>,
     cache: RegisterCache,
-    float: FloatLayout,
+    layout: HartLayout,
     /// An earlier instruction of the block has set mstatus.FS to Dirty.
     float_dirty: bool,
     /// Jumps to the block's one `jump_through_lookup`, emitted after the stubs when any.
@@ -893,6 +921,29 @@ impl Emitter {
         ));
     }
 
+    /// A read of sstatus that may clear SIE (`is_status_access`), as `Hart::execute_csr`
+    /// does it: rd = mstatus & the sstatus mask; mstatus.SIE = 0 for csrrci with SIE. This
+    /// reads mstatus as it is stored, since every writer keeps its SD equal to FS == Dirty,
+    /// which `mstatus_read` computes. The interpreter runs it from U-mode, to raise the
+    /// illegal instruction (privileged spec 2.1: sstatus is an S-level CSR).
+    fn status_access(&mut self, inst: &Instruction) {
+        let mstatus = at_base(RBX, self.layout.mstatus);
+        self.a
+            .test_mem_byte(at_base(RBX, self.layout.privilege), 0xff);
+        const { assert!(Privilege::User as u8 == 0) };
+        self.jcc_slow(Cond::Equal);
+        let a = &mut self.a;
+        a.load(Width::W64, RAX, mstatus);
+        if inst.op == Op::Csrrci && inst.rs1 != 0 {
+            a.mov(Width::W64, RCX, RAX);
+            a.alu_imm(Alu::And, Width::W64, RCX, !(MSTATUS_SIE as i32));
+            a.store(mstatus, RCX);
+        }
+        a.mov_imm(RCX, SSTATUS_MASK);
+        a.alu(Alu::And, Width::W64, RAX, RCX);
+        self.write_rax(inst.rd);
+    }
+
     /// Register-register or register-immediate ALU operation into rd.
     fn alu(&mut self, inst: &Instruction, op: Alu, width: Width, immediate: bool) {
         if inst.rd == 0 {
@@ -1114,7 +1165,10 @@ impl Emitter {
     /// One instruction; returns false when it ended the block (a jump).
     fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
         let next = pc.wrapping_add(inst.length_bytes as u64);
-        if !translates(inst.op) && !float::inline(inst, self.float.fused_multiply_add) {
+        let inline = translates(inst.op)
+            || float::inline(inst, self.layout.fused_multiply_add)
+            || is_status_access(inst);
+        if !inline {
             let list_index = self.hand_over(inst);
             self.write_back(self.cache);
             self.interpret(list_index, pc, index);
@@ -1122,7 +1176,7 @@ impl Emitter {
             return true;
         }
         let first_stub = self.stubs.len();
-        if accesses_memory(inst.op) || float::has_slow_path(inst.op) {
+        if accesses_memory(inst.op) || float::has_slow_path(inst.op) || is_status_access(inst) {
             let list_index = self.hand_over(inst);
             self.current = Some(Slow {
                 list_index,
@@ -1156,6 +1210,10 @@ impl Emitter {
     /// An instruction the translator handles inline.
     fn translated(&mut self, inst: &Instruction, pc: u64, index: u32, next: u64) -> bool {
         use Op::*;
+        if is_status_access(inst) {
+            self.status_access(inst);
+            return true;
+        }
         match inst.op {
             Lui | Auipc => {
                 if inst.rd != 0 {
@@ -1253,7 +1311,7 @@ impl Emitter {
                 self.jump_through_lookup();
                 return false;
             }
-            _ if float::inline(inst, self.float.fused_multiply_add) => self.float(inst),
+            _ if float::inline(inst, self.layout.fused_multiply_add) => self.float(inst),
             _ => unreachable!("translate::translates admits only the ops above"),
         }
         true
@@ -1267,6 +1325,20 @@ fn accesses_memory(op: Op) -> bool {
         op,
         Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd | LrW | LrD | ScW | ScD
     ) || is_amo(op)
+}
+
+/// Linux's `csrr rd, sstatus` and `csrrci rd, sstatus, SIE` (local_irq_save and
+/// local_irq_disable, hundreds of thousands in a boot): translated inline. Clearing SIE can
+/// make no interrupt takeable, and none is while translated code runs (`Hart::run` takes it
+/// first, and every helper that may raise one leaves), so neither ends the block.
+fn is_status_access(inst: &Instruction) -> bool {
+    let csr = (inst.imm as u32 & 0xfff) as u16;
+    csr == crate::csr_numbers::SSTATUS
+        && match inst.op {
+            Op::Csrrs => inst.rs1 == 0,
+            Op::Csrrci => inst.rs1 as u64 & !MSTATUS_SIE == 0,
+            _ => false,
+        }
 }
 
 /// Whether the interpreter may answer `op` with `Flow::Refetch`, so that its call site
@@ -1339,7 +1411,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>) -> Emitter {
         slow_sites: Vec::new(),
         current: None,
         cache: RegisterCache::default(),
-        float: at.float,
+        layout: at.layout,
         float_dirty: false,
         lookup_tail: Vec::new(),
     }

@@ -60,31 +60,6 @@ const BOX_HIGH: i32 = -1;
 const SIGN32: u64 = 1 << 31;
 const SIGN64: u64 = 1 << 63;
 
-/// Where translated code finds the FP state: byte distances from `Hart::x` (rbx) to the f
-/// registers, mstatus and frm, and whether the host has FMA3.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FloatLayout {
-    pub regs: i32,
-    pub mstatus: i32,
-    pub frm: i32,
-    pub fused_multiply_add: bool,
-}
-
-impl FloatLayout {
-    pub(crate) fn of(hart: &Hart, fused_multiply_add: bool) -> FloatLayout {
-        let x = hart.x.as_ptr() as isize;
-        let distance = |field: *const u64| {
-            i32::try_from(field as isize - x).expect("a hart's fields lie within 2 GiB")
-        };
-        FloatLayout {
-            regs: distance(hart.f.as_ptr()),
-            mstatus: distance(&hart.csr.mstatus),
-            frm: distance(&hart.csr.frm),
-            fused_multiply_add,
-        }
-    }
-}
-
 /// Folds MXCSR's exception flags into fflags exactly as `Hart::accrue` does for the same
 /// flags: FS becomes Dirty only when a flag is new.
 pub(crate) fn accrue(hart: &mut Hart, mxcsr: u32) {
@@ -248,13 +223,13 @@ pub(super) fn has_slow_path(op: Op) -> bool {
 
 impl Emitter {
     fn freg(&self, r: u8) -> Mem {
-        at(RBX, self.float.regs + (r as i32 & 31) * 8)
+        at(RBX, self.layout.f + (r as i32 & 31) * 8)
     }
 
     /// The checks at the entry of a block with inline FP instructions: FS not Off, and frm
     /// = RNE when one of them rounds dynamically; otherwise the interpreter runs the block.
     pub(super) fn float_entry_checks(&mut self, ops: &[Instruction], pc: u64) {
-        let fma = self.float.fused_multiply_add;
+        let fma = self.layout.fused_multiply_add;
         let inline_ops = || {
             ops.iter()
                 .filter(move |i| !super::super::translates(i.op) && inline(i, fma))
@@ -266,7 +241,7 @@ impl Emitter {
         const FS_BYTE: u8 = (MSTATUS_FS >> 8) as u8;
         const _: () = assert!((FS_BYTE as u64) << 8 == MSTATUS_FS);
         self.a
-            .test_mem_byte(at(RBX, self.float.mstatus + 1), FS_BYTE);
+            .test_mem_byte(at(RBX, self.layout.mstatus + 1), FS_BYTE);
         self.jcc_leave(
             Cond::Equal,
             pc,
@@ -275,7 +250,7 @@ impl Emitter {
             RegisterCache::default(),
         );
         if inline_ops().any(|i| rounds(i.op) && i.rm == 7) {
-            self.a.cmp_mem_imm(at(RBX, self.float.frm), 0);
+            self.a.cmp_mem_imm(at(RBX, self.layout.frm), 0);
             self.jcc_leave(
                 Cond::NotEqual,
                 pc,
@@ -290,7 +265,7 @@ impl Emitter {
     fn float_written(&mut self) {
         if !self.float_dirty {
             self.a.mov_imm(RAX, MSTATUS_FS | MSTATUS_SD);
-            self.a.or_to_mem(at(RBX, self.float.mstatus), RAX);
+            self.a.or_to_mem(at(RBX, self.layout.mstatus), RAX);
             self.float_dirty = true;
         }
     }

@@ -368,7 +368,7 @@ impl Translator {
         pc: u64,
         offset: u64,
         generation: u64,
-        float: emit::FloatLayout,
+        layout: emit::HartLayout,
     ) -> Vec<u8> {
         let base = self.base as u64;
         let first_interpreted = self.interpreted_ops.len() as u32;
@@ -379,7 +379,7 @@ impl Translator {
             origin: base + self.used_bytes as u64,
             epilogue: base + self.epilogue as u64,
             first_interpreted,
-            float,
+            layout,
         };
         let (code, interpreted) = if ops.is_empty() {
             (emit::straddling(at), Vec::new())
@@ -841,12 +841,12 @@ impl Hart {
             0 => (1, 2),
             n => (n, ops.iter().map(|i| i.length_bytes as u64).sum::<u64>()),
         };
-        let float = emit::FloatLayout::of(self, translator.fused_multiply_add);
-        let mut block = translator.assemble(&ops, pc, offset, generation, float);
+        let layout = emit::HartLayout::of(self, translator.fused_multiply_add);
+        let mut block = translator.assemble(&ops, pc, offset, generation, layout);
         if translator.used_bytes + block.len() > translator.len_bytes {
             translator.flush();
             translator.stats.cache_flushes += 1;
-            block = translator.assemble(&ops, pc, offset, generation, float);
+            block = translator.assemble(&ops, pc, offset, generation, layout);
         }
         let at = translator.place(&block);
         if let Some(placements) = translator.placements.as_mut() {
