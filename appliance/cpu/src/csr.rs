@@ -64,7 +64,7 @@ pub const MSTATUS_TSR: u64 = 1 << 22;
 /// UXL = SXL = 2 (64-bit), read-only (privileged spec 3.1.6.2).
 const MSTATUS_XLEN: u64 = 2 << 32 | 2 << 34;
 pub const MSTATUS_SD: u64 = 1 << 63;
-const MSTATUS_WRITABLE: u64 = MSTATUS_SIE
+pub(crate) const MSTATUS_WRITABLE: u64 = MSTATUS_SIE
     | MSTATUS_MIE
     | MSTATUS_SPIE
     | MSTATUS_MPIE

@@ -25,7 +25,7 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
-use crate::csr::{MSTATUS_SIE, SSTATUS_MASK};
+use crate::csr::{MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
 use crate::{Hart, Privilege, Reservation, PAGE_SIZE_BYTES};
@@ -921,24 +921,49 @@ impl Emitter {
         ));
     }
 
-    /// A read of sstatus that may clear SIE (`is_status_access`), as `Hart::execute_csr`
-    /// does it: rd = mstatus & the sstatus mask; mstatus.SIE = 0 for csrrci with SIE. This
-    /// reads mstatus as it is stored, since every writer keeps its SD equal to FS == Dirty,
-    /// which `mstatus_read` computes. The interpreter runs it from U-mode, to raise the
+    /// An sstatus access of `is_status_access`, as `Hart::execute_csr` does it: rd = mstatus
+    /// & the sstatus mask; mstatus.SIE = 0 for csrrci with SIE; a set that would change
+    /// mstatus takes the interpreter path instead (it may enable an interrupt). This reads
+    /// mstatus as it is stored, since every writer keeps its SD equal to FS == Dirty, which
+    /// `mstatus_read` computes. The interpreter also runs it from U-mode, to raise the
     /// illegal instruction (privileged spec 2.1: sstatus is an S-level CSR).
     fn status_access(&mut self, inst: &Instruction) {
+        const SET_BY_SSTATUS: u64 = SSTATUS_MASK & MSTATUS_WRITABLE;
         let mstatus = at_base(RBX, self.layout.mstatus);
         self.a
             .test_mem_byte(at_base(RBX, self.layout.privilege), 0xff);
         const { assert!(Privilege::User as u8 == 0) };
         self.jcc_slow(Cond::Equal);
-        let a = &mut self.a;
-        a.load(Width::W64, RAX, mstatus);
-        if inst.op == Op::Csrrci && inst.rs1 != 0 {
-            a.mov(Width::W64, RCX, RAX);
-            a.alu_imm(Alu::And, Width::W64, RCX, !(MSTATUS_SIE as i32));
-            a.store(mstatus, RCX);
+        self.a.load(Width::W64, RAX, mstatus);
+        match inst.op {
+            Op::Csrrci if inst.rs1 != 0 => {
+                let a = &mut self.a;
+                a.mov(Width::W64, RCX, RAX);
+                a.alu_imm(Alu::And, Width::W64, RCX, !(MSTATUS_SIE as i32));
+                a.store(mstatus, RCX);
+            }
+            Op::Csrrs if inst.rs1 != 0 => {
+                // Bits of x[rs1] that sstatus may set and mstatus does not have yet.
+                self.read(RCX, inst.rs1);
+                let a = &mut self.a;
+                a.mov(Width::W64, RDX, RAX);
+                a.unary(Unary::Not, Width::W64, RDX);
+                a.alu(Alu::And, Width::W64, RCX, RDX);
+                a.mov_imm(RDX, SET_BY_SSTATUS);
+                a.test(Width::W64, RCX, RDX);
+                self.jcc_slow(Cond::NotEqual);
+            }
+            Op::Csrrsi => {
+                // Of its five bits only SIE is one sstatus may set.
+                const { assert!(SET_BY_SSTATUS & 0x1f == MSTATUS_SIE) };
+                if inst.rs1 as u64 & MSTATUS_SIE != 0 {
+                    self.a.test_low_byte(RAX, MSTATUS_SIE as u8);
+                    self.jcc_slow(Cond::Equal);
+                }
+            }
+            _ => {}
         }
+        let a = &mut self.a;
         a.mov_imm(RCX, SSTATUS_MASK);
         a.alu(Alu::And, Width::W64, RAX, RCX);
         self.write_rax(inst.rd);
@@ -1327,15 +1352,17 @@ fn accesses_memory(op: Op) -> bool {
     ) || is_amo(op)
 }
 
-/// Linux's `csrr rd, sstatus` and `csrrci rd, sstatus, SIE` (local_irq_save and
-/// local_irq_disable, hundreds of thousands in a boot): translated inline. Clearing SIE can
-/// make no interrupt takeable, and none is while translated code runs (`Hart::run` takes it
-/// first, and every helper that may raise one leaves), so neither ends the block.
+/// Linux's sstatus accesses around critical sections, hundreds of thousands in a boot:
+/// `csrr` (save the flags), `csrrci` of SIE (local_irq_save, local_irq_disable), and
+/// `csrrs`/`csrrsi` (local_irq_restore, local_irq_enable), translated inline. Clearing SIE
+/// can make no interrupt takeable, and none is while translated code runs (`Hart::run`
+/// takes it first, and every helper that may raise one leaves); sets run inline only when
+/// they change nothing. So none of them ends the block.
 fn is_status_access(inst: &Instruction) -> bool {
     let csr = (inst.imm as u32 & 0xfff) as u16;
     csr == crate::csr_numbers::SSTATUS
         && match inst.op {
-            Op::Csrrs => inst.rs1 == 0,
+            Op::Csrrs | Op::Csrrsi => true,
             Op::Csrrci => inst.rs1 as u64 & !MSTATUS_SIE == 0,
             _ => false,
         }

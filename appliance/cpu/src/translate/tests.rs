@@ -1241,17 +1241,19 @@ fn fences_go_on_through_the_lookup_without_leaving_translated_code() {
 #[test]
 fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
     use Op::*;
-    // Linux's local_irq_save (csrrci with SIE), its save of the flags (csrr) and an enable
-    // (csrrsi, which the interpreter runs: it may make an interrupt takeable). FS is Dirty,
-    // so the reads see SD set; in U-mode every sstatus access is an illegal instruction,
-    // which the handler skips.
+    // Linux's local_irq_save (csrrci with SIE), its save of the flags (csrr), an enable
+    // (csrrsi, which the interpreter runs: it may make an interrupt takeable), then a
+    // restore (csrrs) and an enable that change nothing. FS is Dirty, so the reads see SD
+    // set; in U-mode every sstatus access is an illegal instruction, which the handler skips.
     let program = [
         ins(Addi, 10, 10, 0, 1),
         ins(Csrrci, 13, 2, 0, SSTATUS as i32),
         ins(Csrrs, 14, 0, 0, SSTATUS as i32),
         ins(Csrrsi, 0, 2, 0, SSTATUS as i32),
+        ins(Csrrs, 0, 13, 0, SSTATUS as i32),
+        ins(Csrrsi, 15, 2, 0, SSTATUS as i32),
         ins(Addi, 7, 7, 0, -1),
-        ins(Bne, 0, 7, 0, -20),
+        ins(Bne, 0, 7, 0, -28),
     ];
     for mode in [Privilege::Supervisor, Privilege::User] {
         let setup = |h: &mut Hart| {
@@ -1263,16 +1265,14 @@ fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
         let mut translated = translating(machine(&program));
         setup(&mut reference);
         setup(&mut translated);
-        lockstep(&mut reference, &mut translated, &[5, 5_995], "sstatus loop");
+        lockstep(&mut reference, &mut translated, &[5, 7_995], "sstatus loop");
         let stats = translated.translator_stats().expect("translator on");
         if mode == Privilege::Supervisor {
             assert_eq!(translated.x(10), 1_000);
-            assert_eq!(
-                translated.x(14),
-                1 << 63 | 2 << 32 | 3 << 13,
-                "SD, UXL = 64, FS"
-            );
-            // Only the csrrsi of each round goes to the interpreter.
+            let status = 1 << 63 | 2 << 32 | 3 << 13;
+            assert_eq!(translated.x(14), status, "SD, UXL = 64, FS");
+            assert_eq!(translated.x(15), status | 1 << 1, "and SIE");
+            // Only the first csrrsi of each round goes to the interpreter.
             assert_eq!(stats.interpreted, 1_000, "{stats:?}");
         } else {
             assert_eq!(translated.x(14), 0, "the reads trapped");
