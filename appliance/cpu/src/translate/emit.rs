@@ -697,42 +697,61 @@ impl Emitter {
         if rd == 0 {
             return;
         }
+        let slot = self.slot_for(rd);
+        self.a.mov(Width::W64, CACHE_REGS[slot], RAX);
+    }
+
+    /// The cache slot that is to receive a new value of rd (not x0), marked written: its
+    /// own, or one allocated for it.
+    fn slot_for(&mut self, rd: u8) -> usize {
+        match self.cache.find(rd) {
+            Some(slot) => {
+                self.wrote(slot);
+                slot
+            }
+            None => self.allocate(rd),
+        }
+    }
+
+    /// A cache slot for rd, which is not cached, marked written: in a loop its home at the
+    /// loop header, else a free one, else the least recently written (written back first).
+    fn allocate(&mut self, rd: u8) -> usize {
         let homes = self
             .loop_header
             .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
         let cache = &mut self.cache;
-        cache.clock = cache.clock.wrapping_add(1);
-        let slot = match cache.find(rd) {
-            Some(slot) => slot,
-            None => {
-                // In a loop, a register the loop header caches goes back to its slot there,
-                // so the jump back finds it in place; others take a free slot, or the
-                // least recently written one that is no register's home.
-                let home = homes.iter().position(|&g| g == rd);
-                let free =
-                    (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
-                let oldest_spare = (0..CACHE_SLOTS)
-                    .filter(|&slot| homes[slot] == 0)
-                    .min_by_key(|&slot| cache.written_at[slot]);
-                let oldest = (0..CACHE_SLOTS).min_by_key(|&slot| cache.written_at[slot]);
-                let slot = home
-                    .or(free)
-                    .or_else(|| cache.guest.iter().position(|&g| g == 0))
-                    .or(oldest_spare)
-                    .or(oldest)
-                    .unwrap_or(0);
-                if cache.guest[slot] != 0 && cache.dirty[slot] {
-                    let evicted = cache.guest[slot];
-                    self.a.store(xreg(evicted), CACHE_REGS[slot]);
-                }
-                slot
-            }
-        };
-        let cache = &mut self.cache;
-        cache.guest[slot] = rd;
-        cache.dirty[slot] = true;
-        cache.written_at[slot] = cache.clock;
-        self.a.mov(Width::W64, CACHE_REGS[slot], RAX);
+        // In a loop, a register the loop header caches goes back to its slot there, so the
+        // jump back finds it in place; others take a free slot, or the least recently
+        // written one that is no register's home.
+        let home = homes.iter().position(|&g| g == rd);
+        let free = (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
+        let oldest_spare = (0..CACHE_SLOTS)
+            .filter(|&slot| homes[slot] == 0)
+            .min_by_key(|&slot| cache.written_at[slot]);
+        let oldest = (0..CACHE_SLOTS).min_by_key(|&slot| cache.written_at[slot]);
+        let slot = home
+            .or(free)
+            .or_else(|| cache.guest.iter().position(|&g| g == 0))
+            .or(oldest_spare)
+            .or(oldest)
+            .unwrap_or(0);
+        if cache.guest[slot] != 0 && cache.dirty[slot] {
+            let evicted = cache.guest[slot];
+            self.a.store(xreg(evicted), CACHE_REGS[slot]);
+        }
+        self.cache.guest[slot] = rd;
+        self.wrote(slot);
+        slot
+    }
+
+    /// The cache slot in which rd = rs1 op rs2 can be computed directly, marked written
+    /// once the caller has: rd's own (`in_place`), or a new one when rd is not cached and
+    /// is neither source (a source read through the new slot would find rd's stale value).
+    fn destination(&mut self, rd: u8, rs1: u8, rs2: Option<u8>) -> Option<usize> {
+        if let Some(slot) = self.in_place(rd, rs1, rs2) {
+            return Some(slot);
+        }
+        (self.cache.find(rd).is_none() && rs1 != rd && rs2 != Some(rd)).then(|| self.allocate(rd))
     }
 
     /// rax = x[rs1] + imm (the effective address of a load or store).
@@ -786,11 +805,13 @@ impl Emitter {
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
         self.load_target(size);
-        self.a.load_extend(size, signed, RAX, at_index(R12, RCX, 0));
+        let value = at_index(R12, RCX, 0);
         if float::is_float_access(inst.op) {
+            self.a.load_extend(size, signed, RAX, value);
             self.float_loaded(inst);
-        } else {
-            self.write_rax(inst.rd);
+        } else if inst.rd != 0 {
+            let slot = self.slot_for(inst.rd);
+            self.a.load_extend(size, signed, CACHE_REGS[slot], value);
         }
     }
 
@@ -975,7 +996,7 @@ impl Emitter {
             return;
         }
         let rs2 = (!immediate).then_some(inst.rs2);
-        if let Some(slot) = self.in_place(inst.rd, inst.rs1, rs2) {
+        if let Some(slot) = self.destination(inst.rd, inst.rs1, rs2) {
             let host = CACHE_REGS[slot];
             if inst.rs1 != inst.rd {
                 self.read(host, inst.rs1);
@@ -1008,7 +1029,7 @@ impl Emitter {
         }
         let mask = if width == Width::W64 { 63 } else { 31 };
         if immediate {
-            if let Some(slot) = self.in_place(inst.rd, inst.rs1, None) {
+            if let Some(slot) = self.destination(inst.rd, inst.rs1, None) {
                 let host = CACHE_REGS[slot];
                 if inst.rs1 != inst.rd {
                     self.read(host, inst.rs1);
