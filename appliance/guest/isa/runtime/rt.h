@@ -2,17 +2,8 @@
    trap recording and privilege-mode switching. Every program prints lines "name value". */
 #ifndef RT_H
 #define RT_H
-#include <stdint.h>
 #include "rt_asm.h"
-
-typedef uint8_t u8;
-typedef uint16_t u16;
-typedef uint32_t u32;
-typedef uint64_t u64;
-typedef int8_t i8;
-typedef int16_t i16;
-typedef int32_t i32;
-typedef int64_t i64;
+#include "rt_types.h"
 
 #define UART_BASE 0x10000000UL
 #define FINISHER_BASE 0x100000UL

@@ -1,21 +1,12 @@
 /* The benchmark guests' runtime (../rt.h) for a native build on the host: the same C source
    compiled for the host CPU and run as a process, the bare-metal reference of the CPU
-   benchmark. Only what the benchmark guests use: the integer types, p() and CSR_READ, which reads 0
-   (a process has no minstret; the benchmark compares only the checksums). */
+   benchmark. Only what the benchmark guests use: the integer types, p() and CSR_READ, which
+   reads 0 (a process has no minstret; the benchmark compares only the checksums). */
 #ifndef RT_H
 #define RT_H
-#include <stdint.h>
 #include <stdio.h>
 #include <sys/mman.h>
-
-typedef uint8_t u8;
-typedef uint16_t u16;
-typedef uint32_t u32;
-typedef uint64_t u64;
-typedef int8_t i8;
-typedef int16_t i16;
-typedef int32_t i32;
-typedef int64_t i64;
+#include "../rt_types.h"
 
 #define CSR_READ(csr) ((u64)0)
 
