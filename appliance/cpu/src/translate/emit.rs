@@ -58,6 +58,7 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     // Six pushes after the return address leave rsp 8 modulo 16; realign for any call.
     a.alu_imm(Alu::Sub, Width::W64, RSP, 8);
     a.mov(Width::W64, R14, RDI);
+    a.store(frame(offset_of!(Frame, entry_rsp)), RSP);
     // The embedder's MXCSR is kept for the way out; translated FP code runs in a known one
     // (`float::MXCSR_TRANSLATED`, in the frame) and leaves its flags in the frame.
     let (host_mxcsr, guest_mxcsr) = float::mxcsr_fields();
@@ -68,6 +69,7 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
     a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
     a.jmp_reg(RSI);
     let epilogue = a.len();
+    a.load(Width::W64, RSP, frame(offset_of!(Frame, entry_rsp)));
     a.store(frame(offset_of!(Frame, remaining)), R13);
     a.stmxcsr(at_base(R14, guest_mxcsr));
     a.ldmxcsr(at_base(R14, host_mxcsr));
@@ -321,6 +323,64 @@ impl Emitter {
             self.a.mov_imm(RAX, target);
             self.jump_through_lookup();
         }
+    }
+
+    /// A call: a jal or jalr that links in ra or t0 (the return-address stack hints of
+    /// unprivileged spec 2.5.1). Pushes the guest's return address and host-calls the code
+    /// `go` emits, which goes to the callee; so the guest's return (`emit_return`) can come
+    /// back here with a host `ret`, which the host's return stack buffer predicts, where
+    /// the jump through the lookup is an indirect jump that mispredicts. Here, after the
+    /// return, the block goes on at `next` with nothing cached. Without room for one more
+    /// frame (`CALL_FRAMES_MAX`), the call just goes. Rcx and rsi are free here; rdx may
+    /// hold a jalr's target.
+    fn call(&mut self, next: u64, go: impl FnOnce(&mut Emitter)) {
+        let calls = frame(offset_of!(Frame, calls));
+        let a = &mut self.a;
+        a.load(Width::W64, RCX, calls);
+        a.alu_imm(Alu::Cmp, Width::W64, RCX, CALL_FRAMES_MAX);
+        let full = a.jcc(Cond::AboveOrEqual);
+        a.alu_imm(Alu::Add, Width::W64, RCX, 1);
+        a.store(calls, RCX);
+        a.mov_imm(RSI, next);
+        a.push(RSI);
+        let callee = a.call();
+        // Returned to: drop the guest return address (the frame is 16 bytes, so rsp keeps
+        // its alignment for the helpers' calls).
+        a.alu_imm(Alu::Add, Width::W64, RSP, 8);
+        let cache = core::mem::take(&mut self.cache);
+        self.goto(next, 0);
+        self.cache = cache;
+        self.a.bind(callee);
+        self.a.bind(full);
+        go(self);
+    }
+
+    /// A return (jalr x0 through ra or t0) with the target pc in rax, everything written
+    /// back and r13 counted: a host `ret` to the call that pushed this target, if the top
+    /// frame holds it; else the jump through the lookup.
+    fn emit_return(&mut self) {
+        let calls = frame(offset_of!(Frame, calls));
+        let a = &mut self.a;
+        a.load(Width::W64, RCX, calls);
+        a.test(Width::W64, RCX, RCX);
+        let none = a.jcc(Cond::Equal);
+        a.alu_mem(Alu::Cmp, Width::W64, RAX, at_base(RSP, 8));
+        let other = a.jcc(Cond::NotEqual);
+        a.alu_imm(Alu::Sub, Width::W64, RCX, 1);
+        a.store(calls, RCX);
+        a.ret();
+        a.bind(none);
+        a.bind(other);
+        self.jump_through_lookup();
+    }
+
+    /// Drops every call frame (before a refetch: the mapping a frame's return would chain
+    /// under may have changed).
+    fn drop_call_frames(&mut self) {
+        let a = &mut self.a;
+        a.load(Width::W64, RSP, frame(offset_of!(Frame, entry_rsp)));
+        a.alu(Alu::Xor, Width::W32, RCX, RCX);
+        a.store(frame(offset_of!(Frame, calls)), RCX);
     }
 
     /// With the target pc in rax (and r13 already counted): jump to its translation if the
@@ -601,6 +661,7 @@ impl Emitter {
                         self.a.alu_imm(Alu::Cmp, Width::W64, RAX, refetch);
                         let other = self.a.jcc(Cond::NotEqual);
                         self.retire(index + 1);
+                        self.drop_call_frames();
                         self.a.mov_imm(RAX, next);
                         let site = self.a.jmp();
                         self.lookup_tail.push(site);
@@ -1339,7 +1400,12 @@ impl Emitter {
                     self.write_rax(inst.rd);
                 }
                 // (goto writes the link back with every other cached register.)
-                self.goto(pc.wrapping_add(inst.imm as i64 as u64), index + 1);
+                let target = pc.wrapping_add(inst.imm as i64 as u64);
+                if is_link(inst.rd) {
+                    self.call(next, |e| e.goto(target, index + 1));
+                } else {
+                    self.goto(target, index + 1);
+                }
                 return false;
             }
             Jalr => {
@@ -1352,9 +1418,20 @@ impl Emitter {
                     self.write_rax(inst.rd);
                 }
                 self.write_back(self.cache);
-                self.a.mov(Width::W64, RAX, RDX);
-                self.retire(index + 1);
-                self.jump_through_lookup();
+                let go = move |e: &mut Emitter| {
+                    e.a.mov(Width::W64, RAX, RDX);
+                    e.retire(index + 1);
+                    e.jump_through_lookup();
+                };
+                if is_link(inst.rd) {
+                    self.call(next, go);
+                } else if inst.rd == 0 && is_link(inst.rs1) {
+                    self.a.mov(Width::W64, RAX, RDX);
+                    self.retire(index + 1);
+                    self.emit_return();
+                } else {
+                    go(self);
+                }
                 return false;
             }
             _ if float::inline(inst, self.layout.fused_multiply_add) => self.float(inst),
@@ -1362,6 +1439,14 @@ impl Emitter {
         }
         true
     }
+}
+
+/// The most call frames translated code keeps on the host stack (16 bytes each).
+pub(super) const CALL_FRAMES_MAX: i32 = 32;
+
+/// Whether x[r] is a link register: ra or t0 (unprivileged spec 2.5.1).
+fn is_link(r: u8) -> bool {
+    r == 1 || r == 5
 }
 
 /// Loads, stores and AMOs: translated inline with an interpreter slow path.

@@ -213,6 +213,11 @@ pub(crate) struct Frame {
     pub reservation: *mut Reservation,
     /// Instructions that may still retire in this `run` (host register r13 inside).
     pub remaining: u64,
+    /// The host stack pointer inside the trampoline, where every exit (and every refetch)
+    /// puts it back, dropping the call frames of `emit::Emitter::call`.
+    pub entry_rsp: u64,
+    /// Call frames on the host stack (at most `emit::CALL_FRAMES_MAX`).
+    pub calls: u64,
     pub exit_pc: u64,
     pub exit_site: u64,
     /// With `Exit::Chain`: the RAM page of the block that holds `exit_site`.
@@ -746,6 +751,8 @@ impl Hart {
             jump_cache: translator.jump_cache.as_ptr().cast(),
             reservation: &mut self.reservation,
             remaining: end - self.instret,
+            entry_rsp: 0,
+            calls: 0,
             exit_pc: self.pc,
             exit_site: 0,
             exit_ram_page: 0,

@@ -1279,3 +1279,58 @@ fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
         }
     }
 }
+
+#[test]
+fn calls_and_returns_through_the_host_stack_match_the_interpreter() {
+    use Op::*;
+    // Each round calls F, which recurses 40 deep (more frames than translated code keeps)
+    // and fences a data page at the bottom (a refetch, which drops the frames), then calls
+    // G, which returns past its call (to a return address its caller did not push).
+    let program = [
+        ins(Addi, 10, 0, 0, 40),
+        ins(Jal, 1, 0, 0, 20), // call F
+        ins(Jal, 1, 0, 0, 56), // call G
+        ins(Addi, 13, 13, 0, 100),
+        ins(Addi, 11, 11, 0, 1), // G returns here
+        ins(Jal, 0, 0, 0, -20),
+        // F:
+        ins(Addi, 2, 2, 0, -16),
+        ins(Sd, 0, 2, 1, 0),
+        ins(Addi, 10, 10, 0, -1),
+        ins(Beq, 0, 10, 0, 12),
+        ins(Jal, 1, 0, 0, -16), // call F
+        ins(Jal, 0, 0, 0, 8),
+        ins(SfenceVma, 0, 15, 0, 0),
+        ins(Ld, 1, 2, 0, 0),
+        ins(Addi, 2, 2, 0, 16),
+        ins(Jalr, 0, 1, 0, 0), // return
+        // G:
+        ins(Addi, 1, 1, 0, 4),
+        ins(Jalr, 0, 1, 0, 0), // return, 4 bytes past the call's return address
+    ];
+    let prime_budgets = [
+        1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 97, 389,
+    ];
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(15, SCRATCH);
+    }
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &prime_budgets,
+        "short runs",
+    );
+    lockstep(&mut reference, &mut translated, &[20_000], "a long run");
+    // 39 levels of 9 instructions and the bottom's 8, 2 in G, 5 in the loop (x11 counts
+    // near the end of a round).
+    let round = 39 * 9 + 8 + 2 + 5;
+    let total: u64 = prime_budgets.iter().sum::<u64>() + 20_000;
+    assert_eq!(reference.x(11), total / round);
+    assert_eq!(
+        reference.x(13),
+        0,
+        "G skipped the instruction after its call"
+    );
+}

@@ -485,6 +485,14 @@ impl Assembler {
     }
 
     /// `jmp rel32` with a zero displacement; returns the position of the rel32 to patch.
+    /// `call rel32`; returns the position of the rel32 to patch (as `jmp`).
+    pub fn call(&mut self) -> usize {
+        self.byte(0xe8);
+        let at = self.len();
+        self.imm32(0);
+        at
+    }
+
     pub fn jmp(&mut self) -> usize {
         self.byte(0xe9);
         let at = self.len();
