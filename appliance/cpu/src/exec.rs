@@ -4,8 +4,8 @@ use crate::csr::numbers::{
     MCAUSE, MEPC, MIE, MSCRATCH, MSTATUS, MTVAL, SCAUSE, SEPC, SIE, SSCRATCH, SSTATUS, STVAL,
 };
 use crate::csr::{
-    MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
-    MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
+    MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SPIE,
+    MSTATUS_SPP, MSTATUS_SUM, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
 };
 use crate::inst::{Instruction, Op};
 use crate::{cause, Exception, Flow, Hart, Platform, Privilege, Reservation, StopReason};
@@ -407,13 +407,18 @@ impl Hart {
         // changes none of these, so translated code may go on past it (Next).
         // Nor does a write that changes no more than interrupt enables (the global ones in
         // mstatus, the local ones in mie) when it leaves no interrupt takeable, the check
-        // `run` would make: Linux's local_irq_save and local_irq_restore.
+        // `run` would make: Linux's local_irq_save and local_irq_restore. Nor SUM and MXR
+        // (Linux's user-access windows around every copy to or from user space): they
+        // change only the load and store TLB keys, which the next access reads afresh
+        // (translated code too: `translate::interpret` hands it the new keys).
         let data_only = matches!(
             csr,
             SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
         );
         let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
-            && (status_before ^ self.csr.mstatus) & !(MSTATUS_SIE | MSTATUS_MIE) == 0;
+            && (status_before ^ self.csr.mstatus)
+                & !(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SUM | MSTATUS_MXR)
+                == 0;
         Ok(
             if writes && !data_only && !(enables_only && self.pending_interrupt().is_none()) {
                 Flow::EndBlock

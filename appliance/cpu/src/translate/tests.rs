@@ -1334,3 +1334,77 @@ fn calls_and_returns_through_the_host_stack_match_the_interpreter() {
         "G skipped the instruction after its call"
     );
 }
+
+#[test]
+fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
+    use crate::csr_numbers::SATP;
+    use crate::tests::{write_u64, ROOT};
+    use Op::*;
+    // Linux's user-access windows: csrs sstatus.SUM, a load from a U page, csrc SUM. The
+    // writes change the TLB keys, not anything `Hart::run` checks, so translated code goes
+    // on past them with the new keys: a load from the U page right after SUM is cleared
+    // faults (privileged spec 4.3.1; the handler skips it) in every round, although the
+    // load TLB holds the page under the key with SUM, also in runs entered with SUM set.
+    const VA: u64 = 0x4000_0000;
+    const USER_PAGE: u64 = RAM_BASE + 0x20_000;
+    let program = [
+        ins(Csrrs, 0, 9, 0, SSTATUS as i32),
+        ins(Ld, 10, 8, 0, 0),
+        ins(Addi, 11, 11, 0, 1),
+        ins(Csrrc, 0, 9, 0, SSTATUS as i32),
+        ins(Ld, 12, 8, 0, 0),
+        ins(Jal, 0, 0, 0, -20),
+    ];
+    let build = || {
+        let mut h = machine(&program);
+        // RAM identity-mapped by a gigapage (V R W X A D); VA onto USER_PAGE (V R W U A D).
+        write_u64(&mut h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xcf);
+        let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
+        write_u64(&mut h, ROOT + (VA >> 30) * 8, (l1 >> 12) << 10 | 1);
+        write_u64(&mut h, l1 + ((VA >> 21) & 0x1ff) * 8, (l0 >> 12) << 10 | 1);
+        write_u64(
+            &mut h,
+            l0 + ((VA >> 12) & 0x1ff) * 8,
+            (USER_PAGE >> 12) << 10 | 0xd7,
+        );
+        h.write_phys(GuestPhysAddr(USER_PAGE), &0x5au64.to_le_bytes())
+            .unwrap();
+        h.write_csr(SATP, 8 << 60 | ROOT >> 12);
+        h.reset(CODE, Privilege::Supervisor, 0, 0);
+        h.set_x(8, VA);
+        h.set_x(9, 1 << 18);
+        h
+    };
+    let mut reference = build();
+    let mut translated = translating(build());
+    // Runs of 7 instructions end at every point of the 9 a round retires (with the
+    // handler's 4; the faulting load retires none), so some enter translated code with
+    // SUM set and clear it there.
+    lockstep(&mut reference, &mut translated, &[7; 300], "short runs");
+    lockstep(&mut reference, &mut translated, &[10_000], "a long run");
+    assert_eq!(reference.x(10), 0x5a);
+    assert_eq!(reference.x(11), (7 * 300 + 10_000) / 9 + 1);
+    assert_eq!(translated.x(12), 0, "the loads without SUM faulted");
+
+    // Without the faulting load, a thousand rounds stay in translated code.
+    let mut program = program;
+    program[4] = ins(Addi, 7, 7, 0, -1);
+    program[5] = ins(Bne, 0, 7, 0, -20);
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.reset(CODE, Privilege::Supervisor, 0, 0);
+        h.set_x(7, 1000);
+        h.set_x(8, SCRATCH);
+        h.set_x(9, 1 << 18);
+    }
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[6_000],
+        "rounds without a fault",
+    );
+    assert_eq!(reference.x(11), 1000);
+    let stats = translated.translator_stats().expect("translator on");
+    assert!(stats.entries <= 8, "{stats:?}");
+}
