@@ -3,8 +3,9 @@
 //! as ours), and in our machine interpreted (`run-guest --interpret`) and translated; prints
 //! guest MIPS for each and the ratios of the translator to the others. Checksums must agree
 //! between all four and a native build of the same source (gcc -O2 for the host, run as a
-//! process: the bare-metal reference). Run with `cargo bench --bench cpu_vs_qemu [-- GUEST...]`, GUEST among
-//! integer_heavy, memory_bound, fp_heavy and coremark_like (default: all).
+//! process: the bare-metal reference). Run with `cargo bench --bench cpu_vs_qemu
+//! [-- GUEST...]`, GUEST among integer_heavy, memory_bound, fp_heavy and coremark_like
+//! (default: all).
 
 #[path = "../appliance/guest/isa/harness.rs"]
 mod harness;

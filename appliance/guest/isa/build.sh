@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the ISA test programs (programs/*.c, programs/*.S) and the benchmark guests (bench/*.c)
-# with the shared runtime, and the benchmark guests for the host CPU (<name>.native), into ${UNDERSTUDY_CACHE:-$HOME/.cache/understudy}/isa/<source hash>/
+# with the shared runtime, and the benchmark guests for the host CPU (<name>.native), into
+# ${UNDERSTUDY_CACHE:-$HOME/.cache/understudy}/isa/<source hash>/
 # and prints that directory. A directory that already exists is reused as is.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

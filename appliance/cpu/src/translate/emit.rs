@@ -285,6 +285,15 @@ impl Emitter {
         self.jmp_absolute(self.epilogue);
     }
 
+    /// Leaves with `reason` and `exit_pc` = `pc` after `retired` instructions (the cache
+    /// written back already).
+    fn leave_at(&mut self, pc: u64, retired: u32, reason: Exit) {
+        self.retire(retired);
+        self.a.mov_imm(RAX, pc);
+        self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+        self.leave_now(reason);
+    }
+
     fn retire(&mut self, count: u32) {
         if count > 0 {
             self.a.alu_imm(Alu::Sub, Width::W64, R13, count as i32);
@@ -582,10 +591,7 @@ impl Emitter {
                     cache,
                 } => {
                     self.write_back(cache);
-                    self.retire(retired);
-                    self.a.mov_imm(RAX, pc);
-                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
-                    self.leave_now(reason);
+                    self.leave_at(pc, retired, reason);
                 }
                 Stub::Chain { pc, site } => {
                     self.a.mov_imm(RAX, pc);
@@ -667,10 +673,7 @@ impl Emitter {
                         self.lookup_tail.push(site);
                         self.a.bind(other);
                     }
-                    self.retire(index);
-                    self.a.mov_imm(RAX, pc);
-                    self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
-                    self.leave_now(Exit::Helper);
+                    self.leave_at(pc, index, Exit::Helper);
                 }
                 Stub::Interpret { slow } => {
                     self.write_back(slow.before);

@@ -25,9 +25,10 @@
 //!   later ones in the same block cannot be reached without passing it).
 //!
 //! FS and frm cannot change while translated code runs: every CSR write but those of
-//! data-only CSRs and those that change only interrupt enables (`Hart::execute_csr`), every trap and xRET ends the interpreter's block
-//! with a flow other than "next", which leaves translated code; interpreted FP
-//! instructions only accrue flags and set FS to Dirty.
+//! data-only CSRs and those that change only interrupt enables, SUM or MXR
+//! (`Hart::execute_csr`, and the inline sstatus accesses that follow it), every trap and
+//! xRET ends the interpreter's block with a flow other than "next", which leaves
+//! translated code; interpreted FP instructions only accrue flags and set FS to Dirty.
 
 use core::mem::offset_of;
 
