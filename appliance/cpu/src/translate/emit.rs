@@ -7,8 +7,8 @@
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
 //!
-//! rax, rcx, rdx, rsi and rdi are scratch within one instruction. r8-r11, rbp and r15 cache guest
-//! registers inside one block (`RegisterCache`): a write puts its value there, later reads
+//! rax, rcx and rdx are scratch within one instruction. r8-r11, rbp, r15, rsi and rdi cache
+//! guest registers inside one block (`RegisterCache`): a write puts its value there, later reads
 //! take it from there, and every way out of the block (an exit, a chained jump, a call into
 //! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
 //! every exit see `Hart::x` complete.
@@ -84,8 +84,8 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
 /// Host registers that cache guest registers inside a block. A call into the interpreter
 /// clobbers the caller-saved ones and may change any guest register, so all are written
 /// back before it and reloaded (or forgotten) after.
-const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15];
-const CACHE_SLOTS: usize = 6;
+const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15, RSI, RDI];
+const CACHE_SLOTS: usize = 8;
 
 /// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
 /// translating: the state is the same on every path through that point).
@@ -95,9 +95,6 @@ struct RegisterCache {
     guest: [u8; CACHE_SLOTS],
     /// The host register holds a value `Hart::x` does not have yet.
     dirty: [bool; CACHE_SLOTS],
-    /// When each was last written, to evict the oldest.
-    written_at: [u32; CACHE_SLOTS],
-    clock: u32,
 }
 
 impl RegisterCache {
@@ -107,6 +104,46 @@ impl RegisterCache {
         }
         self.guest.iter().position(|&g| g == r)
     }
+}
+
+/// The x registers one instruction of a block reads and writes (bitmasks, x0 never), for
+/// the register cache's choices of what to keep (`Emitter::next_read`).
+#[derive(Clone, Copy, Default)]
+struct Uses {
+    reads: u32,
+    writes: u32,
+    /// Handed to the interpreter: the register cache is written back and emptied there.
+    empties_cache: bool,
+}
+
+impl Uses {
+    /// An FP instruction may name f registers in rs1 and rd: counting rs1 as an x read
+    /// and no write only makes the cache keep a register longer than it needs to.
+    fn of(inst: &Instruction, layout: &HartLayout) -> Uses {
+        let bit = |r: u8| (1u32 << r) & !1;
+        if !inline(inst, layout) {
+            return Uses {
+                empties_cache: true,
+                ..Uses::default()
+            };
+        }
+        if float::inline(inst, layout.fused_multiply_add) {
+            return Uses {
+                reads: bit(inst.rs1),
+                ..Uses::default()
+            };
+        }
+        Uses {
+            reads: bit(inst.rs1) | bit(inst.rs2),
+            writes: bit(inst.rd),
+            empties_cache: false,
+        }
+    }
+}
+
+/// Whether the translator emits `inst` inline (else it hands it to the interpreter).
+fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
+    translates(inst.op) || float::inline(inst, layout.fused_multiply_add) || is_status_access(inst)
 }
 
 /// Where translated code finds the hart's state besides the x registers: byte distances
@@ -150,8 +187,9 @@ enum Stub {
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
-    /// A store through a flagged TLB entry (rsi = the entry, rdx = its RAM offset with its
-    /// flags, rcx = offset in page). `STORE_MARKS_DIRTY`: marks the page dirty and clears
+    /// A store through a flagged TLB entry (rdx = the entry, rax = its RAM offset with its
+    /// flags, rcx = offset in page; rsi and rdi hold cached registers, so the stub saves
+    /// them on the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and clears
     /// the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the page
     /// holds decoded code): stores that touch no decoded 64-byte chunk go back to the fast
     /// path at `resume` with the flags cleared, as `Hart::store_phys` would find no code to
@@ -271,6 +309,10 @@ struct Emitter {
     float_dirty: bool,
     /// Jumps to the block's one `jump_through_lookup`, emitted after the stubs when any.
     lookup_tail: Vec<usize>,
+    /// What each instruction of the block reads and writes.
+    uses: Vec<Uses>,
+    /// The instruction being emitted.
+    index: usize,
 }
 
 impl Emitter {
@@ -340,8 +382,8 @@ impl Emitter {
     /// back here with a host `ret`, which the host's return stack buffer predicts, where
     /// the jump through the lookup is an indirect jump that mispredicts. Here, after the
     /// return, the block goes on at `next` with nothing cached. Without room for one more
-    /// frame (`CALL_FRAMES_MAX`), the call just goes. Rcx and rsi are free here; rdx may
-    /// hold a jalr's target.
+    /// frame (`CALL_FRAMES_MAX`), the call just goes. Rcx is free here; rdx may hold a
+    /// jalr's target.
     fn call(&mut self, next: u64, go: impl FnOnce(&mut Emitter)) {
         let calls = frame(offset_of!(Frame, calls));
         let a = &mut self.a;
@@ -350,8 +392,8 @@ impl Emitter {
         let full = a.jcc(Cond::AboveOrEqual);
         a.alu_imm(Alu::Add, Width::W64, RCX, 1);
         a.store(calls, RCX);
-        a.mov_imm(RSI, next);
-        a.push(RSI);
+        a.mov_imm(RCX, next);
+        a.push(RCX);
         let callee = a.call();
         // Returned to: drop the guest return address (the frame is 16 bytes, so rsp keeps
         // its alignment for the helpers' calls).
@@ -407,7 +449,7 @@ impl Emitter {
         );
         let a = &mut self.a;
         let tlb_miss = a.jcc(Cond::NotEqual);
-        a.load(Width::W64, RCX, at_index(RSI, RDX, 8));
+        a.load(Width::W64, RCX, at_base(RDX, 8));
         a.mov(Width::W32, RDX, RAX);
         a.alu_imm(Alu::And, Width::W32, RDX, 0xfff);
         a.alu(Alu::Add, Width::W64, RCX, RDX);
@@ -608,6 +650,10 @@ impl Emitter {
                     slow,
                 } => {
                     let a = &mut self.a;
+                    a.push(RSI);
+                    a.push(RDI);
+                    a.mov(Width::W64, RSI, RDX);
+                    a.mov(Width::W64, RDX, RAX);
                     a.test_low_byte(RDX, STORE_MARKS_DIRTY);
                     let clean = a.jcc(Cond::Equal);
                     a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
@@ -623,8 +669,7 @@ impl Emitter {
                     a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
                     a.or_to_mem(at_index(RDI, RSI, 0), RAX);
                     a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
-                    let back = a.jcc(Cond::Equal);
-                    a.patch(back, resume as i64);
+                    let done = a.jcc(Cond::Equal);
                     a.bind(clean);
                     a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
                     a.mov(Width::W64, RDI, RDX);
@@ -643,10 +688,18 @@ impl Emitter {
                     a.bt(RSI, RDI);
                     let last = a.jcc(Cond::Below);
                     a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
+                    a.bind(done);
+                    a.mov(Width::W64, RAX, RDX);
+                    a.pop(RDI);
+                    a.pop(RSI);
                     let back = a.jmp();
                     a.patch(back, resume as i64);
-                    self.stubs
-                        .push((vec![first, last], Stub::Interpret { slow }));
+                    a.bind(first);
+                    a.bind(last);
+                    a.pop(RDI);
+                    a.pop(RSI);
+                    let slow_path = a.jmp();
+                    self.stubs.push((vec![slow_path], Stub::Interpret { slow }));
                 }
                 Stub::Forward {
                     skipped,
@@ -750,13 +803,10 @@ impl Emitter {
 
     /// Records that cache slot `slot` was just written.
     fn wrote(&mut self, slot: usize) {
-        let cache = &mut self.cache;
-        cache.clock = cache.clock.wrapping_add(1);
-        cache.dirty[slot] = true;
-        cache.written_at[slot] = cache.clock;
+        self.cache.dirty[slot] = true;
     }
 
-    /// x[rd] = rax, into the register cache (evicting the oldest entry when full).
+    /// x[rd] = rax, into the register cache (evicting an entry when full).
     fn write_rax(&mut self, rd: u8) {
         if rd == 0 {
             return;
@@ -773,39 +823,106 @@ impl Emitter {
                 self.wrote(slot);
                 slot
             }
-            None => self.allocate(rd),
+            None => self.allocate(rd, self.index + 1),
         }
     }
 
-    /// A cache slot for rd, which is not cached, marked written: in a loop its home at the
-    /// loop header, else a free one, else the least recently written (written back first).
-    fn allocate(&mut self, rd: u8) -> usize {
-        let homes = self
-            .loop_header
-            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
+    /// A cache slot for rd, which is not cached, marked written (`evict` chooses it);
+    /// `from`: the instruction on from which the other cached registers' reads count (the
+    /// current one while its sources are still to be read).
+    fn allocate(&mut self, rd: u8, from: usize) -> usize {
+        let slot = self.evict(rd, from);
+        self.wrote(slot);
+        slot
+    }
+
+    /// Frees a cache slot for guest register r and gives it to r (not marked written):
+    /// in a loop r's home at the loop header, so the jump back finds it in place; else a
+    /// free slot; else the one whose register is next read furthest from instruction
+    /// `from` on (never, first), a clean one before a dirty one, which is written back.
+    /// Slots that are the home of another register are taken last, and those of the
+    /// registers the current instruction uses never while there is another.
+    fn evict(&mut self, r: u8, from: usize) -> usize {
+        let slot = self.victim(r, from);
         let cache = &mut self.cache;
-        // In a loop, a register the loop header caches goes back to its slot there, so the
-        // jump back finds it in place; others take a free slot, or the least recently
-        // written one that is no register's home.
-        let home = homes.iter().position(|&g| g == rd);
-        let free = (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
-        let oldest_spare = (0..CACHE_SLOTS)
-            .filter(|&slot| homes[slot] == 0)
-            .min_by_key(|&slot| cache.written_at[slot]);
-        let oldest = (0..CACHE_SLOTS).min_by_key(|&slot| cache.written_at[slot]);
-        let slot = home
-            .or(free)
-            .or_else(|| cache.guest.iter().position(|&g| g == 0))
-            .or(oldest_spare)
-            .or(oldest)
-            .unwrap_or(0);
         if cache.guest[slot] != 0 && cache.dirty[slot] {
             let evicted = cache.guest[slot];
             self.a.store(xreg(evicted), CACHE_REGS[slot]);
         }
-        self.cache.guest[slot] = rd;
-        self.wrote(slot);
+        self.cache.guest[slot] = r;
+        self.cache.dirty[slot] = false;
         slot
+    }
+
+    /// The slot `evict` would give r.
+    fn victim(&self, r: u8, from: usize) -> usize {
+        let homes = self
+            .loop_header
+            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
+        let cache = &self.cache;
+        if let Some(home) = homes.iter().position(|&g| g == r) {
+            return home;
+        }
+        let free = (0..CACHE_SLOTS).find(|&slot| cache.guest[slot] == 0 && homes[slot] == 0);
+        let empty = || cache.guest.iter().position(|&g| g == 0);
+        // The homes of the registers the current instruction uses are claimed at once.
+        let uses = self.uses.get(self.index).copied().unwrap_or_default();
+        let claimed = |slot: usize| (uses.reads | uses.writes) & (1u32 << homes[slot]) & !1 != 0;
+        // Larger is a better victim.
+        let worth = |slot: usize| {
+            let next = self
+                .next_read(cache.guest[slot], from)
+                .unwrap_or(usize::MAX);
+            (!claimed(slot), homes[slot] == 0, next, !cache.dirty[slot])
+        };
+        free.or_else(empty).unwrap_or_else(|| {
+            (0..CACHE_SLOTS)
+                .max_by_key(|&slot| worth(slot))
+                .unwrap_or(0)
+        })
+    }
+
+    /// The position of the next instruction from `from` on that reads x[r], counting on
+    /// from the block's start in a loop; None when r is written before, or the cache is
+    /// emptied or the block left first.
+    fn next_read(&self, r: u8, from: usize) -> Option<usize> {
+        let bit = 1u32 << r;
+        let count = self.uses.len();
+        let wrap = if self.loop_header.is_some() {
+            from.min(count)
+        } else {
+            0
+        };
+        (from..count).chain(count..count + wrap).find_map(|at| {
+            let uses = self.uses[at % count];
+            if uses.empties_cache || (uses.reads & bit == 0 && uses.writes & bit != 0) {
+                Some(None)
+            } else {
+                (uses.reads & bit != 0).then_some(Some(at))
+            }
+        })?
+    }
+
+    /// Before instruction `index` reads them: loads into the cache the sources it reads
+    /// that a later instruction reads again, when a slot is free or holds a register
+    /// needed later than that.
+    fn cache_sources(&mut self, inst: &Instruction) {
+        let index = self.index;
+        for r in [inst.rs1, inst.rs2] {
+            if r == 0 || self.cache.find(r).is_some() {
+                continue;
+            }
+            let Some(again) = self.next_read(r, index + 1) else {
+                continue;
+            };
+            let slot = self.victim(r, index);
+            let held = self.cache.guest[slot];
+            let later = held == 0 || self.next_read(held, index).is_none_or(|next| next > again);
+            if later {
+                let slot = self.evict(r, index);
+                self.a.load(Width::W64, CACHE_REGS[slot], xreg(r));
+            }
+        }
     }
 
     /// The cache slot in which rd = rs1 op rs2 can be computed directly, marked written
@@ -815,7 +932,8 @@ impl Emitter {
         if let Some(slot) = self.in_place(rd, rs1, rs2) {
             return Some(slot);
         }
-        (self.cache.find(rd).is_none() && rs1 != rd && rs2 != Some(rd)).then(|| self.allocate(rd))
+        (self.cache.find(rd).is_none() && rs1 != rd && rs2 != Some(rd))
+            .then(|| self.allocate(rd, self.index))
     }
 
     /// rax = x[rs1] + imm (the effective address of a load or store).
@@ -827,9 +945,9 @@ impl Emitter {
     }
 
     /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
-    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rsi = the
-    /// TLB's entries (from `Frame` field `tlb`), rdx = entry byte offset in the TLB, rcx =
-    /// offset in the page; jumps to a step exit on a miss or a page-crossing access.
+    /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = the
+    /// address of its entry, rcx = offset in the page; jumps to the slow path on a miss or
+    /// a page-crossing access.
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
         self.tlb_compare(tlb, key, DATA_TLB_ENTRIES, size);
         self.jcc_slow(Cond::NotEqual);
@@ -839,15 +957,14 @@ impl Emitter {
     }
 
     /// Compares the tag of an access of `size` bytes at rax with its entry in a TLB of
-    /// `entries` (`Frame` fields `tlb` and `key`): leaves rsi = the TLB's entries, rdx =
-    /// the entry's byte offset, and the flags equal on a hit. The tag compared is that of
+    /// `entries` (`Frame` fields `tlb` and `key`): leaves rdx = the address of the entry
+    /// and the flags equal on a hit. The tag compared is that of
     /// the access's last byte, in the entry of its first (as QEMU's `tlb_load`): an access
     /// that crosses into the next page misses, since the next page's tag never sits in
     /// this page's entry, so the in-page check costs no instruction of its own.
     fn tlb_compare(&mut self, tlb: usize, key: usize, entries: usize, size: u64) {
         let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
         let a = &mut self.a;
-        a.load(Width::W64, RSI, frame(tlb));
         a.mov(Width::W32, RDX, RAX);
         a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
         a.alu_imm(
@@ -856,6 +973,7 @@ impl Emitter {
             RDX,
             ((entries - 1) << entry_log2) as i32,
         );
+        a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
         if size > 1 {
             a.lea(RCX, at_base(RAX, size as i32 - 1));
         } else {
@@ -863,7 +981,7 @@ impl Emitter {
         }
         a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
         a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_index(RSI, RDX, 0));
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, 0));
     }
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
@@ -953,8 +1071,8 @@ impl Emitter {
         a.bind(changed);
         a.mov_imm(RAX, 1);
         a.bind(done);
-        a.mov_imm(RSI, Reservation::NONE.vaddr);
-        a.store(vaddr, RSI);
+        a.mov_imm(RCX, Reservation::NONE.vaddr);
+        a.store(vaddr, RCX);
         self.write_rax(inst.rd);
     }
 
@@ -974,13 +1092,12 @@ impl Emitter {
             size,
         );
         // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        self.a
-            .alu_mem(Alu::Add, Width::W64, RCX, at_index(RSI, RDX, 8));
+        self.a.alu_mem(Alu::Add, Width::W64, RCX, at_base(RDX, 8));
     }
 
     /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
     /// rcx = its RAM offset (an AMO reads through the same entry: privileged spec 3.7.1
-    /// makes a writable page readable). Clobbers rdx and rsi.
+    /// makes a writable page readable). Clobbers rax and rdx.
     fn store_target(&mut self, size: u64) {
         self.tlb_probe(
             offset_of!(Frame, store_tlb),
@@ -988,13 +1105,12 @@ impl Emitter {
             size,
         );
         let a = &mut self.a;
-        a.alu(Alu::Add, Width::W64, RSI, RDX);
-        a.load(Width::W64, RDX, at_base(RSI, 8));
+        a.load(Width::W64, RAX, at_base(RDX, 8));
         // An entry without flags belongs to a page already marked dirty, holding no code.
-        a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
+        a.test_low_byte(RAX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
         let flagged = a.jcc(Cond::NotEqual);
         let resume = a.len();
-        a.alu(Alu::Add, Width::W64, RCX, RDX);
+        a.alu(Alu::Add, Width::W64, RCX, RAX);
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
             vec![flagged],
@@ -1162,12 +1278,12 @@ impl Emitter {
                 // mulhsu: the unsigned high half, minus rs2 when rs1 is negative (the
                 // signed rs1 is rs1 - 2^64 then).
                 a.unary(Unary::Mul, Width::W64, RCX);
-                // rax held rs1 and the product overwrote it: rsi = rs1 again.
-                self.read(RSI, inst.rs1);
+                // rax held rs1 and the product overwrote it: read rs1 again.
+                self.read(RAX, inst.rs1);
                 let a = &mut self.a;
-                a.shift_imm(Shift::Sar, Width::W64, RSI, 63);
-                a.alu(Alu::And, Width::W64, RSI, RCX);
-                a.alu(Alu::Sub, Width::W64, RDX, RSI);
+                a.shift_imm(Shift::Sar, Width::W64, RAX, 63);
+                a.alu(Alu::And, Width::W64, RAX, RCX);
+                a.alu(Alu::Sub, Width::W64, RDX, RAX);
                 a.mov(Width::W64, RAX, RDX);
             }
         }
@@ -1275,15 +1391,15 @@ impl Emitter {
     /// One instruction; returns false when it ended the block (a jump).
     fn instruction(&mut self, inst: &Instruction, pc: u64, index: u32) -> bool {
         let next = pc.wrapping_add(inst.length_bytes as u64);
-        let inline = translates(inst.op)
-            || float::inline(inst, self.layout.fused_multiply_add)
-            || is_status_access(inst);
-        if !inline {
+        if !inline(inst, &self.layout) {
             let list_index = self.hand_over(inst);
             self.write_back(self.cache);
             self.interpret(list_index, pc, index);
             self.cache = RegisterCache::default();
             return true;
+        }
+        if translates(inst.op) {
+            self.cache_sources(inst);
         }
         let first_stub = self.stubs.len();
         if accesses_memory(inst.op) || float::has_slow_path(inst.op) || is_status_access(inst) {
@@ -1526,8 +1642,9 @@ pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruc
     }
 }
 
-/// An emitter for a block of `count` instructions at `pcs`, placed as `at` says.
-fn emitter(at: &Placement, count: u32, pcs: Vec<u64>) -> Emitter {
+/// An emitter for a block of `count` instructions at `pcs` that use registers as `uses`
+/// says, placed as `at` says.
+fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitter {
     Emitter {
         a: Assembler::new(),
         origin: at.origin,
@@ -1550,6 +1667,8 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>) -> Emitter {
         layout: at.layout,
         float_dirty: false,
         lookup_tail: Vec::new(),
+        uses,
+        index: 0,
     }
 }
 
@@ -1583,7 +1702,7 @@ impl Emitter {
 /// through goes on through the lookup at the next page, as `Hart::run` would, without
 /// leaving translated code.
 pub(super) fn straddling(at: Placement) -> Vec<u8> {
-    let mut e = emitter(&at, 1, vec![at.pc]);
+    let mut e = emitter(&at, 1, vec![at.pc], vec![Uses::default()]);
     e.entry_checks(&at);
     e.call_interpreter(super::FETCH_AT_PC, at.pc, 0, Some(at.pc.wrapping_add(4)));
     e.goto(at.pc.wrapping_add(4), 1);
@@ -1603,7 +1722,8 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
             Some(this)
         })
         .collect();
-    let mut e = emitter(at, count, pcs);
+    let uses = ops.iter().map(|inst| Uses::of(inst, &at.layout)).collect();
+    let mut e = emitter(at, count, pcs, uses);
     e.entry_checks(at);
     e.float_entry_checks(ops, pc);
     if let Some(state) = header {
@@ -1614,6 +1734,7 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {
+        e.index = index;
         e.join_forward(index as u32);
         e.starts.push((e.a.len(), e.cache));
         open = e.instruction(inst, at_pc, index as u32);

@@ -1036,6 +1036,42 @@ fn stores_beside_code_in_its_page_stay_in_translated_code_and_stores_into_it_do_
 }
 
 #[test]
+fn flagged_stores_keep_every_cached_register() {
+    use Op::*;
+    // Nine registers change before the stores and are summed after them, so every host
+    // register of the cache holds one across the stores' out-of-line paths: the scratch
+    // page's first store after its dirty bit was taken (marking it), and a store beside
+    // the code in its own page (checked against the decoded chunks).
+    let mut program: Vec<Instruction> = (10..19)
+        .map(|r| ins(Addi, r, r, 0, 2 * r as i32 + 1))
+        .collect();
+    program.push(ins(Sd, 0, 2, 10, 0));
+    program.push(ins(Sd, 0, 4, 11, 0x7f8));
+    program.push(ins(Add, 19, 10, 11, 0));
+    for r in 12..19 {
+        program.push(ins(Add, 19, 19, r, 0));
+    }
+    program.push(ins(Jal, 0, 0, 0, -4 * program.len() as i32));
+    // Each run is 13 rounds of the loop; lockstep takes the dirty pages after each, so the
+    // next run's first store marks the page again.
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    let budget = 13 * program.len() as u64;
+    for run in 1..=6u64 {
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &[budget],
+            &format!("run {run}"),
+        );
+        let rounds = 13 * run;
+        let sum: u64 = (10..19u64).map(|r| rounds * (2 * r + 1)).sum();
+        assert_eq!(translated.x(19), sum, "run {run}");
+    }
+    assert!(entries(&translated) > 0, "nothing translated");
+}
+
+#[test]
 fn by_default_only_blocks_run_often_enough_are_translated() {
     use Op::*;
     let program = [
