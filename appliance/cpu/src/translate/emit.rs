@@ -761,6 +761,23 @@ impl Emitter {
         }
     }
 
+    /// A register holding x[r]: its cache register, else `scratch` loaded with it.
+    fn source(&mut self, scratch: Reg, r: u8) -> Reg {
+        match self.cache.find(r) {
+            Some(slot) => CACHE_REGS[slot],
+            None => {
+                self.read(scratch, r);
+                scratch
+            }
+        }
+    }
+
+    /// Sets the flags as `cmp x[rs1], x[rs2]` (clobbers rax).
+    fn compare_registers(&mut self, rs1: u8, rs2: u8) {
+        let first = self.source(RAX, rs1);
+        self.alu_source_to(first, Alu::Cmp, Width::W64, rs2);
+    }
+
     /// `op rax, x[r]`.
     fn alu_source(&mut self, op: Alu, width: Width, r: u8) {
         self.alu_source_to(RAX, op, width, r);
@@ -856,9 +873,7 @@ impl Emitter {
 
     /// The slot `evict` would give r.
     fn victim(&self, r: u8, from: usize) -> usize {
-        let homes = self
-            .loop_header
-            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest);
+        let homes = self.homes();
         let cache = &self.cache;
         if let Some(home) = homes.iter().position(|&g| g == r) {
             return home;
@@ -880,6 +895,12 @@ impl Emitter {
                 .max_by_key(|&slot| worth(slot))
                 .unwrap_or(0)
         })
+    }
+
+    /// The register each slot holds at the loop header (0 for none, or not a loop).
+    fn homes(&self) -> [u8; CACHE_SLOTS] {
+        self.loop_header
+            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest)
     }
 
     /// The position of the next instruction from `from` on that reads x[r], counting on
@@ -905,7 +926,8 @@ impl Emitter {
 
     /// Before instruction `index` reads them: loads into the cache the sources it reads
     /// that a later instruction reads again, when a slot is free or holds a register
-    /// needed later than that.
+    /// needed later than that, and is no other register's home (which the jump back to
+    /// the loop header would have to load again).
     fn cache_sources(&mut self, inst: &Instruction) {
         let index = self.index;
         for r in [inst.rs1, inst.rs2] {
@@ -917,8 +939,9 @@ impl Emitter {
             };
             let slot = self.victim(r, index);
             let held = self.cache.guest[slot];
+            let home = self.homes()[slot];
             let later = held == 0 || self.next_read(held, index).is_none_or(|next| next > again);
-            if later {
+            if later && (home == 0 || home == r) {
                 let slot = self.evict(r, index);
                 self.a.load(Width::W64, CACHE_REGS[slot], xreg(r));
             }
@@ -1241,13 +1264,13 @@ impl Emitter {
         if inst.rd == 0 {
             return;
         }
-        self.read(RAX, inst.rs1);
         if immediate {
             // The sign-extended imm32 compares as the sign-extended 12-bit immediate, also
             // for sltiu (unprivileged spec 2.4.1).
-            self.a.alu_imm(Alu::Cmp, Width::W64, RAX, inst.imm);
+            let first = self.source(RAX, inst.rs1);
+            self.a.alu_imm(Alu::Cmp, Width::W64, first, inst.imm);
         } else {
-            self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+            self.compare_registers(inst.rs1, inst.rs2);
         }
         self.a.set_cond(cond, RAX);
         self.write_rax(inst.rd);
@@ -1256,6 +1279,30 @@ impl Emitter {
     fn multiply(&mut self, inst: &Instruction) {
         if inst.rd == 0 {
             return;
+        }
+        // mul and mulw keep the low half: computed in rd's cache register where they can.
+        let low = match inst.op {
+            Op::Mul => Some(Width::W64),
+            Op::Mulw => Some(Width::W32),
+            _ => None,
+        };
+        if let Some(width) = low {
+            if let Some(slot) = self.destination(inst.rd, inst.rs1, Some(inst.rs2)) {
+                let host = CACHE_REGS[slot];
+                if inst.rs1 != inst.rd {
+                    self.read(host, inst.rs1);
+                }
+                match self.cache.find(inst.rs2) {
+                    _ if inst.rs2 == 0 => self.a.alu(Alu::Xor, Width::W32, host, host),
+                    Some(source) => self.a.imul(width, host, CACHE_REGS[source]),
+                    None => self.a.imul_mem(width, host, xreg(inst.rs2)),
+                }
+                if width == Width::W32 {
+                    self.a.movsxd(host, host);
+                }
+                self.wrote(slot);
+                return;
+            }
         }
         self.read(RAX, inst.rs1);
         self.read(RCX, inst.rs2);
@@ -1348,8 +1395,7 @@ impl Emitter {
     }
 
     fn branch(&mut self, inst: &Instruction, cond: Cond, pc: u64, index: u32) {
-        self.read(RAX, inst.rs1);
-        self.alu_source(Alu::Cmp, Width::W64, inst.rs2);
+        self.compare_registers(inst.rs1, inst.rs2);
         let target = pc.wrapping_add(inst.imm as i64 as u64);
         // A target inside the block (other than its start, the loop header) is reached
         // without leaving it: the same instructions retire as through an exit and a chained

@@ -386,6 +386,11 @@ impl Assembler {
         self.op_reg(width == Width::W64, &[0x0f, 0xaf], dst.0, src.0);
     }
 
+    /// `imul dst, [mem]` (two-operand form: the low half of the product).
+    pub fn imul_mem(&mut self, width: Width, dst: Reg, mem: Mem) {
+        self.op_mem(width == Width::W64, &[0x0f, 0xaf], dst.0, mem);
+    }
+
     /// F7-group one-operand instruction (`neg`, `mul`, `imul`, `div`, `idiv`).
     pub fn unary(&mut self, op: Unary, width: Width, rm: Reg) {
         self.op_reg(width == Width::W64, &[0xf7], op as u8, rm.0);
