@@ -1198,6 +1198,19 @@ impl Emitter {
         if inst.rd == 0 {
             return;
         }
+        // rd = rs1 op rd for an operation that commutes is rd = rd op rs1, computed in place.
+        let commutes = matches!(op, Alu::Add | Alu::And | Alu::Or | Alu::Xor);
+        let swapped;
+        let inst = if !immediate && commutes && inst.rs2 == inst.rd && inst.rs1 != inst.rd {
+            swapped = Instruction {
+                rs1: inst.rs2,
+                rs2: inst.rs1,
+                ..*inst
+            };
+            &swapped
+        } else {
+            inst
+        };
         let rs2 = (!immediate).then_some(inst.rs2);
         if let Some(slot) = self.destination(inst.rd, inst.rs1, rs2) {
             let host = CACHE_REGS[slot];
