@@ -48,9 +48,17 @@ fn xreg(r: u8) -> super::x86::Mem {
     at_base(RBX, (r as i32 & 31) * 8)
 }
 
-/// The entry trampoline `extern "sysv64" fn(frame: *mut Frame, code: *const u8) -> u32` and
-/// the shared epilogue it contains; returns the code and the epilogue's offset.
-pub(super) fn trampoline() -> (Vec<u8>, usize) {
+/// Where the shared code of the code cache's start lies (byte offsets).
+pub(super) struct Shared {
+    /// The trampoline's way out.
+    pub epilogue: usize,
+    /// `lookup_routine`.
+    pub lookup: usize,
+}
+
+/// The code every block shares: the entry trampoline `extern "sysv64" fn(frame: *mut Frame,
+/// code: *const u8) -> u32` with its epilogue, and the lookup routine.
+pub(super) fn trampoline() -> (Vec<u8>, Shared) {
     let mut a = Assembler::new();
     for r in [RBX, RBP, R12, R13, R14, R15] {
         a.push(r);
@@ -78,7 +86,108 @@ pub(super) fn trampoline() -> (Vec<u8>, usize) {
         a.pop(r);
     }
     a.ret();
-    (a.code, epilogue)
+    let lookup = a.len();
+    lookup_routine(&mut a, epilogue);
+    (a.code, Shared { epilogue, lookup })
+}
+
+/// Called with a target pc in rax (and r13 counted), from every block that goes on through
+/// the lookup: returns the target's code address in rcx when the inline part of `lookup`
+/// finds it (the fetch TLB maps pc and the jump cache holds that pc at that RAM offset) or
+/// `lookup` does; leaves translated code through `epilogue` when there is none. One copy
+/// for all blocks keeps them short (the jump itself stays at each site, where the host
+/// predicts it from that site's own history).
+fn lookup_routine(a: &mut Assembler, epilogue: usize) {
+    a.store(frame(offset_of!(Frame, exit_pc)), RAX);
+    tlb_compare(
+        a,
+        offset_of!(Frame, fetch_tlb),
+        offset_of!(Frame, fetch_key),
+        FETCH_TLB_ENTRIES,
+        1,
+    );
+    let tlb_miss = a.jcc(Cond::NotEqual);
+    a.load(Width::W64, RCX, at_base(RDX, 8));
+    a.mov(Width::W32, RDX, RAX);
+    a.alu_imm(Alu::And, Width::W32, RDX, 0xfff);
+    a.alu(Alu::Add, Width::W64, RCX, RDX);
+    a.mov(Width::W64, RDX, RAX);
+    a.shift_imm(Shift::Shr, Width::W64, RDX, 1);
+    a.mov_imm(RSI, JUMP_HASH);
+    a.imul(Width::W64, RDX, RSI);
+    a.shift_imm(Shift::Shr, Width::W64, RDX, (64 - JUMP_CACHE_LOG2) as u8);
+    a.shift_imm(
+        Shift::Shl,
+        Width::W64,
+        RDX,
+        size_of::<JumpEntry>().trailing_zeros() as u8,
+    );
+    a.alu_mem(
+        Alu::Add,
+        Width::W64,
+        RDX,
+        frame(offset_of!(Frame, jump_cache)),
+    );
+    a.alu_mem(
+        Alu::Cmp,
+        Width::W64,
+        RAX,
+        at_base(RDX, offset_of!(JumpEntry, pc) as i32),
+    );
+    let other_pc = a.jcc(Cond::NotEqual);
+    let ram_offset = at_base(RDX, offset_of!(JumpEntry, ram_offset) as i32);
+    a.alu_mem(Alu::Cmp, Width::W64, RCX, ram_offset);
+    let other_offset = a.jcc(Cond::NotEqual);
+    a.load(
+        Width::W64,
+        RCX,
+        at_base(RDX, offset_of!(JumpEntry, entry) as i32),
+    );
+    a.ret();
+    a.bind(tlb_miss);
+    a.bind(other_pc);
+    a.bind(other_offset);
+    // The call here left rsp 8 off the 16-byte alignment `lookup` expects.
+    a.alu_imm(Alu::Sub, Width::W64, RSP, 8);
+    a.mov(Width::W64, RDI, R14);
+    a.mov(Width::W64, RSI, RAX);
+    a.call_mem(frame(offset_of!(Frame, lookup)));
+    a.alu_imm(Alu::Add, Width::W64, RSP, 8);
+    a.test(Width::W64, RAX, RAX);
+    let missing = a.jcc(Cond::Equal);
+    a.mov(Width::W64, RCX, RAX);
+    a.ret();
+    a.bind(missing);
+    a.mov_imm(RAX, Exit::Jump as u32 as u64);
+    let out = a.jmp();
+    a.patch(out, epilogue as i64);
+}
+
+/// Compares the tag of an access of `size` bytes at rax with its entry in a TLB of
+/// `entries` (`Frame` fields `tlb` and `key`): leaves rdx = the address of the entry
+/// and the flags equal on a hit. The tag compared is that of
+/// the access's last byte, in the entry of its first (as QEMU's `tlb_load`): an access
+/// that crosses into the next page misses, since the next page's tag never sits in
+/// this page's entry, so the in-page check costs no instruction of its own.
+fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: u64) {
+    let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
+    a.mov(Width::W32, RDX, RAX);
+    a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
+    a.alu_imm(
+        Alu::And,
+        Width::W32,
+        RDX,
+        ((entries - 1) << entry_log2) as i32,
+    );
+    a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
+    if size > 1 {
+        a.lea(RCX, at_base(RAX, size as i32 - 1));
+    } else {
+        a.mov(Width::W64, RCX, RAX);
+    }
+    a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
+    a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
+    a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, 0));
 }
 
 /// Host registers that cache guest registers inside a block. A call into the interpreter
@@ -263,6 +372,8 @@ pub(super) struct Placement {
     pub origin: u64,
     /// Absolute address of the trampoline's epilogue.
     pub epilogue: u64,
+    /// Absolute address of `lookup_routine`.
+    pub lookup: u64,
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
     /// Where the hart's state lies, and whether FMA3 may be used.
@@ -274,6 +385,8 @@ struct Emitter {
     /// Absolute address the block will run at.
     origin: u64,
     epilogue: u64,
+    /// Absolute address of `lookup_routine`.
+    lookup: u64,
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
     /// RAM page the block was decoded from (reported with an unlinked jump).
@@ -435,68 +548,12 @@ impl Emitter {
     }
 
     /// With the target pc in rax (and r13 already counted): jump to its translation if the
-    /// lookup finds one, else leave for `Hart::run` to continue there.
+    /// lookup finds one, else leave for `Hart::run` to continue there (`lookup_routine`).
     fn jump_through_lookup(&mut self) {
-        let a = &mut self.a;
-        a.store(frame(offset_of!(Frame, exit_pc)), RAX);
-        // Inline, `lookup`'s hit: the fetch TLB maps pc (rcx = its RAM offset) and the jump
-        // cache holds that pc at that offset. Anything else calls `lookup`.
-        self.tlb_compare(
-            offset_of!(Frame, fetch_tlb),
-            offset_of!(Frame, fetch_key),
-            FETCH_TLB_ENTRIES,
-            1,
-        );
-        let a = &mut self.a;
-        let tlb_miss = a.jcc(Cond::NotEqual);
-        a.load(Width::W64, RCX, at_base(RDX, 8));
-        a.mov(Width::W32, RDX, RAX);
-        a.alu_imm(Alu::And, Width::W32, RDX, 0xfff);
-        a.alu(Alu::Add, Width::W64, RCX, RDX);
-        a.mov(Width::W64, RDX, RAX);
-        a.shift_imm(Shift::Shr, Width::W64, RDX, 1);
-        a.mov_imm(RSI, JUMP_HASH);
-        a.imul(Width::W64, RDX, RSI);
-        a.shift_imm(Shift::Shr, Width::W64, RDX, (64 - JUMP_CACHE_LOG2) as u8);
-        a.shift_imm(
-            Shift::Shl,
-            Width::W64,
-            RDX,
-            size_of::<JumpEntry>().trailing_zeros() as u8,
-        );
-        a.alu_mem(
-            Alu::Add,
-            Width::W64,
-            RDX,
-            frame(offset_of!(Frame, jump_cache)),
-        );
-        a.alu_mem(
-            Alu::Cmp,
-            Width::W64,
-            RAX,
-            at_base(RDX, offset_of!(JumpEntry, pc) as i32),
-        );
-        let other_pc = a.jcc(Cond::NotEqual);
-        let ram_offset = at_base(RDX, offset_of!(JumpEntry, ram_offset) as i32);
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, ram_offset);
-        let other_offset = a.jcc(Cond::NotEqual);
-        a.load(
-            Width::W64,
-            RCX,
-            at_base(RDX, offset_of!(JumpEntry, entry) as i32),
-        );
-        a.jmp_reg(RCX);
-        a.bind(tlb_miss);
-        a.bind(other_pc);
-        a.bind(other_offset);
-        a.mov(Width::W64, RDI, R14);
-        a.mov(Width::W64, RSI, RAX);
-        a.call_mem(frame(offset_of!(Frame, lookup)));
-        a.test(Width::W64, RAX, RAX);
-        let missing = a.jcc(Cond::Equal);
-        a.jmp_reg(RAX);
-        a.bind(missing);
-        self.leave_now(Exit::Jump);
+        let site = self.a.call();
+        self.a
+            .patch(site, self.lookup.wrapping_sub(self.origin) as i64);
+        self.a.jmp_reg(RCX);
     }
 
     /// A conditional jump to a stub that leaves with `reason` at `pc` after `retired`,
@@ -972,39 +1029,11 @@ impl Emitter {
     /// address of its entry, rcx = offset in the page; jumps to the slow path on a miss or
     /// a page-crossing access.
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
-        self.tlb_compare(tlb, key, DATA_TLB_ENTRIES, size);
+        tlb_compare(&mut self.a, tlb, key, DATA_TLB_ENTRIES, size);
         self.jcc_slow(Cond::NotEqual);
         let a = &mut self.a;
         a.mov(Width::W32, RCX, RAX);
         a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
-    }
-
-    /// Compares the tag of an access of `size` bytes at rax with its entry in a TLB of
-    /// `entries` (`Frame` fields `tlb` and `key`): leaves rdx = the address of the entry
-    /// and the flags equal on a hit. The tag compared is that of
-    /// the access's last byte, in the entry of its first (as QEMU's `tlb_load`): an access
-    /// that crosses into the next page misses, since the next page's tag never sits in
-    /// this page's entry, so the in-page check costs no instruction of its own.
-    fn tlb_compare(&mut self, tlb: usize, key: usize, entries: usize, size: u64) {
-        let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
-        let a = &mut self.a;
-        a.mov(Width::W32, RDX, RAX);
-        a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
-        a.alu_imm(
-            Alu::And,
-            Width::W32,
-            RDX,
-            ((entries - 1) << entry_log2) as i32,
-        );
-        a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
-        if size > 1 {
-            a.lea(RCX, at_base(RAX, size as i32 - 1));
-        } else {
-            a.mov(Width::W64, RCX, RAX);
-        }
-        a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
-        a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
-        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, 0));
     }
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
@@ -1708,6 +1737,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
         a: Assembler::new(),
         origin: at.origin,
         epilogue: at.epilogue,
+        lookup: at.lookup,
         page: at.pc / PAGE_SIZE_BYTES,
         ram_page: at.ram_offset / PAGE_SIZE_BYTES,
         block_pc: at.pc,

@@ -286,9 +286,10 @@ pub(crate) struct Translator {
     memory: Box<dyn ExecutableMemory>,
     base: *mut u8,
     len_bytes: usize,
-    /// End of the trampoline: blocks are placed from here.
+    /// End of the shared code: blocks are placed from here.
     first_block: usize,
-    epilogue: usize,
+    /// Where the code all blocks share lies.
+    shared: emit::Shared,
     used_bytes: usize,
     table: Vec<Slot>,
     /// The jump targets `lookup` found last, by pc: written by `lookup` through a shared
@@ -323,7 +324,7 @@ impl Translator {
             return Err(TranslatorError::RegionSize { len_bytes });
         }
         let base = memory.as_mut_ptr();
-        let (code, epilogue) = emit::trampoline();
+        let (code, shared) = emit::trampoline();
         // SAFETY: the region is `len_bytes` >= CODE_BYTES_MIN writable bytes owned by
         // `memory` (ExecutableMemory contract) and the trampoline is far shorter.
         unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), base, code.len()) };
@@ -333,7 +334,7 @@ impl Translator {
             base,
             len_bytes,
             first_block,
-            epilogue,
+            shared,
             used_bytes: first_block,
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
             jump_cache: (0..1 << JUMP_CACHE_LOG2)
@@ -384,7 +385,8 @@ impl Translator {
             ram_offset: offset,
             generation,
             origin: base + self.used_bytes as u64,
-            epilogue: base + self.epilogue as u64,
+            epilogue: base + self.shared.epilogue as u64,
+            lookup: base + self.shared.lookup as u64,
             first_interpreted,
             layout,
         };
