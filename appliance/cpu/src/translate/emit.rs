@@ -298,11 +298,12 @@ enum Stub {
     Chain { pc: u64, site: usize },
     /// A store through a flagged TLB entry (rdx = the entry, rax = its RAM offset with its
     /// flags, rcx = offset in page; rsi and rdi hold cached registers, so the stub saves
-    /// them on the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and clears
-    /// the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the page
-    /// holds decoded code): stores that touch no decoded 64-byte chunk go back to the fast
-    /// path at `resume` with the flags cleared, as `Hart::store_phys` would find no code to
-    /// invalidate; the others take the interpreter slow path.
+    /// them on the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page
+    /// dirty and clears the flag in the entry, as `Hart::store` does.
+    /// `STORE_THROUGH_SLOW_PATH` (the page holds decoded code): stores that touch no
+    /// decoded 64-byte chunk go back to the fast path at `resume` with the flags cleared,
+    /// as `Hart::store_phys` would find no code to invalidate; the others take the
+    /// interpreter slow path.
     FlaggedStore {
         size_bytes: u64,
         resume: usize,
