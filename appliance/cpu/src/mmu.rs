@@ -40,14 +40,14 @@ pub(crate) const DATA_TLB_ENTRIES: usize = 4096;
 /// only those; past this many it rewrites every entry.
 const FILLED_TRACKED_MAX: usize = 512;
 const TLB_INVALID: u64 = u64::MAX;
-/// Flag in the low bits of a store TLB entry's RAM offset: the page holds decoded code, so a
+/// Flag in the low bits of a store TLB entry's addend: the page holds decoded code, so a
 /// store must invalidate it (`Hart::store_phys`) rather than write RAM directly.
 const STORE_THROUGH_SLOW_PATH: u64 = 1;
-/// Flag in the low bits of a store TLB entry's RAM offset: the page's dirty bit may be clear
+/// Flag in the low bits of a store TLB entry's addend: the page's dirty bit may be clear
 /// (`Hart::take_dirty_pages` cleared it after the entry was filled), so a store through the
 /// entry must mark it. Entries without it belong to pages marked dirty.
 pub(crate) const STORE_MARKS_DIRTY: u64 = 2;
-/// The page-offset bits of an entry's `ram_offset`, where flags live.
+/// The page-offset bits of an entry's `addend`, where flags live.
 const ENTRY_FLAGS: u64 = 0xfff;
 /// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
 const KEY_SHIFT: u32 = 52;
@@ -90,13 +90,23 @@ impl Access {
     }
 }
 
-/// `#[repr(C)]`: translated code reads `tag` at byte 0 and `ram_offset` at byte 8.
+/// `#[repr(C)]`: translated code reads `tag` at byte 0 and `addend` at byte 8.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct TlbEntry {
     tag: u64,
-    /// Offset of the page's first byte in guest RAM, with flags in the low 12 bits.
-    ram_offset: u64,
+    /// The RAM offset of the page's first byte minus the page's virtual address (wrapping),
+    /// with flags in the low 12 bits: a virtual address plus the addend without its flags
+    /// is the address's RAM offset (QEMU's `addend`), one addition in translated code.
+    addend: u64,
+}
+
+impl TlbEntry {
+    /// The RAM offset of the entry's page with its flags, as `Tlb::lookup` returns it.
+    fn page_and_flags(&self) -> u64 {
+        let vpage = (self.tag & ((1 << KEY_SHIFT) - 1)) << 12;
+        self.addend.wrapping_add(vpage)
+    }
 }
 
 pub(crate) struct Tlb<const ENTRIES: usize> {
@@ -114,7 +124,7 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
         let entries = vec![
             TlbEntry {
                 tag: TLB_INVALID,
-                ram_offset: 0,
+                addend: 0,
             };
             ENTRIES
         ];
@@ -149,8 +159,8 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     /// stay cached: dropping them would be visible to the guest.
     pub fn mark_ram_page_code(&mut self, page: usize) {
         let mark = |e: &mut TlbEntry| {
-            if e.tag != TLB_INVALID && e.ram_offset >> 12 == page as u64 {
-                e.ram_offset |= STORE_THROUGH_SLOW_PATH;
+            if e.tag != TLB_INVALID && e.page_and_flags() >> 12 == page as u64 {
+                e.addend |= STORE_THROUGH_SLOW_PATH;
             }
         };
         if self.filled_overflow {
@@ -163,7 +173,7 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     }
     /// Sets `STORE_MARKS_DIRTY` in every entry: the dirty bits were just cleared.
     pub fn mark_all_clean(&mut self) {
-        let mark = |e: &mut TlbEntry| e.ram_offset |= STORE_MARKS_DIRTY;
+        let mark = |e: &mut TlbEntry| e.addend |= STORE_MARKS_DIRTY;
         if self.filled_overflow {
             self.entries.iter_mut().for_each(mark);
         } else {
@@ -175,7 +185,7 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     /// Clears `STORE_MARKS_DIRTY` in the entry for `vaddr` (its page was just marked).
     #[inline(always)]
     fn clear_marks_dirty(&mut self, vaddr: u64) {
-        self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)].ram_offset &= !STORE_MARKS_DIRTY;
+        self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)].addend &= !STORE_MARKS_DIRTY;
     }
     /// The first entry, for translated code's inline lookup (`translate::emit`).
     pub fn entries_ptr(&self) -> *const u8 {
@@ -186,7 +196,7 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     fn lookup(&self, tag: u64, vaddr: u64) -> Option<u64> {
         let e = &self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)];
         if e.tag == tag {
-            Some(e.ram_offset)
+            Some(e.addend.wrapping_add(vaddr & !ENTRY_FLAGS))
         } else {
             None
         }
@@ -195,7 +205,7 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
         let index = ((vaddr >> 12) as usize) & (ENTRIES - 1);
         self.entries[index] = TlbEntry {
             tag,
-            ram_offset: (ram_offset & !ENTRY_FLAGS) | flags,
+            addend: (ram_offset & !ENTRY_FLAGS).wrapping_sub(vaddr & !ENTRY_FLAGS) | flags,
         };
         if self.filled.len() < FILLED_TRACKED_MAX {
             self.filled.push(index as u16);

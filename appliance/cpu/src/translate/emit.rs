@@ -33,7 +33,7 @@ use crate::{Hart, Privilege, Reservation, PAGE_SIZE_BYTES};
 #[path = "float.rs"]
 pub(super) mod float;
 
-/// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then RAM offset with flags).
+/// Bytes of one soft-TLB entry (`mmu::TlbEntry`: tag, then addend with flags).
 const TLB_ENTRY_BYTES: u8 = 16;
 /// Store TLB flag: the page holds decoded code (`mmu::STORE_THROUGH_SLOW_PATH`).
 const STORE_THROUGH_SLOW_PATH: u8 = 1;
@@ -108,9 +108,7 @@ fn lookup_routine(a: &mut Assembler, epilogue: usize) {
     );
     let tlb_miss = a.jcc(Cond::NotEqual);
     a.load(Width::W64, RCX, at_base(RDX, 8));
-    a.mov(Width::W32, RDX, RAX);
-    a.alu_imm(Alu::And, Width::W32, RDX, 0xfff);
-    a.alu(Alu::Add, Width::W64, RCX, RDX);
+    a.alu(Alu::Add, Width::W64, RCX, RAX);
     a.mov(Width::W64, RDX, RAX);
     a.shift_imm(Shift::Shr, Width::W64, RDX, 1);
     a.mov_imm(RSI, JUMP_HASH);
@@ -296,14 +294,13 @@ enum Stub {
     /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
     /// the rel32 that the translator may later point at the target block.
     Chain { pc: u64, site: usize },
-    /// A store through a flagged TLB entry (rdx = the entry, rax = its RAM offset with its
-    /// flags, rcx = offset in page; rsi and rdi hold cached registers, so the stub saves
-    /// them on the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page
-    /// dirty and clears the flag in the entry, as `Hart::store` does.
-    /// `STORE_THROUGH_SLOW_PATH` (the page holds decoded code): stores that touch no
-    /// decoded 64-byte chunk go back to the fast path at `resume` with the flags cleared,
-    /// as `Hart::store_phys` would find no code to invalidate; the others take the
-    /// interpreter slow path.
+    /// A store through a flagged TLB entry (rax = the address, rdx = the entry, rcx = its
+    /// addend with its flags; rsi and rdi hold cached registers, so the stub saves them on
+    /// the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and
+    /// clears the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the
+    /// page holds decoded code): stores that touch no decoded 64-byte chunk go back to the
+    /// fast path at `resume` with rcx = the RAM offset, as `Hart::store_phys` would find no
+    /// code to invalidate; the others take the interpreter slow path.
     FlaggedStore {
         size_bytes: u64,
         resume: usize,
@@ -710,12 +707,20 @@ impl Emitter {
                     let a = &mut self.a;
                     a.push(RSI);
                     a.push(RDI);
+                    // rsi = the entry, rdx = its page's RAM offset with the flags, rcx =
+                    // the offset in the page.
                     a.mov(Width::W64, RSI, RDX);
                     a.mov(Width::W64, RDX, RAX);
+                    a.alu_imm(Alu::And, Width::W64, RDX, !0xfff);
+                    a.alu(Alu::Add, Width::W64, RDX, RCX);
+                    a.mov(Width::W32, RCX, RAX);
+                    a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
                     a.test_low_byte(RDX, STORE_MARKS_DIRTY);
                     let clean = a.jcc(Cond::Equal);
                     a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
-                    a.store(at_base(RSI, 8), RDX);
+                    a.load(Width::W64, RDI, at_base(RSI, 8));
+                    a.alu_imm(Alu::And, Width::W64, RDI, !(STORE_MARKS_DIRTY as i32));
+                    a.store(at_base(RSI, 8), RDI);
                     // `Hart::mark_page_dirty`: dirty[page / 64] |= 1 << page % 64.
                     a.mov(Width::W64, RDI, RDX);
                     a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
@@ -747,7 +752,7 @@ impl Emitter {
                     let last = a.jcc(Cond::Below);
                     a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
                     a.bind(done);
-                    a.mov(Width::W64, RAX, RDX);
+                    a.alu(Alu::Add, Width::W64, RCX, RDX);
                     a.pop(RDI);
                     a.pop(RSI);
                     let back = a.jmp();
@@ -1027,20 +1032,15 @@ impl Emitter {
 
     /// The soft-TLB probe shared by loads and stores (`mmu::Tlb::lookup` and the in-page
     /// check of `Hart::load`/`Hart::store`). With the address in rax, leaves rdx = the
-    /// address of its entry, rcx = offset in the page; jumps to the slow path on a miss or
-    /// a page-crossing access.
+    /// address of its entry; jumps to the slow path on a miss or a page-crossing access.
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
         tlb_compare(&mut self.a, tlb, key, DATA_TLB_ENTRIES, size);
         self.jcc_slow(Cond::NotEqual);
-        let a = &mut self.a;
-        a.mov(Width::W32, RCX, RAX);
-        a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
     }
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
-        self.load_target(size);
-        let value = at_index(R12, RCX, 0);
+        let value = self.load_target(size, false);
         if float::is_float_access(inst.op) {
             self.a.load_extend(size, signed, RAX, value);
             self.float_loaded(inst);
@@ -1083,11 +1083,11 @@ impl Emitter {
     /// value read (`Hart::reservation`, as the interpreter's LR sets it).
     fn load_reserved(&mut self, inst: &Instruction, size: u64) {
         self.aligned_address(inst, size);
-        self.load_target(size);
+        let target = self.load_target(size, true);
         let a = &mut self.a;
         a.load(Width::W64, RDX, frame(offset_of!(Frame, reservation)));
         a.store(at_base(RDX, offset_of!(Reservation, vaddr) as i32), RAX);
-        a.load_extend(size, false, RAX, at_index(R12, RCX, 0));
+        a.load_extend(size, false, RAX, target);
         a.store(at_base(RDX, offset_of!(Reservation, value) as i32), RAX);
         if size == 4 {
             a.movsxd(RAX, RAX);
@@ -1137,20 +1137,29 @@ impl Emitter {
         self.jcc_slow(Cond::NotEqual);
     }
 
-    /// The load-TLB probe for a read of `size` bytes at rax; leaves rcx = its RAM offset.
-    fn load_target(&mut self, size: u64) {
+    /// The load-TLB probe for a read of `size` bytes at rax; returns where the bytes are:
+    /// at r12 + rcx when `keep_address` (rax still the address), else at r12 + rax.
+    fn load_target(&mut self, size: u64, keep_address: bool) -> super::x86::Mem {
         self.tlb_probe(
             offset_of!(Frame, load_tlb),
             offset_of!(Frame, load_key),
             size,
         );
-        // Load entries carry no flags, so entry offset + offset in page is the RAM offset.
-        self.a.alu_mem(Alu::Add, Width::W64, RCX, at_base(RDX, 8));
+        // Load entries carry no flags: address + addend is the RAM offset.
+        let addend = at_base(RDX, 8);
+        if keep_address {
+            self.a.load(Width::W64, RCX, addend);
+            self.a.alu(Alu::Add, Width::W64, RCX, RAX);
+            at_index(R12, RCX, 0)
+        } else {
+            self.a.alu_mem(Alu::Add, Width::W64, RAX, addend);
+            at_index(R12, RAX, 0)
+        }
     }
 
     /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
     /// rcx = its RAM offset (an AMO reads through the same entry: privileged spec 3.7.1
-    /// makes a writable page readable). Clobbers rax and rdx.
+    /// makes a writable page readable). Clobbers rdx.
     fn store_target(&mut self, size: u64) {
         self.tlb_probe(
             offset_of!(Frame, store_tlb),
@@ -1158,12 +1167,12 @@ impl Emitter {
             size,
         );
         let a = &mut self.a;
-        a.load(Width::W64, RAX, at_base(RDX, 8));
+        a.load(Width::W64, RCX, at_base(RDX, 8));
         // An entry without flags belongs to a page already marked dirty, holding no code.
-        a.test_low_byte(RAX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
+        a.test_low_byte(RCX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
         let flagged = a.jcc(Cond::NotEqual);
-        let resume = a.len();
         a.alu(Alu::Add, Width::W64, RCX, RAX);
+        let resume = a.len();
         let slow = self.current.expect("a store is being emitted");
         self.stubs.push((
             vec![flagged],
