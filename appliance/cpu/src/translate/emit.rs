@@ -162,11 +162,11 @@ fn lookup_routine(a: &mut Assembler, epilogue: usize) {
 }
 
 /// Compares the tag of an access of `size` bytes at rax with its entry in a TLB of
-/// `entries` (`Frame` fields `tlb` and `key`): leaves rdx = the address of the entry
-/// and the flags equal on a hit. The tag compared is that of
-/// the access's last byte, in the entry of its first (as QEMU's `tlb_load`): an access
-/// that crosses into the next page misses, since the next page's tag never sits in
-/// this page's entry, so the in-page check costs no instruction of its own.
+/// `entries` (`Frame` fields `tlb` and `key`): leaves rdx = the address of the entry and
+/// the flags equal on a hit. The tag compared is that of the access's last byte, in the
+/// entry of its first (as QEMU's `tlb_load`): an access that crosses into the next page
+/// misses, since the next page's tag never sits in this page's entry, so the in-page
+/// check costs no instruction of its own.
 fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: u64) {
     let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
     a.mov(Width::W32, RDX, RAX);
