@@ -155,7 +155,10 @@ const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
 /// How often `Hart::run` reaches a block before it is translated, unless the embedder says
 /// otherwise: code that runs rarely is cheaper to interpret than to translate (about 5 us
 /// a block) and keep in the host's caches (about 100 bytes of x86-64 per instruction).
-pub const HOT_EXECUTIONS_DEFAULT: u32 = 64;
+/// Measured against 64: code that a service runs once per request (a fork for each
+/// connection) turns hot after 16 requests rather than 64, which took an eighth of the CPU
+/// off 100 sequential curl GETs; the Debian boot and redis were no slower.
+pub const HOT_EXECUTIONS_DEFAULT: u32 = 16;
 /// log2 of the entries of the jump cache in front of the table (32 bytes an entry: 128 KiB,
 /// which stays in the host's L2 where the 2 MiB table does not; measured under
 /// redis-benchmark, the table's cache misses made `lookup` 15% of all host time). 4 times
