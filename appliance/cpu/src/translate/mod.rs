@@ -148,10 +148,14 @@ pub struct TranslatorStats {
 pub const CODE_BYTES_MIN: usize = 256 * 1024;
 /// Largest code region accepted: rel32 jumps must reach across it.
 pub const CODE_BYTES_MAX: usize = 1 << 30;
-/// log2 of the slots in the direct-mapped table from (pc, RAM offset) to translated code
-/// (32 bytes a slot: 2 MiB).
+/// log2 of the slots in the table from (pc, RAM offset) to translated code (40 bytes a
+/// slot: 2.5 MiB), and of the execution counters of blocks not translated yet.
 const TABLE_SLOTS_LOG2: u32 = 16;
 const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
+/// Ways of the translation table's sets. Direct-mapped, two hot blocks that shared a slot
+/// evicted each other at every visit and both ran interpreted most of the time (in a redis
+/// session `sg_init_one` and `tcp_v4_send_check` were each translated 214 times).
+const TABLE_WAYS: usize = 4;
 /// How often `Hart::run` reaches a block before it is translated, unless the embedder says
 /// otherwise: code that runs rarely is cheaper to interpret than to translate (about 5 us
 /// a block) and keep in the host's caches (about 100 bytes of x86-64 per instruction).
@@ -294,7 +298,13 @@ pub(crate) struct Translator {
     /// Where the code all blocks share lies.
     shared: emit::Shared,
     used_bytes: usize,
+    /// Translated blocks: `TABLE_WAYS`-way sets, by `set_index`.
     table: Vec<Slot>,
+    /// Executions of blocks on their way to being hot, direct-mapped by `counter_index`: a
+    /// collision restarts a count, and never evicts a translation.
+    counters: Vec<Slot>,
+    /// The way of each set that the next translation into a full set replaces.
+    next_victim: Vec<u8>,
     /// The jump targets `lookup` found last, by pc: written by `lookup` through a shared
     /// reference while translated code runs, hence cells.
     jump_cache: Box<[Cell<JumpEntry>]>,
@@ -340,6 +350,8 @@ impl Translator {
             shared,
             used_bytes: first_block,
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
+            counters: vec![SLOT_EMPTY; TABLE_SLOTS],
+            next_victim: vec![0; TABLE_SLOTS / TABLE_WAYS],
             jump_cache: (0..1 << JUMP_CACHE_LOG2)
                 .map(|_| Cell::new(JUMP_EMPTY))
                 .collect(),
@@ -353,8 +365,39 @@ impl Translator {
 
     /// Multiplicative (Fibonacci) hashing of the instruction address: code is laid out
     /// with regular spacing, which a plain mask of the low bits would map onto a few slots.
-    fn slot_index(pc: u64) -> usize {
+    fn counter_index(pc: u64) -> usize {
         ((pc >> 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TABLE_SLOTS_LOG2)) as usize
+    }
+
+    /// The first slot of the set that may hold `pc`'s translation.
+    fn set_index(pc: u64) -> usize {
+        Translator::counter_index(pc) & !(TABLE_WAYS - 1)
+    }
+
+    /// The translation of `pc` at RAM `offset` in its set, live or stale.
+    fn find(&self, pc: u64, offset: u64) -> Option<&Slot> {
+        let set = Translator::set_index(pc);
+        self.table[set..set + TABLE_WAYS]
+            .iter()
+            .find(|slot| slot.pc == pc && slot.ram_offset == offset)
+    }
+
+    /// Files `slot` in its set: over an older translation of the same pc and RAM offset,
+    /// else in an empty way, else in the set's next victim (round robin).
+    fn file(&mut self, slot: Slot) {
+        let set = Translator::set_index(slot.pc);
+        let ways = &self.table[set..set + TABLE_WAYS];
+        let way = ways
+            .iter()
+            .position(|old| old.pc == slot.pc && old.ram_offset == slot.ram_offset)
+            .or_else(|| ways.iter().position(|old| old.code == CODE_NONE))
+            .unwrap_or_else(|| {
+                let victim = &mut self.next_victim[set / TABLE_WAYS];
+                let way = *victim as usize;
+                *victim = ((way + 1) % TABLE_WAYS) as u8;
+                way
+            });
+        self.table[set + way] = slot;
     }
 
     fn jump_index(pc: u64) -> usize {
@@ -364,6 +407,8 @@ impl Translator {
     /// Forgets every translation and reuses the whole region.
     pub fn flush(&mut self) {
         self.table.fill(SLOT_EMPTY);
+        self.counters.fill(SLOT_EMPTY);
+        self.next_victim.fill(0);
         self.jump_cache
             .iter()
             .for_each(|entry| entry.set(JUMP_EMPTY));
@@ -404,15 +449,11 @@ impl Translator {
 
     /// The absolute entry address of the live translation of `pc` at RAM `offset`, or 0.
     fn entry_address(&self, pc: u64, offset: u64, generation: u64) -> u64 {
-        let slot = self.table[Translator::slot_index(pc)];
-        if slot.pc == pc
-            && slot.ram_offset == offset
-            && slot.generation == generation
-            && slot.code != CODE_NONE
-        {
-            self.base as u64 + slot.code as u64
-        } else {
-            0
+        match self.find(pc, offset) {
+            Some(slot) if slot.generation == generation && slot.code != CODE_NONE => {
+                self.base as u64 + slot.code as u64
+            }
+            _ => 0,
         }
     }
 
@@ -828,19 +869,21 @@ impl Hart {
     ) -> Option<(u32, u32)> {
         let page = (offset / PAGE_SIZE_BYTES) as usize;
         let generation = self.blocks.page_generations[page];
-        let index = Translator::slot_index(pc);
-        let slot = &mut translator.table[index];
-        let same = slot.pc == pc && slot.ram_offset == offset && slot.generation == generation;
-        if same && slot.code != CODE_NONE {
-            return Some((slot.code, slot.instructions));
+        if let Some(slot) = translator.find(pc, offset) {
+            if slot.generation == generation && slot.code != CODE_NONE {
+                return Some((slot.code, slot.instructions));
+            }
         }
+        let counter = &mut translator.counters[Translator::counter_index(pc)];
+        let same =
+            counter.pc == pc && counter.ram_offset == offset && counter.generation == generation;
         let executions = if same {
-            slot.executions.saturating_add(1)
+            counter.executions.saturating_add(1)
         } else {
             1
         };
         if !force && executions < translator.hot_executions {
-            *slot = Slot {
+            *counter = Slot {
                 pc,
                 ram_offset: offset,
                 generation,
@@ -886,7 +929,7 @@ impl Hart {
             instructions: instructions as u32,
             executions: 0,
         };
-        translator.table[index] = new_slot;
+        translator.file(new_slot);
         // The jump cache must not keep sending jumps to an older translation of `pc` (it
         // would leave as stale at every entry).
         translator.jump_cache[Translator::jump_index(pc)].set(JumpEntry {

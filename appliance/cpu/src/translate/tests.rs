@@ -1072,6 +1072,35 @@ fn flagged_stores_keep_every_cached_register() {
 }
 
 #[test]
+fn two_blocks_whose_pcs_share_a_table_slot_both_stay_translated() {
+    use Op::*;
+    // Block A at CODE jumps to block B, in another page, and B back to A. Each run of two
+    // instructions enters one of them through `Hart::run`'s table lookup, alternately.
+    let slot = super::Translator::counter_index;
+    let b_pc = (CODE + 0x2_0000..RAM_BASE + 0xf_0000)
+        .step_by(4)
+        .find(|&pc| slot(pc) == slot(CODE))
+        .expect("a pc in RAM that shares CODE's table slot");
+    let a = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Jal, 0, 0, 0, (b_pc - CODE - 4) as i32),
+    ];
+    let b = [
+        ins(Addi, 11, 11, 0, 1),
+        ins(Jal, 0, 0, 0, CODE.wrapping_sub(b_pc + 4) as i32),
+    ];
+    let mut h = translating(machine(&a));
+    h.write_phys(GuestPhysAddr(b_pc), &assemble(&b)).unwrap();
+    let mut bus = Bus::default();
+    for _ in 0..100 {
+        h.run(&mut bus, 2);
+    }
+    assert_eq!((h.x(10), h.x(11)), (50, 50));
+    let stats = h.translator_stats().unwrap();
+    assert_eq!(stats.blocks_translated, 2, "{stats:?}");
+}
+
+#[test]
 fn by_default_only_blocks_run_often_enough_are_translated() {
     use Op::*;
     let program = [
