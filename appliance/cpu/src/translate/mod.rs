@@ -148,8 +148,8 @@ pub struct TranslatorStats {
 pub const CODE_BYTES_MIN: usize = 256 * 1024;
 /// Largest code region accepted: rel32 jumps must reach across it.
 pub const CODE_BYTES_MAX: usize = 1 << 30;
-/// log2 of the slots in the table from (pc, RAM offset) to translated code (40 bytes a
-/// slot: 2.5 MiB), and of the execution counters of blocks not translated yet.
+/// log2 of the slots in the table from (pc, RAM offset) to translated code (32 bytes a
+/// slot: 2 MiB), and of the execution counters of blocks not translated yet.
 const TABLE_SLOTS_LOG2: u32 = 16;
 const TABLE_SLOTS: usize = 1 << TABLE_SLOTS_LOG2;
 /// Ways of the translation table's sets. Direct-mapped, two hot blocks that shared a slot
@@ -258,9 +258,24 @@ struct Slot {
     /// Offset of the block's entry in the code region, or `CODE_NONE`.
     code: u32,
     instructions: u32,
-    /// Times `Hart::run` reached the block while it was not translated yet.
+}
+
+/// How often `Hart::run` reached the block at `pc` and RAM offset `ram_offset` (decoded
+/// under page generation `generation`) while it was not translated yet.
+#[derive(Clone, Copy)]
+struct Counter {
+    pc: u64,
+    ram_offset: u64,
+    generation: u64,
     executions: u32,
 }
+
+const COUNTER_EMPTY: Counter = Counter {
+    pc: u64::MAX,
+    ram_offset: u64::MAX,
+    generation: 0,
+    executions: 0,
+};
 
 /// A jump cache entry: the live translation of `pc` at RAM offset `ram_offset`. No page
 /// generation: every block's entry checks its own and leaves if the page was written.
@@ -286,7 +301,6 @@ const SLOT_EMPTY: Slot = Slot {
     generation: 0,
     code: CODE_NONE,
     instructions: 0,
-    executions: 0,
 };
 
 pub(crate) struct Translator {
@@ -302,7 +316,7 @@ pub(crate) struct Translator {
     table: Vec<Slot>,
     /// Executions of blocks on their way to being hot, direct-mapped by `counter_index`: a
     /// collision restarts a count, and never evicts a translation.
-    counters: Vec<Slot>,
+    counters: Vec<Counter>,
     /// The way of each set that the next translation into a full set replaces.
     next_victim: Vec<u8>,
     /// The jump targets `lookup` found last, by pc: written by `lookup` through a shared
@@ -350,7 +364,7 @@ impl Translator {
             shared,
             used_bytes: first_block,
             table: vec![SLOT_EMPTY; TABLE_SLOTS],
-            counters: vec![SLOT_EMPTY; TABLE_SLOTS],
+            counters: vec![COUNTER_EMPTY; TABLE_SLOTS],
             next_victim: vec![0; TABLE_SLOTS / TABLE_WAYS],
             jump_cache: (0..1 << JUMP_CACHE_LOG2)
                 .map(|_| Cell::new(JUMP_EMPTY))
@@ -407,7 +421,7 @@ impl Translator {
     /// Forgets every translation and reuses the whole region.
     pub fn flush(&mut self) {
         self.table.fill(SLOT_EMPTY);
-        self.counters.fill(SLOT_EMPTY);
+        self.counters.fill(COUNTER_EMPTY);
         self.next_victim.fill(0);
         self.jump_cache
             .iter()
@@ -883,12 +897,10 @@ impl Hart {
             1
         };
         if !force && executions < translator.hot_executions {
-            *counter = Slot {
+            *counter = Counter {
                 pc,
                 ram_offset: offset,
                 generation,
-                code: CODE_NONE,
-                instructions: 0,
                 executions,
             };
             return None;
@@ -927,7 +939,6 @@ impl Hart {
             generation,
             code: at as u32,
             instructions: instructions as u32,
-            executions: 0,
         };
         translator.file(new_slot);
         // The jump cache must not keep sending jumps to an older translation of `pc` (it
