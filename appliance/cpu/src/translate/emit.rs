@@ -400,12 +400,15 @@ struct Emitter {
     starts: Vec<(usize, RegisterCache)>,
     /// Forward branches inside the block waiting for their target.
     forward: Vec<PendingForward>,
-    /// Where a jump back to the block's own start lands (after the entry checks, with the
-    /// register cache loaded as the state says), when the block is a loop.
-    loop_header: Option<(usize, RegisterCache)>,
-    /// The register cache at the first jump back to the block's start (found by a first
-    /// translation, to choose the loop header's state).
-    back_edge: Option<RegisterCache>,
+    /// The loops found by the previous translation of the block, innermost last among
+    /// those that nest: the header's index, the jump back's index, and the register cache
+    /// the header moves into (every entry dirty), which every jump back moves to as well.
+    loops: Vec<Loop>,
+    /// The register cache at the first jump back to each instruction of the block (found
+    /// by one translation, to choose the loop headers' states of the next).
+    back_edges: Vec<Option<(u32, RegisterCache)>>,
+    /// Registers moved on the jumps back (each iteration pays them).
+    back_edge_moves: u32,
     stubs: Vec<(Vec<usize>, Stub)>,
     /// Instructions handed to the interpreter, in list order from `first_interpreted`.
     interpreted: Vec<Instruction>,
@@ -457,15 +460,13 @@ impl Emitter {
     /// header, a chainable jump in the same page, a jump through the lookup otherwise.
     fn goto(&mut self, target: u64, retired: u32) {
         if target == self.block_pc {
-            if self.back_edge.is_none() {
-                self.back_edge = Some(self.cache);
-            }
-            if let Some((header, state)) = self.loop_header {
+            self.note_back_edge(0);
+            if let Some((header, state)) = self.loop_header(0) {
                 // A loop that stays in this block: the registers stay cached (moved to
                 // the header's state), and the budget check of the entry is repeated;
                 // the page cannot have changed, as a write to it would have left
                 // translated code.
-                self.transfer(self.cache, state);
+                self.back_edge_moves += self.transfer(self.cache, state);
                 self.retire(retired);
                 self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
                 let pc = self.block_pc;
@@ -583,20 +584,25 @@ impl Emitter {
     /// `to`: first every dirty value that does not stay dirty in the same host register is
     /// written back (before any host register is overwritten), then every host register
     /// that `to` expects to hold something else than `from` had is loaded.
-    fn transfer(&mut self, from: RegisterCache, to: RegisterCache) {
+    /// Returns how many registers it moved.
+    fn transfer(&mut self, from: RegisterCache, to: RegisterCache) -> u32 {
+        let mut moves = 0;
         for (slot, &host) in CACHE_REGS.iter().enumerate() {
             let guest = from.guest[slot];
             let stays = to.guest[slot] == guest && to.dirty[slot];
             if guest != 0 && from.dirty[slot] && !stays {
                 self.a.store(xreg(guest), host);
+                moves += 1;
             }
         }
         for (slot, &host) in CACHE_REGS.iter().enumerate() {
             let guest = to.guest[slot];
             if guest != 0 && from.guest[slot] != guest {
                 self.a.load(Width::W64, host, xreg(guest));
+                moves += 1;
             }
         }
+        moves
     }
 
     /// Loads every cached register of `cache` from `Hart::x`.
@@ -960,29 +966,55 @@ impl Emitter {
         })
     }
 
-    /// The register each slot holds at the loop header (0 for none, or not a loop).
-    fn homes(&self) -> [u8; CACHE_SLOTS] {
-        self.loop_header
-            .map_or([0; CACHE_SLOTS], |(_, state)| state.guest)
+    /// Records the register cache at a jump back to instruction `to` of the block, when
+    /// it is the first there.
+    fn note_back_edge(&mut self, to: u32) {
+        let edge = &mut self.back_edges[to as usize];
+        if edge.is_none() {
+            *edge = Some((self.index as u32, self.cache));
+        }
     }
 
-    /// The position of the next instruction from `from` on that reads x[r], counting on
-    /// from the block's start in a loop; None when r is written before, or the cache is
-    /// emptied or the block left first.
+    /// Where the code of loop header `index` starts and its register cache state, once
+    /// emitted, if the instruction is a loop header.
+    fn loop_header(&self, index: u32) -> Option<(usize, RegisterCache)> {
+        self.loops.iter().find(|l| l.header == index)?;
+        self.starts.get(index as usize).copied()
+    }
+
+    /// The innermost loop whose body holds instruction `index`.
+    fn innermost(&self, index: usize) -> Option<&Loop> {
+        self.loops
+            .iter()
+            .filter(|l| l.header as usize <= index && index <= l.back as usize)
+            .max_by_key(|l| l.header)
+    }
+
+    /// The register each slot holds at the header of the innermost loop around the
+    /// current instruction (0 for none, or not in a loop).
+    fn homes(&self) -> [u8; CACHE_SLOTS] {
+        self.innermost(self.index)
+            .map_or([0; CACHE_SLOTS], |l| l.state.guest)
+    }
+
+    /// How far ahead of `from` the next instruction that reads x[r] runs, counted in
+    /// instructions in the order they run: in the innermost loop around `from`, on to its
+    /// jump back, around from its header, then on after the loop. None when r is written
+    /// before, or the cache is emptied or the block left first.
     fn next_read(&self, r: u8, from: usize) -> Option<usize> {
         let bit = 1u32 << r;
         let count = self.uses.len();
-        let wrap = if self.loop_header.is_some() {
-            from.min(count)
-        } else {
-            0
+        let (end, wrap) = match self.innermost(from) {
+            Some(l) => (l.back as usize + 1, l.header as usize..from),
+            None => (count, 0..0),
         };
-        (from..count).chain(count..count + wrap).find_map(|at| {
-            let uses = self.uses[at % count];
+        let order = (from..end).chain(wrap).chain(end..count);
+        order.enumerate().find_map(|(ahead, at)| {
+            let uses = self.uses[at];
             if uses.empties_cache || (uses.reads & bit == 0 && uses.writes & bit != 0) {
                 Some(None)
             } else {
-                (uses.reads & bit != 0).then_some(Some(at))
+                (uses.reads & bit != 0).then_some(Some(from + ahead))
             }
         })?
     }
@@ -1465,12 +1497,13 @@ impl Emitter {
             }
             Ok(to) if to > 0 && to as u32 <= index => {
                 let to = to as u32;
+                self.note_back_edge(to);
                 let not_taken = self.a.jcc(cond.negate());
                 let (start, state) = self.starts[to as usize];
                 // Instructions from the target on run again: as for the loop header in
                 // `goto`, count what retired (index + 1 - to on top of the target's index
                 // that later exits subtract) and check the budget for the rest of the block.
-                self.transfer(self.cache, state);
+                self.back_edge_moves += self.transfer(self.cache, state);
                 self.retire(index + 1 - to);
                 self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
                 self.jcc_leave(Cond::Below, target, to, Exit::Budget, state);
@@ -1724,20 +1757,68 @@ pub(super) fn is_amo(op: Op) -> bool {
 /// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
 /// the interpreter (to append to the translator's list).
 pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
-    let first = emit_block(ops, &at, None);
-    match first.back_edge {
-        // A loop: translate again with the registers cached at the jump back as the loop
-        // header's state (all marked dirty, so whatever the body leaves there stays put and
-        // every exit writes them back).
-        Some(mut state) => {
-            for slot in 0..CACHE_SLOTS {
-                state.dirty[slot] = state.guest[slot] != 0;
-            }
-            let looped = emit_block(ops, &at, Some(state));
-            (looped.a.code, looped.interpreted)
+    let e = settled(ops, &at);
+    (e.a.code, e.interpreted)
+}
+
+/// Register moves on the jumps back of the loops in the final translation of `ops`.
+#[cfg(test)]
+pub(super) fn back_edge_moves(ops: &[Instruction], at: Placement) -> u32 {
+    settled(ops, &at).back_edge_moves
+}
+
+/// The final translation of `ops`.
+fn settled(ops: &[Instruction], at: &Placement) -> Emitter {
+    let mut e = emit_block(ops, at, Vec::new());
+    // Loops: translate again with the registers cached at each first jump back as its
+    // header's state (all marked dirty, so whatever the body leaves there stays put and
+    // every exit writes them back), until the jumps back arrive in those states.
+    for _ in 1..LOOP_TRANSLATIONS_MAX {
+        let loops: Vec<Loop> = e
+            .back_edges
+            .iter()
+            .enumerate()
+            .filter_map(|(header, edge)| {
+                let (back, mut state) = (*edge)?;
+                for slot in 0..CACHE_SLOTS {
+                    state.dirty[slot] = state.guest[slot] != 0;
+                }
+                Some(Loop {
+                    header: header as u32,
+                    // A jump back to the block's start may come from anywhere in it.
+                    back: if header == 0 {
+                        ops.len() as u32 - 1
+                    } else {
+                        back
+                    },
+                    state,
+                })
+            })
+            .collect();
+        let settled = loops.len() == e.loops.len()
+            && loops
+                .iter()
+                .zip(&e.loops)
+                .all(|(new, old)| new.header == old.header && new.state.guest == old.state.guest);
+        if loops.is_empty() || settled {
+            break;
         }
-        None => (first.a.code, first.interpreted),
+        e = emit_block(ops, at, loops);
     }
+    e
+}
+
+/// Translations of a block with loops, to let the loop headers' register cache states
+/// settle (a jump back in another state moves registers on every iteration).
+const LOOP_TRANSLATIONS_MAX: usize = 3;
+
+/// A loop inside a block: a jump back from instruction `back` to instruction `header`.
+#[derive(Clone, Copy)]
+struct Loop {
+    header: u32,
+    back: u32,
+    /// The register cache at the header (chosen from a previous translation).
+    state: RegisterCache,
 }
 
 /// An emitter for a block of `count` instructions at `pcs` that use registers as `uses`
@@ -1755,8 +1836,9 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
         pcs,
         starts: Vec::with_capacity(count as usize),
         forward: Vec::new(),
-        loop_header: None,
-        back_edge: None,
+        loops: Vec::new(),
+        back_edges: vec![None; count as usize],
+        back_edge_moves: 0,
         stubs: Vec::new(),
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,
@@ -1809,8 +1891,8 @@ pub(super) fn straddling(at: Placement) -> Vec<u8> {
     e.a.code
 }
 
-/// One translation of the block; `header` is the register cache state of its loop header.
-fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>) -> Emitter {
+/// One translation of the block with the register cache states of its `loops`' headers.
+fn emit_block(ops: &[Instruction], at: &Placement, loops: Vec<Loop>) -> Emitter {
     let pc = at.pc;
     let count = ops.len() as u32;
     let pcs = ops
@@ -1823,18 +1905,21 @@ fn emit_block(ops: &[Instruction], at: &Placement, header: Option<RegisterCache>
         .collect();
     let uses = ops.iter().map(|inst| Uses::of(inst, &at.layout)).collect();
     let mut e = emitter(at, count, pcs, uses);
+    e.loops = loops;
     e.entry_checks(at);
     e.float_entry_checks(ops, pc);
-    if let Some(state) = header {
-        e.reload(state);
-        e.cache = state;
-        e.loop_header = Some((e.a.len(), state));
-    }
     let mut at_pc = pc;
     let mut open = true;
     for (index, inst) in ops.iter().enumerate() {
         e.index = index;
         e.join_forward(index as u32);
+        if let Some(l) = e.loops.iter().find(|l| l.header == index as u32) {
+            // Into the loop's state, on the straight path and the forward branches
+            // joined here alike.
+            let state = l.state;
+            e.transfer(e.cache, state);
+            e.cache = state;
+        }
         e.starts.push((e.a.len(), e.cache));
         open = e.instruction(inst, at_pc, index as u32);
         at_pc = at_pc.wrapping_add(inst.length_bytes as u64);

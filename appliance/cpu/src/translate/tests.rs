@@ -596,6 +596,43 @@ fn branches_inside_a_block_stay_in_it_and_count_exactly_at_every_budget() {
 }
 
 #[test]
+fn a_loop_after_code_that_fills_the_register_cache_moves_no_register_on_its_jump_back() {
+    use Op::*;
+    // The shape of mpihelp_submul_1: a block that first writes eight registers (filling
+    // the cache), then loops over other ones from its ninth instruction. The loop's header
+    // must take the registers the loop body leaves cached, not the ones the straight path
+    // brings, or every iteration stores and loads them again. The program also runs, to
+    // the interpreter's state.
+    let mut program: Vec<Instruction> = (20..28).map(|r| ins(Addi, r, 0, 0, r as i32)).collect();
+    program.extend([
+        ins(Add, 10, 10, 11, 0),
+        ins(Xor, 11, 11, 12, 0),
+        ins(Mul, 12, 12, 13, 0),
+        ins(Addi, 13, 13, 0, 3),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -20),
+        ins(Jal, 0, 0, 0, -4 * 14),
+    ]);
+    let h = machine(&program);
+    let at = super::emit::Placement {
+        pc: CODE,
+        ram_offset: CODE - RAM_BASE,
+        generation: 0,
+        origin: 0x1_0000_0000,
+        epilogue: 0x1_0000_0000,
+        lookup: 0x1_0000_0000,
+        first_interpreted: 0,
+        layout: super::emit::HartLayout::of(&h, false),
+    };
+    assert_eq!(super::emit::back_edge_moves(&program, at), 0);
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    reference.set_x(7, 1000);
+    translated.set_x(7, 1000);
+    lockstep(&mut reference, &mut translated, &[37, 500, 4000], "loop");
+}
+
+#[test]
 fn a_page_stored_to_again_after_its_dirty_bit_was_taken_is_reported_again() {
     use Op::*;
     // Stores through a cached store translation: the first marks the page; once
