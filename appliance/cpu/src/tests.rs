@@ -11,7 +11,7 @@ use crate::mmu::Access;
 use crate::*;
 
 pub(crate) const RAM_BASE: u64 = 0x8000_0000;
-const RAM_SIZE: u64 = 1 << 20;
+pub(crate) const RAM_SIZE: u64 = 1 << 20;
 const MMIO_BASE: u64 = 0x1000_0000;
 
 /// A deterministic pseudo-random generator (xorshift64*) for property tests.

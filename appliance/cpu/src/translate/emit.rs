@@ -1315,33 +1315,36 @@ impl Emitter {
             return;
         }
         let mask = if width == Width::W64 { 63 } else { 31 };
-        if immediate {
-            if let Some(slot) = self.destination(inst.rd, inst.rs1, None) {
-                let host = CACHE_REGS[slot];
-                if inst.rs1 != inst.rd {
-                    self.read(host, inst.rs1);
-                }
-                self.a.shift_imm(op, width, host, (inst.imm & mask) as u8);
-                if width == Width::W32 {
-                    self.a.movsxd(host, host);
-                }
-                self.wrote(slot);
-                return;
-            }
-        }
-        self.read(RAX, inst.rs1);
-        if immediate {
-            self.a.shift_imm(op, width, RAX, (inst.imm & mask) as u8);
-        } else {
+        let amount = (inst.imm & mask) as u8;
+        // A 32-bit result is sign-extended to 64 bits (unprivileged spec 5.3.2), except
+        // that one shifted right logically by at least one place has bit 31 clear, and
+        // the x86 32-bit shift already cleared the upper half.
+        let extend = width == Width::W32 && !(immediate && op == Shift::Shr && amount > 0);
+        if !immediate {
             // x86 masks the count to 6 (64-bit) or 5 (32-bit) bits, as RV64I does for
-            // sll/srl/sra and sllw/srlw/sraw (unprivileged spec 2.4.2, 5.3.2).
+            // sll/srl/sra and sllw/srlw/sraw (unprivileged spec 2.4.2, 5.3.2). Read
+            // first: rs2 may be rd, which the destination's slot is about to receive.
             self.read(RCX, inst.rs2);
-            self.a.shift_cl(op, width, RAX);
         }
-        if width == Width::W32 {
-            self.a.movsxd(RAX, RAX);
+        let (dst, slot) = match self.destination(inst.rd, inst.rs1, None) {
+            Some(slot) => (CACHE_REGS[slot], Some(slot)),
+            None => (RAX, None),
+        };
+        if inst.rs1 != inst.rd || slot.is_none() {
+            self.read(dst, inst.rs1);
         }
-        self.write_rax(inst.rd);
+        if immediate {
+            self.a.shift_imm(op, width, dst, amount);
+        } else {
+            self.a.shift_cl(op, width, dst);
+        }
+        if extend {
+            self.a.movsxd(dst, dst);
+        }
+        match slot {
+            Some(slot) => self.wrote(slot),
+            None => self.write_rax(inst.rd),
+        }
     }
 
     fn compare(&mut self, inst: &Instruction, cond: Cond, immediate: bool) {

@@ -185,17 +185,27 @@ fn every_integer_operation_matches_the_interpreter_on_special_values() {
     ];
     // x10..x19 hold the specials (and x0 its zero); each result goes to x20 and is stored
     // to a fresh slot, so every result is compared, not only the last one in each register.
+    // Each operation also runs with its destination as its first and as its second source
+    // (copies in x21 and x22), which translated code computes in place.
     let mut program = Vec::new();
     let record = |program: &mut Vec<Instruction>, inst: Instruction| {
         program.push(inst);
-        program.push(ins(Sd, 0, 2, 20, 0));
+        program.push(ins(Sd, 0, 2, inst.rd, 0));
         program.push(ins(Addi, 2, 2, 0, 8));
+    };
+    let copies = |program: &mut Vec<Instruction>, rs1: u8, rs2: u8| {
+        program.push(ins(Addi, 21, rs1, 0, 0));
+        program.push(ins(Addi, 22, rs2, 0, 0));
     };
     let sources: Vec<u8> = core::iter::once(0).chain(10..20).collect();
     for &rs1 in &sources {
         for &rs2 in &sources {
             for &op in &ops {
                 record(&mut program, ins(op, 20, rs1, rs2, 0));
+                copies(&mut program, rs1, rs2);
+                record(&mut program, ins(op, 21, 21, 22, 0));
+                copies(&mut program, rs1, rs2);
+                record(&mut program, ins(op, 22, 21, 22, 0));
             }
         }
     }
@@ -208,14 +218,22 @@ fn every_integer_operation_matches_the_interpreter_on_special_values() {
                     _ => imm,
                 };
                 record(&mut program, ins(op, 20, 10 + i, 0, imm));
+                copies(&mut program, 10 + i, 0);
+                record(&mut program, ins(op, 21, 21, 0, imm));
             }
         }
     }
     program.push(ins(Jal, 0, 0, 0, 0));
+    // The results go above the program, which is too long for the scratch area.
+    let results = RAM_BASE + 0x8_0000;
+    let stores = program.iter().filter(|inst| inst.op == Sd).count() as u64;
+    assert!(CODE + 4 * program.len() as u64 <= results);
+    assert!(results + 8 * stores <= RAM_BASE + crate::tests::RAM_SIZE);
     let setup = |h: &mut Hart| {
         for (i, &v) in specials.iter().enumerate() {
             h.set_x(10 + i, v);
         }
+        h.set_x(2, results);
     };
     let mut reference = machine(&program);
     setup(&mut reference);
