@@ -179,7 +179,7 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
     );
     a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
     if size > 1 {
-        a.lea(RCX, at_base(RAX, size as i32 - 1));
+        a.lea(Width::W64, RCX, at_base(RAX, size as i32 - 1));
     } else {
         a.mov(Width::W64, RCX, RAX);
     }
@@ -1285,6 +1285,10 @@ impl Emitter {
         let rs2 = (!immediate).then_some(inst.rs2);
         if let Some(slot) = self.destination(inst.rd, inst.rs1, rs2) {
             let host = CACHE_REGS[slot];
+            if op == Alu::Add && self.add_into(host, width, inst, rs2) {
+                self.wrote(slot);
+                return;
+            }
             if inst.rs1 != inst.rd {
                 self.read(host, inst.rs1);
             }
@@ -1308,6 +1312,35 @@ impl Emitter {
             self.a.movsxd(RAX, RAX);
         }
         self.write_rax(inst.rd);
+    }
+
+    /// rd = rs1 + rs2 (or + imm) into `host`, rd's slot, in one `lea` when rd is neither
+    /// source and the sources are cached; false (nothing emitted) otherwise.
+    fn add_into(&mut self, host: Reg, width: Width, inst: &Instruction, rs2: Option<u8>) -> bool {
+        if inst.rs1 == inst.rd || rs2 == Some(inst.rd) {
+            return false;
+        }
+        let Some(base) = self.cache.find(inst.rs1).map(|slot| CACHE_REGS[slot]) else {
+            return false;
+        };
+        let sum = match rs2 {
+            None if inst.imm == 0 && width == Width::W32 => {
+                // sext.w
+                self.a.movsxd(host, base);
+                return true;
+            }
+            None if inst.imm == 0 => return false,
+            None => at_base(base, inst.imm),
+            Some(rs2) => match self.cache.find(rs2) {
+                Some(slot) => at_index(base, CACHE_REGS[slot], 0),
+                None => return false,
+            },
+        };
+        self.a.lea(width, host, sum);
+        if width == Width::W32 {
+            self.a.movsxd(host, host);
+        }
+        true
     }
 
     fn shift(&mut self, inst: &Instruction, op: Shift, width: Width, immediate: bool) {

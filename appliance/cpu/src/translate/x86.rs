@@ -273,9 +273,10 @@ impl Assembler {
         self.op_mem(width == Width::W64, &[0x8b], dst.0, mem);
     }
 
-    /// `lea dst, [mem]` (64-bit): an address computed without touching the flags.
-    pub fn lea(&mut self, dst: Reg, mem: Mem) {
-        self.op_mem(true, &[0x8d], dst.0, mem);
+    /// `lea dst, [mem]`: a sum computed without touching the flags (32-bit: the low half
+    /// of the sum, zero-extended).
+    pub fn lea(&mut self, width: Width, dst: Reg, mem: Mem) {
+        self.op_mem(width == Width::W64, &[0x8d], dst.0, mem);
     }
 
     /// `mov [mem], src` of 1, 2, 4 or 8 bytes.
@@ -697,7 +698,15 @@ mod tests {
             [0x49, 0x8b, 0x4c, 0x17, 8]
         );
         // lea rcx, [rax+7]
-        assert_eq!(bytes(|a| a.lea(RCX, at(RAX, 7))), [0x48, 0x8d, 0x48, 7]);
+        assert_eq!(
+            bytes(|a| a.lea(Width::W64, RCX, at(RAX, 7))),
+            [0x48, 0x8d, 0x48, 7]
+        );
+        // lea r9d, [rbp+r12-8]: rbp as a base needs a displacement, r12 as an index a REX.X.
+        assert_eq!(
+            bytes(|a| a.lea(Width::W32, Reg(9), at_index(RBP, R12, -8))),
+            [0x46, 0x8d, 0x4c, 0x25, 0xf8]
+        );
         // mov [r12+rcx], al
         assert_eq!(
             bytes(|a| a.store_sized(1, at_index(R12, RCX, 0), RAX)),
