@@ -47,6 +47,7 @@ mod fp;
 pub mod inst;
 mod mmu;
 mod pmp;
+mod ram;
 mod translate;
 mod trigger;
 
@@ -338,7 +339,7 @@ pub struct Hart {
     /// Set by an MMIO load; the loading instruction then ends the run (`MmioAccess`).
     pub(crate) mmio_loaded: bool,
     pub(crate) host_monitor: bool,
-    pub(crate) ram: Vec<u8>,
+    pub(crate) ram: ram::Ram,
     pub(crate) ram_base: u64,
     pub(crate) ram_size_bytes: u64,
     pub(crate) mmu: mmu::Tlbs,
@@ -372,6 +373,7 @@ impl Hart {
             config.ram_base.0.checked_add(ram_size_bytes).is_some(),
             "RAM window overflows"
         );
+        let ram = ram::Ram::zeroed(ram_size_bytes as usize);
         let mut hart = Hart {
             x: [0; 32],
             f: [0; 32],
@@ -385,10 +387,10 @@ impl Hart {
             last_trap_instret: u64::MAX,
             traps_without_retire: 0,
             host_monitor: config.host_monitor,
-            ram: vec![0u8; ram_size_bytes as usize],
+            mmu: mmu::Tlbs::new(ram.as_ptr() as u64),
+            ram,
             ram_base: config.ram_base.0,
             ram_size_bytes,
-            mmu: mmu::Tlbs::new(),
             dirty: vec![0u64; (pages as usize).div_ceil(64)],
             blocks: block::BlockCache::new(pages as usize),
             translator: None,

@@ -95,18 +95,12 @@ impl Access {
 #[repr(C)]
 pub(crate) struct TlbEntry {
     tag: u64,
-    /// The RAM offset of the page's first byte minus the page's virtual address (wrapping),
-    /// with flags in the low 12 bits: a virtual address plus the addend without its flags
-    /// is the address's RAM offset (QEMU's `addend`), one addition in translated code.
+    /// The TLB's `base` plus the RAM offset of the page's first byte, minus the page's
+    /// virtual address (wrapping), with flags in the low 12 bits: a virtual address plus
+    /// the addend without its flags is the address of its byte in host memory for the data
+    /// TLBs (QEMU's `addend`: one addition, and translated code needs no register for the
+    /// RAM), its RAM offset for the fetch TLB.
     addend: u64,
-}
-
-impl TlbEntry {
-    /// The RAM offset of the entry's page with its flags, as `Tlb::lookup` returns it.
-    fn page_and_flags(&self) -> u64 {
-        let vpage = (self.tag & ((1 << KEY_SHIFT) - 1)) << 12;
-        self.addend.wrapping_add(vpage)
-    }
 }
 
 pub(crate) struct Tlb<const ENTRIES: usize> {
@@ -116,11 +110,18 @@ pub(crate) struct Tlb<const ENTRIES: usize> {
     filled: Vec<u16>,
     /// More than `FILLED_TRACKED_MAX` fills since the last flush: any entry may be valid.
     filled_overflow: bool,
+    /// What the addends count RAM offsets from: the host address of RAM's first byte (a
+    /// multiple of 4 KiB, `ram::RAM_ALIGN_BYTES`), or 0 for RAM offsets themselves.
+    base: u64,
 }
 
 impl<const ENTRIES: usize> Tlb<ENTRIES> {
-    fn new() -> Tlb<ENTRIES> {
+    fn new(base: u64) -> Tlb<ENTRIES> {
         const { assert!(ENTRIES.is_power_of_two() && ENTRIES <= 1 << 16) };
+        assert!(
+            base.is_multiple_of(crate::PAGE_SIZE_BYTES),
+            "flags need a page-aligned base"
+        );
         let entries = vec![
             TlbEntry {
                 tag: TLB_INVALID,
@@ -135,7 +136,13 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
                 .unwrap_or_else(|_| unreachable!("the vector holds ENTRIES entries")),
             filled: Vec::with_capacity(FILLED_TRACKED_MAX),
             filled_overflow: false,
+            base,
         }
+    }
+    /// The RAM offset of the entry's page with its flags, as `lookup` returns it.
+    fn page_and_flags(&self, e: &TlbEntry) -> u64 {
+        let vpage = (e.tag & ((1 << KEY_SHIFT) - 1)) << 12;
+        e.addend.wrapping_add(vpage).wrapping_sub(self.base)
     }
     pub fn flush(&mut self) {
         if self.filled_overflow {
@@ -158,16 +165,22 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     /// keeps the decode cache coherent (the page now holds decoded code). The translations
     /// stay cached: dropping them would be visible to the guest.
     pub fn mark_ram_page_code(&mut self, page: usize) {
-        let mark = |e: &mut TlbEntry| {
-            if e.tag != TLB_INVALID && e.page_and_flags() >> 12 == page as u64 {
-                e.addend |= STORE_THROUGH_SLOW_PATH;
-            }
+        let holds_page = |tlb: &Self, index: usize| {
+            let e = &tlb.entries[index];
+            e.tag != TLB_INVALID && tlb.page_and_flags(e) >> 12 == page as u64
         };
         if self.filled_overflow {
-            self.entries.iter_mut().for_each(mark);
+            for index in 0..ENTRIES {
+                if holds_page(self, index) {
+                    self.entries[index].addend |= STORE_THROUGH_SLOW_PATH;
+                }
+            }
         } else {
-            for &index in &self.filled {
-                mark(&mut self.entries[index as usize]);
+            for at in 0..self.filled.len() {
+                let index = self.filled[at] as usize;
+                if holds_page(self, index) {
+                    self.entries[index].addend |= STORE_THROUGH_SLOW_PATH;
+                }
             }
         }
     }
@@ -196,7 +209,11 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
     fn lookup(&self, tag: u64, vaddr: u64) -> Option<u64> {
         let e = &self.entries[((vaddr >> 12) as usize) & (ENTRIES - 1)];
         if e.tag == tag {
-            Some(e.addend.wrapping_add(vaddr & !ENTRY_FLAGS))
+            Some(
+                e.addend
+                    .wrapping_add(vaddr & !ENTRY_FLAGS)
+                    .wrapping_sub(self.base),
+            )
         } else {
             None
         }
@@ -205,7 +222,11 @@ impl<const ENTRIES: usize> Tlb<ENTRIES> {
         let index = ((vaddr >> 12) as usize) & (ENTRIES - 1);
         self.entries[index] = TlbEntry {
             tag,
-            addend: (ram_offset & !ENTRY_FLAGS).wrapping_sub(vaddr & !ENTRY_FLAGS) | flags,
+            addend: self
+                .base
+                .wrapping_add(ram_offset & !ENTRY_FLAGS)
+                .wrapping_sub(vaddr & !ENTRY_FLAGS)
+                | flags,
         };
         if self.filled.len() < FILLED_TRACKED_MAX {
             self.filled.push(index as u16);
@@ -235,11 +256,14 @@ pub(crate) struct Tlbs {
 const LARGE_PAGE_RANGES: usize = 4;
 
 impl Tlbs {
-    pub fn new() -> Tlbs {
+    /// TLBs for a RAM whose first byte lies at `ram_host_address` in host memory (a
+    /// multiple of 4 KiB); the data TLBs' entries hold host addresses, the fetch TLB's RAM
+    /// offsets (the jump cache is keyed by them).
+    pub fn new(ram_host_address: u64) -> Tlbs {
         Tlbs {
-            fetch: Tlb::new(),
-            load: Tlb::new(),
-            store: Tlb::new(),
+            fetch: Tlb::new(0),
+            load: Tlb::new(ram_host_address),
+            store: Tlb::new(ram_host_address),
             fetch_key: 0,
             load_key: 0,
             store_key: 0,
@@ -790,9 +814,11 @@ mod tests {
     use super::*;
 
     const KEY: u64 = 1 << KEY_SHIFT;
+    /// Where the data TLBs' RAM lies in host memory (any 4 KiB multiple).
+    const HOST_BASE: u64 = 0x7f12_3456_7000;
 
     fn filled_tlb(pages: u64) -> Tlb<DATA_TLB_ENTRIES> {
-        let mut tlb = Tlb::new();
+        let mut tlb = Tlb::new(HOST_BASE);
         for page in 0..pages {
             tlb.fill(page | KEY, page << 12, page << 12, 0);
         }
@@ -843,7 +869,7 @@ mod tests {
     fn superpage_ranges_cover_every_superpage_noted_and_stay_apart_from_user_space() {
         // Linux's layout: 2 MiB pages of the kernel image, 1 GiB pages of the linear map,
         // 2 MiB pages of vmemmap; the fixmap (4 KiB pages) and user space lie outside.
-        let mut tlbs = Tlbs::new();
+        let mut tlbs = Tlbs::new(HOST_BASE);
         let mut noted = Vec::new();
         for i in 0..16u64 {
             noted.push((0xffff_ffff_8000_0000 + i * (2 << 20), 2 << 20));

@@ -3,11 +3,13 @@
 //! Register plan inside translated code (all callee-saved in the System V ABI, so the
 //! trampoline saves them once per entry):
 //! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
-//! - r12: guest RAM,
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
 //!
-//! rax, rcx and rdx are scratch within one instruction. r8-r11, rbp, r15, rsi and rdi cache
+//! Guest RAM needs no register: the data TLBs' entries turn a guest virtual address into
+//! a host address with one addition (`mmu::TlbEntry`).
+//!
+//! rax, rcx and rdx are scratch within one instruction. r8-r12, rbp, r15, rsi and rdi cache
 //! guest registers inside one block (`RegisterCache`): a write puts its value there, later reads
 //! take it from there, and every way out of the block (an exit, a chained jump, a call into
 //! the interpreter) first writes the changed ones back to `Hart::x`, so the interpreter and
@@ -73,7 +75,6 @@ pub(super) fn trampoline() -> (Vec<u8>, Shared) {
     a.stmxcsr(at_base(R14, host_mxcsr));
     a.ldmxcsr(at_base(R14, guest_mxcsr));
     a.load(Width::W64, RBX, frame(offset_of!(Frame, x)));
-    a.load(Width::W64, R12, frame(offset_of!(Frame, ram)));
     a.load(Width::W64, R13, frame(offset_of!(Frame, remaining)));
     a.jmp_reg(RSI);
     let epilogue = a.len();
@@ -191,8 +192,18 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
 /// Host registers that cache guest registers inside a block. A call into the interpreter
 /// clobbers the caller-saved ones and may change any guest register, so all are written
 /// back before it and reloaded (or forgotten) after.
-const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15, RSI, RDI];
-const CACHE_SLOTS: usize = 8;
+const CACHE_REGS: [Reg; CACHE_SLOTS] = [
+    Reg(8),
+    Reg(9),
+    Reg(10),
+    Reg(11),
+    RBP,
+    R15,
+    RSI,
+    RDI,
+    R12,
+];
+const CACHE_SLOTS: usize = 9;
 
 /// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
 /// translating: the state is the same on every path through that point).
@@ -299,7 +310,7 @@ enum Stub {
     /// the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and
     /// clears the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the
     /// page holds decoded code): stores that touch no decoded 64-byte chunk go back to the
-    /// fast path at `resume` with rcx = the RAM offset, as `Hart::store_phys` would find no
+    /// fast path at `resume` with rcx = the host address, as `Hart::store_phys` would find no
     /// code to invalidate; the others take the interpreter slow path.
     FlaggedStore {
         size_bytes: u64,
@@ -713,12 +724,14 @@ impl Emitter {
                     let a = &mut self.a;
                     a.push(RSI);
                     a.push(RDI);
-                    // rsi = the entry, rdx = its page's RAM offset with the flags, rcx =
-                    // the offset in the page.
+                    // rsi = the entry, rdx = its page's RAM offset with the flags (its
+                    // host address less RAM's, which is page-aligned), rcx = the offset
+                    // in the page.
                     a.mov(Width::W64, RSI, RDX);
                     a.mov(Width::W64, RDX, RAX);
                     a.alu_imm(Alu::And, Width::W64, RDX, !0xfff);
                     a.alu(Alu::Add, Width::W64, RDX, RCX);
+                    a.alu_mem(Alu::Sub, Width::W64, RDX, frame(offset_of!(Frame, ram)));
                     a.mov(Width::W32, RCX, RAX);
                     a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
                     a.test_low_byte(RDX, STORE_MARKS_DIRTY);
@@ -759,6 +772,7 @@ impl Emitter {
                     a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
                     a.bind(done);
                     a.alu(Alu::Add, Width::W64, RCX, RDX);
+                    a.alu_mem(Alu::Add, Width::W64, RCX, frame(offset_of!(Frame, ram)));
                     a.pop(RDI);
                     a.pop(RSI);
                     let back = a.jmp();
@@ -1090,7 +1104,7 @@ impl Emitter {
         } else {
             self.read(RAX, inst.rs2);
         }
-        self.a.store_sized(size, at_index(R12, RCX, 0), RAX);
+        self.a.store_sized(size, at_base(RCX, 0), RAX);
     }
 
     /// An AMO (unprivileged spec 8.4) of `size` bytes: rd = the old value (sign-extended
@@ -1098,7 +1112,7 @@ impl Emitter {
     fn amo(&mut self, inst: &Instruction, size: u64, op: Option<Alu>) {
         self.aligned_address(inst, size);
         self.store_target(size);
-        let target = at_index(R12, RCX, 0);
+        let target = at_base(RCX, 0);
         self.a.load_extend(size, true, RAX, target);
         match op {
             None => self.read(RDX, inst.rs2),
@@ -1141,7 +1155,7 @@ impl Emitter {
         self.a.alu_mem(Alu::Cmp, Width::W64, RAX, vaddr);
         let other_address = self.a.jcc(Cond::NotEqual);
         self.store_target(size);
-        let target = at_index(R12, RCX, 0);
+        let target = at_base(RCX, 0);
         let a = &mut self.a;
         a.load(Width::W64, RDX, reservation);
         a.load_extend(size, false, RAX, target);
@@ -1170,27 +1184,27 @@ impl Emitter {
     }
 
     /// The load-TLB probe for a read of `size` bytes at rax; returns where the bytes are:
-    /// at r12 + rcx when `keep_address` (rax still the address), else at r12 + rax.
+    /// at rcx when `keep_address` (rax still the address), else at rax.
     fn load_target(&mut self, size: u64, keep_address: bool) -> super::x86::Mem {
         self.tlb_probe(
             offset_of!(Frame, load_tlb),
             offset_of!(Frame, load_key),
             size,
         );
-        // Load entries carry no flags: address + addend is the RAM offset.
+        // Load entries carry no flags: address + addend is the host address.
         let addend = at_base(RDX, 8);
         if keep_address {
             self.a.load(Width::W64, RCX, addend);
             self.a.alu(Alu::Add, Width::W64, RCX, RAX);
-            at_index(R12, RCX, 0)
+            at_base(RCX, 0)
         } else {
             self.a.alu_mem(Alu::Add, Width::W64, RAX, addend);
-            at_index(R12, RAX, 0)
+            at_base(RAX, 0)
         }
     }
 
     /// The store-TLB probe and the page's flags for a write of `size` bytes at rax; leaves
-    /// rcx = its RAM offset (an AMO reads through the same entry: privileged spec 3.7.1
+    /// rcx = its host address (an AMO reads through the same entry: privileged spec 3.7.1
     /// makes a writable page readable). Clobbers rdx.
     fn store_target(&mut self, size: u64) {
         self.tlb_probe(
