@@ -5,8 +5,8 @@
 //! between all four and a native build of the same source (gcc -O2 for the host, run as a
 //! process: the bare-metal reference). The translator, both QEMUs and the native build run
 //! `ROUNDS` times, interleaved, and each one's fastest round counts. Run with `cargo bench
-//! --bench cpu_vs_qemu [-- GUEST...]`, GUEST among integer_heavy, memory_bound, fp_heavy
-//! and coremark_like (default: all).
+//! --bench cpu_vs_qemu [-- GUEST...]`, GUEST among integer_heavy, memory_bound, fp_heavy,
+//! coremark_like and crypto (default: all).
 
 #[path = "../appliance/guest/isa/harness.rs"]
 mod harness;
@@ -22,7 +22,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 const ROUNDS: usize = 3;
 const INSTRUCTIONS_MAX: u64 = 20_000_000_000;
 /// The guests, in the order measured, with what each stresses.
-const GUESTS: [(&str, &str); 4] = [
+const GUESTS: [(&str, &str); 5] = [
     (
         "integer_heavy",
         "integer ALU, multiply, branches; cache resident",
@@ -38,6 +38,10 @@ const GUESTS: [(&str, &str); 4] = [
     (
         "coremark_like",
         "lists, integer matrices, state machine, CRC, some FP",
+    ),
+    (
+        "crypto",
+        "SHA-256 rounds and bignum multiply-subtract: long blocks, many live values",
     ),
 ];
 

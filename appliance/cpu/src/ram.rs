@@ -23,7 +23,10 @@ impl Ram {
     pub(crate) fn zeroed(len: usize) -> Ram {
         let buffer = vec![0u8; len + RAM_ALIGN_BYTES];
         let start = buffer.as_ptr().align_offset(RAM_ALIGN_BYTES);
-        assert!(start < RAM_ALIGN_BYTES, "a byte pointer can always be aligned");
+        assert!(
+            start < RAM_ALIGN_BYTES,
+            "a byte pointer can always be aligned"
+        );
         Ram { buffer, start, len }
     }
 }

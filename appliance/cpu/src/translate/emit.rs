@@ -192,17 +192,7 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
 /// Host registers that cache guest registers inside a block. A call into the interpreter
 /// clobbers the caller-saved ones and may change any guest register, so all are written
 /// back before it and reloaded (or forgotten) after.
-const CACHE_REGS: [Reg; CACHE_SLOTS] = [
-    Reg(8),
-    Reg(9),
-    Reg(10),
-    Reg(11),
-    RBP,
-    R15,
-    RSI,
-    RDI,
-    R12,
-];
+const CACHE_REGS: [Reg; CACHE_SLOTS] = [Reg(8), Reg(9), Reg(10), Reg(11), RBP, R15, RSI, RDI, R12];
 const CACHE_SLOTS: usize = 9;
 
 /// Which guest register each of `CACHE_REGS` holds at one point of a block (known while
