@@ -1396,8 +1396,10 @@ impl Emitter {
         } else {
             self.compare_registers(inst.rs1, inst.rs2);
         }
-        self.a.set_cond(cond, RAX);
-        self.write_rax(inst.rd);
+        // Straight into rd's slot: a register evicted for it is stored with a mov, which
+        // leaves the flags alone.
+        let slot = self.slot_for(inst.rd);
+        self.a.set_cond(cond, RAX, CACHE_REGS[slot]);
     }
 
     fn multiply(&mut self, inst: &Instruction) {
@@ -1411,6 +1413,17 @@ impl Emitter {
             _ => None,
         };
         if let Some(width) = low {
+            // rd = rs1 * rd is rd = rd * rs1, computed in place.
+            let swapped = Instruction {
+                rs1: inst.rs2,
+                rs2: inst.rs1,
+                ..*inst
+            };
+            let inst = if inst.rs2 == inst.rd && inst.rs1 != inst.rd {
+                &swapped
+            } else {
+                inst
+            };
             if let Some(slot) = self.destination(inst.rd, inst.rs1, Some(inst.rs2)) {
                 let host = CACHE_REGS[slot];
                 if inst.rs1 != inst.rd {

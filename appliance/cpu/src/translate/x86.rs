@@ -423,12 +423,13 @@ impl Assembler {
         self.byte(imm);
     }
 
-    /// `setcc dst8; movzx dst32, dst8` for al, cl, dl, bl: dst = condition as 0 or 1.
-    pub fn set_cond(&mut self, cond: Cond, dst: Reg) {
-        assert!(dst.0 < 4, "only al, cl, dl and bl are encoded without REX");
+    /// `setcc byte8; movzx dst32, byte8` (byte among al, cl, dl, bl): dst = the condition
+    /// as 0 or 1.
+    pub fn set_cond(&mut self, cond: Cond, byte: Reg, dst: Reg) {
+        assert!(byte.0 < 4, "only al, cl, dl and bl are encoded without REX");
         self.bytes(&[0x0f, 0x90 | cond as u8]);
-        self.modrm_reg(0, dst.0);
-        self.op_reg(false, &[0x0f, 0xb6], dst.0, dst.0);
+        self.modrm_reg(0, byte.0);
+        self.op_reg(false, &[0x0f, 0xb6], dst.0, byte.0);
     }
 
     /// `bts dst, bit` (register form): sets bit `bit & 63` of `dst`.
@@ -779,8 +780,13 @@ mod tests {
         assert_eq!(bytes(|a| a.movsxd(RAX, RAX)), [0x48, 0x63, 0xc0]);
         // setl al; movzx eax, al
         assert_eq!(
-            bytes(|a| a.set_cond(Cond::Less, RAX)),
+            bytes(|a| a.set_cond(Cond::Less, RAX, RAX)),
             [0x0f, 0x9c, 0xc0, 0x0f, 0xb6, 0xc0]
+        );
+        // setb al; movzx r10d, al
+        assert_eq!(
+            bytes(|a| a.set_cond(Cond::Below, RAX, Reg(10))),
+            [0x0f, 0x92, 0xc0, 0x44, 0x0f, 0xb6, 0xd0]
         );
         // bts rax, rdx
         assert_eq!(bytes(|a| a.bts(RAX, RDX)), [0x48, 0x0f, 0xab, 0xd0]);
