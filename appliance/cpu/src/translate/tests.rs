@@ -898,6 +898,34 @@ fn a_csr_write_that_enables_a_pending_interrupt_leaves_translated_code_at_once()
 }
 
 #[test]
+fn a_block_written_from_outside_is_not_entered_through_the_jump_cache() {
+    use Op::*;
+    // A (at CODE) jumps to E (the next page), which jumps back through x8: both jumps go
+    // through the lookup and its jump cache. E is then rewritten from outside between
+    // runs; the next run starts at A, whose page is unchanged, and A's jump finds E's old
+    // translation in the jump cache: it must leave at once and E be translated again.
+    let mut program = vec![ins(Addi, 10, 10, 0, 1), ins(Jal, 0, 0, 0, 0xffc)];
+    program.resize(1024, ins(Addi, 0, 0, 0, 0));
+    program.push(ins(Addi, 11, 11, 0, 1));
+    program.push(ins(Jalr, 0, 8, 0, 0));
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(8, CODE);
+    }
+    // 25 rounds of A and E: the run ends back at A.
+    lockstep(&mut reference, &mut translated, &[100], "before");
+    assert_eq!((translated.pc(), translated.x(11)), (CODE, 25));
+    let replacement = assemble(&[ins(Addi, 11, 11, 0, 100)]);
+    for h in [&mut reference, &mut translated] {
+        h.write_phys(GuestPhysAddr(CODE + 0x1000), &replacement)
+            .unwrap();
+    }
+    lockstep(&mut reference, &mut translated, &[100], "after");
+    assert_eq!(translated.x(11), 25 + 25 * 100);
+}
+
+#[test]
 fn a_jump_in_a_block_reached_from_another_page_is_linked_at_its_first_exit() {
     use Op::*;
     // The page at CODE holds S (addi x10; beq x10, x9 to L; jal to T), and at its end L
