@@ -1273,16 +1273,10 @@ impl Emitter {
         if inst.rd == 0 {
             return;
         }
-        // rd = rs1 op rd for an operation that commutes is rd = rd op rs1, computed in place.
         let commutes = matches!(op, Alu::Add | Alu::And | Alu::Or | Alu::Xor);
-        let swapped;
-        let inst = if !immediate && commutes && inst.rs2 == inst.rd && inst.rs1 != inst.rd {
-            swapped = Instruction {
-                rs1: inst.rs2,
-                rs2: inst.rs1,
-                ..*inst
-            };
-            &swapped
+        let commuted = commuted(inst);
+        let inst = if !immediate && commutes {
+            &commuted
         } else {
             inst
         };
@@ -1413,17 +1407,7 @@ impl Emitter {
             _ => None,
         };
         if let Some(width) = low {
-            // rd = rs1 * rd is rd = rd * rs1, computed in place.
-            let swapped = Instruction {
-                rs1: inst.rs2,
-                rs2: inst.rs1,
-                ..*inst
-            };
-            let inst = if inst.rs2 == inst.rd && inst.rs1 != inst.rd {
-                &swapped
-            } else {
-                inst
-            };
+            let inst = &commuted(inst);
             if let Some(slot) = self.destination(inst.rd, inst.rs1, Some(inst.rs2)) {
                 let host = CACHE_REGS[slot];
                 if inst.rs1 != inst.rd {
@@ -1746,6 +1730,20 @@ impl Emitter {
 
 /// The most call frames translated code keeps on the host stack (16 bytes each).
 pub(super) const CALL_FRAMES_MAX: i32 = 32;
+
+/// `inst`, an operation that commutes, with its sources swapped when its second is its
+/// destination and its first is not: rd = rs1 op rd is rd = rd op rs1, computed in place.
+fn commuted(inst: &Instruction) -> Instruction {
+    if inst.rs2 == inst.rd && inst.rs1 != inst.rd {
+        Instruction {
+            rs1: inst.rs2,
+            rs2: inst.rs1,
+            ..*inst
+        }
+    } else {
+        *inst
+    }
+}
 
 /// Whether x[r] is a link register: ra or t0 (unprivileged spec 2.5.1).
 fn is_link(r: u8) -> bool {
