@@ -189,6 +189,11 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
     a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, 0));
 }
 
+/// Bytes of a block's guarded entry (`Emitter::guarded_entry`), padded to this length so
+/// that a block's entry lies at a fixed distance after it (and 16-byte aligned, as blocks
+/// start).
+pub(super) const GUARD_BYTES: usize = 64;
+
 /// Host registers that cache guest registers inside a block. A call into the interpreter
 /// clobbers the caller-saved ones and may change any guest register, so all are written
 /// back before it and reloaded (or forgotten) after.
@@ -292,9 +297,12 @@ enum Stub {
         reason: Exit,
         cache: RegisterCache,
     },
-    /// An unlinked direct jump to `pc` in the same page (r13 already adjusted); `site` is
-    /// the rel32 that the translator may later point at the target block.
-    Chain { pc: u64, site: usize },
+    /// An unlinked direct jump to `pc` (r13 already adjusted); `site` is the rel32 that the
+    /// translator may later point at the target block: at its entry in the same page, at
+    /// its guarded entry (`guarded_entry`) `across` pages.
+    Chain { pc: u64, site: usize, across: bool },
+    /// Goes on at `pc` through the lookup (r13 already adjusted).
+    Lookup { pc: u64 },
     /// A store through a flagged TLB entry (rax = the address, rdx = the entry, rcx = its
     /// addend with its flags; rsi and rdi hold cached registers, so the stub saves them on
     /// the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and
@@ -479,14 +487,16 @@ impl Emitter {
         }
         self.write_back(self.cache);
         self.retire(retired);
-        if target / PAGE_SIZE_BYTES == self.page {
-            let site = self.a.jmp();
-            self.stubs
-                .push((vec![site], Stub::Chain { pc: target, site }));
-        } else {
-            self.a.mov_imm(RAX, target);
-            self.jump_through_lookup();
-        }
+        let site = self.a.jmp();
+        let across = target / PAGE_SIZE_BYTES != self.page;
+        self.stubs.push((
+            vec![site],
+            Stub::Chain {
+                pc: target,
+                site,
+                across,
+            },
+        ));
     }
 
     /// A call: a jal or jalr that links in ra or t0 (the return-address stack hints of
@@ -697,14 +707,23 @@ impl Emitter {
                     self.write_back(cache);
                     self.leave_at(pc, retired, reason);
                 }
-                Stub::Chain { pc, site } => {
+                Stub::Chain { pc, site, across } => {
                     self.a.mov_imm(RAX, pc);
                     self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
                     self.a.mov_imm(RAX, self.origin + site as u64);
                     self.a.store(frame(offset_of!(Frame, exit_site)), RAX);
-                    self.a.mov_imm(RAX, self.ram_page);
-                    self.a.store(frame(offset_of!(Frame, exit_ram_page)), RAX);
-                    self.leave_now(Exit::Chain);
+                    if across {
+                        self.leave_now(Exit::ChainAcross);
+                    } else {
+                        self.a.mov_imm(RAX, self.ram_page);
+                        self.a.store(frame(offset_of!(Frame, exit_ram_page)), RAX);
+                        self.leave_now(Exit::Chain);
+                    }
+                }
+                Stub::Lookup { pc } => {
+                    self.a.mov_imm(RAX, pc);
+                    let site = self.a.jmp();
+                    self.lookup_tail.push(site);
                 }
                 Stub::FlaggedStore {
                     size_bytes,
@@ -1905,9 +1924,41 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
 }
 
 impl Emitter {
-    /// A block's entry: enough budget for all its `count` instructions, and its page
-    /// unchanged since it was decoded.
+    /// A block's guarded entry, where jumps from other pages are linked (`GUARD_BYTES`
+    /// before its entry): the fetch TLB must map the block's page, under the current
+    /// privilege, to the RAM page the block was decoded from, else the jump goes on
+    /// through the lookup. So a chain across pages is taken only where the lookup would
+    /// find this block; inside a page the source block's own mapping vouches for it.
+    fn guarded_entry(&mut self, at: &Placement) {
+        let entry = ((at.pc >> 12) as usize & (FETCH_TLB_ENTRIES - 1)) * TLB_ENTRY_BYTES as usize;
+        let entry = i32::try_from(entry).expect("fetch TLB below 2 GiB");
+        // The fetch TLB's addend: RAM offset less virtual address (`mmu::TlbEntry`).
+        let addend = (at.ram_offset & !0xfff).wrapping_sub(at.pc & !0xfff);
+        let a = &mut self.a;
+        a.load(Width::W64, RDX, frame(offset_of!(Frame, fetch_tlb)));
+        a.mov_imm(RCX, at.pc >> 12);
+        a.alu_mem(
+            Alu::Or,
+            Width::W64,
+            RCX,
+            frame(offset_of!(Frame, fetch_key)),
+        );
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, entry));
+        let other_tag = a.jcc(Cond::NotEqual);
+        a.mov_imm(RCX, addend);
+        a.alu_mem(Alu::Cmp, Width::W64, RCX, at_base(RDX, entry + 8));
+        let other_page = a.jcc(Cond::NotEqual);
+        let len = a.len();
+        assert!(len <= GUARD_BYTES, "guard of {len} bytes");
+        a.nops(GUARD_BYTES - len);
+        self.stubs
+            .push((vec![other_tag, other_page], Stub::Lookup { pc: at.pc }));
+    }
+
+    /// A block's entry (after its guarded one): enough budget for all its `count`
+    /// instructions, and its page unchanged since it was decoded.
     fn entry_checks(&mut self, at: &Placement) {
+        self.guarded_entry(at);
         let pc = at.pc;
         self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
         self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());

@@ -35,11 +35,14 @@
 //! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
 //! generation, which stores to decoded code bump (`BlockCache::invalidate_range`); each
 //! block's entry re-checks its page's generation, so a chained jump into a block whose
-//! page was written leaves it at once and the block is translated again. Direct chaining
-//! only links blocks in the same virtual page (as QEMU's `goto_tb`), so a change of
-//! translation (satp, privilege, sfence.vma) can never send a chain to the wrong code;
-//! other jumps look the target up through the fetch TLB on every execution (`lookup`,
-//! through a small jump cache in front of the table).
+//! page was written leaves it at once and the block is translated again. Direct jumps
+//! are chained: inside a virtual page straight to the target's entry (as QEMU's
+//! `goto_tb`: the source block's own mapping vouches for the page), across pages to the
+//! target's guarded entry, which checks in the fetch TLB that the target's page is still
+//! mapped, under the current privilege, to the RAM page it was decoded from; so a change
+//! of translation (satp, privilege, sfence.vma) can never send a chain to the wrong code.
+//! Indirect jumps look the target up through the fetch TLB on every execution
+//! (`lookup`, through a small jump cache in front of the table).
 //!
 //! Code memory comes from the embedder (`ExecutableMemory`): the crate stays `no_std`,
 //! and the hosted process maps it with mmap while a bare-metal kernel hands in a region.
@@ -178,8 +181,8 @@ const CODE_NONE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub(crate) enum Exit {
-    /// Continue at `exit_pc` through `Hart::run` (an indirect or cross-page jump whose
-    /// target the inline lookup did not find).
+    /// Continue at `exit_pc` through `Hart::run` (a jump whose target the inline lookup
+    /// did not find).
     Jump = 0,
     /// A direct jump in the same page whose target is not linked yet; `exit_site` holds
     /// the address of its rel32, `exit_ram_page` the RAM page of its block.
@@ -194,6 +197,9 @@ pub(crate) enum Exit {
     /// The block at `exit_pc` runs FP instructions inline, which needs FS not Off and, for
     /// dynamic rounding, frm = RNE; the interpreter runs it instead.
     FloatState = 5,
+    /// A direct jump to another page whose target is not linked yet; `exit_site` holds
+    /// the address of its rel32, to point at the target's guarded entry.
+    ChainAcross = 6,
 }
 
 /// What translated code reads and writes besides guest registers: filled before each
@@ -522,7 +528,8 @@ impl Translator {
                 2 => Exit::Helper,
                 3 => Exit::Budget,
                 4 => Exit::Stale,
-                _ => Exit::FloatState,
+                5 => Exit::FloatState,
+                _ => Exit::ChainAcross,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -868,6 +875,22 @@ impl Hart {
                 }
                 None
             }
+            Exit::ChainAcross => {
+                // Linked to the target's guarded entry, which checks at every pass that
+                // the page is still mapped as now; so the mapping the source block ran
+                // with does not matter.
+                if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
+                    let flushes = translator.stats.cache_flushes;
+                    let target =
+                        self.lookup_or_translate(translator, self.pc, target_offset as u64, true);
+                    if let (Some((code, _)), true) =
+                        (target, flushes == translator.stats.cache_flushes)
+                    {
+                        translator.link(frame.exit_site, code - emit::GUARD_BYTES as u32);
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -937,7 +960,7 @@ impl Hart {
             pc,
             ram_offset: offset,
             generation,
-            code: at as u32,
+            code: (at + emit::GUARD_BYTES) as u32,
             instructions: instructions as u32,
         };
         translator.file(new_slot);

@@ -1308,6 +1308,50 @@ fn code_on_a_page_that_gets_remapped_runs_what_the_new_mapping_holds() {
 }
 
 #[test]
+fn a_jump_chained_across_pages_follows_the_target_page_when_it_is_remapped() {
+    use crate::tests::{sv39_hart, write_u64, ROOT};
+    use Op::*;
+    // S-mode code on two virtual pages that jump to each other directly: the jumps are
+    // chained. The second page is then mapped to other code (with the TLB flush that makes
+    // that visible), and its chained entry must not run the old page's translation.
+    const VA: u64 = 0x4000_0000;
+    const PAGE_A: u64 = RAM_BASE + 0x20_000;
+    const PAGE_B: u64 = RAM_BASE + 0x21_000;
+    const PAGE_C: u64 = RAM_BASE + 0x22_000;
+    let flags = 0xcb; // V R X A D (privileged spec 4.3.1)
+    let code = |counter: u8, to: i32| {
+        assemble(&[ins(Addi, counter, counter, 0, 1), ins(Jal, 0, 0, 0, to)])
+    };
+    let second = ROOT + 0x2000 + (((VA + 0x1000) >> 12) & 0x1ff) * 8;
+    let build = || {
+        let mut h = sv39_hart(VA, PAGE_A, flags);
+        write_u64(&mut h, second, (PAGE_B >> 12) << 10 | flags);
+        h.write_phys(GuestPhysAddr(PAGE_A), &code(10, 0x1000 - 4))
+            .unwrap();
+        h.write_phys(GuestPhysAddr(PAGE_B), &code(11, -0x1000 - 4))
+            .unwrap();
+        h.write_phys(GuestPhysAddr(PAGE_C), &code(12, -0x1000 - 4))
+            .unwrap();
+        h.reset(VA, Privilege::Supervisor, 0, 0);
+        h
+    };
+    let mut reference = build();
+    let mut translated = translating(build());
+    lockstep(&mut reference, &mut translated, &[400, 401], "page B");
+    let stats = translated.translator_stats().expect("translator on");
+    // Both jumps linked at their first exits (two entries), then one entry a run.
+    assert_eq!((stats.chains, stats.entries), (2, 4), "{stats:?}");
+    assert_eq!((translated.x(10), translated.x(11)), (201, 200));
+    for h in [&mut reference, &mut translated] {
+        write_u64(h, second, (PAGE_C >> 12) << 10 | flags);
+        h.flush_translations();
+    }
+    lockstep(&mut reference, &mut translated, &[400, 7, 400], "page C");
+    // From A's jump on: 201 rounds of four instructions and two of a 202nd.
+    assert_eq!((translated.x(11), translated.x(12)), (200, 202));
+}
+
+#[test]
 fn an_instruction_that_crosses_into_the_next_page_runs_in_translated_code() {
     use Op::*;
     // A loop at the end of the page at CODE: three addi, a c.nop, then an addi whose four

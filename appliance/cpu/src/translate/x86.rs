@@ -469,6 +469,27 @@ impl Assembler {
         self.byte(0xc3);
     }
 
+    /// `count` bytes of no-operation, in as few instructions as the recommended multi-byte
+    /// forms allow (SDM Vol. 2B, NOP: table 4-12).
+    pub fn nops(&mut self, mut count: usize) {
+        const FORMS: [&[u8]; 9] = [
+            &[0x90],
+            &[0x66, 0x90],
+            &[0x0f, 0x1f, 0x00],
+            &[0x0f, 0x1f, 0x40, 0x00],
+            &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        ];
+        while count > 0 {
+            let form = FORMS[count.min(FORMS.len()) - 1];
+            self.bytes(form);
+            count -= form.len();
+        }
+    }
+
     /// `call [mem]` (an absolute address held in memory).
     pub fn call_mem(&mut self, mem: Mem) {
         self.rex_mem(false, 2, mem, false);
@@ -820,6 +841,16 @@ mod tests {
             bytes(|a| a.mov_imm(Reg(8), 0x1_0000_0000)),
             [0x49, 0xb8, 0, 0, 0, 0, 1, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn padding_takes_the_longest_nops_first() {
+        assert_eq!(
+            bytes(|a| a.nops(11)),
+            [0x66, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0, 0x66, 0x90]
+        );
+        assert_eq!(bytes(|a| a.nops(1)), [0x90]);
+        assert!(bytes(|a| a.nops(0)).is_empty());
     }
 
     #[test]
