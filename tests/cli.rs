@@ -141,7 +141,7 @@ fn simulate_runs_seeds_and_prints_one_seeds_trace() {
 }
 
 #[test]
-fn perf_map_names_every_translated_block_by_its_guest_pc() {
+fn perf_map_names_both_parts_of_every_translated_block_by_its_guest_pc() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let kernel = temp_file("echo-perf.elf", &echo_guest(5));
@@ -178,7 +178,11 @@ fn perf_map_names_every_translated_block_by_its_guest_pc() {
         })
         .collect();
     assert!(blocks > 0, "{stderr}");
-    assert_eq!(ranges.len(), blocks, "one line a block:\n{map}");
+    // Each block's hot and cold parts lie apart, each under the block's name.
+    assert_eq!(ranges.len(), 2 * blocks, "two lines a block:\n{map}");
+    let mut names: Vec<u64> = ranges.iter().map(|&(_, _, pc)| pc).collect();
+    names.sort();
+    assert!(names.chunks(2).all(|pair| pair[0] == pair[1]), "{map}");
     ranges.sort();
     for pair in ranges.windows(2) {
         assert!(pair[0].0 + pair[0].1 <= pair[1].0, "overlap: {pair:?}");

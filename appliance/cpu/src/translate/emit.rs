@@ -436,6 +436,8 @@ struct Emitter {
     uses: Vec<Uses>,
     /// The instruction being emitted.
     index: usize,
+    /// Length of the hot part, once it is complete (`finish`).
+    hot_bytes: usize,
 }
 
 impl Emitter {
@@ -708,6 +710,8 @@ impl Emitter {
                     self.leave_at(pc, retired, reason);
                 }
                 Stub::Chain { pc, site, across } => {
+                    // The translator links sites where it placed the hot part.
+                    assert!(site < self.hot_bytes, "a chained jump in the cold part");
                     self.a.mov_imm(RAX, pc);
                     self.a.store(frame(offset_of!(Frame, exit_pc)), RAX);
                     self.a.mov_imm(RAX, self.origin + site as u64);
@@ -1824,11 +1828,38 @@ pub(super) fn is_amo(op: Op) -> bool {
     )
 }
 
+/// A block's machine code in two parts: the hot part (`hot_bytes` long: the entries, the
+/// body and the way out at its end), which runs on every pass and is placed at
+/// `Placement::origin`, and the cold rest (exits, slow paths, stubs), which the translator
+/// places in a region of its own, so that the hot parts of the blocks lie densely in the
+/// host's instruction cache and TLB.
+pub(super) struct Code {
+    pub bytes: Vec<u8>,
+    pub hot_bytes: usize,
+    /// Where every rel32 of a jump or call lies (to move the cold part).
+    pub rel32_sites: Vec<usize>,
+}
+
+impl Emitter {
+    /// Ends the hot part (nothing falls through it: `ud2` makes sure) and emits the cold.
+    fn finish(mut self) -> (Code, Vec<Instruction>) {
+        self.a.ud2();
+        let hot_bytes = self.a.len();
+        self.hot_bytes = hot_bytes;
+        self.emit_stubs();
+        let code = Code {
+            bytes: self.a.code,
+            hot_bytes,
+            rel32_sites: self.a.rel32_sites,
+        };
+        (code, self.interpreted)
+    }
+}
+
 /// Machine code for the block `ops` placed as `at` says, and the instructions it hands to
 /// the interpreter (to append to the translator's list).
-pub(super) fn block(ops: &[Instruction], at: Placement) -> (Vec<u8>, Vec<Instruction>) {
-    let e = settled(ops, &at);
-    (e.a.code, e.interpreted)
+pub(super) fn block(ops: &[Instruction], at: Placement) -> (Code, Vec<Instruction>) {
+    settled(ops, &at).finish()
 }
 
 /// Register moves on the jumps back of the loops in the final translation of `ops`.
@@ -1920,6 +1951,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
         lookup_tail: Vec::new(),
         uses,
         index: 0,
+        hot_bytes: usize::MAX,
     }
 }
 
@@ -1984,13 +2016,12 @@ impl Emitter {
 /// it afresh through the MMU each time (a fault there is the instruction's), and a fall
 /// through goes on through the lookup at the next page, as `Hart::run` would, without
 /// leaving translated code.
-pub(super) fn straddling(at: Placement) -> Vec<u8> {
+pub(super) fn straddling(at: Placement) -> Code {
     let mut e = emitter(&at, 1, vec![at.pc], vec![Uses::default()]);
     e.entry_checks(&at);
     e.call_interpreter(super::FETCH_AT_PC, at.pc, 0, Some(at.pc.wrapping_add(4)));
     e.goto(at.pc.wrapping_add(4), 1);
-    e.emit_stubs();
-    e.a.code
+    e.finish().0
 }
 
 /// One translation of the block with the register cache states of its `loops`' headers.
@@ -2029,6 +2060,5 @@ fn emit_block(ops: &[Instruction], at: &Placement, loops: Vec<Loop>) -> Emitter 
     if open {
         e.goto(at_pc, count);
     }
-    e.emit_stubs();
     e
 }

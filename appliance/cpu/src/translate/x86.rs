@@ -182,11 +182,24 @@ pub(crate) enum Width {
 /// Machine code being assembled, with its absolute address for rip-relative jumps.
 pub(crate) struct Assembler {
     pub code: Vec<u8>,
+    /// Where every rel32 of a jump or call lies, for moving part of the code elsewhere.
+    pub rel32_sites: Vec<usize>,
 }
 
 impl Assembler {
     pub fn new() -> Assembler {
-        Assembler { code: Vec::new() }
+        Assembler {
+            code: Vec::new(),
+            rel32_sites: Vec::new(),
+        }
+    }
+
+    /// A rel32 of 0 at the end; returns its position.
+    fn rel32(&mut self) -> usize {
+        let at = self.len();
+        self.rel32_sites.push(at);
+        self.imm32(0);
+        at
     }
 
     pub fn len(&self) -> usize {
@@ -507,25 +520,24 @@ impl Assembler {
     /// `jcc rel32` with a zero displacement; returns the position of the rel32 to patch.
     pub fn jcc(&mut self, cond: Cond) -> usize {
         self.bytes(&[0x0f, 0x80 | cond as u8]);
-        let at = self.len();
-        self.imm32(0);
-        at
+        self.rel32()
     }
 
     /// `jmp rel32` with a zero displacement; returns the position of the rel32 to patch.
     /// `call rel32`; returns the position of the rel32 to patch (as `jmp`).
     pub fn call(&mut self) -> usize {
         self.byte(0xe8);
-        let at = self.len();
-        self.imm32(0);
-        at
+        self.rel32()
     }
 
     pub fn jmp(&mut self) -> usize {
         self.byte(0xe9);
-        let at = self.len();
-        self.imm32(0);
-        at
+        self.rel32()
+    }
+
+    /// `ud2`: raises #UD where execution must never arrive.
+    pub fn ud2(&mut self) {
+        self.bytes(&[0x0f, 0x0b]);
     }
 
     /// A legacy-SSE instruction `prefix [REX] 0F op` with a memory operand.
