@@ -289,8 +289,9 @@ const COUNTER_EMPTY: Counter = Counter {
 };
 
 /// A jump cache entry: the live translation of `pc` at RAM offset `ram_offset`. No page
-/// generation: every block's entry checks its own and leaves if the page was written.
-/// `repr(C)` and 32 bytes: translated code probes it in place.
+/// generation: every block's entry checks its own and leaves if the page was written (and
+/// `Hart::run` then drops the entry). `repr(C)` and 32 bytes: translated code probes it in
+/// place.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(crate) struct JumpEntry {
@@ -298,12 +299,15 @@ pub(crate) struct JumpEntry {
     pub ram_offset: u64,
     /// Absolute address of the block's entry.
     pub entry: u64,
+    /// Instructions in the block (`Hart::run` enters only with the budget for all).
+    pub instructions: u32,
 }
 
 const JUMP_EMPTY: JumpEntry = JumpEntry {
     pc: u64::MAX,
     ram_offset: u64::MAX,
     entry: 0,
+    instructions: 0,
 };
 
 const SLOT_EMPTY: Slot = Slot {
@@ -489,13 +493,34 @@ impl Translator {
         code
     }
 
-    /// The absolute entry address of the live translation of `pc` at RAM `offset`, or 0.
-    fn entry_address(&self, pc: u64, offset: u64, generation: u64) -> u64 {
+    /// The jump cache entry of the live translation of `pc` at RAM `offset`, if any.
+    fn live_entry(&self, pc: u64, offset: u64, generation: u64) -> Option<JumpEntry> {
         match self.find(pc, offset) {
             Some(slot) if slot.generation == generation && slot.code != CODE_NONE => {
-                self.base as u64 + slot.code as u64
+                Some(JumpEntry {
+                    pc,
+                    ram_offset: offset,
+                    entry: self.base as u64 + slot.code as u64,
+                    instructions: slot.instructions,
+                })
             }
-            _ => 0,
+            _ => None,
+        }
+    }
+
+    /// The jump cache's translation of `pc` at RAM `offset`: its code offset and length in
+    /// instructions. It may have gone stale since; its entry checks.
+    fn cached(&self, pc: u64, offset: u64) -> Option<(u32, u32)> {
+        let hit = self.jump_cache[Translator::jump_index(pc)].get();
+        (hit.pc == pc && hit.ram_offset == offset)
+            .then(|| ((hit.entry - self.base as u64) as u32, hit.instructions))
+    }
+
+    /// Drops the jump cache's entry for `pc`, whose translation went stale.
+    fn forget(&self, pc: u64) {
+        let cached = &self.jump_cache[Translator::jump_index(pc)];
+        if cached.get().pc == pc {
+            cached.set(JUMP_EMPTY);
         }
     }
 
@@ -691,15 +716,11 @@ extern "sysv64" fn lookup(frame: *mut Frame, pc: u64) -> u64 {
         return hit.entry;
     }
     let generation = hart.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
-    let entry = translator.entry_address(pc, offset, generation);
-    if entry != 0 {
-        cached.set(JumpEntry {
-            pc,
-            ram_offset: offset,
-            entry,
-        });
-    }
-    entry
+    let Some(live) = translator.live_entry(pc, offset, generation) else {
+        return 0;
+    };
+    cached.set(live);
+    live.entry
 }
 
 /// Whether the translator emits code for `op`; translated code hands the others to the
@@ -855,8 +876,12 @@ impl Hart {
             // Not cacheable or faulting: the interpreter does exactly what it always does.
             _ => return self.run_block(platform, end),
         };
-        let Some((code, instructions)) = self.lookup_or_translate(translator, pc, offset, false)
-        else {
+        // The jump cache first: the table is 2 MiB, and its cache misses made
+        // `lookup_or_translate` 6% of a curl session's samples.
+        let found = translator
+            .cached(pc, offset)
+            .or_else(|| self.lookup_or_translate(translator, pc, offset, false));
+        let Some((code, instructions)) = found else {
             // Not hot yet.
             return self.run_block(platform, end);
         };
@@ -904,7 +929,13 @@ impl Hart {
             self.pc = frame.exit_pc;
         }
         match exit {
-            Exit::Jump | Exit::Budget | Exit::Stale => None,
+            Exit::Jump | Exit::Budget => None,
+            Exit::Stale => {
+                // Found through the jump cache, maybe: look it up in the table next time,
+                // which translates it again.
+                translator.forget(self.pc);
+                None
+            }
             Exit::FloatState => self.run_block(platform, end),
             Exit::Helper => match frame.outcome {
                 Some(Ok((inst, flow))) => self.finish(&inst, flow),
@@ -1031,6 +1062,7 @@ impl Hart {
             pc,
             ram_offset: offset,
             entry: translator.base as u64 + new_slot.code as u64,
+            instructions: new_slot.instructions,
         });
         Some((new_slot.code, new_slot.instructions))
     }
