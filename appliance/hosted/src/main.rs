@@ -318,7 +318,8 @@ fn image_ref(role: ImageRole, path: &Path) -> Result<ImageRef> {
 }
 
 /// `perf`'s map for code it finds in no binary (tools/perf/Documentation/jit-interface.txt):
-/// one line per block, `START SIZE NAME` with hexadecimal start and size.
+/// one line per part of a block (hot and cold), `START SIZE NAME` with hexadecimal start
+/// and size.
 fn write_perf_map(blocks: &[understudy_cpu::PlacedBlock]) -> Result<()> {
     let path = format!("/tmp/perf-{}.map", std::process::id());
     let mut text = String::with_capacity(blocks.len() * 40);

@@ -120,7 +120,7 @@ impl core::error::Error for TranslatorError {}
 /// binary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlacedBlock {
-    /// Where the block's code starts in the code cache.
+    /// Where this part starts in the code cache.
     pub host_address: u64,
     /// The length of this part.
     pub len_bytes: u32,
