@@ -468,7 +468,7 @@ impl Emitter {
     }
 
     /// Leaves the block for `target` after `retired` instructions: back to its own loop
-    /// header, a chainable jump in the same page, a jump through the lookup otherwise.
+    /// header, else a chainable jump (to the target's guarded entry across pages).
     fn goto(&mut self, target: u64, retired: u32) {
         if target == self.block_pc {
             self.note_back_edge(0);
@@ -2014,8 +2014,8 @@ impl Emitter {
 /// page at `at.pc`. No translation may hold it: its second half lies in another page, which
 /// may be remapped or rewritten while this one stays as it is. So the interpreter fetches
 /// it afresh through the MMU each time (a fault there is the instruction's), and a fall
-/// through goes on through the lookup at the next page, as `Hart::run` would, without
-/// leaving translated code.
+/// through goes on at the next page (chained to its guarded entry, which checks the
+/// page's mapping as `Hart::run` would), without leaving translated code.
 pub(super) fn straddling(at: Placement) -> Code {
     let mut e = emitter(&at, 1, vec![at.pc], vec![Uses::default()]);
     e.entry_checks(&at);
