@@ -165,6 +165,7 @@ fn linux(kernel: &Path, initrd: &Path) -> Result<()> {
     drop(sender);
     let mut world = World {
         arrivals,
+        waker: None,
         console_open: false,
         net: None,
         clock: ClockMode::Wall,

@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,9 +77,20 @@ pub fn arrival_channel() -> (SyncSender<Arrival>, Receiver<Arrival>) {
     mpsc::sync_channel(ARRIVAL_CHANNEL_CAPACITY)
 }
 
-/// Delivers console input from a thread reading `input`.
-pub fn spawn_console_reader(mut input: impl Read + Send + 'static, arrivals: SyncSender<Arrival>) {
+/// Delivers console input from a thread reading `input`; with a `waker`, also writes a
+/// byte to it after each delivery (`World::waker`).
+pub fn spawn_console_reader(
+    mut input: impl Read + Send + 'static,
+    arrivals: SyncSender<Arrival>,
+    mut waker: Option<UnixStream>,
+) {
     std::thread::spawn(move || {
+        let mut wake = || {
+            if let Some(waker) = waker.as_mut() {
+                // A full socket already holds a wake-up.
+                let _ = waker.write(&[1]);
+            }
+        };
         let mut buffer = [0u8; 256];
         while let Ok(n) = input.read(&mut buffer) {
             if n == 0 {
@@ -88,9 +101,20 @@ pub fn spawn_console_reader(mut input: impl Read + Send + 'static, arrivals: Syn
                     return;
                 }
             }
+            wake();
         }
         let _ = arrivals.send(Arrival::ConsoleClosed);
+        wake();
     });
+}
+
+/// A socket pair for `World::waker`: (the driver's end, the input threads' end), both
+/// non-blocking.
+pub fn waker_pair() -> io::Result<(UnixStream, UnixStream)> {
+    let (driver, threads) = UnixStream::pair()?;
+    driver.set_nonblocking(true)?;
+    threads.set_nonblocking(true)?;
+    Ok((driver, threads))
 }
 
 /// The standalone replica of `run-guest` around `machine` (powered on, not yet run): state
@@ -165,6 +189,10 @@ impl Recorder {
 /// The outside world of a live run.
 pub struct World {
     pub arrivals: Receiver<Arrival>,
+    /// With a network on the driver's thread (`NetBackend::start_on_driver_thread`): the
+    /// socket the input threads write a byte to after each arrival, so that the idle
+    /// driver sleeps in the network's `wait` rather than on `arrivals`.
+    pub waker: Option<UnixStream>,
     pub console_open: bool,
     pub net: Option<Box<dyn NetBackend>>,
     pub clock: ClockMode,
@@ -184,6 +212,7 @@ pub fn run(
         start_ticks: replica.time_ticks(),
         pending: VecDeque::new(),
         frames_dropped: 0,
+        waker_closed: false,
     };
     if world.clock == ClockMode::Wall {
         let ns = SystemTime::now()
@@ -256,6 +285,8 @@ struct Driver {
     start_ticks: u64,
     pending: VecDeque<Arrival>,
     frames_dropped: u64,
+    /// `World::waker` reads as closed: no input thread is left to write it.
+    waker_closed: bool,
 }
 
 impl Driver {
@@ -266,6 +297,16 @@ impl Driver {
 
     /// Everything that arrived, in arrival order; what the guest cannot take waits.
     fn receive(&mut self, world: &mut World) {
+        if let Some(net) = world.net.as_mut() {
+            let (pending, dropped) = (&mut self.pending, &mut self.frames_dropped);
+            net.pump(&mut |frame| {
+                if pending.len() >= PENDING_ARRIVALS_MAX {
+                    *dropped += 1;
+                } else {
+                    pending.push_back(Arrival::Frame(frame));
+                }
+            });
+        }
         while let Ok(arrival) = world.arrivals.try_recv() {
             if self.pending.len() >= PENDING_ARRIVALS_MAX && matches!(arrival, Arrival::Frame(_)) {
                 self.frames_dropped += 1;
@@ -352,6 +393,38 @@ impl Driver {
             }
             _ => None,
         };
+        if world.waker.is_some() {
+            // The guest's last frames may bring answers at once: then no sleep.
+            self.receive(world);
+            if !self.pending.is_empty() {
+                return None;
+            }
+        }
+        if let (Some(waker), Some(net)) = (world.waker.as_mut(), world.net.as_mut()) {
+            // Whatever woke it, `receive` takes next. Once the input threads are gone their
+            // end reads as closed, always ready: it leaves the wait (poll skips fd -1).
+            let fd = if self.waker_closed {
+                -1
+            } else {
+                waker.as_raw_fd()
+            };
+            net.wait(fd, wait.unwrap_or(Duration::MAX));
+            let mut drain = [0u8; 64];
+            loop {
+                match waker.read(&mut drain) {
+                    Ok(0) => {
+                        self.waker_closed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            if world.clock == ClockMode::Wall {
+                self.catch_up_time(replica, 0);
+            }
+            return None;
+        }
         let arrival = match wait {
             Some(wait) => world.arrivals.recv_timeout(wait),
             None => world

@@ -419,16 +419,26 @@ fn run_guest(args: RunGuest) -> Result<ExitCode> {
         _ => None,
     };
     let (sender, arrivals) = live::arrival_channel();
-    live::spawn_console_reader(std::io::stdin(), sender.clone());
     let mut net = net;
+    let mut waker = None;
     if let Some(backend) = &mut net {
-        backend
-            .start(sender.clone())
-            .context("cannot start the network")?;
+        if backend
+            .start_on_driver_thread()
+            .context("cannot start the network")?
+        {
+            waker = Some(live::waker_pair().context("cannot make the driver's waker")?);
+        } else {
+            backend
+                .start(sender.clone())
+                .context("cannot start the network")?;
+        }
     }
+    let (waker, thread_waker) = waker.unzip();
+    live::spawn_console_reader(std::io::stdin(), sender.clone(), thread_waker);
     drop(sender);
     let mut world = World {
         arrivals,
+        waker,
         console_open: true,
         net,
         clock: args.clock,

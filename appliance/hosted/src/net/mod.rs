@@ -4,7 +4,9 @@
 //! (from its own thread, so the driver can sleep on one channel for every kind of input),
 //! and takes transmitted frames through `NetBackend::send`.
 
+use std::os::fd::RawFd;
 use std::sync::mpsc::SyncSender;
+use std::time::Duration;
 
 /// Something that arrived from outside, for the live driver to inject.
 #[derive(Debug)]
@@ -25,6 +27,18 @@ pub trait NetBackend: Send {
     /// Sends one frame the guest transmitted. Errors are counted and logged by the caller;
     /// a lost frame is what a real NIC does under pressure, and TCP recovers.
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
+    /// Runs the backend on the driver's thread instead of one of its own, if it can (true):
+    /// the driver then calls `pump` between run slices and `wait` when the guest idles,
+    /// and never `start`. A request and its answer then cost no switch between threads.
+    fn start_on_driver_thread(&mut self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+    /// On the driver's thread: does what is ready without blocking, handing each frame
+    /// for the guest to `deliver`.
+    fn pump(&mut self, _deliver: &mut dyn FnMut(Vec<u8>)) {}
+    /// On the driver's thread: sleeps until `wake` is readable, something may be ready for
+    /// `pump`, or `timeout` passed.
+    fn wait(&mut self, _wake: RawFd, _timeout: Duration) {}
 }
 
 pub mod tap;
