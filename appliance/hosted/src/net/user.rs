@@ -148,7 +148,7 @@ impl UserNet {
         &self.forward_addrs
     }
 
-    /// Guest frames dropped because the stack thread's queue was full.
+    /// Guest frames dropped because the stack's queue was full.
     pub fn frames_dropped(&self) -> u64 {
         self.frames_dropped
     }
