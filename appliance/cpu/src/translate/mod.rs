@@ -508,12 +508,17 @@ impl Translator {
         }
     }
 
-    /// The jump cache's translation of `pc` at RAM `offset`: its code offset and length in
-    /// instructions. It may have gone stale since; its entry checks.
-    fn cached(&self, pc: u64, offset: u64) -> Option<(u32, u32)> {
+    /// The jump cache's entry for `pc` at RAM `offset`, if it holds one. Its translation
+    /// may have gone stale since; the block's entry checks.
+    fn jump_hit(&self, pc: u64, offset: u64) -> Option<JumpEntry> {
         let hit = self.jump_cache[Translator::jump_index(pc)].get();
-        (hit.pc == pc && hit.ram_offset == offset)
-            .then(|| ((hit.entry - self.base as u64) as u32, hit.instructions))
+        (hit.pc == pc && hit.ram_offset == offset).then_some(hit)
+    }
+
+    /// `jump_hit` as the code offset and length in instructions of the translation.
+    fn cached(&self, pc: u64, offset: u64) -> Option<(u32, u32)> {
+        self.jump_hit(pc, offset)
+            .map(|hit| ((hit.entry - self.base as u64) as u32, hit.instructions))
     }
 
     /// Drops the jump cache's entry for `pc`, whose translation went stale.
@@ -710,16 +715,14 @@ extern "sysv64" fn lookup(frame: *mut Frame, pc: u64) -> u64 {
     let Some(offset) = hart.fetch_cached(pc) else {
         return 0;
     };
-    let cached = &translator.jump_cache[Translator::jump_index(pc)];
-    let hit = cached.get();
-    if hit.pc == pc && hit.ram_offset == offset {
+    if let Some(hit) = translator.jump_hit(pc, offset) {
         return hit.entry;
     }
     let generation = hart.blocks.page_generations[(offset / PAGE_SIZE_BYTES) as usize];
     let Some(live) = translator.live_entry(pc, offset, generation) else {
         return 0;
     };
-    cached.set(live);
+    translator.jump_cache[Translator::jump_index(pc)].set(live);
     live.entry
 }
 
@@ -942,38 +945,27 @@ impl Hart {
                 Some(Err(e)) => self.take_trap(e.cause, e.tval, false),
                 None => None,
             },
-            Exit::Chain => {
-                // Link the jump now, under the translation the source block just ran with
-                // (same virtual page, so the same physical page: checked against the
-                // source block's own page, which is not the entry block's once translated
-                // code has gone to another page through the lookup).
+            Exit::Chain | Exit::ChainAcross => {
+                // Link the jump now, under the translation the source block just ran with.
+                // Across pages the link goes to the target's guarded entry, which checks at
+                // every pass that the page is still mapped as now. Inside a page it goes to
+                // the entry: the same virtual page is the same physical page, checked
+                // against the source block's own page (not the entry block's once
+                // translated code has gone to another page through the lookup).
+                let across = exit == Exit::ChainAcross;
                 if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
-                    let same_page = target_offset as u64 / PAGE_SIZE_BYTES == frame.exit_ram_page;
+                    let target_page = target_offset as u64 / PAGE_SIZE_BYTES;
+                    let linkable = across || target_page == frame.exit_ram_page;
                     let flushes = translator.stats.cache_flushes;
                     // A jump from translated code leads to hot code: translate it now.
                     let target =
                         self.lookup_or_translate(translator, self.pc, target_offset as u64, true);
                     // A flush while translating the target freed the source block too.
                     if let (Some((code, _)), true, true) =
-                        (target, same_page, flushes == translator.stats.cache_flushes)
+                        (target, linkable, flushes == translator.stats.cache_flushes)
                     {
-                        translator.link(frame.exit_site, code);
-                    }
-                }
-                None
-            }
-            Exit::ChainAcross => {
-                // Linked to the target's guarded entry, which checks at every pass that
-                // the page is still mapped as now; so the mapping the source block ran
-                // with does not matter.
-                if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
-                    let flushes = translator.stats.cache_flushes;
-                    let target =
-                        self.lookup_or_translate(translator, self.pc, target_offset as u64, true);
-                    if let (Some((code, _)), true) =
-                        (target, flushes == translator.stats.cache_flushes)
-                    {
-                        translator.link(frame.exit_site, code - emit::GUARD_BYTES as u32);
+                        let guard = if across { emit::GUARD_BYTES as u32 } else { 0 };
+                        translator.link(frame.exit_site, code - guard);
                     }
                 }
                 None
