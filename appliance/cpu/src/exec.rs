@@ -1,7 +1,8 @@
 //! Instruction semantics for RV64I, M, A, Zicsr, Zifencei and the privileged instructions.
 
 use crate::csr::numbers::{
-    MCAUSE, MEPC, MIE, MSCRATCH, MSTATUS, MTVAL, SCAUSE, SEPC, SIE, SSCRATCH, SSTATUS, STVAL,
+    FCSR, FFLAGS, FRM, MCAUSE, MEPC, MIE, MSCRATCH, MSTATUS, MTVAL, SCAUSE, SEPC, SIE, SSCRATCH,
+    SSTATUS, STVAL,
 };
 use crate::csr::{
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SPIE,
@@ -411,9 +412,22 @@ impl Hart {
         // (Linux's user-access windows around every copy to or from user space): they
         // change only the load and store TLB keys, which the next access reads afresh
         // (translated code too: `translate::interpret` hands it the new keys).
+        // Nor the FP CSRs (glibc saves and restores fflags around FP code): a write sets FS
+        // to Dirty, never Off, and the next instruction starts a block whose entry checks
+        // read FS and frm afresh (`float_entry_checks`).
         let data_only = matches!(
             csr,
-            SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
+            SSCRATCH
+                | SEPC
+                | SCAUSE
+                | STVAL
+                | MSCRATCH
+                | MEPC
+                | MCAUSE
+                | MTVAL
+                | FFLAGS
+                | FRM
+                | FCSR
         );
         let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
             && (status_before ^ self.csr.mstatus)

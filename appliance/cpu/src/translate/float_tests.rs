@@ -8,7 +8,7 @@ use std::format;
 
 use super::{lockstep, machine, pick, translating};
 use crate::csr::MSTATUS_FS;
-use crate::csr_numbers::{FFLAGS, FRM, MSTATUS};
+use crate::csr_numbers::{FCSR, FFLAGS, FRM, MSTATUS};
 use crate::inst::{Instruction, Op};
 use crate::tests::{ins, Rng};
 use crate::Hart;
@@ -155,8 +155,8 @@ fn fp(op: Op, rd: u8, rs1: u8, rs2: u8, rs3: u8, rm: u8) -> Instruction {
 /// A random program of FP instructions over adversarial operands: arithmetic, fused
 /// multiply-adds, sign injection, compares, moves, conversions, FP loads and stores
 /// (some faulting, some to MMIO), instructions that stay interpreted (fmin, fclass,
-/// conversions to integers, other rounding modes, reserved ones), reads and clears of
-/// fflags, writes of frm, FS turned off and on, and a few integer instructions and
+/// conversions to integers, other rounding modes, reserved ones), reads and writes of
+/// fflags, writes of frm and fcsr, FS turned off and on, and a few integer instructions and
 /// branches to cut blocks.
 fn random_float_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
     use Op::*;
@@ -220,7 +220,9 @@ fn random_float_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
                 ins(op, rd, base, rs2, offset)
             }
             80..=82 => ins(Csrrs, x(rng), 0, 0, FFLAGS as i32),
-            83..=84 => ins(Csrrwi, 0, 0, 0, FFLAGS as i32),
+            83 => ins(Csrrwi, 0, rng.below(32) as u8, 0, FFLAGS as i32),
+            84 if rng.below(2) == 0 => ins(Csrrw, 0, x(rng), 0, FCSR as i32),
+            84 => ins(Csrrwi, 0, 0, 0, FFLAGS as i32),
             85 => {
                 let frm = *pick(rng, &[0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]);
                 ins(Csrrwi, 0, frm, 0, FRM as i32)
@@ -678,4 +680,39 @@ fn the_embedders_mxcsr_neither_leaks_into_translated_code_nor_changes() {
             .entries
             > 0
     );
+}
+
+#[test]
+fn fflags_saved_and_restored_around_fp_code_stays_in_translated_code() {
+    use Op::*;
+    // glibc's pattern around FP code that must not leave flags behind: read frm and
+    // fflags, compute (1 + 2^-63 raises NX), write fflags back and frm unchanged.
+    let program = [
+        ins(Csrrs, 10, 0, 0, FRM as i32),
+        ins(Csrrs, 11, 0, 0, FFLAGS as i32),
+        fp(FaddD, 3, 1, 2, 0, 7),
+        ins(Csrrw, 0, 11, 0, FFLAGS as i32),
+        ins(Csrrw, 0, 10, 0, FRM as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -24),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let (mut reference, mut translated) = float_pair(&program, 1);
+    for h in [&mut reference, &mut translated] {
+        h.f[1] = 0x3ff0_0000_0000_0000;
+        h.f[2] = 0x3c00_0000_0000_0000;
+        h.csr.fflags = DZ;
+        h.x[7] = 1000;
+    }
+    lockstep(&mut reference, &mut translated, &[3, 2, 7000], "fflags");
+    assert_eq!(
+        (translated.x[7], translated.x[10], translated.x[11]),
+        (0, 0, DZ)
+    );
+    assert_eq!(translated.csr.fflags, DZ);
+    let stats = translated.translator_stats().expect("translator on");
+    // Each CSR instruction ends a block: the loop is seven, entered once and once more
+    // after each first jump between two of them (which links it), never left for the
+    // writes of fflags and frm (2005 entries when each of them left).
+    assert_eq!((stats.entries, stats.chains), (8, 7), "{stats:?}");
 }
