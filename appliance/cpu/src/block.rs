@@ -18,6 +18,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::csr::numbers::{FCSR, FFLAGS, FRM};
 use crate::inst::{decode, decode_compressed, Instruction, Op};
 use crate::trigger::{self, Kind};
 use crate::{cause, Exception, Flow, Hart, Platform, StopReason, PAGE_SIZE_BYTES};
@@ -103,27 +104,39 @@ impl BlockCache {
     }
 }
 
-/// Whether `op` must be the last instruction of a block.
-pub(crate) fn ends_block(op: Op) -> bool {
+/// Whether `inst` must be the last instruction of a block: every CSR instruction but a read
+/// of the FP CSRs (glibc reads frm and fflags around FP code), as a write may change what
+/// `Hart::run` checks between blocks.
+pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
-    matches!(
-        op,
-        Jal | Jalr
-            | FenceI
-            | Ecall
-            | Ebreak
-            | Csrrw
-            | Csrrs
-            | Csrrc
-            | Csrrwi
-            | Csrrsi
-            | Csrrci
-            | Mret
-            | Sret
-            | Wfi
-            | SfenceVma
-            | Illegal
-    )
+    !reads_float_csr(inst)
+        && matches!(
+            inst.op,
+            Jal | Jalr
+                | FenceI
+                | Ecall
+                | Ebreak
+                | Csrrw
+                | Csrrs
+                | Csrrc
+                | Csrrwi
+                | Csrrsi
+                | Csrrci
+                | Mret
+                | Sret
+                | Wfi
+                | SfenceVma
+                | Illegal
+        )
+}
+
+/// Whether `inst` only reads fflags, frm or fcsr (csrrs or csrrc with x0, their immediate
+/// forms with 0: Zicsr 9.1 says these do not write the CSR).
+pub(crate) fn reads_float_csr(inst: &Instruction) -> bool {
+    let csr = (inst.imm as u32 & 0xfff) as u16;
+    matches!(inst.op, Op::Csrrs | Op::Csrrc | Op::Csrrsi | Op::Csrrci)
+        && inst.rs1 == 0
+        && matches!(csr, FFLAGS | FRM | FCSR)
 }
 
 impl Hart {
@@ -223,7 +236,7 @@ impl Hart {
             };
             ops.push(inst);
             at += inst.length_bytes as u64;
-            if ends_block(inst.op) {
+            if ends_block(&inst) {
                 break;
             }
         }

@@ -27,6 +27,7 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
+use crate::block::reads_float_csr;
 use crate::csr::{MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
@@ -256,16 +257,20 @@ impl Uses {
 
 /// Whether the translator emits `inst` inline (else it hands it to the interpreter).
 fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
-    translates(inst.op) || float::inline(inst, layout.fused_multiply_add) || is_status_access(inst)
+    translates(inst.op)
+        || float::inline(inst, layout.fused_multiply_add)
+        || is_status_access(inst)
+        || reads_float_csr(inst)
 }
 
 /// Where translated code finds the hart's state besides the x registers: byte distances
-/// from `Hart::x` (rbx) to the f registers, mstatus, frm and the privilege mode, and whether
+/// from `Hart::x` (rbx) to the f registers, mstatus, fflags, frm and the privilege mode, and whether
 /// the host has FMA3.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct HartLayout {
     pub f: i32,
     pub mstatus: i32,
+    pub fflags: i32,
     pub frm: i32,
     pub privilege: i32,
     pub fused_multiply_add: bool,
@@ -280,6 +285,7 @@ impl HartLayout {
         HartLayout {
             f: distance(hart.f.as_ptr().cast()),
             mstatus: distance((&hart.csr.mstatus as *const u64).cast()),
+            fflags: distance((&hart.csr.fflags as *const u64).cast()),
             frm: distance((&hart.csr.frm as *const u64).cast()),
             privilege: distance((&hart.privilege as *const Privilege).cast()),
             fused_multiply_add,
@@ -1593,7 +1599,11 @@ impl Emitter {
             self.cache_sources(inst);
         }
         let first_stub = self.stubs.len();
-        if accesses_memory(inst.op) || float::has_slow_path(inst.op) || is_status_access(inst) {
+        if accesses_memory(inst.op)
+            || float::has_slow_path(inst.op)
+            || is_status_access(inst)
+            || reads_float_csr(inst)
+        {
             let list_index = self.hand_over(inst);
             self.current = Some(Slow {
                 list_index,
@@ -1629,6 +1639,10 @@ impl Emitter {
         use Op::*;
         if is_status_access(inst) {
             self.status_access(inst);
+            return true;
+        }
+        if reads_float_csr(inst) {
+            self.float_csr_read(inst);
             return true;
         }
         match inst.op {

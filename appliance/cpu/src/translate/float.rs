@@ -35,11 +35,12 @@
 use core::mem::offset_of;
 
 use super::super::x86::{
-    at, Alu, Cond, FloatCompare, FloatOp, Fused, Mem, Precision, Unary, Width, RAX, RBX, RCX, RDX,
-    XMM0, XMM1,
+    at, Alu, Cond, FloatCompare, FloatOp, Fused, Mem, Precision, Shift, Unary, Width, R14, RAX,
+    RBX, RCX, RDX, XMM0, XMM1,
 };
 use super::super::{Exit, Frame};
 use super::{Emitter, RegisterCache};
+use crate::csr::numbers::{FFLAGS, FRM};
 use crate::csr::{MSTATUS_FS, MSTATUS_SD};
 use crate::inst::{Instruction, Op};
 use crate::Hart;
@@ -57,6 +58,10 @@ const FLAG_FOLD: [(u32, u64); 5] = [
     (1 << 4, 0x02), // UE -> UF
     (1 << 5, 0x01), // PE -> NX
 ];
+
+/// mstatus.FS is bits 13-14 of mstatus: bits 5-6 of its second byte.
+const FS_BYTE: u8 = (MSTATUS_FS >> 8) as u8;
+const _: () = assert!((FS_BYTE as u64) << 8 == MSTATUS_FS);
 
 /// The upper half of a NaN-boxed single (unprivileged spec 12.2).
 const BOX_HIGH: i32 = -1;
@@ -240,9 +245,6 @@ impl Emitter {
         if inline_ops().next().is_none() {
             return;
         }
-        // FS is bits 13-14 of mstatus: bits 5-6 of its second byte.
-        const FS_BYTE: u8 = (MSTATUS_FS >> 8) as u8;
-        const _: () = assert!((FS_BYTE as u64) << 8 == MSTATUS_FS);
         self.a
             .test_mem_byte(at(RBX, self.layout.mstatus + 1), FS_BYTE);
         self.jcc_leave(
@@ -262,6 +264,36 @@ impl Emitter {
                 RegisterCache::default(),
             );
         }
+    }
+
+    /// A read of fflags, frm or fcsr (`block::reads_float_csr`), as `Hart::execute_csr` does
+    /// it: rd = the CSR. FS Off (the read is illegal) takes the interpreter path, and so do
+    /// flags that translated code raised since the last fold, as the read must see them
+    /// (`accrue`). The frame's MXCSR of translated code is scratch here: the way out stores
+    /// it afresh.
+    pub(super) fn float_csr_read(&mut self, inst: &Instruction) {
+        let csr = (inst.imm as u32 & 0xfff) as u16;
+        self.a
+            .test_mem_byte(at(RBX, self.layout.mstatus + 1), FS_BYTE);
+        self.jcc_slow(Cond::Equal);
+        if csr != FRM {
+            let (_, guest_mxcsr) = mxcsr_fields();
+            let raised = FLAG_FOLD.iter().fold(0, |bits, (flag, _)| bits | flag);
+            self.a.stmxcsr(at(R14, guest_mxcsr));
+            self.a.test_mem_byte(at(R14, guest_mxcsr), raised as u8);
+            self.jcc_slow(Cond::NotEqual);
+        }
+        let (fflags, frm) = (at(RBX, self.layout.fflags), at(RBX, self.layout.frm));
+        match csr {
+            FFLAGS => self.a.load(Width::W64, RAX, fflags),
+            FRM => self.a.load(Width::W64, RAX, frm),
+            _ => {
+                self.a.load(Width::W64, RAX, frm);
+                self.a.shift_imm(Shift::Shl, Width::W64, RAX, 5);
+                self.a.alu_mem(Alu::Or, Width::W64, RAX, fflags);
+            }
+        }
+        self.write_rax(inst.rd);
     }
 
     /// FS = Dirty and SD after the first f register write of the block.
