@@ -27,7 +27,6 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
-use crate::block::reads_float_csr;
 use crate::csr::{MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
@@ -260,7 +259,7 @@ fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
     translates(inst.op)
         || float::inline(inst, layout.fused_multiply_add)
         || is_status_access(inst)
-        || reads_float_csr(inst)
+        || float::csr_inline(inst)
 }
 
 /// Where translated code finds the hart's state besides the x registers: byte distances
@@ -1602,7 +1601,7 @@ impl Emitter {
         if accesses_memory(inst.op)
             || float::has_slow_path(inst.op)
             || is_status_access(inst)
-            || reads_float_csr(inst)
+            || float::csr_inline(inst)
         {
             let list_index = self.hand_over(inst);
             self.current = Some(Slow {
@@ -1641,8 +1640,8 @@ impl Emitter {
             self.status_access(inst);
             return true;
         }
-        if reads_float_csr(inst) {
-            self.float_csr_read(inst);
+        if float::csr_inline(inst) {
+            self.float_csr(inst);
             return true;
         }
         match inst.op {

@@ -40,6 +40,7 @@ use super::super::x86::{
 };
 use super::super::{Exit, Frame};
 use super::{Emitter, RegisterCache};
+use crate::block::reads_float_csr;
 use crate::csr::numbers::{FFLAGS, FRM};
 use crate::csr::{MSTATUS_FS, MSTATUS_SD};
 use crate::inst::{Instruction, Op};
@@ -62,6 +63,15 @@ const FLAG_FOLD: [(u32, u64); 5] = [
 /// mstatus.FS is bits 13-14 of mstatus: bits 5-6 of its second byte.
 const FS_BYTE: u8 = (MSTATUS_FS >> 8) as u8;
 const _: () = assert!((FS_BYTE as u64) << 8 == MSTATUS_FS);
+
+/// Whether the translator emits the FP CSR access `inst` inline: a read of fflags, frm or
+/// fcsr (`block::reads_float_csr`), or a write of fflags that reads nothing back (glibc's
+/// `fsflags` restoring the flags after FP code).
+pub(super) fn csr_inline(inst: &Instruction) -> bool {
+    let csr = (inst.imm as u32 & 0xfff) as u16;
+    reads_float_csr(inst)
+        || matches!(inst.op, Op::Csrrw | Op::Csrrwi) && inst.rd == 0 && csr == FFLAGS
+}
 
 /// The upper half of a NaN-boxed single (unprivileged spec 12.2).
 const BOX_HIGH: i32 = -1;
@@ -266,16 +276,38 @@ impl Emitter {
         }
     }
 
-    /// A read of fflags, frm or fcsr (`block::reads_float_csr`), as `Hart::execute_csr` does
-    /// it: rd = the CSR. FS Off (the read is illegal) takes the interpreter path, and so do
-    /// flags that translated code raised since the last fold, as the read must see them
-    /// (`accrue`). The frame's MXCSR of translated code is scratch here: the way out stores
-    /// it afresh.
-    pub(super) fn float_csr_read(&mut self, inst: &Instruction) {
-        let csr = (inst.imm as u32 & 0xfff) as u16;
+    /// An FP CSR access of `csr_inline`, as `Hart::execute_csr` does it; FS Off (the access
+    /// is illegal) takes the interpreter path. The frame's MXCSR of translated code is
+    /// scratch here: the way out stores it afresh.
+    pub(super) fn float_csr(&mut self, inst: &Instruction) {
         self.a
             .test_mem_byte(at(RBX, self.layout.mstatus + 1), FS_BYTE);
         self.jcc_slow(Cond::Equal);
+        if reads_float_csr(inst) {
+            self.float_csr_read(inst);
+            return;
+        }
+        // fflags = the source's five low bits. The flags raised by translated code since
+        // the last fold would be folded into the old value and overwritten: they are
+        // dropped, which resets MXCSR to `MXCSR_TRANSLATED`.
+        if inst.op == Op::Csrrwi {
+            self.a.mov_imm(RAX, inst.rs1 as u64 & 0x1f);
+        } else {
+            self.read(RAX, inst.rs1);
+            self.a.alu_imm(Alu::And, Width::W32, RAX, 0x1f);
+        }
+        self.a.store(at(RBX, self.layout.fflags), RAX);
+        let (_, guest_mxcsr) = mxcsr_fields();
+        self.a
+            .store_imm32(at(R14, guest_mxcsr), MXCSR_TRANSLATED as i32);
+        self.a.ldmxcsr(at(R14, guest_mxcsr));
+        self.float_written();
+    }
+
+    /// A read of fflags, frm or fcsr: rd = the CSR. Flags that translated code raised
+    /// since the last fold take the interpreter path, as the read must see them (`accrue`).
+    fn float_csr_read(&mut self, inst: &Instruction) {
+        let csr = (inst.imm as u32 & 0xfff) as u16;
         if csr != FRM {
             let (_, guest_mxcsr) = mxcsr_fields();
             let raised = FLAG_FOLD.iter().fold(0, |bits, (flag, _)| bits | flag);
