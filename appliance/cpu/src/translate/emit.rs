@@ -21,6 +21,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
+use core::ops::Range;
 
 use super::x86::{
     at as at_base, at_index, Alu, Assembler, Cond, Reg, Shift, Unary, Width, R12, R13, R14, R15,
@@ -423,7 +424,10 @@ struct Emitter {
     back_edges: Vec<Option<(u32, RegisterCache)>>,
     /// Registers moved on the jumps back (each iteration pays them).
     back_edge_moves: u32,
-    stubs: Vec<(Vec<usize>, Stub)>,
+    /// Out-of-line paths, each with the range of `stub_sites` that jumps to it.
+    stubs: Vec<(Range<usize>, Stub)>,
+    /// The jumps to the stubs (one list for all: most stubs have one).
+    stub_sites: Vec<usize>,
     /// Instructions handed to the interpreter, in list order from `first_interpreted`.
     interpreted: Vec<Instruction>,
     first_interpreted: u32,
@@ -496,14 +500,14 @@ impl Emitter {
         self.retire(retired);
         let site = self.a.jmp();
         let across = target / PAGE_SIZE_BYTES != self.page;
-        self.stubs.push((
-            vec![site],
+        self.add_stub(
+            [site],
             Stub::Chain {
                 pc: target,
                 site,
                 across,
             },
-        ));
+        );
     }
 
     /// A call: a jal or jalr that links in ra or t0 (the return-address stack hints of
@@ -577,15 +581,15 @@ impl Emitter {
     /// writing back what `cache` holds dirty.
     fn jcc_leave(&mut self, cond: Cond, pc: u64, retired: u32, reason: Exit, cache: RegisterCache) {
         let site = self.a.jcc(cond);
-        self.stubs.push((
-            vec![site],
+        self.add_stub(
+            [site],
             Stub::Leave {
                 pc,
                 retired,
                 reason,
                 cache,
             },
-        ));
+        );
     }
 
     /// Stores every dirty cached register of `cache` to `Hart::x` (emits code only; the
@@ -668,8 +672,7 @@ impl Emitter {
         const { assert!(super::INTERPRETED_NEXT == 0) };
         a.test(Width::W64, RAX, RAX);
         let site = a.jcc(Cond::NotEqual);
-        self.stubs
-            .push((vec![site], Stub::Interpreted { pc, index, next }));
+        self.add_stub([site], Stub::Interpreted { pc, index, next });
     }
 
     /// Makes the forward branches to instruction `index` join its code, which starts here
@@ -688,7 +691,7 @@ impl Emitter {
                 to: self.cache,
                 resume: self.a.len(),
             };
-            self.stubs.push((vec![edge.site], stub));
+            self.add_stub([edge.site], stub);
         }
     }
 
@@ -698,11 +701,18 @@ impl Emitter {
         self.interpreted.len() as u32 - 1
     }
 
+    /// Adds a stub that the jumps at `sites` lead to.
+    fn add_stub<const N: usize>(&mut self, sites: [usize; N], stub: Stub) {
+        let start = self.stub_sites.len();
+        self.stub_sites.extend(sites);
+        self.stubs.push((start..self.stub_sites.len(), stub));
+    }
+
     fn emit_stubs(&mut self) {
         // Stubs may add stubs (an interpreted slow path leaves through a Leave stub).
         while let Some((sites, stub)) = self.stubs.pop() {
             for site in sites {
-                self.a.bind(site);
+                self.a.bind(self.stub_sites[site]);
             }
             match stub {
                 Stub::Leave {
@@ -800,7 +810,7 @@ impl Emitter {
                     a.pop(RDI);
                     a.pop(RSI);
                     let slow_path = a.jmp();
-                    self.stubs.push((vec![slow_path], Stub::Interpret { slow }));
+                    self.add_stub([slow_path], Stub::Interpret { slow });
                 }
                 Stub::Forward {
                     skipped,
@@ -1238,14 +1248,14 @@ impl Emitter {
         a.alu(Alu::Add, Width::W64, RCX, RAX);
         let resume = a.len();
         let slow = self.current.expect("a store is being emitted");
-        self.stubs.push((
-            vec![flagged],
+        self.add_stub(
+            [flagged],
             Stub::FlaggedStore {
                 size_bytes: size,
                 resume,
                 slow,
             },
-        ));
+        );
     }
 
     /// An sstatus access of `is_status_access`, as `Hart::execute_csr` does it: rd = mstatus
@@ -1615,8 +1625,10 @@ impl Emitter {
         }
         let open = self.translated(inst, pc, index, next);
         if let Some(slow) = self.current.take() {
-            let sites = core::mem::take(&mut self.slow_sites);
-            self.stubs.push((sites, Stub::Interpret { slow }));
+            let start = self.stub_sites.len();
+            self.stub_sites.append(&mut self.slow_sites);
+            self.stubs
+                .push((start..self.stub_sites.len(), Stub::Interpret { slow }));
         }
         // Everything out of line for this instruction goes on after it, with the
         // register cache as the instruction left it.
@@ -1922,6 +1934,10 @@ fn settled(ops: &[Instruction], at: &Placement) -> Emitter {
     e
 }
 
+/// Room reserved for a block's code per instruction (a little more than the average of
+/// hot and cold parts together in a Linux boot), so that its buffer seldom grows.
+const CODE_BYTES_PER_INSTRUCTION: usize = 160;
+
 /// Translations of a block with loops, to let the loop headers' register cache states
 /// settle (a jump back in another state moves registers on every iteration).
 const LOOP_TRANSLATIONS_MAX: usize = 3;
@@ -1939,7 +1955,7 @@ struct Loop {
 /// says, placed as `at` says.
 fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitter {
     Emitter {
-        a: Assembler::new(),
+        a: Assembler::with_capacity(count as usize * CODE_BYTES_PER_INSTRUCTION),
         origin: at.origin,
         epilogue: at.epilogue,
         lookup: at.lookup,
@@ -1954,6 +1970,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
         back_edges: vec![None; count as usize],
         back_edge_moves: 0,
         stubs: Vec::new(),
+        stub_sites: Vec::new(),
         interpreted: Vec::new(),
         first_interpreted: at.first_interpreted,
         slow_sites: Vec::new(),
@@ -1996,8 +2013,7 @@ impl Emitter {
         let len = a.len();
         assert!(len <= GUARD_BYTES, "guard of {len} bytes");
         a.nops(GUARD_BYTES - len);
-        self.stubs
-            .push((vec![other_tag, other_page], Stub::Lookup { pc: at.pc }));
+        self.add_stub([other_tag, other_page], Stub::Lookup { pc: at.pc });
     }
 
     /// A block's entry (after its guarded one): enough budget for all its `count`

@@ -188,9 +188,15 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     pub fn new() -> Assembler {
+        Assembler::with_capacity(0)
+    }
+
+    /// An assembler with room for `bytes` of code before its buffer grows.
+    pub fn with_capacity(bytes: usize) -> Assembler {
         Assembler {
-            code: Vec::new(),
-            rel32_sites: Vec::new(),
+            code: Vec::with_capacity(bytes),
+            // A rel32 every 16 bytes or so.
+            rel32_sites: Vec::with_capacity(bytes / 16),
         }
     }
 
