@@ -18,6 +18,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::csr::holds_data_only;
 use crate::csr::numbers::{FCSR, FFLAGS, FRM};
 use crate::inst::{decode, decode_compressed, Instruction, Op};
 use crate::trigger::{self, Kind};
@@ -105,11 +106,13 @@ impl BlockCache {
 }
 
 /// Whether `inst` must be the last instruction of a block: every CSR instruction but a read
-/// of the FP CSRs (glibc reads frm and fflags around FP code), as a write may change what
-/// `Hart::run` checks between blocks.
+/// of the FP CSRs (glibc reads frm and fflags around FP code) and the accesses of CSRs
+/// that hold data only (trap entry and exit), as a write may change what `Hart::run`
+/// checks between blocks.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
     !reads_float_csr(inst)
+        && !accesses_data_csr(inst)
         && matches!(
             inst.op,
             Jal | Jalr
@@ -128,6 +131,13 @@ pub(crate) fn ends_block(inst: &Instruction) -> bool {
                 | SfenceVma
                 | Illegal
         )
+}
+
+/// Whether `inst` is a CSR instruction on a CSR that holds data only (`csr::holds_data_only`).
+pub(crate) fn accesses_data_csr(inst: &Instruction) -> bool {
+    use Op::*;
+    matches!(inst.op, Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci)
+        && holds_data_only((inst.imm as u32 & 0xfff) as u16)
 }
 
 /// Whether `inst` only reads fflags, frm or fcsr (csrrs or csrrc with x0, their immediate

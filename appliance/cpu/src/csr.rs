@@ -455,3 +455,13 @@ impl Hart {
         true
     }
 }
+
+/// Whether `csr` only holds data for software (scratch, trap cause, value and pc): reading
+/// or writing it changes nothing else, so its accesses need none of the checks `Hart::run`
+/// makes between blocks.
+pub(crate) fn holds_data_only(csr: u16) -> bool {
+    matches!(
+        csr,
+        SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
+    )
+}

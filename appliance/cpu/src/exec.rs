@@ -1,12 +1,9 @@
 //! Instruction semantics for RV64I, M, A, Zicsr, Zifencei and the privileged instructions.
 
-use crate::csr::numbers::{
-    FCSR, FFLAGS, FRM, MCAUSE, MEPC, MIE, MSCRATCH, MSTATUS, MTVAL, SCAUSE, SEPC, SIE, SSCRATCH,
-    SSTATUS, STVAL,
-};
+use crate::csr::numbers::{FCSR, FFLAGS, FRM, MIE, MSTATUS, SIE, SSTATUS};
 use crate::csr::{
-    MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SPIE,
-    MSTATUS_SPP, MSTATUS_SUM, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
+    holds_data_only, MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR,
+    MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MSTATUS_SUM, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
 };
 use crate::inst::{Instruction, Op};
 use crate::{cause, Exception, Flow, Hart, Platform, Privilege, Reservation, StopReason};
@@ -415,20 +412,7 @@ impl Hart {
         // Nor the FP CSRs (glibc saves and restores fflags around FP code): a write sets FS
         // to Dirty, never Off, and the next instruction starts a block whose entry checks
         // read FS and frm afresh (`float_entry_checks`).
-        let data_only = matches!(
-            csr,
-            SSCRATCH
-                | SEPC
-                | SCAUSE
-                | STVAL
-                | MSCRATCH
-                | MEPC
-                | MCAUSE
-                | MTVAL
-                | FFLAGS
-                | FRM
-                | FCSR
-        );
+        let data_only = holds_data_only(csr) || matches!(csr, FFLAGS | FRM | FCSR);
         let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
             && (status_before ^ self.csr.mstatus)
                 & !(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SUM | MSTATUS_MXR)

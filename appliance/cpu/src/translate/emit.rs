@@ -28,6 +28,8 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
+use crate::block::accesses_data_csr;
+use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, MTVAL, SCAUSE, SEPC, SSCRATCH, STVAL};
 use crate::csr::{MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
@@ -257,11 +259,11 @@ impl Uses {
 
 /// Whether the translator emits `inst` inline (else it hands it to the interpreter).
 fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
-    translates(inst.op)
-        || float::inline(inst, layout.fused_multiply_add)
-        || is_status_access(inst)
-        || float::csr_inline(inst)
+    translates(inst.op) || float::inline(inst, layout.fused_multiply_add) || csr_inline(inst)
 }
+
+/// The CSRs that hold data only (`csr::holds_data_only`), each a plain field of `Csr`.
+const DATA_CSRS: [u16; 8] = [SSCRATCH, SEPC, SCAUSE, STVAL, MSCRATCH, MEPC, MCAUSE, MTVAL];
 
 /// Where translated code finds the hart's state besides the x registers: byte distances
 /// from `Hart::x` (rbx) to the f registers, mstatus, fflags, frm and the privilege mode, and whether
@@ -273,6 +275,8 @@ pub(super) struct HartLayout {
     pub fflags: i32,
     pub frm: i32,
     pub privilege: i32,
+    /// The CSRs that hold data only, in `DATA_CSRS` order.
+    pub data_csrs: [i32; DATA_CSRS.len()],
     pub fused_multiply_add: bool,
 }
 
@@ -288,6 +292,20 @@ impl HartLayout {
             fflags: distance((&hart.csr.fflags as *const u64).cast()),
             frm: distance((&hart.csr.frm as *const u64).cast()),
             privilege: distance((&hart.privilege as *const Privilege).cast()),
+            data_csrs: DATA_CSRS.map(|csr| {
+                let c = &hart.csr;
+                let field: &u64 = match csr {
+                    SSCRATCH => &c.sscratch,
+                    SEPC => &c.sepc,
+                    SCAUSE => &c.scause,
+                    STVAL => &c.stval,
+                    MSCRATCH => &c.mscratch,
+                    MEPC => &c.mepc,
+                    MCAUSE => &c.mcause,
+                    _ => &c.mtval,
+                };
+                distance((field as *const u64).cast())
+            }),
             fused_multiply_add,
         }
     }
@@ -1306,6 +1324,51 @@ impl Emitter {
         self.write_rax(inst.rd);
     }
 
+    /// A CSR instruction on a CSR that holds data only (`block::accesses_data_csr`), as
+    /// `Hart::execute_csr` does it: below the CSR's privilege the interpreter path raises
+    /// the illegal instruction; rd = the old value; the new one is written unless a set or
+    /// clear has nothing to set or clear (Zicsr 9.1), with bit 0 of xepc clear (privileged
+    /// spec 3.1.14: IALIGN is 16 with C).
+    fn data_csr_access(&mut self, inst: &Instruction) {
+        use Op::*;
+        let csr = (inst.imm as u32 & 0xfff) as u16;
+        let index = DATA_CSRS.iter().position(|&c| c == csr);
+        let field = at_base(RBX, self.layout.data_csrs[index.expect("a data-only CSR")]);
+        // Privilege is 0 in U-mode and has bit 1 set only in M-mode.
+        const { assert!(Privilege::User as u8 == 0 && Privilege::Machine as u8 & 2 != 0) };
+        const { assert!(Privilege::Supervisor as u8 & 2 == 0) };
+        let machine_only = (csr >> 8) & 3 == Privilege::Machine as u16;
+        let privilege = at_base(RBX, self.layout.privilege);
+        self.a
+            .test_mem_byte(privilege, if machine_only { 2 } else { 0xff });
+        self.jcc_slow(Cond::Equal);
+        let writes = matches!(inst.op, Csrrw | Csrrwi) || inst.rs1 != 0;
+        // The source first: rd may be rs1.
+        if writes {
+            match inst.op {
+                Csrrwi | Csrrsi | Csrrci => self.a.mov_imm(RCX, inst.rs1 as u64),
+                _ => self.read(RCX, inst.rs1),
+            }
+        }
+        self.a.load(Width::W64, RAX, field);
+        if writes {
+            let a = &mut self.a;
+            match inst.op {
+                Csrrs | Csrrsi => a.alu(Alu::Or, Width::W64, RCX, RAX),
+                Csrrc | Csrrci => {
+                    a.unary(Unary::Not, Width::W64, RCX);
+                    a.alu(Alu::And, Width::W64, RCX, RAX);
+                }
+                _ => {}
+            }
+            if matches!(csr, SEPC | MEPC) {
+                a.alu_imm(Alu::And, Width::W64, RCX, !1);
+            }
+            a.store(field, RCX);
+        }
+        self.write_rax(inst.rd);
+    }
+
     /// Register-register or register-immediate ALU operation into rd.
     fn alu(&mut self, inst: &Instruction, op: Alu, width: Width, immediate: bool) {
         if inst.rd == 0 {
@@ -1608,11 +1671,7 @@ impl Emitter {
             self.cache_sources(inst);
         }
         let first_stub = self.stubs.len();
-        if accesses_memory(inst.op)
-            || float::has_slow_path(inst.op)
-            || is_status_access(inst)
-            || float::csr_inline(inst)
-        {
+        if accesses_memory(inst.op) || float::has_slow_path(inst.op) || csr_inline(inst) {
             let list_index = self.hand_over(inst);
             self.current = Some(Slow {
                 list_index,
@@ -1654,6 +1713,10 @@ impl Emitter {
         }
         if float::csr_inline(inst) {
             self.float_csr(inst);
+            return true;
+        }
+        if accesses_data_csr(inst) {
+            self.data_csr_access(inst);
             return true;
         }
         match inst.op {
@@ -1813,6 +1876,12 @@ fn accesses_memory(op: Op) -> bool {
 /// can make no interrupt takeable, and none is while translated code runs (`Hart::run`
 /// takes it first, and every helper that may raise one leaves); sets run inline only when
 /// they change nothing. So none of them ends the block.
+/// Whether the translator emits the CSR instruction `inst` inline (all of them have a slow
+/// path: the interpreter raises what the inline checks refuse).
+fn csr_inline(inst: &Instruction) -> bool {
+    is_status_access(inst) || float::csr_inline(inst) || accesses_data_csr(inst)
+}
+
 fn is_status_access(inst: &Instruction) -> bool {
     let csr = (inst.imm as u32 & 0xfff) as u16;
     csr == crate::csr_numbers::SSTATUS

@@ -9,7 +9,9 @@ use alloc::vec::Vec;
 use std::format;
 
 use super::ExecutableMemory;
-use crate::csr_numbers::{MEPC, MIE, MSCRATCH, MSTATUS, MTVEC, SSTATUS};
+use crate::csr_numbers::{
+    MEPC, MIE, MSCRATCH, MSTATUS, MTVEC, SCAUSE, SEPC, SSCRATCH, SSTATUS, STVAL,
+};
 use crate::inst::{encode, Instruction, Op};
 use crate::tests::{assemble, hart, ins, Bus, Rng, RAM_BASE};
 use crate::{GuestPhysAddr, Hart, Privilege, RunOutcome};
@@ -364,7 +366,13 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
                 program.push(ins(Auipc, 7, 0, 0, 0));
                 ins(Jalr, rd(rng), 7, 0, 8)
             }
-            93..=94 => ins(Csrrs, rd(rng), 0, 0, crate::csr_numbers::INSTRET as i32),
+            93 => ins(Csrrs, rd(rng), 0, 0, crate::csr_numbers::INSTRET as i32),
+            94 => {
+                // Trap entry and exit CSRs, read, written, set and cleared.
+                let csr = *pick(rng, &[MSCRATCH, MEPC, SSCRATCH, SEPC, SCAUSE, STVAL]);
+                let op = *pick(rng, &[Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci]);
+                ins(op, rd(rng), rs(rng), 0, csr as i32)
+            }
             95 => ins(FenceI, 0, 0, 0, 0),
             96 => ins(Fence, 0, 0, 0, 0),
             97 => ins(Ecall, 0, 0, 0, 0),
@@ -1468,6 +1476,70 @@ fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
             assert_eq!(stats.interpreted, 1_000, "{stats:?}");
         } else {
             assert_eq!(translated.x(14), 0, "the reads trapped");
+        }
+    }
+}
+
+#[test]
+fn data_csr_accesses_run_inline_and_trap_below_their_privilege() {
+    use Op::*;
+    // A trap entry and exit as Linux's: swap sp with sscratch, read sepc, scause and stval,
+    // write sepc back odd (bit 0 reads back clear), set and clear bits of sscratch from a
+    // register and an immediate, a set with nothing to set, the swap back, and a read of
+    // mscratch, which only M-mode may access (the M-mode handler skips it).
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Csrrw, 2, 2, 0, SSCRATCH as i32),
+        ins(Csrrs, 11, 0, 0, SEPC as i32),
+        ins(Csrrs, 12, 0, 0, SCAUSE as i32),
+        ins(Csrrs, 13, 0, 0, STVAL as i32),
+        ins(Addi, 11, 11, 0, 5),
+        ins(Csrrw, 0, 11, 0, SEPC as i32),
+        ins(Csrrs, 14, 15, 0, SSCRATCH as i32),
+        ins(Csrrci, 16, 3, 0, SSCRATCH as i32),
+        ins(Csrrsi, 18, 0, 0, SSCRATCH as i32),
+        ins(Csrrw, 2, 2, 0, SSCRATCH as i32),
+        ins(Csrrs, 17, 0, 0, MSCRATCH as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -52),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    for mode in [Privilege::Supervisor, Privilege::User] {
+        let setup = |h: &mut Hart| {
+            h.reset(CODE, mode, 0, 0);
+            h.write_csr(SSCRATCH, 0x1000);
+            h.write_csr(SCAUSE, 8);
+            h.write_csr(STVAL, 0x55);
+            h.write_csr(MSCRATCH, 0x77);
+            h.set_x(7, 50);
+            h.set_x(15, 0xf0);
+            h.set_x(17, 0x99);
+        };
+        let mut reference = machine(&program);
+        let mut translated = translating(machine(&program));
+        setup(&mut reference);
+        setup(&mut translated);
+        lockstep(
+            &mut reference,
+            &mut translated,
+            &[5, 3_000],
+            "data csr loop",
+        );
+        let stats = translated.translator_stats().expect("translator on");
+        if mode == Privilege::Supervisor {
+            assert_eq!((translated.x(7), translated.x(10)), (0, 50));
+            // sepc gains 5 a round, bit 0 cleared: 0, 4, 8, ... read back before the add.
+            assert_eq!(translated.x(11), 49 * 4 + 5);
+            assert_eq!((translated.x(12), translated.x(13)), (8, 0x55));
+            assert_eq!(translated.x(17), 0x99, "the read of mscratch trapped");
+            // Each round only the read of mscratch and the handler's mret go to the
+            // interpreter.
+            assert_eq!(stats.interpreted, 100, "{stats:?}");
+        } else {
+            // Every access trapped: x11 only gained its 5 a round.
+            assert_eq!((translated.x(7), translated.x(11)), (0, 250));
+            let read = [12, 13, 14, 16, 17, 18].map(|r| translated.x(r));
+            assert_eq!(read, [0, 0, 0, 0, 0x99, 0], "the reads trapped");
         }
     }
 }
