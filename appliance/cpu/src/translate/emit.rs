@@ -2,7 +2,8 @@
 //!
 //! Register plan inside translated code (all callee-saved in the System V ABI, so the
 //! trampoline saves them once per entry):
-//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there),
+//! - rbx: the guest's x registers (`Hart::x`, x0 always holds 0 there), biased by
+//!   `X_BIAS_BYTES` so that every one of them is a one-byte displacement away,
 //! - r13: instructions that may still retire in this run,
 //! - r14: the `Frame` (keys, dirty bitmap, page generations, exit values).
 //!
@@ -49,8 +50,13 @@ fn frame(field: usize) -> super::x86::Mem {
     at_base(R14, field as i32)
 }
 
+/// How far rbx points past `Hart::x`: x0-x31 then lie at displacements -128 to 120, each
+/// encoded in one byte (SDM vol. 2 2.1.5) where x16-x31 would otherwise take four; every
+/// access to the upper half of the registers is three bytes shorter.
+pub(super) const X_BIAS_BYTES: usize = 128;
+
 fn xreg(r: u8) -> super::x86::Mem {
-    at_base(RBX, (r as i32 & 31) * 8)
+    at_base(RBX, (r as i32 & 31) * 8 - X_BIAS_BYTES as i32)
 }
 
 /// Where the shared code of the code cache's start lies (byte offsets).
@@ -266,8 +272,8 @@ fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
 const DATA_CSRS: [u16; 8] = [SSCRATCH, SEPC, SCAUSE, STVAL, MSCRATCH, MEPC, MCAUSE, MTVAL];
 
 /// Where translated code finds the hart's state besides the x registers: byte distances
-/// from `Hart::x` (rbx) to the f registers, mstatus, fflags, frm and the privilege mode, and whether
-/// the host has FMA3.
+/// from rbx (`Hart::x` biased by `X_BIAS_BYTES`) to the f registers, mstatus, fflags, frm,
+/// the privilege mode and the data-only CSRs, and whether the host has FMA3.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct HartLayout {
     pub f: i32,
@@ -282,7 +288,7 @@ pub(super) struct HartLayout {
 
 impl HartLayout {
     pub(super) fn of(hart: &Hart, fused_multiply_add: bool) -> HartLayout {
-        let x = hart.x.as_ptr() as isize;
+        let x = hart.x.as_ptr() as isize + X_BIAS_BYTES as isize;
         let distance = |field: *const u8| {
             i32::try_from(field as isize - x).expect("a hart's fields lie within 2 GiB")
         };

@@ -211,6 +211,7 @@ pub(crate) enum Exit {
 /// entry. `#[repr(C)]` because the templates address its first fields by offset.
 #[repr(C)]
 pub(crate) struct Frame {
+    /// `Hart::x`, biased by `emit::X_BIAS_BYTES` (translated code's rbx).
     pub x: *mut u64,
     pub ram: *mut u8,
     pub load_key: u64,
@@ -892,7 +893,7 @@ impl Hart {
             return self.run_block(platform, end);
         }
         let mut frame = Frame {
-            x: self.x.as_mut_ptr(),
+            x: self.x.as_mut_ptr().wrapping_byte_add(emit::X_BIAS_BYTES),
             ram: self.ram.as_mut_ptr(),
             load_key: self.mmu.load_key(),
             store_key: self.mmu.store_key(),
