@@ -65,10 +65,13 @@ pub(super) struct Shared {
     pub epilogue: usize,
     /// `lookup_routine`.
     pub lookup: usize,
+    /// `flagged_store_routine` for stores of 1, 2, 4 and 8 bytes.
+    pub flagged_store: [usize; 4],
 }
 
 /// The code every block shares: the entry trampoline `extern "sysv64" fn(frame: *mut Frame,
-/// code: *const u8) -> u32` with its epilogue, and the lookup routine.
+/// code: *const u8) -> u32` with its epilogue, the lookup routine and the flagged store
+/// routines.
 pub(super) fn trampoline() -> (Vec<u8>, Shared) {
     let mut a = Assembler::new();
     for r in [RBX, RBP, R12, R13, R14, R15] {
@@ -98,7 +101,91 @@ pub(super) fn trampoline() -> (Vec<u8>, Shared) {
     a.ret();
     let lookup = a.len();
     lookup_routine(&mut a, epilogue);
-    (a.code, Shared { epilogue, lookup })
+    let flagged_store = [1, 2, 4, 8].map(|size_bytes| {
+        let routine = a.len();
+        flagged_store_routine(&mut a, size_bytes);
+        routine
+    });
+    (
+        a.code,
+        Shared {
+            epilogue,
+            lookup,
+            flagged_store,
+        },
+    )
+}
+
+/// The routine a store through a flagged TLB entry calls (`Stub::FlaggedStore`), one for
+/// each size: with rax = the address, rdx = the entry and rcx = its addend with its flags
+/// (rsi and rdi hold cached registers, so it saves them on the stack while it works with
+/// them). `STORE_MARKS_DIRTY`: marks the page dirty and clears the flag in the entry, as
+/// `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the page holds decoded code): a store
+/// that touches no decoded 64-byte chunk returns with carry clear and rcx = the host
+/// address, as `Hart::store_phys` would find no code to invalidate; the others return with
+/// carry set, for the interpreter slow path. One copy for all blocks: a copy in each
+/// store's stub made stores half of all cold code.
+fn flagged_store_routine(a: &mut Assembler, size_bytes: u64) {
+    a.push(RSI);
+    a.push(RDI);
+    // rsi = the entry, rdx = its page's RAM offset with the flags (its host address less
+    // RAM's, which is page-aligned), rcx = the offset in the page.
+    a.mov(Width::W64, RSI, RDX);
+    a.mov(Width::W64, RDX, RAX);
+    a.alu_imm(Alu::And, Width::W64, RDX, !0xfff);
+    a.alu(Alu::Add, Width::W64, RDX, RCX);
+    a.alu_mem(Alu::Sub, Width::W64, RDX, frame(offset_of!(Frame, ram)));
+    a.mov(Width::W32, RCX, RAX);
+    a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
+    a.test_low_byte(RDX, STORE_MARKS_DIRTY);
+    let clean = a.jcc(Cond::Equal);
+    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
+    a.load(Width::W64, RDI, at_base(RSI, 8));
+    a.alu_imm(Alu::And, Width::W64, RDI, !(STORE_MARKS_DIRTY as i32));
+    a.store(at_base(RSI, 8), RDI);
+    // `Hart::mark_page_dirty`: dirty[page / 64] |= 1 << page % 64.
+    a.mov(Width::W64, RDI, RDX);
+    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+    a.mov(Width::W64, RSI, RDI);
+    a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
+    a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
+    a.alu(Alu::Xor, Width::W32, RAX, RAX);
+    a.bts(RAX, RDI);
+    a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
+    a.or_to_mem(at_index(RDI, RSI, 0), RAX);
+    a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
+    let done = a.jcc(Cond::Equal);
+    a.bind(clean);
+    a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
+    a.mov(Width::W64, RDI, RDX);
+    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
+    a.shift_imm(Shift::Shl, Width::W64, RDI, 3);
+    a.load(Width::W64, RSI, at_index(RSI, RDI, 0));
+    // The access lies in one page (checked), so its first and last bytes name every chunk
+    // it touches (at most two: 8 bytes <= 64).
+    a.mov(Width::W32, RDI, RCX);
+    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+    a.bt(RSI, RDI);
+    let first = a.jcc(Cond::Below);
+    a.mov(Width::W32, RDI, RCX);
+    a.alu_imm(Alu::Add, Width::W32, RDI, size_bytes as i32 - 1);
+    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
+    a.bt(RSI, RDI);
+    let last = a.jcc(Cond::Below);
+    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
+    a.bind(done);
+    a.alu(Alu::Add, Width::W64, RCX, RDX);
+    a.alu_mem(Alu::Add, Width::W64, RCX, frame(offset_of!(Frame, ram)));
+    a.pop(RDI);
+    a.pop(RSI);
+    a.clc();
+    a.ret();
+    a.bind(first);
+    a.bind(last);
+    a.pop(RDI);
+    a.pop(RSI);
+    a.stc();
+    a.ret();
 }
 
 /// Called with a target pc in rax (and r13 counted), from every block that goes on through
@@ -334,12 +421,8 @@ enum Stub {
     /// Goes on at `pc` through the lookup (r13 already adjusted).
     Lookup { pc: u64 },
     /// A store through a flagged TLB entry (rax = the address, rdx = the entry, rcx = its
-    /// addend with its flags; rsi and rdi hold cached registers, so the stub saves them on
-    /// the stack while it works with them). `STORE_MARKS_DIRTY`: marks the page dirty and
-    /// clears the flag in the entry, as `Hart::store` does. `STORE_THROUGH_SLOW_PATH` (the
-    /// page holds decoded code): stores that touch no decoded 64-byte chunk go back to the
-    /// fast path at `resume` with rcx = the host address, as `Hart::store_phys` would find no
-    /// code to invalidate; the others take the interpreter slow path.
+    /// addend with its flags): calls the `flagged_store_routine` of its size, which goes
+    /// back to the fast path at `resume` or on to the interpreter slow path.
     FlaggedStore {
         size_bytes: u64,
         resume: usize,
@@ -411,6 +494,8 @@ pub(super) struct Placement {
     pub epilogue: u64,
     /// Absolute address of `lookup_routine`.
     pub lookup: u64,
+    /// Absolute addresses of the `flagged_store_routine`s (`Shared::flagged_store`).
+    pub flagged_store: [u64; 4],
     /// Index in the translator's interpreted-instruction list of this block's first one.
     pub first_interpreted: u32,
     /// Where the hart's state lies, and whether FMA3 may be used.
@@ -424,6 +509,7 @@ struct Emitter {
     epilogue: u64,
     /// Absolute address of `lookup_routine`.
     lookup: u64,
+    flagged_store: [u64; 4],
     /// Virtual page of the block (chaining stays inside it).
     page: u64,
     /// RAM page the block was decoded from (reported with an unlinked jump).
@@ -773,67 +859,12 @@ impl Emitter {
                     resume,
                     slow,
                 } => {
-                    let a = &mut self.a;
-                    a.push(RSI);
-                    a.push(RDI);
-                    // rsi = the entry, rdx = its page's RAM offset with the flags (its
-                    // host address less RAM's, which is page-aligned), rcx = the offset
-                    // in the page.
-                    a.mov(Width::W64, RSI, RDX);
-                    a.mov(Width::W64, RDX, RAX);
-                    a.alu_imm(Alu::And, Width::W64, RDX, !0xfff);
-                    a.alu(Alu::Add, Width::W64, RDX, RCX);
-                    a.alu_mem(Alu::Sub, Width::W64, RDX, frame(offset_of!(Frame, ram)));
-                    a.mov(Width::W32, RCX, RAX);
-                    a.alu_imm(Alu::And, Width::W32, RCX, 0xfff);
-                    a.test_low_byte(RDX, STORE_MARKS_DIRTY);
-                    let clean = a.jcc(Cond::Equal);
-                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_MARKS_DIRTY as i32));
-                    a.load(Width::W64, RDI, at_base(RSI, 8));
-                    a.alu_imm(Alu::And, Width::W64, RDI, !(STORE_MARKS_DIRTY as i32));
-                    a.store(at_base(RSI, 8), RDI);
-                    // `Hart::mark_page_dirty`: dirty[page / 64] |= 1 << page % 64.
-                    a.mov(Width::W64, RDI, RDX);
-                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
-                    a.mov(Width::W64, RSI, RDI);
-                    a.shift_imm(Shift::Shr, Width::W64, RSI, 6);
-                    a.shift_imm(Shift::Shl, Width::W64, RSI, 3);
-                    a.alu(Alu::Xor, Width::W32, RAX, RAX);
-                    a.bts(RAX, RDI);
-                    a.load(Width::W64, RDI, frame(offset_of!(Frame, dirty)));
-                    a.or_to_mem(at_index(RDI, RSI, 0), RAX);
-                    a.test_low_byte(RDX, STORE_THROUGH_SLOW_PATH);
-                    let done = a.jcc(Cond::Equal);
-                    a.bind(clean);
-                    a.load(Width::W64, RSI, frame(offset_of!(Frame, code_chunks)));
-                    a.mov(Width::W64, RDI, RDX);
-                    a.shift_imm(Shift::Shr, Width::W64, RDI, 12);
-                    a.shift_imm(Shift::Shl, Width::W64, RDI, 3);
-                    a.load(Width::W64, RSI, at_index(RSI, RDI, 0));
-                    // The access lies in one page (checked), so its first and last bytes
-                    // name every chunk it touches (at most two: 8 bytes <= 64).
-                    a.mov(Width::W32, RDI, RCX);
-                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
-                    a.bt(RSI, RDI);
-                    let first = a.jcc(Cond::Below);
-                    a.mov(Width::W32, RDI, RCX);
-                    a.alu_imm(Alu::Add, Width::W32, RDI, size_bytes as i32 - 1);
-                    a.shift_imm(Shift::Shr, Width::W32, RDI, 6);
-                    a.bt(RSI, RDI);
-                    let last = a.jcc(Cond::Below);
-                    a.alu_imm(Alu::And, Width::W64, RDX, !(STORE_THROUGH_SLOW_PATH as i32));
-                    a.bind(done);
-                    a.alu(Alu::Add, Width::W64, RCX, RDX);
-                    a.alu_mem(Alu::Add, Width::W64, RCX, frame(offset_of!(Frame, ram)));
-                    a.pop(RDI);
-                    a.pop(RSI);
-                    let back = a.jmp();
-                    a.patch(back, resume as i64);
-                    a.bind(first);
-                    a.bind(last);
-                    a.pop(RDI);
-                    a.pop(RSI);
-                    let slow_path = a.jmp();
+                    let routine = self.flagged_store[size_bytes.trailing_zeros() as usize];
+                    let site = self.a.call();
+                    self.a.patch(site, routine.wrapping_sub(self.origin) as i64);
+                    let slow_path = self.a.jcc(Cond::Below);
+                    let back = self.a.jmp();
+                    self.a.patch(back, resume as i64);
                     self.add_stub([slow_path], Stub::Interpret { slow });
                 }
                 Stub::Forward {
@@ -2034,6 +2065,7 @@ fn emitter(at: &Placement, count: u32, pcs: Vec<u64>, uses: Vec<Uses>) -> Emitte
         origin: at.origin,
         epilogue: at.epilogue,
         lookup: at.lookup,
+        flagged_store: at.flagged_store,
         page: at.pc / PAGE_SIZE_BYTES,
         ram_page: at.ram_offset / PAGE_SIZE_BYTES,
         block_pc: at.pc,

@@ -482,6 +482,7 @@ impl Translator {
             origin: base + self.used_bytes as u64,
             epilogue: base + self.shared.epilogue as u64,
             lookup: base + self.shared.lookup as u64,
+            flagged_store: self.shared.flagged_store.map(|at| base + at as u64),
             first_interpreted,
             layout,
         };

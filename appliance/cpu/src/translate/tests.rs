@@ -647,6 +647,7 @@ fn a_loop_after_code_that_fills_the_register_cache_moves_no_register_on_its_jump
         origin: 0x1_0000_0000,
         epilogue: 0x1_0000_0000,
         lookup: 0x1_0000_0000,
+        flagged_store: [0x1_0000_0000; 4],
         first_interpreted: 0,
         layout: super::emit::HartLayout::of(&h, false),
     };

@@ -488,6 +488,16 @@ impl Assembler {
         self.byte(0xc3);
     }
 
+    /// Clears the carry flag.
+    pub fn clc(&mut self) {
+        self.byte(0xf8);
+    }
+
+    /// Sets the carry flag.
+    pub fn stc(&mut self) {
+        self.byte(0xf9);
+    }
+
     /// `count` bytes of no-operation, in as few instructions as the recommended multi-byte
     /// forms allow (SDM Vol. 2B, NOP: table 4-12).
     pub fn nops(&mut self, mut count: usize) {
@@ -757,6 +767,12 @@ mod tests {
             bytes(|a| a.store_sized(2, at_index(R12, RCX, 0), RAX)),
             [0x66, 0x41, 0x89, 0x44, 0x0c, 0]
         );
+    }
+
+    #[test]
+    fn carry_flag_instructions_are_one_byte() {
+        assert_eq!(bytes(|a| a.clc()), [0xf8]);
+        assert_eq!(bytes(|a| a.stc()), [0xf9]);
     }
 
     #[test]
