@@ -1153,9 +1153,17 @@ impl Emitter {
 
     /// rax = x[rs1] + imm (the effective address of a load or store).
     fn address(&mut self, inst: &Instruction) {
-        self.read(RAX, inst.rs1);
-        if inst.imm != 0 {
-            self.a.alu_imm(Alu::Add, Width::W64, RAX, inst.imm);
+        match self.cache.find(inst.rs1) {
+            Some(slot) if inst.imm != 0 => {
+                self.a
+                    .lea(Width::W64, RAX, at_base(CACHE_REGS[slot], inst.imm));
+            }
+            _ => {
+                self.read(RAX, inst.rs1);
+                if inst.imm != 0 {
+                    self.a.alu_imm(Alu::Add, Width::W64, RAX, inst.imm);
+                }
+            }
         }
     }
 
@@ -1184,10 +1192,11 @@ impl Emitter {
         self.store_target(size);
         if float::is_float_access(inst.op) {
             self.float_store_source(inst);
+            self.a.store_sized(size, at_base(RCX, 0), RAX);
         } else {
-            self.read(RAX, inst.rs2);
+            let value = self.source(RAX, inst.rs2);
+            self.a.store_sized(size, at_base(RCX, 0), value);
         }
-        self.a.store_sized(size, at_base(RCX, 0), RAX);
     }
 
     /// An AMO (unprivileged spec 8.4) of `size` bytes: rd = the old value (sign-extended
