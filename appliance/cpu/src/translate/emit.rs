@@ -1889,9 +1889,11 @@ impl Emitter {
 pub(super) const CALL_FRAMES_MAX: i32 = 32;
 
 /// `inst`, an operation that commutes, with its sources swapped when its second is its
-/// destination and its first is not: rd = rs1 op rd is rd = rd op rs1, computed in place.
+/// destination and its first is not (rd = rs1 op rd is rd = rd op rs1, computed in place),
+/// or when its first is x0 (c.mv is add rd, x0, rs2: a move, where x0 first would take a
+/// clear and an add).
 fn commuted(inst: &Instruction) -> Instruction {
-    if inst.rs2 == inst.rd && inst.rs1 != inst.rd {
+    if inst.rs2 == inst.rd && inst.rs1 != inst.rd || inst.rs1 == 0 {
         Instruction {
             rs1: inst.rs2,
             rs2: inst.rs1,
