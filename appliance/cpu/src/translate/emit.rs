@@ -1427,6 +1427,17 @@ impl Emitter {
         } else {
             inst
         };
+        if immediate && inst.rs1 == 0 {
+            // li: x0 op imm is a constant (addiw's too: imm has 12 bits).
+            let value = if op == Alu::And {
+                0
+            } else {
+                inst.imm as i64 as u64
+            };
+            let slot = self.slot_for(inst.rd);
+            self.a.mov_imm(CACHE_REGS[slot], value);
+            return;
+        }
         let rs2 = (!immediate).then_some(inst.rs2);
         if let Some(slot) = self.destination(inst.rd, inst.rs1, rs2) {
             let host = CACHE_REGS[slot];
