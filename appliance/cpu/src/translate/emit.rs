@@ -290,6 +290,15 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
 /// start).
 pub(super) const GUARD_BYTES: usize = 64;
 
+/// Bytes of a block's generation check (`Emitter::entry_checks`), padded to this length so
+/// that the budget check after it lies at a fixed distance from the entry. A jump from a
+/// block of the same page is linked past it: the page's generation was checked where
+/// translated code entered the page (at a block's entry, through `Hart::run`, the lookup
+/// or a jump from another page), and it cannot change without leaving translated code (a
+/// store to decoded code is a refetch, which goes on through the lookup and drops the
+/// host call frames).
+pub(super) const GENERATION_CHECK_BYTES: usize = 32;
+
 /// Host registers that cache guest registers inside a block. A call into the interpreter
 /// clobbers the caller-saved ones and may change any guest register, so all are written
 /// back before it and reloaded (or forgotten) after.
@@ -2145,13 +2154,13 @@ impl Emitter {
         self.add_stub([other_tag, other_page], Stub::Lookup { pc: at.pc });
     }
 
-    /// A block's entry (after its guarded one): enough budget for all its `count`
-    /// instructions, and its page unchanged since it was decoded.
+    /// A block's entry (after its guarded one): its page unchanged since it was decoded
+    /// (`GENERATION_CHECK_BYTES`, which jumps from its own page skip), and enough budget
+    /// for all its `count` instructions.
     fn entry_checks(&mut self, at: &Placement) {
         self.guarded_entry(at);
         let pc = at.pc;
-        self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
-        self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
+        let start = self.a.len();
         let page = at.ram_offset / PAGE_SIZE_BYTES;
         self.a
             .load(Width::W64, RAX, frame(offset_of!(Frame, generations)));
@@ -2165,6 +2174,14 @@ impl Emitter {
             }
         }
         self.jcc_leave(Cond::NotEqual, pc, 0, Exit::Stale, RegisterCache::default());
+        let len = self.a.len() - start;
+        assert!(
+            len <= GENERATION_CHECK_BYTES,
+            "generation check of {len} bytes"
+        );
+        self.a.nops(GENERATION_CHECK_BYTES - len);
+        self.a.alu_imm(Alu::Cmp, Width::W64, R13, self.count as i32);
+        self.jcc_leave(Cond::Below, pc, 0, Exit::Budget, RegisterCache::default());
     }
 }
 

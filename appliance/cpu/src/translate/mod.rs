@@ -950,10 +950,11 @@ impl Hart {
             Exit::Chain | Exit::ChainAcross => {
                 // Link the jump now, under the translation the source block just ran with.
                 // Across pages the link goes to the target's guarded entry, which checks at
-                // every pass that the page is still mapped as now. Inside a page it goes to
-                // the entry: the same virtual page is the same physical page, checked
-                // against the source block's own page (not the entry block's once
-                // translated code has gone to another page through the lookup).
+                // every pass that the page is still mapped as now. Inside a page it goes
+                // past the entry's generation check (`emit::GENERATION_CHECK_BYTES`): the
+                // same virtual page is the same physical page, checked against the source
+                // block's own page (not the entry block's once translated code has gone to
+                // another page through the lookup), whose generation the source checked.
                 let across = exit == Exit::ChainAcross;
                 if let Ok((target_offset, true)) = self.fetch_page(self.pc) {
                     let target_page = target_offset as u64 / PAGE_SIZE_BYTES;
@@ -966,8 +967,12 @@ impl Hart {
                     if let (Some((code, _)), true, true) =
                         (target, linkable, flushes == translator.stats.cache_flushes)
                     {
-                        let guard = if across { emit::GUARD_BYTES as u32 } else { 0 };
-                        translator.link(frame.exit_site, code - guard);
+                        let entry = if across {
+                            code - emit::GUARD_BYTES as u32
+                        } else {
+                            code + emit::GENERATION_CHECK_BYTES as u32
+                        };
+                        translator.link(frame.exit_site, entry);
                     }
                 }
                 None
