@@ -156,6 +156,22 @@ fn lockstep(reference: &mut Hart, translated: &mut Hart, budgets: &[u64], what: 
     );
 }
 
+/// `lockstep` of `program` in a reference hart and a translating one, both set up by
+/// `setup`; returns the translating hart.
+fn lockstep_from(
+    program: &[Instruction],
+    setup: impl Fn(&mut Hart),
+    budgets: &[u64],
+    what: &str,
+) -> Hart {
+    let mut reference = machine(program);
+    let mut translated = translating(machine(program));
+    setup(&mut reference);
+    setup(&mut translated);
+    lockstep(&mut reference, &mut translated, budgets, what);
+    translated
+}
+
 #[path = "float_tests.rs"]
 mod float;
 
@@ -1462,11 +1478,7 @@ fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
             h.reset(CODE, mode, 0, 0);
             h.set_x(7, 1 << 40);
         };
-        let mut reference = machine(&program);
-        let mut translated = translating(machine(&program));
-        setup(&mut reference);
-        setup(&mut translated);
-        lockstep(&mut reference, &mut translated, &[5, 7_995], "sstatus loop");
+        let translated = lockstep_from(&program, setup, &[5, 7_995], "sstatus loop");
         let stats = translated.translator_stats().expect("translator on");
         if mode == Privilege::Supervisor {
             assert_eq!(translated.x(10), 1_000);
@@ -1516,16 +1528,7 @@ fn data_csr_accesses_run_inline_and_trap_below_their_privilege() {
             h.set_x(15, 0xf0);
             h.set_x(17, 0x99);
         };
-        let mut reference = machine(&program);
-        let mut translated = translating(machine(&program));
-        setup(&mut reference);
-        setup(&mut translated);
-        lockstep(
-            &mut reference,
-            &mut translated,
-            &[5, 3_000],
-            "data csr loop",
-        );
+        let translated = lockstep_from(&program, setup, &[5, 3_000], "data csr loop");
         let stats = translated.translator_stats().expect("translator on");
         if mode == Privilege::Supervisor {
             assert_eq!((translated.x(7), translated.x(10)), (0, 50));
