@@ -398,7 +398,8 @@ impl Hart {
             }
         }
         self.set_reg(inst.rd, old);
-        // Every CSR instruction ends its block, but only those that may change whether an
+        // A CSR instruction ends its block (but reads of the FP CSRs and accesses of the
+        // data-only ones: `block::ends_block`), but only those that may change whether an
         // interrupt is pending and enabled, the translation, the triggers or the FP state
         // need the checks `Hart::run` makes between blocks (EndBlock). A read, or a write of
         // a CSR that only holds data for software (scratch, trap cause, value and pc),

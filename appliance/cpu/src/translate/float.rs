@@ -24,9 +24,10 @@
 //!   f register write of a block sets FS = Dirty and SD, as `Csr::set_fs_dirty` does (the
 //!   later ones in the same block cannot be reached without passing it).
 //!
-//! FS and frm cannot change inside a block: every CSR instruction ends its block, so the
-//! code after a write of fflags, frm or fcsr (which goes on in translated code) is another
-//! block, whose entry checks read FS and frm afresh; every other CSR write but those of
+//! FS and frm cannot change inside a block: every CSR instruction that may write them ends
+//! its block (`block::ends_block`), so the code after a write of fflags, frm or fcsr (which
+//! goes on in translated code) is another block, whose entry checks read FS and frm afresh;
+//! every other CSR write but those of
 //! data-only CSRs and those that change only interrupt enables, SUM or MXR
 //! (`Hart::execute_csr`, and the inline sstatus accesses that follow it), every trap and
 //! xRET ends the interpreter's block with a flow other than "next", which leaves
