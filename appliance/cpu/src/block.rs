@@ -111,26 +111,25 @@ impl BlockCache {
 /// checks between blocks.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
-    !reads_float_csr(inst)
+    matches!(
+        inst.op,
+        Jal | Jalr
+            | FenceI
+            | Ecall
+            | Ebreak
+            | Csrrw
+            | Csrrs
+            | Csrrc
+            | Csrrwi
+            | Csrrsi
+            | Csrrci
+            | Mret
+            | Sret
+            | Wfi
+            | SfenceVma
+            | Illegal
+    ) && !reads_float_csr(inst)
         && !accesses_data_csr(inst)
-        && matches!(
-            inst.op,
-            Jal | Jalr
-                | FenceI
-                | Ecall
-                | Ebreak
-                | Csrrw
-                | Csrrs
-                | Csrrc
-                | Csrrwi
-                | Csrrsi
-                | Csrrci
-                | Mret
-                | Sret
-                | Wfi
-                | SfenceVma
-                | Illegal
-        )
 }
 
 /// Whether `inst` is a CSR instruction on a CSR that holds data only (`csr::holds_data_only`).

@@ -456,12 +456,13 @@ impl Hart {
     }
 }
 
-/// Whether `csr` only holds data for software (scratch, trap cause, value and pc): reading
-/// or writing it changes nothing else, so its accesses need none of the checks `Hart::run`
-/// makes between blocks.
+/// The CSRs that only hold data for software (scratch, trap cause, value and pc): reading
+/// or writing one changes nothing else, so its accesses need none of the checks `Hart::run`
+/// makes between blocks. Each is a plain field of `Csr`.
+pub(crate) const DATA_ONLY_CSRS: [u16; 8] =
+    [SSCRATCH, SEPC, SCAUSE, STVAL, MSCRATCH, MEPC, MCAUSE, MTVAL];
+
+/// Whether `csr` is one of `DATA_ONLY_CSRS`.
 pub(crate) fn holds_data_only(csr: u16) -> bool {
-    matches!(
-        csr,
-        SSCRATCH | SEPC | SCAUSE | STVAL | MSCRATCH | MEPC | MCAUSE | MTVAL
-    )
+    DATA_ONLY_CSRS.contains(&csr)
 }

@@ -30,8 +30,8 @@ use super::x86::{
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
 use crate::block::accesses_data_csr;
-use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, MTVAL, SCAUSE, SEPC, SSCRATCH, STVAL};
-use crate::csr::{MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
+use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, SCAUSE, SEPC, SSCRATCH, STVAL};
+use crate::csr::{DATA_ONLY_CSRS, MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
 use crate::{Hart, Privilege, Reservation, PAGE_SIZE_BYTES};
@@ -364,9 +364,6 @@ fn inline(inst: &Instruction, layout: &HartLayout) -> bool {
     translates(inst.op) || float::inline(inst, layout.fused_multiply_add) || csr_inline(inst)
 }
 
-/// The CSRs that hold data only (`csr::holds_data_only`), each a plain field of `Csr`.
-const DATA_CSRS: [u16; 8] = [SSCRATCH, SEPC, SCAUSE, STVAL, MSCRATCH, MEPC, MCAUSE, MTVAL];
-
 /// Where translated code finds the hart's state besides the x registers: byte distances
 /// from rbx (`Hart::x` biased by `X_BIAS_BYTES`) to the f registers, mstatus, fflags, frm,
 /// the privilege mode and the data-only CSRs, and whether the host has FMA3.
@@ -377,8 +374,8 @@ pub(super) struct HartLayout {
     pub fflags: i32,
     pub frm: i32,
     pub privilege: i32,
-    /// The CSRs that hold data only, in `DATA_CSRS` order.
-    pub data_csrs: [i32; DATA_CSRS.len()],
+    /// The CSRs that hold data only, in `DATA_ONLY_CSRS` order.
+    pub data_csrs: [i32; DATA_ONLY_CSRS.len()],
     pub fused_multiply_add: bool,
 }
 
@@ -394,7 +391,7 @@ impl HartLayout {
             fflags: distance((&hart.csr.fflags as *const u64).cast()),
             frm: distance((&hart.csr.frm as *const u64).cast()),
             privilege: distance((&hart.privilege as *const Privilege).cast()),
-            data_csrs: DATA_CSRS.map(|csr| {
+            data_csrs: DATA_ONLY_CSRS.map(|csr| {
                 let c = &hart.csr;
                 let field: &u64 = match csr {
                     SSCRATCH => &c.sscratch,
@@ -1387,7 +1384,7 @@ impl Emitter {
     fn data_csr_access(&mut self, inst: &Instruction) {
         use Op::*;
         let csr = (inst.imm as u32 & 0xfff) as u16;
-        let index = DATA_CSRS.iter().position(|&c| c == csr);
+        let index = DATA_ONLY_CSRS.iter().position(|&c| c == csr);
         let field = at_base(RBX, self.layout.data_csrs[index.expect("a data-only CSR")]);
         // Privilege is 0 in U-mode and has bit 1 set only in M-mode.
         const { assert!(Privilege::User as u8 == 0 && Privilege::Machine as u8 & 2 != 0) };
