@@ -106,9 +106,11 @@ impl BlockCache {
 }
 
 /// Whether `inst` must be the last instruction of a block: every CSR instruction but a read
-/// of the FP CSRs (glibc reads frm and fflags around FP code) and the accesses of CSRs
-/// that hold data only (trap entry and exit), as a write may change what `Hart::run`
-/// checks between blocks.
+/// of the FP CSRs (glibc reads frm and fflags around FP code), the accesses of CSRs that
+/// hold data only (trap entry and exit) and the sets and clears of sstatus (Linux's
+/// interrupt enables and user-access windows), as a write may change what `Hart::run`
+/// checks between blocks. A set or clear of sstatus that does is answered with
+/// `Flow::EndBlock` (`Hart::execute_csr`), which ends the block where it runs.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
     matches!(
@@ -130,6 +132,14 @@ pub(crate) fn ends_block(inst: &Instruction) -> bool {
             | Illegal
     ) && !reads_float_csr(inst)
         && !accesses_data_csr(inst)
+        && !sets_or_clears_status(inst)
+}
+
+/// Whether `inst` reads, sets or clears sstatus (csrrs, csrrc and their immediate forms).
+pub(crate) fn sets_or_clears_status(inst: &Instruction) -> bool {
+    use Op::*;
+    matches!(inst.op, Csrrs | Csrrc | Csrrsi | Csrrci)
+        && (inst.imm as u32 & 0xfff) as u16 == crate::csr_numbers::SSTATUS
 }
 
 /// Whether `inst` is a CSR instruction on a CSR that holds data only (`csr::holds_data_only`).

@@ -398,18 +398,21 @@ impl Hart {
             }
         }
         self.set_reg(inst.rd, old);
-        // A CSR instruction ends its block (but reads of the FP CSRs and accesses of the
-        // data-only ones: `block::ends_block`), but only those that may change whether an
-        // interrupt is pending and enabled, the translation, the triggers or the FP state
-        // need the checks `Hart::run` makes between blocks (EndBlock). A read, or a write of
-        // a CSR that only holds data for software (scratch, trap cause, value and pc),
-        // changes none of these, so translated code may go on past it (Next).
+        // A CSR instruction ends its block (but reads of the FP CSRs, accesses of the
+        // data-only ones and sets and clears of sstatus: `block::ends_block`), but only
+        // those that may change whether an interrupt is pending and enabled, the
+        // translation, the triggers or the FP state need the checks `Hart::run` makes
+        // between blocks (EndBlock, which also ends a block the instruction does not end).
+        // A read, or a write of a CSR that only holds data for software (scratch, trap
+        // cause, value and pc), changes none of these, so translated code may go on past it
+        // (Next).
         // Nor does a write that changes no more than interrupt enables (the global ones in
         // mstatus, the local ones in mie) when it leaves no interrupt takeable, the check
         // `run` would make: Linux's local_irq_save and local_irq_restore. Nor SUM and MXR
         // (Linux's user-access windows around every copy to or from user space): they
         // change only the load and store TLB keys, which the next access reads afresh
-        // (translated code too: `translate::interpret` hands it the new keys).
+        // (translated code too: `translate::interpret` hands it the new keys, and inline
+        // sets and clears of SUM and MXR write them).
         // Nor the FP CSRs (glibc saves and restores fflags around FP code): a write sets FS
         // to Dirty, never Off, and the next instruction starts a block whose entry checks
         // read FS and frm afresh (`float_entry_checks`).

@@ -50,7 +50,7 @@ pub(crate) const STORE_MARKS_DIRTY: u64 = 2;
 /// The page-offset bits of an entry's `addend`, where flags live.
 const ENTRY_FLAGS: u64 = 0xfff;
 /// Bit position of the permission key inside a TLB tag (virtual page numbers use < 52 bits).
-const KEY_SHIFT: u32 = 52;
+pub(crate) const KEY_SHIFT: u32 = 52;
 
 const PTE_V: u64 = 1 << 0;
 const PTE_R: u64 = 1 << 1;
@@ -282,6 +282,11 @@ impl Tlbs {
     pub fn store_key(&self) -> u64 {
         self.store_key
     }
+    /// The load and store keys in place: translated code rewrites them when S-mode
+    /// changes SUM or MXR (`translate::emit`, `Emitter::status_access`).
+    pub fn data_key_fields(&self) -> (&u64, &u64) {
+        (&self.load_key, &self.store_key)
+    }
     pub fn flush_all(&mut self) {
         self.fetch.flush();
         self.load.flush();
@@ -380,6 +385,20 @@ fn merge(a: Flow, b: Flow) -> Flow {
     }
 }
 
+/// The load and store TLB keys for accesses at the effective privilege `effective` under
+/// `mstatus`: M-mode's own, else the privilege with SUM (and for loads MXR), which decide
+/// what a page's U and X bits allow (privileged spec 4.3.1).
+pub(crate) const fn data_keys(effective: u64, mstatus: u64) -> (u64, u64) {
+    let sum = (mstatus & MSTATUS_SUM != 0) as u64;
+    let mxr = (mstatus & MSTATUS_MXR != 0) as u64;
+    let (load, store) = if effective == 3 {
+        (3, 3)
+    } else {
+        (effective | sum << 2 | mxr << 3, effective | sum << 2)
+    };
+    (load << KEY_SHIFT, store << KEY_SHIFT)
+}
+
 impl Hart {
     /// Recomputes the TLB keys after a change of privilege or mstatus.
     pub(crate) fn update_tlb_keys(&mut self) {
@@ -390,16 +409,8 @@ impl Hart {
         } else {
             privilege
         };
-        let sum = (mstatus & MSTATUS_SUM != 0) as u64;
-        let mxr = (mstatus & MSTATUS_MXR != 0) as u64;
-        let (load, store) = if effective == 3 {
-            (3, 3)
-        } else {
-            (effective | sum << 2 | mxr << 3, effective | sum << 2)
-        };
         self.mmu.fetch_key = privilege << KEY_SHIFT;
-        self.mmu.load_key = load << KEY_SHIFT;
-        self.mmu.store_key = store << KEY_SHIFT;
+        (self.mmu.load_key, self.mmu.store_key) = data_keys(effective, mstatus);
     }
 
     /// Offset into RAM of `[paddr, paddr + size)`, if that range is entirely RAM.

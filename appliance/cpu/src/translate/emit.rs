@@ -29,9 +29,11 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
-use crate::block::accesses_data_csr;
+use crate::block::{accesses_data_csr, sets_or_clears_status};
 use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, SCAUSE, SEPC, SSCRATCH, STVAL};
-use crate::csr::{DATA_ONLY_CSRS, MSTATUS_SIE, MSTATUS_WRITABLE, SSTATUS_MASK};
+use crate::csr::{
+    DATA_ONLY_CSRS, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SUM, MSTATUS_WRITABLE, SSTATUS_MASK,
+};
 use crate::inst::{Instruction, Op};
 use crate::mmu::{self, DATA_TLB_ENTRIES, FETCH_TLB_ENTRIES};
 use crate::{Hart, Privilege, Reservation, PAGE_SIZE_BYTES};
@@ -374,6 +376,13 @@ pub(super) struct HartLayout {
     pub fflags: i32,
     pub frm: i32,
     pub privilege: i32,
+    /// The software-writable bits of mip, the machine's interrupt lines, and mie.
+    pub mip: i32,
+    pub lines: i32,
+    pub mie: i32,
+    /// The MMU's load and store keys (`mmu::Tlbs::data_key_fields`).
+    pub load_key: i32,
+    pub store_key: i32,
     /// The CSRs that hold data only, in `DATA_ONLY_CSRS` order.
     pub data_csrs: [i32; DATA_ONLY_CSRS.len()],
     pub fused_multiply_add: bool,
@@ -391,6 +400,11 @@ impl HartLayout {
             fflags: distance((&hart.csr.fflags as *const u64).cast()),
             frm: distance((&hart.csr.frm as *const u64).cast()),
             privilege: distance((&hart.privilege as *const Privilege).cast()),
+            mip: distance((&hart.csr.mip as *const u64).cast()),
+            lines: distance((&hart.lines as *const u64).cast()),
+            mie: distance((&hart.csr.mie as *const u64).cast()),
+            load_key: distance((hart.mmu.data_key_fields().0 as *const u64).cast()),
+            store_key: distance((hart.mmu.data_key_fields().1 as *const u64).cast()),
             data_csrs: DATA_ONLY_CSRS.map(|csr| {
                 let c = &hart.csr;
                 let field: &u64 = match csr {
@@ -1328,52 +1342,124 @@ impl Emitter {
         );
     }
 
-    /// An sstatus access of `is_status_access`, as `Hart::execute_csr` does it: rd = mstatus
-    /// & the sstatus mask; mstatus.SIE = 0 for csrrci with SIE; a set that would change
-    /// mstatus takes the interpreter path instead (it may enable an interrupt). This reads
-    /// mstatus as it is stored, since every writer keeps its SD equal to FS == Dirty, which
-    /// `mstatus_read` computes. The interpreter also runs it from U-mode, to raise the
-    /// illegal instruction (privileged spec 2.1: sstatus is an S-level CSR).
+    /// An sstatus access of `sets_or_clears_status`, as `Hart::execute_csr` does it: rd = mstatus
+    /// & the sstatus mask, and the set or clear of the bits of x[rs1] (or the immediate)
+    /// that sstatus may write. A change of bits other than SIE, SUM and MXR, any change
+    /// outside S-mode, and an enable of SIE that leaves an interrupt pending and enabled in
+    /// mie take the interpreter path instead (which leaves for `Hart::run` to take it; in
+    /// S-mode an enabled interrupt not delegated would have been taken already). A change
+    /// of SUM or MXR rewrites the load and store keys, in the frame and in the MMU, as
+    /// `Hart::update_tlb_keys` does. This reads mstatus as it is stored, since every writer
+    /// keeps its SD equal to FS == Dirty, which `mstatus_read` computes. The interpreter
+    /// also runs it from U-mode, to raise the illegal instruction (privileged spec 2.1:
+    /// sstatus is an S-level CSR).
     fn status_access(&mut self, inst: &Instruction) {
-        const SET_BY_SSTATUS: u64 = SSTATUS_MASK & MSTATUS_WRITABLE;
+        const WRITABLE: u64 = SSTATUS_MASK & MSTATUS_WRITABLE;
+        const INLINE: u64 = MSTATUS_SIE | MSTATUS_SUM | MSTATUS_MXR;
         let mstatus = at_base(RBX, self.layout.mstatus);
-        self.a
-            .test_mem_byte(at_base(RBX, self.layout.privilege), 0xff);
+        let privilege = at_base(RBX, self.layout.privilege);
         const { assert!(Privilege::User as u8 == 0) };
+        self.a.test_mem_byte(privilege, 0xff);
         self.jcc_slow(Cond::Equal);
         self.a.load(Width::W64, RAX, mstatus);
+        // rcx = the bits the instruction changes.
         match inst.op {
-            Op::Csrrci if inst.rs1 != 0 => {
-                let a = &mut self.a;
-                a.mov(Width::W64, RCX, RAX);
-                a.alu_imm(Alu::And, Width::W64, RCX, !(MSTATUS_SIE as i32));
-                a.store(mstatus, RCX);
-            }
-            Op::Csrrs if inst.rs1 != 0 => {
-                // Bits of x[rs1] that sstatus may set and mstatus does not have yet.
+            Op::Csrrs | Op::Csrrc if inst.rs1 != 0 => {
                 self.read(RCX, inst.rs1);
                 let a = &mut self.a;
-                a.mov(Width::W64, RDX, RAX);
-                a.unary(Unary::Not, Width::W64, RDX);
-                a.alu(Alu::And, Width::W64, RCX, RDX);
-                a.mov_imm(RDX, SET_BY_SSTATUS);
-                a.test(Width::W64, RCX, RDX);
-                self.jcc_slow(Cond::NotEqual);
-            }
-            Op::Csrrsi => {
-                // Of its five bits only SIE is one sstatus may set.
-                const { assert!(SET_BY_SSTATUS & 0x1f == MSTATUS_SIE) };
-                if inst.rs1 as u64 & MSTATUS_SIE != 0 {
-                    self.a.test_low_byte(RAX, MSTATUS_SIE as u8);
-                    self.jcc_slow(Cond::Equal);
+                if inst.op == Op::Csrrs {
+                    a.mov(Width::W64, RDX, RAX);
+                    a.unary(Unary::Not, Width::W64, RDX);
+                    a.alu(Alu::And, Width::W64, RCX, RDX);
+                } else {
+                    a.alu(Alu::And, Width::W64, RCX, RAX);
                 }
+                a.mov_imm(RDX, WRITABLE);
+                a.alu(Alu::And, Width::W64, RCX, RDX);
             }
-            _ => {}
+            Op::Csrrsi | Op::Csrrci if inst.rs1 as u64 & WRITABLE != 0 => {
+                // Of the immediate's five bits only SIE is one sstatus may write.
+                const { assert!(WRITABLE & 0x1f == MSTATUS_SIE) };
+                let a = &mut self.a;
+                a.mov(Width::W32, RCX, RAX);
+                if inst.op == Op::Csrrsi {
+                    a.unary(Unary::Not, Width::W32, RCX);
+                }
+                a.alu_imm(Alu::And, Width::W32, RCX, MSTATUS_SIE as i32);
+            }
+            _ => {
+                self.status_result(inst.rd);
+                return;
+            }
         }
+        let unchanged = self.a.jcc(Cond::Equal);
+        let a = &mut self.a;
+        a.mov_imm(RDX, !INLINE);
+        a.test(Width::W64, RCX, RDX);
+        self.jcc_slow(Cond::NotEqual);
+        self.a
+            .test_mem_byte(privilege, Privilege::Machine as u8 & 2);
+        const { assert!(Privilege::Supervisor as u8 & 2 == 0) };
+        self.jcc_slow(Cond::NotEqual);
+        let sets = matches!(inst.op, Op::Csrrs | Op::Csrrsi);
+        if sets {
+            let a = &mut self.a;
+            a.test_low_byte(RCX, MSTATUS_SIE as u8);
+            let no_enable = a.jcc(Cond::Equal);
+            a.load(Width::W64, RDX, at_base(RBX, self.layout.mip));
+            a.alu_mem(Alu::Or, Width::W64, RDX, at_base(RBX, self.layout.lines));
+            a.alu_mem(Alu::And, Width::W64, RDX, at_base(RBX, self.layout.mie));
+            self.jcc_slow(Cond::NotEqual);
+            self.a.bind(no_enable);
+        }
+        let a = &mut self.a;
+        // The changed bits are set in mstatus (csrrs) or clear (csrrc): either way xor
+        // flips them.
+        a.alu(Alu::Xor, Width::W64, RCX, RAX);
+        a.store(mstatus, RCX);
+        // An immediate changes SIE only; a register may change SUM or MXR, and then the
+        // keys: 1 | SUM << 2 | MXR << 3 for loads in S-mode, without MXR for stores.
+        if matches!(inst.op, Op::Csrrs | Op::Csrrc) {
+            const SUPERVISOR: u64 = Privilege::Supervisor as u64;
+            const {
+                let (load, store) = mmu::data_keys(SUPERVISOR, MSTATUS_SUM | MSTATUS_MXR);
+                assert!(MSTATUS_SUM >> 16 == 4 && MSTATUS_MXR >> 16 == 8);
+                assert!(load == (SUPERVISOR | 12) << mmu::KEY_SHIFT);
+                assert!(store == (SUPERVISOR | 4) << mmu::KEY_SHIFT);
+                assert!(mmu::data_keys(SUPERVISOR, 0).0 == SUPERVISOR << mmu::KEY_SHIFT);
+            };
+            a.mov(Width::W64, RDX, RCX);
+            a.alu(Alu::Xor, Width::W64, RDX, RAX);
+            a.alu_imm(
+                Alu::And,
+                Width::W32,
+                RDX,
+                (MSTATUS_SUM | MSTATUS_MXR) as i32,
+            );
+            let same_keys = a.jcc(Cond::Equal);
+            a.shift_imm(Shift::Shr, Width::W32, RCX, 16);
+            a.alu_imm(Alu::And, Width::W32, RCX, 12);
+            a.alu_imm(Alu::Or, Width::W32, RCX, SUPERVISOR as i32);
+            a.mov(Width::W32, RDX, RCX);
+            a.alu_imm(Alu::And, Width::W32, RDX, 7);
+            a.shift_imm(Shift::Shl, Width::W64, RCX, mmu::KEY_SHIFT as u8);
+            a.shift_imm(Shift::Shl, Width::W64, RDX, mmu::KEY_SHIFT as u8);
+            a.store(frame(offset_of!(Frame, load_key)), RCX);
+            a.store(at_base(RBX, self.layout.load_key), RCX);
+            a.store(frame(offset_of!(Frame, store_key)), RDX);
+            a.store(at_base(RBX, self.layout.store_key), RDX);
+            a.bind(same_keys);
+        }
+        self.a.bind(unchanged);
+        self.status_result(inst.rd);
+    }
+
+    /// x[rd] = rax (mstatus) & the sstatus mask.
+    fn status_result(&mut self, rd: u8) {
         let a = &mut self.a;
         a.mov_imm(RCX, SSTATUS_MASK);
         a.alu(Alu::And, Width::W64, RAX, RCX);
-        self.write_rax(inst.rd);
+        self.write_rax(rd);
     }
 
     /// A CSR instruction on a CSR that holds data only (`block::accesses_data_csr`), as
@@ -1770,7 +1856,7 @@ impl Emitter {
     /// An instruction the translator handles inline.
     fn translated(&mut self, inst: &Instruction, pc: u64, index: u32, next: u64) -> bool {
         use Op::*;
-        if is_status_access(inst) {
+        if sets_or_clears_status(inst) {
             self.status_access(inst);
             return true;
         }
@@ -1935,26 +2021,13 @@ fn accesses_memory(op: Op) -> bool {
     ) || is_amo(op)
 }
 
-/// Linux's sstatus accesses around critical sections, hundreds of thousands in a boot:
-/// `csrr` (save the flags), `csrrci` of SIE (local_irq_save, local_irq_disable), and
-/// `csrrs`/`csrrsi` (local_irq_restore, local_irq_enable), translated inline. Clearing SIE
-/// can make no interrupt takeable, and none is while translated code runs (`Hart::run`
-/// takes it first, and every helper that may raise one leaves); sets run inline only when
-/// they change nothing. So none of them ends the block.
 /// Whether the translator emits the CSR instruction `inst` inline (all of them have a slow
-/// path: the interpreter raises what the inline checks refuse).
+/// path: the interpreter runs what the inline checks refuse). Linux's sstatus accesses,
+/// hundreds of thousands in a boot: `csrr` (save the flags), `csrrci` of SIE
+/// (local_irq_save), `csrrs`/`csrrsi` of SIE (local_irq_restore and enable), `csrs`/`csrc`
+/// of SUM (user-access windows); glibc's FP CSR accesses; the trap CSRs' accesses.
 fn csr_inline(inst: &Instruction) -> bool {
-    is_status_access(inst) || float::csr_inline(inst) || accesses_data_csr(inst)
-}
-
-fn is_status_access(inst: &Instruction) -> bool {
-    let csr = (inst.imm as u32 & 0xfff) as u16;
-    csr == crate::csr_numbers::SSTATUS
-        && match inst.op {
-            Op::Csrrs | Op::Csrrsi => true,
-            Op::Csrrci => inst.rs1 as u64 & !MSTATUS_SIE == 0,
-            _ => false,
-        }
+    sets_or_clears_status(inst) || float::csr_inline(inst) || accesses_data_csr(inst)
 }
 
 /// Whether the interpreter may answer `op` with `Flow::Refetch`, so that its call site

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use std::format;
 
 use super::ExecutableMemory;
+use crate::csr::{MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SUM, STIP};
 use crate::csr_numbers::{
     MEPC, MIE, MSCRATCH, MSTATUS, MTVEC, SCAUSE, SEPC, SSCRATCH, SSTATUS, STVAL,
 };
@@ -384,8 +385,11 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
             }
             93 => ins(Csrrs, rd(rng), 0, 0, crate::csr_numbers::INSTRET as i32),
             94 => {
-                // Trap entry and exit CSRs, read, written, set and cleared.
-                let csr = *pick(rng, &[MSCRATCH, MEPC, SSCRATCH, SEPC, SCAUSE, STVAL]);
+                // Trap entry and exit CSRs and sstatus, read, written, set and cleared.
+                let csr = *pick(
+                    rng,
+                    &[MSCRATCH, MEPC, SSCRATCH, SEPC, SCAUSE, STVAL, SSTATUS],
+                );
                 let op = *pick(rng, &[Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci]);
                 ins(op, rd(rng), rs(rng), 0, csr as i32)
             }
@@ -447,6 +451,12 @@ fn random_programs_match_the_interpreter_at_random_budgets() {
         let program = random_program(&mut rng, PROGRAM_INSTRUCTIONS);
         let mut reference = machine(&program);
         let mut translated = translating(machine(&program));
+        if program_index % 3 == 2 {
+            // Some in S-mode, where sstatus changes run inline and M-level CSRs trap.
+            for h in [&mut reference, &mut translated] {
+                h.reset(CODE, Privilege::Supervisor, 0, 0);
+            }
+        }
         let mut registers = Rng(rng.next() | 1);
         seed_registers(&mut reference, &mut Rng(registers.0));
         seed_registers(&mut translated, &mut registers);
@@ -1456,12 +1466,15 @@ fn fences_go_on_through_the_lookup_without_leaving_translated_code() {
 }
 
 #[test]
-fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
+fn sstatus_accesses_run_inline_within_one_block_and_trap_from_user_mode() {
     use Op::*;
     // Linux's local_irq_save (csrrci with SIE), its save of the flags (csrr), an enable
-    // (csrrsi, which the interpreter runs: it may make an interrupt takeable), then a
-    // restore (csrrs) and an enable that change nothing. FS is Dirty, so the reads see SD
-    // set; in U-mode every sstatus access is an illegal instruction, which the handler skips.
+    // (csrrsi), a restore (csrrs) and an enable that change nothing, then a user-access
+    // window as `__enable_user_access` opens and closes it (csrs and csrc of SUM, here
+    // with MXR, from a register). No interrupt is pending, so none of them needs the
+    // interpreter or ends the block: the loop is one block. FS is Dirty, so the reads see
+    // SD set; in U-mode every sstatus access is an illegal instruction, which the handler
+    // skips.
     let program = [
         ins(Addi, 10, 10, 0, 1),
         ins(Csrrci, 13, 2, 0, SSTATUS as i32),
@@ -1469,28 +1482,135 @@ fn sstatus_reads_and_sie_clears_run_inline_and_trap_from_user_mode() {
         ins(Csrrsi, 0, 2, 0, SSTATUS as i32),
         ins(Csrrs, 0, 13, 0, SSTATUS as i32),
         ins(Csrrsi, 15, 2, 0, SSTATUS as i32),
+        ins(Csrrs, 0, 16, 0, SSTATUS as i32),
+        ins(Csrrc, 17, 16, 0, SSTATUS as i32),
         ins(Addi, 7, 7, 0, -1),
-        ins(Bne, 0, 7, 0, -28),
+        ins(Bne, 0, 7, 0, -36),
     ];
     for mode in [Privilege::Supervisor, Privilege::User] {
         let setup = |h: &mut Hart| {
             h.write_csr(MSTATUS, 3 << 13 | 1 << 1);
             h.reset(CODE, mode, 0, 0);
             h.set_x(7, 1 << 40);
+            h.set_x(16, MSTATUS_SUM | MSTATUS_MXR);
         };
-        let translated = lockstep_from(&program, setup, &[5, 7_995], "sstatus loop");
+        let translated = lockstep_from(&program, setup, &[5, 9_995], "sstatus loop");
         let stats = translated.translator_stats().expect("translator on");
         if mode == Privilege::Supervisor {
             assert_eq!(translated.x(10), 1_000);
             let status = 1 << 63 | 2 << 32 | 3 << 13;
             assert_eq!(translated.x(14), status, "SD, UXL = 64, FS");
             assert_eq!(translated.x(15), status | 1 << 1, "and SIE");
-            // Only the first csrrsi of each round goes to the interpreter.
-            assert_eq!(stats.interpreted, 1_000, "{stats:?}");
+            assert_eq!(
+                translated.x(17),
+                status | 1 << 1 | MSTATUS_SUM | MSTATUS_MXR
+            );
+            // The block at the first run's stop and the loop's block.
+            assert_eq!(
+                (stats.interpreted, stats.blocks_translated),
+                (0, 2),
+                "{stats:?}"
+            );
         } else {
-            assert_eq!(translated.x(14), 0, "the reads trapped");
+            assert_eq!(
+                (translated.x(14), translated.x(17)),
+                (0, 0),
+                "the reads trapped"
+            );
         }
     }
+}
+
+#[test]
+fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
+    use crate::csr_numbers::SATP;
+    use crate::tests::{write_u64, ROOT};
+    use Op::*;
+    // M-mode sets SUM in sstatus and loads from RAM (no translation), then returns to
+    // S-mode, where RAM is mapped execute-only: the same load faults there (privileged
+    // spec 4.3.1; the handler skips it), succeeds with MXR set and faults again once it is
+    // clear. The M-mode load must not fill the load TLB under the key S-mode uses, nor a
+    // load with MXR under the key without it, or a later load would hit it.
+    let program = [
+        ins(Csrrs, 0, 9, 0, SSTATUS as i32),
+        ins(Ld, 10, 8, 0, 0),
+        ins(Csrrw, 0, 11, 0, MEPC as i32),
+        ins(Mret, 0, 0, 0, 0),
+        ins(Ld, 12, 8, 0, 0),
+        ins(Csrrs, 0, 13, 0, SSTATUS as i32),
+        ins(Ld, 14, 8, 0, 0),
+        ins(Csrrc, 0, 13, 0, SSTATUS as i32),
+        ins(Ld, 15, 8, 0, 0),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| {
+        // RAM identity-mapped by a gigapage (V X A D).
+        write_u64(h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xc9);
+        h.write_phys(GuestPhysAddr(SCRATCH), &0x5au64.to_le_bytes())
+            .unwrap();
+        h.write_csr(SATP, 8 << 60 | ROOT >> 12);
+        h.write_csr(MSTATUS, 1 << 11);
+        h.set_x(8, SCRATCH);
+        h.set_x(9, MSTATUS_SUM);
+        h.set_x(11, CODE + 16);
+        h.set_x(13, MSTATUS_MXR);
+    };
+    let translated = lockstep_from(&program, setup, &[50], "M-mode then S-mode");
+    let loaded = [10, 12, 14, 15].map(|r| translated.x(r));
+    assert_eq!(loaded, [0x5a, 0, 0x5a, 0]);
+}
+
+#[test]
+fn enabling_sie_with_a_delegated_interrupt_pending_takes_it_at_once() {
+    use crate::csr_numbers::{MIDELEG, SIE, STVEC};
+    use Op::*;
+    // An S-mode loop disables SIE every round and enables it every fourth round: from a
+    // register after enabling the supervisor timer interrupt in sie (every eighth round),
+    // from an immediate otherwise. The timer interrupt is delegated and its line stays
+    // raised; the S-mode handler counts, disables it in sie and returns with SIE clear
+    // (it clears SPIE first). So every enable from the register makes the interrupt
+    // takeable and must leave translated code at once, for `Hart::run` to take it at the
+    // same count as the interpreter; the enables from the immediate find nothing pending
+    // and enabled and run inline.
+    let program = [
+        ins(Addi, 10, 10, 0, 1),
+        ins(Csrrci, 0, 2, 0, SSTATUS as i32),
+        ins(Andi, 11, 10, 0, 3),
+        ins(Bne, 0, 11, 0, 28),
+        ins(Andi, 11, 10, 0, 4),
+        ins(Beq, 0, 11, 0, 12),
+        ins(Csrrsi, 0, 2, 0, SSTATUS as i32),
+        ins(Jal, 0, 0, 0, 12),
+        ins(Csrrs, 0, 22, 0, SIE as i32),
+        ins(Csrrs, 0, 12, 0, SSTATUS as i32),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -44),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    let handler = [
+        ins(Addi, 20, 20, 0, 1),
+        ins(Csrrc, 0, 22, 0, SIE as i32),
+        ins(Csrrc, 0, 21, 0, SSTATUS as i32),
+        ins(Sret, 0, 0, 0, 0),
+    ];
+    let setup = |h: &mut Hart| {
+        h.write_phys(GuestPhysAddr(HANDLER + 0x100), &assemble(&handler))
+            .unwrap();
+        h.write_csr(STVEC, HANDLER + 0x100);
+        h.write_csr(MIDELEG, STIP);
+        h.set_interrupt_lines(STIP);
+        h.reset(CODE, Privilege::Supervisor, 0, 0);
+        h.set_x(7, 3_000);
+        h.set_x(12, MSTATUS_SIE);
+        h.set_x(21, 1 << 5);
+        h.set_x(22, STIP);
+    };
+    let translated = lockstep_from(&program, setup, &[3, 700, 19, 30_000], "enables");
+    assert_eq!((translated.x(7), translated.x(20)), (0, 375));
+    // Each eighth round five instructions go to the interpreter: the write of sie, the
+    // enable that makes the interrupt takeable, and the handler's two clears and sret.
+    let stats = translated.translator_stats().expect("translator on");
+    assert_eq!(stats.interpreted, 5 * 375, "{stats:?}");
 }
 
 #[test]
@@ -1675,4 +1795,6 @@ fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
     assert_eq!(reference.x(11), 1000);
     let stats = translated.translator_stats().expect("translator on");
     assert!(stats.entries <= 8, "{stats:?}");
+    // Only the first load goes to the interpreter, to fill the TLB.
+    assert_eq!(stats.interpreted, 1, "{stats:?}");
 }
