@@ -267,8 +267,25 @@ fn lookup_routine(a: &mut Assembler, epilogue: usize) {
 /// misses, since the next page's tag never sits in this page's entry, so the in-page
 /// check costs no instruction of its own.
 fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: u64) {
+    tlb_compare_range(a, tlb, key, entries, RAX, 0..size as i32 - 1);
+}
+
+/// `tlb_compare` for the bytes from `base` + `bytes.start` to `base` + `bytes.end` (at
+/// most a page apart): a hit says that they all lie in the entry's page.
+fn tlb_compare_range(
+    a: &mut Assembler,
+    tlb: usize,
+    key: usize,
+    entries: usize,
+    base: Reg,
+    bytes: Range<i32>,
+) {
     let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
-    a.mov(Width::W32, RDX, RAX);
+    if bytes.start == 0 {
+        a.mov(Width::W32, RDX, base);
+    } else {
+        a.lea(Width::W32, RDX, at_base(base, bytes.start));
+    }
     a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
     a.alu_imm(
         Alu::And,
@@ -277,10 +294,10 @@ fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: 
         ((entries - 1) << entry_log2) as i32,
     );
     a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
-    if size > 1 {
-        a.lea(Width::W64, RCX, at_base(RAX, size as i32 - 1));
+    if bytes.end != 0 {
+        a.lea(Width::W64, RCX, at_base(base, bytes.end));
     } else {
-        a.mov(Width::W64, RCX, RAX);
+        a.mov(Width::W64, RCX, base);
     }
     a.shift_imm(Shift::Shr, Width::W64, RCX, 12);
     a.alu_mem(Alu::Or, Width::W64, RCX, frame(key));
@@ -458,6 +475,16 @@ enum Stub {
         pc: u64,
         index: u32,
         next: Option<u64>,
+    },
+    /// An access group (`access_group`) whose range check failed: its accesses one by one,
+    /// each with its own probe and slow path, from register cache `from`, then on at
+    /// `resume` with the cache moved to `to`, as the group's fast path leaves it.
+    Group {
+        first: u32,
+        ops: Vec<Instruction>,
+        from: RegisterCache,
+        to: RegisterCache,
+        resume: usize,
     },
     /// A taken conditional branch to a later instruction of the block: counts the
     /// `skipped` instructions it jumps over as not retired (the exits after the target
@@ -887,6 +914,23 @@ impl Emitter {
                     self.a.patch(back, resume as i64);
                     self.add_stub([slow_path], Stub::Interpret { slow });
                 }
+                Stub::Group {
+                    first,
+                    ops,
+                    from,
+                    to,
+                    resume,
+                } => {
+                    self.cache = from;
+                    for (k, inst) in ops.iter().enumerate() {
+                        let index = first + k as u32;
+                        self.index = index as usize;
+                        self.instruction(inst, self.pcs[index as usize], index);
+                    }
+                    self.transfer(self.cache, to);
+                    let back = self.a.jmp();
+                    self.a.patch(back, resume as i64);
+                }
                 Stub::Forward {
                     skipped,
                     from,
@@ -1193,6 +1237,70 @@ impl Emitter {
     fn tlb_probe(&mut self, tlb: usize, key: usize, size: u64) {
         tlb_compare(&mut self.a, tlb, key, DATA_TLB_ENTRIES, size);
         self.jcc_slow(Cond::NotEqual);
+    }
+
+    /// Loads or stores through one base register, one after the other (`group_length`):
+    /// a single probe checks that all their bytes lie in one page its TLB entry maps (and
+    /// for stores that the page needs no flagged store), and then each is one host load or
+    /// store. When the probe fails, the accesses run one by one out of line
+    /// (`Stub::Group`). A function's saves and restores of registers on its stack are
+    /// such groups.
+    fn access_group(&mut self, ops: &[Instruction], first: usize) {
+        let from = self.cache;
+        let accesses = ops
+            .iter()
+            .map(|inst| integer_access(inst.op).expect("an access"));
+        let (first_byte, last_byte) = ops
+            .iter()
+            .zip(accesses.clone())
+            .map(|(inst, (_, size, _))| (inst.imm, inst.imm + size as i32 - 1))
+            .fold((i32::MAX, i32::MIN), |(lo, hi), (a, b)| {
+                (lo.min(a), hi.max(b))
+            });
+        let stores = accesses.clone().next().expect("a group").0;
+        let (tlb, key) = if stores {
+            (offset_of!(Frame, store_tlb), offset_of!(Frame, store_key))
+        } else {
+            (offset_of!(Frame, load_tlb), offset_of!(Frame, load_key))
+        };
+        let base = self.source(RAX, ops[0].rs1);
+        let a = &mut self.a;
+        tlb_compare_range(a, tlb, key, DATA_TLB_ENTRIES, base, first_byte..last_byte);
+        let miss = a.jcc(Cond::NotEqual);
+        a.load(Width::W64, RCX, at_base(RDX, 8));
+        let flagged = stores.then(|| {
+            a.test_low_byte(RCX, STORE_THROUGH_SLOW_PATH | STORE_MARKS_DIRTY);
+            a.jcc(Cond::NotEqual)
+        });
+        // rcx = the host address of x[rs1] for the rest of the group: the accesses use
+        // rax only.
+        a.alu(Alu::Add, Width::W64, RCX, base);
+        for (k, (inst, (_, size, signed))) in ops.iter().zip(accesses).enumerate() {
+            if k > 0 {
+                self.starts.push((self.a.len(), self.cache));
+            }
+            self.index = first + k;
+            self.cache_sources(inst);
+            let target = at_base(RCX, inst.imm);
+            if stores {
+                let value = self.source(RAX, inst.rs2);
+                self.a.store_sized(size, target, value);
+            } else if inst.rd != 0 {
+                let slot = self.slot_for(inst.rd);
+                self.a.load_extend(size, signed, CACHE_REGS[slot], target);
+            }
+        }
+        let stub = Stub::Group {
+            first: first as u32,
+            ops: ops.to_vec(),
+            from,
+            to: self.cache,
+            resume: self.a.len(),
+        };
+        match flagged {
+            Some(flagged) => self.add_stub([miss, flagged], stub),
+            None => self.add_stub([miss], stub),
+        }
     }
 
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
@@ -2012,6 +2120,74 @@ fn is_link(r: u8) -> bool {
     r == 1 || r == 5
 }
 
+fn is_branch(op: Op) -> bool {
+    use Op::*;
+    matches!(op, Beq | Bne | Blt | Bge | Bltu | Bgeu)
+}
+
+/// An integer load or store: (whether it stores, its size in bytes, whether it
+/// sign-extends).
+fn integer_access(op: Op) -> Option<(bool, u64, bool)> {
+    use Op::*;
+    Some(match op {
+        Lb => (false, 1, true),
+        Lh => (false, 2, true),
+        Lw => (false, 4, true),
+        Ld => (false, 8, false),
+        Lbu => (false, 1, false),
+        Lhu => (false, 2, false),
+        Lwu => (false, 4, false),
+        Sb => (true, 1, false),
+        Sh => (true, 2, false),
+        Sw => (true, 4, false),
+        Sd => (true, 8, false),
+        _ => return None,
+    })
+}
+
+/// Accesses in one group at most (`Emitter::access_group`).
+const GROUP_ACCESSES_MAX: usize = 16;
+
+/// Bytes a group's accesses may span: a function's frame fits, and a wider group would
+/// straddle a page end, and take the slow way, more often.
+const GROUP_SPAN_BYTES: i32 = 1024;
+
+/// How many instructions from `ops[start]` on form an access group: consecutive integer
+/// loads (or stores) through the same base register, which none of them but the last
+/// writes, none of them but the first the target of a branch, all within
+/// `GROUP_SPAN_BYTES`. 1 when `ops[start]` starts none.
+fn group_length(ops: &[Instruction], start: usize, targets: &[bool]) -> usize {
+    let head = ops[start];
+    let Some((stores, size, _)) = integer_access(head.op) else {
+        return 1;
+    };
+    if head.rs1 == 0 || (!stores && head.rd == head.rs1) {
+        return 1;
+    }
+    let (mut lo, mut hi) = (head.imm, head.imm + size as i32 - 1);
+    let mut length = 1;
+    while let Some(inst) = ops.get(start + length) {
+        let Some((also_stores, size, _)) = integer_access(inst.op) else {
+            break;
+        };
+        let (first, last) = (lo.min(inst.imm), hi.max(inst.imm + size as i32 - 1));
+        if also_stores != stores
+            || inst.rs1 != head.rs1
+            || targets[start + length]
+            || last - first >= GROUP_SPAN_BYTES
+            || length == GROUP_ACCESSES_MAX
+        {
+            break;
+        }
+        (lo, hi) = (first, last);
+        length += 1;
+        if !stores && inst.rd == inst.rs1 {
+            break;
+        }
+    }
+    length
+}
+
 /// Loads, stores and AMOs: translated inline with an interpreter slow path.
 fn accesses_memory(op: Op) -> bool {
     use Op::*;
@@ -2286,9 +2462,22 @@ fn emit_block(ops: &[Instruction], at: &Placement, loops: Vec<Loop>) -> Emitter 
     e.loops = loops;
     e.entry_checks(at);
     e.float_entry_checks(ops, pc);
+    // Instructions that branches inside the block jump to.
+    let mut targets = vec![false; ops.len()];
+    for (inst, &at) in ops.iter().zip(&e.pcs) {
+        if is_branch(inst.op) {
+            if let Ok(to) = e
+                .pcs
+                .binary_search(&at.wrapping_add(inst.imm as i64 as u64))
+            {
+                targets[to] = true;
+            }
+        }
+    }
     let mut at_pc = pc;
     let mut open = true;
-    for (index, inst) in ops.iter().enumerate() {
+    let mut index = 0;
+    while index < ops.len() {
         e.index = index;
         e.join_forward(index as u32);
         if let Some(l) = e.loops.iter().find(|l| l.header == index as u32) {
@@ -2299,8 +2488,17 @@ fn emit_block(ops: &[Instruction], at: &Placement, loops: Vec<Loop>) -> Emitter 
             e.cache = state;
         }
         e.starts.push((e.a.len(), e.cache));
-        open = e.instruction(inst, at_pc, index as u32);
-        at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
+        let length = group_length(ops, index, &targets);
+        if length > 1 {
+            e.access_group(&ops[index..index + length], index);
+            open = true;
+        } else {
+            open = e.instruction(&ops[index], at_pc, index as u32);
+        }
+        for inst in &ops[index..index + length] {
+            at_pc = at_pc.wrapping_add(inst.length_bytes as u64);
+        }
+        index += length;
     }
     if open {
         e.goto(at_pc, count);

@@ -18,7 +18,8 @@
 //! same block jumps there without leaving and adds back the instructions it skips, one to
 //! an earlier instruction re-checks the budget as a loop does). A load or
 //! store that misses the inline soft-TLB path calls the interpreter for that one
-//! instruction; when an interpreted instruction does anything but fall through (a trap,
+//! instruction (consecutive loads or stores through one base register share one probe,
+//! `emit::Emitter::access_group`, and run one by one when it fails); when an interpreted instruction does anything but fall through (a trap,
 //! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting
 //! it and `Hart::run` completes it exactly as `run_block` does, so a trap in any position
 //! stops the count at the faulting instruction.

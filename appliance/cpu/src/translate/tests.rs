@@ -344,7 +344,39 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
             ),
             53..=54 => ins(Lui, rd(rng), 0, 0, (rng.next() as i32) & !0xfff),
             55 => ins(Auipc, rd(rng), 0, 0, (rng.next() as i32) & !0xfff),
-            56..=67 => {
+            56..=61 => {
+                // A run of loads or stores through one base (as a function's saves and
+                // restores of registers), which translated code probes once: in the
+                // scratch page, across its end, in the code (stores there write decoded
+                // code), at MMIO or unmapped.
+                let stores_run = rng.below(2) == 0;
+                let (base, center) = match rng.below(12) {
+                    0 => (3, 0),
+                    1 => (6, 32),
+                    2 => (4, (rng.below(length as u64) * 4) as i32 & 0x7f8),
+                    3 | 4 => {
+                        program.push(ins(Addi, 7, 2, 0, 0x7f0));
+                        (7, 0)
+                    }
+                    _ => (2, rng.below(3000) as i32 - 1500),
+                };
+                let count = 2 + rng.below(5);
+                for _ in 1..count {
+                    let offset = center + rng.below(48) as i32 - 24;
+                    program.push(if stores_run {
+                        ins(*pick(rng, &stores), 0, base, rs(rng), offset)
+                    } else {
+                        ins(*pick(rng, &loads), rd(rng), base, 0, offset)
+                    });
+                }
+                let offset = center + rng.below(48) as i32 - 24;
+                if stores_run {
+                    ins(*pick(rng, &stores), 0, base, rs(rng), offset)
+                } else {
+                    ins(*pick(rng, &loads), rd(rng), base, 0, offset)
+                }
+            }
+            62..=67 => {
                 let base = match rng.below(40) {
                     0 => 3,
                     1 => 6,
@@ -1797,4 +1829,81 @@ fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
     assert!(stats.entries <= 8, "{stats:?}");
     // Only the first load goes to the interpreter, to fill the TLB.
     assert_eq!(stats.interpreted, 1, "{stats:?}");
+}
+#[test]
+fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_across_its_end() {
+    use crate::csr_numbers::SATP;
+    use crate::tests::{write_u64, ROOT};
+    use Op::*;
+    // A function's frame as compilers lay it out, in S-mode: stores of five registers
+    // through sp, work, loads of them back; the load of x2 itself ends their group (it
+    // loads sp + 8, and the next load goes through it). Translated code probes each run
+    // of stores or loads once. The stack's two virtual pages map to RAM pages apart: with
+    // sp just past the first page's end the frame straddles them and each access is
+    // probed on its own. Between runs the dirty pages are taken, so that the stores of
+    // the next run must mark them again.
+    const STACK: u64 = 0x4000_0000;
+    let program = [
+        ins(Addi, 2, 2, 0, -64),
+        ins(Addi, 11, 2, 0, 8),
+        ins(Sd, 0, 2, 1, 56),
+        ins(Sd, 0, 2, 8, 48),
+        ins(Sw, 0, 2, 9, 40),
+        ins(Sh, 0, 2, 18, 34),
+        ins(Sd, 0, 2, 11, 24),
+        ins(Addi, 8, 8, 0, 3),
+        ins(Addi, 9, 9, 0, -1),
+        ins(Ld, 1, 2, 0, 56),
+        ins(Lw, 9, 2, 0, 40),
+        ins(Lh, 18, 2, 0, 34),
+        ins(Ld, 20, 2, 0, 48),
+        ins(Ld, 2, 2, 0, 24),
+        ins(Ld, 21, 2, 0, 16),
+        ins(Addi, 2, 2, 0, 56),
+        ins(Add, 10, 10, 20, 0),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -72),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    for (sp, what) in [(STACK + 0x800, "within a page"), (STACK + 0x1020, "across")] {
+        let build = || {
+            let mut h = machine(&program);
+            // RAM identity-mapped by a gigapage (V R W X A D); the stack's pages onto RAM
+            // 64 KiB apart (V R W A D).
+            write_u64(&mut h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xcf);
+            let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
+            write_u64(&mut h, ROOT + (STACK >> 30) * 8, (l1 >> 12) << 10 | 1);
+            write_u64(
+                &mut h,
+                l1 + ((STACK >> 21) & 0x1ff) * 8,
+                (l0 >> 12) << 10 | 1,
+            );
+            for (page, ram) in [(0, RAM_BASE + 0x20_000), (1, RAM_BASE + 0x30_000)] {
+                let entry = l0 + ((STACK >> 12) + page) % 512 * 8;
+                write_u64(&mut h, entry, (ram >> 12) << 10 | 0xc7);
+            }
+            h.write_csr(SATP, 8 << 60 | ROOT >> 12);
+            h.reset(CODE, Privilege::Supervisor, 0, 0);
+            h.set_x(1, 0x1111);
+            h.set_x(2, sp);
+            h.set_x(7, 500);
+            h.set_x(8, 7);
+            h.set_x(9, 0x8000_0005);
+            h.set_x(18, 0xffff_9876);
+            h
+        };
+        let mut reference = build();
+        let mut translated = translating(build());
+        lockstep(&mut reference, &mut translated, &[5, 997], what);
+        let dirty = reference.take_dirty_pages();
+        assert_eq!(translated.take_dirty_pages(), dirty, "{what}");
+        lockstep(&mut reference, &mut translated, &[9_000], what);
+        // x8 was stored before it gained 3 and reloaded into x20 each round: x10 sums
+        // 7, 10, 13 and so on; x9 and x18 come back sign-extended from 32 and 16 bits.
+        assert_eq!(translated.x(10), 7 * 500 + 3 * 499 * 500 / 2, "{what}");
+        assert_eq!(translated.x(8), 7 + 3 * 500, "{what}");
+        assert_eq!(translated.x(9), 0xffff_ffff_8000_0005, "{what}");
+        assert_eq!(translated.x(18), 0xffff_ffff_ffff_9876, "{what}");
+        assert_eq!((translated.x(2), translated.x(21)), (sp, sp - 56), "{what}");
+    }
 }
