@@ -1239,25 +1239,25 @@ impl Emitter {
         self.jcc_slow(Cond::NotEqual);
     }
 
-    /// Loads or stores through one base register, one after the other (`group_length`):
-    /// a single probe checks that all their bytes lie in one page its TLB entry maps (and
-    /// for stores that the page needs no flagged store), and then each is one host load or
-    /// store. When the probe fails, the accesses run one by one out of line
-    /// (`Stub::Group`). A function's saves and restores of registers on its stack are
-    /// such groups.
+    /// Loads or stores through one base register (`group_length`), maybe with integer
+    /// operations between them: a single probe checks that all their bytes lie in one
+    /// page its TLB entry maps (and for stores that the page needs no flagged store), and
+    /// then each access is one host load or store. When the probe fails, the group's
+    /// instructions run one by one out of line (`Stub::Group`). A function's saves and
+    /// restores of registers on its stack are such groups.
     fn access_group(&mut self, ops: &[Instruction], first: usize) {
         let from = self.cache;
-        let accesses = ops
-            .iter()
-            .map(|inst| integer_access(inst.op).expect("an access"));
-        let (first_byte, last_byte) = ops
-            .iter()
-            .zip(accesses.clone())
-            .map(|(inst, (_, size, _))| (inst.imm, inst.imm + size as i32 - 1))
+        let accesses = ops.iter().filter_map(|inst| {
+            integer_access(inst.op).map(|(stores, size, _)| (inst.imm, stores, size))
+        });
+        let (first_byte, last_byte) = accesses
+            .clone()
+            .map(|(imm, _, size)| (imm, imm + size as i32 - 1))
             .fold((i32::MAX, i32::MIN), |(lo, hi), (a, b)| {
                 (lo.min(a), hi.max(b))
             });
-        let stores = accesses.clone().next().expect("a group").0;
+        let stores = accesses.clone().next().expect("a group").1;
+        let between = ops.iter().any(|inst| integer_access(inst.op).is_none());
         let (tlb, key) = if stores {
             (offset_of!(Frame, store_tlb), offset_of!(Frame, store_key))
         } else {
@@ -1273,13 +1273,28 @@ impl Emitter {
             a.jcc(Cond::NotEqual)
         });
         // rcx = the host address of x[rs1] for the rest of the group: the accesses use
-        // rax only.
+        // rax only, the operations between them may use rcx (they find it in the frame).
         a.alu(Alu::Add, Width::W64, RCX, base);
-        for (k, (inst, (_, size, signed))) in ops.iter().zip(accesses).enumerate() {
+        let group_base = frame(offset_of!(Frame, group_base));
+        if between {
+            a.store(group_base, RCX);
+        }
+        let mut base_in_rcx = true;
+        for (k, inst) in ops.iter().enumerate() {
+            let index = first + k;
             if k > 0 {
                 self.starts.push((self.a.len(), self.cache));
             }
-            self.index = first + k;
+            self.index = index;
+            let Some((_, size, signed)) = integer_access(inst.op) else {
+                self.instruction(inst, self.pcs[index], index as u32);
+                base_in_rcx = false;
+                continue;
+            };
+            if !base_in_rcx {
+                self.a.load(Width::W64, RCX, group_base);
+                base_in_rcx = true;
+            }
             self.cache_sources(inst);
             let target = at_base(RCX, inst.imm);
             if stores {
@@ -2148,14 +2163,18 @@ fn integer_access(op: Op) -> Option<(bool, u64, bool)> {
 /// Accesses in one group at most (`Emitter::access_group`).
 const GROUP_ACCESSES_MAX: usize = 16;
 
+/// Instructions in one group at most, its accesses and the operations between them.
+const GROUP_INSTRUCTIONS_MAX: usize = 32;
+
 /// Bytes a group's accesses may span: a function's frame fits, and a wider group would
 /// straddle a page end, and take the slow way, more often.
 const GROUP_SPAN_BYTES: i32 = 1024;
 
-/// How many instructions from `ops[start]` on form an access group: consecutive integer
-/// loads (or stores) through the same base register, which none of them but the last
-/// writes, none of them but the first the target of a branch, all within
-/// `GROUP_SPAN_BYTES`. 1 when `ops[start]` starts none.
+/// How many instructions from `ops[start]` on form an access group: integer loads (or
+/// stores) through the same base register, none of them but the first the target of a
+/// branch, all within `GROUP_SPAN_BYTES`, with only integer operations (`between_accesses`)
+/// between them; none of them but the last access writes the base register. 1 when
+/// `ops[start]` starts none.
 fn group_length(ops: &[Instruction], start: usize, targets: &[bool]) -> usize {
     let head = ops[start];
     let Some((stores, size, _)) = integer_access(head.op) else {
@@ -2165,27 +2184,46 @@ fn group_length(ops: &[Instruction], start: usize, targets: &[bool]) -> usize {
         return 1;
     }
     let (mut lo, mut hi) = (head.imm, head.imm + size as i32 - 1);
-    let mut length = 1;
-    while let Some(inst) = ops.get(start + length) {
+    // Instructions up to the last access taken, and accesses taken.
+    let (mut length, mut accesses) = (1, 1);
+    let mut at = start + 1;
+    while let Some(inst) = ops.get(at) {
+        if targets[at] || at - start == GROUP_INSTRUCTIONS_MAX {
+            break;
+        }
+        at += 1;
         let Some((also_stores, size, _)) = integer_access(inst.op) else {
+            if between_accesses(inst.op) && inst.rd != head.rs1 {
+                continue;
+            }
             break;
         };
         let (first, last) = (lo.min(inst.imm), hi.max(inst.imm + size as i32 - 1));
         if also_stores != stores
             || inst.rs1 != head.rs1
-            || targets[start + length]
             || last - first >= GROUP_SPAN_BYTES
-            || length == GROUP_ACCESSES_MAX
+            || accesses == GROUP_ACCESSES_MAX
         {
             break;
         }
         (lo, hi) = (first, last);
-        length += 1;
+        (length, accesses) = (at - start, accesses + 1);
         if !stores && inst.rd == inst.rs1 {
             break;
         }
     }
     length
+}
+
+/// Whether `op` may lie between the accesses of a group: an integer operation translated
+/// inline that neither accesses memory nor jumps (nor leaves the block in any way).
+fn between_accesses(op: Op) -> bool {
+    use Op::*;
+    translates(op)
+        && integer_access(op).is_none()
+        && !is_branch(op)
+        && !matches!(op, Jal | Jalr | Fence | LrW | LrD | ScW | ScD)
+        && !is_amo(op)
 }
 
 /// Loads, stores and AMOs: translated inline with an interpreter slow path.

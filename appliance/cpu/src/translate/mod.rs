@@ -242,6 +242,9 @@ pub(crate) struct Frame {
     pub exit_site: u64,
     /// With `Exit::Chain`: the RAM page of the block that holds `exit_site`.
     pub exit_ram_page: u64,
+    /// The host address of an access group's base register, for its accesses after
+    /// instructions that may use rcx (`emit::Emitter::access_group`).
+    pub group_base: u64,
     /// `interpret::<P>`: executes one instruction in the interpreter.
     pub interpret: usize,
     /// `lookup`: the entry of the translated block for a pc, or 0.
@@ -914,6 +917,7 @@ impl Hart {
             exit_pc: self.pc,
             exit_site: 0,
             exit_ram_page: 0,
+            group_base: 0,
             interpret: interpret::<P> as *const () as usize,
             lookup: lookup as *const () as usize,
             host_mxcsr: 0,

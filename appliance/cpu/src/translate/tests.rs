@@ -346,14 +346,16 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
             55 => ins(Auipc, rd(rng), 0, 0, (rng.next() as i32) & !0xfff),
             56..=61 => {
                 // A run of loads or stores through one base (as a function's saves and
-                // restores of registers), which translated code probes once: in the
+                // restores of registers, some with operations between), which translated
+                // code probes once: in the
                 // scratch page, across its end, in the code (stores there write decoded
                 // code), at MMIO or unmapped.
                 let stores_run = rng.below(2) == 0;
                 let (base, center) = match rng.below(12) {
                     0 => (3, 0),
                     1 => (6, 32),
-                    2 => (4, (rng.below(length as u64) * 4) as i32 & 0x7f8),
+                    // (Within 12-bit offsets: the code's first 2 KiB.)
+                    2 => (4, ((rng.below(length as u64) * 4) as i32 & 0x7f8) - 32),
                     3 | 4 => {
                         program.push(ins(Addi, 7, 2, 0, 0x7f0));
                         (7, 0)
@@ -362,6 +364,10 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
                 };
                 let count = 2 + rng.below(5);
                 for _ in 1..count {
+                    if rng.below(3) == 0 {
+                        // An operation between accesses (which may write x7, a base).
+                        program.push(ins(*pick(rng, &alu), rd(rng), rs(rng), rs(rng), 0));
+                    }
                     let offset = center + rng.below(48) as i32 - 24;
                     program.push(if stores_run {
                         ins(*pick(rng, &stores), 0, base, rs(rng), offset)
@@ -1836,8 +1842,9 @@ fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_acros
     use crate::tests::{write_u64, ROOT};
     use Op::*;
     // A function's frame as compilers lay it out, in S-mode: stores of five registers
-    // through sp, work, loads of them back; the load of x2 itself ends their group (it
-    // loads sp + 8, and the next load goes through it). Translated code probes each run
+    // through sp, work, loads of them back, with operations between that use the host's
+    // shift-count and divide registers; the load of x2 itself ends their group (it loads
+    // sp + 8, and the next load goes through it). Translated code probes each run
     // of stores or loads once. The stack's two virtual pages map to RAM pages apart: with
     // sp just past the first page's end the frame straddles them and each access is
     // probed on its own. Between runs the dirty pages are taken, so that the stores of
@@ -1847,22 +1854,26 @@ fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_acros
         ins(Addi, 2, 2, 0, -64),
         ins(Addi, 11, 2, 0, 8),
         ins(Sd, 0, 2, 1, 56),
+        ins(Sll, 12, 8, 7, 0),
         ins(Sd, 0, 2, 8, 48),
         ins(Sw, 0, 2, 9, 40),
+        ins(Divu, 13, 9, 7, 0),
         ins(Sh, 0, 2, 18, 34),
         ins(Sd, 0, 2, 11, 24),
         ins(Addi, 8, 8, 0, 3),
         ins(Addi, 9, 9, 0, -1),
         ins(Ld, 1, 2, 0, 56),
         ins(Lw, 9, 2, 0, 40),
+        ins(Mulhu, 14, 9, 12, 0),
         ins(Lh, 18, 2, 0, 34),
         ins(Ld, 20, 2, 0, 48),
+        ins(Srl, 15, 20, 7, 0),
         ins(Ld, 2, 2, 0, 24),
         ins(Ld, 21, 2, 0, 16),
         ins(Addi, 2, 2, 0, 56),
         ins(Add, 10, 10, 20, 0),
         ins(Addi, 7, 7, 0, -1),
-        ins(Bne, 0, 7, 0, -72),
+        ins(Bne, 0, 7, 0, -88),
         ins(Jal, 0, 0, 0, 0),
     ];
     for (sp, what) in [(STACK + 0x800, "within a page"), (STACK + 0x1020, "across")] {
@@ -1897,7 +1908,7 @@ fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_acros
         lockstep(&mut reference, &mut translated, &[5, 997], what);
         let dirty = reference.take_dirty_pages();
         assert_eq!(translated.take_dirty_pages(), dirty, "{what}");
-        lockstep(&mut reference, &mut translated, &[9_000], what);
+        lockstep(&mut reference, &mut translated, &[12_000], what);
         // x8 was stored before it gained 3 and reloaded into x20 each round: x10 sums
         // 7, 10, 13 and so on; x9 and x18 come back sign-extended from 32 and 16 bits.
         assert_eq!(translated.x(10), 7 * 500 + 3 * 499 * 500 / 2, "{what}");
