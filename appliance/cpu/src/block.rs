@@ -108,8 +108,8 @@ impl BlockCache {
 /// Whether `inst` must be the last instruction of a block: every CSR instruction but a read
 /// of the FP CSRs (glibc reads frm and fflags around FP code), the accesses of CSRs that
 /// hold data only (trap entry and exit) and the sets and clears of sstatus (Linux's
-/// interrupt enables and user-access windows), as a write may change what `Hart::run`
-/// checks between blocks. A set or clear of sstatus that does is answered with
+/// interrupt enables and user-access windows) and the reads of `time`, as a write may
+/// change what `Hart::run` checks between blocks. A set or clear of sstatus that does is answered with
 /// `Flow::EndBlock` (`Hart::execute_csr`), which ends the block where it runs.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
@@ -133,6 +133,14 @@ pub(crate) fn ends_block(inst: &Instruction) -> bool {
     ) && !reads_float_csr(inst)
         && !accesses_data_csr(inst)
         && !sets_or_clears_status(inst)
+        && !reads_time(inst)
+}
+
+/// Whether `inst` only reads `time` (Linux's clock reads, in the kernel and in the vDSO).
+pub(crate) fn reads_time(inst: &Instruction) -> bool {
+    matches!(inst.op, Op::Csrrs | Op::Csrrc | Op::Csrrsi | Op::Csrrci)
+        && inst.rs1 == 0
+        && (inst.imm as u32 & 0xfff) as u16 == crate::csr_numbers::TIME
 }
 
 /// Whether `inst` reads, sets or clears sstatus (csrrs, csrrc and their immediate forms).

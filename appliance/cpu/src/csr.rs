@@ -292,7 +292,7 @@ impl Hart {
 
     /// Whether the counter `csr` (0xc00-0xc1f) may be read at the current privilege
     /// (privileged spec 3.1.11, 4.1.5).
-    fn counter_enabled(&self, csr: u16) -> bool {
+    pub(crate) fn counter_enabled(&self, csr: u16) -> bool {
         let bit = 1u64 << (csr & 0x1f);
         match self.privilege {
             Privilege::Machine => true,

@@ -114,6 +114,12 @@ pub trait Platform {
     ) -> bool;
     /// The value of the `time` CSR when the hart has retired `instret` instructions.
     fn time(&mut self, instret: InstructionCount) -> u64;
+    /// `time` as a function of the count that holds for the rest of the current `run`, if
+    /// it is a `LinearTime`: translated code then reads `time` inline. The default, none,
+    /// leaves every read to `time`.
+    fn linear_time(&self) -> Option<LinearTime> {
+        None
+    }
     /// What the MMIO access just made (the last successful `mmio_load` or `mmio_store`)
     /// leaves to do before the next instruction; `after` is the instruction count once the
     /// accessing instruction retires. Asked once per access. The default ends the run after
@@ -122,6 +128,16 @@ pub trait Platform {
         let _ = after;
         MmioEffect::EndRun
     }
+}
+
+/// `Platform::time` as `offset_ticks + instret / instructions_per_tick` (saturating), the
+/// form of a clock that counts instructions (`Platform::linear_time`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearTime {
+    /// Ticks at instruction count 0.
+    pub offset_ticks: u64,
+    /// Not 0.
+    pub instructions_per_tick: u64,
 }
 
 /// What an MMIO access leaves to do before the next instruction (`Platform::mmio_effect`).

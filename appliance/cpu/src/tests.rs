@@ -67,7 +67,13 @@ impl Platform for Bus {
         true
     }
     fn time(&mut self, instret: InstructionCount) -> u64 {
-        instret.0 * 10
+        5 + instret.0 / 3
+    }
+    fn linear_time(&self) -> Option<crate::LinearTime> {
+        Some(crate::LinearTime {
+            offset_ticks: 5,
+            instructions_per_tick: 3,
+        })
     }
 }
 
@@ -1165,7 +1171,7 @@ fn cycle_instret_and_time_read_the_retired_count_and_platform_time() {
     run_to_break(&mut h, &mut bus);
     assert_eq!(h.x(10), 1);
     assert_eq!(h.x(11), 2);
-    assert_eq!(h.x(12), 30);
+    assert_eq!(h.x(12), 5 + 3 / 3, "the test platform's time at instret 3");
     assert_eq!(
         h.x(14),
         1000,

@@ -30,7 +30,7 @@ pub use understudy_cpu::{
     DebugStop, DebugTargets, ExecutableMemory, GuestPhysAddr, InstructionCount, TranslatorError,
     TranslatorStats, WatchKind, Watchpoint, CODE_BYTES_MIN, HOT_EXECUTIONS_DEFAULT,
 };
-use understudy_cpu::{Hart, HartConfig, MmioEffect, Platform, Privilege, StopReason};
+use understudy_cpu::{Hart, HartConfig, LinearTime, MmioEffect, Platform, Privilege, StopReason};
 
 use clock::{Clock, TIMEBASE_HZ};
 use devices::clint::{Clint, CLINT_BASE, CLINT_SIZE};
@@ -365,6 +365,14 @@ impl Platform for Devices {
 
     fn time(&mut self, instret: InstructionCount) -> u64 {
         self.clock.ticks(instret)
+    }
+
+    fn linear_time(&self) -> Option<LinearTime> {
+        // The offset changes between runs only (`Input::AdvanceTime`).
+        Some(LinearTime {
+            offset_ticks: self.clock.offset_ticks(),
+            instructions_per_tick: self.clock.instructions_per_tick(),
+        })
     }
 
     /// The run goes on after accesses that change at most the interrupt lines: the lines

@@ -29,7 +29,7 @@ use super::x86::{
     RAX, RBP, RBX, RCX, RDI, RDX, RSI, RSP,
 };
 use super::{translates, Exit, Frame, JumpEntry, JUMP_CACHE_LOG2, JUMP_HASH};
-use crate::block::{accesses_data_csr, sets_or_clears_status};
+use crate::block::{accesses_data_csr, reads_time, sets_or_clears_status};
 use crate::csr::numbers::{MCAUSE, MEPC, MSCRATCH, SCAUSE, SEPC, SSCRATCH, STVAL};
 use crate::csr::{
     DATA_ONLY_CSRS, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SUM, MSTATUS_WRITABLE, SSTATUS_MASK,
@@ -1577,6 +1577,37 @@ impl Emitter {
         self.status_result(inst.rd);
     }
 
+    /// A read of `time` (`block::reads_time`), the `index`th instruction of the block:
+    /// `Frame::time_offset` + instret / `Frame::time_divisor`, saturating, as
+    /// `Platform::linear_time` says, with instret = `Frame::end` - (r13 - `index`), the count
+    /// the interpreter would have here (`call_interpreter`). A divisor of 0 takes the
+    /// interpreter path (no linear time, or the counter not readable: privileged spec
+    /// 3.1.11).
+    fn time_read(&mut self, inst: &Instruction, index: u32) {
+        let a = &mut self.a;
+        a.load(Width::W64, RCX, frame(offset_of!(Frame, time_divisor)));
+        a.test(Width::W64, RCX, RCX);
+        self.jcc_slow(Cond::Equal);
+        let a = &mut self.a;
+        a.load(Width::W64, RAX, frame(offset_of!(Frame, end)));
+        a.alu(Alu::Sub, Width::W64, RAX, R13);
+        if index > 0 {
+            a.alu_imm(Alu::Add, Width::W64, RAX, index as i32);
+        }
+        a.alu(Alu::Xor, Width::W32, RDX, RDX);
+        a.unary(Unary::Div, Width::W64, RCX);
+        a.alu_mem(
+            Alu::Add,
+            Width::W64,
+            RAX,
+            frame(offset_of!(Frame, time_offset)),
+        );
+        let no_carry = a.jcc(Cond::AboveOrEqual);
+        a.mov_imm(RAX, u64::MAX);
+        a.bind(no_carry);
+        self.write_rax(inst.rd);
+    }
+
     /// x[rd] = rax (mstatus) & the sstatus mask.
     fn status_result(&mut self, rd: u8) {
         let a = &mut self.a;
@@ -1991,6 +2022,10 @@ impl Emitter {
             self.data_csr_access(inst);
             return true;
         }
+        if reads_time(inst) {
+            self.time_read(inst, index);
+            return true;
+        }
         match inst.op {
             Lui | Auipc => {
                 if inst.rd != 0 {
@@ -2239,9 +2274,13 @@ fn accesses_memory(op: Op) -> bool {
 /// path: the interpreter runs what the inline checks refuse). Linux's sstatus accesses,
 /// hundreds of thousands in a boot: `csrr` (save the flags), `csrrci` of SIE
 /// (local_irq_save), `csrrs`/`csrrsi` of SIE (local_irq_restore and enable), `csrs`/`csrc`
-/// of SUM (user-access windows); glibc's FP CSR accesses; the trap CSRs' accesses.
+/// of SUM (user-access windows); glibc's FP CSR accesses; the trap CSRs' accesses; the
+/// reads of `time` (the kernel's clock and the vDSO's `clock_gettime`).
 fn csr_inline(inst: &Instruction) -> bool {
-    sets_or_clears_status(inst) || float::csr_inline(inst) || accesses_data_csr(inst)
+    sets_or_clears_status(inst)
+        || float::csr_inline(inst)
+        || accesses_data_csr(inst)
+        || reads_time(inst)
 }
 
 /// Whether the interpreter may answer `op` with `Flow::Refetch`, so that its call site

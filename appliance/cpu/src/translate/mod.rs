@@ -242,6 +242,12 @@ pub(crate) struct Frame {
     pub exit_site: u64,
     /// With `Exit::Chain`: the RAM page of the block that holds `exit_site`.
     pub exit_ram_page: u64,
+    /// `time` = `time_offset` + instret / `time_divisor` (`Platform::linear_time`), or
+    /// `time_divisor` 0: reads of `time` go to the interpreter (no such function, or not
+    /// readable at this entry's privilege, which only instructions that leave translated
+    /// code change).
+    pub time_offset: u64,
+    pub time_divisor: u64,
     /// The host address of an access group's base register, for its accesses after
     /// instructions that may use rcx (`emit::Emitter::access_group`).
     pub group_base: u64,
@@ -255,12 +261,12 @@ pub(crate) struct Frame {
     /// MXCSR of translated code: loaded on entry, stored on the way out with the flags
     /// raised since the last fold (`float::accrue`).
     pub guest_mxcsr: u32,
+    /// instret at which the run ends (`remaining` counts down to it).
+    pub end: u64,
     // The fields below are read by the helpers only, never by translated code.
     pub hart: *mut Hart,
     pub platform: *mut u8,
     pub translator: *const Translator,
-    /// instret at which the run ends (`remaining` counts down to it).
-    pub end: u64,
     /// What the last interpreted instruction did, when it ended the translated run.
     pub outcome: Option<Result<(Instruction, Flow), Exception>>,
     pub helper_calls: u64,
@@ -897,6 +903,12 @@ impl Hart {
         if end - self.instret < instructions as u64 {
             return self.run_block(platform, end);
         }
+        let (time_offset, time_divisor) = match platform.linear_time() {
+            Some(time) if self.counter_enabled(crate::csr_numbers::TIME) => {
+                (time.offset_ticks, time.instructions_per_tick)
+            }
+            _ => (0, 0),
+        };
         let mut frame = Frame {
             x: self.x.as_mut_ptr().wrapping_byte_add(emit::X_BIAS_BYTES),
             ram: self.ram.as_mut_ptr(),
@@ -917,6 +929,8 @@ impl Hart {
             exit_pc: self.pc,
             exit_site: 0,
             exit_ram_page: 0,
+            time_offset,
+            time_divisor,
             group_base: 0,
             interpret: interpret::<P> as *const () as usize,
             lookup: lookup as *const () as usize,

@@ -421,7 +421,13 @@ fn random_program(rng: &mut Rng, length: usize) -> Vec<Instruction> {
                 program.push(ins(Auipc, 7, 0, 0, 0));
                 ins(Jalr, rd(rng), 7, 0, 8)
             }
-            93 => ins(Csrrs, rd(rng), 0, 0, crate::csr_numbers::INSTRET as i32),
+            93 => {
+                let counter = *pick(
+                    rng,
+                    &[crate::csr_numbers::INSTRET, crate::csr_numbers::TIME],
+                );
+                ins(Csrrs, rd(rng), 0, 0, counter as i32)
+            }
             94 => {
                 // Trap entry and exit CSRs and sstatus, read, written, set and cleared.
                 let csr = *pick(
@@ -1596,6 +1602,44 @@ fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
     let translated = lockstep_from(&program, setup, &[50], "M-mode then S-mode");
     let loaded = [10, 12, 14, 15].map(|r| translated.x(r));
     assert_eq!(loaded, [0x5a, 0, 0x5a, 0]);
+}
+
+#[test]
+fn reads_of_time_run_inline_where_the_counter_is_enabled() {
+    use crate::csr_numbers::{MCOUNTEREN, TIME};
+    use Op::*;
+    // A loop that reads `time` (the test platform's is 5 + instret / 3) and sums it. In
+    // S-mode with mcounteren.TM set every read runs inline at the interpreter's count; in
+    // U-mode scounteren.TM is clear and every read is an illegal instruction.
+    let program = [
+        ins(Addi, 12, 12, 0, 1),
+        ins(Csrrs, 10, 0, 0, TIME as i32),
+        ins(Add, 11, 11, 10, 0),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -16),
+        ins(Jal, 0, 0, 0, 0),
+    ];
+    for mode in [Privilege::Supervisor, Privilege::User] {
+        let setup = |h: &mut Hart| {
+            h.write_csr(MCOUNTEREN, 1 << 1);
+            h.reset(CODE, mode, 0, 0);
+            h.set_x(7, 1000);
+        };
+        let translated = lockstep_from(&program, setup, &[5, 4_001, 1_000], "time reads");
+        let stats = translated.translator_stats().expect("translator on");
+        if mode == Privilege::Supervisor {
+            // Round k reads at instret 5k + 1.
+            let sum: u64 = (0..1000u64).map(|k| 5 + (5 * k + 1) / 3).sum();
+            assert_eq!((translated.x(10), translated.x(11)), (5 + 4996 / 3, sum));
+            assert_eq!(stats.interpreted, 0, "{stats:?}");
+        } else {
+            assert_eq!(
+                (translated.x(10), translated.x(11)),
+                (0, 0),
+                "the reads trapped"
+            );
+        }
+    }
 }
 
 #[test]
