@@ -173,6 +173,25 @@ fn lockstep_from(
     translated
 }
 
+/// Sv39 page tables at `tests::ROOT`, and satp pointing at them: RAM identity-mapped by a
+/// gigapage with PTE flags `ram_flags`, and the 4 KiB pages from `va` on (within one 2 MiB
+/// region) onto the RAM pages `pages`, each with its flags.
+fn map_sv39(h: &mut Hart, ram_flags: u64, va: u64, pages: &[(u64, u64)]) {
+    use crate::csr_numbers::SATP;
+    use crate::tests::{write_u64, ROOT};
+    write_u64(h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | ram_flags);
+    if !pages.is_empty() {
+        let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
+        write_u64(h, ROOT + (va >> 30) * 8, (l1 >> 12) << 10 | 1);
+        write_u64(h, l1 + ((va >> 21) & 0x1ff) * 8, (l0 >> 12) << 10 | 1);
+        for (page, &(ram, flags)) in pages.iter().enumerate() {
+            let entry = l0 + ((va >> 12) + page as u64) % 512 * 8;
+            write_u64(h, entry, (ram >> 12) << 10 | flags);
+        }
+    }
+    h.write_csr(SATP, 8 << 60 | ROOT >> 12);
+}
+
 #[path = "float_tests.rs"]
 mod float;
 
@@ -1567,8 +1586,6 @@ fn sstatus_accesses_run_inline_within_one_block_and_trap_from_user_mode() {
 
 #[test]
 fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
-    use crate::csr_numbers::SATP;
-    use crate::tests::{write_u64, ROOT};
     use Op::*;
     // M-mode sets SUM in sstatus and loads from RAM (no translation), then returns to
     // S-mode, where RAM is mapped execute-only: the same load faults there (privileged
@@ -1589,10 +1606,9 @@ fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
     ];
     let setup = |h: &mut Hart| {
         // RAM identity-mapped by a gigapage (V X A D).
-        write_u64(h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xc9);
+        map_sv39(h, 0xc9, 0, &[]);
         h.write_phys(GuestPhysAddr(SCRATCH), &0x5au64.to_le_bytes())
             .unwrap();
-        h.write_csr(SATP, 8 << 60 | ROOT >> 12);
         h.write_csr(MSTATUS, 1 << 11);
         h.set_x(8, SCRATCH);
         h.set_x(9, MSTATUS_SUM);
@@ -1807,8 +1823,6 @@ fn calls_and_returns_through_the_host_stack_match_the_interpreter() {
 
 #[test]
 fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
-    use crate::csr_numbers::SATP;
-    use crate::tests::{write_u64, ROOT};
     use Op::*;
     // Linux's user-access windows: csrs sstatus.SUM, a load from a U page, csrc SUM. The
     // writes change the TLB keys, not anything `Hart::run` checks, so translated code goes
@@ -1828,18 +1842,9 @@ fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
     let build = || {
         let mut h = machine(&program);
         // RAM identity-mapped by a gigapage (V R W X A D); VA onto USER_PAGE (V R W U A D).
-        write_u64(&mut h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xcf);
-        let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
-        write_u64(&mut h, ROOT + (VA >> 30) * 8, (l1 >> 12) << 10 | 1);
-        write_u64(&mut h, l1 + ((VA >> 21) & 0x1ff) * 8, (l0 >> 12) << 10 | 1);
-        write_u64(
-            &mut h,
-            l0 + ((VA >> 12) & 0x1ff) * 8,
-            (USER_PAGE >> 12) << 10 | 0xd7,
-        );
+        map_sv39(&mut h, 0xcf, VA, &[(USER_PAGE, 0xd7)]);
         h.write_phys(GuestPhysAddr(USER_PAGE), &0x5au64.to_le_bytes())
             .unwrap();
-        h.write_csr(SATP, 8 << 60 | ROOT >> 12);
         h.reset(CODE, Privilege::Supervisor, 0, 0);
         h.set_x(8, VA);
         h.set_x(9, 1 << 18);
@@ -1882,8 +1887,6 @@ fn sum_toggles_stay_in_translated_code_and_change_what_s_mode_may_load() {
 }
 #[test]
 fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_across_its_end() {
-    use crate::csr_numbers::SATP;
-    use crate::tests::{write_u64, ROOT};
     use Op::*;
     // A function's frame as compilers lay it out, in S-mode: stores of five registers
     // through sp, work, loads of them back, with operations between that use the host's
@@ -1925,19 +1928,8 @@ fn saves_and_restores_on_the_stack_match_the_interpreter_within_a_page_and_acros
             let mut h = machine(&program);
             // RAM identity-mapped by a gigapage (V R W X A D); the stack's pages onto RAM
             // 64 KiB apart (V R W A D).
-            write_u64(&mut h, ROOT + 2 * 8, (RAM_BASE >> 12) << 10 | 0xcf);
-            let (l1, l0) = (ROOT + 0x1000, ROOT + 0x2000);
-            write_u64(&mut h, ROOT + (STACK >> 30) * 8, (l1 >> 12) << 10 | 1);
-            write_u64(
-                &mut h,
-                l1 + ((STACK >> 21) & 0x1ff) * 8,
-                (l0 >> 12) << 10 | 1,
-            );
-            for (page, ram) in [(0, RAM_BASE + 0x20_000), (1, RAM_BASE + 0x30_000)] {
-                let entry = l0 + ((STACK >> 12) + page) % 512 * 8;
-                write_u64(&mut h, entry, (ram >> 12) << 10 | 0xc7);
-            }
-            h.write_csr(SATP, 8 << 60 | ROOT >> 12);
+            let stack_pages = [(RAM_BASE + 0x20_000, 0xc7), (RAM_BASE + 0x30_000, 0xc7)];
+            map_sv39(&mut h, 0xcf, STACK, &stack_pages);
             h.reset(CODE, Privilege::Supervisor, 0, 0);
             h.set_x(1, 0x1111);
             h.set_x(2, sp);
