@@ -22,7 +22,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
-use core::ops::Range;
+use core::ops::{Range, RangeInclusive};
 
 use super::x86::{
     at as at_base, at_index, Alu, Assembler, Cond, Reg, Shift, Unary, Width, R12, R13, R14, R15,
@@ -267,10 +267,10 @@ fn lookup_routine(a: &mut Assembler, epilogue: usize) {
 /// misses, since the next page's tag never sits in this page's entry, so the in-page
 /// check costs no instruction of its own.
 fn tlb_compare(a: &mut Assembler, tlb: usize, key: usize, entries: usize, size: u64) {
-    tlb_compare_range(a, tlb, key, entries, RAX, 0..size as i32 - 1);
+    tlb_compare_range(a, tlb, key, entries, RAX, 0..=size as i32 - 1);
 }
 
-/// `tlb_compare` for the bytes from `base` + `bytes.start` to `base` + `bytes.end` (at
+/// `tlb_compare` for the bytes from `base` + `bytes.start()` to `base` + `bytes.end()` (at
 /// most a page apart): a hit says that they all lie in the entry's page.
 fn tlb_compare_range(
     a: &mut Assembler,
@@ -278,13 +278,13 @@ fn tlb_compare_range(
     key: usize,
     entries: usize,
     base: Reg,
-    bytes: Range<i32>,
+    bytes: RangeInclusive<i32>,
 ) {
     let entry_log2 = TLB_ENTRY_BYTES.trailing_zeros();
-    if bytes.start == 0 {
+    if *bytes.start() == 0 {
         a.mov(Width::W32, RDX, base);
     } else {
-        a.lea(Width::W32, RDX, at_base(base, bytes.start));
+        a.lea(Width::W32, RDX, at_base(base, *bytes.start()));
     }
     a.shift_imm(Shift::Shr, Width::W32, RDX, (12 - entry_log2) as u8);
     a.alu_imm(
@@ -294,8 +294,8 @@ fn tlb_compare_range(
         ((entries - 1) << entry_log2) as i32,
     );
     a.alu_mem(Alu::Add, Width::W64, RDX, frame(tlb));
-    if bytes.end != 0 {
-        a.lea(Width::W64, RCX, at_base(base, bytes.end));
+    if *bytes.end() != 0 {
+        a.lea(Width::W64, RCX, at_base(base, *bytes.end()));
     } else {
         a.mov(Width::W64, RCX, base);
     }
@@ -476,9 +476,9 @@ enum Stub {
         index: u32,
         next: Option<u64>,
     },
-    /// An access group (`access_group`) whose range check failed: its accesses one by one,
-    /// each with its own probe and slow path, from register cache `from`, then on at
-    /// `resume` with the cache moved to `to`, as the group's fast path leaves it.
+    /// An access group (`access_group`) whose probe failed: its instructions one by one,
+    /// each access with its own probe and slow path, from register cache `from`, then on
+    /// at `resume` with the cache moved to `to`, as the group's fast path leaves it.
     Group {
         first: u32,
         ops: Vec<Instruction>,
@@ -1265,7 +1265,7 @@ impl Emitter {
         };
         let base = self.source(RAX, ops[0].rs1);
         let a = &mut self.a;
-        tlb_compare_range(a, tlb, key, DATA_TLB_ENTRIES, base, first_byte..last_byte);
+        tlb_compare_range(a, tlb, key, DATA_TLB_ENTRIES, base, first_byte..=last_byte);
         let miss = a.jcc(Cond::NotEqual);
         a.load(Width::W64, RCX, at_base(RDX, 8));
         let flagged = stores.then(|| {
