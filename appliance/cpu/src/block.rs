@@ -107,9 +107,9 @@ impl BlockCache {
 
 /// Whether `inst` must be the last instruction of a block: every CSR instruction but a read
 /// of the FP CSRs (glibc reads frm and fflags around FP code), the accesses of CSRs that
-/// hold data only (trap entry and exit) and the sets and clears of sstatus (Linux's
-/// interrupt enables and user-access windows) and the reads of `time`, as a write may
-/// change what `Hart::run` checks between blocks. A set or clear of sstatus that does is answered with
+/// hold data only (trap entry and exit), the sets and clears of sstatus (Linux's interrupt
+/// enables and user-access windows) and the reads of `time`, as a write may change what
+/// `Hart::run` checks between blocks. A set or clear of sstatus that does is answered with
 /// `Flow::EndBlock` (`Hart::execute_csr`), which ends the block where it runs.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;

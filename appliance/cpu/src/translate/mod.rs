@@ -19,10 +19,11 @@
 //! an earlier instruction re-checks the budget as a loop does). A load or
 //! store that misses the inline soft-TLB path calls the interpreter for that one
 //! instruction (consecutive loads or stores through one base register share one probe,
-//! `emit::Emitter::access_group`, and run one by one when it fails); when an interpreted instruction does anything but fall through (a trap,
-//! MMIO, a jump, a write to code, a CSR), translated code leaves at once without counting
-//! it and `Hart::run` completes it exactly as `run_block` does, so a trap in any position
-//! stops the count at the faulting instruction.
+//! `emit::Emitter::access_group`, and run one by one when it fails); when an interpreted
+//! instruction does anything but fall through (a trap, MMIO, a jump, a write to code, a
+//! CSR), translated code leaves at once without counting it and `Hart::run` completes it
+//! exactly as `run_block` does, so a trap in any position stops the count at the faulting
+//! instruction.
 //!
 //! Interrupts: `Hart::run` checks for a pending interrupt before each block it enters.
 //! Translated code goes on from block to block only through instructions after which the
