@@ -5,10 +5,12 @@
 //! instruction, never leaves its 4 KiB page, continues past conditional branches that are
 //! not taken, and ends after the first instruction that ends a block there. RV64I and M,
 //! the AMOs but min and max, LR and SC, and the F and D instructions that round to nearest
-//! even (`float.rs`: SSE2, and FMA3 where the host has it), become inline machine code;
-//! every other instruction (CSR, AMO min and max, system, the remaining FP ones) is handed
-//! to the interpreter's `execute` through a call,
-//! one instruction at a time, with pc and instret set as the interpreter would have them.
+//! even (`float.rs`: SSE2, and FMA3 where the host has it), and Linux's and glibc's
+//! frequent CSR accesses (sstatus, the trap CSRs, the FP CSRs, `time`: `emit::csr_inline`)
+//! become inline machine code; every other instruction (other CSR accesses, AMO min and
+//! max, system, the remaining FP ones) is handed to the interpreter's `execute` through a
+//! call, one instruction at a time, with pc and instret set as the interpreter would have
+//! them.
 //!
 //! Exact counting: a block knows how many instructions it holds (N). Its entry compares
 //! the remaining budget (a host register) with N and leaves without executing anything
