@@ -1298,11 +1298,9 @@ impl Emitter {
             self.cache_sources(inst);
             let target = at_base(RCX, inst.imm);
             if stores {
-                let value = self.source(RAX, inst.rs2);
-                self.a.store_sized(size, target, value);
-            } else if inst.rd != 0 {
-                let slot = self.slot_for(inst.rd);
-                self.a.load_extend(size, signed, CACHE_REGS[slot], target);
+                self.store_to(inst, size, target);
+            } else {
+                self.load_from(inst, size, signed, target);
             }
         }
         let stub = Stub::Group {
@@ -1321,6 +1319,11 @@ impl Emitter {
     fn load(&mut self, inst: &Instruction, size: u64, signed: bool) {
         self.address(inst);
         let value = self.load_target(size, false);
+        self.load_from(inst, size, signed, value);
+    }
+
+    /// The load `inst` of `size` bytes from `value` (its host address) into its destination.
+    fn load_from(&mut self, inst: &Instruction, size: u64, signed: bool, value: super::x86::Mem) {
         if float::is_float_access(inst.op) {
             self.a.load_extend(size, signed, RAX, value);
             self.float_loaded(inst);
@@ -1333,12 +1336,17 @@ impl Emitter {
     fn store(&mut self, inst: &Instruction, size: u64) {
         self.address(inst);
         self.store_target(size);
+        self.store_to(inst, size, at_base(RCX, 0));
+    }
+
+    /// The store `inst` of `size` bytes of its source to `target` (its host address).
+    fn store_to(&mut self, inst: &Instruction, size: u64, target: super::x86::Mem) {
         if float::is_float_access(inst.op) {
             self.float_store_source(inst);
-            self.a.store_sized(size, at_base(RCX, 0), RAX);
+            self.a.store_sized(size, target, RAX);
         } else {
             let value = self.source(RAX, inst.rs2);
-            self.a.store_sized(size, at_base(RCX, 0), value);
+            self.a.store_sized(size, target, value);
         }
     }
 
@@ -2065,17 +2073,12 @@ impl Emitter {
             Sltu => self.compare(inst, Cond::Below, false),
             Mul | Mulh | Mulhsu | Mulhu | Mulw => self.multiply(inst),
             Div | Divu | Rem | Remu | Divw | Divuw | Remw | Remuw => self.divide(inst),
-            Lb => self.load(inst, 1, true),
-            Lh => self.load(inst, 2, true),
-            Lw => self.load(inst, 4, true),
-            Ld => self.load(inst, 8, false),
-            Lbu => self.load(inst, 1, false),
-            Lhu => self.load(inst, 2, false),
-            Lwu => self.load(inst, 4, false),
-            Sb => self.store(inst, 1),
-            Sh => self.store(inst, 2),
-            Sw => self.store(inst, 4),
-            Sd => self.store(inst, 8),
+            Lb | Lh | Lw | Ld | Lbu | Lhu | Lwu | Sb | Sh | Sw | Sd => {
+                match integer_access(inst.op).expect("an integer load or store") {
+                    (true, size, _) => self.store(inst, size),
+                    (false, size, signed) => self.load(inst, size, signed),
+                }
+            }
             LrW => self.load_reserved(inst, 4),
             LrD => self.load_reserved(inst, 8),
             ScW => self.store_conditional(inst, 4),
