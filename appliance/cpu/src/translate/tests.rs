@@ -652,18 +652,22 @@ fn every_budget_across_a_loop_gives_the_interpreters_state() {
         ins(Addi, 7, 0, 0, 5),
         ins(Jal, 0, 0, 0, -44),
     ];
-    every_budget_to_120(&program, 12);
+    every_budget_to_120(&program, 12, &[]);
 }
 
-/// Runs `program` (x7 = 5) interpreted and translated with every budget from 1 to 120, each
-/// eight times over, comparing states after each run; translated code must have run once the
-/// budget reaches `translated_from`.
-fn every_budget_to_120(program: &[Instruction], translated_from: u64) {
+/// Runs `program` (x7 = 5, and the `registers` given) interpreted and translated with every
+/// budget from 1 to 120, each eight times over, comparing states after each run; translated
+/// code must have run once the budget reaches `translated_from`.
+fn every_budget_to_120(program: &[Instruction], translated_from: u64, registers: &[(usize, u64)]) {
     for budget in 1..=120u64 {
         let mut reference = machine(program);
         let mut translated = translating(machine(program));
-        reference.set_x(7, 5);
-        translated.set_x(7, 5);
+        for h in [&mut reference, &mut translated] {
+            h.set_x(7, 5);
+            for &(r, value) in registers {
+                h.set_x(r, value);
+            }
+        }
         // The same budget again and again: the cut moves through every position.
         let budgets = [budget; 8];
         lockstep(
@@ -701,13 +705,123 @@ fn branches_inside_a_block_stay_in_it_and_count_exactly_at_every_budget() {
         ins(Addi, 7, 0, 0, 5),
         ins(Jal, 0, 0, 0, -40),
     ];
-    every_budget_to_120(&program, program.len() as u64);
+    every_budget_to_120(&program, program.len() as u64, &[]);
     // Run in one go from the start, the block is entered once and never leaves.
     let mut reference = machine(&program);
     let mut translated = translating(machine(&program));
     lockstep(&mut reference, &mut translated, &[1000], "one run");
     let stats = translated.translator_stats().expect("translator on");
     assert_eq!((stats.entries, stats.chains), (1, 0), "{stats:?}");
+}
+
+#[test]
+fn results_of_32_bit_operations_read_as_64_bits_are_sign_extended_everywhere() {
+    use Op::*;
+    // The 32-bit operations here have results with bit 31 set or operands with other
+    // upper halves: every reader of all 64 bits must see them sign-extended (the register
+    // cache, a spill, a join, a loop's jump back, an exit), including readers of bitwise
+    // results of a word and a register that is none.
+    let mut program = vec![
+        ins(Addw, 10, 11, 12, 0),  // 0xffffffff80000000
+        ins(Add, 17, 10, 12, 0),   // lea from two cache registers: the base
+        ins(Sllw, 13, 11, 0, 0),   // 0x7fffffff (rs2 = x0)
+        ins(Slliw, 14, 12, 0, 31), // 0xffffffff80000000
+        ins(Add, 3, 12, 14, 0),    // and the index
+        ins(Or, 15, 10, 14, 0),    // two words, by halves
+        ins(Xori, 16, 15, 0, -1),  // and an immediate: 0x7fffffff
+        ins(Srli, 18, 16, 0, 4),   // from another register
+        ins(Sw, 0, 2, 15, 0),      // the low half
+        ins(Sd, 0, 2, 16, 8),
+        ins(Lwu, 19, 2, 0, 0), // 0x80000000, zero-extended: no word
+        ins(Or, 19, 19, 13, 0),
+        ins(Slt, 6, 10, 0, 0),
+        ins(Or, 20, 13, 12, 0), // x12 is no word, so neither is x20
+        ins(Addw, 21, 11, 11, 0),
+        ins(Xor, 20, 20, 21, 0),
+        ins(Xor, 21, 12, 13, 0), // nor as the first operand
+        ins(Mulw, 21, 10, 12, 0),
+        ins(Mul, 22, 12, 21, 0), // from the second operand's register
+        ins(Mulw, 21, 10, 12, 0),
+        ins(Csrrw, 0, 21, 0, MSCRATCH as i32),
+        ins(Mulw, 21, 10, 12, 0),
+        ins(Mul, 21, 21, 12, 0), // in place
+        ins(Subw, 23, 0, 12, 0),
+        ins(AmoaddD, 24, 2, 23, 0),
+        ins(Addw, 25, 25, 11, 0),
+        ins(Srai, 25, 25, 0, 1), // in place
+        ins(Addiw, 9, 11, 0, 1),
+        ins(Add, 9, 9, 12, 0), // in place
+        ins(Add, 26, 11, 12, 0),
+        ins(Blt, 0, 26, 0, 8), // taken: x26 is negative, and no word
+        ins(Addiw, 26, 26, 0, 5),
+        ins(Add, 27, 26, 12, 0), // the join: x26 as the branch left it
+        ins(Addiw, 1, 11, 0, 1),
+        ins(Bge, 0, 26, 0, 8), // not taken: the straight path's x1 is extended at the join
+        ins(Addi, 8, 8, 0, 1),
+        ins(Add, 4, 1, 12, 0),
+        ins(Sraw, 28, 11, 12, 0),
+        ins(Addiw, 29, 11, 0, 1),
+        // A base: extended, the address is not RAM, and the load faults.
+        ins(Addiw, 1, 2, 0, 8),
+        ins(Ld, 30, 1, 0, 8),
+    ];
+    // Twelve other registers written and read, then x29, which is read last and so was
+    // evicted on the way.
+    program.extend((13..25).map(|r| ins(Addi, r, r, 0, 1)));
+    program.extend((13..25).map(|r| ins(Add, 8, 8, r, 0)));
+    let end = program.len() as i32;
+    program.extend([
+        ins(Add, 30, 29, 12, 0),
+        // A loop whose header reads x31 whole, which its body writes with a 32-bit
+        // operation.
+        ins(Add, 9, 9, 31, 0),
+        ins(Addw, 31, 31, 11, 0),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -12),
+        ins(Addiw, 28, 11, 0, 3), // written back at the exit
+        ins(Addi, 7, 0, 0, 5),
+        ins(Jal, 0, 0, 0, -4 * (end + 7)),
+    ]);
+    let registers = [
+        (11, 0x1234_5678_7fff_ffff),
+        (12, 0xabcd_0000_0000_0001),
+        (25, 0x5555_5555_0000_0000),
+        (31, 0x1111_0000_7fff_fff0),
+    ];
+    every_budget_to_120(&program, program.len() as u64, &registers);
+    let mut reference = machine(&program);
+    let mut translated = translating(machine(&program));
+    for h in [&mut reference, &mut translated] {
+        h.set_x(7, 5);
+        for &(r, value) in &registers {
+            h.set_x(r, value);
+        }
+    }
+    // Once through (not the instruction branched over nor the load that faulted, but
+    // the four of the trap handler), twice, and three times more.
+    let once = end as u64 - 2 + 4 + 1 + 5 * 4 + 3;
+    lockstep(
+        &mut reference,
+        &mut translated,
+        &[once, once, 3 * once],
+        "passes",
+    );
+    assert_eq!(translated.pc(), CODE);
+    for (r, value) in [
+        (10, 0xffff_ffff_8000_0000),
+        (16, 0x7fff_ffff + 1),
+        (17, 0xabcc_ffff_8000_0001 + 1),
+        (19, 0xffff_ffff + 1),
+        (20, (0xabcd_0000_7fff_ffff ^ 0xffff_ffff_ffff_fffe) + 1),
+        (3, 0xabcc_ffff_8000_0001),
+        (4, 0xabcc_ffff_8000_0001),
+        (6, 1),
+        (27, 0x69ce_5678_8000_0001),
+        (28, 0xffff_ffff_8000_0002),
+        (30, 0xabcc_ffff_8000_0001),
+    ] {
+        assert_eq!(translated.x(r), value, "x{r}");
+    }
 }
 
 #[test]
