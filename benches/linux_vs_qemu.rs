@@ -2,8 +2,9 @@
 //! TCG and under `-icount shift=0`, side by side in one run: the minimal kernel's boot to the
 //! ready marker, `curl` requests against busybox httpd, the trixie kernel's boot to power off,
 //! and its boot to the services plus `redis-benchmark` SET and GET, through user-mode
-//! networking on loopback; prints wall and process CPU time (or rates) for each, with the
-//! ratios. QEMU's CPU is cut down to our extensions (`harness::QEMU_CPU`).
+//! networking on loopback; prints wall and process CPU time (or rates) for each, the median
+//! of three interleaved rounds, with the ratios. QEMU's CPU is cut down to our extensions
+//! (`harness::QEMU_CPU`).
 //! Run with `cargo bench --bench linux_vs_qemu [-- boot|curl|poweroff|redis] [interpreter]`
 //! (`interpreter` adds a column for our interpreter, the reference).
 
@@ -28,8 +29,10 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the forwarded service may take to answer its first request after the ready
 /// marker (ARP and the first connection through user networking).
 const SERVICE_WARMUP_TIMEOUT: Duration = Duration::from_secs(120);
-/// The minimal guest boots in about a second, so one boot is too noisy to compare.
-const BOOT_REPEATS: usize = 3;
+/// Rounds of every measure, each running every machine once in turn (so a change of the
+/// host's load hits all of them alike); each column reports its median. One run alone is
+/// too noisy to compare: QEMU's times move by tens of percent between runs on a shared host.
+const ROUNDS: usize = 3;
 const CURL_REQUESTS: u32 = 100;
 const CURL_REQUEST_TIMEOUT_S: u32 = 30;
 const REDIS_REQUESTS: u32 = 2000;
@@ -468,6 +471,29 @@ fn boot_to(machine: Machine, spec: &GuestSpec, marker: &str) -> (Timing, Option<
     (timing, instructions)
 }
 
+/// Runs `measure` for every machine `ROUNDS` times, interleaved; returns each machine's
+/// results in the order of `machines`.
+fn rounds<T>(machines: &[Machine], mut measure: impl FnMut(Machine) -> T) -> Vec<Vec<T>> {
+    let mut results: Vec<Vec<T>> = machines.iter().map(|_| Vec::new()).collect();
+    for round in 1..=ROUNDS {
+        println!("  round {round} of {ROUNDS}");
+        for (index, &machine) in machines.iter().enumerate() {
+            results[index].push(measure(machine));
+        }
+    }
+    results
+}
+
+/// Each machine's median `Timing` over its rounds, `pick` choosing it from a result.
+fn medians<T>(runs: &[Vec<T>], pick: impl Fn(&T) -> &Timing) -> Vec<Timing> {
+    runs.iter()
+        .map(|results| {
+            let timings: Vec<Timing> = results.iter().map(|result| pick(result).clone()).collect();
+            median_timing(&timings)
+        })
+        .collect()
+}
+
 /// The median of each column over several runs (any failed run makes the column failed).
 fn median_timing(runs: &[Timing]) -> Timing {
     fn median(cells: Vec<&Cell>) -> Cell {
@@ -789,65 +815,46 @@ fn main() {
         }
     };
     if chosen.contains(&"boot") {
-        println!(
-            "boot: minimal 6.1 kernel to {READY_MARKER:?}, median of {BOOT_REPEATS} boots each"
-        );
+        println!("boot: minimal 6.1 kernel to {READY_MARKER:?}");
         let spec = minimal_boot_spec(&paths);
-        let mut runs: Vec<Vec<Timing>> = vec![Vec::new(); machines.len()];
-        let mut instructions = None;
-        for _ in 0..BOOT_REPEATS {
-            // Interleaved, so a change of the host's load hits every machine alike.
-            for (index, &machine) in machines.iter().enumerate() {
-                let (timing, counted) = boot_to(machine, &spec, READY_MARKER);
-                if machine == Machine::Understudy {
-                    instructions = instructions.or(counted);
-                }
-                runs[index].push(timing);
-            }
-        }
-        let timings: Vec<Timing> = runs.iter().map(|runs| median_timing(runs)).collect();
+        let runs = rounds(&machines, |machine| boot_to(machine, &spec, READY_MARKER));
+        let timings = medians(&runs, |(timing, _)| timing);
         note_failures("boot", &timings);
         note_instructions(
             "minimal boot (to power off after the marker)",
-            instructions,
+            runs[0][0].1,
             &timings[0],
         );
         rows.extend(Row::times("minimal 6.1 boot to ready", &timings));
     }
     if chosen.contains(&"curl") {
         println!("curl: {CURL_REQUESTS} sequential GETs of / from busybox httpd, minimal guest");
-        let timings: Vec<Timing> = machines
-            .iter()
-            .map(|&machine| curl_run(machine, &paths).unwrap_or_else(Timing::failed))
-            .collect();
+        let runs = rounds(&machines, |machine| {
+            curl_run(machine, &paths).unwrap_or_else(Timing::failed)
+        });
+        let timings = medians(&runs, |timing| timing);
         note_failures("curl", &timings);
         rows.extend(Row::rates("curl GET requests", CURL_REQUESTS, &timings));
     }
     if chosen.contains(&"poweroff") {
         println!("poweroff: trixie 6.12 kernel, no services, init powers off at once");
         let spec = trixie_poweroff_spec(&paths);
-        let mut timings = Vec::new();
-        for &machine in &machines {
-            let (timing, counted) = boot_to(machine, &spec, POWER_OFF_MARKER);
-            if machine == Machine::Understudy {
-                note_instructions("trixie boot to power off", counted, &timing);
-            }
-            timings.push(timing);
-        }
+        let runs = rounds(&machines, |machine| {
+            boot_to(machine, &spec, POWER_OFF_MARKER)
+        });
+        let timings = medians(&runs, |(timing, _)| timing);
         note_failures("poweroff", &timings);
+        note_instructions("trixie boot to power off", runs[0][0].1, &timings[0]);
         rows.extend(Row::times("trixie 6.12 boot to power off", &timings));
     }
     if chosen.contains(&"redis") {
         println!(
             "redis: trixie guest with its services; redis-benchmark -n {REDIS_REQUESTS} -c 1 -t set, then -t get"
         );
-        let results: Vec<RedisResult> = machines
-            .iter()
-            .map(|&machine| redis_run(machine, &paths))
-            .collect();
-        let ready: Vec<Timing> = results.iter().map(|r| r.ready.clone()).collect();
-        let set: Vec<Timing> = results.iter().map(|r| r.set.clone()).collect();
-        let get: Vec<Timing> = results.iter().map(|r| r.get.clone()).collect();
+        let runs = rounds(&machines, |machine| redis_run(machine, &paths));
+        let ready = medians(&runs, |r| &r.ready);
+        let set = medians(&runs, |r| &r.set);
+        let get = medians(&runs, |r| &r.get);
         note_failures("redis boot", &ready);
         note_failures("redis SET", &set);
         note_failures("redis GET", &get);
