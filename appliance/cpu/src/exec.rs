@@ -2,8 +2,9 @@
 
 use crate::csr::numbers::{FCSR, FFLAGS, FRM, MIE, MSTATUS, SIE, SSTATUS};
 use crate::csr::{
-    holds_data_only, MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR,
-    MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MSTATUS_SUM, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
+    holds_data_only, MSTATUS_FS, MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPRV, MSTATUS_MXR,
+    MSTATUS_SD, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MSTATUS_SUM, MSTATUS_TSR, MSTATUS_TVM,
+    MSTATUS_TW,
 };
 use crate::inst::{Instruction, Op};
 use crate::{cause, Exception, Flow, Hart, Platform, Privilege, Reservation, StopReason};
@@ -416,18 +417,26 @@ impl Hart {
         // Nor the FP CSRs (glibc saves and restores fflags around FP code): a write sets FS
         // to Dirty, never Off, and the next instruction starts a block whose entry checks
         // read FS and frm afresh (`float_entry_checks`).
+        // A write of sstatus that also changes FS (Linux turns the FP unit off on every
+        // trap entry and back on before the sret) or the fields only xRET reads (SPIE,
+        // SPP, MPIE) changes nothing `run` checks either, but translated FP code checks FS
+        // at its block's entry: the next instruction starts a block (Refetch).
         let data_only = holds_data_only(csr) || matches!(csr, FFLAGS | FRM | FCSR);
-        let enables_only = matches!(csr, MSTATUS | SSTATUS | MIE | SIE)
-            && (status_before ^ self.csr.mstatus)
-                & !(MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SUM | MSTATUS_MXR)
-                == 0;
-        Ok(
-            if writes && !data_only && !(enables_only && self.pending_interrupt().is_none()) {
-                Flow::EndBlock
-            } else {
-                Flow::Next
-            },
-        )
+        let status_change = status_before ^ self.csr.mstatus;
+        let enables = MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SUM | MSTATUS_MXR;
+        let enables_only =
+            matches!(csr, MSTATUS | SSTATUS | MIE | SIE) && status_change & !enables == 0;
+        let previous = MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_MPIE;
+        let status_only = matches!(csr, MSTATUS | SSTATUS)
+            && status_change & !(enables | previous | MSTATUS_FS | MSTATUS_SD) == 0;
+        let quiet = || self.pending_interrupt().is_none();
+        Ok(if !writes || data_only || (enables_only && quiet()) {
+            Flow::Next
+        } else if status_only && quiet() {
+            Flow::Refetch
+        } else {
+            Flow::EndBlock
+        })
     }
 }
 

@@ -2288,13 +2288,28 @@ fn csr_inline(inst: &Instruction) -> bool {
 
 /// Whether the interpreter may answer `op` with `Flow::Refetch`, so that its call site
 /// needs a way on through the lookup (elsewhere a refetch leaves translated code, which is
-/// slower but as correct): fences of the translation or of code, and stores, which may
-/// write decoded code.
+/// slower but as correct): fences of the translation or of code, stores, which may write
+/// decoded code, and CSR writes that end a block only for translated FP code (sstatus.FS).
 fn may_refetch(op: Op) -> bool {
     use Op::*;
     matches!(
         op,
-        SfenceVma | FenceI | Sb | Sh | Sw | Sd | ScW | ScD | Fsw | Fsd
+        SfenceVma
+            | FenceI
+            | Sb
+            | Sh
+            | Sw
+            | Sd
+            | ScW
+            | ScD
+            | Fsw
+            | Fsd
+            | Csrrw
+            | Csrrs
+            | Csrrc
+            | Csrrwi
+            | Csrrsi
+            | Csrrci
     ) || is_amo(op)
 }
 

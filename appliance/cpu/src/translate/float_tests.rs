@@ -730,3 +730,60 @@ fn fflags_saved_and_restored_around_fp_code_stays_in_translated_code() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn turning_fs_off_and_on_in_s_mode_stays_in_translated_code() {
+    use crate::csr_numbers::SSTATUS;
+    use crate::Privilege;
+    use Op::*;
+    // Linux's trap entry clears FS and SUM (csrrc from a register) and its return restores
+    // sstatus (csrw): neither leaves translated code any more, and the FP instruction after
+    // each starts a block whose entry checks FS afresh. While FS is off, the add in the
+    // first variant traps (the M-mode handler skips it); the one after the restore runs.
+    for add_while_off in [false, true] {
+        let while_off = if add_while_off {
+            fp(FaddD, 3, 1, 2, 0, 7)
+        } else {
+            ins(Addi, 11, 11, 0, 1)
+        };
+        let program = [
+            ins(Addi, 10, 10, 0, 1),
+            ins(Csrrc, 9, 16, 0, SSTATUS as i32),
+            while_off,
+            ins(Csrrw, 0, 9, 0, SSTATUS as i32),
+            fp(FaddD, 1, 1, 2, 0, 7),
+            ins(Addi, 7, 7, 0, -1),
+            ins(Bne, 0, 7, 0, -24),
+            ins(Jal, 0, 0, 0, 0),
+        ];
+        let (mut reference, mut translated) = float_pair(&program, 1);
+        for h in [&mut reference, &mut translated] {
+            h.write_csr(MSTATUS, MSTATUS_FS | crate::csr::MSTATUS_SUM);
+            h.reset(super::CODE, Privilege::Supervisor, 0, 0);
+            h.set_x(7, 1000);
+            h.set_x(16, MSTATUS_FS | crate::csr::MSTATUS_SUM);
+            h.f[1] = 0;
+            h.f[2] = 0x3ff0_0000_0000_0000;
+        }
+        let what = format!("fp add while off: {add_while_off}");
+        lockstep(&mut reference, &mut translated, &[3, 17, 20_000], &what);
+        // 1000 additions of 1.0, and sstatus as it was.
+        assert_eq!(translated.f[1], 0x408f_4000_0000_0000, "{what}");
+        assert_eq!(
+            translated.csr.mstatus & (MSTATUS_FS | crate::csr::MSTATUS_SUM),
+            MSTATUS_FS | crate::csr::MSTATUS_SUM,
+            "{what}"
+        );
+        let stats = translated.translator_stats().expect("translator on");
+        // Without the trapping add: entries only where the three runs start and their
+        // first blocks end, no exit in the loop (each csrrc and csrw left translated code
+        // before: 2000 more). With it: the trap and the handler's mret leave, twice an
+        // iteration. The interpreter runs each csrrc and csrw, and each add while FS is off.
+        let expected = if add_while_off {
+            (2004, 2999)
+        } else {
+            (6, 1999)
+        };
+        assert_eq!((stats.entries, stats.interpreted), expected, "{what}");
+    }
+}

@@ -701,11 +701,13 @@ extern "sysv64" fn interpret<P: Platform>(
     let result = hart.execute(platform, &inst);
     // Whatever host code did to MXCSR's flags meanwhile is no guest's.
     emit::float::take_mxcsr();
-    if let Ok(Flow::Next) = result {
+    if let Ok(Flow::Next | Flow::Refetch) = result {
         // A write of SUM or MXR goes on in translated code (`Hart::execute_csr`), whose
         // next loads and stores must probe the TLBs with the new keys.
         frame.load_key = hart.mmu.load_key();
         frame.store_key = hart.mmu.store_key();
+    }
+    if let Ok(Flow::Next) = result {
         return INTERPRETED_NEXT;
     }
     // Kept for a refetch too: translated code without a way on through the lookup leaves,

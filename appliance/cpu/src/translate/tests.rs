@@ -1705,7 +1705,9 @@ fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
     // S-mode, where RAM is mapped execute-only: the same load faults there (privileged
     // spec 4.3.1; the handler skips it), succeeds with MXR set and faults again once it is
     // clear. The M-mode load must not fill the load TLB under the key S-mode uses, nor a
-    // load with MXR under the key without it, or a later load would hit it.
+    // load with MXR under the key without it, or a later load would hit it. Last, a loop
+    // clears MXR together with FS, a write the interpreter runs and translated code goes
+    // on after through its lookup: with the new keys, or the load after it would hit.
     let program = [
         ins(Csrrs, 0, 9, 0, SSTATUS as i32),
         ins(Ld, 10, 8, 0, 0),
@@ -1716,6 +1718,13 @@ fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
         ins(Ld, 14, 8, 0, 0),
         ins(Csrrc, 0, 13, 0, SSTATUS as i32),
         ins(Ld, 15, 8, 0, 0),
+        ins(Csrrs, 0, 19, 0, SSTATUS as i32),
+        ins(Csrrs, 0, 13, 0, SSTATUS as i32),
+        ins(Ld, 16, 8, 0, 0),
+        ins(Csrrc, 0, 17, 0, SSTATUS as i32),
+        ins(Ld, 18, 8, 0, 0),
+        ins(Addi, 7, 7, 0, -1),
+        ins(Bne, 0, 7, 0, -24),
         ins(Jal, 0, 0, 0, 0),
     ];
     let setup = |h: &mut Hart| {
@@ -1724,14 +1733,17 @@ fn sstatus_writes_key_the_load_tlb_by_mode_sum_and_mxr() {
         h.write_phys(GuestPhysAddr(SCRATCH), &0x5au64.to_le_bytes())
             .unwrap();
         h.write_csr(MSTATUS, 1 << 11);
+        h.set_x(7, 3);
         h.set_x(8, SCRATCH);
         h.set_x(9, MSTATUS_SUM);
         h.set_x(11, CODE + 16);
         h.set_x(13, MSTATUS_MXR);
+        h.set_x(17, MSTATUS_MXR | 1 << 13);
+        h.set_x(19, 1 << 13);
     };
-    let translated = lockstep_from(&program, setup, &[50], "M-mode then S-mode");
-    let loaded = [10, 12, 14, 15].map(|r| translated.x(r));
-    assert_eq!(loaded, [0x5a, 0, 0x5a, 0]);
+    let translated = lockstep_from(&program, setup, &[100], "M-mode then S-mode");
+    let loaded = [10, 12, 14, 15, 16, 18].map(|r| translated.x(r));
+    assert_eq!(loaded, [0x5a, 0, 0x5a, 0, 0x5a, 0]);
 }
 
 #[test]
@@ -1782,8 +1794,9 @@ fn enabling_sie_with_a_delegated_interrupt_pending_takes_it_at_once() {
     // raised; the S-mode handler counts, disables it in sie and returns with SIE clear
     // (it clears SPIE first). So every enable from the register makes the interrupt
     // takeable and must leave translated code at once, for `Hart::run` to take it at the
-    // same count as the interpreter; the enables from the immediate find nothing pending
-    // and enabled and run inline.
+    // same count as the interpreter, although it also turns FS on (which the handler turns
+    // off); the enables from the immediate find nothing pending and enabled and run
+    // inline.
     let program = [
         ins(Addi, 10, 10, 0, 1),
         ins(Csrrci, 0, 2, 0, SSTATUS as i32),
@@ -1813,8 +1826,8 @@ fn enabling_sie_with_a_delegated_interrupt_pending_takes_it_at_once() {
         h.set_interrupt_lines(STIP);
         h.reset(CODE, Privilege::Supervisor, 0, 0);
         h.set_x(7, 3_000);
-        h.set_x(12, MSTATUS_SIE);
-        h.set_x(21, 1 << 5);
+        h.set_x(12, MSTATUS_SIE | 1 << 13);
+        h.set_x(21, 1 << 5 | 1 << 13);
         h.set_x(22, STIP);
     };
     let translated = lockstep_from(&program, setup, &[3, 700, 19, 30_000], "enables");
