@@ -777,7 +777,7 @@ fn turning_fs_off_and_on_in_s_mode_stays_in_translated_code() {
         let stats = translated.translator_stats().expect("translator on");
         // Without the trapping add: entries only where the three runs start and their
         // first blocks end, no exit in the loop (each csrrc and csrw left translated code
-        // before: 2000 more). With it: the trap and the handler's mret leave, twice an
+        // before: about 2000 more). With it: the trap and the handler's mret leave, twice an
         // iteration. The interpreter runs each csrrc and csrw, and each add while FS is off.
         let expected = if add_while_off {
             (2004, 2999)
