@@ -33,7 +33,9 @@
 //! whether an interrupt is pending (plain jumps and branches between blocks): everything
 //! that can (CSR writes but those to data-only CSRs and those that change no more than
 //! interrupt enables and leave none takeable, xRET, wfi, MMIO, traps) ends the
-//! interpreter's block with a flow other than "next" and so leaves translated code. Interrupts are therefore taken at the
+//! interpreter's block with a flow other than "next" and so leaves translated code, but
+//! a refetch (a write of sstatus that also turns FS off or on and leaves no interrupt
+//! takeable, too), which goes on through the lookup. Interrupts are therefore taken at the
 //! same counts as with the interpreter.
 //!
 //! Invalidation: blocks are keyed by virtual pc, RAM offset and the decode cache's page
