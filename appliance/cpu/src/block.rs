@@ -110,7 +110,8 @@ impl BlockCache {
 /// hold data only (trap entry and exit), the sets and clears of sstatus (Linux's interrupt
 /// enables and user-access windows) and the reads of `time`, as a write may change what
 /// `Hart::run` checks between blocks. A set or clear of sstatus that does is answered with
-/// `Flow::EndBlock` (`Hart::execute_csr`), which ends the block where it runs.
+/// `Flow::EndBlock` (or `Flow::Refetch`: `Hart::execute_csr`), which ends the block where it
+/// runs.
 pub(crate) fn ends_block(inst: &Instruction) -> bool {
     use Op::*;
     matches!(
@@ -150,11 +151,15 @@ pub(crate) fn sets_or_clears_status(inst: &Instruction) -> bool {
         && (inst.imm as u32 & 0xfff) as u16 == crate::csr_numbers::SSTATUS
 }
 
+/// Whether `op` is a Zicsr instruction.
+pub(crate) fn is_csr(op: Op) -> bool {
+    use Op::*;
+    matches!(op, Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci)
+}
+
 /// Whether `inst` is a CSR instruction on a CSR that holds data only (`csr::holds_data_only`).
 pub(crate) fn accesses_data_csr(inst: &Instruction) -> bool {
-    use Op::*;
-    matches!(inst.op, Csrrw | Csrrs | Csrrc | Csrrwi | Csrrsi | Csrrci)
-        && holds_data_only((inst.imm as u32 & 0xfff) as u16)
+    is_csr(inst.op) && holds_data_only((inst.imm as u32 & 0xfff) as u16)
 }
 
 /// Whether `inst` only reads fflags, frm or fcsr (csrrs or csrrc with x0, their immediate

@@ -2294,23 +2294,9 @@ fn may_refetch(op: Op) -> bool {
     use Op::*;
     matches!(
         op,
-        SfenceVma
-            | FenceI
-            | Sb
-            | Sh
-            | Sw
-            | Sd
-            | ScW
-            | ScD
-            | Fsw
-            | Fsd
-            | Csrrw
-            | Csrrs
-            | Csrrc
-            | Csrrwi
-            | Csrrsi
-            | Csrrci
+        SfenceVma | FenceI | Sb | Sh | Sw | Sd | ScW | ScD | Fsw | Fsd
     ) || is_amo(op)
+        || crate::block::is_csr(op)
 }
 
 /// The AMOs translated inline (min and max go to the interpreter: rare in Linux).
